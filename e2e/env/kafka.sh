@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Kafka for the tests: a single KRaft node (broker + controller in one JVM).
+#
+#   kafka.sh install   fetch the broker's jars from Maven Central into
+#                      $TESTENV_CACHE/kafka/<version>/libs (skipped when present)
+#   kafka.sh start     format a fresh data dir, start the broker, wait until it answers
+#                      a metadata request, write $TESTENV_STATE/kafka.env
+#   kafka.sh stop      stop it (safe when not running)
+#
+# Needs Java 17+ and Maven. Version: $TIDINGS_KAFKA_VERSION (default below).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KAFKA_VERSION="${TIDINGS_KAFKA_VERSION:-4.4.0}"
+KAFKA_PORT=19092
+KAFKA_CONTROLLER_PORT=19093
+KAFKA_HOME="$TESTENV_CACHE/kafka/$KAFKA_VERSION"
+KAFKA_SRC="$TESTENV_LIB_DIR/kafka"
+KAFKA_STATE="$TESTENV_STATE/kafka"
+KAFKA_LOG="$TESTENV_LOGS/kafka.log"
+JAVA="${JAVA:-java}"
+
+kafka_install() {
+    local t0=$SECONDS
+    if [[ -f $KAFKA_HOME/libs/.complete ]]; then
+        log "kafka $KAFKA_VERSION already in $KAFKA_HOME"
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
+    command -v "$JAVA" >/dev/null || die "java not found: install a JDK 17+"
+    log "fetching kafka $KAFKA_VERSION jars with Maven"
+    local tmp="$KAFKA_HOME/libs.tmp.$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    if ! mvn -B -q -f "$KAFKA_SRC/pom.xml" \
+        -Dmaven.repo.local="$TESTENV_CACHE/m2" \
+        -Dkafka.version="$KAFKA_VERSION" \
+        dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$TESTENV_LOGS/kafka-install.log" 2>&1; then
+        tail -n 30 "$TESTENV_LOGS/kafka-install.log" >&2
+        rm -rf "$tmp"
+        die "could not fetch kafka $KAFKA_VERSION, see $TESTENV_LOGS/kafka-install.log"
+    fi
+    [[ -f $tmp/kafka_2.13-$KAFKA_VERSION.jar ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after fetch"
+    touch "$tmp/.complete"
+    rm -rf "$KAFKA_HOME/libs"
+    mv "$tmp" "$KAFKA_HOME/libs"
+    log "kafka $KAFKA_VERSION installed in $((SECONDS - t0))s ($(find "$KAFKA_HOME/libs" -name '*.jar' | wc -l) jars)"
+}
+
+# kafka_tool <main class> <args...>: run a Kafka command-line tool quietly.
+kafka_tool() {
+    timeout 60 "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+        -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2-tools.xml" \
+        -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+# A real request: list the topics (metadata from the broker), bounded in time.
+kafka_healthy() {
+    port_open 127.0.0.1 "$KAFKA_PORT" || return 1
+    kafka_tool org.apache.kafka.tools.TopicCommand \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list
+}
+
+kafka_wait() {
+    local deadline=$((SECONDS + 90))
+    until kafka_healthy >/dev/null 2>&1; do
+        if ! pid_alive kafka; then
+            tail -n 40 "$KAFKA_LOG" >&2 || true
+            die "kafka exited during start-up, see $KAFKA_LOG"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 40 "$KAFKA_LOG" >&2 || true
+            die "kafka did not become healthy within 90s, see $KAFKA_LOG"
+        fi
+        sleep 1
+    done
+}
+
+kafka_start() {
+    local t0=$SECONDS
+    [[ -f $KAFKA_HOME/libs/.complete ]] || kafka_install
+    if pid_alive kafka; then
+        log "kafka already running (pid $(cat "$TESTENV_RUN/kafka.pid"))"
+    else
+        for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+            ! port_open 127.0.0.1 "$port" || die "port $port is taken by another process"
+        done
+        # A fresh, throwaway data directory on every start.
+        rm -rf "$KAFKA_STATE"
+        mkdir -p "$KAFKA_STATE/data"
+        sed -e "s|@BROKER_PORT@|$KAFKA_PORT|g" \
+            -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+            -e "s|@DATA_DIR@|$KAFKA_STATE/data|g" \
+            "$KAFKA_SRC/server.properties" >"$KAFKA_STATE/server.properties"
+        # A cluster id is a base64url-encoded 16-byte UUID without padding.
+        local cluster_id
+        cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+        : >"$KAFKA_LOG"
+        if ! kafka_tool kafka.tools.StorageTool format \
+            --cluster-id "$cluster_id" --config "$KAFKA_STATE/server.properties" \
+            >>"$KAFKA_LOG" 2>&1; then
+            tail -n 30 "$KAFKA_LOG" >&2
+            die "formatting kafka storage failed, see $KAFKA_LOG"
+        fi
+        log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
+        start_bg kafka "$KAFKA_LOG" "$JAVA" \
+            -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+            -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+            -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.xml" \
+            -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_STATE/server.properties"
+    fi
+    kafka_wait
+    write_env kafka "TIDINGS_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+    log "kafka healthy in $((SECONDS - t0))s"
+}
+
+kafka_stop() {
+    if pid_alive kafka; then
+        log "stopping kafka"
+    fi
+    stop_bg kafka 30
+    rm -f "$TESTENV_STATE/kafka.env"
+}
+
+case "${1:-}" in
+    install) kafka_install ;;
+    start) kafka_start ;;
+    stop) kafka_stop ;;
+    *) die "usage: $0 install|start|stop" ;;
+esac
