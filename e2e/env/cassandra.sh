@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Cassandra for the tests: one node, run straight from cassandra-all's jars.
+#
+#   cassandra.sh install   fetch cassandra-all and its dependencies from Maven Central into
+#                          $TESTENV_CACHE/cassandra/<version>/libs (skipped when present)
+#   cassandra.sh start     start a node on a fresh data dir, wait until it answers a CQL
+#                          query, write $TESTENV_STATE/cassandra.env
+#   cassandra.sh stop      stop it (safe when not running)
+#
+# Needs Java 17 and Maven. Version: $TIDINGS_CASSANDRA_VERSION (default below).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+CASSANDRA_VERSION="${TIDINGS_CASSANDRA_VERSION:-5.0.9}"
+CASSANDRA_NATIVE_PORT=19042
+CASSANDRA_STORAGE_PORT=17000
+CASSANDRA_HOME="$TESTENV_CACHE/cassandra/$CASSANDRA_VERSION"
+CASSANDRA_SRC="$TESTENV_LIB_DIR/cassandra"
+CASSANDRA_STATE="$TESTENV_STATE/cassandra"
+CASSANDRA_LOG="$TESTENV_LOGS/cassandra.log"
+CASSANDRA_START_TIMEOUT="${TIDINGS_CASSANDRA_START_TIMEOUT:-180}"
+JAVA="${JAVA:-java}"
+PYTHON="${PYTHON:-python3}"
+
+cassandra_install() {
+    local t0=$SECONDS
+    if [[ -f $CASSANDRA_HOME/libs/.complete ]]; then
+        log "cassandra $CASSANDRA_VERSION already in $CASSANDRA_HOME"
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
+    command -v "$JAVA" >/dev/null || die "java not found: install a JDK 17"
+    log "fetching cassandra $CASSANDRA_VERSION jars with Maven"
+    local tmp="$CASSANDRA_HOME/libs.tmp.$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    if ! mvn -B -q -f "$CASSANDRA_SRC/pom.xml" \
+        -Dmaven.repo.local="$TESTENV_CACHE/m2" \
+        -Dcassandra.version="$CASSANDRA_VERSION" \
+        dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$TESTENV_LOGS/cassandra-install.log" 2>&1; then
+        tail -n 30 "$TESTENV_LOGS/cassandra-install.log" >&2
+        rm -rf "$tmp"
+        die "could not fetch cassandra $CASSANDRA_VERSION, see $TESTENV_LOGS/cassandra-install.log"
+    fi
+    [[ -f $tmp/cassandra-all-$CASSANDRA_VERSION.jar ]] ||
+        die "cassandra-all-$CASSANDRA_VERSION.jar missing after fetch"
+    touch "$tmp/.complete"
+    rm -rf "$CASSANDRA_HOME/libs"
+    mv "$tmp" "$CASSANDRA_HOME/libs"
+    log "cassandra $CASSANDRA_VERSION installed in $((SECONDS - t0))s ($(find "$CASSANDRA_HOME/libs" -name '*.jar' | wc -l) jars)"
+}
+
+cassandra_healthy() {
+    port_open 127.0.0.1 "$CASSANDRA_NATIVE_PORT" &&
+        "$PYTHON" "$CASSANDRA_SRC/cql_ping.py" 127.0.0.1 "$CASSANDRA_NATIVE_PORT"
+}
+
+cassandra_wait() {
+    local deadline=$((SECONDS + CASSANDRA_START_TIMEOUT))
+    until cassandra_healthy >/dev/null 2>&1; do
+        if ! pid_alive cassandra; then
+            tail -n 40 "$CASSANDRA_LOG" >&2 || true
+            die "cassandra exited during start-up, see $CASSANDRA_LOG"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 40 "$CASSANDRA_LOG" >&2 || true
+            die "cassandra did not become healthy within ${CASSANDRA_START_TIMEOUT}s, see $CASSANDRA_LOG"
+        fi
+        sleep 1
+    done
+}
+
+cassandra_start() {
+    local t0=$SECONDS
+    [[ -f $CASSANDRA_HOME/libs/.complete ]] || cassandra_install
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found (needed for the CQL health check)"
+    if pid_alive cassandra; then
+        log "cassandra already running (pid $(cat "$TESTENV_RUN/cassandra.pid"))"
+    else
+        for port in "$CASSANDRA_NATIVE_PORT" "$CASSANDRA_STORAGE_PORT"; do
+            ! port_open 127.0.0.1 "$port" || die "port $port is taken by another process"
+        done
+        # A fresh, throwaway node on every start.
+        rm -rf "$CASSANDRA_STATE"
+        mkdir -p "$CASSANDRA_STATE"/{data,commitlog,saved_caches,hints,cdc_raw,logs}
+        sed -e "s|@STATE_DIR@|$CASSANDRA_STATE|g" \
+            -e "s|@NATIVE_PORT@|$CASSANDRA_NATIVE_PORT|g" \
+            -e "s|@STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
+            "$CASSANDRA_SRC/cassandra.yaml" >"$CASSANDRA_STATE/cassandra.yaml"
+        local -a jvm_opts
+        mapfile -t jvm_opts < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$CASSANDRA_SRC/jvm.options" | grep -v '^$')
+        # jamm measures object sizes (memtables, caches) as a Java agent, as cassandra-env.sh does.
+        local jamm
+        jamm=$(find "$CASSANDRA_HOME/libs" -name 'jamm-*.jar' | head -n 1)
+        [[ -n $jamm ]] && jvm_opts+=("-javaagent:$jamm")
+        : >"$CASSANDRA_LOG"
+        log "starting cassandra $CASSANDRA_VERSION on 127.0.0.1:$CASSANDRA_NATIVE_PORT"
+        start_bg cassandra "$CASSANDRA_LOG" "$JAVA" "${jvm_opts[@]}" \
+            -Dcassandra.config="file://$CASSANDRA_STATE/cassandra.yaml" \
+            -Dcassandra.storagedir="$CASSANDRA_STATE" \
+            -Dcassandra.logdir="$CASSANDRA_STATE/logs" \
+            -Dlogback.configurationFile="$CASSANDRA_SRC/logback.xml" \
+            -cp "$CASSANDRA_HOME/libs/*" org.apache.cassandra.service.CassandraDaemon
+    fi
+    cassandra_wait
+    write_env cassandra TIDINGS_TEST_CASSANDRA_HOSTS=127.0.0.1 \
+        "TIDINGS_TEST_CASSANDRA_PORT=$CASSANDRA_NATIVE_PORT"
+    log "cassandra healthy in $((SECONDS - t0))s ($("$PYTHON" "$CASSANDRA_SRC/cql_ping.py" 127.0.0.1 "$CASSANDRA_NATIVE_PORT"))"
+}
+
+cassandra_stop() {
+    if pid_alive cassandra; then
+        log "stopping cassandra"
+    fi
+    stop_bg cassandra 30
+    rm -f "$TESTENV_STATE/cassandra.env"
+}
+
+case "${1:-}" in
+    install) cassandra_install ;;
+    start) cassandra_start ;;
+    stop) cassandra_stop ;;
+    *) die "usage: $0 install|start|stop" ;;
+esac
