@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command (`make test`, called by .ci/run): installs what it needs,
+# lints and type-checks, starts the real services, runs every test, stops the services.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$SECONDS
+bash scripts/bootstrap.sh
+PY=.venv/bin
+
+echo "== lint and types"
+$PY/ruff check .
+$PY/ruff format --check .
+$PY/mypy
+
+echo "== test environment"
+trap 'bash e2e/env/down.sh' EXIT
+bash e2e/env/up.sh
+
+echo "== tests"
+$PY/pytest "$@"
+echo "test command finished in $((SECONDS - started))s"

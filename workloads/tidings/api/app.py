@@ -1,0 +1,34 @@
+"""The FastAPI application; its lifespan opens the runtime (stores, bus, gateway)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from tidings import __version__
+from tidings.api import routes_accounts, routes_history, routes_ops, routes_social
+from tidings.api.errors import install_error_handlers
+from tidings.runtime import Runtime
+
+RuntimeOpener = Callable[[], Awaitable[Runtime]]
+
+
+def create_app(open_runtime: RuntimeOpener) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        runtime = await open_runtime()
+        runtime.start()
+        try:
+            # The gateway's Connection class finds the gateway in this state (app_state).
+            yield {"runtime": runtime, "gateway": runtime.gateway}
+        finally:
+            await runtime.close()
+
+    app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (routes_accounts, routes_social, routes_history, routes_ops):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,41 @@
+"""Request dependencies: the runtime's parts and the caller's identity."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tidings.auth import Identity
+from tidings.core import errors
+from tidings.runtime import Runtime
+from tidings.api.errors import ApiError
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_identity(request: Request, runtime: RuntimeDep) -> Identity:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, errors.UNAUTHORIZED, "missing bearer token")
+    try:
+        return runtime.tokens.verify(token.strip())
+    except errors.ProtocolError as exc:
+        raise ApiError(401, errors.UNAUTHORIZED, exc.message) from exc
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+
+
+def parse_id(value: str, code: str = errors.UNKNOWN_USER, status: int = 404) -> int:
+    """Path ids are decimal strings; anything else cannot name a thing."""
+    if not (value.isascii() and value.isdigit() and 0 < len(value) <= 20):
+        raise ApiError(status, code, f"no such id {value!r}")
+    return int(value)

@@ -1,0 +1,55 @@
+"""Channels, history and search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from tidings.api.deps import IdentityDep, RuntimeDep
+from tidings.api.errors import ApiError
+from tidings.api.schemas import channel_out, messages_out
+from tidings.core import errors
+from tidings.core.errors import ProtocolError
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/channels")
+async def list_channels(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    channels = await runtime.directory.list_channels(me.user_id)
+    latest = await runtime.messages.latest_message_ids([c.channel_id for c in channels])
+    return {"channels": [channel_out(c, latest.get(c.channel_id)) for c in channels]}
+
+
+@router.get("/channels/{channel_id}/messages")
+async def history(
+    channel_id: str,
+    me: IdentityDep,
+    runtime: RuntimeDep,
+    before: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    try:
+        await runtime.service.channel_members(me.user_id, channel_id, None)
+    except ProtocolError as exc:
+        status = 403 if exc.code == errors.NOT_A_MEMBER else 404
+        raise ApiError(status, exc.code, exc.message) from exc
+    found = await runtime.messages.history(
+        channel_id, int(before) if before is not None else None, limit
+    )
+    return messages_out(found)
+
+
+@router.get("/search")
+async def search(
+    me: IdentityDep,
+    runtime: RuntimeDep,
+    q: Annotated[str, Query(min_length=1, max_length=256)],
+    channel_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    mine = [c.channel_id for c in await runtime.directory.list_channels(me.user_id)]
+    if channel_id is not None:
+        mine = [c for c in mine if c == channel_id]  # not the caller's: no results
+    return messages_out(await runtime.messages.search(mine, q, limit))

@@ -1,0 +1,78 @@
+"""Request bodies and response shapes of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidings.core.model import Message, PresenceStatus
+from tidings.storage.base import Channel, User
+
+USERNAME_PATTERN = r"^[a-z0-9_.]{3,32}$"
+
+
+class SignupBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(pattern=USERNAME_PATTERN)
+    password: str = Field(min_length=8, max_length=256)
+    display_name: str | None = Field(None, min_length=1, max_length=128)
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+    device_name: str | None = Field(None, min_length=1, max_length=128)
+    platform: Literal["ios", "android", "web", "desktop"] | None = None
+    device_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+
+
+class GroupBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    member_ids: list[str] = Field(default_factory=list)
+
+
+class PushTokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider: Literal["apns", "fcm", "webhook"]
+    token: str = Field(min_length=1, max_length=4096)
+
+
+def user_out(user: User, presence: PresenceStatus | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "user_id": str(user.user_id),
+        "username": user.username,
+        "display_name": user.display_name,
+    }
+    if presence is not None:
+        out["presence"] = presence.to_wire()
+    return out
+
+
+def channel_out(channel: Channel, last_message_id: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "channel_id": channel.channel_id,
+        "kind": channel.kind,
+        "member_ids": [str(m) for m in channel.member_ids],
+    }
+    if channel.kind == "group":
+        out["name"] = channel.name
+        out["owner_id"] = str(channel.owner_id)
+    if last_message_id is not None:
+        out["last_message_id"] = str(last_message_id)
+    return out
+
+
+def group_out(channel: Channel) -> dict[str, Any]:
+    return {
+        "channel_id": channel.channel_id,
+        "name": channel.name,
+        "owner_id": str(channel.owner_id),
+        "member_ids": [str(m) for m in channel.member_ids],
+    }
+
+
+def messages_out(messages: list[Message]) -> dict[str, Any]:
+    return {"messages": [m.to_wire() for m in messages]}

@@ -1,0 +1,80 @@
+"""Password hashes (argon2) and signed access tokens (JWT, HS256)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from tidings.core.errors import CLOSE_UNAUTHORIZED, UNAUTHORIZED, ProtocolError
+
+ALGORITHM = "HS256"
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: int
+    device_id: int
+
+
+class Passwords:
+    """argon2id hashing, run off the event loop (it is deliberately slow)."""
+
+    def __init__(self, time_cost: int = 3, memory_kib: int = 65536) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return self._hasher.verify(password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await asyncio.to_thread(check)
+
+
+class Tokens:
+    def __init__(self, secret: str, ttl_s: int) -> None:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes")
+        self._secret = secret
+        self._ttl_s = ttl_s
+
+    def issue(self, identity: Identity, now_s: float | None = None) -> tuple[str, int]:
+        """A token and its expiry (ms since the epoch)."""
+        now = int(now_s if now_s is not None else time.time())
+        expires = now + self._ttl_s
+        token = jwt.encode(
+            {
+                "sub": str(identity.user_id),
+                "did": str(identity.device_id),
+                "iat": now,
+                "exp": expires,
+            },
+            self._secret,
+            algorithm=ALGORITHM,
+        )
+        return token, expires * 1000
+
+    def verify(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+            )
+            return Identity(int(claims["sub"]), int(claims["did"]))
+        except jwt.ExpiredSignatureError as exc:
+            raise ProtocolError(
+                UNAUTHORIZED, "token expired", close_code=CLOSE_UNAUTHORIZED
+            ) from exc
+        except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
+            raise ProtocolError(
+                UNAUTHORIZED, "invalid token", close_code=CLOSE_UNAUTHORIZED
+            ) from exc

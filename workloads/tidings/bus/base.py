@@ -1,0 +1,48 @@
+"""The inbox bus: events keyed by the user they are for.
+
+``publish`` is durable when it returns (the message path acks only after it); events
+are handed to the consumer's handler in batches and committed after the handler
+returns, so a crash redelivers (at-least-once). ``publish_ephemeral`` is best effort:
+receipts fan-out, presence and typing, which may be lost without harm.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+EventKind = Literal["msg", "receipt", "presence", "typing"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    user_id: int  # whom it is for: the bus key
+    kind: EventKind
+    payload: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"user_id": str(self.user_id), "kind": self.kind, "payload": self.payload},
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> InboxEvent:
+        data = json.loads(raw)
+        return cls(int(data["user_id"]), data["kind"], data["payload"])
+
+
+EventHandler = Callable[[list[InboxEvent]], Awaitable[None]]
+
+
+class InboxBus(Protocol):
+    async def start(self) -> None: ...
+    async def publish(self, events: Sequence[InboxEvent]) -> None: ...
+    async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None: ...
+    async def consume(self, handler: EventHandler) -> None:
+        """Hand batches to ``handler`` until cancelled; commit after each batch."""
+        ...
+
+    async def close(self) -> None: ...

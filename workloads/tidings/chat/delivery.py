@@ -1,0 +1,66 @@
+"""The inbox consumer: append to each user's inbox, deliver, ask for pushes, commit.
+
+It runs on the owner of the users' partitions (single writer per user), so each user's
+``seq`` is gapless and the same on every device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from tidings import metrics
+from tidings.bus.base import InboxEvent
+from tidings.chat.ports import Delivery, Ownership, PushSink
+from tidings.core.model import Message
+from tidings.storage.base import Directory, MessageStore
+
+log = logging.getLogger(__name__)
+
+
+class InboxProcessor:
+    def __init__(
+        self,
+        messages: MessageStore,
+        directory: Directory,
+        delivery: Delivery,
+        push: PushSink,
+        ownership: Ownership,
+    ) -> None:
+        self.messages = messages
+        self.directory = directory
+        self.delivery = delivery
+        self.push = push
+        self.ownership = ownership
+
+    async def handle(self, events: list[InboxEvent]) -> None:
+        by_user: dict[int, list[Message]] = defaultdict(list)
+        for event in events:
+            if event.kind == "msg":
+                by_user[event.user_id].append(Message.from_wire(event.payload))
+            elif self.ownership.owns(event.user_id):
+                self.delivery.deliver_frame(event.user_id, event.payload)
+        for user_id, messages in by_user.items():
+            if not self.ownership.owns(user_id):
+                continue
+            appended = await self.messages.append_inbox(user_id, messages)
+            if not appended:
+                continue
+            metrics.INBOX_APPENDS.inc(len(appended))
+            self.delivery.deliver_entries(user_id, appended)
+            await self._push_offline_devices(user_id, [e.message for e in appended])
+
+    async def _push_offline_devices(self, user_id: int, messages: list[Message]) -> None:
+        connected = self.delivery.connected_devices(user_id)
+        devices = await self.directory.list_devices(user_id)
+        offline = [
+            d.device_id
+            for d in devices
+            if d.device_id not in connected and d.push_token is not None
+        ]
+        if not offline:
+            return
+        for message in messages:
+            if message.sender_id == user_id:
+                continue  # never wake a person's phone for what they sent themselves
+            await self.push.request(user_id, offline, message)

@@ -1,0 +1,29 @@
+"""What the chat logic needs from its adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from tidings.core.model import InboxEntry, Message
+
+
+class Delivery(Protocol):
+    """The devices connected to this server (the gateway's connection registry)."""
+
+    def deliver_entries(self, user_id: int, entries: Sequence[InboxEntry]) -> None: ...
+    def deliver_frame(self, user_id: int, frame: dict[str, Any]) -> None: ...
+    def connected_devices(self, user_id: int) -> set[int]: ...
+
+
+class PushSink(Protocol):
+    """Asks for a push to devices that are not connected."""
+
+    async def request(self, user_id: int, device_ids: Sequence[int], message: Message) -> None: ...
+
+
+class Ownership(Protocol):
+    """Which users this server serves (embedded: everyone)."""
+
+    def owns(self, user_id: int) -> bool: ...
+    def owner_url(self, user_id: int) -> str | None: ...

@@ -1,0 +1,152 @@
+"""The message path: validate, dedupe, store, publish, ack; receipts, typing, sync."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tidings import metrics
+from tidings.bus.base import InboxBus, InboxEvent
+from tidings.core import errors
+from tidings.core.channels import dm_channel_id, parse_channel_id
+from tidings.core.errors import ProtocolError
+from tidings.core.frames import Receipt, Send, presence_frame, receipt_frame, typing_frame
+from tidings.core.ids import SnowflakeGenerator
+from tidings.core.model import (
+    InboxEntry,
+    Message,
+    PresenceStatus,
+    advance_watermarks,
+)
+from tidings.core.presence import PresenceChange
+from tidings.storage.base import Directory, MessageStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPage:
+    entries: list[InboxEntry]
+    cursor: int
+    more: bool
+
+
+class ChatService:
+    def __init__(
+        self,
+        directory: Directory,
+        messages: MessageStore,
+        bus: InboxBus,
+        ids: SnowflakeGenerator,
+        clock_ms: Callable[[], int],
+        *,
+        presence_fanout_limit: int = 1000,
+    ) -> None:
+        self.directory = directory
+        self.messages = messages
+        self.bus = bus
+        self.ids = ids
+        self.clock_ms = clock_ms
+        self.presence_fanout_limit = presence_fanout_limit
+
+    async def channel_members(self, user_id: int, channel_id: str, ref: str | None) -> list[int]:
+        """The members of a channel the user belongs to, or the contract's error."""
+        parsed = parse_channel_id(channel_id)
+        if parsed is None:
+            raise ProtocolError(errors.UNKNOWN_CHANNEL, f"no channel {channel_id!r}", ref=ref)
+        if parsed.kind == "dm":
+            if user_id not in parsed.dm_users:
+                raise ProtocolError(errors.NOT_A_MEMBER, "not a member of this channel", ref=ref)
+            peer = parsed.dm_users[0] if parsed.dm_users[1] == user_id else parsed.dm_users[1]
+            if await self.directory.get_user(peer) is None:
+                raise ProtocolError(errors.UNKNOWN_CHANNEL, f"no channel {channel_id!r}", ref=ref)
+            return [user_id, peer]
+        channel = await self.directory.get_channel(channel_id)
+        if channel is None:
+            raise ProtocolError(errors.UNKNOWN_CHANNEL, f"no channel {channel_id!r}", ref=ref)
+        if user_id not in channel.member_ids:
+            raise ProtocolError(errors.NOT_A_MEMBER, "not a member of this channel", ref=ref)
+        return channel.member_ids
+
+    async def _resolve_send_target(self, user_id: int, frame: Send) -> tuple[str, list[int]]:
+        ref = frame.client_msg_id
+        if frame.to is not None:
+            if frame.to == user_id:
+                raise ProtocolError(errors.INVALID_FRAME, "cannot send a 1:1 message to yourself", ref=ref)
+            if await self.directory.get_user(frame.to) is None:
+                raise ProtocolError(errors.UNKNOWN_USER, f"no user {frame.to}", ref=ref)
+            channel_id = dm_channel_id(user_id, frame.to)
+            members = [user_id, frame.to]
+        else:
+            assert frame.channel_id is not None
+            channel_id = frame.channel_id
+            members = await self.channel_members(user_id, channel_id, ref)
+        if channel_id.startswith("dm:"):
+            low, high = sorted(members)
+            await self.directory.ensure_dm(channel_id, low, high, self.clock_ms())
+        return channel_id, members
+
+    async def send(self, user_id: int, device_id: int, frame: Send) -> Message:
+        """Store and publish a message; returns it once durable (the caller acks).
+
+        A resend of the same client_msg_id returns the first message and publishes it
+        again; inboxes skip ids they hold, so nothing is delivered twice, and a message
+        whose first publish was cut short by a crash still reaches everyone.
+        """
+        channel_id, members = await self._resolve_send_target(user_id, frame)
+        message = await self.messages.find_sent(user_id, frame.client_msg_id)
+        if message is None:
+            candidate = Message(
+                message_id=self.ids.next_id(),
+                channel_id=channel_id,
+                sender_id=user_id,
+                sender_device_id=device_id,
+                client_msg_id=frame.client_msg_id,
+                body=frame.body,
+                ts=self.clock_ms(),
+            )
+            message = await self.messages.save_message(candidate)
+            if message is candidate:
+                metrics.MESSAGES_SENT.inc()
+        payload = message.to_wire()
+        await self.bus.publish([InboxEvent(member, "msg", payload) for member in members])
+        return message
+
+    async def receipt(self, user_id: int, frame: Receipt) -> None:
+        members = await self.channel_members(user_id, frame.channel_id, None)
+        current = await self.messages.get_watermarks(frame.channel_id, user_id)
+        moved = advance_watermarks(current, frame.message_id, frame.status)
+        if moved is None:
+            return
+        await self.messages.set_watermarks(frame.channel_id, user_id, moved)
+        out = receipt_frame(frame.channel_id, user_id, frame.message_id, frame.status)
+        await self.bus.publish_ephemeral([InboxEvent(m, "receipt", out) for m in members])
+
+    async def typing(self, user_id: int, channel_id: str) -> None:
+        members = await self.channel_members(user_id, channel_id, None)
+        out = typing_frame(channel_id, user_id)
+        await self.bus.publish_ephemeral(
+            [InboxEvent(m, "typing", out) for m in members if m != user_id]
+        )
+
+    async def sync(self, user_id: int, cursor: int, limit: int) -> SyncPage:
+        entries = await self.messages.inbox_after(user_id, cursor, limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        return SyncPage(entries, entries[-1].seq if entries else cursor, more)
+
+    async def presence_changed(self, changes: Sequence[PresenceChange]) -> None:
+        """Store each change and fan it out to the user's friends and group peers."""
+        events: list[InboxEvent] = []
+        for change in changes:
+            await self.messages.set_presence(
+                change.user_id, PresenceStatus(change.status, change.last_seen)
+            )
+            audience = await self.directory.presence_audience(
+                change.user_id, self.presence_fanout_limit
+            )
+            out = presence_frame(change.user_id, change.status, change.last_seen)
+            events.extend(InboxEvent(peer, "presence", out) for peer in audience)
+        if events:
+            await self.bus.publish_ephemeral(events)

@@ -1,0 +1,49 @@
+"""The error codes of the wire contract (docs/protocol.md), in one place.
+
+:class:`ProtocolError` is raised by the core for a client mistake; the adapters turn it
+into an HTTP error body or a WebSocket ``error`` frame (closing the socket when
+``close_code`` is set).
+"""
+
+from __future__ import annotations
+
+# WebSocket errors that keep the connection open.
+INVALID_FRAME = "invalid_frame"
+BODY_TOO_LONG = "body_too_long"
+NOT_A_MEMBER = "not_a_member"
+UNKNOWN_USER = "unknown_user"
+UNKNOWN_CHANNEL = "unknown_channel"
+RATE_LIMITED = "rate_limited"
+# WebSocket errors that close it.
+UNAUTHORIZED = "unauthorized"
+HELLO_TIMEOUT = "hello_timeout"
+# HTTP errors.
+INVALID_REQUEST = "invalid_request"
+USERNAME_TAKEN = "username_taken"
+BAD_CREDENTIALS = "bad_credentials"
+GROUP_TOO_LARGE = "group_too_large"
+GROUP_FULL = "group_full"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+UNAVAILABLE = "unavailable"
+
+# Close codes.
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_REDIRECT = 4003
+CLOSE_HELLO_TIMEOUT = 4008
+CLOSE_SILENT = 4009  # an addition: the device sent nothing for the presence window
+CLOSE_TOO_BIG = 1009
+CLOSE_DRAINED = 1012
+
+
+class ProtocolError(Exception):
+    """A request the contract refuses, with the code and message the client sees."""
+
+    def __init__(
+        self, code: str, message: str, *, ref: str | None = None, close_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.close_code = close_code

@@ -1,0 +1,237 @@
+"""Client frames parsed into typed values, and server frames built as dicts.
+
+Parsing never raises anything but :class:`~tidings.core.errors.ProtocolError`, with the
+contract's ``invalid_frame`` or ``body_too_long`` code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tidings.core.errors import BODY_TOO_LONG, INVALID_FRAME, ProtocolError
+
+MAX_BODY_CHARS = 100_000
+MAX_CLIENT_MSG_ID = 64
+MAX_SYNC_LIMIT = 1_000
+DEFAULT_SYNC_LIMIT = 500
+MAX_ID_DIGITS = 20
+
+ReceiptStatus = Literal["delivered", "read"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    token: str
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    client_msg_id: str
+    body: str
+    channel_id: str | None = None
+    to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    channel_id: str
+    message_id: int
+    status: ReceiptStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    cursor: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    channel_id: str
+
+
+ClientFrame = Hello | Send | Receipt | Sync | Heartbeat | Typing
+
+
+def _invalid(message: str, ref: str | None = None) -> ProtocolError:
+    return ProtocolError(INVALID_FRAME, message, ref=ref)
+
+
+def _string(frame: dict[str, Any], key: str, ref: str | None = None) -> str:
+    value = frame.get(key)
+    if not isinstance(value, str):
+        raise _invalid(f"field {key!r} must be a string", ref)
+    return value
+
+
+def _decimal(frame: dict[str, Any], key: str, ref: str | None = None) -> int:
+    """A non-negative id or sequence sent as a decimal string (plain ints are accepted)."""
+    value = frame.get(key)
+    if isinstance(value, bool):
+        raise _invalid(f"field {key!r} must be a decimal string", ref)
+    if isinstance(value, int) and value >= 0:
+        return value
+    if (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and 0 < len(value) <= MAX_ID_DIGITS
+    ):
+        return int(value)
+    raise _invalid(f"field {key!r} must be a decimal string", ref)
+
+
+def parse_client_frame(text: str | bytes) -> ClientFrame:
+    try:
+        frame = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _invalid("frame is not valid JSON") from exc
+    if not isinstance(frame, dict):
+        raise _invalid("frame must be a JSON object")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise _invalid("frame has no 'type'")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise _invalid(f"unknown frame type {kind!r}")
+    return parser(frame)
+
+
+def _parse_hello(frame: dict[str, Any]) -> Hello:
+    cursor = _decimal(frame, "cursor") if "cursor" in frame else 0
+    return Hello(token=_string(frame, "token"), cursor=cursor)
+
+
+def _parse_send(frame: dict[str, Any]) -> Send:
+    client_msg_id = _string(frame, "client_msg_id")
+    if not 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID:
+        raise _invalid("client_msg_id must be 1-64 characters", client_msg_id[:64])
+    ref = client_msg_id
+    body = _string(frame, "body", ref)
+    if len(body) > MAX_BODY_CHARS:
+        raise ProtocolError(
+            BODY_TOO_LONG, f"body is longer than {MAX_BODY_CHARS} characters", ref=ref
+        )
+    has_channel, has_to = "channel_id" in frame, "to" in frame
+    if has_channel == has_to:
+        raise _invalid("send needs exactly one of 'channel_id' and 'to'", ref)
+    if has_channel:
+        return Send(client_msg_id, body, channel_id=_string(frame, "channel_id", ref))
+    return Send(client_msg_id, body, to=_decimal(frame, "to", ref))
+
+
+def _parse_receipt(frame: dict[str, Any]) -> Receipt:
+    status = frame.get("status")
+    if status not in ("delivered", "read"):
+        raise _invalid("status must be 'delivered' or 'read'")
+    return Receipt(
+        channel_id=_string(frame, "channel_id"),
+        message_id=_decimal(frame, "message_id"),
+        status=status,
+    )
+
+
+def _parse_sync(frame: dict[str, Any]) -> Sync:
+    limit = DEFAULT_SYNC_LIMIT
+    if "limit" in frame:
+        limit = _decimal(frame, "limit")
+        if not 1 <= limit <= MAX_SYNC_LIMIT:
+            raise _invalid(f"limit must be within 1..{MAX_SYNC_LIMIT}")
+    return Sync(cursor=_decimal(frame, "cursor"), limit=limit)
+
+
+def _parse_heartbeat(frame: dict[str, Any]) -> Heartbeat:
+    return Heartbeat()
+
+
+def _parse_typing(frame: dict[str, Any]) -> Typing:
+    return Typing(channel_id=_string(frame, "channel_id"))
+
+
+_PARSERS = {
+    "hello": _parse_hello,
+    "send": _parse_send,
+    "receipt": _parse_receipt,
+    "sync": _parse_sync,
+    "heartbeat": _parse_heartbeat,
+    "typing": _parse_typing,
+}
+
+
+# --- server frames -------------------------------------------------------------------
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def welcome_frame(
+    user_id: int, device_id: int, server_id: str, heartbeat_s: int, cursor: int
+) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "user_id": str(user_id),
+        "device_id": str(device_id),
+        "server_id": server_id,
+        "heartbeat_s": heartbeat_s,
+        "cursor": str(cursor),
+    }
+
+
+def synced_frame(cursor: int, more: bool) -> dict[str, Any]:
+    return {"type": "synced", "cursor": str(cursor), "more": more}
+
+
+def ack_frame(client_msg_id: str, message_id: int, channel_id: str, ts: int) -> dict[str, Any]:
+    return {
+        "type": "ack",
+        "client_msg_id": client_msg_id,
+        "message_id": str(message_id),
+        "channel_id": channel_id,
+        "ts": ts,
+    }
+
+
+def receipt_frame(channel_id: str, user_id: int, message_id: int, status: str) -> dict[str, Any]:
+    return {
+        "type": "receipt",
+        "channel_id": channel_id,
+        "user_id": str(user_id),
+        "message_id": str(message_id),
+        "status": status,
+    }
+
+
+def presence_frame(user_id: int, status: str, last_seen: int | None) -> dict[str, Any]:
+    return {"type": "presence", "user_id": str(user_id), "status": status, "last_seen": last_seen}
+
+
+def typing_frame(channel_id: str, user_id: int) -> dict[str, Any]:
+    return {"type": "typing", "channel_id": channel_id, "user_id": str(user_id)}
+
+
+def redirect_frame(chat_url: str) -> dict[str, Any]:
+    return {"type": "redirect", "chat_url": chat_url}
+
+
+def reconnect_frame(after_ms: int) -> dict[str, Any]:
+    return {"type": "reconnect", "after_ms": after_ms}
+
+
+def heartbeat_ack_frame(ts: int) -> dict[str, Any]:
+    return {"type": "heartbeat_ack", "ts": ts}

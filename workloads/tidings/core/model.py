@@ -1,0 +1,83 @@
+"""The values that travel between the core, storage and the wire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    message_id: int
+    channel_id: str
+    sender_id: int
+    sender_device_id: int
+    client_msg_id: str
+    body: str
+    ts: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "message_id": str(self.message_id),
+            "channel_id": self.channel_id,
+            "sender_id": str(self.sender_id),
+            "sender_device_id": str(self.sender_device_id),
+            "client_msg_id": self.client_msg_id,
+            "body": self.body,
+            "ts": self.ts,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            message_id=int(data["message_id"]),
+            channel_id=str(data["channel_id"]),
+            sender_id=int(data["sender_id"]),
+            sender_device_id=int(data["sender_device_id"]),
+            client_msg_id=str(data["client_msg_id"]),
+            body=str(data["body"]),
+            ts=int(data["ts"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A message at its place in one user's inbox."""
+
+    seq: int
+    message: Message
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "msg", "seq": str(self.seq), **self.message.to_wire()}
+
+
+@dataclass(frozen=True, slots=True)
+class Watermarks:
+    """How far one user has received and read one channel (message ids, 0 for none)."""
+
+    delivered_upto: int = 0
+    read_upto: int = 0
+
+
+def advance_watermarks(
+    current: Watermarks, message_id: int, status: str
+) -> Watermarks | None:
+    """Move a user's receipt watermarks forward; None when nothing moves.
+
+    Receipts only move forward and a ``read`` implies ``delivered``.
+    """
+    delivered = max(current.delivered_upto, message_id)
+    read = max(current.read_upto, message_id) if status == "read" else current.read_upto
+    moved = current.read_upto < read if status == "read" else current.delivered_upto < delivered
+    if not moved:
+        return None
+    return Watermarks(delivered_upto=delivered, read_upto=read)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStatus:
+    status: str  # "online" | "offline"
+    last_seen: int | None  # ms since the epoch; None when never seen
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"status": self.status, "last_seen": self.last_seen}

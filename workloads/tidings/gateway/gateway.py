@@ -1,0 +1,294 @@
+"""The gateway: the registry of connections, frame dispatch, sweeps and drain.
+
+It implements the chat logic's :class:`~tidings.chat.ports.Delivery` port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from tidings import metrics
+from tidings.auth import Tokens
+from tidings.chat.ports import Ownership
+from tidings.chat.service import ChatService
+from tidings.core import errors
+from tidings.core.errors import ProtocolError
+from tidings.core.frames import (
+    ClientFrame,
+    Heartbeat,
+    Hello,
+    Receipt,
+    Send,
+    Sync,
+    Typing,
+    ack_frame,
+    encode,
+    heartbeat_ack_frame,
+    parse_client_frame,
+    reconnect_frame,
+    redirect_frame,
+    synced_frame,
+    welcome_frame,
+)
+from tidings.core.model import InboxEntry
+from tidings.core.presence import PresenceChange, PresenceTracker
+from tidings.core.ratelimit import TokenBucket
+from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
+from tidings.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SYNC_PAGE = 500
+CLOSE_GRACE_MS = 5_000
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        service: ChatService,
+        tokens: Tokens,
+        ownership: Ownership,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.tokens = tokens
+        self.ownership = ownership
+        self.clock_ms = clock_ms
+        # The sweep runs every interval, so act one interval early to stay within the window.
+        self.offline_after_ms = int(
+            max(settings.presence_offline_after_s - settings.sweep_interval_s, 0) * 1000
+        )
+        self.presence = PresenceTracker(self.offline_after_ms)
+        self.connections: set[Connection] = set()
+        self.by_user: dict[int, list[Connection]] = {}
+        self.draining = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- bookkeeping ---------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("gateway task failed", exc_info=task.exception())
+
+    def opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        metrics.CONNECTIONS.inc()
+
+    def closed(self, conn: Connection, last_heard: int | None = None) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        metrics.CONNECTIONS.dec()
+        devices = self.by_user.get(conn.user_id)
+        if devices is not None and conn in devices:
+            devices.remove(conn)
+            metrics.AUTHENTICATED.dec()
+            if not devices:
+                del self.by_user[conn.user_id]
+            heard = last_heard if last_heard is not None else self.clock_ms()
+            self.presence.disconnect(conn.user_id, heard)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    # --- the Delivery port ---------------------------------------------------------
+
+    def deliver_entries(self, user_id: int, entries: Sequence[InboxEntry]) -> None:
+        now = self.clock_ms()
+        for conn in self.by_user.get(user_id, ()):
+            conn.deliver(list(entries))
+        if user_id in self.by_user:
+            for entry in entries:
+                metrics.SEND_TO_DELIVER.observe(max(0, now - entry.message.ts) / 1000)
+
+    def deliver_frame(self, user_id: int, frame: dict[str, Any]) -> None:
+        conns = self.by_user.get(user_id)
+        if not conns:
+            return
+        text = encode(frame)
+        for conn in conns:
+            if conn.state == LIVE:
+                conn.send_text(text)
+
+    def connected_devices(self, user_id: int) -> set[int]:
+        return {conn.device_id for conn in self.by_user.get(user_id, ())}
+
+    # --- frames --------------------------------------------------------------------
+
+    def handle_raw_frame(self, conn: Connection, data: bytes) -> None:
+        try:
+            frame = parse_client_frame(data)
+        except ProtocolError as exc:
+            metrics.FRAMES_IN.labels("invalid").inc()
+            conn.send_error(exc.code, exc.message, exc.ref)
+            return
+        metrics.FRAMES_IN.labels(type(frame).__name__.lower()).inc()
+        if conn.state == AWAIT_HELLO:
+            if not isinstance(frame, Hello):
+                conn.send_error(errors.UNAUTHORIZED, "the first frame must be hello")
+                conn.close(errors.CLOSE_UNAUTHORIZED, "unauthorized")
+                return
+            conn.state = SYNCING  # no second hello while this one is checked
+            conn.enqueue(frame)
+            return
+        if isinstance(frame, Heartbeat):
+            conn.send_frame(heartbeat_ack_frame(self.clock_ms()))
+            return
+        if isinstance(frame, Hello):
+            conn.send_error(errors.INVALID_FRAME, "already said hello")
+            return
+        assert conn.bucket is not None
+        if not conn.bucket.take(self.clock_ms() / 1000) or not conn.enqueue(frame):
+            ref = frame.client_msg_id if isinstance(frame, Send) else None
+            conn.send_error(errors.RATE_LIMITED, "too many frames; slow down", ref)
+
+    async def handle_frame(self, conn: Connection, frame: ClientFrame) -> None:
+        ref = frame.client_msg_id if isinstance(frame, Send) else None
+        try:
+            if isinstance(frame, Hello):
+                await self._hello(conn, frame)
+            elif isinstance(frame, Send):
+                message = await self.service.send(conn.user_id, conn.device_id, frame)
+                conn.send_frame(
+                    ack_frame(frame.client_msg_id, message.message_id, message.channel_id, message.ts)
+                )
+            elif isinstance(frame, Receipt):
+                await self.service.receipt(conn.user_id, frame)
+            elif isinstance(frame, Typing):
+                await self.service.typing(conn.user_id, frame.channel_id)
+            elif isinstance(frame, Sync):
+                await self._sync(conn, frame.cursor, frame.limit)
+        except ProtocolError as exc:
+            conn.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
+            if exc.close_code is not None:
+                conn.close(exc.close_code, exc.code)
+        except Exception:
+            log.exception("frame handling failed", extra={"user_id": conn.user_id})
+            conn.send_error(errors.UNAVAILABLE, "the server could not do this now; retry", ref)
+            if isinstance(frame, Hello):
+                conn.close(1011, "internal error")
+
+    async def _hello(self, conn: Connection, hello: Hello) -> None:
+        identity = self.tokens.verify(hello.token)
+        device = await self.service.directory.get_device(identity.device_id)
+        if device is None or device.user_id != identity.user_id:
+            raise ProtocolError(
+                errors.UNAUTHORIZED, "unknown device", close_code=errors.CLOSE_UNAUTHORIZED
+            )
+        if conn.state == CLOSING:
+            return
+        if not self.ownership.owns(identity.user_id) or self.draining:
+            url = self.ownership.owner_url(identity.user_id)
+            if url is not None and not self.draining:
+                conn.send_frame(redirect_frame(url))
+                conn.close(errors.CLOSE_REDIRECT, "redirect")
+            else:
+                conn.send_frame(reconnect_frame(self._reconnect_delay_ms()))
+                conn.close(errors.CLOSE_DRAINED, "draining")
+            return
+        now = self.clock_ms()
+        conn.user_id, conn.device_id = identity.user_id, identity.device_id
+        conn.bucket = TokenBucket(
+            self.settings.rate_limit_per_s, self.settings.rate_limit_burst, now / 1000
+        )
+        conn.sync_buffer = []
+        self.by_user.setdefault(conn.user_id, []).append(conn)
+        metrics.AUTHENTICATED.inc()
+        change = self.presence.connect(conn.user_id, now)
+        if change is not None:
+            self._publish_presence([change])
+
+        head = await self.service.messages.inbox_head(conn.user_id)
+        conn.send_frame(
+            welcome_frame(conn.user_id, conn.device_id, self.settings.server_id,
+                          self.settings.heartbeat_s, head)
+        )
+        cursor = hello.cursor
+        while conn.state == SYNCING:
+            page = await self.service.sync(conn.user_id, cursor, SYNC_PAGE)
+            for entry in page.entries:
+                conn.send_frame(entry.to_wire())
+            cursor = page.cursor
+            if not page.more:
+                break
+        if conn.state != SYNCING:
+            return
+        conn.send_frame(synced_frame(cursor, False))
+        conn.sent_seq = cursor
+        buffered, conn.sync_buffer = conn.sync_buffer, None
+        conn.state = LIVE
+        conn.deliver(buffered)
+
+    async def _sync(self, conn: Connection, cursor: int, limit: int) -> None:
+        page = await self.service.sync(conn.user_id, cursor, limit)
+        for entry in page.entries:
+            conn.send_frame(entry.to_wire())
+        conn.send_frame(synced_frame(page.cursor, page.more))
+
+    # --- presence and timers -------------------------------------------------------
+
+    def _publish_presence(self, changes: list[PresenceChange]) -> None:
+        for change in changes:
+            metrics.PRESENCE_CHANGES.labels(change.status).inc()
+        self.spawn(self.service.presence_changed(changes))
+
+    def sweep(self) -> None:
+        """Hello timeouts, silent devices and presence windows; runs every sweep interval."""
+        now = self.clock_ms()
+        hello_deadline = now - int(self.settings.hello_timeout_s * 1000)
+        silent_deadline = now - self.offline_after_ms
+        for conn in list(self.connections):
+            if conn.state == AWAIT_HELLO and conn.opened_at <= hello_deadline:
+                conn.send_error(errors.HELLO_TIMEOUT, "no hello within the time allowed")
+                conn.close(errors.CLOSE_HELLO_TIMEOUT, "hello timeout")
+            elif conn.state == LIVE and conn.last_heard <= silent_deadline:
+                conn.close(errors.CLOSE_SILENT, "no frame within the presence window")
+                self.closed(conn, last_heard=conn.last_heard)
+            elif conn.state == CLOSING and conn.last_heard <= now - CLOSE_GRACE_MS:
+                conn.abort()
+        changes = self.presence.sweep(now)
+        if changes:
+            self._publish_presence(changes)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+    # --- drain ---------------------------------------------------------------------
+
+    def _reconnect_delay_ms(self) -> int:
+        # Spread reconnects over half the drain budget so clients do not stampede.
+        return random.randint(0, int(self.settings.drain_budget_s * 500))
+
+    def drain_connection(self, conn: Connection) -> None:
+        self.draining = True
+        if conn.state in (SYNCING, LIVE):
+            conn.send_frame(reconnect_frame(self._reconnect_delay_ms()))
+        conn.close(errors.CLOSE_DRAINED, "server draining")
+
+    def drain(self) -> None:
+        self.draining = True
+        for conn in list(self.connections):
+            self.drain_connection(conn)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,125 @@
+"""The parts of a running Tidings process, opened and closed together.
+
+`tidings up` opens all of them on SQLite with the embedded bus; the cluster processes
+(issue: cluster backends) open the same parts on PostgreSQL, Cassandra and Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidings.auth import Passwords, Tokens
+from tidings.bus.base import InboxBus
+from tidings.bus.sqlite import SqliteBus
+from tidings.chat.delivery import InboxProcessor
+from tidings.chat.service import ChatService
+from tidings.core.ids import SnowflakeGenerator
+from tidings.gateway.gateway import Gateway
+from tidings.push.sink import RecordingPushSink
+from tidings.settings import Settings
+from tidings.storage.base import Directory, MessageStore
+from tidings.storage.directory import SqlDirectory
+from tidings.storage.sqlite import SqliteMessageStore
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class OwnsEveryone:
+    """The embedded default serves every user itself."""
+
+    def owns(self, user_id: int) -> bool:
+        return True
+
+    def owner_url(self, user_id: int) -> str | None:
+        return None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    directory: Directory
+    messages: MessageStore
+    bus: InboxBus
+    ids: SnowflakeGenerator
+    passwords: Passwords
+    tokens: Tokens
+    service: ChatService
+    gateway: Gateway
+    push: RecordingPushSink
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def start(self) -> None:
+        processor = InboxProcessor(
+            self.messages, self.directory, self.gateway, self.push, self.gateway.ownership
+        )
+        self._tasks = [
+            asyncio.create_task(self.bus.consume(processor.handle), name="inbox-consumer"),
+            asyncio.create_task(self.gateway.run_sweeper(), name="gateway-sweeper"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(_crash_loudly)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.gateway.close()
+        await self.bus.close()
+        await self.messages.close()
+        await self.directory.close()
+
+
+def _crash_loudly(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("background task %s died", task.get_name(), exc_info=task.exception())
+
+
+async def open_embedded(settings: Settings) -> Runtime:
+    """Everything on SQLite files under ``settings.data_dir`` with the embedded bus."""
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = settings.jwt_secret or _dev_secret(data_dir)
+    directory = await SqlDirectory.open(f"sqlite+aiosqlite:///{data_dir / 'directory.db'}")
+    messages = await SqliteMessageStore.open(
+        data_dir / "messages.db", synchronous=settings.sqlite_synchronous
+    )
+    bus = SqliteBus(data_dir / "bus.db", synchronous=settings.sqlite_synchronous)
+    await bus.start()
+    ids = SnowflakeGenerator(settings.worker_id)
+    service = ChatService(
+        directory, messages, bus, ids, wall_ms,
+        presence_fanout_limit=settings.presence_fanout_limit,
+    )
+    tokens = Tokens(secret, settings.token_ttl_s)
+    gateway = Gateway(settings, service, tokens, OwnsEveryone(), wall_ms)
+    return Runtime(
+        settings=settings,
+        directory=directory,
+        messages=messages,
+        bus=bus,
+        ids=ids,
+        passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+        tokens=tokens,
+        service=service,
+        gateway=gateway,
+        push=RecordingPushSink(),
+    )
+
+
+def _dev_secret(data_dir: Any) -> str:
+    """`tidings up` only: a generated secret kept in the data dir, so tokens survive restarts."""
+    path = data_dir / "dev-jwt-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+        log.warning("no TIDINGS_JWT_SECRET set: generated a development secret in %s", path)
+    return str(path.read_text().strip())

@@ -1,0 +1,55 @@
+"""Settings for every process, from the environment (prefix ``TIDINGS_``) and flags.
+
+One :class:`Settings` is built in ``main()`` and passed down; none is made at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
+
+    # Where to listen (tidings up / api / chat).
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The WebSocket URL clients are told to use; derived from the request when unset.
+    public_chat_url: str | None = None
+    server_id: str = "tidings-0"
+    worker_id: int = Field(0, ge=0, le=1023)
+
+    # Embedded storage.
+    data_dir: Path = Path("tidings-data")
+    sqlite_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+
+    # Auth: HS256 signing secret for access tokens; `tidings up` generates one if unset.
+    jwt_secret: str | None = None
+    token_ttl_s: int = Field(30 * 24 * 3600, gt=0)
+    # argon2 cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_kib: int = Field(65536, ge=8)
+
+    # Presence (seconds).
+    heartbeat_s: int = Field(5, ge=1)
+    presence_offline_after_s: float = Field(30.0, gt=0)
+    presence_fanout_limit: int = Field(1000, ge=0)
+    hello_timeout_s: float = Field(10.0, gt=0)
+    sweep_interval_s: float = Field(1.0, gt=0)
+
+    # Limits.
+    max_frame_bytes: int = 1 << 20
+    rate_limit_per_s: float = Field(20.0, gt=0)
+    rate_limit_burst: float = Field(40.0, ge=1)
+    max_write_buffer_bytes: int = 4 << 20
+
+    # Drain: clients are told to reconnect after a jittered delay within this budget.
+    drain_budget_s: float = Field(10.0, ge=0)
+    # Devices that reconnect within this grace get no push.
+    push_grace_s: float = Field(5.0, ge=0)
+
+    log_level: str = "INFO"
+    log_json: bool = False

@@ -1,0 +1,123 @@
+"""The storage interfaces the core is written against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tidings.core.model import InboxEntry, Message, PresenceStatus, Watermarks
+
+
+class StorageError(Exception):
+    """Base of the storage errors; ``retriable`` says whether trying again may help."""
+
+    retriable = False
+
+
+class UsernameTaken(StorageError):
+    pass
+
+
+class GroupFull(StorageError):
+    pass
+
+
+class StorageUnavailable(StorageError):
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: int
+    username: str
+    display_name: str
+    password_hash: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: int
+    user_id: int
+    name: str
+    platform: str | None
+    push_provider: str | None = None
+    push_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    channel_id: str
+    kind: str  # "dm" | "group"
+    name: str | None
+    owner_id: int | None
+    member_ids: list[int] = field(default_factory=list)
+
+
+class Directory(Protocol):
+    """Relational data: users, devices, friends, channels and their members."""
+
+    async def create_user(
+        self, user_id: int, username: str, password_hash: str, display_name: str, now: int
+    ) -> User: ...
+    async def get_user(self, user_id: int) -> User | None: ...
+    async def get_user_by_name(self, username: str) -> User | None: ...
+    async def get_users(self, user_ids: Iterable[int]) -> list[User]: ...
+
+    async def create_device(
+        self, device_id: int, user_id: int, name: str, platform: str | None, now: int
+    ) -> Device: ...
+    async def get_device(self, device_id: int) -> Device | None: ...
+    async def list_devices(self, user_id: int) -> list[Device]: ...
+    async def set_push_token(self, device_id: int, provider: str, token: str) -> None: ...
+    async def clear_push_token(self, device_id: int, token: str) -> None: ...
+
+    async def add_friend(self, user_id: int, friend_id: int) -> None: ...
+    async def remove_friend(self, user_id: int, friend_id: int) -> None: ...
+    async def list_friends(self, user_id: int) -> list[User]: ...
+    async def presence_audience(self, user_id: int, limit: int) -> set[int]: ...
+
+    async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None: ...
+    async def create_group(
+        self, channel_id: str, name: str, owner_id: int, member_ids: Sequence[int], now: int
+    ) -> Channel: ...
+    async def get_channel(self, channel_id: str) -> Channel | None: ...
+    async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None: ...
+    async def remove_member(self, channel_id: str, user_id: int) -> None: ...
+    async def list_channels(self, user_id: int) -> list[Channel]: ...
+
+    async def close(self) -> None: ...
+
+
+class MessageStore(Protocol):
+    """Messages, inboxes, receipts, presence and search."""
+
+    async def save_message(self, message: Message) -> Message:
+        """Store a message once per (sender, client_msg_id); a resend returns the first."""
+        ...
+
+    async def find_sent(self, sender_id: int, client_msg_id: str) -> Message | None: ...
+    async def history(self, channel_id: str, before: int | None, limit: int) -> list[Message]: ...
+    async def latest_message_ids(self, channel_ids: Sequence[str]) -> dict[str, int]: ...
+    async def search(
+        self, channel_ids: Sequence[str], query: str, limit: int
+    ) -> list[Message]: ...
+
+    async def append_inbox(self, user_id: int, messages: Sequence[Message]) -> list[InboxEntry]:
+        """Append to a user's inbox with the next gapless seqs; already-present ids are
+        skipped. Only the owner of the user's partition calls this (single writer)."""
+        ...
+
+    async def inbox_after(self, user_id: int, cursor: int, limit: int) -> list[InboxEntry]: ...
+    async def inbox_head(self, user_id: int) -> int: ...
+
+    async def get_watermarks(self, channel_id: str, user_id: int) -> Watermarks: ...
+    async def set_watermarks(
+        self, channel_id: str, user_id: int, watermarks: Watermarks
+    ) -> None: ...
+
+    async def set_presence(self, user_id: int, presence: PresenceStatus) -> None: ...
+    async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]: ...
+
+    async def close(self) -> None: ...
