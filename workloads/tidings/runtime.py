@@ -96,7 +96,11 @@ async def open_embedded(settings: Settings) -> Runtime:
     await bus.start()
     ids = SnowflakeGenerator(settings.worker_id)
     service = ChatService(
-        directory, messages, bus, ids, wall_ms,
+        directory,
+        messages,
+        bus,
+        ids,
+        wall_ms,
         presence_fanout_limit=settings.presence_fanout_limit,
     )
     tokens = Tokens(secret, settings.token_ttl_s)

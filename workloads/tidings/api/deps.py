@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tidings.api.errors import ApiError
 from tidings.auth import Identity
 from tidings.core import errors
 from tidings.runtime import Runtime
-from tidings.api.errors import ApiError
 
 
 def get_runtime(request: Request) -> Runtime:

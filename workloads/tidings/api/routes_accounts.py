@@ -35,8 +35,11 @@ async def signup(body: SignupBody, runtime: RuntimeDep) -> dict[str, Any]:
     password_hash = await runtime.passwords.hash(body.password)
     try:
         user = await runtime.directory.create_user(
-            runtime.ids.next_id(), body.username, password_hash,
-            body.display_name or body.username, wall_ms(),
+            runtime.ids.next_id(),
+            body.username,
+            password_hash,
+            body.display_name or body.username,
+            wall_ms(),
         )
     except UsernameTaken as exc:
         raise ApiError(409, errors.USERNAME_TAKEN, f"{body.username!r} is taken") from exc
@@ -54,8 +57,11 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
             raise ApiError(403, errors.FORBIDDEN, "that device is not yours")
     else:
         device = await runtime.directory.create_device(
-            runtime.ids.next_id(), user.user_id,
-            body.device_name or body.platform or "device", body.platform, wall_ms(),
+            runtime.ids.next_id(),
+            user.user_id,
+            body.device_name or body.platform or "device",
+            body.platform,
+            wall_ms(),
         )
     token, expires_at = runtime.tokens.issue(Identity(user.user_id, device.device_id))
     return {
@@ -81,8 +87,12 @@ async def profile(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
     out = user_out(user)
     out["device_id"] = str(me.device_id)
     out["devices"] = [
-        {"device_id": str(d.device_id), "name": d.name, "platform": d.platform,
-         "push": d.push_provider}
+        {
+            "device_id": str(d.device_id),
+            "name": d.name,
+            "platform": d.platform,
+            "push": d.push_provider,
+        }
         for d in devices
     ]
     return out

@@ -50,7 +50,10 @@ async def create_group(body: GroupBody, me: IdentityDep, runtime: RuntimeDep) ->
     if missing:
         raise ApiError(404, errors.UNKNOWN_USER, f"no user {missing[0]}")
     channel = await runtime.directory.create_group(
-        group_channel_id(runtime.ids.next_id()), body.name, me.user_id, sorted(member_ids),
+        group_channel_id(runtime.ids.next_id()),
+        body.name,
+        me.user_id,
+        sorted(member_ids),
         wall_ms(),
     )
     return group_out(channel)

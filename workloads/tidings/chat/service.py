@@ -73,7 +73,9 @@ class ChatService:
         ref = frame.client_msg_id
         if frame.to is not None:
             if frame.to == user_id:
-                raise ProtocolError(errors.INVALID_FRAME, "cannot send a 1:1 message to yourself", ref=ref)
+                raise ProtocolError(
+                    errors.INVALID_FRAME, "cannot send a 1:1 message to yourself", ref=ref
+                )
             if await self.directory.get_user(frame.to) is None:
                 raise ProtocolError(errors.UNKNOWN_USER, f"no user {frame.to}", ref=ref)
             channel_id = dm_channel_id(user_id, frame.to)

@@ -13,8 +13,8 @@ MAX_GROUP_MEMBERS = 100
 class ChannelRef:
     channel_id: str
     kind: ChannelKind
-    # For a dm: the two user ids, low first. Empty for a group.
-    dm_users: tuple[int, int] | tuple[()] = ()
+    # For a dm: the two user ids, low first. (0, 0) for a group.
+    dm_users: tuple[int, int] = (0, 0)
 
 
 def dm_channel_id(user_a: int, user_b: int) -> str:

@@ -7,6 +7,7 @@ contract's ``invalid_frame`` or ``body_too_long`` code.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -156,7 +157,7 @@ def _parse_typing(frame: dict[str, Any]) -> Typing:
     return Typing(channel_id=_string(frame, "channel_id"))
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
     "hello": _parse_hello,
     "send": _parse_send,
     "receipt": _parse_receipt,

@@ -69,9 +69,11 @@ class SnowflakeGenerator:
         else:
             self._sequence = 0
         self._last_ms = now
-        return ((now - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)) | (
-            self.worker_id << SEQUENCE_BITS
-        ) | self._sequence
+        return (
+            ((now - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS))
+            | (self.worker_id << SEQUENCE_BITS)
+            | self._sequence
+        )
 
 
 def timestamp_ms(snowflake: int) -> int:

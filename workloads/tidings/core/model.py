@@ -59,9 +59,7 @@ class Watermarks:
     read_upto: int = 0
 
 
-def advance_watermarks(
-    current: Watermarks, message_id: int, status: str
-) -> Watermarks | None:
+def advance_watermarks(current: Watermarks, message_id: int, status: str) -> Watermarks | None:
     """Move a user's receipt watermarks forward; None when nothing moves.
 
     Receipts only move forward and a ``read`` implies ``delivered``.

@@ -3,7 +3,7 @@
 No task per connection: a connection is one small object; timers are shared sweeps.
 """
 
-from tidings.gateway.gateway import Gateway
 from tidings.gateway.connection import Connection
+from tidings.gateway.gateway import Gateway
 
 __all__ = ["Connection", "Gateway"]

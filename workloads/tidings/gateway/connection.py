@@ -114,9 +114,8 @@ class Connection(asyncio.Protocol):
         for event in self.ws.events_received():
             if isinstance(event, Request):
                 self._handshake(event)
-            elif isinstance(event, Frame):
-                if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY:
-                    self._frame(event.data)
+            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
+                self._frame(bytes(event.data))
         self.flush()
         if self.ws.state is State.CLOSED and self.transport is not None:
             self.transport.close()

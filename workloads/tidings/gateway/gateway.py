@@ -163,7 +163,9 @@ class Gateway:
             elif isinstance(frame, Send):
                 message = await self.service.send(conn.user_id, conn.device_id, frame)
                 conn.send_frame(
-                    ack_frame(frame.client_msg_id, message.message_id, message.channel_id, message.ts)
+                    ack_frame(
+                        frame.client_msg_id, message.message_id, message.channel_id, message.ts
+                    )
                 )
             elif isinstance(frame, Receipt):
                 await self.service.receipt(conn.user_id, frame)
@@ -213,8 +215,13 @@ class Gateway:
 
         head = await self.service.messages.inbox_head(conn.user_id)
         conn.send_frame(
-            welcome_frame(conn.user_id, conn.device_id, self.settings.server_id,
-                          self.settings.heartbeat_s, head)
+            welcome_frame(
+                conn.user_id,
+                conn.device_id,
+                self.settings.server_id,
+                self.settings.heartbeat_s,
+                head,
+            )
         )
         cursor = hello.cursor
         while conn.state == SYNCING:

@@ -26,5 +26,9 @@ class RecordingPushSink:
         del self.requests[:-1000]
         log.info(
             "push requested",
-            extra={"user_id": user_id, "devices": list(device_ids), "message_id": message.message_id},
+            extra={
+                "user_id": user_id,
+                "devices": list(device_ids),
+                "message_id": message.message_id,
+            },
         )

@@ -102,7 +102,10 @@ class SqlDirectory:
         async with self.engine.begin() as conn:
             await conn.execute(
                 insert(devices).values(
-                    device_id=device_id, user_id=user_id, name=name, platform=platform,
+                    device_id=device_id,
+                    user_id=user_id,
+                    name=name,
+                    platform=platform,
                     created_at=now,
                 )
             )
@@ -224,7 +227,10 @@ class SqlDirectory:
         async with self.engine.begin() as conn:
             await conn.execute(
                 insert(channels).values(
-                    channel_id=channel_id, kind="group", name=name, owner_id=owner_id,
+                    channel_id=channel_id,
+                    kind="group",
+                    name=name,
+                    owner_id=owner_id,
                     created_at=now,
                 )
             )
@@ -246,7 +252,9 @@ class SqlDirectory:
                 .where(channel_members.c.channel_id == channel_id)
                 .order_by(channel_members.c.user_id)
             )
-            return Channel(row.channel_id, row.kind, row.name, row.owner_id, [m[0] for m in members])
+            return Channel(
+                row.channel_id, row.kind, row.name, row.owner_id, [m[0] for m in members]
+            )
 
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
         async with self.engine.begin() as conn:
@@ -267,7 +275,9 @@ class SqlDirectory:
             ).scalar_one()
             if count >= max_members:
                 raise GroupFull(channel_id)
-            await conn.execute(insert(channel_members).values(channel_id=channel_id, user_id=user_id))
+            await conn.execute(
+                insert(channel_members).values(channel_id=channel_id, user_id=user_id)
+            )
 
     async def remove_member(self, channel_id: str, user_id: int) -> None:
         async with self.engine.begin() as conn:

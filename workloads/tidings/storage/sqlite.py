@@ -97,8 +97,15 @@ class SqliteMessageStore:
                 return _message(row)
             conn.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-                (m.message_id, m.channel_id, m.sender_id, m.sender_device_id,
-                 m.client_msg_id, m.body, m.ts),
+                (
+                    m.message_id,
+                    m.channel_id,
+                    m.sender_id,
+                    m.sender_device_id,
+                    m.client_msg_id,
+                    m.body,
+                    m.ts,
+                ),
             )
             return m
 
