@@ -1,0 +1,82 @@
+"""Python client for Tidings: the HTTP API and a self-healing chat connection.
+
+::
+
+    async with ApiClient("http://127.0.0.1:8080") as api:
+        await api.login("ada", "correct horse")
+        async with api.chat(cursor=saved_cursor) as chat:
+            ack = await chat.send("hello", to=bob_id)
+            async for event in chat.events():
+                if isinstance(event, Msg):
+                    print(event.body)
+                    save(chat.cursor)
+"""
+
+from ._backoff import Backoff
+from ._connection import ChatConnection, DiscoverFn, ws_url
+from ._cursor import Inbox, InboxTracker, Step, SyncPlan
+from ._errors import (
+    TidingsApiError,
+    TidingsChatError,
+    TidingsConnectionError,
+    TidingsError,
+    TidingsProtocolError,
+    TidingsUnauthorizedError,
+)
+from ._frames import (
+    Ack,
+    ErrorFrame,
+    Event,
+    HeartbeatAck,
+    Msg,
+    Presence,
+    Receipt,
+    Reconnect,
+    Redirect,
+    ServerFrame,
+    Synced,
+    Typing,
+    Welcome,
+    parse_server_frame,
+)
+from ._http import ApiClient
+from ._models import Channel, Group, Message, PresenceInfo, Profile, Session, User
+
+__all__ = [
+    "Ack",
+    "ApiClient",
+    "Backoff",
+    "Channel",
+    "ChatConnection",
+    "DiscoverFn",
+    "ErrorFrame",
+    "Event",
+    "Group",
+    "HeartbeatAck",
+    "Inbox",
+    "InboxTracker",
+    "Message",
+    "Msg",
+    "Presence",
+    "PresenceInfo",
+    "Profile",
+    "Receipt",
+    "Reconnect",
+    "Redirect",
+    "ServerFrame",
+    "Session",
+    "Step",
+    "SyncPlan",
+    "Synced",
+    "TidingsApiError",
+    "TidingsChatError",
+    "TidingsConnectionError",
+    "TidingsError",
+    "TidingsProtocolError",
+    "TidingsUnauthorizedError",
+    "Typing",
+    "User",
+    "Welcome",
+    "parse_server_frame",
+    "ws_url",
+]

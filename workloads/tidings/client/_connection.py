@@ -1,0 +1,546 @@
+"""``ChatConnection``: one device's WebSocket to the chat servers, kept alive.
+
+The decisions live in plain classes (:class:`~._cursor.Inbox` for ordering, dedupe and
+sync; :class:`~._backoff.Backoff` for reconnect delays); this module is the asyncio
+adapter around ``websockets``: it connects, says ``hello``, routes frames, and reconnects.
+
+One supervisor task runs attempts in a loop. An attempt ends in one of four ways:
+
+* connection lost (network error, close, no ``welcome`` in time, silence): wait a backoff
+  delay (full jitter, capped), ask ``discover`` for the current url, try again;
+* ``redirect{chat_url}``: connect there at once (with backoff if redirects repeat);
+* ``reconnect{after_ms}``: keep using the connection until the server closes it or the
+  delay ends, then ask ``discover`` and connect;
+* unauthorized (close 4001, ``error{unauthorized}``, 401 from discover), a bad url, or
+  ``max_attempts`` failed attempts in a row: the connection fails for good and the error
+  is raised from :meth:`ChatConnection.events`, :meth:`~ChatConnection.send`,
+  :meth:`~ChatConnection.start` and :meth:`~ChatConnection.wait_closed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from ._backoff import Backoff
+from ._cursor import Inbox, SyncPlan
+from ._errors import (
+    TidingsApiError,
+    TidingsChatError,
+    TidingsConnectionError,
+    TidingsError,
+    TidingsProtocolError,
+    TidingsUnauthorizedError,
+)
+from ._frames import (
+    Ack,
+    ClientFrame,
+    ErrorFrame,
+    Event,
+    HeartbeatAck,
+    Msg,
+    Presence,
+    Receipt,
+    Reconnect,
+    Redirect,
+    ServerFrame,
+    Synced,
+    Typing,
+    Welcome,
+    encode,
+    heartbeat_frame,
+    hello_frame,
+    parse_server_frame,
+    receipt_frame,
+    send_frame,
+    sync_frame,
+    typing_frame,
+)
+
+__all__ = ["ChatConnection", "DiscoverFn", "ws_url"]
+
+logger = logging.getLogger(__name__)
+
+DiscoverFn = Callable[[], Awaitable[str]]
+"""Returns the ``chat_url`` this user's devices should connect to now (``/v1/discover``)."""
+
+CLOSE_UNAUTHORIZED = 4001
+_SILENCE_HEARTBEATS = 3  # a server silent this many heartbeat periods is gone
+_MIN_HEARTBEAT_S = 0.05
+_MAX_REDIRECTS = 10
+
+
+def ws_url(url: str) -> str:
+    """``http(s)://`` to ``ws(s)://``; other urls unchanged."""
+    if url.startswith("http://"):
+        return "ws://" + url.removeprefix("http://")
+    if url.startswith("https://"):
+        return "wss://" + url.removeprefix("https://")
+    return url
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    frame: ClientFrame
+    future: asyncio.Future[Ack]
+
+
+@dataclass(frozen=True, slots=True)
+class _Advance:
+    """A duplicate's ``seq``: moves :attr:`ChatConnection.cursor` without an event."""
+
+    seq: int
+
+
+class _End:
+    """Queued once the connection is finished."""
+
+
+_END = _End()
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How one connection attempt went."""
+
+    welcomed_at: float | None = None
+    redirect_to: str | None = None
+    reconnect_at: float | None = None
+    error: BaseException | None = None
+
+
+def _retrieve_exception(future: asyncio.Future[Welcome]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class ChatConnection:
+    """A device's chat connection that survives reconnects.
+
+    Use as ``async with ChatConnection(url, token, cursor=saved) as conn:`` (or
+    :meth:`start` / :meth:`aclose`), read :meth:`events`, and persist :attr:`cursor` after
+    handling each :class:`~._frames.Msg` so the next run resumes after it.
+    """
+
+    def __init__(
+        self,
+        chat_url: str,
+        token: str,
+        *,
+        cursor: int = 0,
+        discover: DiscoverFn | None = None,
+        backoff: Backoff | None = None,
+        max_attempts: int | None = None,
+        welcome_timeout: float = 10.0,
+        open_timeout: float = 10.0,
+        discover_timeout: float = 10.0,
+        stable_after: float = 10.0,
+    ) -> None:
+        """
+        :param chat_url: where to connect first (from login or ``/v1/discover``).
+        :param cursor: the last inbox ``seq`` this device has handled (``0`` for none).
+        :param discover: asked for a fresh url after a lost connection or a ``reconnect``.
+        :param max_attempts: failed attempts in a row (no ``welcome``) before giving up;
+            ``None`` retries forever.
+        :param stable_after: a connection that lasted this long resets the backoff.
+        """
+        self._chat_url = chat_url
+        self._token = token
+        self._discover = discover
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._max_attempts = max_attempts
+        self._welcome_timeout = welcome_timeout
+        self._open_timeout = open_timeout
+        self._discover_timeout = discover_timeout
+        self._stable_after = stable_after
+
+        self._inbox = Inbox(cursor)
+        self._cursor = cursor
+        self._queue: asyncio.Queue[Event | _Advance | _End] = asyncio.Queue()
+        self._pending: dict[str, _PendingSend] = {}
+        self._ws: ClientConnection | None = None  # set while welcomed
+        self._welcome: Welcome | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[Welcome] | None = None
+        self._closing = False
+        self._failure: TidingsError | None = None
+        self._finished = False
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def cursor(self) -> int:
+        """The ``seq`` of the last message :meth:`events` handed out: persist this."""
+        return self._cursor
+
+    @property
+    def connected(self) -> bool:
+        """True between a ``welcome`` and the loss of that connection."""
+        return self._ws is not None
+
+    @property
+    def welcome(self) -> Welcome | None:
+        """The latest ``welcome`` (user, device, server, heartbeat)."""
+        return self._welcome
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Welcome:
+        """Start connecting; return the first ``welcome``, or raise why there is none."""
+        if self._task is None:
+            self._started = asyncio.get_running_loop().create_future()
+            # Whoever awaits start() sees the error; don't also warn it was never retrieved.
+            self._started.add_done_callback(_retrieve_exception)
+            self._task = asyncio.create_task(self._run(), name="tidings-chat-connection")
+        assert self._started is not None
+        return await asyncio.shield(self._started)
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (code 1000); pending sends fail; :meth:`events` ends."""
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._finish(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is finished; raise the error that ended it, if any."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        if self._failure is not None:
+            raise self._failure
+
+    # -- the application's side --------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, in order: ``Msg`` in ``seq`` order and each once, and ``Welcome``
+        (each (re)connection), ``Synced``, ``Receipt``, ``Presence``, ``Typing``,
+        ``ErrorFrame`` (errors not tied to a :meth:`send`). Ends after :meth:`aclose`; raises
+        the error that ended the connection. Meant for one consumer."""
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                self._queue.put_nowait(item)  # for any other reader
+                if self._failure is not None:
+                    raise self._failure
+                return
+            if isinstance(item, _Advance):
+                self._cursor = max(self._cursor, item.seq)
+                continue
+            if isinstance(item, Msg):
+                self._cursor = max(self._cursor, item.seq)
+            yield item
+
+    async def send(
+        self,
+        body: str,
+        *,
+        channel_id: str | None = None,
+        to: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> Ack:
+        """Send a message to a channel or (``to``) a user; return the server's ``ack``.
+
+        Unacknowledged sends are sent again, with the same ``client_msg_id``, after every
+        reconnect until acked (the server dedupes). Raises :class:`TidingsChatError` for an
+        ``error`` about this message. Wrap in ``asyncio.timeout`` to bound the wait;
+        cancelling stops the resending.
+        """
+        cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
+        frame = send_frame(cmid, body, channel_id=channel_id, to=to)
+        self._check_open()
+        if cmid in self._pending:
+            raise ValueError(f"a send with client_msg_id {cmid!r} is already in flight")
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._pending[cmid] = _PendingSend(frame, future)
+        try:
+            ws = self._ws
+            if ws is not None:
+                with contextlib.suppress(ConnectionClosed):  # resent after the reconnect
+                    await ws.send(encode(frame))
+            return await future
+        finally:
+            self._pending.pop(cmid, None)
+
+    async def receipt(self, channel_id: str, message_id: str, status: str = "delivered") -> None:
+        """Tell the channel everything up to ``message_id`` was ``delivered`` or ``read``."""
+        await self._send_now(receipt_frame(channel_id, message_id, status))
+
+    async def typing(self, channel_id: str) -> None:
+        await self._send_now(typing_frame(channel_id))
+
+    async def sync(self, cursor: int | None = None, limit: int | None = None) -> None:
+        """Ask for the messages after ``cursor`` (default: :attr:`cursor`); they arrive
+        through :meth:`events` (those already seen are dropped), then ``Synced``."""
+        frame = sync_frame(self._cursor if cursor is None else cursor, limit)
+        await self._send_now(frame)
+        self._inbox.on_sync_sent()
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closing or self._finished:
+            raise TidingsConnectionError("the chat connection is closed")
+
+    async def _send_now(self, frame: ClientFrame) -> None:
+        self._check_open()
+        ws = self._ws
+        if ws is None:
+            raise TidingsConnectionError("not connected (reconnecting)")
+        try:
+            await ws.send(encode(frame))
+        except ConnectionClosed as exc:
+            raise TidingsConnectionError("connection lost while sending") from exc
+
+    # -- the supervisor --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failure: TidingsError | None = None
+        try:
+            await self._supervise()
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        except TidingsError as exc:
+            failure = exc
+        except Exception as exc:
+            failure = TidingsConnectionError(f"chat connection failed: {exc!r}")
+            failure.__cause__ = exc
+        finally:
+            self._finish(failure)
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        url = self._chat_url
+        failed = 0  # attempts in a row that got no welcome (redirects aside)
+        redirects = 0  # redirects in a row without a welcome
+        while True:
+            attempt = await self._attempt(url)
+            if attempt.welcomed_at is not None:
+                failed = redirects = 0
+                if loop.time() - attempt.welcomed_at >= self._stable_after:
+                    self._backoff.reset()
+            if attempt.redirect_to is not None:
+                redirects += 1
+                if redirects > _MAX_REDIRECTS:
+                    raise TidingsConnectionError(f"{redirects} redirects in a row, last to {url}")
+                logger.info("chat: redirected from %s to %s", url, attempt.redirect_to)
+                url = attempt.redirect_to
+                if redirects > 1:
+                    await asyncio.sleep(self._backoff.next_delay())
+            elif attempt.reconnect_at is not None:
+                delay = max(0.0, attempt.reconnect_at - loop.time())
+                logger.info("chat: server draining; reconnecting in %.3fs", delay)
+                await asyncio.sleep(delay)
+                url = await self._rediscover(url)
+            else:
+                if attempt.welcomed_at is None:
+                    failed += 1
+                    if self._max_attempts is not None and failed >= self._max_attempts:
+                        raise TidingsConnectionError(
+                            f"could not connect to {url} ({failed} attempts): {attempt.error!r}"
+                        ) from attempt.error
+                delay = self._backoff.next_delay()
+                logger.info(
+                    "chat: connection to %s lost (%r); retry in %.3fs", url, attempt.error, delay
+                )
+                await asyncio.sleep(delay)
+                url = await self._rediscover(url)
+
+    async def _rediscover(self, url: str) -> str:
+        if self._discover is None:
+            return url
+        try:
+            async with asyncio.timeout(self._discover_timeout):
+                return await self._discover()
+        except TidingsApiError as exc:
+            if exc.status == 401:
+                raise TidingsUnauthorizedError(f"discover refused the token: {exc}") from exc
+            logger.warning("chat: discover failed (%s); keeping %s", exc, url)
+        except (TidingsError, TimeoutError, OSError) as exc:
+            logger.warning("chat: discover failed (%r); keeping %s", exc, url)
+        return url
+
+    async def _attempt(self, url: str) -> _Attempt:
+        attempt = _Attempt()
+        try:
+            async with connect(ws_url(url), open_timeout=self._open_timeout) as ws:
+                await self._session(ws, attempt)
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == CLOSE_UNAUTHORIZED:
+                raise TidingsUnauthorizedError(
+                    f"server closed with 4001: {exc.rcvd.reason}"
+                ) from exc
+            attempt.error = exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            attempt.error = exc
+        finally:
+            self._ws = None
+        return attempt
+
+    async def _session(self, ws: ClientConnection, attempt: _Attempt) -> None:
+        loop = asyncio.get_running_loop()
+        self._inbox.on_hello()
+        await ws.send(encode(hello_frame(self._token, self._inbox.cursor)))
+        welcome: Welcome | None = None
+        async with asyncio.timeout(self._welcome_timeout):
+            while welcome is None:
+                frame = self._parse(await ws.recv())
+                if isinstance(frame, Welcome):
+                    welcome = frame
+                else:
+                    await self._handle(ws, frame, attempt)
+                    if attempt.redirect_to is not None or attempt.reconnect_at is not None:
+                        return  # this server will not serve us now
+        attempt.welcomed_at = loop.time()
+        self._on_welcome(ws, welcome)
+        last_heard = [loop.time()]
+        side_tasks = [asyncio.create_task(self._heartbeat(ws, welcome.heartbeat_s, last_heard))]
+        try:
+            for pending in list(self._pending.values()):
+                await ws.send(encode(pending.frame))
+            while True:
+                frame = self._parse(await ws.recv())
+                last_heard[0] = loop.time()
+                was_draining = attempt.reconnect_at is not None
+                await self._handle(ws, frame, attempt)
+                if attempt.redirect_to is not None:
+                    return
+                if attempt.reconnect_at is not None and not was_draining:
+                    side_tasks.append(asyncio.create_task(self._close_at(ws, attempt.reconnect_at)))
+        finally:
+            self._ws = None
+            for task in side_tasks:
+                task.cancel()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
+
+    def _on_welcome(self, ws: ClientConnection, welcome: Welcome) -> None:
+        logger.info(
+            "chat: welcome from %s (device %s, server cursor %d, ours %d)",
+            welcome.server_id,
+            welcome.device_id,
+            welcome.cursor,
+            self._inbox.cursor,
+        )
+        self._ws = ws
+        self._welcome = welcome
+        self._queue.put_nowait(welcome)
+        if self._started is not None and not self._started.done():
+            self._started.set_result(welcome)
+
+    def _parse(self, data: str | bytes) -> ServerFrame | None:
+        try:
+            frame = parse_server_frame(data)
+        except TidingsProtocolError as exc:
+            logger.warning("chat: dropping a malformed frame: %s", exc)
+            return None
+        if frame is None:
+            logger.debug("chat: ignoring a frame of unknown type: %.200r", data)
+        return frame
+
+    async def _handle(
+        self, ws: ClientConnection, frame: ServerFrame | None, attempt: _Attempt
+    ) -> None:
+        match frame:
+            case Msg():
+                await self._follow(ws, self._inbox.on_msg(frame))
+            case Synced():
+                await self._follow(ws, self._inbox.on_synced(frame))
+                self._queue.put_nowait(frame)
+            case Ack():
+                pending = self._pending.get(frame.client_msg_id)
+                if pending is not None and not pending.future.done():
+                    pending.future.set_result(frame)
+            case ErrorFrame():
+                pending = self._pending.get(frame.ref) if frame.ref is not None else None
+                if pending is not None:
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            TidingsChatError(frame.code, frame.message, frame.ref)
+                        )
+                elif frame.code == "unauthorized":
+                    raise TidingsUnauthorizedError(f"server refused the token: {frame.message}")
+                else:
+                    logger.info("chat: error frame %s: %s", frame.code, frame.message)
+                    self._queue.put_nowait(frame)
+            case Redirect():
+                attempt.redirect_to = frame.chat_url
+            case Reconnect():
+                if attempt.reconnect_at is None:
+                    attempt.reconnect_at = asyncio.get_running_loop().time() + frame.after_ms / 1000
+            case Receipt() | Presence() | Typing():
+                self._queue.put_nowait(frame)
+            case Welcome():
+                logger.warning("chat: unexpected second welcome; ignored")
+            case HeartbeatAck() | None:
+                pass
+
+    async def _follow(self, ws: ClientConnection, plan: SyncPlan) -> None:
+        for step in plan.steps:
+            self._queue.put_nowait(step.msg if step.msg is not None else _Advance(step.seq))
+        if plan.sync_from is not None:
+            await ws.send(encode(sync_frame(plan.sync_from)))
+
+    async def _heartbeat(
+        self, ws: ClientConnection, period: float, last_heard: list[float]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        period = max(period, _MIN_HEARTBEAT_S)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(period)
+                if loop.time() - last_heard[0] > _SILENCE_HEARTBEATS * period:
+                    logger.warning(
+                        "chat: server silent for %d heartbeats; dropping it", _SILENCE_HEARTBEATS
+                    )
+                    ws.transport.abort()
+                    return
+                await ws.send(encode(heartbeat_frame()))
+
+    async def _close_at(self, ws: ClientConnection, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
+        await ws.close(1000, "reconnecting")
+
+    def _finish(self, failure: TidingsError | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._failure = failure
+        self._ws = None
+        error = (
+            failure
+            if failure is not None
+            else TidingsConnectionError("the chat connection is closed")
+        )
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        if self._started is not None and not self._started.done():
+            self._started.set_exception(error)
+        self._queue.put_nowait(_END)

@@ -1,0 +1,80 @@
+"""Errors raised by the Tidings client.
+
+Hierarchy::
+
+    TidingsError                      base of everything this package raises
+    ├── TidingsApiError               an HTTP call answered 4xx/5xx (status, code, message)
+    ├── TidingsChatError              an ``error`` frame answering one of our frames (code, ref)
+    ├── TidingsProtocolError          the server sent something that breaks the wire contract
+    └── TidingsConnectionError        the server could not be reached or the connection ended
+        └── TidingsUnauthorizedError  the token was refused (close 4001): reconnecting won't help
+
+Each error says whether retrying the same call later may succeed (``retriable``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TidingsApiError",
+    "TidingsChatError",
+    "TidingsConnectionError",
+    "TidingsError",
+    "TidingsProtocolError",
+    "TidingsUnauthorizedError",
+]
+
+
+class TidingsError(Exception):
+    """Base class of every error raised by :mod:`tidings.client`."""
+
+    @property
+    def retriable(self) -> bool:
+        return False
+
+
+class TidingsApiError(TidingsError):
+    """An HTTP call failed with ``{"error": {"code", "message"}}`` (or a body without one)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def retriable(self) -> bool:
+        return self.status >= 500 or self.status == 429
+
+
+class TidingsChatError(TidingsError):
+    """The chat server answered a frame with ``error`` (e.g. ``not_a_member``)."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    @property
+    def retriable(self) -> bool:
+        return self.code == "rate_limited"
+
+
+class TidingsProtocolError(TidingsError):
+    """A frame or body from the server does not follow the wire contract."""
+
+
+class TidingsConnectionError(TidingsError):
+    """The server could not be reached, or the connection was closed while we waited."""
+
+    @property
+    def retriable(self) -> bool:
+        return True
+
+
+class TidingsUnauthorizedError(TidingsConnectionError):
+    """The server refused the token (close 4001 or HTTP 401): log in again."""
+
+    @property
+    def retriable(self) -> bool:
+        return False

@@ -1,0 +1,273 @@
+"""WebSocket frames: typed server frames, a parser, and builders for client frames.
+
+No I/O here. :func:`parse_server_frame` turns one text frame into a typed value (or ``None``
+for a frame type this client does not know, which the contract allows servers to add);
+the ``*_frame`` builders produce the JSON objects the client sends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Self
+
+from ._errors import TidingsProtocolError
+from ._models import (
+    Message,
+    as_object,
+    get_bool,
+    get_id,
+    get_int,
+    get_opt_id,
+    get_opt_str,
+    get_str,
+)
+
+__all__ = [
+    "Ack",
+    "ClientFrame",
+    "ErrorFrame",
+    "Event",
+    "HeartbeatAck",
+    "Msg",
+    "Presence",
+    "Receipt",
+    "Reconnect",
+    "Redirect",
+    "ServerFrame",
+    "Synced",
+    "Typing",
+    "Welcome",
+    "encode",
+    "heartbeat_frame",
+    "hello_frame",
+    "parse_server_frame",
+    "receipt_frame",
+    "send_frame",
+    "sync_frame",
+    "typing_frame",
+]
+
+ClientFrame = dict[str, str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    user_id: str
+    device_id: str
+    server_id: str
+    heartbeat_s: float
+    cursor: int
+    """The user's latest inbox ``seq`` on the server."""
+
+
+@dataclass(frozen=True, slots=True)
+class Msg(Message):
+    """A message delivered to this device, at inbox position ``seq``."""
+
+    seq: int
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "msg")
+        return cls(
+            get_id(obj, "message_id"),
+            get_id(obj, "channel_id"),
+            get_id(obj, "sender_id"),
+            get_id(obj, "sender_device_id"),
+            get_opt_str(obj, "client_msg_id"),
+            get_str(obj, "body"),
+            get_int(obj, "ts"),
+            get_int(obj, "seq"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    cursor: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    client_msg_id: str
+    message_id: str
+    channel_id: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    channel_id: str
+    user_id: str
+    message_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    user_id: str
+    status: str
+    last_seen: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    channel_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    chat_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    code: str
+    message: str
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    ts: int
+
+
+ServerFrame = (
+    Welcome
+    | Msg
+    | Synced
+    | Ack
+    | Receipt
+    | Presence
+    | Typing
+    | Redirect
+    | Reconnect
+    | ErrorFrame
+    | HeartbeatAck
+)
+"""Every frame type a server sends that this client understands."""
+
+Event = Welcome | Msg | Synced | Receipt | Presence | Typing | ErrorFrame
+"""What :meth:`ChatConnection.events` yields (acks go to :meth:`ChatConnection.send`)."""
+
+
+def parse_server_frame(data: str | bytes) -> ServerFrame | None:
+    """Parse one frame; ``None`` for a type this client does not know (ignore it)."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TidingsProtocolError(f"frame is not JSON: {data!r:.200}") from exc
+    obj = as_object(raw, "frame")
+    kind = obj.get("type")
+    match kind:
+        case "msg":
+            return Msg.from_json(obj)
+        case "welcome":
+            return Welcome(
+                get_id(obj, "user_id"),
+                get_id(obj, "device_id"),
+                get_str(obj, "server_id") if "server_id" in obj else "",
+                _positive_number(obj, "heartbeat_s"),
+                get_int(obj, "cursor"),
+            )
+        case "synced":
+            return Synced(get_int(obj, "cursor"), get_bool(obj, "more") if "more" in obj else False)
+        case "ack":
+            return Ack(
+                get_str(obj, "client_msg_id"),
+                get_id(obj, "message_id"),
+                get_id(obj, "channel_id"),
+                get_int(obj, "ts"),
+            )
+        case "receipt":
+            return Receipt(
+                get_id(obj, "channel_id"),
+                get_id(obj, "user_id"),
+                get_id(obj, "message_id"),
+                get_str(obj, "status"),
+            )
+        case "presence":
+            last_seen = None if obj.get("last_seen") is None else get_int(obj, "last_seen")
+            return Presence(get_id(obj, "user_id"), get_str(obj, "status"), last_seen)
+        case "typing":
+            return Typing(get_id(obj, "channel_id"), get_id(obj, "user_id"))
+        case "redirect":
+            return Redirect(get_str(obj, "chat_url"))
+        case "reconnect":
+            return Reconnect(get_int(obj, "after_ms"))
+        case "error":
+            return ErrorFrame(
+                get_str(obj, "code"), get_opt_str(obj, "message") or "", get_opt_id(obj, "ref")
+            )
+        case "heartbeat_ack":
+            return HeartbeatAck(get_int(obj, "ts") if "ts" in obj else 0)
+        case str():
+            return None
+        case _:
+            raise TidingsProtocolError(f"frame has no string 'type': {data!r:.200}")
+
+
+def _positive_number(obj: Mapping[str, object], key: str) -> float:
+    value = obj.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if number > 0:
+                return number
+    raise TidingsProtocolError(f"field {key!r} must be a positive number, got {value!r:.100}")
+
+
+def encode(frame: ClientFrame) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def hello_frame(token: str, cursor: int) -> ClientFrame:
+    return {"type": "hello", "token": token, "cursor": str(cursor)}
+
+
+def send_frame(
+    client_msg_id: str, body: str, *, channel_id: str | None = None, to: str | None = None
+) -> ClientFrame:
+    if (channel_id is None) == (to is None):
+        raise ValueError("give exactly one of channel_id or to")
+    frame: ClientFrame = {"type": "send", "client_msg_id": client_msg_id, "body": body}
+    if channel_id is not None:
+        frame["channel_id"] = channel_id
+    else:
+        assert to is not None
+        frame["to"] = to
+    return frame
+
+
+def receipt_frame(channel_id: str, message_id: str, status: str) -> ClientFrame:
+    if status not in ("delivered", "read"):
+        raise ValueError(f"receipt status must be 'delivered' or 'read', not {status!r}")
+    return {"type": "receipt", "channel_id": channel_id, "message_id": message_id, "status": status}
+
+
+def sync_frame(cursor: int, limit: int | None = None) -> ClientFrame:
+    frame: ClientFrame = {"type": "sync", "cursor": str(cursor)}
+    if limit is not None:
+        frame["limit"] = limit
+    return frame
+
+
+def heartbeat_frame() -> ClientFrame:
+    return {"type": "heartbeat"}
+
+
+def typing_frame(channel_id: str) -> ClientFrame:
+    return {"type": "typing", "channel_id": channel_id}

@@ -1,0 +1,266 @@
+"""``ApiClient``: the HTTP half of the contract (``/v1``), over ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urljoin
+
+import httpx
+
+from ._backoff import Backoff
+from ._connection import ChatConnection, ws_url
+from ._errors import TidingsApiError, TidingsConnectionError, TidingsProtocolError
+from ._models import (
+    Channel,
+    Group,
+    Message,
+    Profile,
+    Session,
+    User,
+    as_object,
+    get_str,
+)
+
+__all__ = ["ApiClient"]
+
+logger = logging.getLogger(__name__)
+
+
+def _seg(value: str) -> str:
+    """One path segment (ids such as ``dm:1:2`` keep their colons)."""
+    return quote(value, safe=":")
+
+
+def _list(body: object, key: str) -> list[object]:
+    items = as_object(body).get(key)
+    if not isinstance(items, list):
+        raise TidingsProtocolError(f"field {key!r} must be a list")
+    return items
+
+
+class ApiClient:
+    """Calls the Tidings HTTP API. After :meth:`login` it holds the session (``token``,
+    ``user_id``, ``device_id``, ``chat_url``) and sends the token on every call; a saved
+    session can be given back through ``session=``.
+
+    ``async with ApiClient("http://127.0.0.1:8080") as api: ...``
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        session: Session | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.token = token if token is not None or session is None else session.access_token
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    @property
+    def user_id(self) -> str | None:
+        return self.session.user_id if self.session is not None else None
+
+    @property
+    def device_id(self) -> str | None:
+        return self.session.device_id if self.session is not None else None
+
+    @property
+    def chat_url(self) -> str | None:
+        return self.session.chat_url if self.session is not None else None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> object:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = await self._http.request(
+                method, path, json=json, params=params, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise TidingsConnectionError(f"{method} {path}: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise _api_error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise TidingsProtocolError(f"{method} {path}: body is not JSON") from exc
+
+    def _resolve_chat_url(self, chat_url: str) -> str:
+        return ws_url(urljoin(self.base_url + "/", chat_url))
+
+    # -- accounts and sessions ---------------------------------------------------------------
+
+    async def signup(
+        self, username: str, password: str, *, display_name: str | None = None
+    ) -> User:
+        body: dict[str, str] = {"username": username, "password": password}
+        if display_name is not None:
+            body["display_name"] = display_name
+        return User.from_json(await self._request("POST", "/v1/users", json=body))
+
+    async def login(
+        self,
+        username: str,
+        password: str,
+        *,
+        device_name: str | None = None,
+        platform: str | None = None,
+        device_id: str | None = None,
+    ) -> Session:
+        """Log in (``device_id`` logs an existing device in again) and keep the session."""
+        body: dict[str, str] = {"username": username, "password": password}
+        for key, value in (
+            ("device_name", device_name),
+            ("platform", platform),
+            ("device_id", device_id),
+        ):
+            if value is not None:
+                body[key] = value
+        session = Session.from_json(await self._request("POST", "/v1/sessions", json=body))
+        session = Session(
+            session.access_token,
+            session.expires_at,
+            session.user_id,
+            session.device_id,
+            self._resolve_chat_url(session.chat_url),
+        )
+        self.session = session
+        self.token = session.access_token
+        return session
+
+    async def discover(self) -> str:
+        """Where this user's devices connect now."""
+        body = as_object(await self._request("GET", "/v1/discover"))
+        return self._resolve_chat_url(get_str(body, "chat_url"))
+
+    async def me(self) -> Profile:
+        return Profile.from_json(await self._request("GET", "/v1/me"))
+
+    async def get_user(self, user_id: str) -> Profile:
+        return Profile.from_json(await self._request("GET", f"/v1/users/{_seg(user_id)}"))
+
+    # -- friends ---------------------------------------------------------------------------------
+
+    async def add_friend(self, user_id: str) -> None:
+        await self._request("PUT", f"/v1/friends/{_seg(user_id)}")
+
+    async def remove_friend(self, user_id: str) -> None:
+        await self._request("DELETE", f"/v1/friends/{_seg(user_id)}")
+
+    async def friends(self) -> list[Profile]:
+        body = await self._request("GET", "/v1/friends")
+        return [Profile.from_json(item) for item in _list(body, "friends")]
+
+    # -- groups and channels -----------------------------------------------------------------
+
+    async def create_group(self, name: str, member_ids: list[str]) -> Group:
+        body = {"name": name, "member_ids": list(member_ids)}
+        return Group.from_json(await self._request("POST", "/v1/groups", json=body))
+
+    async def get_group(self, channel_id: str) -> Group:
+        return Group.from_json(await self._request("GET", f"/v1/groups/{_seg(channel_id)}"))
+
+    async def add_group_member(self, channel_id: str, user_id: str) -> None:
+        await self._request("PUT", f"/v1/groups/{_seg(channel_id)}/members/{_seg(user_id)}")
+
+    async def remove_group_member(self, channel_id: str, user_id: str) -> None:
+        await self._request("DELETE", f"/v1/groups/{_seg(channel_id)}/members/{_seg(user_id)}")
+
+    async def channels(self) -> list[Channel]:
+        body = await self._request("GET", "/v1/channels")
+        return [Channel.from_json(item) for item in _list(body, "channels")]
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def history(
+        self, channel_id: str, *, before: str | None = None, limit: int | None = None
+    ) -> list[Message]:
+        """Messages of a channel, newest first; ``before`` a message id, ``limit`` <= 200."""
+        params: dict[str, str | int] = {}
+        if before is not None:
+            params["before"] = before
+        if limit is not None:
+            params["limit"] = limit
+        body = await self._request(
+            "GET", f"/v1/channels/{_seg(channel_id)}/messages", params=params
+        )
+        return [Message.from_json(item) for item in _list(body, "messages")]
+
+    async def search(self, q: str, *, channel_id: str | None = None) -> list[Message]:
+        params: dict[str, str | int] = {"q": q}
+        if channel_id is not None:
+            params["channel_id"] = channel_id
+        body = await self._request("GET", "/v1/search", params=params)
+        return [Message.from_json(item) for item in _list(body, "messages")]
+
+    async def set_push_token(
+        self, provider: str, token: str, *, device_id: str | None = None
+    ) -> None:
+        """Register this device's (or ``device_id``'s) push token with ``provider``."""
+        device = device_id if device_id is not None else self.device_id
+        if device is None:
+            raise ValueError("no device_id: log in first or pass device_id")
+        body = {"provider": provider, "token": token}
+        await self._request("PUT", f"/v1/devices/{_seg(device)}/push", json=body)
+
+    # -- chat ------------------------------------------------------------------------------------
+
+    def chat(
+        self,
+        *,
+        cursor: int = 0,
+        backoff: Backoff | None = None,
+        max_attempts: int | None = None,
+    ) -> ChatConnection:
+        """A :class:`ChatConnection` for the logged-in session that rediscovers through this
+        client. Start it with ``async with``."""
+        if self.session is None or self.token is None:
+            raise ValueError("log in first")
+        return ChatConnection(
+            self.session.chat_url,
+            self.token,
+            cursor=cursor,
+            discover=self.discover,
+            backoff=backoff,
+            max_attempts=max_attempts,
+        )
+
+
+def _api_error(response: httpx.Response) -> TidingsApiError:
+    code, message = f"http_{response.status_code}", response.reason_phrase
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        logger.debug("error body without {error: {code, message}}: %.200r", response.text)
+    return TidingsApiError(response.status_code, code, message)

@@ -1,0 +1,226 @@
+"""Typed views of the JSON objects the HTTP API returns, and the helpers that read them.
+
+Readers are lenient where the contract allows a client to be (an id or sequence sent as a
+JSON number is accepted as well as the decimal string the contract asks for; unknown fields
+are ignored) and strict where guessing would be wrong (a missing field is an error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Self
+
+from ._errors import TidingsProtocolError
+
+__all__ = [
+    "Channel",
+    "Group",
+    "Message",
+    "PresenceInfo",
+    "Profile",
+    "Session",
+    "User",
+    "as_object",
+    "get_bool",
+    "get_id",
+    "get_id_list",
+    "get_int",
+    "get_opt_id",
+    "get_opt_str",
+    "get_str",
+]
+
+
+def as_object(value: object, what: str = "body") -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise TidingsProtocolError(f"{what} is not a JSON object: {value!r:.200}")
+    return value
+
+
+def _missing(obj: Mapping[str, object], key: str, kind: str) -> TidingsProtocolError:
+    return TidingsProtocolError(f"field {key!r} must be {kind}, got {obj.get(key)!r:.100}")
+
+
+def get_str(obj: Mapping[str, object], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise _missing(obj, key, "a string")
+    return value
+
+
+def get_opt_str(obj: Mapping[str, object], key: str) -> str | None:
+    return None if obj.get(key) is None else get_str(obj, key)
+
+
+def get_id(obj: Mapping[str, object], key: str) -> str:
+    """An id: a string (a JSON integer is tolerated and turned into its decimal string)."""
+    value = obj.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise _missing(obj, key, "an id string")
+    return value
+
+
+def get_opt_id(obj: Mapping[str, object], key: str) -> str | None:
+    return None if obj.get(key) is None else get_id(obj, key)
+
+
+def get_id_list(obj: Mapping[str, object], key: str) -> tuple[str, ...]:
+    value = obj.get(key)
+    if not isinstance(value, list):
+        raise _missing(obj, key, "a list of ids")
+    return tuple(get_id({key: item}, key) for item in value)
+
+
+def get_int(obj: Mapping[str, object], key: str) -> int:
+    """A non-negative integer sent as a decimal string (sequences) or a JSON number (times)."""
+    value = obj.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise _missing(obj, key, "a non-negative integer")
+
+
+def get_bool(obj: Mapping[str, object], key: str) -> bool:
+    value = obj.get(key)
+    if not isinstance(value, bool):
+        raise _missing(obj, key, "a boolean")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The answer to a signup: ``POST /v1/users``."""
+
+    user_id: str
+    username: str
+    display_name: str | None
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "user")
+        return cls(
+            get_id(obj, "user_id"), get_str(obj, "username"), get_opt_str(obj, "display_name")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceInfo:
+    status: str
+    last_seen: int | None
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "presence")
+        last_seen = None if obj.get("last_seen") is None else get_int(obj, "last_seen")
+        return cls(get_str(obj, "status"), last_seen)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A user as ``/v1/me``, ``/v1/users/{id}`` and ``/v1/friends`` show it."""
+
+    user_id: str
+    username: str
+    display_name: str | None
+    presence: PresenceInfo | None
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "profile")
+        presence = obj.get("presence")
+        return cls(
+            get_id(obj, "user_id"),
+            get_str(obj, "username"),
+            get_opt_str(obj, "display_name"),
+            None if presence is None else PresenceInfo.from_json(presence),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The answer to a login: ``POST /v1/sessions``."""
+
+    access_token: str
+    expires_at: int
+    user_id: str
+    device_id: str
+    chat_url: str
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "session")
+        return cls(
+            get_str(obj, "access_token"),
+            get_int(obj, "expires_at"),
+            get_id(obj, "user_id"),
+            get_id(obj, "device_id"),
+            get_str(obj, "chat_url"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    channel_id: str
+    name: str
+    owner_id: str
+    member_ids: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "group")
+        return cls(
+            get_id(obj, "channel_id"),
+            get_str(obj, "name"),
+            get_id(obj, "owner_id"),
+            get_id_list(obj, "member_ids"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    channel_id: str
+    kind: str
+    name: str | None
+    member_ids: tuple[str, ...]
+    last_message_id: str | None
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "channel")
+        return cls(
+            get_id(obj, "channel_id"),
+            get_str(obj, "kind"),
+            get_opt_str(obj, "name"),
+            get_id_list(obj, "member_ids"),
+            get_opt_id(obj, "last_message_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message, as history and search return it."""
+
+    message_id: str
+    channel_id: str
+    sender_id: str
+    sender_device_id: str
+    client_msg_id: str | None
+    body: str
+    ts: int
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "message")
+        return cls(
+            get_id(obj, "message_id"),
+            get_id(obj, "channel_id"),
+            get_id(obj, "sender_id"),
+            get_id(obj, "sender_device_id"),
+            get_opt_str(obj, "client_msg_id"),
+            get_str(obj, "body"),
+            get_int(obj, "ts"),
+        )
