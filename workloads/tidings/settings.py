@@ -51,5 +51,36 @@ class Settings(BaseSettings):
     # Devices that reconnect within this grace get no push.
     push_grace_s: float = Field(5.0, ge=0)
 
+    # --- cluster backends (tidings api / chat / push / migrate) ---------------------
+    # PostgreSQL for the Directory (SQLAlchemy URL, e.g. postgresql+asyncpg://u:p@h/db).
+    postgres_url: str | None = None
+    # Cassandra for the MessageStore.
+    cassandra_contact_points: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    cassandra_port: int = 9042
+    cassandra_keyspace: str = "tidings"
+    cassandra_username: str | None = None
+    cassandra_password: str | None = None
+    cassandra_local_dc: str | None = None
+    cassandra_consistency: str = "LOCAL_QUORUM"
+    cassandra_request_timeout_s: float = Field(10.0, gt=0)
+    # Replication for `tidings migrate` when it creates the keyspace (CQL map literal).
+    cassandra_replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    # Kafka for the inbox bus, membership and push requests.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "tidings"
+    kafka_inbox_partitions: int = Field(64, ge=1)
+    kafka_replication_factor: int = Field(1, ge=1)
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$"
+    )
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_request_timeout_s: float = Field(30.0, gt=0)
+    # Membership records: how often a chat server publishes, when a record is stale.
+    membership_interval_s: float = Field(2.0, gt=0)
+    membership_ttl_s: float = Field(10.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = False
