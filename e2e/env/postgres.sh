@@ -23,7 +23,7 @@ PG_OS_USER="${TIDINGS_POSTGRES_OS_USER:-postgres}"
 # The newest installed server's bin directory (Debian: /usr/lib/postgresql/<major>/bin).
 pg_bindir() {
     local dir
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -rn); do
+    for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5,5 -rn); do
         [[ -x $dir/initdb && -x $dir/postgres ]] && { echo "$dir"; return 0; }
     done
     if command -v pg_config >/dev/null && [[ -x "$(pg_config --bindir)/initdb" ]]; then
