@@ -9,8 +9,9 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tidings.storage import directory_schema
 from tidings.storage.base import Channel, Device, GroupFull, User, UsernameTaken
-from tidings.storage.tables import channel_members, channels, devices, friends, metadata, users
+from tidings.storage.tables import channel_members, channels, devices, friends, users
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -46,11 +47,11 @@ class SqlDirectory:
         self.engine = engine
 
     @classmethod
-    async def open(cls, url: str, *, create: bool = True) -> SqlDirectory:
+    async def open(cls, url: str, *, migrate: bool = True) -> SqlDirectory:
+        """Connect; with ``migrate`` (the embedded default) bring the schema up to date."""
         engine = make_engine(url)
-        if create:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+        if migrate:
+            await directory_schema.migrate(engine)
         return cls(engine)
 
     async def close(self) -> None:

@@ -1,0 +1,112 @@
+"""The Directory's behaviour, the same on SQLite (embedded) and PostgreSQL (cluster)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tidings.storage.base import GroupFull, UsernameTaken
+from tidings.storage.directory import SqlDirectory, make_engine
+from tidings.storage.directory_schema import MIGRATIONS, migrate
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def directory(
+    request: pytest.FixtureRequest, tmp_path: Path, testenv: dict[str, str]
+) -> AsyncIterator[SqlDirectory]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'directory.db'}")
+        await migrate(engine)
+        store = SqlDirectory(engine)
+        yield store
+        await store.close()
+        return
+    url = testenv["TIDINGS_TEST_POSTGRES_URL"]
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = create_async_engine(url, connect_args={"server_settings": {"search_path": schema}})
+    await migrate(engine)
+    store = SqlDirectory(engine)
+    yield store
+    await store.close()
+    async with admin.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    await admin.dispose()
+
+
+async def test_migrations_apply_once(directory: SqlDirectory) -> None:
+    assert await migrate(directory.engine) == []  # the fixture applied them all
+    assert MIGRATIONS[-1].version >= 1
+
+
+async def test_usernames_are_unique(directory: SqlDirectory) -> None:
+    await directory.create_user(1, "ann", "h", "Ann", 0)
+    with pytest.raises(UsernameTaken):
+        await directory.create_user(2, "ann", "h", "Other", 0)
+    user = await directory.get_user_by_name("ann")
+    assert user is not None and (user.user_id, user.display_name) == (1, "Ann")
+    assert await directory.get_user(404) is None
+
+
+async def test_devices_and_push_tokens(directory: SqlDirectory) -> None:
+    await directory.create_user(1, "ann", "h", "Ann", 0)
+    await directory.create_device(10, 1, "phone", "ios", 0)
+    await directory.create_device(11, 1, "laptop", "web", 0)
+    await directory.set_push_token(10, "apns", "tok")
+    devices = await directory.list_devices(1)
+    assert [(d.device_id, d.push_provider, d.push_token) for d in devices] == [
+        (10, "apns", "tok"),
+        (11, None, None),
+    ]
+    await directory.clear_push_token(10, "other-token")  # a stale report changes nothing
+    assert (await directory.get_device(10)).push_token == "tok"  # type: ignore[union-attr]
+    await directory.clear_push_token(10, "tok")
+    assert (await directory.get_device(10)).push_token is None  # type: ignore[union-attr]
+
+
+async def test_friends_and_presence_audience(directory: SqlDirectory) -> None:
+    for uid, name in [(1, "ann"), (2, "bob"), (3, "cat"), (4, "dan"), (5, "eve")]:
+        await directory.create_user(uid, name, "h", name, 0)
+    await directory.add_friend(1, 2)
+    await directory.add_friend(1, 2)  # idempotent
+    await directory.add_friend(3, 1)  # cat follows ann
+    await directory.create_group("g:9", "club", 4, [1, 4], 0)
+    assert [u.user_id for u in await directory.list_friends(1)] == [2]
+    assert await directory.presence_audience(1, 100) == {2, 3, 4}
+    assert await directory.presence_audience(5, 100) == set()
+    await directory.remove_friend(1, 2)
+    assert await directory.list_friends(1) == []
+
+
+async def test_groups_members_and_the_cap(directory: SqlDirectory) -> None:
+    for uid in range(1, 5):
+        await directory.create_user(uid, f"u{uid}", "h", f"u{uid}", 0)
+    group = await directory.create_group("g:1", "trio", 1, [2, 3], 0)
+    assert (group.owner_id, group.member_ids) == (1, [1, 2, 3])
+    with pytest.raises(GroupFull):
+        await directory.add_member("g:1", 4, max_members=3)
+    await directory.add_member("g:1", 4, max_members=4)
+    await directory.add_member("g:1", 4, max_members=4)  # already in: no error
+    await directory.remove_member("g:1", 2)
+    channel = await directory.get_channel("g:1")
+    assert channel is not None and channel.member_ids == [1, 3, 4]
+
+
+async def test_dm_channels_are_made_once_and_listed(directory: SqlDirectory) -> None:
+    for uid in (1, 2):
+        await directory.create_user(uid, f"u{uid}", "h", f"u{uid}", 0)
+    await directory.ensure_dm("dm:1:2", 1, 2, 0)
+    await directory.ensure_dm("dm:1:2", 1, 2, 0)
+    await directory.create_group("g:5", "pair", 2, [1], 0)
+    listed = await directory.list_channels(1)
+    assert [(c.channel_id, c.kind, c.member_ids) for c in listed] == [
+        ("dm:1:2", "dm", [1, 2]),
+        ("g:5", "group", [1, 2]),
+    ]

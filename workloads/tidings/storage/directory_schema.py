@@ -1,0 +1,66 @@
+"""Versioned, idempotent migrations of the relational schema (SQLite and PostgreSQL).
+
+Each migration runs once, in order, inside a transaction, and is recorded in
+``schema_migrations``; a run that finds every version recorded changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tidings.storage.tables import metadata
+
+_bookkeeping = MetaData()
+schema_migrations = Table(
+    "schema_migrations",
+    _bookkeeping,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "users, devices, friends, channels, channel_members", _initial),
+]
+
+
+async def migrate(engine: AsyncEngine) -> list[int]:
+    """Apply the migrations not yet applied; returns the versions applied now."""
+
+    def run(conn: Connection) -> list[int]:
+        _bookkeeping.create_all(conn, checkfirst=True)
+        done = set(conn.execute(select(schema_migrations.c.version)).scalars())
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            migration.apply(conn)
+            conn.execute(
+                schema_migrations.insert().values(
+                    version=migration.version,
+                    description=migration.description,
+                    applied_at=int(time.time() * 1000),
+                )
+            )
+            applied.append(migration.version)
+        return applied
+
+    async with engine.begin() as conn:
+        return await conn.run_sync(run)
