@@ -10,6 +10,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from tidings.auth import Passwords, Tokens
 from tidings.bus.base import InboxBus
 from tidings.bus.sqlite import SqliteBus
 from tidings.chat.delivery import InboxProcessor
+from tidings.chat.ports import Ownership, PushSink
 from tidings.chat.service import ChatService
 from tidings.core.ids import SnowflakeGenerator
 from tidings.gateway.gateway import Gateway
@@ -43,8 +45,18 @@ class OwnsEveryone:
         return None
 
 
+Background = Callable[[], Coroutine[Any, Any, None]]
+Closer = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class Runtime:
+    """What routes and the gateway reach: stores, bus, auth, the chat service.
+
+    ``gateway`` is None in a process that serves no WebSockets (`tidings api`).
+    ``background`` are the loops ``start()`` runs; ``closers`` run in order on ``close()``.
+    """
+
     settings: Settings
     directory: Directory
     messages: MessageStore
@@ -53,29 +65,27 @@ class Runtime:
     passwords: Passwords
     tokens: Tokens
     service: ChatService
-    gateway: Gateway
-    push: RecordingPushSink
-    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    ownership: Ownership
+    gateway: Gateway | None = None
+    background: list[Background] = field(default_factory=list)
+    closers: list[Closer] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
-        processor = InboxProcessor(
-            self.messages, self.directory, self.gateway, self.push, self.gateway.ownership
-        )
-        self._tasks = [
-            asyncio.create_task(self.bus.consume(processor.handle), name="inbox-consumer"),
-            asyncio.create_task(self.gateway.run_sweeper(), name="gateway-sweeper"),
-        ]
-        for task in self._tasks:
+        for loop_fn in self.background:
+            task = asyncio.create_task(loop_fn(), name=getattr(loop_fn, "__name__", "loop"))
             task.add_done_callback(_crash_loudly)
+            self._tasks.append(task)
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.gateway.close()
-        await self.bus.close()
-        await self.messages.close()
-        await self.directory.close()
+        for closer in self.closers:
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing %s failed", getattr(closer, "__qualname__", closer))
 
 
 def _crash_loudly(task: asyncio.Task[Any]) -> None:
@@ -94,6 +104,21 @@ async def open_embedded(settings: Settings) -> Runtime:
     )
     bus = SqliteBus(data_dir / "bus.db", synchronous=settings.sqlite_synchronous)
     await bus.start()
+    return assemble(settings, directory, messages, bus, secret, OwnsEveryone(), RecordingPushSink())
+
+
+def assemble(
+    settings: Settings,
+    directory: Directory,
+    messages: MessageStore,
+    bus: InboxBus,
+    secret: str,
+    ownership: Ownership,
+    push: PushSink,
+    *,
+    serve_websockets: bool = True,
+) -> Runtime:
+    """Wire the parts; with ``serve_websockets`` add the gateway and the inbox consumer."""
     ids = SnowflakeGenerator(settings.worker_id)
     service = ChatService(
         directory,
@@ -104,8 +129,7 @@ async def open_embedded(settings: Settings) -> Runtime:
         presence_fanout_limit=settings.presence_fanout_limit,
     )
     tokens = Tokens(secret, settings.token_ttl_s)
-    gateway = Gateway(settings, service, tokens, OwnsEveryone(), wall_ms)
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         directory=directory,
         messages=messages,
@@ -114,9 +138,20 @@ async def open_embedded(settings: Settings) -> Runtime:
         passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
         tokens=tokens,
         service=service,
-        gateway=gateway,
-        push=RecordingPushSink(),
+        ownership=ownership,
     )
+    if serve_websockets:
+        gateway = Gateway(settings, service, tokens, ownership, wall_ms)
+        processor = InboxProcessor(messages, directory, gateway, push, ownership)
+
+        async def inbox_consumer() -> None:
+            await bus.consume(processor.handle)
+
+        runtime.gateway = gateway
+        runtime.background += [inbox_consumer, gateway.run_sweeper]
+        runtime.closers.append(gateway.close)
+    runtime.closers += [bus.close, messages.close, directory.close]
+    return runtime
 
 
 def _dev_secret(data_dir: Any) -> str:

@@ -20,9 +20,11 @@ OFFLINE = PresenceStatus("offline", None)
 
 
 def chat_url(runtime: Runtime, request: Request, user_id: int) -> str:
-    owner = runtime.gateway.ownership.owner_url(user_id)
+    owner = runtime.ownership.owner_url(user_id)
     if owner:
         return owner
+    if runtime.gateway is None:
+        raise ApiError(503, errors.UNAVAILABLE, "no chat server serves this user right now")
     if runtime.settings.public_chat_url:
         return runtime.settings.public_chat_url
     scheme = "wss" if request.url.scheme == "https" else "ws"

@@ -19,9 +19,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None)
 async def readyz(runtime: RuntimeDep) -> dict[str, object] | Response:
-    if runtime.gateway.draining:
+    gateway = runtime.gateway
+    if gateway is None:
+        return {"status": "ready"}
+    if gateway.draining:
         return error_response(503, errors.UNAVAILABLE, "draining")
-    return {"status": "ready", "connections": runtime.gateway.connection_count}
+    return {"status": "ready", "connections": gateway.connection_count}
 
 
 @router.get("/metrics")

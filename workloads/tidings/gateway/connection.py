@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from tidings.gateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
+# websockets logs every open and close at INFO: too chatty for 50,000 sockets a server.
+wire_log = logging.getLogger("tidings.gateway.wire")
+wire_log.setLevel(logging.WARNING)
 
 WS_PATH = "/v1/ws"
 MAX_QUEUED_FRAMES = 64
@@ -66,7 +69,7 @@ class Connection(asyncio.Protocol):
             gateway = app_state["gateway"]
         self.gateway: Gateway = gateway
         self.server_state = server_state
-        self.ws = ServerProtocol(max_size=gateway.settings.max_frame_bytes)
+        self.ws = ServerProtocol(max_size=gateway.settings.max_frame_bytes, logger=wire_log)
         self.transport: asyncio.Transport | None = None
         self.user_id = 0
         self.device_id = 0

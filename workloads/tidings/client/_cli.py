@@ -1,0 +1,288 @@
+"""``tidings chat signup|login|send|listen``: the client library from a shell.
+
+:func:`add_chat_commands` adds the ``chat`` command to the ``tidings`` parser; each
+subcommand sets ``handler`` (``Namespace -> int`` exit code). Output is JSON, one object
+per line, on stdout; problems go to stderr with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from ._errors import TidingsConnectionError, TidingsError, TidingsUnauthorizedError
+from ._frames import (
+    Ack,
+    ErrorFrame,
+    Event,
+    Msg,
+    Presence,
+    Receipt,
+    Synced,
+    Typing,
+    Welcome,
+)
+from ._http import ApiClient
+from ._state import ChatState, StateError, default_state_path, find_state_path
+
+__all__ = [
+    "add_chat_commands",
+    "event_to_json",
+    "run_listen",
+    "run_login",
+    "run_send",
+    "run_signup",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+PLATFORMS = ("ios", "android", "web", "desktop")
+
+_EVENT_TYPES: dict[type[Any], str] = {
+    Msg: "msg",
+    Welcome: "welcome",
+    Synced: "synced",
+    Receipt: "receipt",
+    Presence: "presence",
+    Typing: "typing",
+    ErrorFrame: "error",
+    Ack: "ack",
+}
+_DECIMAL_FIELDS = ("seq", "cursor")  # integers the wire sends as decimal strings
+
+
+def event_to_json(event: Event | Ack) -> dict[str, object]:
+    """An event as the wire spells it: ``type`` first, sequences as decimal strings."""
+    data: dict[str, object] = {"type": _EVENT_TYPES[type(event)]}
+    for key, value in dataclasses.asdict(event).items():
+        data[key] = str(value) if key in _DECIMAL_FIELDS else value
+    return data
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, ensure_ascii=False), flush=True)
+
+
+# -- argument parsing -------------------------------------------------------------------------
+
+
+def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``chat signup|login|send|listen`` to the ``tidings`` command."""
+    chat = subparsers.add_parser(
+        "chat",
+        help="use a Tidings deployment as a user (signup, login, send, listen)",
+        description="Talk to a Tidings deployment. `login` keeps the session and the inbox "
+        "cursor in a state file (default ~/.config/tidings/<user>.json) for `send` and `listen`.",
+    )
+    commands = chat.add_subparsers(dest="chat_command", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+
+    def server(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--url",
+            default=None,
+            help=f"the deployment's HTTP address (default $TIDINGS_URL or {DEFAULT_URL})",
+        )
+        parser.add_argument("username")
+        parser.add_argument("password", nargs="?", help="default $TIDINGS_PASSWORD, else asked for")
+
+    def state(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--state", type=Path, help="state file (default from --user)")
+        parser.add_argument(
+            "--user",
+            help="use ~/.config/tidings/<USER>.json (default: the only state file there)",
+        )
+
+    signup = commands.add_parser("signup", help="create an account")
+    server(signup)
+    signup.add_argument("--display-name")
+    common(signup)
+    signup.set_defaults(handler=_sync(run_signup))
+
+    login = commands.add_parser(
+        "login",
+        help="log in and save the session",
+        description="Log in and save the session. Logging in again with the same state "
+        "file reuses its device (and keeps the cursor) unless --new-device.",
+    )
+    server(login)
+    login.add_argument(
+        "--state", type=Path, help="state file (default ~/.config/tidings/USER.json)"
+    )
+    login.add_argument("--device-name", default="tidings-cli")
+    login.add_argument("--platform", choices=PLATFORMS, default="desktop")
+    login.add_argument("--new-device", action="store_true", help="register a new device")
+    common(login)
+    login.set_defaults(handler=_sync(run_login))
+
+    send = commands.add_parser("send", help="send one message and print its ack")
+    state(send)
+    to = send.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to", metavar="USER_ID", help="a user (the 1:1 channel)")
+    to.add_argument("--channel", metavar="CHANNEL_ID", help="a group or dm channel")
+    send.add_argument("body")
+    send.add_argument("--client-msg-id", help="for retries: the server sends it once")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the ack")
+    common(send)
+    send.set_defaults(handler=_sync(run_send))
+
+    listen = commands.add_parser(
+        "listen",
+        help="print messages as JSON lines, resuming at the saved cursor",
+        description="Print one JSON line per message, in inbox order, and save the cursor "
+        "after each, so the next listen resumes where this one stopped.",
+    )
+    state(listen)
+    listen.add_argument("--count", type=int, help="exit after this many messages")
+    listen.add_argument(
+        "--all-events", action="store_true", help="also print receipts, presence, typing, ..."
+    )
+    listen.add_argument(
+        "--receipts", action="store_true", help="send a 'delivered' receipt for each message"
+    )
+    common(listen)
+    listen.set_defaults(handler=_sync(run_listen))
+
+
+def _sync(
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        if getattr(args, "verbose", False):
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        try:
+            return asyncio.run(run(args))
+        except KeyboardInterrupt:
+            return 130
+        except TimeoutError:
+            print("tidings chat: timed out", file=sys.stderr)
+            return 1
+        except TidingsUnauthorizedError as exc:
+            print(f"tidings chat: {exc} (log in again: tidings chat login)", file=sys.stderr)
+            return 1
+        except TidingsError as exc:
+            print(f"tidings chat: {exc}", file=sys.stderr)
+            return 1
+
+    handler.__name__ = run.__name__
+    return handler
+
+
+def _url(args: argparse.Namespace) -> str:
+    url: str = args.url or os.environ.get("TIDINGS_URL") or DEFAULT_URL
+    return url
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        password: str = args.password
+        return password
+    if "TIDINGS_PASSWORD" in os.environ:
+        return os.environ["TIDINGS_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise StateError("no password: give it as an argument or in $TIDINGS_PASSWORD")
+    return getpass.getpass(f"password for {args.username}: ")
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+async def run_signup(args: argparse.Namespace, api: ApiClient | None = None) -> int:
+    async with api or ApiClient(_url(args)) as client:
+        user = await client.signup(args.username, _password(args), display_name=args.display_name)
+    _print_json(dataclasses.asdict(user))
+    return 0
+
+
+async def run_login(args: argparse.Namespace, api: ApiClient | None = None) -> int:
+    url = _url(args)
+    path: Path = args.state or default_state_path(args.username)
+    previous = await asyncio.to_thread(_load_if_there, path)
+    if previous is not None and (previous.url != url or previous.username != args.username):
+        previous = None  # another deployment or user: start over
+    device_id = previous.device_id if previous is not None and not args.new_device else None
+    async with api or ApiClient(url) as client:
+        session = await client.login(
+            args.username,
+            _password(args),
+            device_name=args.device_name,
+            platform=args.platform,
+            device_id=device_id,
+        )
+    state = ChatState(
+        url=url,
+        username=args.username,
+        user_id=session.user_id,
+        device_id=session.device_id,
+        access_token=session.access_token,
+        expires_at=session.expires_at,
+        chat_url=session.chat_url,
+        cursor=previous.cursor if previous is not None else 0,
+    )
+    await asyncio.to_thread(state.save, path)
+    _print_json({"user_id": state.user_id, "device_id": state.device_id, "state": str(path)})
+    return 0
+
+
+async def run_send(args: argparse.Namespace) -> int:
+    _, state = await asyncio.to_thread(_load, args)
+    async with (
+        asyncio.timeout(args.timeout),
+        ApiClient(state.url, session=state.session) as api,
+        # The cursor is not saved here: messages arriving now are for `listen`.
+        api.chat(cursor=state.cursor, max_attempts=3) as conn,
+    ):
+        ack = await conn.send(
+            args.body, to=args.to, channel_id=args.channel, client_msg_id=args.client_msg_id
+        )
+    _print_json(event_to_json(ack))
+    return 0
+
+
+async def run_listen(args: argparse.Namespace) -> int:
+    path, state = await asyncio.to_thread(_load, args)
+    printed = 0
+    if args.count is not None and args.count <= 0:
+        return 0
+    async with (
+        ApiClient(state.url, session=state.session) as api,
+        api.chat(cursor=state.cursor, max_attempts=5) as conn,
+    ):
+        async for event in conn.events():
+            if isinstance(event, Msg):
+                _print_json(event_to_json(event))
+                state.cursor = conn.cursor
+                # Saved after printing: a crash in between prints the message again.
+                await asyncio.to_thread(state.save, path)
+                if args.receipts:
+                    try:
+                        await conn.receipt(event.channel_id, event.message_id, "delivered")
+                    except TidingsConnectionError as exc:  # a later receipt covers this one
+                        logger.info("receipt not sent: %s", exc)
+                printed += 1
+                if args.count is not None and printed >= args.count:
+                    break
+            elif args.all_events:
+                _print_json(event_to_json(event))
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tuple[Path, ChatState]:
+    path = find_state_path(args.state, args.user)
+    return path, ChatState.load(path)
+
+
+def _load_if_there(path: Path) -> ChatState | None:
+    return ChatState.load(path) if path.exists() else None
