@@ -13,6 +13,7 @@
 """
 
 from ._backoff import Backoff
+from ._cli import add_chat_commands
 from ._connection import ChatConnection, DiscoverFn, ws_url
 from ._cursor import Inbox, InboxTracker, Step, SyncPlan
 from ._errors import (
@@ -77,6 +78,7 @@ __all__ = [
     "Typing",
     "User",
     "Welcome",
+    "add_chat_commands",
     "parse_server_frame",
     "ws_url",
 ]

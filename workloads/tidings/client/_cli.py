@@ -64,6 +64,8 @@ _DECIMAL_FIELDS = ("seq", "cursor")  # integers the wire sends as decimal string
 def event_to_json(event: Event | Ack) -> dict[str, object]:
     """An event as the wire spells it: ``type`` first, sequences as decimal strings."""
     data: dict[str, object] = {"type": _EVENT_TYPES[type(event)]}
+    if isinstance(event, Msg):
+        data["seq"] = None  # right after the type, for readers of the output
     for key, value in dataclasses.asdict(event).items():
         data[key] = str(value) if key in _DECIMAL_FIELDS else value
     return data

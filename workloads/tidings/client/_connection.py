@@ -197,6 +197,7 @@ class ChatConnection:
     async def start(self) -> Welcome:
         """Start connecting; return the first ``welcome``, or raise why there is none."""
         if self._task is None:
+            self._check_open()
             self._started = asyncio.get_running_loop().create_future()
             # Whoever awaits start() sees the error; don't also warn it was never retrieved.
             self._started.add_done_callback(_retrieve_exception)
