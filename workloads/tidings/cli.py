@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tidings import __version__
+from tidings.client import add_chat_commands
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="where data lives (default ./tidings-data, TIDINGS_DATA_DIR)"
     )
     up.set_defaults(handler=_up)
+
+    add_chat_commands(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"tidings {__version__}") or 0)
