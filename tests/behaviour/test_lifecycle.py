@@ -1,0 +1,163 @@
+"""The process: health endpoints, durability across SIGKILL, graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ._harness import (
+    Account,
+    Clients,
+    ServerProcess,
+    another_device,
+    dm_id,
+    http_client,
+    new_account,
+    start_server,
+    stop_server,
+)
+
+
+async def test_healthz(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_readyz(http: httpx.AsyncClient) -> None:
+    response = await http.get("/readyz")
+    assert response.status_code == 200
+
+
+async def test_metrics_are_prometheus_text(http: httpx.AsyncClient, clients: Clients) -> None:
+    alice, bob = await new_account(http, "m"), await new_account(http, "m")
+    conn = await clients.connect(alice)
+    await conn.send_and_ack("count me", to=bob)
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "# TYPE tidings_" in text
+    sent = re.search(r"^tidings_messages_sent_total (\S+)$", text, re.MULTILINE)
+    assert sent is not None, "no tidings_messages_sent_total"
+    assert float(sent.group(1)) >= 1
+    connections = re.search(r"^tidings_connections (\S+)$", text, re.MULTILINE)
+    assert connections is not None and float(connections.group(1)) >= 1
+
+
+@pytest.fixture
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server this test may kill, restart or drain."""
+    proc = start_server(tmp_path_factory.mktemp("tidings-own"))
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def at(server: ServerProcess, account: Account) -> Account:
+    """The same device, connecting to where the server listens now."""
+    return dataclasses.replace(account, chat_url=server.ws_url)
+
+
+async def test_every_acked_message_survives_sigkill(
+    own_server: ServerProcess, clients: Clients
+) -> None:
+    async with http_client(own_server) as http:
+        alice, bob, carol = [await new_account(http, n) for n in ("alice", "bob", "carol")]
+        alice_phone = await another_device(http, alice)
+        group = (
+            await http.post(
+                "/v1/groups",
+                json={"name": "d", "member_ids": [bob.user_id, carol.user_id]},
+                headers=alice.auth,
+            )
+        ).json()["channel_id"]
+    a1 = await clients.connect(alice)
+
+    # Pipeline the sends, wait for every ack, then kill the server at once.
+    sent = []
+    for i in range(40):
+        target = {"to": bob} if i % 2 == 0 else {"channel_id": group}
+        sent.append(await a1.send_msg(f"durable {i}", **target))
+    acks = {}
+    for client_msg_id in sent:
+        acks[client_msg_id] = await a1.recv_until("ack", client_msg_id=client_msg_id)
+    own_server.kill()
+    assert own_server.proc is not None and own_server.proc.returncode == -signal.SIGKILL
+    await clients.close_all()
+
+    own_server.start()  # same data dir, new port
+    acked_ids = {a["message_id"] for a in acks.values()}
+    group_ids = {a["message_id"] for a in acks.values() if a["channel_id"] == group}
+    assert len(acked_ids) == 40 and len(group_ids) == 20
+
+    async def everything(account: Account, count: int) -> list[dict[str, object]]:
+        conn = await clients.connect(at(own_server, account), cursor="0")
+        msgs = list(conn.backlog)
+        seen = {m["message_id"] for m in msgs}
+        while len(seen) < count:  # at-least-once: drop repeats by message_id
+            frame = await conn.recv_until("msg", within=10)
+            if frame["message_id"] not in seen:
+                seen.add(frame["message_id"])
+                msgs.append(frame)
+        return msgs
+
+    for account, expected in (
+        (bob, acked_ids),
+        (alice_phone, acked_ids),
+        (alice, acked_ids),
+        (carol, group_ids),
+    ):
+        got = await everything(account, len(expected))
+        assert {m["message_id"] for m in got} == expected, account.username
+        seqs = [int(str(m["seq"])) for m in got]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+    async with http_client(own_server) as http:
+        response = await http.get(
+            f"/v1/channels/{dm_id(alice, bob)}/messages",
+            params={"limit": 200},
+            headers=bob.auth,
+        )
+        assert {m["message_id"] for m in response.json()["messages"]} == acked_ids - group_ids
+    stop_server(own_server)
+
+
+async def test_sigterm_drains_clients_and_exits_zero(
+    own_server: ServerProcess, clients: Clients
+) -> None:
+    async with http_client(own_server) as http:
+        alice, bob = await new_account(http, "alice"), await new_account(http, "bob")
+    a1 = await clients.connect(alice)
+    b1 = await clients.connect(bob)
+    ack = await a1.send_and_ack("before the drain", to=bob)
+    await b1.recv_until("msg", message_id=ack["message_id"])
+
+    assert own_server.proc is not None
+    own_server.proc.send_signal(signal.SIGTERM)
+    for conn in (a1, b1):
+        reconnect = await conn.recv_until("reconnect", within=5)
+        assert isinstance(reconnect["after_ms"], int)
+        assert 0 <= reconnect["after_ms"] <= 2000  # within the drain budget (2 s here)
+        assert await conn.wait_closed(within=5) == 1012
+    try:
+        code = await asyncio.to_thread(own_server.proc.wait, 15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"no exit within 15 s of SIGTERM:\n{own_server.log_tail()}")
+    assert code == 0, f"drained server exited with {code}, not 0:\n{own_server.log_tail(8)}"
+
+    # Nothing acked before the drain is lost, and devices come back with their cursors.
+    own_server.start()
+    b2 = await clients.connect(at(own_server, bob), cursor="1")
+    assert b2.backlog == []
+    a2 = await clients.connect(at(own_server, alice), cursor="0")
+    assert [m["message_id"] for m in a2.backlog] == [ack["message_id"]]
+    stop_server(own_server)
