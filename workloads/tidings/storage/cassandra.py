@@ -1,0 +1,605 @@
+"""The MessageStore on Cassandra 5.0 (the cluster backend).
+
+Behaves like :class:`tidings.storage.sqlite.SqliteMessageStore`; the same contract tests
+run against both (``tests/integration/test_message_store_contract.py``). The schema lives
+in :mod:`tidings.storage.cassandra_schema` and is applied by ``tidings migrate``; opening
+a store checks that the keyspace is at the version this code needs.
+
+Every statement is prepared once when the store opens and runs with ``execute_async``
+bridged to asyncio (:mod:`tidings.storage._cassandra_io`); driver errors come out as
+:class:`~tidings.storage.base.StorageUnavailable` (retriable) or
+:class:`~tidings.storage.base.StorageError`.
+
+Where Cassandra differs from SQLite, and how this store makes up for it:
+
+- No multi-row transactions. Each method writes in an order that leaves nothing visible
+  half-done after a crash (see :meth:`CassandraMessageStore.save_message` and
+  :meth:`CassandraMessageStore.append_inbox`); the callers' retries complete the work.
+- Messages live in ``(channel_id, bucket)`` partitions (30-day buckets of the Snowflake
+  timestamp, :func:`bucket_of`) so no partition grows forever; ``channel_buckets`` lists
+  the buckets a channel has, newest first, for history to walk back through.
+- Search: Cassandra 5.0's SAI has no tokenizing analyzer (``index_analyzer`` and the
+  ``:`` operator arrive after 5.0), so the store tokenizes bodies itself into the
+  ``terms`` set (the rules of SQLite's ``unicode61``: letters and digits, lower case,
+  diacritics removed) and indexes it with SAI. Every word of a query must match, as in
+  SQLite, but as a whole word: SQLite's FTS5 also matches prefixes (``hel`` finds
+  ``hello``), this store does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+from cassandra.cluster import Cluster, Session
+from cassandra.query import BatchStatement, BatchType
+
+from tidings.core.ids import EPOCH_MS, timestamp_ms
+from tidings.core.model import InboxEntry, Message, PresenceStatus, Watermarks
+from tidings.settings import Settings
+from tidings.storage._cassandra_io import Cql, Row, check_identifier, connect
+from tidings.storage.base import StorageError
+from tidings.storage.cassandra_schema import LATEST_VERSION, applied_versions
+
+log = logging.getLogger(__name__)
+
+# Both are part of the on-disk layout: changing them for an existing keyspace loses data.
+BUCKET_MS = 30 * 24 * 3600 * 1000  # messages partition: 30 days of one channel
+INBOX_PART_SEQS = 1 << 16  # inbox partition: 65,536 consecutive seqs of one user
+
+MAX_TERM_CHARS = 64  # longer words are indexed (and searched) by their first 64 chars
+MAX_QUERY_TERMS = 8  # words beyond these are checked here instead of by the index
+_MAX_BIGINT = 2**63 - 1
+_BATCH_ROWS = 50  # single-partition unlogged batches stay well under the 50 KiB limit
+_KNOWN_BUCKETS_MAX = 100_000
+
+_COLUMNS = "channel_id, message_id, sender_id, sender_device_id, client_msg_id, body, ts"
+
+_STATEMENTS: dict[str, str] = {
+    # messages and dedupe
+    "insert_sent": (
+        "INSERT INTO {ks}.sent_messages (sender_id, client_msg_id, message_id, channel_id, "
+        "sender_device_id, ts) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+    ),
+    "select_sent": (
+        "SELECT message_id, channel_id, sender_device_id, ts FROM {ks}.sent_messages "
+        "WHERE sender_id = ? AND client_msg_id = ?"
+    ),
+    "insert_bucket": "INSERT INTO {ks}.channel_buckets (channel_id, bucket) VALUES (?, ?)",
+    "select_buckets": (
+        "SELECT bucket FROM {ks}.channel_buckets WHERE channel_id = ? AND bucket <= ?"
+    ),
+    "insert_message": (
+        "INSERT INTO {ks}.messages (channel_id, bucket, message_id, sender_id, "
+        "sender_device_id, client_msg_id, body, ts, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "select_message": (
+        f"SELECT {_COLUMNS} FROM {{ks}}.messages "
+        "WHERE channel_id = ? AND bucket = ? AND message_id = ?"
+    ),
+    "select_messages_in": (
+        f"SELECT {_COLUMNS} FROM {{ks}}.messages "
+        "WHERE channel_id = ? AND bucket = ? AND message_id IN ?"
+    ),
+    "select_history": (
+        f"SELECT {_COLUMNS} FROM {{ks}}.messages "
+        "WHERE channel_id = ? AND bucket = ? AND message_id < ? LIMIT ?"
+    ),
+    "select_latest": (
+        "SELECT message_id FROM {ks}.messages WHERE channel_id = ? AND bucket = ? LIMIT 1"
+    ),
+    # inboxes
+    "select_head": "SELECT seq FROM {ks}.inbox_heads WHERE user_id = ?",
+    "upsert_head": "INSERT INTO {ks}.inbox_heads (user_id, seq) VALUES (?, ?)",
+    "insert_inbox": (
+        "INSERT INTO {ks}.inbox (user_id, part, seq, message_id, channel_id) VALUES (?, ?, ?, ?, ?)"
+    ),
+    "select_inbox_range": (
+        "SELECT seq, message_id, channel_id FROM {ks}.inbox "
+        "WHERE user_id = ? AND part = ? AND seq > ? AND seq <= ?"
+    ),
+    "select_inbox_seqs": (
+        "SELECT seq, message_id FROM {ks}.inbox WHERE user_id = ? AND part = ? AND seq IN ?"
+    ),
+    "insert_inbox_by_message": (
+        "INSERT INTO {ks}.inbox_by_message (user_id, bucket, message_id, seq) VALUES (?, ?, ?, ?)"
+    ),
+    "select_inbox_by_message": (
+        "SELECT message_id, seq FROM {ks}.inbox_by_message "
+        "WHERE user_id = ? AND bucket = ? AND message_id IN ?"
+    ),
+    # receipts and presence
+    "select_watermarks": (
+        "SELECT delivered_upto, read_upto FROM {ks}.watermarks WHERE channel_id = ? AND user_id = ?"
+    ),
+    "upsert_watermarks": (
+        "INSERT INTO {ks}.watermarks (channel_id, user_id, delivered_upto, read_upto) "
+        "VALUES (?, ?, ?, ?)"
+    ),
+    "upsert_presence": ("INSERT INTO {ks}.presence (user_id, status, last_seen) VALUES (?, ?, ?)"),
+    "select_presence": "SELECT status, last_seen FROM {ks}.presence WHERE user_id = ?",
+}
+# A lightweight transaction is not idempotent for the driver; everything else is an
+# upsert of the same values or a read, safe to retry or to run speculatively.
+_NOT_IDEMPOTENT = frozenset({"insert_sent"})
+
+
+def bucket_of(message_id: int) -> int:
+    """The 30-day time bucket of a Snowflake id (0 is the id epoch's first 30 days)."""
+    return max(timestamp_ms(message_id) - EPOCH_MS, 0) // BUCKET_MS
+
+
+def _part_of(seq: int) -> int:
+    return seq // INBOX_PART_SEQS
+
+
+def search_terms(text: str) -> list[str]:
+    """The distinct words of a text as stored and searched: runs of letters and digits,
+    lower-cased, diacritics removed (SQLite's ``unicode61`` rules), in order of first use."""
+    stripped = "".join(
+        c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c)
+    ).lower()
+    spaced = "".join(c if c.isalnum() else " " for c in stripped)
+    return list(dict.fromkeys(w[:MAX_TERM_CHARS] for w in spaced.split()))
+
+
+def _message(row: Row) -> Message:
+    return Message(
+        message_id=int(row["message_id"]),
+        channel_id=row["channel_id"],
+        sender_id=int(row["sender_id"]),
+        sender_device_id=int(row["sender_device_id"]),
+        client_msg_id=row["client_msg_id"],
+        body=row["body"],
+        ts=int(row["ts"]),
+    )
+
+
+def _grouped(items: Iterable[tuple[Hashable, Any]]) -> dict[Any, list[Any]]:
+    groups: dict[Any, list[Any]] = defaultdict(list)
+    for key, value in items:
+        groups[key].append(value)
+    return groups
+
+
+class CassandraMessageStore:
+    """Messages, inboxes, receipts, presence and search in one Cassandra keyspace.
+
+    Open with :meth:`open` (own cluster connection from settings) or :meth:`attach`
+    (a session someone else owns and closes).
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        keyspace: str,
+        statements: dict[str, Any],
+        *,
+        cluster: Cluster | None = None,
+    ) -> None:
+        self._cql = Cql(session)
+        self._ks = keyspace
+        self._q = statements
+        self._cluster = cluster
+        self._search_statements: dict[tuple[int, bool], Any] = {}
+        self._known_buckets: set[tuple[str, int]] = set()
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, keyspace: str | None = None
+    ) -> CassandraMessageStore:
+        """Connect with the ``cassandra_*`` settings; :meth:`close` shuts the cluster down."""
+        cluster, session = await connect(settings)
+        try:
+            return await cls.attach(
+                session, keyspace or settings.cassandra_keyspace, cluster=cluster
+            )
+        except BaseException:
+            await asyncio.to_thread(cluster.shutdown)
+            raise
+
+    @classmethod
+    async def attach(
+        cls, session: Session, keyspace: str, *, cluster: Cluster | None = None
+    ) -> CassandraMessageStore:
+        """Use an open session; refuses a keyspace that is not migrated to this version."""
+        ks = check_identifier(keyspace)
+        versions = await applied_versions(session, ks)
+        if not versions or max(versions) < LATEST_VERSION:
+            at = max(versions) if versions else "no"
+            raise StorageError(
+                f"keyspace {ks} is at {at} schema version, this build needs "
+                f"{LATEST_VERSION}: run `tidings migrate`"
+            )
+        prepared = await Cql(session).prepare(
+            {name: cql.format(ks=ks) for name, cql in _STATEMENTS.items()}
+        )
+        for name, statement in prepared.items():
+            statement.is_idempotent = name not in _NOT_IDEMPOTENT
+        return cls(session, ks, prepared, cluster=cluster)
+
+    async def close(self) -> None:
+        if self._cluster is not None:
+            cluster, self._cluster = self._cluster, None
+            await asyncio.to_thread(cluster.shutdown)
+
+    # --- messages ------------------------------------------------------------------
+
+    async def save_message(self, message: Message) -> Message:
+        """Store a message once per (sender, client_msg_id); a resend returns the first.
+
+        The dedupe record goes in first with a lightweight transaction, so of two racing
+        sends exactly one wins and both return the winner's message. Then the bucket is
+        listed and the message written. A crash (or a racing loser) between the record
+        and the message is repaired by the next resend: it finds the record, not the
+        message, and writes the message with the record's id, channel, device and time
+        (and its own body: a resend carries the same one). Only a message whose
+        ``save_message`` returned is acked, so no reader relies on a half-done save.
+        """
+        m = message
+        row = await self._cql.first(
+            self._q["insert_sent"],
+            (m.sender_id, m.client_msg_id, m.message_id, m.channel_id, m.sender_device_id, m.ts),
+            what="save message (dedupe)",
+        )
+        if row is None or row.get("[applied]", True):
+            await self._write_message(m)
+            return m
+        first = Message(
+            message_id=int(row["message_id"]),
+            channel_id=row["channel_id"],
+            sender_id=m.sender_id,
+            sender_device_id=int(row["sender_device_id"]),
+            client_msg_id=m.client_msg_id,
+            body=m.body,
+            ts=int(row["ts"]),
+        )
+        stored = await self._read_message(first.channel_id, first.message_id)
+        if stored is not None:
+            return stored
+        await self._write_message(first)
+        return first
+
+    async def _write_message(self, m: Message) -> None:
+        bucket = bucket_of(m.message_id)
+        key = (m.channel_id, bucket)
+        # The bucket is listed before the message is written: whoever can see the
+        # message can find its bucket.
+        if key not in self._known_buckets:
+            await self._cql.run(self._q["insert_bucket"], key, what="save message (bucket)")
+            if len(self._known_buckets) >= _KNOWN_BUCKETS_MAX:
+                self._known_buckets.clear()
+            self._known_buckets.add(key)
+        await self._cql.run(
+            self._q["insert_message"],
+            (
+                m.channel_id,
+                bucket,
+                m.message_id,
+                m.sender_id,
+                m.sender_device_id,
+                m.client_msg_id,
+                m.body,
+                m.ts,
+                search_terms(m.body),
+            ),
+            what="save message",
+        )
+
+    async def _read_message(self, channel_id: str, message_id: int) -> Message | None:
+        row = await self._cql.first(
+            self._q["select_message"],
+            (channel_id, bucket_of(message_id), message_id),
+            what="read message",
+        )
+        return _message(row) if row else None
+
+    async def find_sent(self, sender_id: int, client_msg_id: str) -> Message | None:
+        """The message a sender sent with this client_msg_id, once it is fully saved."""
+        row = await self._cql.first(
+            self._q["select_sent"], (sender_id, client_msg_id), what="find sent message"
+        )
+        if row is None:
+            return None
+        return await self._read_message(row["channel_id"], int(row["message_id"]))
+
+    async def _buckets(self, channel_id: str, upto: int) -> list[int]:
+        """The buckets of a channel that may hold messages, newest first, up to ``upto``."""
+        rows = await self._cql.rows(
+            self._q["select_buckets"], (channel_id, upto), what="list buckets"
+        )
+        return [int(r["bucket"]) for r in rows]
+
+    async def history(self, channel_id: str, before: int | None, limit: int) -> list[Message]:
+        """Messages with ids below ``before``, newest first, walking buckets backwards."""
+        upper = _MAX_BIGINT if before is None else min(before, _MAX_BIGINT)
+        if limit <= 0 or upper <= 0:
+            return []
+        found: list[Message] = []
+        for bucket in await self._buckets(channel_id, bucket_of(upper)):
+            rows = await self._cql.rows(
+                self._q["select_history"],
+                (channel_id, bucket, upper, limit - len(found)),
+                what="history",
+            )
+            found.extend(_message(r) for r in rows)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def latest_message_ids(self, channel_ids: Sequence[str]) -> dict[str, int]:
+        async def latest(channel_id: str) -> tuple[str, int | None]:
+            for bucket in await self._buckets(channel_id, bucket_of(_MAX_BIGINT)):
+                row = await self._cql.first(
+                    self._q["select_latest"], (channel_id, bucket), what="latest message"
+                )
+                if row is not None:
+                    return channel_id, int(row["message_id"])
+            return channel_id, None
+
+        found = await self._cql.gather(latest(c) for c in dict.fromkeys(channel_ids))
+        return {channel_id: mid for channel_id, mid in found if mid is not None}
+
+    async def search(self, channel_ids: Sequence[str], query: str, limit: int) -> list[Message]:
+        """Messages of the given channels with every word of ``query``, newest first.
+
+        Buckets are searched newest first, all the channels' copies of a bucket at once;
+        an id in an older bucket is always smaller, so the walk stops at the first bucket
+        that fills ``limit``. Within one partition SAI returns rows in clustering order
+        (newest first), so a per-partition LIMIT keeps the newest matches. A search that
+        matches little walks every bucket of every channel: one indexed single-partition
+        query each.
+        """
+        channels, words = list(dict.fromkeys(channel_ids)), search_terms(query)
+        if not channels or not words or limit <= 0:
+            return []
+        listed = await self._cql.gather(self._buckets(c, bucket_of(_MAX_BIGINT)) for c in channels)
+        by_bucket = _grouped(
+            (bucket, channel)
+            for channel, buckets in zip(channels, listed, strict=True)
+            for bucket in buckets
+        )
+        found: list[Message] = []
+        for bucket in sorted(by_bucket, reverse=True):
+            pages = await self._cql.gather(
+                self._search_partition(channel, bucket, words, limit)
+                for channel in by_bucket[bucket]
+            )
+            found.extend(m for page in pages for m in page)
+            if len(found) >= limit:
+                break
+        found.sort(key=lambda m: m.message_id, reverse=True)
+        return found[:limit]
+
+    async def _search_partition(
+        self, channel_id: str, bucket: int, words: list[str], limit: int
+    ) -> list[Message]:
+        indexed, rest = words[:MAX_QUERY_TERMS], set(words[MAX_QUERY_TERMS:])
+        statement = await self._search_statement(len(indexed), limited=not rest)
+        params: list[Any] = [channel_id, bucket, *indexed]
+        if not rest:
+            params.append(limit)
+        rows = await self._cql.rows(statement, params, what="search")
+        found = [_message(r) for r in rows]
+        if rest:
+            found = [m for m in found if rest <= set(search_terms(m.body))][:limit]
+        return found
+
+    async def _search_statement(self, terms: int, *, limited: bool) -> Any:
+        key = (terms, limited)
+        if key not in self._search_statements:
+            contains = " AND ".join(["terms CONTAINS ?"] * terms)
+            cql = (
+                f"SELECT {_COLUMNS} FROM {self._ks}.messages "
+                f"WHERE channel_id = ? AND bucket = ? AND {contains}"
+                + (" LIMIT ?" if limited else "")
+            )
+            prepared = (await self._cql.prepare({"search": cql}))["search"]
+            prepared.is_idempotent = True
+            self._search_statements[key] = prepared
+        return self._search_statements[key]
+
+    # --- inboxes -------------------------------------------------------------------
+
+    async def append_inbox(self, user_id: int, messages: Sequence[Message]) -> list[InboxEntry]:
+        """Append to a user's inbox with the next gapless seqs; present ids are skipped.
+
+        Only the owner of the user's partition calls this (single writer), so the head
+        needs no lightweight transaction. The order of writes keeps the inbox gapless
+        for readers, who read only up to the head (:meth:`inbox_after`):
+
+        1. read the head ``h``; find which ids are already in the inbox at a seq ``<= h``;
+        2. write the new entries at ``h+1 .. h+n`` (``inbox``) and their index rows
+           (``inbox_by_message``), and only after both succeeded
+        3. move the head to ``h+n``.
+
+        A crash before step 3 leaves entries beyond the head: invisible to readers, and
+        overwritten by the next append (which starts again from ``h``). Their stale index
+        rows can point at a seq that later holds another message, so step 1 trusts an
+        index row only when the ``inbox`` row at that seq holds the same message id.
+        """
+        first_of: dict[int, Message] = {}
+        for m in messages:
+            first_of.setdefault(m.message_id, m)  # a repeated id is appended once
+        unique = list(first_of.values())
+        if not unique:
+            return []
+        head = await self.inbox_head(user_id)
+        present = await self._present_in_inbox(user_id, unique, head)
+        entries = [
+            InboxEntry(head + 1 + i, m)
+            for i, m in enumerate(m for m in unique if m.message_id not in present)
+        ]
+        if not entries:
+            return []
+        inbox_rows = _grouped(
+            (
+                (user_id, _part_of(e.seq)),
+                (user_id, _part_of(e.seq), e.seq, e.message.message_id, e.message.channel_id),
+            )
+            for e in entries
+        )
+        index_rows = _grouped(
+            (
+                (user_id, bucket_of(e.message.message_id)),
+                (user_id, bucket_of(e.message.message_id), e.message.message_id, e.seq),
+            )
+            for e in entries
+        )
+        await self._cql.gather(
+            [
+                *self._batches("insert_inbox", inbox_rows.values()),
+                *self._batches("insert_inbox_by_message", index_rows.values()),
+            ]
+        )
+        await self._cql.run(
+            self._q["upsert_head"], (user_id, entries[-1].seq), what="move inbox head"
+        )
+        return entries
+
+    def _batches(self, name: str, partitions: Iterable[list[tuple[Any, ...]]]) -> list[Any]:
+        """Unlogged single-partition batches (one round trip, applied atomically)."""
+        runs = []
+        for rows in partitions:
+            for start in range(0, len(rows), _BATCH_ROWS):
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                batch.is_idempotent = True
+                for params in rows[start : start + _BATCH_ROWS]:
+                    batch.add(self._q[name], params)
+                runs.append(self._cql.run(batch, what=f"append inbox ({name})"))
+        return runs
+
+    async def _present_in_inbox(
+        self, user_id: int, messages: Sequence[Message], head: int
+    ) -> set[int]:
+        """The ids among ``messages`` already in the inbox at a seq up to ``head``."""
+        if head <= 0:
+            return set()
+        by_bucket = _grouped((bucket_of(m.message_id), m.message_id) for m in messages)
+        pages = await self._cql.gather(
+            self._cql.rows(
+                self._q["select_inbox_by_message"], (user_id, bucket, ids), what="inbox lookup"
+            )
+            for bucket, ids in by_bucket.items()
+        )
+        claimed = {
+            int(r["message_id"]): int(r["seq"])
+            for page in pages
+            for r in page
+            if int(r["seq"]) <= head
+        }
+        if not claimed:
+            return set()
+        by_part = _grouped((_part_of(seq), seq) for seq in claimed.values())
+        pages = await self._cql.gather(
+            self._cql.rows(self._q["select_inbox_seqs"], (user_id, part, seqs), what="inbox lookup")
+            for part, seqs in by_part.items()
+        )
+        return {
+            int(r["message_id"])
+            for page in pages
+            for r in page
+            if claimed.get(int(r["message_id"])) == int(r["seq"])
+        }
+
+    async def inbox_after(self, user_id: int, cursor: int, limit: int) -> list[InboxEntry]:
+        """Entries with seq above ``cursor``, in order, never past the head.
+
+        The head moves only after the entries below it were written (at the same
+        consistency level), so everything up to the head is there: no gaps. Entries a
+        crashed append left beyond the head are never returned.
+        """
+        if limit <= 0:
+            return []
+        low = max(cursor, 0)  # seqs start at 1
+        upto = min(await self.inbox_head(user_id), low + limit)
+        if upto <= low:
+            return []
+        pages = await self._cql.gather(
+            self._cql.rows(
+                self._q["select_inbox_range"], (user_id, part, low, upto), what="read inbox"
+            )
+            for part in range(_part_of(low + 1), _part_of(upto) + 1)
+        )
+        slots = sorted((r for page in pages for r in page), key=lambda r: int(r["seq"]))
+        wanted = _grouped(
+            ((r["channel_id"], bucket_of(int(r["message_id"]))), int(r["message_id"]))
+            for r in slots
+        )
+        found = await self._cql.gather(
+            self._cql.rows(
+                self._q["select_messages_in"], (channel, bucket, ids), what="read inbox messages"
+            )
+            for (channel, bucket), ids in wanted.items()
+        )
+        by_id = {int(r["message_id"]): _message(r) for page in found for r in page}
+        entries: list[InboxEntry] = []
+        for r in slots:
+            message = by_id.get(int(r["message_id"]))
+            if message is None:  # never saved: cannot happen for an acked message
+                log.warning(
+                    "inbox of user %d: message %s at seq %s is missing",
+                    user_id,
+                    r["message_id"],
+                    r["seq"],
+                )
+                continue
+            entries.append(InboxEntry(int(r["seq"]), message))
+        return entries
+
+    async def inbox_head(self, user_id: int) -> int:
+        row = await self._cql.first(self._q["select_head"], (user_id,), what="inbox head")
+        return int(row["seq"]) if row and row["seq"] is not None else 0
+
+    # --- receipts and presence -----------------------------------------------------
+
+    async def get_watermarks(self, channel_id: str, user_id: int) -> Watermarks:
+        row = await self._cql.first(
+            self._q["select_watermarks"], (channel_id, user_id), what="read watermarks"
+        )
+        if row is None:
+            return Watermarks()
+        return Watermarks(int(row["delivered_upto"] or 0), int(row["read_upto"] or 0))
+
+    async def set_watermarks(self, channel_id: str, user_id: int, watermarks: Watermarks) -> None:
+        """Move the watermarks forward only (each one becomes the max of stored and new).
+
+        Read, then write: receipts of one (channel, user) are handled by the owner of the
+        user's inbox partition, one at a time, so no other writer races in between. (Two
+        racing writers could at worst move a watermark back to the slower one's value;
+        the next receipt moves it forward again.)
+        """
+        current = await self.get_watermarks(channel_id, user_id)
+        merged = Watermarks(
+            delivered_upto=max(current.delivered_upto, watermarks.delivered_upto),
+            read_upto=max(current.read_upto, watermarks.read_upto),
+        )
+        if merged == current:
+            return
+        await self._cql.run(
+            self._q["upsert_watermarks"],
+            (channel_id, user_id, merged.delivered_upto, merged.read_upto),
+            what="save watermarks",
+        )
+
+    async def set_presence(self, user_id: int, presence: PresenceStatus) -> None:
+        await self._cql.run(
+            self._q["upsert_presence"],
+            (user_id, presence.status, presence.last_seen),
+            what="save presence",
+        )
+
+    async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]:
+        ids = list(dict.fromkeys(user_ids))
+        rows = await self._cql.gather(
+            self._cql.first(self._q["select_presence"], (uid,), what="read presence") for uid in ids
+        )
+        return {
+            uid: PresenceStatus(row["status"], row["last_seen"])
+            for uid, row in zip(ids, rows, strict=True)
+            if row is not None
+        }

@@ -1,0 +1,266 @@
+"""Versioned, idempotent schema migrations for the Cassandra MessageStore.
+
+:data:`MIGRATIONS` is an ordered list of ``(version, description, statements)``. Running
+:func:`migrate` creates the keyspace if it is missing, a ``schema_migrations`` table, and
+applies every version not recorded there, in order, recording each one after all its
+statements succeeded. Every statement is ``IF NOT EXISTS``, so a run cut short (a crash
+between a statement and its record) is safely repeated by the next run. Versions are
+append-only: never edit one that has shipped, add a new one.
+
+Run one migrator at a time (``tidings migrate`` as a Job, or the operator): Cassandra 5.0
+has no transactional schema changes, and two clients creating the same table at the same
+moment can leave the nodes disagreeing about it.
+
+The table layout (``bucket`` is a 30-day time bucket of the Snowflake id, see
+:func:`tidings.storage.cassandra.bucket_of`):
+
+- ``messages ((channel_id, bucket), message_id DESC)``: the messages, plus ``terms``, the
+  normalized words of the body, indexed by SAI for search;
+- ``channel_buckets (channel_id, bucket DESC)``: which buckets of a channel hold messages,
+  so history walks back without probing empty months;
+- ``sent_messages ((sender_id, client_msg_id))``: the dedupe record, written with a
+  lightweight transaction;
+- ``inbox ((user_id, part), seq)``, ``inbox_by_message ((user_id, bucket), message_id)``,
+  ``inbox_heads (user_id)``: per-user inboxes with gapless sequence numbers;
+- ``watermarks ((channel_id, user_id))``: receipt watermarks;
+- ``presence (user_id)``: status and last seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cassandra.cluster import Session
+
+from tidings.settings import Settings
+from tidings.storage._cassandra_io import Cql, check_identifier, connect
+from tidings.storage.base import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+# DDL waits for schema agreement across the cluster; give it more than a data request.
+DDL_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]  # CQL with ``{ks}`` for the keyspace (``{{``/``}}`` for braces)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "messages, dedupe records, inboxes, receipt watermarks, presence",
+        (
+            """CREATE TABLE IF NOT EXISTS {ks}.messages (
+                channel_id text,
+                bucket int,
+                message_id bigint,
+                sender_id bigint,
+                sender_device_id bigint,
+                client_msg_id text,
+                body text,
+                ts bigint,
+                terms set<text>,
+                PRIMARY KEY ((channel_id, bucket), message_id)
+            ) WITH CLUSTERING ORDER BY (message_id DESC)""",
+            """CREATE TABLE IF NOT EXISTS {ks}.channel_buckets (
+                channel_id text,
+                bucket int,
+                PRIMARY KEY (channel_id, bucket)
+            ) WITH CLUSTERING ORDER BY (bucket DESC)""",
+            """CREATE TABLE IF NOT EXISTS {ks}.sent_messages (
+                sender_id bigint,
+                client_msg_id text,
+                message_id bigint,
+                channel_id text,
+                sender_device_id bigint,
+                ts bigint,
+                PRIMARY KEY ((sender_id, client_msg_id))
+            )""",
+            """CREATE TABLE IF NOT EXISTS {ks}.inbox (
+                user_id bigint,
+                part bigint,
+                seq bigint,
+                message_id bigint,
+                channel_id text,
+                PRIMARY KEY ((user_id, part), seq)
+            ) WITH CLUSTERING ORDER BY (seq ASC)""",
+            """CREATE TABLE IF NOT EXISTS {ks}.inbox_by_message (
+                user_id bigint,
+                bucket int,
+                message_id bigint,
+                seq bigint,
+                PRIMARY KEY ((user_id, bucket), message_id)
+            )""",
+            """CREATE TABLE IF NOT EXISTS {ks}.inbox_heads (
+                user_id bigint PRIMARY KEY,
+                seq bigint
+            )""",
+            """CREATE TABLE IF NOT EXISTS {ks}.watermarks (
+                channel_id text,
+                user_id bigint,
+                delivered_upto bigint,
+                read_upto bigint,
+                PRIMARY KEY ((channel_id, user_id))
+            )""",
+            """CREATE TABLE IF NOT EXISTS {ks}.presence (
+                user_id bigint PRIMARY KEY,
+                status text,
+                last_seen bigint
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "search: storage-attached index on the words of message bodies",
+        (
+            "CREATE INDEX IF NOT EXISTS messages_terms_idx ON {ks}.messages (values(terms)) "
+            "USING 'sai'",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+# The SAI indexes the store queries; migrate() waits until they are queryable.
+SAI_INDEXES = ("messages_terms_idx",)
+
+
+def _check_migrations(migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)) or not all(v > 0 for v in versions):
+        raise ValueError(f"migration versions must be positive and increasing: {versions}")
+
+
+_check_migrations(MIGRATIONS)
+
+
+async def applied_versions(session: Session, keyspace: str) -> list[int]:
+    """The versions recorded in ``keyspace.schema_migrations`` (empty when there is none)."""
+    cql = Cql(session)
+    ks = check_identifier(keyspace)
+    tables = await cql.rows(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s "
+        "AND table_name = 'schema_migrations'",
+        (ks,),
+        what="read schema",
+    )
+    if not tables:
+        return []
+    rows = await cql.rows(f"SELECT version FROM {ks}.schema_migrations", what="read migrations")
+    return sorted(int(r["version"]) for r in rows)
+
+
+async def migrate(
+    session: Session,
+    keyspace: str,
+    replication: str,
+    *,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    index_timeout_s: float = 300.0,
+) -> list[int]:
+    """Bring ``keyspace`` to the latest schema; returns every version now applied.
+
+    ``replication`` is a CQL map literal, used only when the keyspace does not exist yet
+    (an existing keyspace keeps its replication: changing it needs a repair, which is an
+    operator's decision). Safe to run again at any time; a second run applies nothing.
+    """
+    _check_migrations(migrations)
+    ks = check_identifier(keyspace)
+    replication = replication.strip()
+    if not (replication.startswith("{") and replication.endswith("}")):
+        raise ValueError(f"replication must be a CQL map literal, got {replication!r}")
+    cql = Cql(session)
+
+    async def ddl(statement: str) -> None:
+        what = f"schema change `{' '.join(statement.split()[:6])} ...`"
+        await cql.run(statement, request_timeout_s=DDL_TIMEOUT_S, what=what)
+
+    await ddl(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}")
+    await ddl(
+        f"CREATE TABLE IF NOT EXISTS {ks}.schema_migrations ("
+        " version int PRIMARY KEY, description text, applied_at timestamp)"
+    )
+    done = set(await applied_versions(session, ks))
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        log.info(
+            "applying schema migration %d to %s: %s", migration.version, ks, migration.description
+        )
+        for statement in migration.statements:
+            await ddl(statement.format(ks=ks))
+        await cql.run(
+            f"INSERT INTO {ks}.schema_migrations (version, description, applied_at) "
+            "VALUES (%s, %s, %s)",
+            (migration.version, migration.description, datetime.now(UTC)),
+            what="record migration",
+        )
+        done.add(migration.version)
+    await wait_for_indexes(session, ks, SAI_INDEXES, timeout_s=index_timeout_s)
+    return sorted(done)
+
+
+async def wait_for_indexes(
+    session: Session, keyspace: str, names: Sequence[str], *, timeout_s: float
+) -> None:
+    """Wait until SAI indexes are built and queryable (they build in the background)."""
+    cql = Cql(session)
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        for name in sorted(pending):
+            rows = await cql.rows(
+                "SELECT is_queryable, is_building FROM system_views.sai_column_indexes "
+                "WHERE keyspace_name = %s AND index_name = %s",
+                (keyspace, name),
+                what="index status",
+            )
+            if rows and rows[0]["is_queryable"] and not rows[0]["is_building"]:
+                pending.discard(name)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise StorageUnavailable(
+                f"SAI indexes {sorted(pending)} in {keyspace} not queryable after {timeout_s}s"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def migrate_keyspace(settings: Settings) -> list[int]:
+    """Connect with the ``cassandra_*`` settings and migrate ``cassandra_keyspace``."""
+    cluster, session = await connect(settings)
+    try:
+        return await migrate(session, settings.cassandra_keyspace, settings.cassandra_replication)
+    finally:
+        await asyncio.to_thread(cluster.shutdown)
+
+
+def apply_migrations(settings: Settings) -> list[int]:
+    """``tidings migrate``: migrate the keyspace from a plain (non-async) caller.
+
+    Returns every schema version applied; raises
+    :class:`~tidings.storage.base.StorageError` (retriable when it is
+    :class:`~tidings.storage.base.StorageUnavailable`) when Cassandra refuses or cannot be
+    reached, ``ValueError`` for a bad keyspace name or replication literal.
+    """
+    return asyncio.run(migrate_keyspace(settings))
+
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
+    "applied_versions",
+    "apply_migrations",
+    "migrate",
+    "migrate_keyspace",
+    "wait_for_indexes",
+]
