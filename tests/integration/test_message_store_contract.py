@@ -25,7 +25,7 @@ from tidings.core.model import Message, PresenceStatus, Watermarks
 from tidings.settings import Settings
 from tidings.storage import cassandra as cassandra_store
 from tidings.storage._cassandra_io import build_cluster
-from tidings.storage.base import MessageStore, StorageError
+from tidings.storage.base import MessageStore, StorageError, StorageUnavailable
 from tidings.storage.cassandra import CassandraMessageStore, bucket_of
 from tidings.storage.cassandra_schema import (
     LATEST_VERSION,
@@ -453,3 +453,12 @@ async def test_inbox_spans_partitions(
     everything = await bounded(cstore.inbox_after(user, 0, 100))
     assert [e.message for e in everything] == messages
     assert [e.seq for e in await bounded(cstore.inbox_after(user, 2, 5))] == [3, 4, 5, 6, 7]
+
+
+async def test_unreachable_cassandra_is_a_retriable_error() -> None:
+    settings = Settings(
+        cassandra_contact_points=["127.0.0.1"], cassandra_port=1, cassandra_request_timeout_s=2.0
+    )
+    with pytest.raises(StorageUnavailable) as caught:
+        await bounded(CassandraMessageStore.open(settings))
+    assert caught.value.retriable and isinstance(caught.value.__cause__, Exception)
