@@ -304,3 +304,6 @@ async def test_burst_over_the_bucket_is_rate_limited(
     assert sorted(acked + limited) == sorted(sent)
     await conn.heartbeat()  # heartbeats are never limited; the connection stays open
     assert conn.close_code is None
+    await asyncio.sleep(2 / RATE_PER_S)  # the bucket refills...
+    ack = await conn.send_and_ack("calm again", to=peer)  # ...and sending works again
+    assert ack["message_id"].isdigit()

@@ -206,6 +206,9 @@ async def test_group_size_limits(http: httpx.AsyncClient) -> None:
     view = (await http.get(f"/v1/groups/{channel}", headers=owner.auth)).json()
     assert len(view["member_ids"]) == 100
     assert others[99] not in view["member_ids"]
+    # Adding someone who is already in is not growing the group.
+    again = await http.put(f"/v1/groups/{channel}/members/{others[5]}", headers=owner.auth)
+    assert again.status_code == 204, again.text
 
     # Room again after someone leaves.
     kicked = await http.delete(f"/v1/groups/{channel}/members/{others[0]}", headers=owner.auth)

@@ -52,6 +52,13 @@ async def test_metrics_are_prometheus_text(http: httpx.AsyncClient, clients: Cli
     assert connections is not None and float(connections.group(1)) >= 1
 
 
+async def test_unknown_route_has_the_error_shape(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/no-such-thing")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert isinstance(error["code"], str) and isinstance(error["message"], str)
+
+
 @pytest.fixture
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server this test may kill, restart or drain."""
