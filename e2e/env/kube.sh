@@ -39,9 +39,9 @@ NODE_NAME=kwok-node-0
 KSTATE="$TESTENV_STATE/kube"
 PKI="$KSTATE/pki"
 ADMIN_KUBECONFIG="$KSTATE/admin.kubeconfig"
-LOGFILE="$TESTENV_LOGS/kube.log"
-# Every daemon has its own log too; kube.log gets the script's own summary lines.
-DAEMONS=(kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
+# Daemons in stop order; each logs to $TESTENV_LOGS/<name>.log (the previous run's to .log.prev)
+# and has its pid file in $TESTENV_RUN/<name>.pid.
+DAEMONS=(kube-kwok kube-scheduler kube-controller-manager kube-apiserver kube-etcd)
 
 # ------------------------------------------------------------------------------------------
 # install
@@ -202,6 +202,9 @@ make_pki() {
     cert kube-controller-manager "/CN=system:kube-controller-manager"
     cert kube-scheduler "/CN=system:kube-scheduler"
     cert kwok "/O=system:masters/CN=kwok"
+    # Aggregation layer (front proxy): the apiserver's client identity towards extension
+    # apiservers, and the CA they trust for it (published in extension-apiserver-authentication).
+    cert front-proxy-client "/CN=front-proxy-client"
     # Service-account token signing key pair.
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -267,12 +270,16 @@ do_start() {
     trap 'rc=$?; if ((rc)); then log "kube start failed; stopping what was started"; do_stop; fi' EXIT
     check_ports
     rm -rf "$KSTATE" "$TESTENV_STATE/kube.env"
+    local name
+    for name in "${DAEMONS[@]}"; do
+        [[ ! -f $TESTENV_LOGS/$name.log ]] || mv -f "$TESTENV_LOGS/$name.log" "$TESTENV_LOGS/$name.log.prev"
+    done
     mkdir -p "$KSTATE"
     local t0=$SECONDS
     make_pki
 
     log "starting etcd $ETCD_VERSION on 127.0.0.1:$ETCD_CLIENT_PORT"
-    start_bg etcd "$TESTENV_LOGS/etcd.log" "$KUBE_BIN/etcd" \
+    start_bg kube-etcd "$TESTENV_LOGS/kube-etcd.log" "$KUBE_BIN/etcd" \
         --name=tidings-test --data-dir="$KSTATE/etcd" \
         --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -281,7 +288,7 @@ do_start() {
         --initial-cluster="tidings-test=http://127.0.0.1:$ETCD_PEER_PORT" \
         --listen-metrics-urls="http://127.0.0.1:$ETCD_METRICS_PORT" \
         --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
-    wait_until 60 etcd "$TESTENV_LOGS/etcd.log" \
+    wait_until 60 etcd "$TESTENV_LOGS/kube-etcd.log" \
         curl -sf --max-time 3 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
     log "starting kube-apiserver $KUBE_VERSION on https://127.0.0.1:$APISERVER_PORT"
@@ -295,6 +302,11 @@ do_start() {
         --service-cluster-ip-range=10.96.0.0/16 \
         --authorization-mode=Node,RBAC --allow-privileged=true \
         --endpoint-reconciler-type=none \
+        --requestheader-client-ca-file="$PKI/ca.crt" --requestheader-allowed-names=front-proxy-client \
+        --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
+        --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+        --proxy-client-key-file="$PKI/front-proxy-client.key" \
         --profiling=false --v=1
     wait_until 120 kube-apiserver "$TESTENV_LOGS/kube-apiserver.log" kctl get --raw /readyz
 
@@ -309,6 +321,7 @@ do_start() {
         --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
         --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
         --service-cluster-ip-range=10.96.0.0/16 \
+        --flex-volume-plugin-dir="$KSTATE/flexvolume" \
         --controllers='*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
         --profiling=false --v=1
 
@@ -321,8 +334,12 @@ do_start() {
         --leader-elect=false --profiling=false --v=1
 
     log "starting kwok $KWOK_VERSION"
-    start_bg kwok "$TESTENV_LOGS/kwok.log" "$KUBE_BIN/kwok" \
-        --kubeconfig="$KSTATE/kwok.kubeconfig" \
+    # Its own (empty) config, so a ~/.kwok/kwok.yaml cannot change the simulation: the
+    # built-in default node and pod stages apply (pods go Running, then are removed on delete).
+    printf 'apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n' \
+        >"$KSTATE/kwok.yaml"
+    start_bg kube-kwok "$TESTENV_LOGS/kube-kwok.log" "$KUBE_BIN/kwok" \
+        --kubeconfig="$KSTATE/kwok.kubeconfig" --config="$KSTATE/kwok.yaml" \
         --manage-all-nodes=false \
         --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
         --node-ip=127.0.0.1 --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
@@ -334,7 +351,7 @@ do_start() {
     wait_until 60 "kube-controller-manager (default service account)" \
         "$TESTENV_LOGS/kube-controller-manager.log" kctl -n default get serviceaccount default
     fake_node | kctl apply -f - >/dev/null
-    wait_until 60 "kwok (node $NODE_NAME Ready)" "$TESTENV_LOGS/kwok.log" node_ready
+    wait_until 60 "kwok (node $NODE_NAME Ready)" "$TESTENV_LOGS/kube-kwok.log" node_ready
 
     write_env kube \
         "TIDINGS_TEST_KUBECONFIG=$ADMIN_KUBECONFIG" \
