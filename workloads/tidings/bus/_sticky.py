@@ -1,0 +1,136 @@
+"""A sticky partition assignor for the inbox consumer group.
+
+Kafka's classic group protocol (the one aiokafka speaks) is *eager*: on every rebalance
+each member gives up all its partitions and the group leader hands out a new
+assignment. aiokafka's default round-robin assignor then reshuffles most partitions
+whenever a chat server joins or leaves, and every moved partition means its users
+reconnect to another server. This assignor keeps each member's previous partitions
+where the balance allows (each member ends with ``P // n`` or ``P // n + 1``), so adding
+or removing one server moves only about ``P / n`` partitions.
+
+Each member sends the partitions it last held in its join metadata (JSON user data).
+A partition claimed by two members (a member that fell out of the group and came back
+still believes in its old assignment) is treated as unowned and handed out afresh.
+
+aiokafka ships a ``StickyPartitionAssignor``, but it keeps its state in class
+attributes (several consumers in one process overwrite each other's claims) and never
+learns its generation (aio-libs/aiokafka#1175, #1176); this one is an instance per
+consumer, and the core is a pure function, :func:`sticky_assign`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+
+log = logging.getLogger(__name__)
+
+
+def sticky_assign(
+    partitions: Iterable[int], claims: Mapping[str, Sequence[int]]
+) -> dict[str, list[int]]:
+    """Balanced assignment of ``partitions`` to the members of ``claims``, sticky.
+
+    ``claims`` maps each member to the partitions it held before. Every partition goes
+    to exactly one member, every member gets ``len(partitions) // n`` or one more, and
+    as many claims as that balance allows are kept.
+    """
+    members = sorted(claims)
+    if not members:
+        return {}
+    universe = sorted(set(partitions))
+    valid = set(universe)
+    claimants: dict[int, int] = defaultdict(int)
+    for member in members:
+        for partition in set(claims[member]):
+            claimants[partition] += 1
+    mine = {
+        member: sorted(p for p in set(claims[member]) if p in valid and claimants[p] == 1)
+        for member in members
+    }
+    base, extra = divmod(len(universe), len(members))
+    result: dict[str, list[int]] = {}
+    # Keep previous partitions up to the quota; the members that held the most get the
+    # ``extra`` slots of one more partition first.
+    for member in sorted(members, key=lambda m: (-len(mine[m]), m)):
+        cap = base + 1 if extra > 0 else base
+        result[member] = mine[member][:cap]
+        if len(result[member]) == base + 1:
+            extra -= 1
+    taken = {p for kept in result.values() for p in kept}
+    free = [p for p in universe if p not in taken]
+    free.reverse()  # pop() from the end hands out the lowest partition first
+    for member in sorted(members, key=lambda m: (len(result[m]), m)):
+        while len(result[member]) < base and free:
+            result[member].append(free.pop())
+    for member in sorted(members, key=lambda m: (len(result[m]), m)):
+        if not free:
+            break
+        if len(result[member]) == base:
+            result[member].append(free.pop())
+    assert not free, "sticky_assign left partitions unassigned"
+    return {member: sorted(kept) for member, kept in result.items()}
+
+
+class StickyAssignor:
+    """aiokafka partition assignor (duck-typed: name, metadata, assign, on_assignment).
+
+    One instance per consumer: it remembers the partitions this member was last given.
+    """
+
+    name = "tidings-sticky"
+    version = 0
+
+    def __init__(self) -> None:
+        self._owned: dict[str, list[int]] = {}
+
+    def metadata(self, topics: Iterable[str]) -> Any:
+        user_data = json.dumps({"owned": self._owned}, separators=(",", ":")).encode()
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
+
+    def on_assignment(self, assignment: Any) -> None:
+        owned: dict[str, list[int]] = defaultdict(list)
+        for topic, partitions in assignment.assignment:
+            owned[topic].extend(partitions)
+        self._owned = dict(owned)
+
+    def assign(self, cluster: Any, members: Mapping[str, Any]) -> dict[str, Any]:
+        claims: dict[str, dict[str, list[int]]] = {}
+        subscribers: dict[str, list[str]] = defaultdict(list)
+        for member_id, metadata in members.items():
+            claims[member_id] = _decode_owned(metadata.user_data, member_id)
+            for topic in metadata.subscription:
+                subscribers[topic].append(member_id)
+        per_member: dict[str, dict[str, list[int]]] = {member_id: {} for member_id in members}
+        for topic, topic_members in sorted(subscribers.items()):
+            partitions = cluster.partitions_for_topic(topic)
+            if partitions is None:
+                log.warning("no partition metadata for topic %s", topic)
+                continue
+            topic_claims = {m: claims[m].get(topic, []) for m in topic_members}
+            for member_id, assigned in sticky_assign(partitions, topic_claims).items():
+                if assigned:
+                    per_member[member_id][topic] = assigned
+        return {
+            member_id: ConsumerProtocolMemberAssignment(self.version, sorted(topics.items()), b"")
+            for member_id, topics in per_member.items()
+        }
+
+
+def _decode_owned(user_data: bytes | None, member_id: str) -> dict[str, list[int]]:
+    if not user_data:
+        return {}
+    try:
+        owned = json.loads(user_data)["owned"]
+        return {str(topic): [int(p) for p in partitions] for topic, partitions in owned.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("ignoring unreadable assignor data from member %s", member_id)
+        return {}

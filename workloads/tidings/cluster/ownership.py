@@ -1,0 +1,38 @@
+"""Which users a chat server serves, on Kafka: :class:`tidings.chat.ports.Ownership`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tidings.bus.partitioning import partition_for_user
+from tidings.cluster.membership import MembershipView
+
+__all__ = ["PartitionOwnership"]
+
+
+class PartitionOwnership:
+    """A user is served by the owner of their inbox partition.
+
+    ``owns_partition`` is this server's answer (``KafkaBus.owns_partition``: the consumer
+    group's current assignment), ``partition_count`` the inbox topic's partition count
+    (``lambda: bus.partition_count``), and the view says who owns the others.
+    """
+
+    def __init__(
+        self,
+        owns_partition: Callable[[int], bool],
+        partition_count: Callable[[], int],
+        view: MembershipView,
+    ) -> None:
+        self._owns_partition = owns_partition
+        self._partition_count = partition_count
+        self._view = view
+
+    def partition_of(self, user_id: int) -> int:
+        return partition_for_user(user_id, self._partition_count())
+
+    def owns(self, user_id: int) -> bool:
+        return self._owns_partition(self.partition_of(user_id))
+
+    def owner_url(self, user_id: int) -> str | None:
+        return self._view.owner_url(self.partition_of(user_id))
