@@ -7,12 +7,14 @@ import dataclasses
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from ._harness import (
+    PRESENCE_OFFLINE_AFTER_S,
     Account,
     Clients,
     ServerProcess,
@@ -167,4 +169,43 @@ async def test_sigterm_drains_clients_and_exits_zero(
     assert b2.backlog == []
     a2 = await clients.connect(at(own_server, alice), cursor="0")
     assert [m["message_id"] for m in a2.backlog] == [ack["message_id"]]
+    stop_server(own_server)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+async def test_presence_does_not_stay_online_across_a_restart(
+    own_server: ServerProcess, clients: Clients, how: str
+) -> None:
+    """A user connected when the server went away is offline once it is back."""
+    async with http_client(own_server) as http:
+        user, viewer = await new_account(http, "user"), await new_account(http, "viewer")
+    conn = await clients.connect(user)
+    async with http_client(own_server) as http:
+        for _ in range(40):  # the status is stored just after the fan-out
+            shown = (await http.get(f"/v1/users/{user.user_id}", headers=viewer.auth)).json()
+            if shown["presence"]["status"] == "online":
+                break
+            await asyncio.sleep(0.05)
+        assert shown["presence"]["status"] == "online"
+    went_at = time.time_ns() // 1_000_000
+    if how == "sigkill":
+        own_server.kill()
+    else:
+        stop_server(own_server)
+    await conn.close()
+
+    own_server.start()
+    deadline = time.monotonic() + PRESENCE_OFFLINE_AFTER_S + 2
+    async with http_client(own_server) as http:
+        while True:
+            presence = (await http.get(f"/v1/users/{user.user_id}", headers=viewer.auth)).json()[
+                "presence"
+            ]
+            if presence["status"] == "offline" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    assert presence["status"] == "offline", (
+        f"still {presence} {PRESENCE_OFFLINE_AFTER_S + 2:.0f}s after a {how} and restart"
+    )
+    assert presence["last_seen"] <= went_at + 1000
     stop_server(own_server)
