@@ -283,6 +283,8 @@ class KafkaBus:
             # the assignment callback (a revocation stops getmany from returning) or a
             # revocation that queued behind us; either way the records are still ours.
             async with self._lock:
+                if self._consumer is not consumer:
+                    return  # closed (and revoked) while we waited: hand nothing more
                 await self._handle(consumer, batches, handler)
 
     async def _handle(
