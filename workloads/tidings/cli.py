@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,25 +12,70 @@ from typing import Any
 
 from tidings import __version__
 from tidings.client import add_chat_commands
+from tidings.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the command's flags on top; logging set up."""
+    from tidings import logs
+
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("host", "port", "data_dir")
+        if getattr(args, name, None) is not None
+    }
+    settings = Settings(**overrides)
+    logs.configure(settings.log_level, settings.log_json)
+    return settings
 
 
 def _up(args: argparse.Namespace) -> int:
-    from tidings import logs
     from tidings.runtime import open_embedded
     from tidings.server import serve
-    from tidings.settings import Settings
 
-    overrides: dict[str, Any] = {}
-    if args.host is not None:
-        overrides["host"] = args.host
-    if args.port is not None:
-        overrides["port"] = args.port
-    if args.data_dir is not None:
-        overrides["data_dir"] = args.data_dir
-    settings = Settings(**overrides)
-    logs.configure(settings.log_level, settings.log_json)
+    settings = _settings(args)
     serve(settings, lambda: open_embedded(settings))
     return 0
+
+
+def _cluster_process(args: argparse.Namespace) -> int:
+    from tidings.cluster.runtime import SettingsError, open_api, open_chat, require_cluster_settings
+    from tidings.server import serve
+
+    settings = _settings(args)
+    chat = args.command == "chat"
+    try:
+        require_cluster_settings(settings, chat=chat)
+    except SettingsError as exc:
+        print(f"tidings {args.command}: {exc}", file=sys.stderr)
+        return 2
+    opener = open_chat if chat else open_api
+    serve(settings, lambda: opener(settings))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from tidings.push.worker import run_push_worker
+
+    asyncio.run(run_push_worker(_settings(args)))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from tidings.migrate import migrate_all
+
+    try:
+        report = asyncio.run(migrate_all(_settings(args)))
+    except Exception as exc:
+        print(f"tidings migrate: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report))
+    return 0
+
+
+def _add_listen_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--host", help=f"address {what} listens on (TIDINGS_HOST)")
+    parser.add_argument("--port", type=int, help="port (TIDINGS_PORT)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +97,39 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=_up)
 
     add_chat_commands(commands)
+
+    api = commands.add_parser(
+        "api",
+        help="cluster: the HTTP API on PostgreSQL, Cassandra and Kafka",
+        description="Stateless HTTP API; login and /v1/discover answer with the chat server "
+        "that owns the user. Needs TIDINGS_JWT_SECRET, TIDINGS_POSTGRES_URL, "
+        "TIDINGS_CASSANDRA_*, TIDINGS_KAFKA_*.",
+    )
+    _add_listen_flags(api, "the API")
+    api.set_defaults(handler=_cluster_process, command="api")
+
+    chat_server = commands.add_parser(
+        "chat",
+        help="cluster: a chat server (WebSocket gateway owning inbox partitions)",
+        description="A chat server: WebSocket gateway, inbox consumer of the partitions the "
+        "consumer group gives it, membership record. Also needs TIDINGS_PUBLIC_CHAT_URL and "
+        "TIDINGS_SERVER_ID / TIDINGS_WORKER_ID unique per server.",
+    )
+    _add_listen_flags(chat_server, "the chat server")
+    chat_server.set_defaults(handler=_cluster_process, command="chat")
+
+    push = commands.add_parser(
+        "push", help="cluster: consume push requests and send them to devices"
+    )
+    _add_listen_flags(push, "/metrics")
+    push.set_defaults(handler=_push)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="cluster: create or upgrade the PostgreSQL schema, Cassandra keyspace and Kafka "
+        "topics (idempotent)",
+    )
+    migrate.set_defaults(handler=_migrate)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"tidings {__version__}") or 0)

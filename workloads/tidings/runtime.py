@@ -54,7 +54,9 @@ class Runtime:
     """What routes and the gateway reach: stores, bus, auth, the chat service.
 
     ``gateway`` is None in a process that serves no WebSockets (`tidings api`).
-    ``background`` are the loops ``start()`` runs; ``closers`` run in order on ``close()``.
+    ``background`` are the loops ``start()`` runs; ``drainers`` run in order on SIGTERM
+    before the server stops (hand work over, send clients away); ``closers`` run in order
+    on ``close()``.
     """
 
     settings: Settings
@@ -68,6 +70,7 @@ class Runtime:
     ownership: Ownership
     gateway: Gateway | None = None
     background: list[Background] = field(default_factory=list)
+    drainers: list[Closer] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -76,6 +79,13 @@ class Runtime:
             task = asyncio.create_task(loop_fn(), name=getattr(loop_fn, "__name__", "loop"))
             task.add_done_callback(_crash_loudly)
             self._tasks.append(task)
+
+    async def drain(self) -> None:
+        for drainer in self.drainers:
+            try:
+                await drainer()
+            except Exception:
+                log.exception("draining %s failed", getattr(drainer, "__qualname__", drainer))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -114,7 +124,7 @@ def assemble(
     bus: InboxBus,
     secret: str,
     ownership: Ownership,
-    push: PushSink,
+    push: PushSink | None,
     *,
     serve_websockets: bool = True,
 ) -> Runtime:
@@ -141,14 +151,19 @@ def assemble(
         ownership=ownership,
     )
     if serve_websockets:
+        assert push is not None, "a process that serves WebSockets asks for pushes"
         gateway = Gateway(settings, service, tokens, ownership, wall_ms)
         processor = InboxProcessor(messages, directory, gateway, push, ownership)
 
         async def inbox_consumer() -> None:
             await bus.consume(processor.handle)
 
+        async def send_clients_away() -> None:
+            await gateway.drain(settings.drain_budget_s / 4)
+
         runtime.gateway = gateway
         runtime.background += [inbox_consumer, gateway.run_sweeper]
+        runtime.drainers.append(send_clients_away)
         runtime.closers.append(gateway.close)
     runtime.closers += [bus.close, messages.close, directory.close]
     return runtime

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+
 import uvicorn
 
 from tidings.api.app import RuntimeOpener, create_app
 from tidings.gateway.connection import Connection
+from tidings.runtime import Runtime
 from tidings.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with our drain first on SIGTERM: hand work over, send clients away in
+    paced batches, then uvicorn's own shutdown (which closes what is left)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        runtime = self.lifespan.state.get("runtime") if hasattr(self, "lifespan") else None
+        if isinstance(runtime, Runtime):
+            log.info("draining")
+            await runtime.drain()
+        await super().shutdown(sockets)
 
 
 def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
@@ -22,4 +40,4 @@ def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
         timeout_graceful_shutdown=int(max(settings.drain_budget_s, 1)),
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config).run()

@@ -1,4 +1,4 @@
-"""`tidings chat ...`: the state file, and login/send/listen end to end against an
+"""`tidings client ...`: the state file, and login/send/listen end to end against an
 in-memory HTTP API and a scripted WebSocket server."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tidings.client._state import ChatState, StateError, find_state_path
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tidings")
     add_chat_commands(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["chat", *argv])
+    return parser.parse_args(["client", *argv])
 
 
 def make_state(path: Path, url: str, cursor: int = 0) -> ChatState:
@@ -247,4 +247,4 @@ def test_handler_reports_tidings_errors_on_stderr_with_exit_code_1(
 ) -> None:
     args = parse("listen", "--state", str(tmp_path / "missing.json"))
     assert args.handler(args) == 1
-    assert "tidings chat login" in capsys.readouterr().err
+    assert "tidings client login" in capsys.readouterr().err

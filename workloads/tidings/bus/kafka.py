@@ -196,6 +196,17 @@ class KafkaBus:
 
     async def close(self) -> None:
         """Revoke what this member owns, leave the group (partitions move at once), stop."""
+        await self.leave_group()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()  # flushes what publish_ephemeral left in flight
+
+    async def leave_group(self) -> None:
+        """Stop consuming and hand the partitions over at once; publishing still works.
+
+        A draining chat server calls this first, so the new owners are ready by the time
+        its clients reconnect.
+        """
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -205,9 +216,6 @@ class KafkaBus:
                     await self._call(self._on_revoked, owned, "on_revoked")
             finally:
                 await consumer.stop()  # sends LeaveGroup
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()  # flushes what publish_ephemeral left in flight
 
     # --- ownership ---------------------------------------------------------------------
 

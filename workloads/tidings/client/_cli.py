@@ -1,4 +1,4 @@
-"""``tidings chat signup|login|send|listen``: the client library from a shell.
+"""``tidings client signup|login|send|listen``: the client library from a shell.
 
 :func:`add_chat_commands` adds the ``chat`` command to the ``tidings`` parser; each
 subcommand sets ``handler`` (``Namespace -> int`` exit code). Output is JSON, one object
@@ -79,9 +79,9 @@ def _print_json(data: object) -> None:
 
 
 def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``chat signup|login|send|listen`` to the ``tidings`` command."""
+    """Add ``client signup|login|send|listen`` to the ``tidings`` command."""
     chat = subparsers.add_parser(
-        "chat",
+        "client",
         help="use a Tidings deployment as a user (signup, login, send, listen)",
         description="Talk to a Tidings deployment. `login` keeps the session and the inbox "
         "cursor in a state file (default ~/.config/tidings/<user>.json) for `send` and `listen`.",
@@ -169,13 +169,13 @@ def _sync(
         except KeyboardInterrupt:
             return 130
         except TimeoutError:
-            print("tidings chat: timed out", file=sys.stderr)
+            print("tidings client: timed out", file=sys.stderr)
             return 1
         except TidingsUnauthorizedError as exc:
-            print(f"tidings chat: {exc} (log in again: tidings chat login)", file=sys.stderr)
+            print(f"tidings client: {exc} (log in again: tidings client login)", file=sys.stderr)
             return 1
         except TidingsError as exc:
-            print(f"tidings chat: {exc}", file=sys.stderr)
+            print(f"tidings client: {exc}", file=sys.stderr)
             return 1
 
     handler.__name__ = run.__name__

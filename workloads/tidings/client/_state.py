@@ -46,7 +46,7 @@ class ChatState:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError as exc:
-            raise StateError(f"no state at {path}: run `tidings chat login` first") from exc
+            raise StateError(f"no state at {path}: run `tidings client login` first") from exc
         except (OSError, ValueError) as exc:
             raise StateError(f"cannot read {path}: {exc}") from exc
         try:
@@ -101,6 +101,6 @@ def find_state_path(state: Path | None, user: str | None) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise StateError(f"no state in {config_dir()}: run `tidings chat login` first")
+        raise StateError(f"no state in {config_dir()}: run `tidings client login` first")
     names = ", ".join(c.stem for c in candidates)
     raise StateError(f"several users are logged in ({names}): pick one with --user or --state")

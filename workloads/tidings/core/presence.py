@@ -72,8 +72,7 @@ class PresenceTracker:
             del self._users[user_id]
         return [PresenceChange(user_id, "offline", state.last_seen) for user_id, state in gone]
 
-    def drop_all(self) -> list[PresenceChange]:
-        """Forget everyone (this server stops serving them); they are offline from here."""
-        changes = [PresenceChange(u, "offline", s.last_seen) for u, s in self._users.items()]
-        self._users.clear()
-        return changes
+    def forget(self, user_id: int) -> None:
+        """This server no longer serves the user (their partition moved): no change to
+        announce, the new owner tracks them from their reconnect on."""
+        self._users.pop(user_id, None)

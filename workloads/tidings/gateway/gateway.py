@@ -192,14 +192,8 @@ class Gateway:
             )
         if conn.state == CLOSING:
             return
-        if not self.ownership.owns(identity.user_id) or self.draining:
-            url = self.ownership.owner_url(identity.user_id)
-            if url is not None and not self.draining:
-                conn.send_frame(redirect_frame(url))
-                conn.close(errors.CLOSE_REDIRECT, "redirect")
-            else:
-                conn.send_frame(reconnect_frame(self._reconnect_delay_ms()))
-                conn.close(errors.CLOSE_DRAINED, "draining")
+        if self.draining or not self.ownership.owns(identity.user_id):
+            self._send_elsewhere(conn, identity.user_id)
             return
         now = self.clock_ms()
         conn.user_id, conn.device_id = identity.user_id, identity.device_id
@@ -278,11 +272,34 @@ class Gateway:
             except Exception:
                 log.exception("sweep failed")
 
-    # --- drain ---------------------------------------------------------------------
+    # --- handing users over --------------------------------------------------------
 
     def _reconnect_delay_ms(self) -> int:
         # Spread reconnects over half the drain budget so clients do not stampede.
         return random.randint(0, int(self.settings.drain_budget_s * 500))
+
+    def _send_elsewhere(self, conn: Connection, user_id: int) -> None:
+        """``redirect`` to the owner when it is known and not us, else ``reconnect``."""
+        url = None if self.draining else self.ownership.owner_url(user_id)
+        if url is not None and url != self.settings.public_chat_url:
+            conn.send_frame(redirect_frame(url))
+            conn.close(errors.CLOSE_REDIRECT, "redirect")
+        else:
+            conn.send_frame(reconnect_frame(random.randint(200, 1500)))
+            conn.close(errors.CLOSE_DRAINED, "not served here now")
+
+    def release_unowned(self) -> int:
+        """Send away the users this server no longer owns (after a rebalance)."""
+        released = 0
+        for user_id in [u for u in self.by_user if not self.ownership.owns(u)]:
+            for conn in list(self.by_user.get(user_id, ())):
+                self._send_elsewhere(conn, user_id)
+                self.closed(conn)
+                released += 1
+            self.presence.forget(user_id)
+        if released:
+            log.info("released connections of moved partitions", extra={"count": released})
+        return released
 
     def drain_connection(self, conn: Connection) -> None:
         self.draining = True
@@ -290,10 +307,18 @@ class Gateway:
             conn.send_frame(reconnect_frame(self._reconnect_delay_ms()))
         conn.close(errors.CLOSE_DRAINED, "server draining")
 
-    def drain(self) -> None:
+    async def drain(self, window_s: float) -> None:
+        """Tell every client to reconnect elsewhere, paced evenly over ``window_s``."""
         self.draining = True
-        for conn in list(self.connections):
-            self.drain_connection(conn)
+        conns = list(self.connections)
+        batches = max(1, int(window_s / 0.05))
+        size = max(1, -(-len(conns) // batches))
+        for start in range(0, len(conns), size):
+            for conn in conns[start : start + size]:
+                if conn in self.connections:
+                    self.drain_connection(conn)
+            if start + size < len(conns):
+                await asyncio.sleep(window_s / batches)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -1,0 +1,131 @@
+"""The cluster processes' runtimes: PostgreSQL, Cassandra and Kafka behind the same core.
+
+- ``tidings api``: the HTTP API; answers login and ``/v1/discover`` from the membership
+  view (the owner of the user's inbox partition).
+- ``tidings chat``: the HTTP API too, plus the WebSocket gateway, the inbox consumer of
+  the partitions the consumer group gives it, and its membership record.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tidings.bus.kafka import KafkaBus
+from tidings.cluster.membership import MemberRecord, MembershipPublisher, MembershipView
+from tidings.cluster.ownership import PartitionOwnership
+from tidings.kafka_config import push_topic
+from tidings.push.kafka import KafkaPushSink
+from tidings.runtime import Runtime, assemble
+from tidings.settings import Settings
+from tidings.storage.cassandra import CassandraMessageStore
+from tidings.storage.directory import SqlDirectory
+
+log = logging.getLogger(__name__)
+
+
+class SettingsError(Exception):
+    """The settings cannot work; the message says which one to fix."""
+
+
+def require_cluster_settings(settings: Settings, *, chat: bool) -> tuple[str, str]:
+    if not settings.jwt_secret:
+        raise SettingsError(
+            "TIDINGS_JWT_SECRET is not set: cluster processes share one signing secret "
+            "(only `tidings up` generates one)"
+        )
+    if not settings.postgres_url:
+        raise SettingsError("TIDINGS_POSTGRES_URL is not set (postgresql+asyncpg://...)")
+    if chat and not settings.public_chat_url:
+        raise SettingsError(
+            "TIDINGS_PUBLIC_CHAT_URL is not set: a chat server must tell clients its own "
+            "WebSocket URL (e.g. ws://chat-0.chat.ns.svc:8080/v1/ws)"
+        )
+    return settings.jwt_secret, settings.postgres_url
+
+
+async def open_api(settings: Settings) -> Runtime:
+    secret, postgres_url = require_cluster_settings(settings, chat=False)
+    directory = await SqlDirectory.open(postgres_url, migrate=False)
+    messages = await CassandraMessageStore.open(settings)
+    bus = KafkaBus(settings)  # publish only: the API is in no consumer group
+    await bus.start()
+    view = MembershipView(settings)
+    await view.start()
+    ownership = PartitionOwnership(lambda _: False, lambda: bus.partition_count, view)
+    runtime = assemble(
+        settings,
+        directory,
+        messages,
+        bus,
+        secret,
+        ownership,
+        push=None,
+        serve_websockets=False,
+    )
+    runtime.closers.insert(0, view.close)
+    return runtime
+
+
+async def open_chat(settings: Settings) -> Runtime:
+    secret, postgres_url = require_cluster_settings(settings, chat=True)
+    assert settings.public_chat_url is not None
+    directory = await SqlDirectory.open(postgres_url, migrate=False)
+    messages = await CassandraMessageStore.open(settings)
+    view = MembershipView(settings)
+    await view.start()
+    push = KafkaPushSink(settings)
+    await push.start()
+    holder: dict[str, Runtime] = {}
+    publisher_ref: list[MembershipPublisher] = []
+
+    async def on_assigned(partitions: set[int]) -> None:
+        runtime = holder.get("runtime")
+        if runtime is not None and runtime.gateway is not None:
+            runtime.gateway.release_unowned()
+        for publisher in publisher_ref:
+            publisher.poke()
+        log.info("owning inbox partitions", extra={"partitions": sorted(partitions)})
+
+    async def on_revoked(partitions: set[int]) -> None:
+        # Eager rebalancing takes everything away before handing the new set out; the
+        # consumer is paused meanwhile, so nothing is written for those users. Who
+        # really moved is known in on_assigned, which sends only them away.
+        for publisher in publisher_ref:
+            publisher.poke()
+
+    bus = KafkaBus(
+        settings,
+        group_id=f"{settings.kafka_topic_prefix}.chat",
+        on_assigned=on_assigned,
+        on_revoked=on_revoked,
+    )
+    await bus.start()
+    ownership = PartitionOwnership(bus.owns_partition, lambda: bus.partition_count, view)
+    runtime = assemble(settings, directory, messages, bus, secret, ownership, push)
+    holder["runtime"] = runtime
+    gateway = runtime.gateway
+    assert gateway is not None
+
+    def snapshot() -> MemberRecord:
+        return MemberRecord(
+            server_id=settings.server_id,
+            url=settings.public_chat_url or "",
+            partitions=tuple(sorted(bus.owned_partitions())),
+            connections=gateway.connection_count,
+            draining=gateway.draining,
+            partition_count=bus.partition_count,
+        )
+
+    publisher = MembershipPublisher(settings, snapshot)
+    await publisher.start()
+    publisher_ref.append(publisher)
+
+    async def announce_draining() -> None:
+        gateway.draining = True
+        await publisher.publish_now()
+
+    # On SIGTERM: say we are draining, hand the partitions over, then send clients away.
+    runtime.drainers[:0] = [announce_draining, bus.leave_group]
+    runtime.closers[:0] = [publisher.close, view.close, push.close]
+    log.info("push requests go to %s", push_topic(settings.kafka_topic_prefix))
+    return runtime
