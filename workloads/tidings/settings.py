@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     cassandra_local_dc: str | None = None
     cassandra_consistency: str = "LOCAL_QUORUM"
     cassandra_request_timeout_s: float = Field(10.0, gt=0)
+    cassandra_protocol_version: int = Field(5, ge=3, le=5)
     # Replication for `tidings migrate` when it creates the keyspace (CQL map literal).
     cassandra_replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     # Kafka for the inbox bus, membership and push requests.

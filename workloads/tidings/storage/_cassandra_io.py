@@ -114,6 +114,8 @@ def build_cluster(settings: Settings) -> Cluster:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=settings.cassandra_request_timeout_s,
         control_connection_timeout=settings.cassandra_request_timeout_s,
+        # Cassandra 4.0+ speaks v5; naming it skips the driver's noisy downgrade dance.
+        protocol_version=settings.cassandra_protocol_version,
     )
 
 
