@@ -112,6 +112,7 @@ async def open_embedded(settings: Settings) -> Runtime:
     messages = await SqliteMessageStore.open(
         data_dir / "messages.db", synchronous=settings.sqlite_synchronous
     )
+    await messages.reset_presence()
     bus = SqliteBus(data_dir / "bus.db", synchronous=settings.sqlite_synchronous)
     await bus.start()
     return assemble(settings, directory, messages, bus, secret, OwnsEveryone(), RecordingPushSink())

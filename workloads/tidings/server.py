@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+from types import FrameType
 
 import uvicorn
 
@@ -18,6 +20,13 @@ log = logging.getLogger(__name__)
 class DrainingServer(uvicorn.Server):
     """uvicorn, with our drain first on SIGTERM: hand work over, send clients away in
     paced batches, then uvicorn's own shutdown (which closes what is left)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            # uvicorn re-raises the signal after a graceful shutdown; a drained stop on
+            # SIGTERM (Kubernetes' normal stop) is a clean exit, status 0.
+            self._captured_signals.remove(sig)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         runtime = self.lifespan.state.get("runtime") if hasattr(self, "lifespan") else None

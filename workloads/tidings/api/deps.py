@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from tidings.api.errors import ApiError
 from tidings.auth import Identity
 from tidings.core import errors
+from tidings.core.ids import parse_decimal_id
 from tidings.runtime import Runtime
 
 
@@ -36,6 +37,7 @@ IdentityDep = Annotated[Identity, Depends(get_identity)]
 
 def parse_id(value: str, code: str = errors.UNKNOWN_USER, status: int = 404) -> int:
     """Path ids are decimal strings; anything else cannot name a thing."""
-    if not (value.isascii() and value.isdigit() and 0 < len(value) <= 20):
+    parsed = parse_decimal_id(value)
+    if parsed is None:
         raise ApiError(status, code, f"no such id {value!r}")
-    return int(value)
+    return parsed

@@ -11,6 +11,7 @@ from tidings.api.errors import ApiError
 from tidings.api.schemas import LoginBody, PushTokenBody, SignupBody, user_out
 from tidings.auth import Identity
 from tidings.core import errors
+from tidings.core.ids import parse_decimal_id
 from tidings.core.model import PresenceStatus
 from tidings.runtime import Runtime, wall_ms
 from tidings.storage.base import UsernameTaken
@@ -54,7 +55,8 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
     if user is None or not await runtime.passwords.verify(user.password_hash, body.password):
         raise ApiError(401, errors.BAD_CREDENTIALS, "wrong username or password")
     if body.device_id is not None:
-        device = await runtime.directory.get_device(int(body.device_id))
+        wanted = parse_decimal_id(body.device_id)
+        device = await runtime.directory.get_device(wanted) if wanted is not None else None
         if device is None or device.user_id != user.user_id:
             raise ApiError(403, errors.FORBIDDEN, "that device is not yours")
     else:

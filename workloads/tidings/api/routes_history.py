@@ -11,6 +11,7 @@ from tidings.api.errors import ApiError
 from tidings.api.schemas import channel_out, messages_out
 from tidings.core import errors
 from tidings.core.errors import ProtocolError
+from tidings.core.ids import MAX_ID
 
 router = APIRouter(prefix="/v1")
 
@@ -27,7 +28,7 @@ async def history(
     channel_id: str,
     me: IdentityDep,
     runtime: RuntimeDep,
-    before: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
+    before: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     try:
@@ -35,9 +36,8 @@ async def history(
     except ProtocolError as exc:
         status = 403 if exc.code == errors.NOT_A_MEMBER else 404
         raise ApiError(status, exc.code, exc.message) from exc
-    found = await runtime.messages.history(
-        channel_id, int(before) if before is not None else None, limit
-    )
+    before_id = min(int(before), MAX_ID) if before is not None else None
+    found = await runtime.messages.history(channel_id, before_id, limit)
     return messages_out(found)
 
 

@@ -11,6 +11,7 @@ from tidings.api.errors import ApiError
 from tidings.api.schemas import GroupBody, group_out, user_out
 from tidings.core import errors
 from tidings.core.channels import MAX_GROUP_MEMBERS, group_channel_id, parse_channel_id
+from tidings.core.ids import parse_decimal_id
 from tidings.runtime import Runtime, wall_ms
 from tidings.storage.base import Channel, GroupFull
 
@@ -28,8 +29,9 @@ async def add_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Resp
 
 @router.delete("/friends/{user_id}", status_code=204)
 async def remove_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
-    if user_id.isascii() and user_id.isdigit() and len(user_id) <= 20:
-        await runtime.directory.remove_friend(me.user_id, int(user_id))
+    friend_id = parse_decimal_id(user_id)
+    if friend_id is not None:  # an id that names nobody is no friend: nothing to do
+        await runtime.directory.remove_friend(me.user_id, friend_id)
     return Response(status_code=204)
 
 

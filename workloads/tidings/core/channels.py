@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from tidings.core.ids import parse_decimal_id
+
 ChannelKind = Literal["dm", "group"]
 MAX_GROUP_MEMBERS = 100
 
@@ -30,18 +32,15 @@ def parse_channel_id(channel_id: str) -> ChannelRef | None:
     """Parse a channel id, or None when it is not one this system could have made."""
     if channel_id.startswith("dm:"):
         parts = channel_id.split(":")
-        if len(parts) != 3 or not all(_is_decimal(p) for p in parts[1:]):
+        if len(parts) != 3:
             return None
-        low, high = int(parts[1]), int(parts[2])
-        if low >= high or dm_channel_id(low, high) != channel_id:
+        low, high = parse_decimal_id(parts[1]), parse_decimal_id(parts[2])
+        if low is None or high is None or low >= high or dm_channel_id(low, high) != channel_id:
             return None
         return ChannelRef(channel_id, "dm", (low, high))
-    if channel_id.startswith("g:") and _is_decimal(channel_id[2:]):
-        if group_channel_id(int(channel_id[2:])) != channel_id:
+    if channel_id.startswith("g:"):
+        group = parse_decimal_id(channel_id[2:])
+        if group is None or group_channel_id(group) != channel_id:
             return None
         return ChannelRef(channel_id, "group")
     return None
-
-
-def _is_decimal(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 20

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tidings.core.errors import BODY_TOO_LONG, INVALID_FRAME, ProtocolError
+from tidings.core.ids import MAX_ID, parse_decimal_id
 
 MAX_BODY_CHARS = 100_000
 MAX_CLIENT_MSG_ID = 64
 MAX_SYNC_LIMIT = 1_000
 DEFAULT_SYNC_LIMIT = 500
-MAX_ID_DIGITS = 20
 
 ReceiptStatus = Literal["delivered", "read"]
 
@@ -70,7 +70,22 @@ def _string(frame: dict[str, Any], key: str, ref: str | None = None) -> str:
     value = frame.get(key)
     if not isinstance(value, str):
         raise _invalid(f"field {key!r} must be a string", ref)
+    if not value.isascii():
+        try:  # JSON can carry lone surrogates (half an emoji); they are not text
+            value.encode()
+        except UnicodeEncodeError:
+            raise _invalid(f"field {key!r} is not valid Unicode", _safe_ref(ref)) from None
     return value
+
+
+def _safe_ref(ref: str | None) -> str | None:
+    if ref is None:
+        return None
+    try:
+        ref.encode()
+    except UnicodeEncodeError:
+        return None
+    return ref
 
 
 def _decimal(frame: dict[str, Any], key: str, ref: str | None = None) -> int:
@@ -78,15 +93,10 @@ def _decimal(frame: dict[str, Any], key: str, ref: str | None = None) -> int:
     value = frame.get(key)
     if isinstance(value, bool):
         raise _invalid(f"field {key!r} must be a decimal string", ref)
-    if isinstance(value, int) and value >= 0:
+    if isinstance(value, int) and 0 <= value <= MAX_ID:
         return value
-    if (
-        isinstance(value, str)
-        and value.isascii()
-        and value.isdigit()
-        and 0 < len(value) <= MAX_ID_DIGITS
-    ):
-        return int(value)
+    if isinstance(value, str) and (parsed := parse_decimal_id(value)) is not None:
+        return parsed
     raise _invalid(f"field {key!r} must be a decimal string", ref)
 
 
@@ -114,7 +124,7 @@ def _parse_hello(frame: dict[str, Any]) -> Hello:
 def _parse_send(frame: dict[str, Any]) -> Send:
     client_msg_id = _string(frame, "client_msg_id")
     if not 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID:
-        raise _invalid("client_msg_id must be 1-64 characters", client_msg_id[:64])
+        raise _invalid("client_msg_id must be 1-64 characters", client_msg_id[:64] or None)
     ref = client_msg_id
     body = _string(frame, "body", ref)
     if len(body) > MAX_BODY_CHARS:

@@ -14,6 +14,17 @@ WORKER_BITS = 10
 SEQUENCE_BITS = 12
 MAX_WORKER = (1 << WORKER_BITS) - 1
 MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
+# Ids and sequences are stored as signed 64-bit integers: nothing above this names a thing.
+MAX_ID = (1 << 63) - 1
+
+
+def parse_decimal_id(text: str) -> int | None:
+    """A non-negative decimal id that fits 63 bits, or None."""
+    if text.isascii() and text.isdigit() and 0 < len(text) <= 19:
+        value = int(text)
+        if value <= MAX_ID:
+            return value
+    return None
 
 
 class ClockWentBackwards(RuntimeError):

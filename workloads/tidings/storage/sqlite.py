@@ -241,6 +241,15 @@ class SqliteMessageStore:
 
         await self._db.transaction(save)
 
+    async def reset_presence(self) -> None:
+        """At start-up nobody is connected: whoever was online when the process stopped
+        (or died) is offline since their last_seen."""
+
+        def reset(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE presence SET status='offline' WHERE status='online'")
+
+        await self._db.transaction(reset)
+
     async def set_presence(self, user_id: int, presence: PresenceStatus) -> None:
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
