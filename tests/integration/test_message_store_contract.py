@@ -462,3 +462,20 @@ async def test_unreachable_cassandra_is_a_retriable_error() -> None:
     with pytest.raises(StorageUnavailable) as caught:
         await bounded(CassandraMessageStore.open(settings))
     assert caught.value.retriable and isinstance(caught.value.__cause__, Exception)
+
+
+@pytest.mark.cassandra
+async def test_online_is_a_lease_that_lapses_when_not_renewed(
+    cstore: CassandraMessageStore,
+) -> None:
+    """A chat server that dies cannot say its users went offline: their "online" lapses."""
+    cstore._presence_lease_s = 2
+    renewed, abandoned = uid(), uid()
+    await bounded(cstore.set_presence(renewed, PresenceStatus("online", 1_000)))
+    await bounded(cstore.set_presence(abandoned, PresenceStatus("online", 2_000)))
+    for _ in range(3):
+        await asyncio.sleep(1.0)
+        await bounded(cstore.refresh_presence({renewed: 5_000}))
+    seen = await bounded(cstore.get_presence([renewed, abandoned]))
+    assert seen[renewed] == PresenceStatus("online", 5_000)
+    assert abandoned not in seen or seen[abandoned].status == "offline"

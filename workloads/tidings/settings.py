@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     heartbeat_s: int = Field(5, ge=1)
     presence_offline_after_s: float = Field(30.0, gt=0)
     presence_fanout_limit: int = Field(1000, ge=0)
+    # A cluster stores "online" as a lease its chat server renews; if the server dies
+    # the lease lapses and its users read as offline.
+    presence_lease_s: int = Field(60, ge=3)
     hello_timeout_s: float = Field(10.0, gt=0)
     sweep_interval_s: float = Field(1.0, gt=0)
 

@@ -37,8 +37,9 @@ class PresenceTracker:
     def is_online(self, user_id: int) -> bool:
         return user_id in self._users
 
-    def online_users(self) -> list[int]:
-        return list(self._users)
+    def online_users(self) -> dict[int, int]:
+        """Who is online here, with when each was last heard from."""
+        return {user_id: state.last_seen for user_id, state in self._users.items()}
 
     def connect(self, user_id: int, now: int) -> PresenceChange | None:
         state = self._users.get(user_id)

@@ -265,10 +265,15 @@ class Gateway:
             self._publish_presence(changes)
 
     async def run_sweeper(self) -> None:
+        lease_every_ms = self.settings.presence_lease_s * 1000 // 3
+        next_lease = self.clock_ms() + lease_every_ms
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
                 self.sweep()
+                if self.clock_ms() >= next_lease:
+                    next_lease = self.clock_ms() + lease_every_ms
+                    await self.service.messages.refresh_presence(self.presence.online_users())
             except Exception:
                 log.exception("sweep failed")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -116,6 +116,10 @@ class MessageStore(Protocol):
     ) -> None: ...
 
     async def set_presence(self, user_id: int, presence: PresenceStatus) -> None: ...
+    async def refresh_presence(self, last_seen: Mapping[int, int | None]) -> None:
+        """Renew "online" for users this server still serves (it lapses otherwise)."""
+        ...
+
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]: ...
 
     async def close(self) -> None: ...

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import unicodedata
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cassandra.cluster import Cluster, Session
@@ -121,6 +121,10 @@ _STATEMENTS: dict[str, str] = {
         "VALUES (?, ?, ?, ?)"
     ),
     "upsert_presence": ("INSERT INTO {ks}.presence (user_id, status, last_seen) VALUES (?, ?, ?)"),
+    # "online" is a lease: the owner refreshes it; it lapses when the owner dies.
+    "lease_online": (
+        "UPDATE {ks}.presence USING TTL ? SET status = 'online', last_seen = ? WHERE user_id = ?"
+    ),
     "select_presence": "SELECT status, last_seen FROM {ks}.presence WHERE user_id = ?",
 }
 # A lightweight transaction is not idempotent for the driver; everything else is an
@@ -180,7 +184,9 @@ class CassandraMessageStore:
         statements: dict[str, Any],
         *,
         cluster: Cluster | None = None,
+        presence_lease_s: int = 60,
     ) -> None:
+        self._presence_lease_s = presence_lease_s
         self._cql = Cql(session)
         self._ks = keyspace
         self._q = statements
@@ -195,9 +201,11 @@ class CassandraMessageStore:
         """Connect with the ``cassandra_*`` settings; :meth:`close` shuts the cluster down."""
         cluster, session = await connect(settings)
         try:
-            return await cls.attach(
+            store = await cls.attach(
                 session, keyspace or settings.cassandra_keyspace, cluster=cluster
             )
+            store._presence_lease_s = settings.presence_lease_s
+            return store
         except BaseException:
             await asyncio.to_thread(cluster.shutdown)
             raise
@@ -587,10 +595,29 @@ class CassandraMessageStore:
         )
 
     async def set_presence(self, user_id: int, presence: PresenceStatus) -> None:
+        if presence.status == "online":
+            await self.refresh_presence({user_id: presence.last_seen})
+            return
         await self._cql.run(
             self._q["upsert_presence"],
             (user_id, presence.status, presence.last_seen),
             what="save presence",
+        )
+
+    async def refresh_presence(self, last_seen: Mapping[int, int | None]) -> None:
+        """Renew the "online" lease of users this server serves.
+
+        The status cell (and last_seen with it) lives ``presence_lease_s``; when a chat
+        server dies without saying its users went offline, the lease lapses and readers
+        see them offline (with no last_seen) instead of online forever.
+        """
+        await self._cql.gather(
+            self._cql.run(
+                self._q["lease_online"],
+                (self._presence_lease_s, seen, user_id),
+                what="lease presence",
+            )
+            for user_id, seen in last_seen.items()
         )
 
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]:
@@ -599,7 +626,7 @@ class CassandraMessageStore:
             self._cql.first(self._q["select_presence"], (uid,), what="read presence") for uid in ids
         )
         return {
-            uid: PresenceStatus(row["status"], row["last_seen"])
+            uid: PresenceStatus(row["status"] or "offline", row["last_seen"])
             for uid, row in zip(ids, rows, strict=True)
             if row is not None
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,9 @@ class SqliteMessageStore:
             conn.execute("UPDATE presence SET status='offline' WHERE status='online'")
 
         await self._db.transaction(reset)
+
+    async def refresh_presence(self, last_seen: Mapping[int, int | None]) -> None:
+        """Nothing to renew: one process owns everyone, and start-up resets presence."""
 
     async def set_presence(self, user_id: int, presence: PresenceStatus) -> None:
         def save(conn: sqlite3.Connection) -> None:
