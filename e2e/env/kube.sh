@@ -85,6 +85,17 @@ build() {
     log "built $component $version in $((SECONDS - start))s"
 }
 
+# check_pins: the versions above are the ones the wrapper modules require.
+check_pins() {
+    local staging="v0.${KUBE_VERSION#v1.}" pin
+    for pin in "etcd go.etcd.io/etcd/server/v3 $ETCD_VERSION" "kubernetes k8s.io/kubernetes $KUBE_VERSION" \
+        "kubernetes k8s.io/client-go => k8s.io/client-go $staging" "kwok sigs.k8s.io/kwok $KWOK_VERSION" \
+        "helm helm.sh/helm/v3 $HELM_VERSION"; do
+        grep -qE "^\s*(require )?${pin#* }\s*(//.*)?$" "$KUBE_MODULES/${pin%% *}/go.mod" ||
+            die "e2e/env/kube/${pin%% *}/go.mod does not pin '${pin#* }' (update it: go get + go mod tidy)"
+    done
+}
+
 # release_date <module> <version>: the module's publication time (used as the build date).
 release_date() {
     local info="$GOMODCACHE/cache/download/$1/@v/$2.info"
@@ -95,6 +106,7 @@ release_date() {
 do_install() {
     local total=$SECONDS
     go_env
+    check_pins
     command -v openssl >/dev/null || {
         log "openssl not found; installing it from Debian"
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; } >&2 ||
