@@ -22,32 +22,7 @@ JAVA="${JAVA:-java}"
 PYTHON="${PYTHON:-python3}"
 
 cassandra_install() {
-    local t0=$SECONDS
-    if [[ -f $CASSANDRA_HOME/libs/.complete ]]; then
-        log "cassandra $CASSANDRA_VERSION already in $CASSANDRA_HOME"
-        return 0
-    fi
-    command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
-    command -v "$JAVA" >/dev/null || die "java not found: install a JDK 17"
-    log "fetching cassandra $CASSANDRA_VERSION jars with Maven"
-    local tmp="$CASSANDRA_HOME/libs.tmp.$$"
-    rm -rf "$tmp"
-    mkdir -p "$tmp"
-    if ! mvn -B -q -f "$CASSANDRA_SRC/pom.xml" \
-        -Dmaven.repo.local="$TESTENV_CACHE/m2" \
-        -Dcassandra.version="$CASSANDRA_VERSION" \
-        dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$TESTENV_LOGS/cassandra-install.log" 2>&1; then
-        tail -n 30 "$TESTENV_LOGS/cassandra-install.log" >&2
-        rm -rf "$tmp"
-        die "could not fetch cassandra $CASSANDRA_VERSION, see $TESTENV_LOGS/cassandra-install.log"
-    fi
-    [[ -f $tmp/cassandra-all-$CASSANDRA_VERSION.jar ]] ||
-        die "cassandra-all-$CASSANDRA_VERSION.jar missing after fetch"
-    touch "$tmp/.complete"
-    rm -rf "$CASSANDRA_HOME/libs"
-    mv "$tmp" "$CASSANDRA_HOME/libs"
-    log "cassandra $CASSANDRA_VERSION installed in $((SECONDS - t0))s ($(find "$CASSANDRA_HOME/libs" -name '*.jar' | wc -l) jars)"
+    maven_fetch_jars cassandra "$CASSANDRA_VERSION" "$CASSANDRA_SRC" cassandra.version "$CASSANDRA_HOME" "cassandra-all-$CASSANDRA_VERSION.jar"
 }
 
 cassandra_healthy() {

@@ -20,31 +20,7 @@ KAFKA_LOG="$TESTENV_LOGS/kafka.log"
 JAVA="${JAVA:-java}"
 
 kafka_install() {
-    local t0=$SECONDS
-    if [[ -f $KAFKA_HOME/libs/.complete ]]; then
-        log "kafka $KAFKA_VERSION already in $KAFKA_HOME"
-        return 0
-    fi
-    command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
-    command -v "$JAVA" >/dev/null || die "java not found: install a JDK 17+"
-    log "fetching kafka $KAFKA_VERSION jars with Maven"
-    local tmp="$KAFKA_HOME/libs.tmp.$$"
-    rm -rf "$tmp"
-    mkdir -p "$tmp"
-    if ! mvn -B -q -f "$KAFKA_SRC/pom.xml" \
-        -Dmaven.repo.local="$TESTENV_CACHE/m2" \
-        -Dkafka.version="$KAFKA_VERSION" \
-        dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$TESTENV_LOGS/kafka-install.log" 2>&1; then
-        tail -n 30 "$TESTENV_LOGS/kafka-install.log" >&2
-        rm -rf "$tmp"
-        die "could not fetch kafka $KAFKA_VERSION, see $TESTENV_LOGS/kafka-install.log"
-    fi
-    [[ -f $tmp/kafka_2.13-$KAFKA_VERSION.jar ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after fetch"
-    touch "$tmp/.complete"
-    rm -rf "$KAFKA_HOME/libs"
-    mv "$tmp" "$KAFKA_HOME/libs"
-    log "kafka $KAFKA_VERSION installed in $((SECONDS - t0))s ($(find "$KAFKA_HOME/libs" -name '*.jar' | wc -l) jars)"
+    maven_fetch_jars kafka "$KAFKA_VERSION" "$KAFKA_SRC" kafka.version "$KAFKA_HOME" "kafka_2.13-$KAFKA_VERSION.jar"
 }
 
 # kafka_tool <main class> <args...>: run a Kafka command-line tool quietly.

@@ -72,3 +72,35 @@ write_env() {
     shift
     printf '%s\n' "$@" >"$TESTENV_STATE/$service.env"
 }
+
+# maven_fetch_jars <name> <version> <pom dir> <version property> <home> <main jar>:
+# copy an artifact and its runtime dependencies into <home>/libs (cached: a finished
+# fetch leaves libs/.complete; Maven's repository is shared in $TESTENV_CACHE/m2).
+maven_fetch_jars() {
+    local name=$1 version=$2 pom_dir=$3 property=$4 home=$5 main_jar=$6
+    local t0=$SECONDS install_log="$TESTENV_LOGS/$name-install.log"
+    if [[ -f $home/libs/.complete ]]; then
+        log "$name $version already in $home"
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
+    command -v "${JAVA:-java}" >/dev/null || die "java not found: install a JDK 17"
+    log "fetching $name $version jars with Maven"
+    local tmp="$home/libs.tmp.$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    if ! mvn -B -q -f "$pom_dir/pom.xml" \
+        -Dmaven.repo.local="$TESTENV_CACHE/m2" \
+        -D"$property=$version" \
+        dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$install_log" 2>&1; then
+        tail -n 30 "$install_log" >&2
+        rm -rf "$tmp"
+        die "could not fetch $name $version, see $install_log"
+    fi
+    [[ -f $tmp/$main_jar ]] || die "$main_jar missing after fetch"
+    touch "$tmp/.complete"
+    rm -rf "$home/libs"
+    mv "$tmp" "$home/libs"
+    log "$name $version installed in $((SECONDS - t0))s ($(find "$home/libs" -name '*.jar' | wc -l) jars)"
+}
