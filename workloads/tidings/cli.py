@@ -57,7 +57,14 @@ def _cluster_process(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from tidings.push.worker import run_push_worker
 
-    asyncio.run(run_push_worker(_settings(args)))
+    settings = _settings(args)
+    if not settings.postgres_url:
+        print(
+            "tidings push: TIDINGS_POSTGRES_URL is not set (postgresql+asyncpg://...)",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(run_push_worker(settings))
     return 0
 
 
@@ -119,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat_server.set_defaults(handler=_cluster_process, command="chat")
 
     push = commands.add_parser(
-        "push", help="cluster: consume push requests and send them to devices"
+        "push",
+        help="cluster: consume push requests and send them through APNs, FCM or a webhook",
+        description="Consumes push requests from Kafka and sends them to devices (see "
+        "docs/push.md). Needs TIDINGS_POSTGRES_URL, TIDINGS_KAFKA_* and the credentials of "
+        "the providers in use (TIDINGS_APNS_*, TIDINGS_FCM_*, TIDINGS_WEBHOOK_*).",
     )
     _add_listen_flags(push, "/metrics")
     push.set_defaults(handler=_push)

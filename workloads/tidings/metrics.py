@@ -19,3 +19,25 @@ SEND_TO_DELIVER = Histogram(
 PUSH_REQUESTS = Counter("tidings_push_requests_total", "Pushes asked for offline devices")
 PRESENCE_CHANGES = Counter("tidings_presence_changes_total", "Presence transitions", ["status"])
 SLOW_CONSUMERS = Counter("tidings_slow_consumers_total", "Connections dropped for backlog")
+
+# Push notifications (tidings up and tidings push; docs/push.md).
+PUSH_SUPPRESSED = Counter(
+    "tidings_push_suppressed_total", "Pushes not sent: the device reconnected within the grace"
+)
+PUSH_COLLAPSED = Counter(
+    "tidings_push_collapsed_total", "Pushes folded into a pending one (same device and channel)"
+)
+PUSH_SENT = Counter("tidings_push_sent_total", "Notifications a provider accepted", ["provider"])
+PUSH_FAILED = Counter(
+    "tidings_push_failed_total", "Notifications given up on, by reason", ["provider", "reason"]
+)
+PUSH_PRUNED = Counter(
+    "tidings_push_pruned_total", "Push tokens removed because the provider said dead", ["provider"]
+)
+PUSH_RETRIES = Counter("tidings_push_retries_total", "Attempts made again", ["provider"])
+PUSH_LATENCY = Histogram(
+    "tidings_push_latency_seconds",
+    "Round trip of one request to a push provider",
+    ["provider"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)

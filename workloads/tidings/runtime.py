@@ -22,7 +22,8 @@ from tidings.chat.ports import Ownership, PushSink
 from tidings.chat.service import ChatService
 from tidings.core.ids import SnowflakeGenerator
 from tidings.gateway.gateway import Gateway
-from tidings.push.sink import RecordingPushSink
+from tidings.push.dispatcher import PushDispatcher
+from tidings.push.grace import GracefulPushSink
 from tidings.settings import Settings
 from tidings.storage.base import Directory, MessageStore
 from tidings.storage.directory import SqlDirectory
@@ -115,7 +116,8 @@ async def open_embedded(settings: Settings) -> Runtime:
     await messages.reset_presence()
     bus = SqliteBus(data_dir / "bus.db", synchronous=settings.sqlite_synchronous)
     await bus.start()
-    return assemble(settings, directory, messages, bus, secret, OwnsEveryone(), RecordingPushSink())
+    push = PushDispatcher.from_settings(settings, directory)
+    return assemble(settings, directory, messages, bus, secret, OwnsEveryone(), push)
 
 
 def assemble(
@@ -129,7 +131,11 @@ def assemble(
     *,
     serve_websockets: bool = True,
 ) -> Runtime:
-    """Wire the parts; with ``serve_websockets`` add the gateway and the inbox consumer."""
+    """Wire the parts; with ``serve_websockets`` add the gateway and the inbox consumer.
+
+    ``push`` is then put behind a :class:`GracefulPushSink` (the grace where connections
+    are known), which owns it from here on: closing the runtime closes it.
+    """
     ids = SnowflakeGenerator(settings.worker_id)
     service = ChatService(
         directory,
@@ -154,7 +160,8 @@ def assemble(
     if serve_websockets:
         assert push is not None, "a process that serves WebSockets asks for pushes"
         gateway = Gateway(settings, service, tokens, ownership, wall_ms)
-        processor = InboxProcessor(messages, directory, gateway, push, ownership)
+        graceful = GracefulPushSink(push, gateway.connected_devices, settings.push_grace_s)
+        processor = InboxProcessor(messages, directory, gateway, graceful, ownership)
 
         async def inbox_consumer() -> None:
             await bus.consume(processor.handle)
@@ -163,9 +170,9 @@ def assemble(
             await gateway.drain(settings.drain_budget_s / 4)
 
         runtime.gateway = gateway
-        runtime.background += [inbox_consumer, gateway.run_sweeper]
+        runtime.background += [inbox_consumer, gateway.run_sweeper, graceful.run]
         runtime.drainers.append(send_clients_away)
-        runtime.closers.append(gateway.close)
+        runtime.closers += [graceful.close, gateway.close]
     runtime.closers += [bus.close, messages.close, directory.close]
     return runtime
 

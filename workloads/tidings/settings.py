@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,40 @@ class Settings(BaseSettings):
     drain_budget_s: float = Field(10.0, ge=0)
     # Devices that reconnect within this grace get no push.
     push_grace_s: float = Field(5.0, ge=0)
+
+    # --- push notifications (tidings up / push; docs/push.md) -----------------------
+    # Put a preview of the body in the notification (off: channel and message ids only,
+    # which suits end-to-end encryption); previews are cut to push_preview_chars.
+    push_preview: bool = False
+    push_preview_chars: int = Field(100, ge=1, le=1000)
+    # In-flight requests per provider; attempts per push (1 = no retry) and their backoff.
+    push_concurrency: int = Field(64, ge=1)
+    push_retry_attempts: int = Field(5, ge=1)
+    push_retry_base_s: float = Field(0.5, gt=0)
+    push_retry_max_s: float = Field(30.0, gt=0)
+    push_timeout_s: float = Field(10.0, gt=0)
+    # `tidings push` drops requests older than this (a worker back after an outage).
+    push_max_age_s: float = Field(3600.0, gt=0)
+    # APNs token auth: the .p8 signing key (a file, or the PEM itself), its key id, the
+    # team id and the app's bundle id (apns-topic).
+    apns_key_file: Path | None = None
+    apns_key: SecretStr | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_use_sandbox: bool = False
+    apns_push_type: str = Field("alert", pattern="^(alert|background)$")
+    # Overrides the production/sandbox endpoint (tests point it at a stand-in).
+    apns_endpoint: str | None = None
+    # FCM HTTP v1: the service-account JSON (a file, or the JSON itself).
+    fcm_service_account_file: Path | None = None
+    fcm_service_account: SecretStr | None = None
+    fcm_project_id: str | None = None  # default: the service account's project_id
+    fcm_token_uri: str | None = None  # default: the service account's token_uri
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    # A signed webhook (HMAC-SHA256) to a self-hosted relay such as UnifiedPush.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     # --- cluster backends (tidings api / chat / push / migrate) ---------------------
     # PostgreSQL for the Directory (SQLAlchemy URL, e.g. postgresql+asyncpg://u:p@h/db).

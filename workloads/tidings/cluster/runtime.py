@@ -126,6 +126,7 @@ async def open_chat(settings: Settings) -> Runtime:
 
     # On SIGTERM: say we are draining, hand the partitions over, then send clients away.
     runtime.drainers[:0] = [announce_draining, bus.leave_group]
-    runtime.closers[:0] = [publisher.close, view.close, push.close]
+    # (assemble put the push sink behind the grace, whose close flushes and closes it)
+    runtime.closers[:0] = [publisher.close, view.close]
     log.info("push requests go to %s", push_topic(settings.kafka_topic_prefix))
     return runtime

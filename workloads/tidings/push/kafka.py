@@ -24,7 +24,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 
-from tidings import metrics
 from tidings.bus.kafka import MAX_RECORD_BYTES
 from tidings.bus.partitioning import user_key
 from tidings.core.model import Message
@@ -105,7 +104,6 @@ class KafkaPushSink:
             await self._producer.send_and_wait(self.topic, push.encode(), key=user_key(user_id))
         except KafkaError as exc:
             raise PushUnavailable(f"push request for user {user_id} not taken") from exc
-        metrics.PUSH_REQUESTS.inc(len(device_ids))
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None
