@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -23,11 +24,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 # Every wait in the behaviour suite is bounded by this (seconds) unless a test says otherwise.
 WAIT = 5.0
@@ -75,17 +76,31 @@ def _tidings_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "tidings"]
 
 
-# --- the server process ------------------------------------------------------------------
+# --- processes and deployments ------------------------------------------------------------
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """Our environment without any TIDINGS_* of the caller's, plus the test timings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env.update(BASE_ENV)
+    env.update(extra)
+    return env
 
 
 @dataclass
-class ServerProcess:
-    """`tidings up` as a subprocess on a free loopback port, logging to a file."""
+class TidingsProcess:
+    """One `tidings <command>` subprocess on a loopback port, logging to its own file.
 
-    data_dir: Path
+    ``keep_port`` makes every start use the same port (a chat server's URL is who it is);
+    otherwise each start takes a fresh free port.
+    """
+
+    name: str
+    args: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    keep_port: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,31 +111,38 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
-    def start(self, startup_timeout: float = 30.0) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
-        env.update(BASE_ENV)
-        env.update(self.env)
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def launch(self) -> None:
+        """Start the process; :meth:`wait_healthy` waits for it to answer."""
+        assert not self.running, f"{self.name} is already running"
+        if not (self.keep_port and self.port):
+            self.port = free_port()
         command = [
             *_tidings_command(),
-            "up",
+            *self.args,
             "--host",
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--data-dir",
-            str(self.data_dir),
         ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {' '.join(command)}\n".encode())
-            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + startup_timeout
+            self.proc = subprocess.Popen(
+                command, env=child_env(self.env), stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.base_url, timeout=1.0, trust_env=False) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise AssertionError(
-                        f"tidings up exited with {self.proc.returncode} during start-up:\n"
+                        f"{self.name} exited with {self.proc.returncode} during start-up:\n"
                         f"{self.log_tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
@@ -128,21 +150,31 @@ class ServerProcess:
                         return
                 time.sleep(0.05)
         self.kill()
-        raise AssertionError(
-            f"tidings up not healthy within {startup_timeout}s:\n{self.log_tail()}"
-        )
+        raise AssertionError(f"{self.name} not healthy within {timeout}s:\n{self.log_tail()}")
 
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait; a server that hangs is killed and the test fails."""
+    def start(self, startup_timeout: float = 30.0) -> None:
+        self.launch()
+        self.wait_healthy(startup_timeout)
+
+    def signal(self, signum: int) -> None:
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signum)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; a process that hangs is killed and the test fails."""
+        assert self.proc is not None
+        self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(
-                f"tidings up did not exit within {timeout}s of SIGTERM:\n{self.log_tail()}"
+                f"{self.name} did not exit within {timeout}s of SIGTERM:\n{self.log_tail()}"
             ) from None
 
     def kill(self) -> None:
@@ -157,6 +189,55 @@ class ServerProcess:
             return "(no log)"
 
 
+class ServerProcess(TidingsProcess):
+    """`tidings up`: the embedded deployment, everything in one process on SQLite."""
+
+    kind = "embedded"
+
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__("tidings up", ["up", "--data-dir", str(data_dir)], log_path, env or {})
+        self.data_dir = data_dir
+
+    @property
+    def api_urls(self) -> list[str]:
+        return [self.base_url]
+
+    @property
+    def chat_urls(self) -> list[str]:
+        return [self.ws_url]
+
+    def log_sections(self) -> list[tuple[str, str]]:
+        return [(f"{self.name} log ({self.log_path})", self.log_tail(60))]
+
+
+class Deployment(Protocol):
+    """What the behaviour tests see of a deployment: where its HTTP API and WebSocket are.
+
+    ``base_url`` is one HTTP API, ``api_urls`` all of them (the ``http`` fixture spreads
+    tests over them); ``ws_url`` and ``port`` are one chat server's, ``chat_urls`` all of
+    them. Embedded, all of these are the one ``tidings up``.
+    """
+
+    kind: str
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def ws_url(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def api_urls(self) -> list[str]: ...
+
+    @property
+    def chat_urls(self) -> list[str]: ...
+
+    def log_sections(self) -> list[tuple[str, str]]: ...
+
+
 def start_server(tmp_dir: Path, **env: str) -> ServerProcess:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     server = ServerProcess(tmp_dir / "data", tmp_dir / "server.log", dict(env))
@@ -164,7 +245,7 @@ def start_server(tmp_dir: Path, **env: str) -> ServerProcess:
     return server
 
 
-def stop_server(server: ServerProcess) -> int | None:
+def stop_server(server: TidingsProcess) -> int | None:
     """Teardown: SIGTERM, and the process must go away (the exit status is asserted by
     the graceful-shutdown test, not here, so one finding does not fail every teardown)."""
     if server.proc is None or server.proc.poll() is not None:
@@ -191,8 +272,10 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def http_client(server: ServerProcess) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=server.base_url, timeout=10.0, trust_env=False)
+def http_client(server: Deployment, api: int = 0) -> httpx.AsyncClient:
+    """An HTTP client of the deployment's ``api``-th API process (modulo how many it has)."""
+    urls = server.api_urls
+    return httpx.AsyncClient(base_url=urls[api % len(urls)], timeout=10.0, trust_env=False)
 
 
 async def signup(http: httpx.AsyncClient, username: str | None = None) -> dict[str, Any]:
@@ -457,6 +540,28 @@ class WsClient:
         if keepalive:
             self._keepalive = asyncio.create_task(self._heartbeats())
 
+    async def try_hello(
+        self, token: str, cursor: str = "0", *, keepalive: bool = True
+    ) -> dict[str, Any]:
+        """Say hello and return the answer: ``welcome`` (then as :meth:`hello`), or the
+        ``redirect``, ``reconnect`` or ``error`` that sends this device away."""
+        await self.send({"type": "hello", "token": token, "cursor": cursor})
+        first = await self.recv_until_any(("welcome", "redirect", "reconnect", "error"))
+        if first["type"] != "welcome":
+            return first
+        frames = await self.frames_through("synced")
+        assert all(f["type"] == "msg" for f in frames[:-1]), f"only msg before synced: {frames}"
+        self.welcome = first
+        self.backlog = [f for f in frames if f["type"] == "msg"]
+        self.synced = frames[-1]
+        if keepalive:
+            self._keepalive = asyncio.create_task(self._heartbeats())
+        return first
+
+    def received_msgs(self) -> list[dict[str, Any]]:
+        """Every msg frame this connection got and nobody took yet: backlog, then buffer."""
+        return [*self.backlog, *self.pending("msg")]
+
     async def close(self) -> None:
         if self._keepalive is not None:
             self._keepalive.cancel()
@@ -497,6 +602,50 @@ class Clients:
     async def close_all(self) -> None:
         await asyncio.gather(*(c.close() for c in self.opened))
         self.opened.clear()
+
+
+async def reconnect_through_discover(
+    http: httpx.AsyncClient,
+    clients: Clients,
+    account: Account,
+    cursor: str,
+    *,
+    within: float,
+) -> tuple[WsClient, Account]:
+    """What an app does when its chat server went away: ask ``/v1/discover`` where to go,
+    connect and say hello; follow a ``redirect``, wait out a ``reconnect``, retry a refused
+    connection, until ``welcome`` (bounded by ``within`` seconds). Returns the connection
+    and the account with the ``chat_url`` it now uses."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    tried: list[str] = []
+    while loop.time() < deadline:
+        response = await http.get("/v1/discover", headers=account.auth)
+        if response.status_code != 200:
+            tried.append(f"discover {response.status_code}")
+            await asyncio.sleep(0.2)
+            continue
+        url: str | None = response.json()["chat_url"]
+        while url is not None and loop.time() < deadline:
+            try:
+                conn = await clients.open(url)
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                tried.append(f"{url}: {type(exc).__name__}")
+                await asyncio.sleep(0.2)
+                break
+            answer = await conn.try_hello(account.token, cursor)
+            if answer["type"] == "welcome":
+                return conn, dataclasses.replace(account, chat_url=url)
+            tried.append(f"{url}: {answer}")
+            await conn.wait_closed()
+            if answer["type"] == "redirect":
+                url = answer["chat_url"]
+            elif answer["type"] == "reconnect":
+                await asyncio.sleep(answer["after_ms"] / 1000)
+                url = None
+            else:
+                raise AssertionError(f"hello refused while reconnecting: {answer}")
+    raise AssertionError(f"no welcome within {within}s; tried: {tried[-8:]}")
 
 
 def assert_msg_frame(frame: dict[str, Any]) -> None:

@@ -1,28 +1,57 @@
-"""Fixtures: a real `tidings up` per session, HTTP and WebSocket clients per test."""
+"""Fixtures: one real deployment per session and kind, HTTP and WebSocket clients per test.
+
+The ``server`` fixture is parametrised: ``embedded`` is one `tidings up` on SQLite;
+``cluster`` is `tidings migrate`, 2 `tidings api` and 3 `tidings chat` subprocesses on the
+test environment's PostgreSQL, Cassandra and Kafka. Every test that uses ``server`` or
+``http`` runs against both, unchanged.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import itertools
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import httpx
 import pytest
 
-from ._harness import Clients, ServerProcess, http_client, start_server, stop_server
+from ._cluster import Backends, close_cluster, open_cluster
+from ._harness import Clients, Deployment, http_client, start_server, stop_server
+
+CLUSTER_MARKS = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One shared server; tests keep out of each other's way with unique usernames."""
-    proc = start_server(tmp_path_factory.mktemp("tidings-shared"))
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param("embedded"), pytest.param("cluster", marks=CLUSTER_MARKS)],
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """One shared deployment; tests keep out of each other's way with unique usernames."""
+    if request.param == "embedded":
+        proc = start_server(tmp_path_factory.mktemp("tidings-shared"))
+        try:
+            yield proc
+        finally:
+            stop_server(proc)
+        return
+    testenv: Mapping[str, str] = request.getfixturevalue("testenv")
+    cluster = open_cluster(
+        tmp_path_factory.mktemp("tidings-cluster"), Backends.from_testenv(testenv)
+    )
     try:
-        yield proc
+        yield cluster
     finally:
-        stop_server(proc)
+        close_cluster(cluster)
+
+
+_api_turn = itertools.count()
 
 
 @pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client(server) as client:
+async def http(server: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of one of the deployment's API processes, taking turns per test."""
+    async with http_client(server, next(_api_turn)) as client:
         yield client
 
 
@@ -33,3 +62,19 @@ async def clients() -> AsyncIterator[Clients]:
         yield opened
     finally:
         await opened.close_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test shows the logs of the processes it used."""
+    report = yield
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        shown: set[int] = set()
+        for value in funcargs.values():
+            sections = getattr(value, "log_sections", None)
+            if callable(sections) and id(value) not in shown:
+                shown.add(id(value))
+                for title, text in sections():
+                    report.sections.append((title, text))
+    return report

@@ -16,6 +16,7 @@ from ._harness import (
     SWEEP_INTERVAL_S,
     Account,
     Clients,
+    Deployment,
     ServerProcess,
     dm_id,
     http_client,
@@ -156,7 +157,7 @@ async def test_heartbeat_is_answered_with_server_time(
 # --- errors that close the connection -----------------------------------------------------
 
 
-async def test_no_hello_in_time_is_closed_4008(server: ServerProcess, clients: Clients) -> None:
+async def test_no_hello_in_time_is_closed_4008(server: Deployment, clients: Clients) -> None:
     opened = time.monotonic()
     conn = await clients.open(server.ws_url)
     error = await conn.recv_until("error", within=HELLO_TIMEOUT_S + SWEEP_INTERVAL_S + 3)
@@ -219,7 +220,7 @@ async def test_bad_token_in_hello_is_closed_4001(
     ids=["heartbeat", "send"],
 )
 async def test_non_hello_first_frame_is_closed_4001(
-    server: ServerProcess, clients: Clients, first: dict[str, str]
+    server: Deployment, clients: Clients, first: dict[str, str]
 ) -> None:
     conn = await clients.open(server.ws_url)
     await conn.send(first)
@@ -255,7 +256,7 @@ async def test_frame_of_exactly_one_mib_is_read(http: httpx.AsyncClient, clients
     await conn.heartbeat()
 
 
-async def test_unknown_websocket_path_is_refused(server: ServerProcess, clients: Clients) -> None:
+async def test_unknown_websocket_path_is_refused(server: Deployment, clients: Clients) -> None:
     from websockets.exceptions import InvalidStatus
 
     with pytest.raises(InvalidStatus) as refused:

@@ -38,15 +38,25 @@ async def test_readyz(http: httpx.AsyncClient) -> None:
     assert response.status_code == 200
 
 
+def chat_http_url(account: Account) -> str:
+    """The HTTP address of the process behind the account's ``chat_url`` (embedded: the
+    one server; in a cluster: the chat server, which counts the sends and connections)."""
+    url = account.chat_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+    return url.removesuffix("/v1/ws")
+
+
 async def test_metrics_are_prometheus_text(http: httpx.AsyncClient, clients: Clients) -> None:
     alice, bob = await new_account(http, "m"), await new_account(http, "m")
     conn = await clients.connect(alice)
     await conn.send_and_ack("count me", to=bob)
-    response = await http.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    text = response.text
-    assert "# TYPE tidings_" in text
+    texts = []
+    for url in (f"{http.base_url}/metrics", f"{chat_http_url(alice)}/metrics"):
+        response = await http.get(url)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert "# TYPE tidings_" in response.text
+        texts.append(response.text)
+    text = texts[-1]  # the chat server's
     sent = re.search(r"^tidings_messages_sent_total (\S+)$", text, re.MULTILINE)
     assert sent is not None, "no tidings_messages_sent_total"
     assert float(sent.group(1)) >= 1

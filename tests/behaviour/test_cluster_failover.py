@@ -1,0 +1,276 @@
+"""A cluster losing a chat server: SIGKILL failover, SIGTERM drain, redirects.
+
+These tests kill and drain chat servers, so they run on a small cluster of their own
+(2 API processes, 3 chat servers, own database, keyspace and topic prefix); before each
+test every chat server runs again and ownership has settled.
+
+Every device keeps every msg frame it gets; after a failover it reconnects the way an app
+does (``/v1/discover``, hello with its cursor) and must end up with every acked message
+of its channels, with a gapless inbox ``seq`` that means the same message on every device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+import pytest
+
+from ._cluster import Backends, Cluster, close_cluster, open_cluster
+from ._harness import (
+    Account,
+    Clients,
+    TidingsProcess,
+    WsClient,
+    another_device,
+    dm_id,
+    http_client,
+    new_account,
+    reconnect_through_discover,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres]
+
+# Kafka notices a dead consumer after its session timeout (6 s), then rebalances; the
+# design aims at 5-10 s, the test allows this much before calling it lost.
+FAILOVER_WITHIN_S = 30.0
+# A drained server hands its partitions over before it sends clients away.
+DRAIN_RECONNECT_WITHIN_S = 15.0
+DRAIN_BUDGET_MS = 2000  # TIDINGS_DRAIN_BUDGET_S of the test processes
+
+
+@pytest.fixture(scope="module")
+def failover_cluster(
+    tmp_path_factory: pytest.TempPathFactory, testenv: Mapping[str, str]
+) -> Iterator[Cluster]:
+    cluster = open_cluster(
+        tmp_path_factory.mktemp("tidings-failover"), Backends.from_testenv(testenv)
+    )
+    try:
+        yield cluster
+    finally:
+        close_cluster(cluster)
+
+
+@pytest.fixture
+async def cluster(failover_cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The module's cluster with every chat server running and ownership settled."""
+    stopped = [chat for chat in failover_cluster.chats if not chat.running]
+    for chat in stopped:
+        await asyncio.to_thread(failover_cluster.restart_chat, chat)
+    if stopped:
+        await failover_cluster.wait_ready(60)
+    yield failover_cluster
+
+
+async def account_where(
+    http: httpx.AsyncClient, wanted: Callable[[str], bool], prefix: str
+) -> Account:
+    """A new account whose chat_url satisfies ``wanted`` (users hash to partitions)."""
+    for _ in range(60):
+        account = await new_account(http, prefix)
+        if wanted(account.chat_url):
+            return account
+    raise AssertionError("60 new users and none landed where wanted")
+
+
+def cursor_of(msgs: list[dict[str, Any]]) -> str:
+    return str(max((int(m["seq"]) for m in msgs), default=0))
+
+
+async def collect(
+    conn: WsClient, before: list[dict[str, Any]], expected: set[str], within: float = 10.0
+) -> list[dict[str, Any]]:
+    """``before`` and then this connection's msg frames, until every expected id is in."""
+    got = [*before, *conn.backlog]
+    conn.backlog = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not expected <= {m["message_id"] for m in got}:
+        missing = expected - {m["message_id"] for m in got}
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"{len(missing)} acked messages never arrived: {sorted(missing)}")
+        got.append(await conn.recv_until("msg", within=remaining))
+    return got
+
+
+def assert_inbox(got: list[dict[str, Any]], expected: set[str], who: str) -> dict[int, str]:
+    """Exactly the expected messages (repeats allowed), and a gapless seq -> message map."""
+    ids = {m["message_id"] for m in got}
+    assert ids == expected, f"{who}: missing {expected - ids}, unexpected {ids - expected}"
+    by_seq: dict[int, str] = {}
+    for m in got:
+        seq = int(m["seq"])
+        assert by_seq.setdefault(seq, m["message_id"]) == m["message_id"], (
+            f"{who}: seq {seq} is two messages: {by_seq[seq]} and {m['message_id']}"
+        )
+    assert sorted(by_seq) == list(range(1, len(by_seq) + 1)), f"{who}: seq gaps {sorted(by_seq)}"
+    return by_seq
+
+
+async def keep_sending(
+    conn: WsClient, to: Account, stop: asyncio.Event, every: float = 0.1
+) -> list[dict[str, Any]]:
+    """Send to ``to`` until ``stop``; every send must be acked. Returns the acks."""
+    acks: list[dict[str, Any]] = []
+    while not stop.is_set():
+        acks.append(await conn.send_and_ack(f"meanwhile {len(acks)}", to=to))
+        if not stop.is_set():
+            await asyncio.sleep(every)
+    return acks
+
+
+async def acked(conn: WsClient, to: Account, count: int, label: str) -> list[str]:
+    """Pipeline ``count`` sends, then wait for every ack; their message ids."""
+    sent = [await conn.send_msg(f"{label} {i}", to=to) for i in range(count)]
+    return [(await conn.recv_until("ack", client_msg_id=c))["message_id"] for c in sent]
+
+
+class Scene:
+    """Alice (two devices) on the victim chat server, Bob on another one, in one DM."""
+
+    def __init__(self, cluster: Cluster, http: list[httpx.AsyncClient], clients: Clients):
+        self.cluster, self.http, self.clients = cluster, http, clients
+
+    async def set_up(self) -> None:
+        self.alice = await new_account(self.http[0], "alice")
+        self.victim: TidingsProcess = self.cluster.chat_at(self.alice.chat_url)
+        self.phone = await another_device(self.http[1], self.alice)
+        assert self.phone.chat_url == self.victim.ws_url, "one user, two chat servers"
+        self.bob = await account_where(self.http[1], lambda u: u != self.victim.ws_url, "bob")
+        self.a1 = await self.clients.connect(self.alice)
+        self.a2 = await self.clients.connect(self.phone)
+        self.b = await self.clients.connect(self.bob)
+        # Acked in both directions before anything happens to the victim.
+        self.acked = set(await acked(self.a1, self.bob, 10, "before from alice"))
+        self.acked |= set(await acked(self.b, self.alice, 10, "before from bob"))
+        self.stop = asyncio.Event()
+
+    def start_talking(self) -> None:
+        """Bob keeps sending to Alice while her server is gone."""
+        self.talking = asyncio.create_task(keep_sending(self.b, self.alice, self.stop))
+
+    async def come_back(
+        self, conn: WsClient, device: Account, within: float
+    ) -> tuple[list[dict[str, Any]], WsClient, Account]:
+        """A device whose connection is gone reconnects through discovery, with its cursor."""
+        before = conn.received_msgs()
+        new_conn, moved = await reconnect_through_discover(
+            self.http[0], self.clients, device, cursor_of(before), within=within
+        )
+        assert moved.chat_url != self.victim.ws_url, "reconnected to the server that went away"
+        return before, new_conn, moved
+
+    async def finish(
+        self, a1: tuple[list[dict[str, Any]], WsClient], a2: tuple[list[dict[str, Any]], WsClient]
+    ) -> None:
+        """Stop Bob, talk both ways after the move, and check every device's inbox."""
+        self.stop.set()
+        self.acked |= {ack["message_id"] for ack in await self.talking}
+        self.acked |= set(await acked(a1[1], self.bob, 5, "after from alice"))
+        self.acked |= set(await acked(self.b, self.alice, 5, "after from bob"))
+        alice_inboxes = []
+        for who, (before, conn) in (("alice", a1), ("alice's phone", a2)):
+            got = await collect(conn, before, self.acked)
+            alice_inboxes.append(assert_inbox(got, self.acked, who))
+        assert alice_inboxes[0] == alice_inboxes[1], "alice's devices disagree on her inbox"
+        assert_inbox(await collect(self.b, [], self.acked), self.acked, "bob")
+        history = await self.http[1].get(
+            f"/v1/channels/{dm_id(self.alice, self.bob)}/messages",
+            params={"limit": 200},
+            headers=self.bob.auth,
+        )
+        assert {m["message_id"] for m in history.json()["messages"]} == self.acked
+
+
+async def test_wrong_chat_server_redirects_to_the_owner(cluster: Cluster, clients: Clients) -> None:
+    async with http_client(cluster, 0) as http0, http_client(cluster, 1) as http1:
+        # Every API process (and every chat server's own API) names the same owner.
+        for partition, probe in sorted(cluster.probes.items()):
+            answers = await cluster.discover_everywhere(http0, probe, include_chats=True)
+            assert len(set(answers.values())) == 1, f"partition {partition}: {answers}"
+        account = await new_account(http0, "lost")
+        owner = await cluster.owner_of(http0, account)
+        assert account.chat_url == owner.ws_url
+        again = await http1.post(
+            "/v1/sessions",
+            json={"username": account.username, "password": account.password},
+        )
+        assert again.json()["chat_url"] == owner.ws_url, "the API processes disagree at login"
+
+    for chat in cluster.chats:
+        if chat is owner:
+            continue
+        conn = await clients.open(chat.ws_url)
+        answer = await conn.try_hello(account.token, "0")
+        assert answer == {"type": "redirect", "chat_url": owner.ws_url}, chat.name
+        assert await conn.wait_closed() == 4003
+        assert conn.pending("welcome") == [] and conn.pending("msg") == []
+    conn = await clients.connect(account)  # the owner welcomes the user
+    assert conn.welcome["user_id"] == account.user_id
+
+
+async def test_drained_chat_server_hands_users_over_and_loses_nothing(
+    cluster: Cluster, clients: Clients
+) -> None:
+    async with http_client(cluster, 0) as http0, http_client(cluster, 1) as http1:
+        scene = Scene(cluster, [http0, http1], clients)
+        await scene.set_up()
+        scene.start_talking()
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        scene.victim.signal(signal.SIGTERM)
+        drained_at = loop.time()
+
+        delays = []
+        for conn in (scene.a1, scene.a2):
+            reconnect = await conn.recv_until("reconnect", within=5)
+            assert isinstance(reconnect["after_ms"], int), reconnect
+            assert 0 <= reconnect["after_ms"] <= DRAIN_BUDGET_MS, reconnect
+            delays.append(reconnect["after_ms"])
+            assert await conn.wait_closed(within=5) == 1012
+
+        async def back(conn: WsClient, device: Account, after_ms: int) -> Any:
+            await asyncio.sleep(after_ms / 1000)
+            return await scene.come_back(conn, device, DRAIN_RECONNECT_WITHIN_S)
+
+        exit_code, a1, a2 = await asyncio.gather(
+            asyncio.to_thread(scene.victim.wait_exit, 20),
+            back(scene.a1, scene.alice, delays[0]),
+            back(scene.a2, scene.phone, delays[1]),
+        )
+        moved_within = loop.time() - drained_at
+        assert exit_code == 0, f"a drained chat server exited {exit_code}"
+        assert moved_within <= DRAIN_RECONNECT_WITHIN_S
+        # The victim's partitions now belong to the others, as every API process says.
+        await cluster.wait_ready(10)
+        await scene.finish((a1[0], a1[1]), (a2[0], a2[1]))
+    print(f"drain: reconnected {moved_within:.1f}s after SIGTERM; {len(scene.acked)} msgs")
+
+
+async def test_sigkilled_chat_server_users_fail_over_and_lose_nothing(
+    cluster: Cluster, clients: Clients
+) -> None:
+    async with http_client(cluster, 0) as http0, http_client(cluster, 1) as http1:
+        scene = Scene(cluster, [http0, http1], clients)
+        await scene.set_up()
+        scene.start_talking()
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        scene.victim.kill()
+        killed_at = loop.time()
+        for conn in (scene.a1, scene.a2):
+            await conn.wait_closed(within=5)
+
+        a1, a2 = await asyncio.gather(
+            scene.come_back(scene.a1, scene.alice, FAILOVER_WITHIN_S),
+            scene.come_back(scene.a2, scene.phone, FAILOVER_WITHIN_S),
+        )
+        failed_over_within = loop.time() - killed_at
+        assert failed_over_within <= FAILOVER_WITHIN_S
+        await scene.finish((a1[0], a1[1]), (a2[0], a2[1]))
+    print(f"failover: reconnected {failed_over_within:.1f}s after SIGKILL; {len(scene.acked)} msgs")
