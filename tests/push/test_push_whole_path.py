@@ -13,11 +13,8 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,27 +26,13 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from ._process import free_port, tidings_command
 from ._standins import ApnsStandin, p256_key_pem, wait_until
 
 WAIT = 5.0
 GRACE_S = 1.5
 KEY_ID, TEAM_ID, TOPIC = "KEY1234567", "TEAM123456", "dev.tidings.app"
 PASSWORD = "correct horse battery"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tidings() -> list[str]:
-    script = Path(sys.executable).parent / "tidings"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("tidings")
-    return [found] if found else [sys.executable, "-m", "tidings"]
 
 
 @dataclass
@@ -76,7 +59,7 @@ async def apns() -> AsyncIterator[tuple[ApnsStandin, str]]:
 @pytest.fixture
 async def server(tmp_path: Path, apns: tuple[ApnsStandin, str]) -> AsyncIterator[Server]:
     standin, pem = apns
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env.update(
         TIDINGS_JWT_SECRET=secrets.token_urlsafe(48),
@@ -93,7 +76,7 @@ async def server(tmp_path: Path, apns: tuple[ApnsStandin, str]) -> AsyncIterator
         TIDINGS_DRAIN_BUDGET_S="1",
     )
     log = tmp_path / "server.log"
-    command = [*_tidings(), "up", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+    command = [*tidings_command(), "up", "--port", str(port), "--data-dir", str(tmp_path / "data")]
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
     server = Server(proc, port, log)
