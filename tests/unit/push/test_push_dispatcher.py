@@ -166,3 +166,32 @@ def test_unusable_credentials_are_reported() -> None:
     assert "PEM" in missing["apns"]
     assert "private_key" in missing["fcm"]
     assert "TIDINGS_WEBHOOK_SECRET" in missing["webhook"]
+
+
+async def test_a_one_line_apns_key_with_escaped_newlines_is_accepted() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    settings = Settings(
+        _env_file=None,
+        apns_key=pem.replace("\n", "\\n"),
+        apns_key_id="K",
+        apns_team_id="T",
+        apns_topic="x",
+    )
+    providers, missing = build_providers(settings)
+    try:
+        assert set(providers) == {"apns"}
+        assert "apns" not in missing
+    finally:
+        for provider in providers.values():
+            await provider.close()

@@ -45,6 +45,8 @@ def _apns(settings: Settings) -> ApnsProvider:
     if missing:
         raise CredentialsError(f"APNs is not configured: {', '.join(missing)} not set")
     assert pem and settings.apns_key_id and settings.apns_team_id and settings.apns_topic
+    if "\n" not in pem and "\\n" in pem:  # a PEM squeezed onto one line with \n escapes
+        pem = pem.replace("\\n", "\n")
     signer = ApnsTokenSigner(load_signing_key(pem), settings.apns_key_id, settings.apns_team_id)
     endpoint = settings.apns_endpoint or (SANDBOX if settings.apns_use_sandbox else PRODUCTION)
     return ApnsProvider(
