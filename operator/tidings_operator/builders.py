@@ -1,0 +1,449 @@
+"""Pure builders: the manifests of a ChatCluster's children, from its spec.
+
+No I/O and no clock: the same inputs give the same dicts, which the operator applies
+with server-side apply (so applying an unchanged manifest changes nothing). Every child
+carries a controller owner reference to its ChatCluster, so deleting the ChatCluster
+deletes them (the Kafka topics and the Cassandra keyspace stay: data is never dropped).
+
+- ConfigMap ``<name>-config``: the ``TIDINGS_*`` settings every process shares.
+- chat: a StatefulSet ``<name>-chat`` (``OnDelete``: the operator replaces pods one at a
+  time) with a headless Service of the same name, a ``preStop`` pause before the drain,
+  readiness from the gateway's ``/readyz`` and a grace period from the drain budget.
+- api: a StatefulSet ``<name>-api`` whose ordinals start at 896, so each pod's ordinal is
+  its unique Snowflake worker id (a Deployment has no stable, unique number per pod), and
+  a Service ``<name>-api``.
+- push: a Deployment ``<name>-push``.
+- PodDisruptionBudgets for chat and api: one pod at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NotRequired, TypedDict
+
+from tidings_operator import names
+from tidings_operator.spec import ClusterSpec, Resources, SecretKeyRef
+
+__all__ = [
+    "DRAIN_MARGIN_S",
+    "PRESTOP_PAUSE_S",
+    "PUSH_METRICS_PORT",
+    "Manifest",
+    "Owner",
+    "OwnerReference",
+    "build_all",
+    "build_api_pdb",
+    "build_api_service",
+    "build_api_statefulset",
+    "build_chat_pdb",
+    "build_chat_service",
+    "build_chat_statefulset",
+    "build_config_map",
+    "build_owner_reference",
+    "build_push_deployment",
+    "config_data",
+    "config_hash",
+    "termination_grace_seconds",
+]
+
+Manifest = dict[str, Any]
+
+# Before SIGTERM a chat pod pauses this long (preStop), so Services and load balancers
+# stop sending it new connections before it starts sending clients away.
+PRESTOP_PAUSE_S = 3
+# On top of the drain budget: time to flush, leave the group and exit.
+DRAIN_MARGIN_S = 10
+PUSH_METRICS_PORT = 9090
+RUN_AS = 10001
+
+
+class OwnerReference(TypedDict):
+    apiVersion: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool
+    blockOwnerDeletion: bool
+
+
+class ObjectMeta(TypedDict):
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    ownerReferences: list[OwnerReference]
+    annotations: NotRequired[dict[str, str]]
+
+
+class Owner(TypedDict):
+    """What the builders need to know about the ChatCluster itself."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def build_owner_reference(owner: Owner) -> OwnerReference:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "name": owner["name"],
+        "uid": owner["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(owner: Owner, name: str, component: str) -> ObjectMeta:
+    return {
+        "name": name,
+        "namespace": owner["namespace"],
+        "labels": names.labels(owner["name"], component),
+        "ownerReferences": [build_owner_reference(owner)],
+    }
+
+
+def termination_grace_seconds(spec: ClusterSpec) -> int:
+    """The preStop pause, the drain budget, and a margin to exit."""
+    return PRESTOP_PAUSE_S + spec.chat.drain_budget_s + DRAIN_MARGIN_S
+
+
+def config_data(spec: ClusterSpec, inbox_partitions: int) -> dict[str, str]:
+    """The settings every process shares (``TIDINGS_*``), none of them secret.
+
+    ``inbox_partitions`` is the inbox topic's real partition count, which may be more
+    than the spec asks for (partitions never shrink): every process must hash users the
+    same way.
+    """
+    kafka, cassandra = spec.kafka, spec.cassandra
+    data = {
+        "TIDINGS_HOST": "0.0.0.0",
+        "TIDINGS_LOG_JSON": "true",
+        "TIDINGS_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "TIDINGS_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "TIDINGS_KAFKA_INBOX_PARTITIONS": str(inbox_partitions),
+        "TIDINGS_KAFKA_REPLICATION_FACTOR": str(kafka.replication_factor),
+        "TIDINGS_CASSANDRA_CONTACT_POINTS": json.dumps(list(cassandra.contact_points)),
+        "TIDINGS_CASSANDRA_PORT": str(cassandra.port),
+        "TIDINGS_CASSANDRA_KEYSPACE": cassandra.keyspace,
+        "TIDINGS_CASSANDRA_CONSISTENCY": cassandra.consistency,
+        "TIDINGS_CASSANDRA_REPLICATION": cassandra.replication(),
+        "TIDINGS_HEARTBEAT_S": str(spec.heartbeat_s),
+        "TIDINGS_PRESENCE_OFFLINE_AFTER_S": str(spec.offline_after_s),
+        "TIDINGS_DRAIN_BUDGET_S": str(spec.chat.drain_budget_s),
+    }
+    if cassandra.local_datacenter:
+        data["TIDINGS_CASSANDRA_LOCAL_DC"] = cassandra.local_datacenter
+    return data
+
+
+def config_hash(data: dict[str, str]) -> str:
+    """A short, stable hash of the ConfigMap's data (pod templates carry it)."""
+    encoded = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def build_config_map(owner: Owner, spec: ClusterSpec, inbox_partitions: int) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, names.config_name(owner["name"]), "config"),
+        "data": config_data(spec, inbox_partitions),
+    }
+
+
+def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _common_env(spec: ClusterSpec) -> list[dict[str, Any]]:
+    env = [
+        _field_env("TIDINGS_SERVER_ID", "metadata.name"),
+        _secret_env("TIDINGS_POSTGRES_URL", spec.postgres_url),
+    ]
+    if spec.cassandra.auth_secret:
+        env.append(
+            _secret_env(
+                "TIDINGS_CASSANDRA_USERNAME", SecretKeyRef(spec.cassandra.auth_secret, "username")
+            )
+        )
+        env.append(
+            _secret_env(
+                "TIDINGS_CASSANDRA_PASSWORD", SecretKeyRef(spec.cassandra.auth_secret, "password")
+            )
+        )
+    return env
+
+
+def _env_from(owner: Owner, spec: ClusterSpec, *extra_secrets: str | None) -> list[dict[str, Any]]:
+    sources: list[dict[str, Any]] = [{"configMapRef": {"name": names.config_name(owner["name"])}}]
+    for secret in (spec.kafka.auth_secret, *extra_secrets):
+        if secret:
+            sources.append({"secretRef": {"name": secret}})
+    return sources
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _http_probe(path: str, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def _with_resources(container: dict[str, Any], resources: Resources) -> dict[str, Any]:
+    as_dict = resources.as_dict()
+    if as_dict:
+        container["resources"] = as_dict
+    return container
+
+
+def _pod_template(
+    owner: Owner,
+    component: str,
+    containers: list[dict[str, Any]],
+    config: str,
+    **pod_spec: Any,
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "labels": names.labels(owner["name"], component),
+            "annotations": {names.ANNOTATION_CONFIG_HASH: config},
+        },
+        "spec": {
+            "enableServiceLinks": False,
+            "securityContext": _pod_security(),
+            "containers": containers,
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            **pod_spec,
+        },
+    }
+
+
+_TMP_MOUNT = [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, config: str) -> Manifest:
+    """The chat servers: ``OnDelete`` (the operator replaces pods), parallel scaling."""
+    name, chat = names.chat_name(owner["name"]), spec.chat
+    public_url = f"ws://$(TIDINGS_SERVER_ID).{name}.{owner['namespace']}.svc:{chat.port}/v1/ws"
+    container = {
+        "name": names.CHAT,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["tidings", "chat"],
+        "ports": [{"name": "http", "containerPort": chat.port, "protocol": "TCP"}],
+        "envFrom": _env_from(owner, spec),
+        "env": [
+            *_common_env(spec),
+            _field_env("TIDINGS_WORKER_ID", f"metadata.labels['{names.LABEL_POD_INDEX}']"),
+            {"name": "TIDINGS_PORT", "value": str(chat.port)},
+            {"name": "TIDINGS_PUBLIC_CHAT_URL", "value": public_url},
+            _secret_env("TIDINGS_JWT_SECRET", spec.jwt_secret),
+        ],
+        "startupProbe": _http_probe("/healthz", period=2, failures=60),
+        # /readyz answers 503 while the server drains: it leaves the Service at once.
+        "readinessProbe": _http_probe("/readyz", period=2, failures=1),
+        "livenessProbe": _http_probe("/healthz", period=10, failures=3, timeout=5),
+        # SIGTERM starts the drain (hand partitions over, send clients away, exit 0);
+        # the pause first lets endpoints and load balancers forget the pod.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_PAUSE_S}}},
+        "securityContext": _container_security(),
+        "volumeMounts": _TMP_MOUNT,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(owner, name, names.CHAT),
+        "spec": {
+            "serviceName": name,
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "OnDelete"},
+            "revisionHistoryLimit": 10,
+            "selector": {"matchLabels": names.selector_labels(owner["name"], names.CHAT)},
+            "template": _pod_template(
+                owner,
+                names.CHAT,
+                [_with_resources(container, chat.resources)],
+                config,
+                terminationGracePeriodSeconds=termination_grace_seconds(spec),
+            ),
+        },
+    }
+
+
+def build_chat_service(owner: Owner, spec: ClusterSpec) -> Manifest:
+    """Headless: each chat pod gets a DNS name, the one it tells its clients."""
+    name = names.chat_name(owner["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, name, names.CHAT),
+        "spec": {
+            "clusterIP": "None",
+            "selector": names.selector_labels(owner["name"], names.CHAT),
+            "ports": [
+                {"name": "http", "port": spec.chat.port, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manifest:
+    """The HTTP API. A StatefulSet for its ordinals: the worker ids of its Snowflakes."""
+    name, api = names.api_name(owner["name"]), spec.api
+    container = {
+        "name": names.API,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["tidings", "api"],
+        "ports": [{"name": "http", "containerPort": api.port, "protocol": "TCP"}],
+        "envFrom": _env_from(owner, spec),
+        "env": [
+            *_common_env(spec),
+            _field_env("TIDINGS_WORKER_ID", f"metadata.labels['{names.LABEL_POD_INDEX}']"),
+            {"name": "TIDINGS_PORT", "value": str(api.port)},
+            _secret_env("TIDINGS_JWT_SECRET", spec.jwt_secret),
+        ],
+        "startupProbe": _http_probe("/healthz", period=2, failures=60),
+        "readinessProbe": _http_probe("/readyz", period=5, failures=2),
+        "livenessProbe": _http_probe("/healthz", period=10, failures=3, timeout=5),
+        "securityContext": _container_security(),
+        "volumeMounts": _TMP_MOUNT,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(owner, name, names.API),
+        "spec": {
+            "serviceName": name,
+            "replicas": api.replicas,
+            # Ordinals 896..1023 are the api pods' worker ids (chat pods use 0..895).
+            "ordinals": {"start": names.API_ORDINAL_START},
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "revisionHistoryLimit": 10,
+            "selector": {"matchLabels": names.selector_labels(owner["name"], names.API)},
+            "template": _pod_template(
+                owner,
+                names.API,
+                [_with_resources(container, api.resources)],
+                config,
+                terminationGracePeriodSeconds=30,
+            ),
+        },
+    }
+
+
+def build_api_service(owner: Owner, spec: ClusterSpec) -> Manifest:
+    name = names.api_name(owner["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, name, names.API),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.selector_labels(owner["name"], names.API),
+            "ports": [
+                {"name": "http", "port": spec.api.port, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def build_push_deployment(owner: Owner, spec: ClusterSpec, config: str) -> Manifest:
+    name, push = names.push_name(owner["name"]), spec.push
+    container = {
+        "name": names.PUSH,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["tidings", "push"],
+        "ports": [{"name": "metrics", "containerPort": PUSH_METRICS_PORT, "protocol": "TCP"}],
+        "envFrom": _env_from(owner, spec, push.credentials_secret),
+        "env": [*_common_env(spec), {"name": "TIDINGS_PORT", "value": str(PUSH_METRICS_PORT)}],
+        "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 5},
+        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
+        "securityContext": _container_security(),
+        "volumeMounts": _TMP_MOUNT,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, name, names.PUSH),
+        "spec": {
+            "replicas": push.replicas,
+            "revisionHistoryLimit": 10,
+            "selector": {"matchLabels": names.selector_labels(owner["name"], names.PUSH)},
+            "template": _pod_template(
+                owner,
+                names.PUSH,
+                [_with_resources(container, push.resources)],
+                config,
+                terminationGracePeriodSeconds=30,
+            ),
+        },
+    }
+
+
+def _pdb(owner: Owner, name: str, component: str) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner, name, component),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": names.selector_labels(owner["name"], component)},
+            # A pod that is not ready serves nobody: evicting it (e.g. to roll back a bad
+            # image) must not wait for it to become ready.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def build_chat_pdb(owner: Owner) -> Manifest:
+    return _pdb(owner, names.chat_name(owner["name"]), names.CHAT)
+
+
+def build_api_pdb(owner: Owner) -> Manifest:
+    return _pdb(owner, names.api_name(owner["name"]), names.API)
+
+
+def build_all(
+    owner: Owner, spec: ClusterSpec, *, chat_replicas: int, inbox_partitions: int
+) -> list[Manifest]:
+    """Every child, in the order to apply them (config first, workloads after)."""
+    config_map = build_config_map(owner, spec, inbox_partitions)
+    digest = config_hash(config_map["data"])
+    return [
+        config_map,
+        build_chat_service(owner, spec),
+        build_chat_statefulset(owner, spec, chat_replicas, digest),
+        build_chat_pdb(owner),
+        build_api_service(owner, spec),
+        build_api_statefulset(owner, spec, digest),
+        build_api_pdb(owner),
+        build_push_deployment(owner, spec, digest),
+    ]

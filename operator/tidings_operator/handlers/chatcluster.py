@@ -1,0 +1,139 @@
+"""kopf handlers for ChatCluster (``tidings.dev/v1alpha1``): thin, the work is elsewhere.
+
+- ``chatcluster_create`` / ``chatcluster_update`` (spec changes, ``/scale`` included) /
+  ``chatcluster_resume`` (operator start): :meth:`Reconciler.reconcile` — check, wire,
+  apply, report; ``kopf.TemporaryError`` / ``kopf.PermanentError`` from there.
+- ``chatcluster_tick``: a timer every ``--tick-seconds``: :meth:`Reconciler.sync` —
+  status, autoscaling, the rollout, disruptions, drift repair.
+- ``chatcluster_delete``: forget the in-memory state (the children go with their owner
+  reference; topics and keyspace stay). Optional: no finalizer is added.
+
+Handlers return nothing (nothing lands in ``status.<handler>``); kopf keeps its own
+progress in annotations under ``tidings.dev/``, since the status schema is strict.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from tidings_operator import names
+from tidings_operator.kube import Kube
+from tidings_operator.reconciler import Options, Reconciler
+
+__all__ = [
+    "chatcluster_create",
+    "chatcluster_delete",
+    "chatcluster_resume",
+    "chatcluster_tick",
+    "chatcluster_update",
+    "operator_cleanup",
+    "operator_login",
+    "operator_startup",
+    "register",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    reconciler = memo.get("reconciler")
+    if not isinstance(reconciler, Reconciler):
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return reconciler
+
+
+def _namespace(namespace: str | None) -> str:
+    if not namespace:
+        raise kopf.PermanentError("a ChatCluster is namespaced")
+    return namespace
+
+
+def operator_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The same credentials as our own client: a service account, else ``$KUBECONFIG``."""
+    return kopf.login_via_client(**kwargs)
+
+
+async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # The status schema is strict (no preserve-unknown-fields): kopf's own bookkeeping
+    # goes into annotations, under our group.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{names.GROUP}/finalizer"
+    settings.posting.level = logging.WARNING
+    options = memo.get("options")
+    memo["reconciler"] = Reconciler(
+        Kube.from_environment(), options if isinstance(options, Options) else Options()
+    )
+
+
+async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    reconciler = memo.get("reconciler")
+    if isinstance(reconciler, Reconciler):
+        await reconciler.close()
+        reconciler.kube.close()
+
+
+async def chatcluster_create(
+    name: str, namespace: str | None, uid: str, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    await _reconciler(memo).reconcile(
+        name=name, namespace=_namespace(namespace), uid=uid, retry=retry
+    )
+
+
+async def chatcluster_update(
+    name: str, namespace: str | None, uid: str, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    await _reconciler(memo).reconcile(
+        name=name, namespace=_namespace(namespace), uid=uid, retry=retry
+    )
+
+
+async def chatcluster_resume(
+    name: str, namespace: str | None, uid: str, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    await _reconciler(memo).reconcile(
+        name=name, namespace=_namespace(namespace), uid=uid, retry=retry
+    )
+
+
+async def chatcluster_tick(
+    name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
+) -> None:
+    try:
+        await _reconciler(memo).sync(name=name, namespace=_namespace(namespace), uid=uid)
+    except kopf.TemporaryError:
+        raise
+    except Exception:
+        # The next tick tries again; a timer that raised would be retried on kopf's own
+        # schedule instead of ours.
+        log.warning("sync of %s/%s failed", namespace, name, exc_info=True)
+
+
+async def chatcluster_delete(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    await _reconciler(memo).forget(uid)
+
+
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
+    """Register the handlers (the tick interval comes from ``options``)."""
+    group, version, plural = names.GROUP, names.VERSION, names.PLURAL
+    kopf.on.login(registry=registry)(operator_login)
+    kopf.on.startup(registry=registry)(operator_startup)
+    kopf.on.cleanup(registry=registry)(operator_cleanup)
+    kopf.on.create(group, version, plural, registry=registry)(chatcluster_create)
+    kopf.on.update(group, version, plural, registry=registry, field="spec")(chatcluster_update)
+    kopf.on.resume(group, version, plural, registry=registry)(chatcluster_resume)
+    kopf.on.delete(group, version, plural, registry=registry, optional=True)(chatcluster_delete)
+    kopf.timer(
+        group,
+        version,
+        plural,
+        registry=registry,
+        interval=options.tick_s,
+        initial_delay=min(1.0, options.tick_s),
+    )(chatcluster_tick)

@@ -1,0 +1,151 @@
+"""Reading the chat servers' membership records: who is up, and their connection counts.
+
+Every chat server publishes a JSON record ``{server_id, url, partitions, connections,
+draining, ts, partition_count}`` keyed by its server id (its pod name) to the compacted
+topic ``<prefix>.members`` every couple of seconds, and a tombstone when it exits
+cleanly. :class:`MembershipReader` reads the topic from the beginning (no consumer group,
+nothing committed) and keeps the newest record per server; records older than
+``ttl_s`` are stale (the server died without a tombstone). The record format is the
+workloads' (``tidings.cluster.membership.MemberRecord``), copied here on purpose and pinned
+equal by ``tests/unit/operator/test_wire_names.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+__all__ = ["MEMBER_TTL_S", "Member", "MembershipReader", "decode_member"]
+
+log = logging.getLogger(__name__)
+
+# The workloads' membership_ttl_s default: a record older than this is a dead server's.
+MEMBER_TTL_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    server_id: str
+    connections: int
+    draining: bool
+    ts_ms: int
+
+
+def decode_member(value: bytes) -> Member | None:
+    """A membership record, or None when it cannot be read."""
+    try:
+        data = json.loads(value)
+        return Member(
+            server_id=str(data["server_id"]),
+            connections=max(0, int(data.get("connections", 0))),
+            draining=bool(data.get("draining", False)),
+            ts_ms=int(data.get("ts", 0)),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class MembershipReader:
+    """The newest record per chat server, kept up to date by a background task."""
+
+    def __init__(
+        self,
+        options: dict[str, Any],
+        topic: str,
+        *,
+        ttl_s: float = MEMBER_TTL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._options = options
+        self.topic = topic
+        self._ttl_ms = int(ttl_s * 1000)
+        self._clock = clock
+        self._records: dict[str, Member] = {}
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
+
+    async def start(self, *, catch_up_timeout_s: float = 10.0) -> None:
+        consumer = AIOKafkaConsumer(
+            **self._options,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        if end == 0:
+            self._caught_up.set()
+        self._task = asyncio.create_task(self._run(tp, end), name=f"members:{self.topic}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), catch_up_timeout_s)
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up.is_set()
+
+    async def _run(self, tp: Any, end: int) -> None:
+        consumer = self._consumer
+        while True:
+            try:
+                batches = await consumer.getmany(tp, timeout_ms=500)
+            except KafkaError:
+                log.warning("reading %s failed; retrying", self.topic, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self.apply(record.key, record.value)
+            if not self._caught_up.is_set():
+                # By position, not by the last record's offset: compaction leaves gaps.
+                with contextlib.suppress(KafkaError):
+                    if await consumer.position(tp) >= end:
+                        self._caught_up.set()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        server_id = key.decode(errors="replace")
+        if value is None:
+            self._records.pop(server_id, None)
+            return
+        member = decode_member(value)
+        if member is None:
+            log.warning("ignoring an unreadable membership record for %s", server_id)
+            return
+        self._records[server_id] = member
+
+    def members(self) -> dict[str, Member]:
+        """The live servers (fresh, not tombstoned), by server id."""
+        now_ms = int(self._clock() * 1000)
+        return {
+            sid: m for sid, m in sorted(self._records.items()) if now_ms - m.ts_ms <= self._ttl_ms
+        }
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()

@@ -1,0 +1,111 @@
+"""Names and labels of everything the operator makes for a ChatCluster.
+
+Wire-level names shared with the workloads (the Kafka topic names, the membership record's
+fields) are copied here on purpose, not imported: the operator and the workloads never
+import each other. ``tests/unit/operator/test_wire_names.py`` pins the copies equal.
+"""
+
+from __future__ import annotations
+
+GROUP = "tidings.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ChatCluster"
+PLURAL = "chatclusters"
+
+FIELD_MANAGER = "tidings-operator"
+MANAGED_BY = "tidings-operator"
+
+# Standard labels (app.kubernetes.io/*) plus one of ours naming the owning ChatCluster.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_VERSION = "app.kubernetes.io/version"
+LABEL_CLUSTER = f"{GROUP}/chatcluster"
+# Set by the StatefulSet controller on every pod (Kubernetes 1.28+): the pod's ordinal.
+LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
+# Set by the StatefulSet controller: the revision a pod was made from.
+LABEL_REVISION = "controller-revision-hash"
+# On pod templates: a hash of the ConfigMap, so a config change rolls the pods.
+ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+
+CHAT = "chat"
+API = "api"
+PUSH = "push"
+
+# Snowflake worker ids are 10 bits (0..1023). Chat pods use their ordinal (0..895); api
+# pods are a StatefulSet whose ordinals start at 896, so their ordinal is their worker id
+# too (896..1023). The CRD bounds the replica counts to fit.
+MAX_CHAT_REPLICAS = 896
+API_ORDINAL_START = MAX_CHAT_REPLICAS
+MAX_API_REPLICAS = 1024 - API_ORDINAL_START
+
+# A ChatCluster's name becomes part of every child's name and of pod host names
+# (`<name>-chat-895.<name>-chat`): 40 characters leave room for the suffixes.
+MAX_NAME_LENGTH = 40
+
+
+def inbox_topic(prefix: str) -> str:
+    """Inbox events, keyed by the recipient's user id (same as tidings.kafka_config)."""
+    return f"{prefix}.inbox"
+
+
+def members_topic(prefix: str) -> str:
+    """Chat-server membership records, keyed by server id; compacted, one partition."""
+    return f"{prefix}.members"
+
+
+def push_topic(prefix: str) -> str:
+    """Push requests for offline devices, keyed by user id."""
+    return f"{prefix}.push"
+
+
+def chat_name(cluster: str) -> str:
+    """The chat StatefulSet, its headless Service and its PodDisruptionBudget."""
+    return f"{cluster}-{CHAT}"
+
+
+def api_name(cluster: str) -> str:
+    """The api StatefulSet, its Service and its PodDisruptionBudget."""
+    return f"{cluster}-{API}"
+
+
+def push_name(cluster: str) -> str:
+    return f"{cluster}-{PUSH}"
+
+
+def config_name(cluster: str) -> str:
+    return f"{cluster}-config"
+
+
+def chat_pod_name(cluster: str, ordinal: int) -> str:
+    return f"{chat_name(cluster)}-{ordinal}"
+
+
+def selector_labels(cluster: str, component: str) -> dict[str, str]:
+    """The labels a component's selector matches (never change: selectors are immutable)."""
+    return {
+        LABEL_NAME: "tidings",
+        LABEL_INSTANCE: cluster,
+        LABEL_COMPONENT: component,
+    }
+
+
+def labels(cluster: str, component: str) -> dict[str, str]:
+    return {
+        **selector_labels(cluster, component),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_CLUSTER: cluster,
+    }
+
+
+def selector_string(cluster: str, component: str) -> str:
+    """A label selector in the string form (``status.selector``, for ``/scale``)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(cluster, component).items()))
+
+
+def pod_ordinal(pod_name: str) -> int | None:
+    """The ordinal at the end of a StatefulSet pod's name, if it has one."""
+    _, _, tail = pod_name.rpartition("-")
+    return int(tail) if tail.isdigit() else None

@@ -1,0 +1,771 @@
+"""What the handlers do: compare, apply, report — the decisions are in the pure modules.
+
+Two entry points per ChatCluster:
+
+- :meth:`Reconciler.reconcile` on create, on spec change and when the operator starts:
+  check the spec, the Secrets it names, wire Kafka and Cassandra (only when their part of
+  the spec changed since the last success), then :meth:`sync`. It raises
+  ``kopf.TemporaryError`` (with backoff) while an engine or a Secret is missing and
+  ``kopf.PermanentError`` when the spec cannot work, after writing a condition that says
+  so.
+- :meth:`Reconciler.sync` every tick (a kopf timer) and after each reconcile: read the
+  ChatCluster, its children and the chat servers' membership records; decide the size
+  (:mod:`~tidings_operator.autoscale`), the next rollout step
+  (:mod:`~tidings_operator.rollout`) and what was lost (:mod:`~tidings_operator.disruption`);
+  apply the children with server-side apply; write the status.
+
+Everything a decision needs between two looks that must survive an operator restart is
+in the status (the replacement in flight, the last disruption); the rest (the scale
+history, the pods seen last time, the membership reader) lives in a :class:`ClusterState`
+per ChatCluster. One lock per ChatCluster orders the status writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from tidings_operator import names
+from tidings_operator.autoscale import Recommendation, ScaleDecision, decide, manual_replicas
+from tidings_operator.builders import Owner, build_all, termination_grace_seconds
+from tidings_operator.disruption import Disruption, PodSeen, lost_pods, progress, start
+from tidings_operator.kube import KINDS, Kube, KubeError
+from tidings_operator.members import Member, MembershipReader
+from tidings_operator.observe import PodView, failing_reason, pod_view, ready_count
+from tidings_operator.rollout import InFlight, RolloutStep, next_step
+from tidings_operator.spec import ClusterSpec, SpecError, check_name, parse_spec
+from tidings_operator.status import (
+    Verdict,
+    find,
+    format_time,
+    merge_conditions,
+    merge_patch,
+    parse_time,
+    ready_verdict,
+)
+from tidings_operator.wiring import (
+    EngineRejected,
+    EngineUnavailable,
+    ensure_cassandra,
+    ensure_kafka,
+    kafka_options,
+)
+
+__all__ = ["ClusterState", "Options", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    tick_s: float = 5.0  # how often each ChatCluster is looked at
+    resync_s: float = 60.0  # re-apply every child at least this often (drift repair)
+    retry_base_s: float = 5.0  # backoff while an engine or a Secret is missing
+    retry_max_s: float = 60.0
+    reader_retry_s: float = 10.0  # after the membership reader failed to start
+
+
+@dataclass
+class ClusterState:
+    """What the operator remembers about one ChatCluster between looks (in memory)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    spec_error: str | None = None
+    blocked: str | None = None  # a missing Secret, say
+    parts: list[Verdict] = field(default_factory=list)  # api and push, for the summary
+    wired_key: str | None = None
+    inbox_partitions: int | None = None
+    kafka_key: str | None = None
+    kafka_options: dict[str, Any] | None = None
+    reader: MembershipReader | None = None
+    reader_key: str | None = None
+    reader_retry_at: float = 0.0
+    history: tuple[Recommendation, ...] | None = None
+    pods_seen: dict[str, PodSeen] = field(default_factory=dict)
+    reported_uids: set[str] = field(default_factory=set)
+    last_connections: dict[str, int] = field(default_factory=dict)
+    last_total: int | None = None
+    applied_generation: int | None = None
+    last_apply: float = -math.inf
+
+    async def close(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            await reader.close()
+
+
+def wiring_key(spec: ClusterSpec) -> str:
+    """What wiring depends on: the kafka and cassandra parts of the spec."""
+    return json.dumps([asdict(spec.kafka), asdict(spec.cassandra)], sort_keys=True)
+
+
+def _iso(epoch: float) -> str:
+    return format_time(datetime.fromtimestamp(epoch, UTC))
+
+
+def _epoch(value: Any) -> float | None:
+    when = parse_time(value if isinstance(value, str) else None)
+    return when.timestamp() if when is not None else None
+
+
+def _in_flight(rollout: Mapping[str, Any]) -> InFlight | None:
+    pod, started = rollout.get("pod"), _epoch(rollout.get("startedAt"))
+    if not isinstance(pod, str) or not pod or started is None:
+        return None
+    before = rollout.get("connectionsBefore")
+    return InFlight(pod, started, int(before) if isinstance(before, int) else None)
+
+
+def _disruption(raw: Any) -> Disruption | None:
+    if not isinstance(raw, Mapping) or not raw.get("pod"):
+        return None
+    at = _epoch(raw.get("at"))
+    if at is None:
+        return None
+    return Disruption(
+        pod=str(raw["pod"]),
+        at=at,
+        clients=int(raw.get("clients") or 0),
+        connections_before=int(raw.get("connectionsBefore") or 0),
+        recovered_at=_epoch(raw.get("recoveredAt")),
+        message=str(raw.get("message") or ""),
+    )
+
+
+def _disruption_status(d: Disruption) -> dict[str, Any]:
+    return {
+        "pod": d.pod,
+        "at": _iso(d.at),
+        "clients": d.clients,
+        "connectionsBefore": d.connections_before,
+        "recoveredAt": _iso(d.recovered_at) if d.recovered_at is not None else None,
+        "recoverySeconds": d.recovery_seconds,
+        "message": d.message,
+    }
+
+
+def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            out[str(key)] = base64.b64decode(value).decode()
+    for key, value in (secret.get("stringData") or {}).items():
+        out[str(key)] = str(value)
+    return out
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, options: Options) -> None:
+        self.kube = kube
+        self.options = options
+        self._states: dict[str, ClusterState] = {}
+
+    def state(self, uid: str) -> ClusterState:
+        return self._states.setdefault(uid, ClusterState())
+
+    async def forget(self, uid: str) -> None:
+        state = self._states.pop(uid, None)
+        if state is not None:
+            await state.close()
+
+    async def close(self) -> None:
+        states, self._states = list(self._states.values()), {}
+        for state in states:
+            await state.close()
+
+    def _backoff(self, retry: int) -> float:
+        return float(
+            min(self.options.retry_max_s, self.options.retry_base_s * 2.0 ** min(retry, 16))
+        )
+
+    # --- reconcile: spec, Secrets, wiring -------------------------------------------------
+
+    async def reconcile(self, *, name: str, namespace: str, uid: str, retry: int) -> None:
+        state = self.state(uid)
+        obj = await self._get_cluster(namespace, name)
+        if obj is None:
+            return
+        try:
+            check_name(name)
+            spec = parse_spec(obj.get("spec") or {})
+        except SpecError as exc:
+            state.spec_error = str(exc)
+            await self._report(namespace, name, state, [])
+            raise kopf.PermanentError(str(exc)) from exc
+        state.spec_error = None
+
+        secrets = await self._read_secrets(namespace, spec)
+        if isinstance(secrets, str):
+            state.blocked = secrets
+            await self._report(namespace, name, state, [])
+            raise kopf.TemporaryError(secrets, delay=self._backoff(retry))
+        state.blocked = None
+
+        key = wiring_key(spec)
+        if state.wired_key != key:
+            kafka_auth = secrets.get(spec.kafka.auth_secret or "")
+            cassandra_auth = secrets.get(spec.cassandra.auth_secret or "")
+            try:
+                kafka = await ensure_kafka(spec.kafka, kafka_auth)
+            except (EngineUnavailable, EngineRejected) as exc:
+                raise await self._engine_failed(
+                    namespace, name, state, "KafkaReady", exc, retry
+                ) from exc
+            state.kafka_options = kafka_options(spec.kafka, kafka_auth)
+            state.kafka_key = json.dumps(
+                [spec.kafka.bootstrap_servers, spec.kafka.topic_prefix, kafka_auth], sort_keys=True
+            )
+            await self._report(
+                namespace,
+                name,
+                state,
+                [Verdict("KafkaReady", "True", "TopicsReady", kafka.message)],
+            )
+            try:
+                cassandra = await ensure_cassandra(spec.cassandra, cassandra_auth)
+            except (EngineUnavailable, EngineRejected) as exc:
+                raise await self._engine_failed(
+                    namespace, name, state, "CassandraReady", exc, retry
+                ) from exc
+            await self._report(
+                namespace,
+                name,
+                state,
+                [Verdict("CassandraReady", "True", "SchemaReady", cassandra.message)],
+            )
+            state.wired_key = key
+            state.inbox_partitions = kafka.inbox_partitions
+            log.info("%s/%s wired: %s; %s", namespace, name, kafka.message, cassandra.message)
+        try:
+            await self.sync(name=name, namespace=namespace, uid=uid, force_apply=True)
+        except KubeError as exc:
+            raise kopf.TemporaryError(str(exc), delay=self._backoff(retry)) from exc
+
+    async def _engine_failed(
+        self,
+        namespace: str,
+        name: str,
+        state: ClusterState,
+        condition: str,
+        exc: EngineUnavailable | EngineRejected,
+        retry: int,
+    ) -> kopf.PermanentError | kopf.TemporaryError:
+        """Report an engine's failure in its condition; the kopf error to raise."""
+        engine = "Kafka" if condition == "KafkaReady" else "Cassandra"
+        if isinstance(exc, EngineRejected):
+            state.spec_error = exc.message
+            await self._report(
+                namespace, name, state, [Verdict(condition, "False", "InvalidSpec", exc.message)]
+            )
+            return kopf.PermanentError(exc.message)
+        delay = self._backoff(retry)
+        message = f"{exc.message}; retrying in {delay:.0f}s"
+        await self._report(
+            namespace, name, state, [Verdict(condition, "False", f"{engine}Unavailable", message)]
+        )
+        return kopf.TemporaryError(message, delay=delay)
+
+    async def _read_secrets(
+        self, namespace: str, spec: ClusterSpec
+    ) -> dict[str, dict[str, str]] | str:
+        """The referenced Secrets, decoded; or a message naming what is missing."""
+        found: dict[str, dict[str, str]] = {}
+        missing: list[str] = []
+        for secret_name in spec.secret_names():
+            raw = await self.kube.get("Secret", namespace, secret_name)
+            if raw is None:
+                missing.append(f"Secret {secret_name}")
+            else:
+                found[secret_name] = _decode(raw)
+        for ref, what in (
+            (spec.postgres_url, "postgres.urlSecretRef"),
+            (spec.jwt_secret, "jwtSecretRef"),
+        ):
+            if ref.name in found and ref.key not in found[ref.name]:
+                missing.append(f"key {ref.key} in Secret {ref.name} ({what})")
+        if missing:
+            return f"waiting for {', '.join(missing)} in namespace {namespace}"
+        return found
+
+    # --- sync: observe, decide, apply, report ---------------------------------------------
+
+    async def _get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = await self.kube.get(names.KIND, namespace, name)
+        if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return obj
+
+    async def _report(
+        self, namespace: str, name: str, state: ClusterState, verdicts: list[Verdict]
+    ) -> None:
+        """Write conditions (and the Ready summary) now, without a full sync."""
+        async with state.lock:
+            obj = await self._get_cluster(namespace, name)
+            if obj is None:
+                return
+            status = obj.get("status") or {}
+            generation = int(obj["metadata"].get("generation") or 0)
+            now = datetime.now(UTC)
+            conditions = merge_conditions(
+                status.get("conditions") or [], verdicts, generation=generation, now=now
+            )
+            conditions = merge_conditions(
+                conditions,
+                self._summary(conditions, self._state_verdicts(state), state),
+                generation=generation,
+                now=now,
+            )
+            patch = merge_patch(status, {"conditions": conditions})
+            if patch:
+                await self.kube.patch_status(namespace, name, patch)
+
+    @staticmethod
+    def _state_verdicts(state: ClusterState) -> list[Verdict]:
+        out = []
+        if state.blocked:
+            out.append(Verdict("Secrets", "False", "SecretNotFound", state.blocked))
+        return out + state.parts
+
+    @staticmethod
+    def _summary(
+        conditions: list[Any], extra: list[Verdict], state: ClusterState | None
+    ) -> list[Verdict]:
+        """Degraded (from a spec error) and Ready, from the conditions as they stand."""
+
+        def part(type_: str) -> Verdict:
+            c = find(conditions, type_)
+            if c is None:
+                return Verdict(type_, "Unknown", "Pending", "not checked yet")
+            return Verdict(type_, c["status"], c["reason"], c["message"])
+
+        degraded = part("Degraded")
+        if state is not None and state.spec_error:
+            degraded = Verdict("Degraded", "True", "InvalidSpec", state.spec_error)
+        elif degraded.status == "Unknown":
+            degraded = Verdict("Degraded", "False", "AsExpected", "")
+        parts = [*extra, part("KafkaReady"), part("CassandraReady"), part("ChatServersReady")]
+        return [degraded, ready_verdict(parts, degraded)]
+
+    async def _connections(
+        self, state: ClusterState, spec: ClusterSpec, pods: list[PodView]
+    ) -> tuple[dict[str, Member] | None, int | None]:
+        """The fresh membership records and their total; None when they cannot be read."""
+        if state.kafka_options is None or state.kafka_key is None:
+            return None, None
+        if state.reader is None or state.reader_key != state.kafka_key:
+            await state.close()
+            if time.monotonic() < state.reader_retry_at:
+                return None, None
+            reader = MembershipReader(
+                state.kafka_options, names.members_topic(spec.kafka.topic_prefix)
+            )
+            try:
+                await reader.start(catch_up_timeout_s=5.0)
+            except Exception as exc:
+                log.warning("cannot read the membership records: %s", exc)
+                state.reader_retry_at = time.monotonic() + self.options.reader_retry_s
+                await reader.close()
+                return None, None
+            state.reader, state.reader_key = reader, state.kafka_key
+        if not state.reader.caught_up:
+            return None, None
+        members = state.reader.members()
+        if not members and any(p.ready for p in pods):
+            # Ready chat servers always publish: no record means we cannot see them
+            # (Kafka down, say), not that nobody is connected.
+            return members, None
+        return members, sum(m.connections for m in members.values())
+
+    async def sync(self, *, name: str, namespace: str, uid: str, force_apply: bool = False) -> None:
+        state = self.state(uid)
+        async with state.lock:
+            obj = await self._get_cluster(namespace, name)
+            if obj is None:
+                return
+            await self._sync(obj, state, force_apply=force_apply)
+
+    async def _sync(self, obj: dict[str, Any], state: ClusterState, *, force_apply: bool) -> None:
+        meta = obj["metadata"]
+        name, namespace, uid = str(meta["name"]), str(meta["namespace"]), str(meta["uid"])
+        generation = int(meta.get("generation") or 0)
+        status: dict[str, Any] = obj.get("status") or {}
+        now, mono, stamp = time.time(), time.monotonic(), datetime.now(UTC)
+        try:
+            check_name(name)
+            spec = parse_spec(obj.get("spec") or {})
+        except SpecError as exc:
+            state.spec_error = str(exc)
+            conditions = merge_conditions(
+                status.get("conditions") or [],
+                self._summary(status.get("conditions") or [], [], state),
+                generation=generation,
+                now=stamp,
+            )
+            patch = merge_patch(status, {"conditions": conditions})
+            if patch:
+                await self.kube.patch_status(namespace, name, patch)
+            return
+
+        owner: Owner = {"name": name, "namespace": namespace, "uid": uid}
+        chat_name = names.chat_name(name)
+        sts = await self.kube.get("StatefulSet", namespace, chat_name)
+        raw_pods = await self.kube.list("Pod", namespace, names.selector_string(name, names.CHAT))
+        pods = sorted((pod_view(p) for p in raw_pods), key=lambda p: p.ordinal)
+        by_name = {p.name: p for p in pods}
+        api = await self.kube.get("StatefulSet", namespace, names.api_name(name))
+        push = await self.kube.get("Deployment", namespace, names.push_name(name))
+        wired = state.wired_key == wiring_key(spec)
+        events: list[tuple[str, str, str]] = []
+
+        members, total = await self._connections(state, spec, pods)
+        for sid, member in (members or {}).items():
+            if not member.draining:
+                state.last_connections[sid] = member.connections
+
+        rollout_status: dict[str, Any] = status.get("rollout") or {}
+        in_flight = _in_flight(rollout_status)
+        current = int(sts["spec"].get("replicas", 1)) if sts else None
+
+        # --- disruptions: ready pods lost without the operator asking for it ---------------
+        planned: set[str] = set()
+        if in_flight is not None:
+            planned.add(in_flight.pod)
+        if current is not None:
+            planned |= {
+                pod_name
+                for pod_name in [*state.pods_seen, *by_name]
+                if (names.pod_ordinal(pod_name) or 0) >= current
+            }
+        seen_now = {p.name: PodSeen(p.uid, p.ready, p.terminating) for p in pods}
+        disruption = _disruption(status.get("lastDisruption"))
+        lost = lost_pods(state.pods_seen, seen_now, planned=planned, reported=state.reported_uids)
+        for pod_name, pod_uid in lost:
+            state.reported_uids.add(pod_uid)
+            clients = state.last_connections.get(pod_name, 0)
+            before = state.last_total if state.last_total is not None else (total or 0) + clients
+            disruption = start(
+                pod_name,
+                at=self._lost_at(by_name.get(pod_name), pod_uid, now),
+                clients=clients,
+                connections_before=before,
+                ongoing=disruption,
+                now=now,
+                drain_budget_s=spec.chat.drain_budget_s,
+            )
+            events.append(("Warning", "ChatServerLost", disruption.message))
+        for pod_name in planned:
+            seen = state.pods_seen.get(pod_name)
+            if seen is not None:
+                state.reported_uids.add(seen.uid)
+        if disruption is not None:
+            advanced = progress(
+                disruption, total=total, now=now, drain_budget_s=spec.chat.drain_budget_s
+            )
+            if advanced.recovered_at is not None and disruption.recovered_at is None:
+                events.append(("Normal", "ClientsRecovered", advanced.message))
+            disruption = advanced
+        state.pods_seen = seen_now
+
+        # --- size -------------------------------------------------------------------------
+        terminating = any(p.terminating for p in pods)
+        decision: ScaleDecision | None = None
+        if spec.chat.autoscaling:
+            base = current if current is not None else spec.chat.min_replicas
+            if state.history is None:
+                state.history = (Recommendation(mono, base),)
+            decision = decide(
+                current=base,
+                total=total,
+                target=spec.chat.target_connections_per_pod,
+                min_replicas=spec.chat.min_replicas,
+                max_replicas=spec.chat.max_replicas,
+                window_s=spec.chat.scale_down_stabilization_s,
+                history=state.history,
+                now=mono,
+                can_scale_down=not terminating and in_flight is None,
+            )
+            state.history = decision.history
+            desired = decision.replicas
+        else:
+            state.history = None
+            desired = manual_replicas(spec.chat.replicas, spec.chat.min_replicas)
+
+        # --- rollout ----------------------------------------------------------------------
+        step: RolloutStep | None = None
+        sts_status = (sts or {}).get("status") or {}
+        update_revision = str(sts_status.get("updateRevision") or "")
+        fresh = sts is not None and int(sts_status.get("observedGeneration") or 0) >= int(
+            sts["metadata"].get("generation") or 0
+        )
+        if sts is not None and fresh and update_revision and current is not None:
+            step = next_step(
+                pods=[p.state() for p in pods],
+                replicas=current,
+                update_revision=update_revision,
+                in_flight=in_flight,
+                members=(
+                    {sid: m.connections for sid, m in members.items() if not m.draining}
+                    if members is not None
+                    else None
+                ),
+                total=total,
+                now=now,
+                drain_budget_s=spec.chat.drain_budget_s,
+                grace_s=termination_grace_seconds(spec),
+                progress_deadline_s=spec.chat.progress_deadline_s,
+            )
+            in_flight = step.in_flight
+            if step.action == "replace" and step.pod:
+                target = by_name[step.pod]
+                if await self.kube.evict(namespace, target.name, target.uid):
+                    in_flight = InFlight(target.name, now, total)
+                    state.reported_uids.add(target.uid)
+                    events.append(("Normal", "ReplacingChatServer", step.message))
+                    step = RolloutStep(
+                        "wait",
+                        "Draining",
+                        f"{step.message}: draining",
+                        step.pod,
+                        in_flight,
+                        step.updated,
+                    )
+                else:
+                    step = RolloutStep(
+                        "wait",
+                        "EvictionRefused",
+                        f"the disruption budget does not allow evicting {step.pod} yet",
+                        step.pod,
+                        None,
+                        step.updated,
+                    )
+            elif step.action == "halt" and rollout_status.get("reason") != step.reason:
+                events.append(("Warning", "RolloutHalted", step.message))
+
+        # --- apply ------------------------------------------------------------------------
+        last_scale = status.get("lastScale")
+        due = mono - state.last_apply > self.options.resync_s
+        missing = sts is None or api is None or push is None
+        if (
+            wired
+            and state.inbox_partitions is not None
+            and (
+                force_apply
+                or due
+                or missing
+                or state.applied_generation != generation
+                or current != desired
+            )
+        ):
+            for manifest in build_all(
+                owner, spec, chat_replicas=desired, inbox_partitions=state.inbox_partitions
+            ):
+                await self.kube.apply(manifest)
+            state.applied_generation, state.last_apply = generation, mono
+        elif sts is not None and current != desired:
+            await self.kube.request(
+                "PATCH",
+                KINDS["StatefulSet"].path(namespace, chat_name, "scale"),
+                {"spec": {"replicas": desired}},
+                content_type="application/merge-patch+json",
+            )
+        if current is not None and current != desired:
+            reason = decision.reason if decision is not None else "ScaleSubresource"
+            last_scale = {"from": current, "to": desired, "at": _iso(now), "reason": reason}
+            message = decision.message if decision is not None else "spec.chat.replicas changed"
+            events.append(("Normal", "Scaled", f"chat servers {current} -> {desired}: {message}"))
+
+        # --- status -----------------------------------------------------------------------
+        alive = [p for p in pods if not p.terminating]
+        ready = sum(1 for p in pods if p.ready and p.ordinal < desired)
+        verdicts = self._verdicts(
+            spec,
+            state,
+            wired,
+            sts,
+            pods,
+            ready,
+            desired,
+            current,
+            step,
+            decision,
+            api,
+            push,
+            raw_pods,
+        )
+        conditions = merge_conditions(
+            status.get("conditions") or [], verdicts, generation=generation, now=stamp
+        )
+        state.parts = [
+            self._workload_part("api", api, wired),
+            self._workload_part("push", push, wired),
+        ]
+        conditions = merge_conditions(
+            conditions,
+            self._summary(conditions, self._state_verdicts(state), state),
+            generation=generation,
+            now=stamp,
+        )
+        new_status: dict[str, Any] = {
+            "observedGeneration": (
+                generation if wired and state.applied_generation == generation else None
+            )
+            or status.get("observedGeneration"),
+            "replicas": len(alive),
+            "readyReplicas": ready,
+            "desiredReplicas": desired,
+            "connections": total,
+            "selector": names.selector_string(name, names.CHAT),
+            "inboxPartitions": state.inbox_partitions or status.get("inboxPartitions"),
+            "conditions": conditions,
+            "rollout": self._rollout_status(step, in_flight, pods, update_revision, rollout_status),
+            "lastScale": last_scale,
+            "lastDisruption": _disruption_status(disruption) if disruption else None,
+        }
+        patch = merge_patch(status, new_status)
+        if patch:
+            await self.kube.patch_status(namespace, name, patch)
+        if total is not None:
+            state.last_total = total
+        for kind, reason, message in events:
+            log.info("%s/%s %s: %s", namespace, name, reason, message)
+            with contextlib.suppress(Exception):
+                kopf.event(
+                    kopf.Body(cast(kopf.RawBody, obj)), type=kind, reason=reason, message=message
+                )
+
+    @staticmethod
+    def _workload_part(what: str, workload: Mapping[str, Any] | None, wired: bool) -> Verdict:
+        """The api or push servers' part of the Ready summary (not a condition of its own)."""
+        type_ = f"{what.capitalize()}Ready"
+        if workload is None:
+            return Verdict(
+                type_,
+                "False" if wired else "Unknown",
+                "NotCreated",
+                f"the {what} servers are not created yet",
+            )
+        ready, wanted = ready_count(workload)
+        if ready >= wanted:
+            return Verdict(type_, "True", "AllReady", f"{ready}/{wanted} {what} servers ready")
+        return Verdict(type_, "False", "PodsNotReady", f"{ready}/{wanted} {what} servers ready")
+
+    @staticmethod
+    def _lost_at(pod: PodView | None, lost_uid: str, now: float) -> float:
+        """When a pod was lost, as precisely as the pod says."""
+        if pod is None:
+            return now
+        if pod.uid != lost_uid:  # replaced: the new pod was made once the old one was gone
+            return min(now, pod.created or now)
+        if pod.terminating and pod.terminating_since is not None:
+            return min(now, pod.terminating_since)
+        if pod.not_ready_since is not None:
+            return min(now, pod.not_ready_since)
+        return now
+
+    @staticmethod
+    def _rollout_status(
+        step: RolloutStep | None,
+        in_flight: InFlight | None,
+        pods: list[PodView],
+        update_revision: str,
+        previous: Mapping[str, Any],
+    ) -> dict[str, Any] | None:
+        if step is None:
+            return None if not previous else dict(previous)
+        outdated = [p.revision for p in pods if p.revision and p.revision != update_revision]
+        current_revision = max(set(outdated), key=outdated.count) if outdated else update_revision
+        return {
+            "inProgress": step.in_progress,
+            "currentRevision": current_revision,
+            "updateRevision": update_revision,
+            "updatedReplicas": step.updated,
+            "pod": in_flight.pod if in_flight else None,
+            "startedAt": _iso(in_flight.started) if in_flight else None,
+            "connectionsBefore": in_flight.connections_before if in_flight else None,
+            "reason": step.reason,
+            "message": step.message,
+        }
+
+    def _verdicts(
+        self,
+        spec: ClusterSpec,
+        state: ClusterState,
+        wired: bool,
+        sts: Mapping[str, Any] | None,
+        pods: list[PodView],
+        ready: int,
+        desired: int,
+        current: int | None,
+        step: RolloutStep | None,
+        decision: ScaleDecision | None,
+        api: Mapping[str, Any] | None,
+        push: Mapping[str, Any] | None,
+        raw_pods: list[dict[str, Any]],
+    ) -> list[Verdict]:
+        # ChatServersReady
+        if sts is None:
+            why = (
+                "the chat servers are created once Kafka and Cassandra are wired"
+                if not wired
+                else "the chat StatefulSet is being created"
+            )
+            chat = Verdict("ChatServersReady", "False", "NotCreated", why)
+        elif desired == 0:
+            chat = Verdict("ChatServersReady", "True", "ScaledToZero", "no chat servers wanted")
+        elif ready >= desired:
+            chat = Verdict(
+                "ChatServersReady", "True", "AllReady", f"{ready}/{desired} chat servers ready"
+            )
+        else:
+            chat = Verdict(
+                "ChatServersReady",
+                "False",
+                "PodsNotReady",
+                f"{ready}/{desired} chat servers ready",
+            )
+        # Progressing
+        scaling = current is not None and (
+            current != desired or len([p for p in pods if not p.terminating]) != desired
+        )
+        if step is not None and step.action in ("replace", "wait"):
+            progressing = Verdict("Progressing", "True", "RollingOut", step.message)
+        elif step is not None and step.action == "halt":
+            progressing = Verdict("Progressing", "False", "RolloutHalted", step.message)
+        elif scaling:
+            message = decision.message if decision is not None else f"scaling to {desired}"
+            progressing = Verdict("Progressing", "True", "Scaling", message)
+        elif not wired and not state.spec_error:
+            progressing = Verdict(
+                "Progressing", "True", "Reconciling", "wiring Kafka and Cassandra"
+            )
+        else:
+            message = decision.message if decision is not None else f"{desired} chat servers"
+            progressing = Verdict("Progressing", "False", "Stable", message)
+        # Degraded
+        failing = sorted(
+            f"{p['metadata']['name']} ({reason})"
+            for p in raw_pods
+            if (reason := failing_reason(p)) is not None
+        )
+        if state.spec_error:
+            degraded = Verdict("Degraded", "True", "InvalidSpec", state.spec_error)
+        elif step is not None and step.action == "halt":
+            degraded = Verdict("Degraded", "True", step.reason, step.message)
+        elif failing:
+            degraded = Verdict(
+                "Degraded", "True", "PodsFailing", f"chat servers failing: {', '.join(failing)}"
+            )
+        else:
+            degraded = Verdict("Degraded", "False", "AsExpected", "")
+        return [chat, progressing, degraded]

@@ -1,0 +1,327 @@
+"""A ChatCluster's spec as typed values, with the CRD's defaults, checked.
+
+The API server applies the CRD's defaults and bounds before the operator sees an object;
+:func:`parse_spec` applies the same defaults again (an object stored under an older CRD
+may lack a field) and checks what a schema cannot say. A spec that cannot work raises
+:class:`SpecError` (the handlers turn it into ``kopf.PermanentError``). The defaults here
+are pinned to the CRD's by ``tests/unit/operator/test_spec.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidings_operator import names
+
+__all__ = [
+    "ApiSpec",
+    "CassandraSpec",
+    "ChatSpec",
+    "ClusterSpec",
+    "KafkaSpec",
+    "PushSpec",
+    "SecretKeyRef",
+    "SpecError",
+    "check_name",
+    "parse_spec",
+]
+
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_TOPIC_PREFIX = re.compile(r"^[a-zA-Z0-9._-]{1,100}$")
+_KEYSPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,47}$")
+
+
+class SpecError(ValueError):
+    """The spec cannot work as written; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    requests: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        if self.requests:
+            out["requests"] = dict(self.requests)
+        if self.limits:
+            out["limits"] = dict(self.limits)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSpec:
+    replicas: int | None = None
+    min_replicas: int = 1
+    max_replicas: int = 10
+    autoscaling: bool = True
+    target_connections_per_pod: int = 50_000
+    scale_down_stabilization_s: int = 300
+    drain_budget_s: int = 30
+    progress_deadline_s: int = 600
+    port: int = 8080
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSpec:
+    replicas: int = 2
+    port: int = 8080
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True, slots=True)
+class PushSpec:
+    replicas: int = 1
+    credentials_secret: str | None = None
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSpec:
+    bootstrap_servers: str
+    topic_prefix: str = "tidings"
+    inbox_partitions: int = 64
+    replication_factor: int = 3
+    retention_hours: int = 168
+    auth_secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CassandraSpec:
+    contact_points: tuple[str, ...]
+    port: int = 9042
+    keyspace: str = "tidings"
+    replication_factor: int = 3
+    local_datacenter: str | None = None
+    consistency: str = "LOCAL_QUORUM"
+    auth_secret: str | None = None
+
+    def replication(self) -> str:
+        """The CQL replication map for a new keyspace."""
+        if self.local_datacenter:
+            return (
+                "{'class': 'NetworkTopologyStrategy', "
+                f"'{self.local_datacenter}': {self.replication_factor}}}"
+            )
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    image: str
+    kafka: KafkaSpec
+    cassandra: CassandraSpec
+    postgres_url: SecretKeyRef
+    jwt_secret: SecretKeyRef
+    image_pull_policy: str = "IfNotPresent"
+    chat: ChatSpec = field(default_factory=ChatSpec)
+    api: ApiSpec = field(default_factory=ApiSpec)
+    push: PushSpec = field(default_factory=PushSpec)
+    heartbeat_s: int = 5
+    offline_after_s: int = 30
+
+    def secret_names(self) -> list[str]:
+        """Every Secret the spec refers to, sorted."""
+        found = {self.postgres_url.name, self.jwt_secret.name}
+        for optional in (self.kafka.auth_secret, self.cassandra.auth_secret):
+            if optional:
+                found.add(optional)
+        if self.push.credentials_secret:
+            found.add(self.push.credentials_secret)
+        return sorted(found)
+
+
+def check_name(name: str) -> None:
+    """A ChatCluster's name must make valid child names (Services want DNS-1035 labels)."""
+    if len(name) > names.MAX_NAME_LENGTH or not _DNS_1035.match(name):
+        raise SpecError(
+            f"metadata.name {name!r} must be a DNS-1035 label of at most "
+            f"{names.MAX_NAME_LENGTH} characters (lower-case letters, digits and '-', starting "
+            "with a letter): it names the Services and the chat pods' host names"
+        )
+
+
+def _obj(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{key} must be an object")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, path: str, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{path}.{key} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise SpecError(f"{path}.{key} must be within {lo}..{hi}, got {value}")
+    return value
+
+
+def _str(raw: Mapping[str, Any], key: str, default: str | None, path: str) -> str | None:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SpecError(f"{path}.{key} must be a string, got {value!r}")
+    return value
+
+
+def _required_str(raw: Mapping[str, Any], key: str, path: str) -> str:
+    value = _str(raw, key, None, path)
+    if not value:
+        raise SpecError(f"{path}.{key} is required")
+    return value
+
+
+def _secret_name(raw: Mapping[str, Any], key: str, path: str) -> str | None:
+    ref = _obj(raw, key)
+    return _required_str(ref, "name", f"{path}.{key}") if ref else None
+
+
+def _key_ref(raw: Mapping[str, Any], key: str, path: str) -> SecretKeyRef:
+    ref = _obj(raw, key)
+    if not ref:
+        raise SpecError(f"{path}.{key} is required (a Secret name and key)")
+    return SecretKeyRef(
+        _required_str(ref, "name", f"{path}.{key}"), _required_str(ref, "key", f"{path}.{key}")
+    )
+
+
+def _resources(raw: Mapping[str, Any]) -> Resources:
+    res = _obj(raw, "resources")
+    return Resources(
+        requests={str(k): str(v) for k, v in _obj(res, "requests").items()},
+        limits={str(k): str(v) for k, v in _obj(res, "limits").items()},
+    )
+
+
+def _chat(raw: Mapping[str, Any]) -> ChatSpec:
+    p = "spec.chat"
+    d = ChatSpec()
+    top = names.MAX_CHAT_REPLICAS
+    replicas = raw.get("replicas")
+    if replicas is not None:
+        replicas = _int(raw, "replicas", 0, p, 0, top)
+    autoscaling = raw.get("autoscaling", d.autoscaling)
+    if not isinstance(autoscaling, bool):
+        raise SpecError(f"{p}.autoscaling must be true or false")
+    chat = ChatSpec(
+        replicas=replicas,
+        min_replicas=_int(raw, "minReplicas", d.min_replicas, p, 1, top),
+        max_replicas=_int(raw, "maxReplicas", d.max_replicas, p, 1, top),
+        autoscaling=autoscaling,
+        target_connections_per_pod=_int(
+            raw, "targetConnectionsPerPod", d.target_connections_per_pod, p, 1, 1_000_000
+        ),
+        scale_down_stabilization_s=_int(
+            raw, "scaleDownStabilizationSeconds", d.scale_down_stabilization_s, p, 0, 86_400
+        ),
+        drain_budget_s=_int(raw, "drainBudgetSeconds", d.drain_budget_s, p, 1, 3600),
+        progress_deadline_s=_int(
+            raw, "progressDeadlineSeconds", d.progress_deadline_s, p, 10, 86_400
+        ),
+        port=_int(raw, "port", d.port, p, 1, 65535),
+        resources=_resources(raw),
+    )
+    if chat.min_replicas > chat.max_replicas:
+        raise SpecError(
+            f"{p}.minReplicas ({chat.min_replicas}) is more than "
+            f"{p}.maxReplicas ({chat.max_replicas})"
+        )
+    return chat
+
+
+def _kafka(raw: Mapping[str, Any]) -> KafkaSpec:
+    p = "spec.kafka"
+    d = KafkaSpec(bootstrap_servers="")
+    prefix = _str(raw, "topicPrefix", d.topic_prefix, p) or d.topic_prefix
+    if not _TOPIC_PREFIX.match(prefix):
+        raise SpecError(f"{p}.topicPrefix {prefix!r} is not a valid Kafka topic name prefix")
+    return KafkaSpec(
+        bootstrap_servers=_required_str(raw, "bootstrapServers", p),
+        topic_prefix=prefix,
+        inbox_partitions=_int(raw, "inboxPartitions", d.inbox_partitions, p, 1, 10_000),
+        replication_factor=_int(raw, "replicationFactor", d.replication_factor, p, 1, 10),
+        retention_hours=_int(raw, "retentionHours", d.retention_hours, p, 1, 87_600),
+        auth_secret=_secret_name(raw, "authSecretRef", p),
+    )
+
+
+def _cassandra(raw: Mapping[str, Any]) -> CassandraSpec:
+    p = "spec.cassandra"
+    d = CassandraSpec(contact_points=())
+    points = raw.get("contactPoints")
+    if (
+        not isinstance(points, list)
+        or not points
+        or not all(isinstance(x, str) and x for x in points)
+    ):
+        raise SpecError(f"{p}.contactPoints must be a non-empty list of host names")
+    keyspace = _str(raw, "keyspace", d.keyspace, p) or d.keyspace
+    if not _KEYSPACE.match(keyspace):
+        raise SpecError(f"{p}.keyspace {keyspace!r} is not a valid Cassandra keyspace name")
+    consistency = _str(raw, "consistency", d.consistency, p) or d.consistency
+    if consistency not in ("ONE", "LOCAL_ONE", "LOCAL_QUORUM", "QUORUM", "EACH_QUORUM", "ALL"):
+        raise SpecError(f"{p}.consistency {consistency!r} is not a consistency level")
+    return CassandraSpec(
+        contact_points=tuple(points),
+        port=_int(raw, "port", d.port, p, 1, 65535),
+        keyspace=keyspace,
+        replication_factor=_int(raw, "replicationFactor", d.replication_factor, p, 1, 10),
+        local_datacenter=_str(raw, "localDatacenter", None, p) or None,
+        consistency=consistency,
+        auth_secret=_secret_name(raw, "authSecretRef", p),
+    )
+
+
+def parse_spec(raw: Mapping[str, Any]) -> ClusterSpec:
+    """The typed spec; :class:`SpecError` when it cannot work."""
+    image = _required_str(raw, "image", "spec")
+    pull = _str(raw, "imagePullPolicy", "IfNotPresent", "spec") or "IfNotPresent"
+    if pull not in ("Always", "IfNotPresent", "Never"):
+        raise SpecError(f"spec.imagePullPolicy {pull!r} is not Always, IfNotPresent or Never")
+    api_raw, push_raw, presence = _obj(raw, "api"), _obj(raw, "push"), _obj(raw, "presence")
+    d_api, d_push = ApiSpec(), PushSpec()
+    api = ApiSpec(
+        replicas=_int(api_raw, "replicas", d_api.replicas, "spec.api", 0, names.MAX_API_REPLICAS),
+        port=_int(api_raw, "port", d_api.port, "spec.api", 1, 65535),
+        resources=_resources(api_raw),
+    )
+    push = PushSpec(
+        replicas=_int(push_raw, "replicas", d_push.replicas, "spec.push", 0, 100),
+        credentials_secret=_secret_name(push_raw, "credentialsSecretRef", "spec.push"),
+        resources=_resources(push_raw),
+    )
+    heartbeat = _int(presence, "heartbeatSeconds", 5, "spec.presence", 1, 60)
+    offline = _int(presence, "offlineAfterSeconds", 30, "spec.presence", 5, 600)
+    if offline <= heartbeat:
+        raise SpecError(
+            f"spec.presence.offlineAfterSeconds ({offline}) must be more than "
+            f"heartbeatSeconds ({heartbeat}), or every device would flap offline"
+        )
+    postgres = _obj(raw, "postgres")
+    return ClusterSpec(
+        image=image,
+        image_pull_policy=pull,
+        chat=_chat(_obj(raw, "chat")),
+        api=api,
+        push=push,
+        heartbeat_s=heartbeat,
+        offline_after_s=offline,
+        kafka=_kafka(_obj(raw, "kafka")),
+        cassandra=_cassandra(_obj(raw, "cassandra")),
+        postgres_url=_key_ref(postgres, "urlSecretRef", "spec.postgres"),
+        jwt_secret=_key_ref(raw, "jwtSecretRef", "spec"),
+    )

@@ -1,0 +1,367 @@
+"""Wiring a ChatCluster to its engines: the Kafka topics and the Cassandra keyspace.
+
+Kafka (aiokafka's admin client, the operator's own code):
+
+- ``<prefix>.inbox`` and ``<prefix>.push`` with ``inboxPartitions`` partitions and
+  ``retentionHours`` of retention; ``<prefix>.members`` compacted, one partition; all with
+  ``replicationFactor`` replicas;
+- existing topics are brought up to date: partitions grow but never shrink (a topic with
+  more partitions keeps them, and the cluster is configured with the real count), config
+  overrides are merged (other overrides an operator set by hand stay), a replication
+  factor is never changed (that needs a partition reassignment: reported, not done).
+
+Cassandra: the workloads' own migrations (``tidings.storage.cassandra_schema``, the one
+source of truth for the schema; the operator runs in the same image), which create the
+keyspace if it is missing and apply every schema version not yet applied.
+
+Errors come in two kinds, which the handlers turn into kopf's:
+
+- :class:`EngineUnavailable`: the engine cannot be reached or answered "not now"
+  (connection refused, timeouts, not enough replicas, not authorized yet): retry later;
+- :class:`EngineRejected`: the engine says the spec cannot work (more replicas than
+  brokers, an invalid config or keyspace option): nothing will change until the spec does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    InvalidConfigurationError,
+    InvalidPartitionsError,
+    InvalidReplicationAssignmentError,
+    InvalidReplicationFactorError,
+    InvalidTopicError,
+    KafkaError,
+    PolicyViolationError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+from aiokafka.helpers import create_ssl_context
+
+from tidings_operator import names
+from tidings_operator.spec import CassandraSpec, KafkaSpec
+
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "MEMBERS_CONFIG",
+    "CassandraOutcome",
+    "EngineRejected",
+    "EngineUnavailable",
+    "KafkaOutcome",
+    "TopicPlan",
+    "ensure_cassandra",
+    "ensure_kafka",
+    "kafka_options",
+    "topic_plan",
+]
+
+log = logging.getLogger(__name__)
+
+# The workloads' settings for their topics (tidings.bus.kafka, tidings.cluster.topics),
+# copied: pinned equal by tests/unit/operator/test_wire_names.py.
+MAX_RECORD_BYTES = 8 << 20
+MEMBERS_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(10 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(60 * 60 * 1000),
+}
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source for an override on the topic
+
+KAFKA_REQUEST_TIMEOUT_S = 15.0
+KAFKA_TIMEOUT_S = 90.0
+CASSANDRA_TIMEOUT_S = 360.0
+
+_REJECTED = (
+    InvalidReplicationFactorError,
+    InvalidPartitionsError,
+    InvalidReplicationAssignmentError,
+    InvalidConfigurationError,
+    InvalidTopicError,
+    PolicyViolationError,
+)
+
+
+class EngineUnavailable(Exception):
+    """Kafka or Cassandra cannot do it now; trying again later may work."""
+
+    def __init__(self, engine: str, message: str) -> None:
+        super().__init__(message)
+        self.engine = engine
+        self.message = message
+
+
+class EngineRejected(Exception):
+    """Kafka or Cassandra says the spec cannot work; the message says what to change."""
+
+    def __init__(self, engine: str, message: str) -> None:
+        super().__init__(message)
+        self.engine = engine
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPlan:
+    name: str
+    partitions: int
+    replication: int
+    configs: dict[str, str]
+
+
+@dataclass(slots=True)
+class KafkaOutcome:
+    inbox_partitions: int
+    created: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        parts = [f"topics ready; the inbox has {self.inbox_partitions} partitions"]
+        if self.created:
+            parts.append(f"created {', '.join(self.created)}")
+        return "; ".join(parts + self.notes)
+
+
+@dataclass(frozen=True, slots=True)
+class CassandraOutcome:
+    keyspace: str
+    versions: tuple[int, ...]
+
+    @property
+    def message(self) -> str:
+        latest = max(self.versions) if self.versions else 0
+        return f"keyspace {self.keyspace} at schema version {latest}"
+
+
+def topic_plan(spec: KafkaSpec) -> list[TopicPlan]:
+    """The topics a cluster needs, with their partitions, replication and config overrides."""
+    retained = {
+        "max.message.bytes": str(MAX_RECORD_BYTES),
+        "retention.ms": str(spec.retention_hours * 3600 * 1000),
+    }
+    rf, p = spec.replication_factor, spec.inbox_partitions
+    return [
+        TopicPlan(names.inbox_topic(spec.topic_prefix), p, rf, dict(retained)),
+        TopicPlan(names.members_topic(spec.topic_prefix), 1, rf, dict(MEMBERS_CONFIG)),
+        TopicPlan(names.push_topic(spec.topic_prefix), p, rf, dict(retained)),
+    ]
+
+
+def kafka_options(spec: KafkaSpec, auth: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """aiokafka client options: the bootstrap servers, and security from the auth Secret.
+
+    The Secret's keys are the workloads' environment variables
+    (``TIDINGS_KAFKA_SECURITY_PROTOCOL``, ``TIDINGS_KAFKA_SASL_MECHANISM``,
+    ``TIDINGS_KAFKA_SASL_USERNAME``, ``TIDINGS_KAFKA_SASL_PASSWORD``), so the same Secret
+    serves the pods (``envFrom``) and the operator.
+    """
+    auth = auth or {}
+    protocol = auth.get("TIDINGS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    options: dict[str, Any] = {
+        "bootstrap_servers": spec.bootstrap_servers,
+        "client_id": names.FIELD_MANAGER,
+        "request_timeout_ms": int(KAFKA_REQUEST_TIMEOUT_S * 1000),
+        "security_protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context()
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = auth.get("TIDINGS_KAFKA_SASL_MECHANISM", "PLAIN")
+        options["sasl_plain_username"] = auth.get("TIDINGS_KAFKA_SASL_USERNAME")
+        options["sasl_plain_password"] = auth.get("TIDINGS_KAFKA_SASL_PASSWORD")
+    return options
+
+
+def _kafka_error(exc: BaseException, spec: KafkaSpec) -> Exception:
+    where = f"Kafka at {spec.bootstrap_servers}"
+    if isinstance(exc, EngineRejected | EngineUnavailable):
+        return exc
+    if isinstance(exc, _REJECTED):
+        return EngineRejected("kafka", f"{where} refused the topics: {exc}")
+    if isinstance(exc, TimeoutError):
+        return EngineUnavailable("kafka", f"{where} did not answer in time")
+    return EngineUnavailable("kafka", f"cannot reach {where}: {exc}")
+
+
+async def ensure_kafka(spec: KafkaSpec, auth: Mapping[str, str] | None = None) -> KafkaOutcome:
+    """Create or bring up to date the cluster's topics; see the module docstring."""
+    try:
+        return await asyncio.wait_for(_ensure_kafka(spec, auth), KAFKA_TIMEOUT_S)
+    except (KafkaError, OSError, TimeoutError, EngineRejected, EngineUnavailable) as exc:
+        raise _kafka_error(exc, spec) from exc
+
+
+async def _ensure_kafka(spec: KafkaSpec, auth: Mapping[str, str] | None) -> KafkaOutcome:
+    admin = AIOKafkaAdminClient(**kafka_options(spec, auth))
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        brokers = len(cluster.get("brokers") or [])
+        if brokers and spec.replication_factor > brokers:
+            raise EngineRejected(
+                "kafka",
+                f"spec.kafka.replicationFactor is {spec.replication_factor} but the Kafka "
+                f"cluster at {spec.bootstrap_servers} has {brokers} broker"
+                f"{'s' if brokers != 1 else ''}: lower it, or add brokers and change the spec",
+            )
+        plans = topic_plan(spec)
+        outcome = KafkaOutcome(inbox_partitions=spec.inbox_partitions)
+        existing = {t["topic"]: t for t in await admin.describe_topics(None)}
+        missing = [plan for plan in plans if plan.name not in existing]
+        if missing:
+            raced = await _create(admin, missing)
+            outcome.created = [p.name for p in missing if p.name not in raced]
+            if raced:
+                existing = {t["topic"]: t for t in await admin.describe_topics(None)}
+        for plan in plans:
+            if plan.name not in existing:
+                continue
+            have = await _reconcile_partitions(admin, plan, existing[plan.name], outcome)
+            if plan.name == names.inbox_topic(spec.topic_prefix):
+                outcome.inbox_partitions = max(have, plan.partitions)
+            replicas = {len(p.get("replicas") or []) for p in existing[plan.name]["partitions"]}
+            if replicas and replicas != {plan.replication}:
+                outcome.notes.append(
+                    f"{plan.name} keeps replication {sorted(replicas)} "
+                    f"(changing it to {plan.replication} needs a partition reassignment)"
+                )
+            await _reconcile_configs(admin, plan)
+        await _wait_visible(admin, plans)
+        return outcome
+    finally:
+        await admin.close()
+
+
+async def _create(admin: Any, plans: list[TopicPlan]) -> set[str]:
+    """Create topics; returns those another process created first."""
+    response = await admin.create_topics(
+        [NewTopic(p.name, p.partitions, p.replication, topic_configs=p.configs) for p in plans]
+    )
+    raced: set[str] = set()
+    for entry in response.topic_errors:
+        topic, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code == 0:
+            log.info("created topic %s", topic)
+            continue
+        error = for_code(code)
+        if error is TopicAlreadyExistsError:
+            raced.add(topic)
+            continue
+        raise error(f"could not create topic {topic}: {message}")
+    return raced
+
+
+async def _reconcile_partitions(
+    admin: Any, plan: TopicPlan, described: Mapping[str, Any], outcome: KafkaOutcome
+) -> int:
+    have = len(described.get("partitions") or [])
+    if have > plan.partitions:
+        outcome.notes.append(
+            f"{plan.name} keeps its {have} partitions (asked for {plan.partitions}; "
+            "partitions never shrink)"
+        )
+        return have
+    if have < plan.partitions:
+        log.warning("growing %s from %d to %d partitions", plan.name, have, plan.partitions)
+        try:
+            await admin.create_partitions({plan.name: NewPartitions(plan.partitions)})
+        except InvalidPartitionsError:
+            # Raced with another process growing it: fine if it got there.
+            (again,) = await admin.describe_topics([plan.name])
+            if len(again["partitions"]) < plan.partitions:
+                raise
+        outcome.notes.append(f"{plan.name} grew from {have} to {plan.partitions} partitions")
+        return plan.partitions
+    return have
+
+
+async def _reconcile_configs(admin: Any, plan: TopicPlan) -> None:
+    """Set our overrides, keeping overrides set by hand (AlterConfigs replaces them all)."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, plan.name, None)
+    (response,) = await admin.describe_configs([resource])
+    (described,) = response.resources
+    if described[0]:
+        raise for_code(described[0])(f"cannot describe configs of {plan.name}: {described[1]}")
+    overrides: dict[str, str] = {}
+    for entry in described[4]:
+        name, value, source = entry[0], entry[1], entry[3]
+        if source == _DYNAMIC_TOPIC_CONFIG and value is not None:
+            overrides[name] = value
+    if all(overrides.get(key) == value for key, value in plan.configs.items()):
+        return
+    log.info("updating the configs of %s: %s", plan.name, plan.configs)
+    (altered,) = await admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, plan.name, {**overrides, **plan.configs})]
+    )
+    for code, message, *_ in altered.resources:
+        if code:
+            raise for_code(code)(f"cannot alter configs of {plan.name}: {message}")
+
+
+async def _wait_visible(admin: Any, plans: list[TopicPlan], timeout_s: float = 30.0) -> None:
+    """Until the broker's metadata lists every topic with at least its partitions."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        topics = {t["topic"]: t for t in await admin.describe_topics([p.name for p in plans])}
+        lagging = [
+            p.name
+            for p in plans
+            if p.name not in topics
+            or topics[p.name]["error_code"]
+            or len(topics[p.name]["partitions"]) < p.partitions
+        ]
+        if not lagging:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"topics not visible in the broker's metadata: {lagging}")
+        await asyncio.sleep(0.2)
+
+
+async def ensure_cassandra(
+    spec: CassandraSpec, auth: Mapping[str, str] | None = None
+) -> CassandraOutcome:
+    """Create the keyspace if missing and apply the workloads' schema migrations."""
+    # The workloads' migrations are the one source of truth for the schema: the operator
+    # runs them from the same image instead of keeping a copy.
+    from tidings.settings import Settings
+    from tidings.storage.cassandra_schema import migrate_keyspace
+
+    auth = auth or {}
+    values: dict[str, Any] = {
+        "cassandra_contact_points": list(spec.contact_points),
+        "cassandra_port": spec.port,
+        "cassandra_keyspace": spec.keyspace,
+        "cassandra_username": auth.get("username") or None,
+        "cassandra_password": auth.get("password") or None,
+        "cassandra_local_dc": spec.local_datacenter,
+        "cassandra_consistency": spec.consistency,
+        "cassandra_replication": spec.replication(),
+        "cassandra_request_timeout_s": 10.0,
+        "server_id": names.FIELD_MANAGER,
+    }
+    settings = Settings(**values)
+    where = f"Cassandra at {', '.join(spec.contact_points)}:{spec.port}"
+    try:
+        versions = await asyncio.wait_for(migrate_keyspace(settings), CASSANDRA_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise EngineUnavailable(
+            "cassandra", f"{where}: migrating {spec.keyspace} took too long"
+        ) from exc
+    except ValueError as exc:
+        raise EngineRejected("cassandra", f"{where}: {exc}") from exc
+    except Exception as exc:
+        # tidings.storage.base.StorageError: `retriable` says whether waiting may help
+        # (unreachable, timeouts, too few replicas) or not (an invalid option).
+        if getattr(exc, "retriable", True):
+            raise EngineUnavailable("cassandra", f"{where}: {exc}") from exc
+        raise EngineRejected("cassandra", f"{where}: {exc}") from exc
+    return CassandraOutcome(spec.keyspace.lower(), tuple(versions))

@@ -1,0 +1,230 @@
+"""The pure builders: the children's manifests from a spec, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tidings_operator import names
+from tidings_operator.builders import (
+    DRAIN_MARGIN_S,
+    PRESTOP_PAUSE_S,
+    Owner,
+    build_all,
+    build_api_statefulset,
+    build_chat_service,
+    build_chat_statefulset,
+    build_config_map,
+    build_push_deployment,
+    config_hash,
+)
+from tidings_operator.spec import ClusterSpec, parse_spec
+
+OWNER: Owner = {"name": "demo", "namespace": "chat", "uid": "0000-1111"}
+
+
+def spec(**overrides: Any) -> ClusterSpec:
+    raw: dict[str, Any] = {
+        "image": "registry.example/tidings:1.2.3",
+        "kafka": {"bootstrapServers": "kafka:9092", "topicPrefix": "demo", "inboxPartitions": 32},
+        "cassandra": {"contactPoints": ["cass-0", "cass-1"], "keyspace": "demo"},
+        "postgres": {"urlSecretRef": {"name": "pg", "key": "url"}},
+        "jwtSecretRef": {"name": "jwt", "key": "secret"},
+    }
+    raw.update(overrides)
+    return parse_spec(raw)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_every_child_is_owned_by_the_chat_cluster_and_labelled() -> None:
+    children = build_all(OWNER, spec(), chat_replicas=3, inbox_partitions=32)
+    kinds = [(c["kind"], c["metadata"]["name"]) for c in children]
+    assert kinds == [
+        ("ConfigMap", "demo-config"),
+        ("Service", "demo-chat"),
+        ("StatefulSet", "demo-chat"),
+        ("PodDisruptionBudget", "demo-chat"),
+        ("Service", "demo-api"),
+        ("StatefulSet", "demo-api"),
+        ("PodDisruptionBudget", "demo-api"),
+        ("Deployment", "demo-push"),
+    ]
+    for child in children:
+        meta = child["metadata"]
+        assert meta["namespace"] == "chat"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "tidings.dev/v1alpha1",
+                "kind": "ChatCluster",
+                "name": "demo",
+                "uid": "0000-1111",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"][names.LABEL_MANAGED_BY] == "tidings-operator"
+        assert meta["labels"][names.LABEL_INSTANCE] == "demo"
+
+
+def test_builders_are_deterministic() -> None:
+    one = build_all(OWNER, spec(), chat_replicas=3, inbox_partitions=32)
+    two = build_all(OWNER, spec(), chat_replicas=3, inbox_partitions=32)
+    assert one == two
+
+
+def test_chat_statefulset_is_on_delete_with_drain_hook_and_readiness() -> None:
+    s = spec(chat={"drainBudgetSeconds": 45, "port": 9000})
+    sts = build_chat_statefulset(OWNER, s, 4, "cafe")
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["spec"]["replicas"] == 4
+    assert sts["spec"]["serviceName"] == "demo-chat"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    pod = sts["spec"]["template"]
+    assert pod["metadata"]["annotations"][names.ANNOTATION_CONFIG_HASH] == "cafe"
+    assert sts["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 45 + PRESTOP_PAUSE_S + DRAIN_MARGIN_S
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["tidings", "chat"]
+    assert container["image"] == "registry.example/tidings:1.2.3"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": PRESTOP_PAUSE_S}}
+    assert container["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    env = env_of(container)
+    assert env["TIDINGS_SERVER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["TIDINGS_WORKER_ID"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
+    }
+    assert env["TIDINGS_PORT"] == "9000"
+    assert env["TIDINGS_PUBLIC_CHAT_URL"] == (
+        "ws://$(TIDINGS_SERVER_ID).demo-chat.chat.svc:9000/v1/ws"
+    )
+    assert env["TIDINGS_POSTGRES_URL"] == {"secretKeyRef": {"name": "pg", "key": "url"}}
+    assert env["TIDINGS_JWT_SECRET"] == {"secretKeyRef": {"name": "jwt", "key": "secret"}}
+    # $(TIDINGS_SERVER_ID) expands only if it is defined before the URL.
+    order = [e["name"] for e in container["env"]]
+    assert order.index("TIDINGS_SERVER_ID") < order.index("TIDINGS_PUBLIC_CHAT_URL")
+    assert container["envFrom"] == [{"configMapRef": {"name": "demo-config"}}]
+
+
+def test_chat_service_is_headless() -> None:
+    svc = build_chat_service(OWNER, spec())
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"] == names.selector_labels("demo", names.CHAT)
+
+
+def test_api_pods_get_worker_ids_after_the_chat_range() -> None:
+    sts = build_api_statefulset(OWNER, spec(api={"replicas": 3}), "cafe")
+    assert sts["spec"]["ordinals"] == {"start": 896}
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    assert env["TIDINGS_WORKER_ID"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
+    }
+    assert names.API_ORDINAL_START + names.MAX_API_REPLICAS - 1 == 1023  # 10-bit worker ids
+    assert names.MAX_CHAT_REPLICAS == names.API_ORDINAL_START
+
+
+def test_config_map_carries_the_real_partition_count_and_settings() -> None:
+    s = spec(presence={"heartbeatSeconds": 4, "offlineAfterSeconds": 20})
+    data = build_config_map(OWNER, s, inbox_partitions=48)["data"]
+    assert data["TIDINGS_KAFKA_INBOX_PARTITIONS"] == "48"
+    assert data["TIDINGS_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert data["TIDINGS_KAFKA_TOPIC_PREFIX"] == "demo"
+    assert data["TIDINGS_CASSANDRA_CONTACT_POINTS"] == '["cass-0", "cass-1"]'
+    assert data["TIDINGS_CASSANDRA_KEYSPACE"] == "demo"
+    assert data["TIDINGS_CASSANDRA_REPLICATION"] == (
+        "{'class': 'SimpleStrategy', 'replication_factor': 3}"
+    )
+    assert data["TIDINGS_HEARTBEAT_S"] == "4"
+    assert data["TIDINGS_PRESENCE_OFFLINE_AFTER_S"] == "20"
+    assert data["TIDINGS_HOST"] == "0.0.0.0"
+    assert all(isinstance(v, str) for v in data.values())
+
+
+def test_config_map_data_parses_as_the_workloads_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tidings.settings import Settings
+
+    data = build_config_map(OWNER, spec(), inbox_partitions=32)["data"]
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.cassandra_contact_points == ["cass-0", "cass-1"]
+    assert settings.kafka_inbox_partitions == 32
+    assert settings.drain_budget_s == 30
+
+
+def test_a_config_change_changes_the_pod_templates() -> None:
+    before = build_all(OWNER, spec(), chat_replicas=2, inbox_partitions=32)
+    after = build_all(OWNER, spec(), chat_replicas=2, inbox_partitions=64)
+    assert before[2]["spec"]["template"] != after[2]["spec"]["template"]
+    assert config_hash({"a": "1"}) == config_hash({"a": "1"})
+    assert config_hash({"a": "1"}) != config_hash({"a": "2"})
+    # The replica count is not in the template: scaling never rolls pods.
+    scaled = build_all(OWNER, spec(), chat_replicas=7, inbox_partitions=32)
+    assert before[2]["spec"]["template"] == scaled[2]["spec"]["template"]
+
+
+def test_auth_secrets_and_push_credentials_reach_the_pods() -> None:
+    s = spec(
+        kafka={"bootstrapServers": "k:9093", "authSecretRef": {"name": "kafka-auth"}},
+        cassandra={"contactPoints": ["c"], "authSecretRef": {"name": "cass-auth"}},
+        push={"credentialsSecretRef": {"name": "push-creds"}, "replicas": 2},
+    )
+    chat = build_chat_statefulset(OWNER, s, 1, "x")["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "kafka-auth"}} in chat["envFrom"]
+    assert {"secretRef": {"name": "push-creds"}} not in chat["envFrom"]
+    env = env_of(chat)
+    assert env["TIDINGS_CASSANDRA_USERNAME"] == {
+        "secretKeyRef": {"name": "cass-auth", "key": "username"}
+    }
+    push = build_push_deployment(OWNER, s, "x")
+    assert push["spec"]["replicas"] == 2
+    container = push["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "push-creds"}} in container["envFrom"]
+    assert container["command"] == ["tidings", "push"]
+
+
+def test_resources_only_when_given() -> None:
+    plain = build_chat_statefulset(OWNER, spec(), 1, "x")
+    assert "resources" not in plain["spec"]["template"]["spec"]["containers"][0]
+    sized = build_chat_statefulset(
+        OWNER, spec(chat={"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}), 1, "x"
+    )
+    assert sized["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"}
+    }
+
+
+@pytest.mark.parametrize("component", [names.CHAT, names.API])
+def test_disruption_budgets_allow_one_pod_at_a_time(component: str) -> None:
+    children = build_all(OWNER, spec(), chat_replicas=3, inbox_partitions=32)
+    (pdb,) = [
+        c
+        for c in children
+        if c["kind"] == "PodDisruptionBudget"
+        and c["metadata"]["labels"][names.LABEL_COMPONENT] == component
+    ]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == names.selector_labels("demo", component)
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_pods_run_hardened() -> None:
+    for child in build_all(OWNER, spec(), chat_replicas=1, inbox_partitions=32):
+        template = child.get("spec", {}).get("template")
+        if template is None:
+            continue
+        assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+        for container in template["spec"]["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"] == {"drop": ["ALL"]}

@@ -1,0 +1,65 @@
+"""The ChatCluster CRD: structural, typed, with subresources and printer columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CRD = Path(__file__).resolve().parents[3] / "crds" / "chatclusters.tidings.dev.yaml"
+
+
+def load() -> dict[str, Any]:
+    crd: dict[str, Any] = yaml.safe_load(CRD.read_text())
+    return crd
+
+
+def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = [(path, node)]
+    for name, child in (node.get("properties") or {}).items():
+        out += walk(child, f"{path}.{name}")
+    if "items" in node:
+        out += walk(node["items"], f"{path}[]")
+    return out
+
+
+def test_structural_every_node_typed_nothing_preserved() -> None:
+    (version,) = load()["spec"]["versions"]
+    schema = version["schema"]["openAPIV3Schema"]
+    for path, node in walk(schema):
+        assert "type" in node, path
+        assert not node.get("x-kubernetes-preserve-unknown-fields"), path
+        if node["type"] == "object" and path not in (".metadata",):
+            assert "properties" in node, path
+
+
+def test_subresources_and_printer_columns() -> None:
+    crd = load()
+    assert crd["spec"]["group"] == "tidings.dev"
+    assert crd["spec"]["scope"] == "Namespaced"
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.chat.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["Ready", "Replicas", "Connections", "Age"]
+
+
+def test_conditions_are_a_map_keyed_by_type() -> None:
+    (version,) = load()["spec"]["versions"]
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    conditions = status["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    required = set(conditions["items"]["required"])
+    assert {"type", "status"} <= required
+    for key in ("observedGeneration", "replicas", "readyReplicas", "connections", "rollout"):
+        assert key in status, key
+    assert {"pod", "at", "clients", "recoverySeconds"} <= status["lastDisruption"][
+        "properties"
+    ].keys()
