@@ -291,23 +291,32 @@ class Cluster:
             names = [f"{self.namespace}.{t}" for t in ("inbox", "members", "push")]
             existing = set(await admin.list_topics())
             await admin.delete_topics([n for n in names if n in existing])
-            with contextlib.suppress(Exception):
-                await admin.delete_consumer_groups([f"{self.namespace}.chat"])
+            # aiokafka's admin client has no delete_consumer_groups: send DeleteGroups to
+            # the group's coordinator (an empty group would otherwise linger for days).
+            from aiokafka.protocol.admin import DeleteGroupsRequest
+
+            group = f"{self.namespace}.chat"
+            node = await admin.find_coordinator(group)
+            await admin._send_request_to_node(node, DeleteGroupsRequest([group]))
         finally:
             await admin.close()
 
     def _drop_keyspace(self) -> None:
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
         from cassandra.cluster import Cluster as CassandraCluster
+        from cassandra.policies import RoundRobinPolicy
 
+        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
         cassandra = CassandraCluster(
             list(self.backends.cassandra_hosts),
             port=self.backends.cassandra_port,
             protocol_version=5,
             connect_timeout=10,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         )
         try:
             session = cassandra.connect()
-            session.execute(f"DROP KEYSPACE IF EXISTS {self.namespace}", timeout=30)
+            session.execute(f"DROP KEYSPACE IF EXISTS {self.namespace}")
         finally:
             cassandra.shutdown()
 

@@ -611,14 +611,16 @@ async def reconnect_through_discover(
     cursor: str,
     *,
     within: float,
+    tried: list[str] | None = None,
 ) -> tuple[WsClient, Account]:
     """What an app does when its chat server went away: ask ``/v1/discover`` where to go,
     connect and say hello; follow a ``redirect``, wait out a ``reconnect``, retry a refused
     connection, until ``welcome`` (bounded by ``within`` seconds). Returns the connection
-    and the account with the ``chat_url`` it now uses."""
+    and the account with the ``chat_url`` it now uses; ``tried`` collects every detour
+    (a discover that failed, a refused connection, a hello answered by something else)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    tried: list[str] = []
+    tried = [] if tried is None else tried
     while loop.time() < deadline:
         response = await http.get("/v1/discover", headers=account.auth)
         if response.status_code != 200:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 
 import httpx
 import pytest
@@ -62,6 +63,21 @@ async def clients() -> AsyncIterator[Clients]:
         yield opened
     finally:
         await opened.close_all()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests with servers of their own (restarts, drains, the failover cluster) first, so
+    that they do not share the machine with an idle shared deployment."""
+    here = Path(__file__).parent
+    mine = [i for i in items if here in i.path.parents]
+    own = [i for i in mine if "server" not in getattr(i, "fixturenames", ())]
+    if not own or not mine:
+        return
+    first = items.index(mine[0])
+    moved = set(own)
+    rest = [i for i in items if i not in moved]
+    items[:] = [*rest[:first], *own, *rest[first:]]
 
 
 @pytest.hookimpl(wrapper=True)

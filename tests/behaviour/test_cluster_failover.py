@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
@@ -135,6 +136,7 @@ class Scene:
 
     def __init__(self, cluster: Cluster, http: list[httpx.AsyncClient], clients: Clients):
         self.cluster, self.http, self.clients = cluster, http, clients
+        self.detours: dict[str, list[str]] = {}
 
     async def set_up(self) -> None:
         self.alice = await new_account(self.http[0], "alice")
@@ -159,11 +161,24 @@ class Scene:
     ) -> tuple[list[dict[str, Any]], WsClient, Account]:
         """A device whose connection is gone reconnects through discovery, with its cursor."""
         before = conn.received_msgs()
+        self.detours[device.device_id] = []
         new_conn, moved = await reconnect_through_discover(
-            self.http[0], self.clients, device, cursor_of(before), within=within
+            self.http[0],
+            self.clients,
+            device,
+            cursor_of(before),
+            within=within,
+            tried=self.detours[device.device_id],
         )
         assert moved.chat_url != self.victim.ws_url, "reconnected to the server that went away"
         return before, new_conn, moved
+
+    def summary(self) -> str:
+        detours = {
+            device: sorted({d.rsplit(": ", 1)[-1][:40] for d in tried})
+            for device, tried in self.detours.items()
+        }
+        return f"{len(self.acked)} messages; detours per device: {detours}"
 
     async def finish(
         self, a1: tuple[list[dict[str, Any]], WsClient], a2: tuple[list[dict[str, Any]], WsClient]
@@ -249,7 +264,7 @@ async def test_drained_chat_server_hands_users_over_and_loses_nothing(
         # The victim's partitions now belong to the others, as every API process says.
         await cluster.wait_ready(10)
         await scene.finish((a1[0], a1[1]), (a2[0], a2[1]))
-    print(f"drain: reconnected {moved_within:.1f}s after SIGTERM; {len(scene.acked)} msgs")
+    print(f"drain: reconnected {moved_within:.1f}s after SIGTERM; {scene.summary()}")
 
 
 async def test_sigkilled_chat_server_users_fail_over_and_lose_nothing(
@@ -273,4 +288,58 @@ async def test_sigkilled_chat_server_users_fail_over_and_lose_nothing(
         failed_over_within = loop.time() - killed_at
         assert failed_over_within <= FAILOVER_WITHIN_S
         await scene.finish((a1[0], a1[1]), (a2[0], a2[1]))
-    print(f"failover: reconnected {failed_over_within:.1f}s after SIGKILL; {len(scene.acked)} msgs")
+    print(f"failover: reconnected {failed_over_within:.1f}s after SIGKILL; {scene.summary()}")
+
+
+async def test_login_and_discover_keep_answering_while_a_chat_server_drains(
+    cluster: Cluster,
+) -> None:
+    """A drain (or any rebalance) must not make the API refuse to say where to connect:
+    `POST /v1/sessions` and `GET /v1/discover` answer only 201/200 in the contract."""
+    victim = cluster.chats[0]
+    users = list(cluster.probes.values())  # one per inbox partition
+    failures: list[str] = []
+    answers = 0
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def ask(api: str) -> None:
+        nonlocal answers
+        async with httpx.AsyncClient(base_url=api, timeout=10.0, trust_env=False) as http:
+            while not done.is_set():
+                for user in users:
+                    response = await http.get("/v1/discover", headers=user.auth)
+                    answers += 1
+                    if response.status_code != 200:
+                        failures.append(
+                            f"{loop.time() - started:.2f}s {api} discover "
+                            f"{response.status_code} {response.text}"
+                        )
+                user = users[answers % len(users)]
+                response = await http.post(
+                    "/v1/sessions", json={"username": user.username, "password": user.password}
+                )
+                answers += 1
+                if response.status_code != 201:
+                    failures.append(
+                        f"{loop.time() - started:.2f}s {api} login "
+                        f"{response.status_code} {response.text}"
+                    )
+
+    askers = [asyncio.create_task(ask(api)) for api in cluster.api_urls]
+    try:
+        await asyncio.sleep(0.5)
+        victim.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(victim.wait_exit, 20) == 0
+        await cluster.wait_ready(10)  # the partitions have moved
+        await asyncio.sleep(0.5)
+    finally:
+        done.set()
+        await asyncio.gather(*askers)
+    assert answers > 100
+    kinds = Counter(" ".join(f.split()[2:4]) for f in failures)
+    assert failures == [], (
+        f"{len(failures)} of {answers} answers during the drain were not 200/201 "
+        f"({dict(kinds)}), from {failures[0]} to {failures[-1]}"
+    )
