@@ -1,0 +1,176 @@
+{{/*
+The chart's name, or nameOverride.
+*/}}
+{{- define "tidings.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+A fully qualified name for the release's objects: fullnameOverride, or
+<release>-<chart> (just <release> when the release name already contains the chart's).
+Truncated to 63 characters (a DNS label); callers that add a suffix keep it short.
+*/}}
+{{- define "tidings.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's objects: <fullname>-operator, within 63 characters.
+*/}}
+{{- define "tidings.operatorName" -}}
+{{- printf "%s-operator" (include "tidings.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "tidings.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The labels every object of the release carries.
+*/}}
+{{- define "tidings.labels" -}}
+helm.sh/chart: {{ include "tidings.chart" . }}
+{{ include "tidings.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tidings
+{{- end }}
+
+{{/*
+The labels the operator's Deployment selects its pod by (never change: selectors are
+immutable). The component keeps them apart from the chat workloads the operator makes,
+which carry app.kubernetes.io/name=tidings too.
+*/}}
+{{- define "tidings.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tidings.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+The operator's service account: serviceAccount.name, or the operator's name when the
+chart creates it, or "default".
+*/}}
+{{- define "tidings.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tidings.operatorName" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's image: repository:tag (tag defaults to the chart's appVersion), or
+repository@digest when a digest is given.
+*/}}
+{{- define "tidings.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespaces the operator watches, as a list; empty means all namespaces.
+*/}}
+{{- define "tidings.watchNamespaces" -}}
+{{- range .Values.operator.watchNamespaces }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules the operator needs cluster-wide whatever it watches: kopf looks up the CRDs
+(to find chatclusters' API and notice it change) and namespaces.
+*/}}
+{{- define "tidings.clusterRules" -}}
+# kopf: discover the ChatCluster resource and follow its CRD.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+# kopf: follow the watched namespaces appearing and going.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get, list, watch]
+{{- end }}
+
+{{/*
+RBAC rules in the namespaces the operator watches (a ClusterRole's when it watches all).
+No kopf peering rules: the operator runs standalone (one replica, strategy Recreate).
+*/}}
+{{- define "tidings.namespacedRules" -}}
+# The ChatClusters: watched, annotated by kopf (its progress and last-handled spec).
+- apiGroups: [tidings.dev]
+  resources: [chatclusters]
+  verbs: [get, list, watch, patch, update]
+# Status written by the operator; /scale as an HPA or KEDA would use it.
+- apiGroups: [tidings.dev]
+  resources: [chatclusters/status, chatclusters/scale]
+  verbs: [get, patch, update]
+# Children carry owner references with blockOwnerDeletion, which needs this where the
+# OwnerReferencesPermissionEnforcement admission plugin runs.
+- apiGroups: [tidings.dev]
+  resources: [chatclusters/finalizers]
+  verbs: [update]
+# The children: chat and api StatefulSets, push Deployment (server-side apply).
+- apiGroups: [apps]
+  resources: [statefulsets, deployments]
+  verbs: [get, list, watch, create, update, patch, delete]
+# Scaling the chat servers without re-applying the whole StatefulSet.
+- apiGroups: [apps]
+  resources: [statefulsets/scale]
+  verbs: [get, patch, update]
+# Which revision a chat pod runs (rolling deploys with OnDelete).
+- apiGroups: [apps]
+  resources: [controllerrevisions]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [services, configmaps]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, update, patch, delete]
+# Chat pods: watched for rollouts and disruptions; replaced one at a time.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, delete]
+# Replacing a chat pod through the eviction API, so PodDisruptionBudgets apply.
+- apiGroups: [""]
+  resources: [pods/eviction]
+  verbs: [create]
+# Read-only: the Secrets a ChatCluster names (Kafka and Cassandra credentials).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Events on the ChatClusters (scaled, chat server lost, rollout halted, kopf's errors).
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+
+{{/*
+Where the operator's workloads are, for monitors: the watched namespaces, or any.
+*/}}
+{{- define "tidings.workloadNamespaceSelector" -}}
+{{- if .Values.operator.watchNamespaces }}
+matchNames:
+  {{- range .Values.operator.watchNamespaces }}
+  - {{ . | quote }}
+  {{- end }}
+{{- else }}
+any: true
+{{- end }}
+{{- end }}

@@ -1,0 +1,1069 @@
+"""The Helm chart (charts/tidings): lint, schema, rendering, and the API server's verdict.
+
+- `helm lint --strict` with the default values and with ci/full-values.yaml (everything on);
+- values.schema.json: closed at every object level, every value documented, bad values
+  (wrong type, unknown key, enum, bounds, pattern) rejected with the path at fault;
+- the CRD in the chart is crds/'s file (a symlink), in `helm template --include-crds` and
+  in the packaged chart;
+- the rendered objects agree with the operator they run: its command-line flags (parsed by
+  the operator's own parser), the liveness port and path, the API resources it touches
+  (tidings_operator.kube.KINDS and its builders' output), the labels and port names of the
+  Services and pods the monitors select;
+- against the test environment's kube-apiserver: every manifest rendered with the default
+  and the full values passes `kubectl apply --dry-run=server --validate=strict` (the
+  ServiceMonitor and PodMonitor against stand-in monitoring.coreos.com CRDs), the example
+  ChatCluster and its Secrets are accepted and broken ChatClusters refused, and a real
+  `helm install` runs the operator's Deployment on the kwok node with RBAC that allows what
+  the operator needs and no more (`kubectl auth can-i` as its ServiceAccount).
+
+Each kube test has namespaces of its own (removed after); every wait is bounded. The
+ChatCluster CRD is applied from crds/ (server-side, the same file) and left installed,
+as are the stand-in monitoring CRDs when this test made them: other tests share the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.helm, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "tidings"
+CRD_SOURCE = REPO / "crds" / "chatclusters.tidings.dev.yaml"
+CRD_IN_CHART = CHART / "crds" / "chatclusters.tidings.dev.yaml"
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+EXAMPLE = REPO / "examples" / "chatcluster.yaml"
+CRD_NAME = "chatclusters.tidings.dev"
+
+COMMAND_TIMEOUT = 120  # seconds, for any one helm or kubectl run
+FIELD_MANAGER = "tidings-chart-tests"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+# --------------------------------------------------------------------------------------
+# helm and kubectl
+# --------------------------------------------------------------------------------------
+
+
+def _runner(binary: Path, base_args: Sequence[str], env: Mapping[str, str]) -> Run:
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: int = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(binary), *base_args, *args],
+            input=input,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check:
+            assert proc.returncode == 0, (
+                f"{binary.name} {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def bin_dir(testenv) -> Path:  # type: ignore[no-untyped-def]
+    path = Path(testenv["TIDINGS_TEST_BIN_DIR"])
+    for name in ("helm", "kubectl"):
+        assert (path / name).is_file(), f"no {name} binary in {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def helm(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    home = tmp_path_factory.mktemp("helm")
+    env = {
+        **os.environ,
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    return _runner(bin_dir / "helm", [], env)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(testenv) -> str:  # type: ignore[no-untyped-def]
+    path = testenv["TIDINGS_TEST_KUBECONFIG"]
+    assert Path(path).is_file(), f"no kubeconfig at {path}"
+    return str(path)
+
+
+@pytest.fixture
+def kubectl(bin_dir: Path, kubeconfig: str, tmp_path: Path) -> Run:
+    # A discovery cache of the test's own: CRDs made moments ago must be known.
+    return _runner(
+        bin_dir / "kubectl",
+        [
+            f"--kubeconfig={kubeconfig}",
+            f"--cache-dir={tmp_path / 'kube-cache'}",
+            "--request-timeout=30s",
+        ],
+        os.environ,
+    )
+
+
+def render(
+    helm: Run, *args: str, release: str = "demo", namespace: str = "tidings"
+) -> list[dict[str, Any]]:
+    out = helm("template", release, str(CHART), "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(docs).get(kind, [])
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    return dict(containers[0])
+
+
+# --------------------------------------------------------------------------------------
+# lint, metadata, values and schema
+# --------------------------------------------------------------------------------------
+
+
+def test_lint_strict_default_values(helm: Run) -> None:
+    out = helm("lint", "--strict", str(CHART)).stdout
+    assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+    assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+def test_lint_strict_full_values(helm: Run) -> None:
+    out = helm("lint", "--strict", str(CHART), "--values", str(FULL_VALUES)).stdout
+    assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+    assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "tidings"
+    assert chart["type"] == "application"
+    assert chart["version"] == "0.1.0"
+    assert chart["appVersion"] == "0.1.0"
+
+
+def test_full_values_switch_everything_on() -> None:
+    full = yaml.safe_load(FULL_VALUES.read_text())
+    for part in ("serviceMonitor", "podMonitor", "grafanaDashboard", "networkPolicy"):
+        assert full[part]["enabled"] is True, part
+    assert full["rbac"]["create"] and full["serviceAccount"]["create"]
+    assert full["operator"]["watchNamespaces"], "the full values list namespaces (Roles)"
+
+
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
+
+
+def _is_map(schema: Mapping[str, Any]) -> bool:
+    """A free-form map (labels, annotations): its values have a schema, its keys are data."""
+    return isinstance(schema.get("additionalProperties"), dict)
+
+
+def test_schema_is_closed_at_every_object_level() -> None:
+    def walk(node: Mapping[str, Any], path: str) -> Iterator[str]:
+        if node.get("type") == "object":
+            if path == "global":  # Helm's own: values shared with a parent chart
+                assert node.get("additionalProperties") is True
+                return
+            closed = node.get("additionalProperties") is False and "properties" in node
+            if not (closed or _is_map(node)):
+                yield path or "<root>"
+            for key, child in (node.get("properties") or {}).items():
+                yield from walk(child, f"{path}.{key}".lstrip("."))
+            if _is_map(node):
+                yield from walk(node["additionalProperties"], f"{path}.*")
+        if node.get("type") == "array":
+            assert "items" in node, f"{path}: an array without items"
+            yield from walk(node["items"], f"{path}[]")
+
+    open_objects = list(walk(_schema(), ""))
+    assert not open_objects, f"objects without additionalProperties: false: {open_objects}"
+
+
+def _value_keys() -> list[tuple[str, int, str]]:
+    """(dotted path, line number, key) of every key in values.yaml that is a value's name
+    (not the keys inside a free-form map such as labels)."""
+    schema = _schema()
+    found: list[tuple[str, int, str]] = []
+    stack: list[tuple[int, str]] = []
+    for number, line in enumerate((CHART / "values.yaml").read_text().splitlines(), start=1):
+        match = re.match(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        node: Mapping[str, Any] | None = schema
+        for _, key in stack[:-1]:
+            if node is None or _is_map(node):
+                node = None
+                break
+            node = (node.get("properties") or {}).get(key)
+        if node is None or _is_map(node):
+            continue  # a key inside a map's default, e.g. grafanaDashboard.labels
+        found.append((".".join(k for _, k in stack), number, match.group(2)))
+    return found
+
+
+def test_every_value_is_documented_by_a_comment_starting_with_its_name() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for path, number, key in _value_keys():
+        above = lines[number - 2].strip() if number >= 2 else ""
+        # The comment block above the key: find its first line.
+        first = number - 2
+        while first > 0 and lines[first - 1].strip().startswith("#"):
+            first -= 1
+        head = lines[first].strip()
+        if not (above.startswith("#") and re.match(rf"^#\s+{re.escape(key)}\b", head)):
+            undocumented.append(f"{path} (line {number})")
+    assert not undocumented, f"values without a comment starting with their name: {undocumented}"
+
+
+def test_every_value_has_a_schema_and_a_readme_row() -> None:
+    schema, readme = _schema(), (CHART / "README.md").read_text()
+    missing_schema, missing_readme = [], []
+    for path, _, _ in _value_keys():
+        node: Mapping[str, Any] | None = schema
+        for key in path.split("."):
+            node = (node.get("properties") or {}).get(key) if node is not None else None
+        if node is None or "type" not in node:
+            missing_schema.append(path)
+        elif (node["type"] != "object" or _is_map(node)) and f"| `{path}` |" not in readme:
+            missing_readme.append(path)
+    assert not missing_schema, f"values without a schema (type): {missing_schema}"
+    assert not missing_readme, f"values missing from the README's table: {missing_readme}"
+
+
+BAD_VALUES = [
+    pytest.param(
+        ["--set", "operator.healthPort=http"],
+        "/operator/healthPort",
+        "want integer",
+        id="type-port",
+    ),
+    pytest.param(
+        ["--set-json", 'operator.watchNamespaces="chat"'],
+        "/operator/watchNamespaces",
+        "want array",
+        id="type-list",
+    ),
+    pytest.param(["--set", "rbac.create=maybe"], "/rbac/create", "want boolean", id="type-bool"),
+    pytest.param(
+        ["--set", "replicaCount=2"], "at ''", "'replicaCount' not allowed", id="unknown-top"
+    ),
+    pytest.param(
+        ["--set", "operator.replicas=2"], "/operator", "'replicas' not allowed", id="unknown-nested"
+    ),
+    pytest.param(
+        ["--set", "networkPolicy.kafka.hosts={a}"],
+        "/networkPolicy/kafka",
+        "'hosts' not allowed",
+        id="unknown-deep",
+    ),
+    pytest.param(
+        ["--set", "image.pullPolicy=Sometimes"],
+        "/image/pullPolicy",
+        "must be one of",
+        id="enum-pull",
+    ),
+    pytest.param(
+        ["--set", "operator.logFormat=xml"], "/operator/logFormat", "must be one of", id="enum-log"
+    ),
+    pytest.param(
+        ["--set", "operator.tickSeconds=0"], "/operator/tickSeconds", "minimum", id="bound-tick"
+    ),
+    pytest.param(
+        ["--set", "operator.healthPort=70000"], "/operator/healthPort", "maximum", id="bound-port"
+    ),
+    pytest.param(
+        ["--set", "operator.watchNamespaces={Not_A_Namespace}"],
+        "/operator/watchNamespaces/0",
+        "does not match pattern",
+        id="pattern-namespace",
+    ),
+    pytest.param(
+        ["--set", "operator.resources.requests.cpu=lots"],
+        "/operator/resources/requests/cpu",
+        "does not match pattern",
+        id="pattern-cpu",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "where", "why"), BAD_VALUES)
+def test_schema_rejects_bad_values(helm: Run, args: list[str], where: str, why: str) -> None:
+    for command in (["template", "demo", str(CHART)], ["lint", "--strict", str(CHART)]):
+        proc = helm(*command, *args, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, f"helm {command[0]} accepted {args}:\n{out}"
+        assert "values don't meet the specifications of the schema" in out, out
+        line = next((x for x in out.splitlines() if f"at '{where}" in x or where in x), None)
+        assert line is not None and why in line, f"no '{where}: ... {why}' in:\n{out}"
+
+
+# --------------------------------------------------------------------------------------
+# the CRD: one source of truth
+# --------------------------------------------------------------------------------------
+
+
+def test_crd_in_chart_is_the_crds_file() -> None:
+    assert CRD_IN_CHART.is_symlink(), "the chart's CRD must be a link to crds/, not a copy"
+    assert CRD_IN_CHART.resolve() == CRD_SOURCE.resolve()
+    assert CRD_IN_CHART.read_bytes() == CRD_SOURCE.read_bytes()
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_SOURCE.name]
+
+
+def test_template_include_crds_renders_the_crds_file(helm: Run) -> None:
+    docs = render(helm, "--include-crds")
+    crds = by_kind(docs)["CustomResourceDefinition"]
+    assert crds == [yaml.safe_load(CRD_SOURCE.read_text())]
+    # Without --include-crds the CRD is not among the templates (Helm installs it itself).
+    assert "CustomResourceDefinition" not in by_kind(render(helm))
+
+
+def test_packaged_chart_holds_the_crds_contents(helm: Run, tmp_path: Path) -> None:
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("tidings-0.1.0.tgz")
+    with tarfile.open(package) as tar:
+        member = tar.getmember(f"tidings/crds/{CRD_SOURCE.name}")
+        assert member.isfile(), "the package must hold the file, not a link"
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        assert extracted.read() == CRD_SOURCE.read_bytes()
+        names = tar.getnames()
+    assert not [n for n in names if "/ci/" in n], "ci/ values stay out of the package"
+    assert "tidings/dashboards/tidings.json" in names
+
+
+# --------------------------------------------------------------------------------------
+# rendering, pinned to the operator it runs
+# --------------------------------------------------------------------------------------
+
+
+def test_default_render_objects(helm: Run) -> None:
+    kinds = {k: len(v) for k, v in by_kind(render(helm)).items()}
+    assert kinds == {
+        "ServiceAccount": 1,
+        "ClusterRole": 1,
+        "ClusterRoleBinding": 1,
+        "Deployment": 1,
+    }, kinds
+
+
+def test_full_render_objects(helm: Run) -> None:
+    kinds = {k: len(v) for k, v in by_kind(render(helm, "--values", str(FULL_VALUES))).items()}
+    assert kinds == {
+        "ServiceAccount": 1,
+        "ClusterRole": 1,
+        "ClusterRoleBinding": 1,
+        "Role": 2,
+        "RoleBinding": 2,
+        "Deployment": 1,
+        "ServiceMonitor": 1,
+        "PodMonitor": 1,
+        "ConfigMap": 1,
+        "NetworkPolicy": 1,
+    }, kinds
+
+
+def test_deployment_is_one_hardened_replica_recreated(helm: Run) -> None:
+    docs = render(helm)
+    deployment = one(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = operator_container(docs)
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    # The read-only root filesystem gets a writable /tmp.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    selector = spec["selector"]["matchLabels"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
+    assert selector["app.kubernetes.io/component"] == "operator"
+    for key in ("name", "instance", "version", "managed-by"):
+        assert f"app.kubernetes.io/{key}" in deployment["metadata"]["labels"], key
+
+
+def _parse_operator_args(container: Mapping[str, Any]) -> Any:
+    from tidings_operator.__main__ import build_parser
+
+    assert container["command"] == ["python", "-m", "tidings_operator"]
+    return build_parser().parse_args(container["args"])
+
+
+@pytest.mark.parametrize(
+    ("args", "namespaces"),
+    [
+        pytest.param([], [], id="all-namespaces"),
+        pytest.param(
+            ["--set", "operator.watchNamespaces={chat,chat-staging}"],
+            ["chat", "chat-staging"],
+            id="listed",
+        ),
+    ],
+)
+def test_operator_args_parse_with_the_operators_own_parser(
+    helm: Run, args: list[str], namespaces: list[str]
+) -> None:
+    container = operator_container(render(helm, *args, "--set", "operator.healthPort=8099"))
+    parsed = _parse_operator_args(container)
+    assert parsed.namespace == namespaces
+    assert parsed.all_namespaces is (not namespaces)
+    assert parsed.tick_seconds == 5 and parsed.resync_seconds == 60
+    assert parsed.log_json is True and parsed.verbose is False
+    # The liveness probe asks kopf's liveness endpoint where the operator serves it.
+    url = re.fullmatch(r"http://0\.0\.0\.0:(\d+)(/\S*)", parsed.liveness)
+    assert url is not None, parsed.liveness
+    (port,) = container["ports"]
+    assert port == {"name": "health", "containerPort": int(url.group(1)), "protocol": "TCP"}
+    assert port["containerPort"] == 8099
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe == {"path": url.group(2), "port": "health"}
+
+
+def test_full_values_args_parse(helm: Run) -> None:
+    parsed = _parse_operator_args(operator_container(render(helm, "--values", str(FULL_VALUES))))
+    assert parsed.namespace == ["chat-a", "chat-b"]
+    assert parsed.verbose is True and parsed.log_json is False
+    assert parsed.tick_seconds == 2.5
+    assert parsed.resync_seconds == 90  # extraArgs come last and win
+
+
+def _granted(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule.get("apiGroups", [])
+        and resource in rule.get("resources", [])
+        and verb in rule.get("verbs", [])
+        for rule in rules
+    )
+
+
+def _operator_needs() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the operator uses in a watched namespace."""
+    from tidings_operator.builders import Owner, build_all
+    from tidings_operator.kube import KINDS
+    from tidings_operator.spec import parse_spec
+
+    needs: set[tuple[str, str, str]] = set()
+    for kind in KINDS.values():
+        group = kind.api_version.rpartition("/")[0]
+        needs.add((group, kind.plural, "get"))
+    chat_cluster = next(
+        d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] == "ChatCluster"
+    )
+    owner: Owner = {"name": "chat", "namespace": "chat", "uid": "0"}
+    for manifest in build_all(
+        owner, parse_spec(chat_cluster["spec"]), chat_replicas=2, inbox_partitions=64
+    ):
+        group = manifest["apiVersion"].rpartition("/")[0]
+        plural = KINDS[manifest["kind"]].plural
+        needs |= {(group, plural, verb) for verb in ("create", "patch")}
+    needs |= {
+        ("tidings.dev", "chatclusters", "list"),
+        ("tidings.dev", "chatclusters", "watch"),
+        ("tidings.dev", "chatclusters", "patch"),  # kopf's annotations
+        ("tidings.dev", "chatclusters/status", "patch"),
+        ("tidings.dev", "chatclusters/finalizers", "update"),  # blockOwnerDeletion
+        ("apps", "statefulsets/scale", "patch"),
+        ("", "pods", "list"),
+        ("", "pods", "delete"),
+        ("", "pods/eviction", "create"),
+        ("", "events", "create"),
+    }
+    return needs
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["clusterrole", "roles"])
+def test_rbac_covers_what_the_operator_does(helm: Run, listed: bool) -> None:
+    args = ["--set", "operator.watchNamespaces={chat}"] if listed else []
+    kinds = by_kind(render(helm, *args))
+    cluster_rules = kinds["ClusterRole"][0]["rules"]
+    namespaced_rules = kinds["Role"][0]["rules"] if listed else cluster_rules
+    missing = sorted(n for n in _operator_needs() if not _granted(namespaced_rules, *n))
+    assert not missing, f"the operator needs {missing}"
+    for verb in ("get", "list", "watch"):
+        assert _granted(cluster_rules, "apiextensions.k8s.io", "customresourcedefinitions", verb)
+    # Read-only where it should be, and no kopf peering objects (the operator is standalone).
+    assert not any(
+        _granted(namespaced_rules, "", "secrets", v)
+        for v in ("list", "watch", "create", "patch", "delete")
+    )
+    groups = {g for rule in cluster_rules + namespaced_rules for g in rule["apiGroups"]}
+    assert not {g for g in groups if "kopf" in g or "zalando" in g}, groups
+    if listed:
+        assert not _granted(cluster_rules, "tidings.dev", "chatclusters", "list"), (
+            "listed: no cluster-wide access"
+        )
+        (binding,) = kinds["RoleBinding"]
+        assert binding["metadata"]["namespace"] == "chat"
+        assert binding["roleRef"]["name"] == kinds["Role"][0]["metadata"]["name"]
+
+
+def test_rbac_and_service_account_can_be_left_out(helm: Run) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "rbac.create=false",
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.name=ops",
+    )
+    assert set(by_kind(docs)) == {"Deployment"}
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+
+
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    if not (selector.get("matchLabels") or {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_monitors_select_the_operators_workloads(helm: Run) -> None:
+    """The ServiceMonitor finds the chat and api Services the operator builds (port http),
+    the PodMonitor the push pods (port metrics) - with the labels the dashboard filters on."""
+    from tidings_operator.builders import Owner, build_all
+    from tidings_operator.spec import parse_spec
+
+    kinds = by_kind(render(helm, "--values", str(FULL_VALUES)))
+    service_monitor, pod_monitor = (
+        kinds["ServiceMonitor"][0]["spec"],
+        kinds["PodMonitor"][0]["spec"],
+    )
+    assert service_monitor["namespaceSelector"] == {"matchNames": ["chat-a", "chat-b"]}
+
+    chat_cluster = next(
+        d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] == "ChatCluster"
+    )
+    owner: Owner = {"name": "chat", "namespace": "chat-a", "uid": "0"}
+    built = build_all(owner, parse_spec(chat_cluster["spec"]), chat_replicas=2, inbox_partitions=64)
+
+    services = [m for m in built if m["kind"] == "Service"]
+    selected = [
+        s for s in services if _selects(service_monitor["selector"], s["metadata"]["labels"])
+    ]
+    components = sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected)
+    assert components == ["api", "chat"]
+    (endpoint,) = service_monitor["endpoints"]
+    for service in selected:
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+    pods = [m["spec"]["template"] for m in built if m["kind"] in ("Deployment", "StatefulSet")]
+    selected_pods = [p for p in pods if _selects(pod_monitor["selector"], p["metadata"]["labels"])]
+    assert [p["metadata"]["labels"]["app.kubernetes.io/component"] for p in selected_pods] == [
+        "push"
+    ]
+    (pod_endpoint,) = pod_monitor["podMetricsEndpoints"]
+    ports = {p["name"] for c in selected_pods[0]["spec"]["containers"] for p in c.get("ports", [])}
+    assert pod_endpoint["port"] in ports
+
+    # The dashboard's variables come from these labels (app.kubernetes.io/instance is the
+    # ChatCluster's name on every child).
+    assert "app.kubernetes.io/instance" in service_monitor["targetLabels"]
+    assert "app.kubernetes.io/instance" in pod_monitor["podTargetLabels"]
+
+
+def _workload_series() -> set[str]:
+    """Every series name the workloads export (tidings.metrics, through the registry)."""
+    from prometheus_client import REGISTRY
+
+    import tidings.metrics  # noqa: F401  (registers the metrics)
+
+    series: set[str] = set()
+    for family in REGISTRY.collect():
+        if not family.name.startswith("tidings_"):
+            continue
+        suffixes = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_sum", "_count"],
+            "gauge": [""],
+        }.get(family.type, [""])
+        series |= {family.name + s for s in suffixes}
+    return series
+
+
+def test_dashboard_uses_only_metrics_the_workloads_export(helm: Run) -> None:
+    dashboard = json.loads((CHART / "dashboards" / "tidings.json").read_text())
+    assert dashboard["uid"] == "tidings" and dashboard["title"]
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\btidings_[a-z_]+\b", expr)}
+    exported = _workload_series()
+    assert used and used <= exported, f"not exported by the workloads: {sorted(used - exported)}"
+    for wanted in (
+        "tidings_connections",
+        "tidings_messages_sent_total",
+        "tidings_send_to_deliver_seconds_bucket",
+    ):
+        assert wanted in used, wanted
+    assert any(name.startswith("tidings_push_") for name in used)
+    # The ConfigMap carries the file as is.
+    configmap = one(render(helm, "--set", "grafanaDashboard.enabled=true"), "ConfigMap")
+    assert json.loads(configmap["data"]["tidings.json"]) == dashboard
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def test_example_spec_is_one_the_operator_accepts() -> None:
+    from tidings_operator.spec import check_name, parse_spec
+
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    (cluster,) = [d for d in docs if d["kind"] == "ChatCluster"]
+    check_name(cluster["metadata"]["name"])
+    spec = parse_spec(cluster["spec"])
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    assert sorted(secrets) == spec.secret_names(), "the example ships every Secret it names"
+    assert spec.postgres_url.key in secrets[spec.postgres_url.name]["stringData"]
+    assert spec.jwt_secret.key in secrets[spec.jwt_secret.name]["stringData"]
+
+
+# --------------------------------------------------------------------------------------
+# against the API server
+# --------------------------------------------------------------------------------------
+
+_DURATION = (
+    "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+_SELECTOR = {
+    "type": "object",
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string"},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+_ENDPOINT = {
+    "type": "object",
+    "properties": {
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "scheme": {"type": "string", "enum": ["http", "https", "HTTP", "HTTPS"]},
+        "interval": {"type": "string", "pattern": _DURATION},
+        "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+        "honorLabels": {"type": "boolean"},
+    },
+}
+
+
+def _monitor_crd(kind: str, plural: str, endpoints: str, target_labels: str) -> dict[str, Any]:
+    """A stand-in for the Prometheus Operator's CRD: the fields this chart sets, with
+    their types and patterns; strict field validation refuses every other field."""
+    spec_props: dict[str, Any] = {
+        "jobLabel": {"type": "string"},
+        target_labels: {"type": "array", "items": {"type": "string"}},
+        "selector": _SELECTOR,
+        "namespaceSelector": {
+            "type": "object",
+            "properties": {
+                "any": {"type": "boolean"},
+                "matchNames": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        endpoints: {"type": "array", "items": _ENDPOINT},
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.monitoring.coreos.com",
+            "labels": {"tidings.dev/test-fixture": "test_chart"},
+        },
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "required": ["selector"],
+                                    "properties": spec_props,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+MONITOR_CRDS = [
+    _monitor_crd("ServiceMonitor", "servicemonitors", "endpoints", "targetLabels"),
+    _monitor_crd("PodMonitor", "podmonitors", "podMetricsEndpoints", "podTargetLabels"),
+]
+
+
+@pytest.fixture
+def crds(kubectl: Run) -> None:
+    """The ChatCluster CRD from crds/ (server-side apply: the same file, idempotent), and
+    monitoring.coreos.com stand-ins unless the real CRDs are there; all Established."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        f"--field-manager={FIELD_MANAGER}",
+        "-f",
+        str(CRD_SOURCE),
+    )
+    names = [CRD_NAME]
+    for crd in MONITOR_CRDS:
+        name = crd["metadata"]["name"]
+        names.append(name)
+        if kubectl("get", "crd", name, "--ignore-not-found", "-o", "name").stdout.strip():
+            continue
+        created = kubectl("create", "-f", "-", input=json.dumps(crd), check=False)
+        assert created.returncode == 0 or "AlreadyExists" in created.stderr, created.stderr
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{n}" for n in names],
+        timeout=90,
+    )
+
+
+def _namespace(kubectl: Run) -> Iterator[str]:
+    name = f"chart-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        # Bounded: the namespace controller empties it and removes it.
+        kubectl(
+            "delete",
+            "namespace",
+            name,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=90s",
+            timeout=120,
+        )
+
+
+@pytest.fixture
+def namespace(kubectl: Run) -> Iterator[str]:
+    yield from _namespace(kubectl)
+
+
+@pytest.fixture
+def other_namespace(kubectl: Run) -> Iterator[str]:
+    yield from _namespace(kubectl)
+
+
+def _dry_run(
+    kubectl: Run, namespace: str | None, docs: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """Server-side dry-run; ``namespace`` for objects that do not name theirs."""
+    stream = "---\n".join(yaml.safe_dump(doc, sort_keys=False) for doc in docs)
+    args = ["--dry-run=server", "--validate=strict", f"--field-manager={FIELD_MANAGER}"]
+    if namespace:
+        args += ["-n", namespace]
+    return kubectl("apply", *args, "-f", "-", input=stream, check=False)
+
+
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+
+
+def _chart_dry_run(
+    kubectl: Run, docs: list[dict[str, Any]], namespace: str
+) -> subprocess.CompletedProcess[str]:
+    """Every namespaced object of the chart names its namespace (the release's unless a
+    value says otherwise), so no -n: the objects go where `helm install` would put them."""
+    for doc in docs:
+        if doc["kind"] not in CLUSTER_SCOPED:
+            assert doc["metadata"].get("namespace"), f"{doc['kind']} without a namespace"
+        else:
+            assert "namespace" not in doc["metadata"], doc["kind"]
+    in_release = [
+        d
+        for d in docs
+        if d["kind"] not in CLUSTER_SCOPED and d["kind"] not in ("Role", "RoleBinding")
+    ]
+    assert {d["metadata"]["namespace"] for d in in_release} == {namespace}
+    return _dry_run(kubectl, None, docs)
+
+
+def _assert_all_accepted(
+    proc: subprocess.CompletedProcess[str], docs: list[dict[str, Any]]
+) -> None:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"the API server refused:\n{out}"
+    assert "Warning" not in proc.stderr, out
+    accepted = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
+    assert len(accepted) == len(docs), out
+
+
+@pytest.mark.kube
+def test_default_manifests_pass_server_side_dry_run(
+    helm: Run, kubectl: Run, crds: None, namespace: str
+) -> None:
+    docs = render(helm, release=f"r{uuid.uuid4().hex[:8]}", namespace=namespace)
+    _assert_all_accepted(_chart_dry_run(kubectl, docs, namespace), docs)
+
+
+@pytest.mark.kube
+def test_full_manifests_pass_server_side_dry_run(
+    helm: Run, kubectl: Run, crds: None, namespace: str, other_namespace: str
+) -> None:
+    docs = render(
+        helm,
+        "--values",
+        str(FULL_VALUES),
+        "--set",
+        f"operator.watchNamespaces={{{namespace},{other_namespace}}}",
+        "--set",
+        f"fullnameOverride=r{uuid.uuid4().hex[:8]}",
+        namespace=namespace,
+    )
+    kinds = {d["kind"] for d in docs}
+    assert {
+        "ServiceMonitor",
+        "PodMonitor",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+    } <= kinds
+    _assert_all_accepted(_chart_dry_run(kubectl, docs, namespace), docs)
+
+
+@pytest.mark.kube
+def test_monitor_stand_ins_refuse_unknown_fields(kubectl: Run, crds: None, namespace: str) -> None:
+    """The stand-in CRDs do check: a misspelt field is refused, so the dry-run means something."""
+    bad = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "bad"},
+        "spec": {"selector": {}, "endpoints": [{"port": "http", "intervall": "30s"}]},
+    }
+    proc = _dry_run(kubectl, namespace, [bad])
+    assert proc.returncode != 0 and "intervall" in proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.kube
+def test_example_chatcluster_is_accepted(kubectl: Run, crds: None, namespace: str) -> None:
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    assert sorted(d["kind"] for d in docs) == ["ChatCluster"] + ["Secret"] * 5
+    _assert_all_accepted(_dry_run(kubectl, namespace, docs), docs)
+
+
+def _example_cluster() -> dict[str, Any]:
+    cluster: dict[str, Any] = next(
+        d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] == "ChatCluster"
+    )
+    return cluster
+
+
+def _without_kafka(spec: dict[str, Any]) -> None:
+    del spec["kafka"]
+
+
+def _bad_enum(spec: dict[str, Any]) -> None:
+    spec["cassandra"]["consistency"] = "MOST"
+
+
+def _no_partitions(spec: dict[str, Any]) -> None:
+    spec["kafka"]["inboxPartitions"] = 0
+
+
+def _bad_pull_policy(spec: dict[str, Any]) -> None:
+    spec["imagePullPolicy"] = "Sometimes"
+
+
+def _string_replicas(spec: dict[str, Any]) -> None:
+    spec["api"]["replicas"] = "two"
+
+
+def _unknown_field(spec: dict[str, Any]) -> None:
+    spec["kafka"]["bootstrap"] = "kafka:9092"
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        pytest.param(_without_kafka, "spec.kafka: Required value", id="missing-kafka"),
+        pytest.param(
+            _bad_enum, 'spec.cassandra.consistency: Unsupported value: "MOST"', id="bad-enum"
+        ),
+        pytest.param(
+            _no_partitions, "spec.kafka.inboxPartitions: Invalid value: 0", id="partitions-0"
+        ),
+        pytest.param(
+            _bad_pull_policy, "spec.imagePullPolicy: Unsupported value", id="bad-pull-policy"
+        ),
+        pytest.param(_string_replicas, "spec.api.replicas: Invalid value", id="wrong-type"),
+        pytest.param(_unknown_field, 'unknown field "spec.kafka.bootstrap"', id="unknown-field"),
+    ],
+)
+def test_broken_chatcluster_is_refused(
+    kubectl: Run,
+    crds: None,
+    namespace: str,
+    breakage: Callable[[dict[str, Any]], None],
+    expected: str,
+) -> None:
+    cluster = _example_cluster()
+    breakage(cluster["spec"])
+    proc = _dry_run(kubectl, namespace, [cluster])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"the API server accepted a broken ChatCluster:\n{out}"
+    assert expected in out, out
+
+
+def _can(kubectl: Run, who: str, verb: str, resource: str, namespace: str | None) -> bool:
+    """`kubectl auth can-i` as ``who``; ``resource`` may name a subresource (pods/eviction)."""
+    resource, _, sub = resource.partition("/")
+    args = ["-n", namespace] if namespace else []
+    if sub:
+        args.append(f"--subresource={sub}")
+    proc = kubectl("auth", "can-i", verb, resource, f"--as={who}", *args, check=False)
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), proc.stdout + proc.stderr
+    return answer == "yes"
+
+
+@pytest.mark.kube
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("listed", [False, True], ids=["all-namespaces", "listed-namespace"])
+def test_helm_install_runs_the_operator_with_the_rbac_it_needs(
+    helm: Run,
+    kubectl: Run,
+    kubeconfig: str,
+    crds: None,
+    namespace: str,
+    other_namespace: str,
+    listed: bool,
+) -> None:
+    release = f"t{uuid.uuid4().hex[:8]}"
+    args = ["--set", f"operator.watchNamespaces={{{other_namespace}}}"] if listed else []
+    common = ["--kubeconfig", kubeconfig, "--namespace", namespace]
+    helm("install", release, str(CHART), *common, *args, "--wait", "--timeout", "150s", timeout=200)
+    try:
+        # kwok runs the pod on its simulated node: the Deployment becomes available.
+        status = json.loads(kubectl("get", "deployment", "-n", namespace, "-o", "json").stdout)
+        (deployment,) = status["items"]
+        assert deployment["status"].get("availableReplicas") == 1, deployment["status"]
+        sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        who = f"system:serviceaccount:{namespace}:{sa}"
+
+        watched = other_namespace if listed else namespace
+        unwatched = namespace if listed else None
+        for verb, resource in [
+            ("watch", "chatclusters.tidings.dev"),
+            ("patch", "chatclusters.tidings.dev"),
+            ("patch", "chatclusters.tidings.dev/status"),
+            ("update", "chatclusters.tidings.dev/scale"),
+            ("create", "statefulsets.apps"),
+            ("patch", "statefulsets.apps/scale"),
+            ("patch", "deployments.apps"),
+            ("list", "controllerrevisions.apps"),
+            ("patch", "services"),
+            ("patch", "configmaps"),
+            ("patch", "poddisruptionbudgets.policy"),
+            ("delete", "pods"),
+            ("create", "pods/eviction"),
+            ("get", "secrets"),
+            ("create", "events"),
+        ]:
+            assert _can(kubectl, who, verb, resource, watched), (
+                f"cannot {verb} {resource} in {watched}"
+            )
+        for verb, resource in [
+            ("list", "secrets"),
+            ("create", "secrets"),
+            ("create", "pods"),
+            ("create", "pods/exec"),
+            ("delete", "namespaces"),
+        ]:
+            assert not _can(kubectl, who, verb, resource, watched), f"can {verb} {resource}"
+        assert _can(kubectl, who, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+        assert not _can(
+            kubectl, who, "create", "customresourcedefinitions.apiextensions.k8s.io", None
+        )
+        if unwatched is not None:
+            assert not _can(kubectl, who, "list", "chatclusters.tidings.dev", unwatched)
+    finally:
+        helm("uninstall", release, *common, "--wait", "--timeout", "90s", timeout=120)
+    # Helm never deletes the CRD.
+    assert kubectl("get", "crd", CRD_NAME, "-o", "name").stdout.strip()
+    leftovers = kubectl(
+        "get",
+        "clusterrole,clusterrolebinding",
+        "-o",
+        "name",
+        "-l",
+        f"app.kubernetes.io/instance={release}",
+    )
+    assert not leftovers.stdout.strip(), leftovers.stdout
