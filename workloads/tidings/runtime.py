@@ -45,6 +45,9 @@ class OwnsEveryone:
     def owner_url(self, user_id: int) -> str | None:
         return None
 
+    def fallback_url(self) -> str | None:
+        return None
+
 
 Background = Callable[[], Coroutine[Any, Any, None]]
 Closer = Callable[[], Awaitable[None]]

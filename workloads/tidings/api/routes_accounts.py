@@ -21,11 +21,11 @@ OFFLINE = PresenceStatus("offline", None)
 
 
 def chat_url(runtime: Runtime, request: Request, user_id: int) -> str:
-    owner = runtime.ownership.owner_url(user_id)
+    owner = runtime.ownership.owner_url(user_id) or runtime.ownership.fallback_url()
     if owner:
         return owner
     if runtime.gateway is None:
-        raise ApiError(503, errors.UNAVAILABLE, "no chat server serves this user right now")
+        raise ApiError(503, errors.UNAVAILABLE, "no chat server is running")
     if runtime.settings.public_chat_url:
         return runtime.settings.public_chat_url
     scheme = "wss" if request.url.scheme == "https" else "ws"
@@ -54,6 +54,7 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
     user = await runtime.directory.get_user_by_name(body.username)
     if user is None or not await runtime.passwords.verify(user.password_hash, body.password):
         raise ApiError(401, errors.BAD_CREDENTIALS, "wrong username or password")
+    url = chat_url(runtime, request, user.user_id)  # before a device is made: may be 503
     if body.device_id is not None:
         wanted = parse_decimal_id(body.device_id)
         device = await runtime.directory.get_device(wanted) if wanted is not None else None
@@ -73,7 +74,7 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
         "expires_at": expires_at,
         "user_id": str(user.user_id),
         "device_id": str(device.device_id),
-        "chat_url": chat_url(runtime, request, user.user_id),
+        "chat_url": url,
     }
 
 

@@ -296,6 +296,15 @@ class MembershipView:
         record = self.owner(partition)
         return record.url if record is not None else None
 
+    def any_url(self) -> str | None:
+        """The least loaded live server that is not draining: where to send a client
+        whose partition has no owner for a moment (a rebalance); it will be redirected
+        or told to reconnect once the owner is known."""
+        ready = [r for r in self.members() if not r.draining]
+        if not ready:
+            return None
+        return min(ready, key=lambda r: (r.connections, r.server_id)).url
+
     def partition_count(self) -> int:
         """The inbox partition count the live servers report (settings when none does)."""
         counts = [r.partition_count for r in self.members() if r.partition_count > 0]

@@ -36,3 +36,6 @@ class PartitionOwnership:
 
     def owner_url(self, user_id: int) -> str | None:
         return self._view.owner_url(self.partition_of(user_id))
+
+    def fallback_url(self) -> str | None:
+        return self._view.any_url()
