@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 
 from ._cluster import Backends, Cluster, close_cluster, open_cluster
 from ._harness import (
+    PRESENCE_OFFLINE_AFTER_S,
     Account,
     Clients,
     TidingsProcess,
@@ -41,6 +43,9 @@ FAILOVER_WITHIN_S = 30.0
 # A drained server hands its partitions over before it sends clients away.
 DRAIN_RECONNECT_WITHIN_S = 15.0
 DRAIN_BUDGET_MS = 2000  # TIDINGS_DRAIN_BUDGET_S of the test processes
+# How long a chat server's "online" lease on its users lives (the smallest allowed): when
+# the server dies, its users read as offline after at most this.
+PRESENCE_LEASE_S = 3
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,9 @@ def failover_cluster(
     tmp_path_factory: pytest.TempPathFactory, testenv: Mapping[str, str]
 ) -> Iterator[Cluster]:
     cluster = open_cluster(
-        tmp_path_factory.mktemp("tidings-failover"), Backends.from_testenv(testenv)
+        tmp_path_factory.mktemp("tidings-failover"),
+        Backends.from_testenv(testenv),
+        env={"TIDINGS_PRESENCE_LEASE_S": str(PRESENCE_LEASE_S)},
     )
     try:
         yield cluster
@@ -343,3 +350,62 @@ async def test_login_and_discover_keep_answering_while_a_chat_server_drains(
         f"{len(failures)} of {answers} answers during the drain were not 200/201 "
         f"({dict(kinds)}), from {failures[0]} to {failures[-1]}"
     )
+
+
+async def test_friends_see_the_users_of_a_killed_server_go_offline(
+    cluster: Cluster, clients: Clients
+) -> None:
+    """The cluster counterpart of "presence must not stay online across a restart": a user
+    whose chat server dies and who does not come back is offline, with the last_seen of
+    when she went, both stored and as a presence frame to her friends elsewhere (within
+    the failover time plus the presence window)."""
+    async with http_client(cluster, 0) as http:
+        carol = await new_account(http, "carol")
+        victim = cluster.chat_at(carol.chat_url)
+        bob = await account_where(http, lambda u: u != victim.ws_url, "bob")
+        assert (await http.put(f"/v1/friends/{carol.user_id}", headers=bob.auth)).status_code == 204
+        b = await clients.connect(bob)
+        connected_ms = now_ms()
+        await clients.connect(carol)
+        online = await b.recv_until("presence", within=5, user_id=carol.user_id)
+        assert online["status"] == "online"
+        await asyncio.sleep(0.5)
+        victim.kill()
+        killed_ms = now_ms()
+
+        problems = []
+        deadline = asyncio.get_running_loop().time() + PRESENCE_LEASE_S + 2
+        while True:
+            shown = (await http.get(f"/v1/users/{carol.user_id}", headers=bob.auth)).json()
+            stored = shown["presence"]
+            if stored["status"] == "offline" or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        if stored["status"] != "offline":
+            problems.append(f"stored presence still {stored} {PRESENCE_LEASE_S + 2}s after")
+        elif not _went_at(stored.get("last_seen"), connected_ms, killed_ms):
+            problems.append(f"stored offline presence has last_seen {stored.get('last_seen')!r}")
+
+        bound = FAILOVER_WITHIN_S + PRESENCE_OFFLINE_AFTER_S
+        try:
+            frame = await b.recv_until("presence", within=bound, user_id=carol.user_id)
+        except AssertionError:
+            problems.append(f"no presence frame to her friend within {bound}s of the kill")
+        else:
+            if frame["status"] != "offline":
+                problems.append(f"the friend was told {frame}, not offline")
+            elif not _went_at(frame.get("last_seen"), connected_ms, killed_ms):
+                problems.append(f"the offline frame has last_seen {frame.get('last_seen')!r}")
+    assert problems == [], (
+        f"carol's server was SIGKILLed at {killed_ms} (she connected at {connected_ms}): "
+        + "; ".join(problems)
+    )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _went_at(last_seen: object, connected_ms: int, killed_ms: int) -> bool:
+    """last_seen of someone who was connected from connected_ms until killed_ms."""
+    return isinstance(last_seen, int) and connected_ms - 1000 <= last_seen <= killed_ms + 1000
