@@ -21,7 +21,7 @@ import pytest
 from cassandra.cluster import Session
 
 from tidings.core.ids import min_id_at, timestamp_ms
-from tidings.core.model import Message, PresenceStatus, Watermarks
+from tidings.core.model import Message, OnlineLease, PresenceStatus, Watermarks
 from tidings.settings import Settings
 from tidings.storage import cassandra as cassandra_store
 from tidings.storage._cassandra_io import build_cluster
@@ -468,14 +468,27 @@ async def test_unreachable_cassandra_is_a_retriable_error() -> None:
 async def test_online_is_a_lease_that_lapses_when_not_renewed(
     cstore: CassandraMessageStore,
 ) -> None:
-    """A chat server that dies cannot say its users went offline: their "online" lapses."""
+    """A chat server that dies cannot say its users went offline: their "online" lapses,
+    last_seen stays, and the partition index names them for the new owner meanwhile."""
     cstore._presence_lease_s = 2
-    renewed, abandoned = uid(), uid()
-    await bounded(cstore.set_presence(renewed, PresenceStatus("online", 1_000)))
-    await bounded(cstore.set_presence(abandoned, PresenceStatus("online", 2_000)))
+    renewed, abandoned, partition = uid(), uid(), 7
+    await bounded(cstore.set_presence(renewed, PresenceStatus("online", 1_000), partition))
+    await bounded(cstore.set_presence(abandoned, PresenceStatus("online", 2_000), partition))
+    assert await bounded(cstore.online_in_partition(partition)) == {
+        renewed: 1_000,
+        abandoned: 2_000,
+    }
     for _ in range(3):
         await asyncio.sleep(1.0)
-        await bounded(cstore.refresh_presence({renewed: 5_000}))
+        await bounded(cstore.refresh_presence([OnlineLease(renewed, partition, 5_000)]))
     seen = await bounded(cstore.get_presence([renewed, abandoned]))
     assert seen[renewed] == PresenceStatus("online", 5_000)
-    assert abandoned not in seen or seen[abandoned].status == "offline"
+    assert seen[abandoned] == PresenceStatus("offline", 2_000)
+    # the abandoned user stays findable a while longer, for the new owner to announce
+    assert await bounded(cstore.online_in_partition(partition)) == {
+        renewed: 5_000,
+        abandoned: 2_000,
+    }
+    await bounded(cstore.set_presence(renewed, PresenceStatus("offline", 6_000), partition))
+    await bounded(cstore.set_presence(abandoned, PresenceStatus("offline", 2_000), partition))
+    assert await bounded(cstore.online_in_partition(partition)) == {}

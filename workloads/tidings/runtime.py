@@ -39,6 +39,9 @@ def wall_ms() -> int:
 class OwnsEveryone:
     """The embedded default serves every user itself."""
 
+    def partition_of(self, user_id: int) -> int:
+        return 0
+
     def owns(self, user_id: int) -> bool:
         return True
 
@@ -147,6 +150,7 @@ def assemble(
         ids,
         wall_ms,
         presence_fanout_limit=settings.presence_fanout_limit,
+        partition_of=ownership.partition_of,
     )
     tokens = Tokens(secret, settings.token_ttl_s)
     runtime = Runtime(

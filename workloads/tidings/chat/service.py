@@ -42,7 +42,9 @@ class ChatService:
         clock_ms: Callable[[], int],
         *,
         presence_fanout_limit: int = 1000,
+        partition_of: Callable[[int], int] = lambda _: 0,
     ) -> None:
+        self.partition_of = partition_of
         self.directory = directory
         self.messages = messages
         self.bus = bus
@@ -143,7 +145,9 @@ class ChatService:
         events: list[InboxEvent] = []
         for change in changes:
             await self.messages.set_presence(
-                change.user_id, PresenceStatus(change.status, change.last_seen)
+                change.user_id,
+                PresenceStatus(change.status, change.last_seen),
+                self.partition_of(change.user_id),
             )
             audience = await self.directory.presence_audience(
                 change.user_id, self.presence_fanout_limit

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from tidings.bus.kafka import KafkaBus
@@ -78,10 +79,25 @@ async def open_chat(settings: Settings) -> Runtime:
     holder: dict[str, Runtime] = {}
     publisher_ref: list[MembershipPublisher] = []
 
+    owned_before: set[int] = set()
+
     async def on_assigned(partitions: set[int]) -> None:
+        gained = partitions - owned_before
+        owned_before.clear()
+        owned_before.update(partitions)
         runtime = holder.get("runtime")
         if runtime is not None and runtime.gateway is not None:
-            runtime.gateway.release_unowned()
+            gateway = runtime.gateway
+            gateway.release_unowned()
+            if gained:
+                # Give the moved users half the presence window to come back first.
+                delay = settings.presence_offline_after_s / 2
+
+                async def announce_later() -> None:
+                    await asyncio.sleep(delay)
+                    await gateway.announce_orphans(gained)
+
+                gateway.spawn(announce_later())
         for publisher in publisher_ref:
             publisher.poke()
         log.info("owning inbox partitions", extra={"partitions": sorted(partitions)})

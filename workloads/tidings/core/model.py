@@ -73,6 +73,15 @@ def advance_watermarks(current: Watermarks, message_id: int, status: str) -> Wat
 
 
 @dataclass(frozen=True, slots=True)
+class OnlineLease:
+    """A user a chat server serves right now, for the "online" lease it keeps renewing."""
+
+    user_id: int
+    partition: int
+    last_seen: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class PresenceStatus:
     status: str  # "online" | "offline"
     last_seen: int | None  # ms since the epoch; None when never seen

@@ -34,7 +34,7 @@ from tidings.core.frames import (
     synced_frame,
     welcome_frame,
 )
-from tidings.core.model import InboxEntry
+from tidings.core.model import InboxEntry, OnlineLease
 from tidings.core.presence import PresenceChange, PresenceTracker
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
@@ -273,7 +273,12 @@ class Gateway:
                 self.sweep()
                 if self.clock_ms() >= next_lease:
                     next_lease = self.clock_ms() + lease_every_ms
-                    await self.service.messages.refresh_presence(self.presence.online_users())
+                    await self.service.messages.refresh_presence(
+                        [
+                            OnlineLease(user_id, self.ownership.partition_of(user_id), seen)
+                            for user_id, seen in self.presence.online_users().items()
+                        ]
+                    )
             except Exception:
                 log.exception("sweep failed")
 
@@ -305,6 +310,22 @@ class Gateway:
         if released:
             log.info("released connections of moved partitions", extra={"count": released})
         return released
+
+    async def announce_orphans(self, partitions: set[int]) -> None:
+        """Users stored online in partitions this server just gained, and not connected
+        here, lost their server without an offline word: say it for them."""
+        now = self.clock_ms()
+        changes = []
+        for partition in partitions:
+            stored = await self.service.messages.online_in_partition(partition)
+            changes += [
+                PresenceChange(user_id, "offline", seen if seen is not None else now)
+                for user_id, seen in stored.items()
+                if self.ownership.owns(user_id) and not self.presence.is_online(user_id)
+            ]
+        if changes:
+            log.info("announcing users of a lost server offline", extra={"count": len(changes)})
+            self._publish_presence(changes)
 
     def drain_connection(self, conn: Connection) -> None:
         self.draining = True

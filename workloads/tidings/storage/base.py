@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tidings.core.model import InboxEntry, Message, PresenceStatus, Watermarks
+from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
 
 
 class StorageError(Exception):
@@ -115,9 +115,16 @@ class MessageStore(Protocol):
         self, channel_id: str, user_id: int, watermarks: Watermarks
     ) -> None: ...
 
-    async def set_presence(self, user_id: int, presence: PresenceStatus) -> None: ...
-    async def refresh_presence(self, last_seen: Mapping[int, int | None]) -> None:
+    async def set_presence(
+        self, user_id: int, presence: PresenceStatus, partition: int = 0
+    ) -> None: ...
+    async def refresh_presence(self, leases: Sequence[OnlineLease]) -> None:
         """Renew "online" for users this server still serves (it lapses otherwise)."""
+        ...
+
+    async def online_in_partition(self, partition: int) -> dict[int, int | None]:
+        """Users stored as online in an inbox partition, with their last_seen (a new
+        owner announces those whose server died as offline)."""
         ...
 
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]: ...

@@ -32,14 +32,14 @@ import asyncio
 import logging
 import unicodedata
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from cassandra.cluster import Cluster, Session
 from cassandra.query import BatchStatement, BatchType
 
 from tidings.core.ids import EPOCH_MS, timestamp_ms
-from tidings.core.model import InboxEntry, Message, PresenceStatus, Watermarks
+from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
 from tidings.settings import Settings
 from tidings.storage._cassandra_io import Cql, Row, check_identifier, connect
 from tidings.storage.base import StorageError
@@ -121,9 +121,17 @@ _STATEMENTS: dict[str, str] = {
         "VALUES (?, ?, ?, ?)"
     ),
     "upsert_presence": ("INSERT INTO {ks}.presence (user_id, status, last_seen) VALUES (?, ?, ?)"),
-    # "online" is a lease: the owner refreshes it; it lapses when the owner dies.
-    "lease_online": (
-        "UPDATE {ks}.presence USING TTL ? SET status = 'online', last_seen = ? WHERE user_id = ?"
+    # "online" is a lease: the owner refreshes it; it lapses when the owner dies. last_seen
+    # is written apart, without a TTL, so it outlives the lease.
+    "lease_online": "UPDATE {ks}.presence USING TTL ? SET status = 'online' WHERE user_id = ?",
+    "update_last_seen": "UPDATE {ks}.presence SET last_seen = ? WHERE user_id = ?",
+    "lease_online_index": (
+        "INSERT INTO {ks}.presence_online (partition, user_id, last_seen) VALUES (?, ?, ?) "
+        "USING TTL ?"
+    ),
+    "delete_online_index": "DELETE FROM {ks}.presence_online WHERE partition = ? AND user_id = ?",
+    "select_online_index": (
+        "SELECT user_id, last_seen FROM {ks}.presence_online WHERE partition = ?"
     ),
     "select_presence": "SELECT status, last_seen FROM {ks}.presence WHERE user_id = ?",
 }
@@ -168,6 +176,11 @@ def _grouped(items: Iterable[tuple[Hashable, Any]]) -> dict[Any, list[Any]]:
     for key, value in items:
         groups[key].append(value)
     return groups
+
+
+# How much longer than the lease a user stays findable in presence_online after their
+# server stopped renewing: covers the consumer group's failover and the new owner's wait.
+ORPHAN_WINDOW_S = 120
 
 
 class CassandraMessageStore:
@@ -594,31 +607,62 @@ class CassandraMessageStore:
             what="save watermarks",
         )
 
-    async def set_presence(self, user_id: int, presence: PresenceStatus) -> None:
+    async def set_presence(
+        self, user_id: int, presence: PresenceStatus, partition: int = 0
+    ) -> None:
         if presence.status == "online":
-            await self.refresh_presence({user_id: presence.last_seen})
+            await self.refresh_presence([OnlineLease(user_id, partition, presence.last_seen)])
             return
-        await self._cql.run(
-            self._q["upsert_presence"],
-            (user_id, presence.status, presence.last_seen),
-            what="save presence",
+        await self._cql.gather(
+            [
+                self._cql.run(
+                    self._q["upsert_presence"],
+                    (user_id, presence.status, presence.last_seen),
+                    what="save presence",
+                ),
+                self._cql.run(
+                    self._q["delete_online_index"], (partition, user_id), what="save presence"
+                ),
+            ]
         )
 
-    async def refresh_presence(self, last_seen: Mapping[int, int | None]) -> None:
+    async def refresh_presence(self, leases: Sequence[OnlineLease]) -> None:
         """Renew the "online" lease of users this server serves.
 
-        The status cell (and last_seen with it) lives ``presence_lease_s``; when a chat
-        server dies without saying its users went offline, the lease lapses and readers
-        see them offline (with no last_seen) instead of online forever.
+        The status cell lives ``presence_lease_s``, so a dead server's users read as
+        offline once it lapses. Their row in ``presence_online`` lives
+        ``ORPHAN_WINDOW_S`` longer, long enough for the new owner of the partition
+        (after the consumer group's failover) to find them and announce them offline to
+        their friends. last_seen has no TTL.
         """
-        await self._cql.gather(
-            self._cql.run(
-                self._q["lease_online"],
-                (self._presence_lease_s, seen, user_id),
-                what="lease presence",
+        ttl = self._presence_lease_s
+        calls = []
+        for lease in leases:
+            calls.append(
+                self._cql.run(self._q["lease_online"], (ttl, lease.user_id), what="lease presence")
             )
-            for user_id, seen in last_seen.items()
+            calls.append(
+                self._cql.run(
+                    self._q["lease_online_index"],
+                    (lease.partition, lease.user_id, lease.last_seen, ttl + ORPHAN_WINDOW_S),
+                    what="lease presence",
+                )
+            )
+            if lease.last_seen is not None:
+                calls.append(
+                    self._cql.run(
+                        self._q["update_last_seen"],
+                        (lease.last_seen, lease.user_id),
+                        what="lease presence",
+                    )
+                )
+        await self._cql.gather(calls)
+
+    async def online_in_partition(self, partition: int) -> dict[int, int | None]:
+        rows = await self._cql.rows(
+            self._q["select_online_index"], (partition,), what="read presence"
         )
+        return {int(row["user_id"]): row["last_seen"] for row in rows}
 
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]:
         ids = list(dict.fromkeys(user_ids))

@@ -126,6 +126,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "USING 'sai'",
         ),
     ),
+    Migration(
+        3,
+        "presence_online: who is online per inbox partition (rows are leases with a TTL)",
+        (
+            """CREATE TABLE IF NOT EXISTS {ks}.presence_online (
+                partition int,
+                user_id bigint,
+                last_seen bigint,
+                PRIMARY KEY (partition, user_id)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

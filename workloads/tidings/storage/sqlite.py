@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tidings.core.model import InboxEntry, Message, PresenceStatus, Watermarks
+from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
 from tidings.storage._sqlite_worker import SqliteWorker
 
 SCHEMA = """
@@ -250,10 +250,19 @@ class SqliteMessageStore:
 
         await self._db.transaction(reset)
 
-    async def refresh_presence(self, last_seen: Mapping[int, int | None]) -> None:
+    async def refresh_presence(self, leases: Sequence[OnlineLease]) -> None:
         """Nothing to renew: one process owns everyone, and start-up resets presence."""
 
-    async def set_presence(self, user_id: int, presence: PresenceStatus) -> None:
+    async def online_in_partition(self, partition: int) -> dict[int, int | None]:
+        def query(conn: sqlite3.Connection) -> dict[int, int | None]:
+            rows = conn.execute("SELECT user_id, last_seen FROM presence WHERE status='online'")
+            return {int(r[0]): r[1] for r in rows}
+
+        return await self._db.read(query)
+
+    async def set_presence(
+        self, user_id: int, presence: PresenceStatus, partition: int = 0
+    ) -> None:
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO presence (user_id, status, last_seen) VALUES (?,?,?) "
