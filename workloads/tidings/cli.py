@@ -80,6 +80,14 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exec_operator(operator_args: Sequence[str]) -> None:
+    """`tidings operator ...` is `python -m tidings_operator ...`: the workloads never
+    import the operator; both ship in the same distribution."""
+    import os
+
+    os.execv(sys.executable, [sys.executable, "-m", "tidings_operator", *operator_args])
+
+
 def _add_listen_flags(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--host", help=f"address {what} listens on (TIDINGS_HOST)")
     parser.add_argument("--port", type=int, help="port (TIDINGS_PORT)")
@@ -142,12 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(handler=_migrate)
 
+    # Listed for --help; main() hands `tidings operator ...` over before parsing.
+    commands.add_parser(
+        "operator", help="run the ChatCluster operator (python -m tidings_operator)"
+    )
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"tidings {__version__}") or 0)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["operator"]:
+        _exec_operator(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.handler(args)
     return result
