@@ -68,12 +68,13 @@ kafka_start() {
             -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
             -e "s|@DATA_DIR@|$KAFKA_STATE/data|g" \
             "$KAFKA_SRC/server.properties" >"$KAFKA_STATE/server.properties"
-        # A cluster id is a base64url-encoded 16-byte UUID without padding.
+        # A cluster id is a base64url-encoded 16-byte UUID without padding. It may start
+        # with "-", so it is passed as --cluster-id=ID, never as a separate argument.
         local cluster_id
         cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
         : >"$KAFKA_LOG"
         if ! kafka_tool kafka.tools.StorageTool format \
-            --cluster-id "$cluster_id" --config "$KAFKA_STATE/server.properties" \
+            --cluster-id="$cluster_id" --config "$KAFKA_STATE/server.properties" \
             >>"$KAFKA_LOG" 2>&1; then
             tail -n 30 "$KAFKA_LOG" >&2
             die "formatting kafka storage failed, see $KAFKA_LOG"
