@@ -65,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _QuietTicks(logging.Filter):
-    """Drop kopf's "Timer succeeded" line, logged every tick for every ChatCluster."""
+class _QuietEvents(logging.Filter):
+    """Drop kopf's "Handler 'chatcluster_event' succeeded", logged for every watch event."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Timer 'chatcluster_tick' succeeded")
+        return not record.getMessage().startswith("Handler 'chatcluster_event' succeeded")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL,
     )
-    logging.getLogger("kopf.objects").addFilter(_QuietTicks())
+    logging.getLogger("kopf.objects").addFilter(_QuietEvents())
     options = Options(tick_s=args.tick_seconds, resync_s=args.resync_seconds)
     registry = kopf.OperatorRegistry()
-    register(registry, options)
+    register(registry)
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -215,6 +216,39 @@ class Kube:
                 return False
             raise
         return done is not None
+
+    async def post_event(
+        self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about ``obj`` (shown by ``kubectl describe``); never raises."""
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'tidings')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": names.FIELD_MANAGER},
+            "reportingComponent": names.FIELD_MANAGER,
+            "reportingInstance": names.FIELD_MANAGER,
+        }
+        try:
+            await self.request("POST", f"/api/v1/namespaces/{quote(namespace)}/events", body)
+        except KubeError as exc:
+            log.warning("could not post an event (%s): %s", reason, exc)
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch a ChatCluster's status (``None`` values remove fields)."""

@@ -8,7 +8,8 @@ Two entry points per ChatCluster:
   ``kopf.TemporaryError`` (with backoff) while an engine or a Secret is missing and
   ``kopf.PermanentError`` when the spec cannot work, after writing a condition that says
   so.
-- :meth:`Reconciler.sync` every tick (a kopf timer) and after each reconcile: read the
+- :meth:`Reconciler.sync` every tick (:meth:`Reconciler.run_ticks`) and after each
+  reconcile: read the
   ChatCluster, its children and the chat servers' membership records; decide the size
   (:mod:`~tidings_operator.autoscale`), the next rollout step
   (:mod:`~tidings_operator.rollout`) and what was lost (:mod:`~tidings_operator.disruption`);
@@ -18,6 +19,13 @@ Everything a decision needs between two looks that must survive an operator rest
 in the status (the replacement in flight, the last disruption); the rest (the scale
 history, the pods seen last time, the membership reader) lives in a :class:`ClusterState`
 per ChatCluster. One lock per ChatCluster orders the status writes.
+
+The ticks are the operator's own loop, not a kopf timer: kopf puts a finalizer on every
+object that has a timer or daemon, so a ChatCluster (and its namespace) could not be
+deleted while the operator is down. Nothing here needs finalizing — the children go with
+their owner references, and the topics and keyspace are kept on purpose — so the
+ChatClusters carry no finalizer, and the loop ticks those the watch has seen
+(:meth:`Reconciler.track`, :meth:`Reconciler.forget`).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -80,7 +88,9 @@ class Options:
 class ClusterState:
     """What the operator remembers about one ChatCluster between looks (in memory)."""
 
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # status writes, applies
+    wire_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one wiring at a time
+    last_attempt_key: str | None = None  # the spec the last wiring attempt was for
     spec_error: str | None = None
     blocked: str | None = None  # a missing Secret, say
     parts: list[Verdict] = field(default_factory=list)  # api and push, for the summary
@@ -91,6 +101,9 @@ class ClusterState:
     reader: MembershipReader | None = None
     reader_key: str | None = None
     reader_retry_at: float = 0.0
+    name: str = ""
+    namespace: str = ""
+    ticking: asyncio.Task[None] | None = None
     history: tuple[Recommendation, ...] | None = None
     pods_seen: dict[str, PodSeen] = field(default_factory=dict)
     reported_uids: set[str] = field(default_factory=set)
@@ -100,6 +113,14 @@ class ClusterState:
     last_apply: float = -math.inf
 
     async def close(self) -> None:
+        task, self.ticking = self.ticking, None
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.close_reader()
+
+    async def close_reader(self) -> None:
         reader, self.reader = self.reader, None
         if reader is not None:
             await reader.close()
@@ -165,6 +186,44 @@ def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+class _Blocked(Exception):
+    """A Secret the spec names is missing."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _WireFailed(Exception):
+    """Kafka or Cassandra failed; ``verdicts`` are what succeeded before."""
+
+    def __init__(
+        self,
+        condition: str,
+        error: EngineUnavailable | EngineRejected,
+        verdicts: list[Verdict],
+    ) -> None:
+        super().__init__(error.message)
+        self.condition = condition
+        self.error = error
+        self.verdicts = verdicts
+
+    def report(self, state: ClusterState, retrying: str) -> list[Verdict]:
+        """The conditions to write (and the spec error to remember, when it is one)."""
+        if isinstance(self.error, EngineRejected):
+            state.spec_error = self.error.message
+            failed = Verdict(self.condition, "False", "InvalidSpec", self.error.message)
+        else:
+            engine = "Kafka" if self.condition == "KafkaReady" else "Cassandra"
+            failed = Verdict(
+                self.condition,
+                "False",
+                f"{engine}Unavailable",
+                f"{self.error.message}; {retrying}",
+            )
+        return [*self.verdicts, failed]
+
+
 class Reconciler:
     def __init__(self, kube: Kube, options: Options) -> None:
         self.kube = kube
@@ -174,7 +233,13 @@ class Reconciler:
     def state(self, uid: str) -> ClusterState:
         return self._states.setdefault(uid, ClusterState())
 
+    def track(self, *, name: str, namespace: str, uid: str) -> None:
+        """A ChatCluster exists (seen by the watch): tick it."""
+        state = self.state(uid)
+        state.name, state.namespace = name, namespace
+
     async def forget(self, uid: str) -> None:
+        """A ChatCluster is gone: stop ticking it, close its membership reader."""
         state = self._states.pop(uid, None)
         if state is not None:
             await state.close()
@@ -183,6 +248,26 @@ class Reconciler:
         states, self._states = list(self._states.values()), {}
         for state in states:
             await state.close()
+
+    async def run_ticks(self) -> None:
+        """Every ``tick_s``, sync each tracked ChatCluster (a slow one is not stacked up)."""
+        while True:
+            for uid, state in list(self._states.items()):
+                if not state.name or (state.ticking is not None and not state.ticking.done()):
+                    continue
+                state.ticking = asyncio.create_task(
+                    self._tick(uid, state), name=f"tick:{state.namespace}/{state.name}"
+                )
+            await asyncio.sleep(self.options.tick_s)
+
+    async def _tick(self, uid: str, state: ClusterState) -> None:
+        try:
+            await self.sync(name=state.name, namespace=state.namespace, uid=uid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The next tick tries again.
+            log.warning("sync of %s/%s failed", state.namespace, state.name, exc_info=True)
 
     def _backoff(self, retry: int) -> float:
         return float(
@@ -193,8 +278,10 @@ class Reconciler:
 
     async def reconcile(self, *, name: str, namespace: str, uid: str, retry: int) -> None:
         state = self.state(uid)
+        state.name, state.namespace = name, namespace
         obj = await self._get_cluster(namespace, name)
         if obj is None:
+            await self.forget(uid)
             return
         try:
             check_name(name)
@@ -204,77 +291,66 @@ class Reconciler:
             await self._report(namespace, name, state, [])
             raise kopf.PermanentError(str(exc)) from exc
         state.spec_error = None
-
-        secrets = await self._read_secrets(namespace, spec)
-        if isinstance(secrets, str):
-            state.blocked = secrets
+        try:
+            verdicts = await self._wire(namespace, state, spec)
+        except _Blocked as exc:
             await self._report(namespace, name, state, [])
-            raise kopf.TemporaryError(secrets, delay=self._backoff(retry))
-        state.blocked = None
-
-        key = wiring_key(spec)
-        if state.wired_key != key:
-            kafka_auth = secrets.get(spec.kafka.auth_secret or "")
-            cassandra_auth = secrets.get(spec.cassandra.auth_secret or "")
-            try:
-                kafka = await ensure_kafka(spec.kafka, kafka_auth)
-            except (EngineUnavailable, EngineRejected) as exc:
-                raise await self._engine_failed(
-                    namespace, name, state, "KafkaReady", exc, retry
-                ) from exc
-            state.kafka_options = kafka_options(spec.kafka, kafka_auth)
-            state.kafka_key = json.dumps(
-                [spec.kafka.bootstrap_servers, spec.kafka.topic_prefix, kafka_auth], sort_keys=True
-            )
+            raise kopf.TemporaryError(exc.message, delay=self._backoff(retry)) from exc
+        except _WireFailed as exc:
+            delay = self._backoff(retry)
             await self._report(
-                namespace,
-                name,
-                state,
-                [Verdict("KafkaReady", "True", "TopicsReady", kafka.message)],
+                namespace, name, state, exc.report(state, f"retrying in {delay:.0f}s")
             )
-            try:
-                cassandra = await ensure_cassandra(spec.cassandra, cassandra_auth)
-            except (EngineUnavailable, EngineRejected) as exc:
-                raise await self._engine_failed(
-                    namespace, name, state, "CassandraReady", exc, retry
-                ) from exc
-            await self._report(
-                namespace,
-                name,
-                state,
-                [Verdict("CassandraReady", "True", "SchemaReady", cassandra.message)],
-            )
-            state.wired_key = key
-            state.inbox_partitions = kafka.inbox_partitions
-            log.info("%s/%s wired: %s; %s", namespace, name, kafka.message, cassandra.message)
+            if isinstance(exc.error, EngineRejected):
+                raise kopf.PermanentError(exc.error.message) from exc
+            raise kopf.TemporaryError(
+                f"{exc.error.message}; retrying in {delay:.0f}s", delay=delay
+            ) from exc
+        if verdicts:
+            await self._report(namespace, name, state, verdicts)
         try:
             await self.sync(name=name, namespace=namespace, uid=uid, force_apply=True)
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=self._backoff(retry)) from exc
 
-    async def _engine_failed(
-        self,
-        namespace: str,
-        name: str,
-        state: ClusterState,
-        condition: str,
-        exc: EngineUnavailable | EngineRejected,
-        retry: int,
-    ) -> kopf.PermanentError | kopf.TemporaryError:
-        """Report an engine's failure in its condition; the kopf error to raise."""
-        engine = "Kafka" if condition == "KafkaReady" else "Cassandra"
-        if isinstance(exc, EngineRejected):
-            state.spec_error = exc.message
-            await self._report(
-                namespace, name, state, [Verdict(condition, "False", "InvalidSpec", exc.message)]
+    async def _wire(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> list[Verdict]:
+        """Wire Kafka and Cassandra for this spec unless done already; the conditions to write.
+
+        One at a time per ChatCluster (two migrators at once can leave Cassandra's nodes
+        disagreeing about the schema). Raises :class:`_Blocked` (a Secret is missing) or
+        :class:`_WireFailed`.
+        """
+        key = wiring_key(spec)
+        async with state.wire_lock:
+            if state.wired_key == key:
+                return []
+            state.last_attempt_key = key
+            secrets = await self._read_secrets(namespace, spec)
+            if isinstance(secrets, str):
+                state.blocked = secrets
+                raise _Blocked(secrets)
+            state.blocked = None
+            kafka_auth = secrets.get(spec.kafka.auth_secret or "")
+            cassandra_auth = secrets.get(spec.cassandra.auth_secret or "")
+            verdicts: list[Verdict] = []
+            try:
+                kafka = await ensure_kafka(spec.kafka, kafka_auth)
+            except (EngineUnavailable, EngineRejected) as exc:
+                raise _WireFailed("KafkaReady", exc, verdicts) from exc
+            state.kafka_options = kafka_options(spec.kafka, kafka_auth)
+            state.kafka_key = json.dumps(
+                [spec.kafka.bootstrap_servers, spec.kafka.topic_prefix, kafka_auth], sort_keys=True
             )
-            return kopf.PermanentError(exc.message)
-        delay = self._backoff(retry)
-        message = f"{exc.message}; retrying in {delay:.0f}s"
-        await self._report(
-            namespace, name, state, [Verdict(condition, "False", f"{engine}Unavailable", message)]
-        )
-        return kopf.TemporaryError(message, delay=delay)
+            verdicts.append(Verdict("KafkaReady", "True", "TopicsReady", kafka.message))
+            try:
+                cassandra = await ensure_cassandra(spec.cassandra, cassandra_auth)
+            except (EngineUnavailable, EngineRejected) as exc:
+                raise _WireFailed("CassandraReady", exc, verdicts) from exc
+            verdicts.append(Verdict("CassandraReady", "True", "SchemaReady", cassandra.message))
+            state.wired_key, state.spec_error = key, None
+            state.inbox_partitions = kafka.inbox_partitions
+            log.info("%s wired: %s; %s", namespace, kafka.message, cassandra.message)
+            return verdicts
 
     async def _read_secrets(
         self, namespace: str, spec: ClusterSpec
@@ -364,7 +440,7 @@ class Reconciler:
         if state.kafka_options is None or state.kafka_key is None:
             return None, None
         if state.reader is None or state.reader_key != state.kafka_key:
-            await state.close()
+            await state.close_reader()
             if time.monotonic() < state.reader_retry_at:
                 return None, None
             reader = MembershipReader(
@@ -387,8 +463,33 @@ class Reconciler:
             return members, None
         return members, sum(m.connections for m in members.values())
 
+    async def _wire_changed_spec(
+        self, namespace: str, state: ClusterState, spec: ClusterSpec
+    ) -> list[Verdict]:
+        """Wire now if the last attempt failed for an older spec (say, a fixed address).
+
+        kopf retries a failed handler after its backoff even when the spec changed
+        meanwhile; a fix should not wait for that. A spec that failed as it is keeps kopf's
+        backoff (a down engine is not hammered every tick).
+        """
+        key = wiring_key(spec)
+        if (
+            state.wired_key == key
+            or state.last_attempt_key in (None, key)
+            or state.wire_lock.locked()
+        ):
+            return []
+        try:
+            return await self._wire(namespace, state, spec)
+        except _Blocked:
+            return []
+        except _WireFailed as exc:
+            return exc.report(state, "kopf retries with backoff")
+
     async def sync(self, *, name: str, namespace: str, uid: str, force_apply: bool = False) -> None:
-        state = self.state(uid)
+        state = self._states.get(uid)
+        if state is None:  # forgotten: deleted meanwhile
+            return
         async with state.lock:
             obj = await self._get_cluster(namespace, name)
             if obj is None:
@@ -416,6 +517,8 @@ class Reconciler:
             if patch:
                 await self.kube.patch_status(namespace, name, patch)
             return
+
+        wired_now = await self._wire_changed_spec(namespace, state, spec)
 
         owner: Owner = {"name": name, "namespace": namespace, "uid": uid}
         chat_name = names.chat_name(name)
@@ -604,7 +707,10 @@ class Reconciler:
             raw_pods,
         )
         conditions = merge_conditions(
-            status.get("conditions") or [], verdicts, generation=generation, now=stamp
+            status.get("conditions") or [],
+            [*wired_now, *verdicts],
+            generation=generation,
+            now=stamp,
         )
         state.parts = [
             self._workload_part("api", api, wired),
@@ -639,10 +745,7 @@ class Reconciler:
             state.last_total = total
         for kind, reason, message in events:
             log.info("%s/%s %s: %s", namespace, name, reason, message)
-            with contextlib.suppress(Exception):
-                kopf.event(
-                    kopf.Body(cast(kopf.RawBody, obj)), type=kind, reason=reason, message=message
-                )
+            await self.kube.post_event(obj, type_=kind, reason=reason, message=message)
 
     @staticmethod
     def _workload_part(what: str, workload: Mapping[str, Any] | None, wired: bool) -> Verdict:

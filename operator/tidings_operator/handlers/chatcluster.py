@@ -3,10 +3,12 @@
 - ``chatcluster_create`` / ``chatcluster_update`` (spec changes, ``/scale`` included) /
   ``chatcluster_resume`` (operator start): :meth:`Reconciler.reconcile` — check, wire,
   apply, report; ``kopf.TemporaryError`` / ``kopf.PermanentError`` from there.
-- ``chatcluster_tick``: a timer every ``--tick-seconds``: :meth:`Reconciler.sync` —
-  status, autoscaling, the rollout, disruptions, drift repair.
-- ``chatcluster_delete``: forget the in-memory state (the children go with their owner
-  reference; topics and keyspace stay). Optional: no finalizer is added.
+- ``chatcluster_event`` (every watch event): which ChatClusters exist. The operator's
+  ticker (started by ``operator_startup``) runs :meth:`Reconciler.sync` for each of them
+  every ``--tick-seconds`` — status, autoscaling, the rollout, disruptions, drift repair.
+  It is not a kopf timer because kopf puts a finalizer on objects with timers, and a
+  ChatCluster needs none: the children go with their owner references, the topics and
+  the keyspace stay. So deleting a ChatCluster never waits for the operator.
 
 Handlers return nothing (nothing lands in ``status.<handler>``); kopf keeps its own
 progress in annotations under ``tidings.dev/``, since the status schema is strict.
@@ -14,6 +16,8 @@ progress in annotations under ``tidings.dev/``, since the status schema is stric
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -25,9 +29,8 @@ from tidings_operator.reconciler import Options, Reconciler
 
 __all__ = [
     "chatcluster_create",
-    "chatcluster_delete",
+    "chatcluster_event",
     "chatcluster_resume",
-    "chatcluster_tick",
     "chatcluster_update",
     "operator_cleanup",
     "operator_login",
@@ -66,12 +69,19 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     options = memo.get("options")
-    memo["reconciler"] = Reconciler(
+    reconciler = Reconciler(
         Kube.from_environment(), options if isinstance(options, Options) else Options()
     )
+    memo["reconciler"] = reconciler
+    memo["ticker"] = asyncio.create_task(reconciler.run_ticks(), name="chatcluster-ticker")
 
 
 async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    ticker = memo.get("ticker")
+    if isinstance(ticker, asyncio.Task):
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
     reconciler = memo.get("reconciler")
     if isinstance(reconciler, Reconciler):
         await reconciler.close()
@@ -102,25 +112,20 @@ async def chatcluster_resume(
     )
 
 
-async def chatcluster_tick(
-    name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
+async def chatcluster_event(
+    type: str | None, name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    try:
-        await _reconciler(memo).sync(name=name, namespace=_namespace(namespace), uid=uid)
-    except kopf.TemporaryError:
-        raise
-    except Exception:
-        # The next tick tries again; a timer that raised would be retried on kopf's own
-        # schedule instead of ours.
-        log.warning("sync of %s/%s failed", namespace, name, exc_info=True)
+    reconciler = memo.get("reconciler")
+    if not isinstance(reconciler, Reconciler) or not namespace:
+        return
+    if type == "DELETED":
+        await reconciler.forget(uid)
+    else:
+        reconciler.track(name=name, namespace=namespace, uid=uid)
 
 
-async def chatcluster_delete(uid: str, memo: kopf.Memo, **_: Any) -> None:
-    await _reconciler(memo).forget(uid)
-
-
-def register(registry: kopf.OperatorRegistry, options: Options) -> None:
-    """Register the handlers (the tick interval comes from ``options``)."""
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the handlers (the options come in the memo, see ``__main__``)."""
     group, version, plural = names.GROUP, names.VERSION, names.PLURAL
     kopf.on.login(registry=registry)(operator_login)
     kopf.on.startup(registry=registry)(operator_startup)
@@ -128,12 +133,4 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     kopf.on.create(group, version, plural, registry=registry)(chatcluster_create)
     kopf.on.update(group, version, plural, registry=registry, field="spec")(chatcluster_update)
     kopf.on.resume(group, version, plural, registry=registry)(chatcluster_resume)
-    kopf.on.delete(group, version, plural, registry=registry, optional=True)(chatcluster_delete)
-    kopf.timer(
-        group,
-        version,
-        plural,
-        registry=registry,
-        interval=options.tick_s,
-        initial_delay=min(1.0, options.tick_s),
-    )(chatcluster_tick)
+    kopf.on.event(group, version, plural, registry=registry)(chatcluster_event)

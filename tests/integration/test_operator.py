@@ -1,0 +1,798 @@
+"""The operator against the test environment's real kube-apiserver (kwok nodes: pods
+become Running and Ready), real Kafka and real Cassandra.
+
+Each test owns a namespace, a topic prefix and a keyspace (uuid suffixes), runs its own
+operator (``python -m tidings_operator --namespace <ns>``, one-second ticks) and cleans
+up. Connection counts come from membership records a stand-in fleet publishes for the
+ready chat pods (``_operator_harness.Fleet``), which is what chat servers do. Every wait
+is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _operator_harness import (
+    CRD_PATH,
+    Fleet,
+    OperatorProcess,
+    condition,
+    eventually,
+    get_cluster,
+    patch_spec,
+)
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from kubernetes import config as kube_config
+
+from tidings_operator import names
+from tidings_operator.builders import termination_grace_seconds
+from tidings_operator.kube import KINDS, Kube, KubeError
+from tidings_operator.observe import pod_view
+from tidings_operator.spec import parse_spec
+
+pytestmark = [
+    pytest.mark.kube,
+    pytest.mark.kafka,
+    pytest.mark.cassandra,
+    pytest.mark.timeout(300),
+]
+
+NAME = "chat"
+CONDITIONS = (
+    "Ready",
+    "KafkaReady",
+    "CassandraReady",
+    "ChatServersReady",
+    "Progressing",
+    "Degraded",
+)
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+def _kubectl(testenv: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [f"{testenv['TIDINGS_TEST_BIN_DIR']}/kubectl", *args],
+        env={"KUBECONFIG": testenv["TIDINGS_TEST_KUBECONFIG"], "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+@pytest.fixture(scope="module")
+def crd(testenv: Any) -> None:
+    """The platform team's first step: apply the CRD (server-side, idempotent)."""
+    _kubectl(testenv, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    _kubectl(
+        testenv,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/chatclusters.tidings.dev",
+    )
+
+
+@pytest.fixture
+async def kube(testenv: Any) -> AsyncIterator[Kube]:
+    client = Kube(
+        kube_config.new_client_from_config(config_file=testenv["TIDINGS_TEST_KUBECONFIG"])
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def namespace(kube: Kube, crd: None) -> AsyncIterator[str]:
+    name = f"op-{uuid.uuid4().hex[:10]}"
+    await kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    for secret, key, value in (
+        ("tidings-db", "url", "postgresql+asyncpg://tidings:secret@postgres/tidings"),
+        ("tidings-jwt", "secret", "not-a-real-secret"),
+    ):
+        await kube.request(
+            "POST",
+            KINDS["Secret"].path(name),
+            {
+                "metadata": {"name": secret},
+                "data": {key: base64.b64encode(value.encode()).decode()},
+            },
+        )
+    yield name
+    # kwok pods keep their grace period; the test's pods need none, and the namespace
+    # controller waits for every pod to be gone.
+    await kube.request(
+        "DELETE",
+        KINDS["Pod"].path(name),
+        {"gracePeriodSeconds": 0},
+        query=[("gracePeriodSeconds", "0")],
+        missing_ok=True,
+    )
+    await kube.request("DELETE", f"/api/v1/namespaces/{name}", missing_ok=True)
+
+    async def gone() -> bool:
+        return await kube.request("GET", f"/api/v1/namespaces/{name}", missing_ok=True) is None
+
+    # The namespace controller empties it (garbage collection takes the children).
+    for _ in range(60):
+        if await gone():
+            break
+        await asyncio.sleep(1)
+
+
+@pytest.fixture
+async def prefix(testenv: Any) -> AsyncIterator[str]:
+    value = f"optest{uuid.uuid4().hex[:10]}"
+    yield value
+    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(f"{value}.")]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def keyspace(testenv: Any) -> Iterator[str]:
+    from cassandra.cluster import Cluster
+
+    value = f"optest_{uuid.uuid4().hex[:10]}"
+    yield value
+    cluster = Cluster(_cassandra_hosts(testenv), port=int(testenv["TIDINGS_TEST_CASSANDRA_PORT"]))
+    try:
+        session = cluster.connect()
+        session.execute(f"DROP KEYSPACE IF EXISTS {value}", timeout=60)
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def operator(namespace: str, testenv: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(namespace, testenv["TIDINGS_TEST_KUBECONFIG"], tmp_path / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    # Shown by pytest when the test failed.
+    print("---- operator log (tail) ----")
+    print("\n".join(proc.log().splitlines()[-150:]))
+
+
+@pytest.fixture
+async def fleet(kube: Kube, namespace: str, prefix: str, testenv: Any) -> AsyncIterator[Fleet]:
+    stand_in = Fleet(kube, namespace, NAME, testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"], prefix)
+    # The operator creates the topics; wait for them before publishing (no auto-create).
+    yield stand_in
+    await stand_in.stop()
+
+
+def _cassandra_hosts(testenv: Any) -> list[str]:
+    return [h.strip() for h in testenv["TIDINGS_TEST_CASSANDRA_HOSTS"].split(",") if h.strip()]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def chat_cluster(testenv: Any, prefix: str, keyspace: str, **spec: Any) -> dict[str, Any]:
+    base = {
+        "image": "registry.invalid/tidings:1",
+        "chat": {
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "targetConnectionsPerPod": 50_000,
+            "scaleDownStabilizationSeconds": 4,
+            "drainBudgetSeconds": 1,
+        },
+        "api": {"replicas": 1},
+        "push": {"replicas": 1},
+        "kafka": {
+            "bootstrapServers": testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"],
+            "topicPrefix": prefix,
+            "inboxPartitions": 6,
+            "replicationFactor": 1,
+            "retentionHours": 24,
+        },
+        "cassandra": {
+            "contactPoints": _cassandra_hosts(testenv),
+            "port": int(testenv["TIDINGS_TEST_CASSANDRA_PORT"]),
+            "keyspace": keyspace,
+            "replicationFactor": 1,
+            "consistency": "LOCAL_ONE",
+        },
+        "postgres": {"urlSecretRef": {"name": "tidings-db", "key": "url"}},
+        "jwtSecretRef": {"name": "tidings-jwt", "key": "secret"},
+    }
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": NAME},
+        "spec": _merge(base, spec),
+    }
+
+
+async def create(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    created: dict[str, Any] = await kube.request("POST", KINDS[names.KIND].path(namespace), body)
+    return created
+
+
+async def ready(kube: Kube, namespace: str, within: float = 120) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    return await eventually("the ChatCluster to be Ready", check, within)
+
+
+async def chat_pods(kube: Kube, namespace: str) -> list[dict[str, Any]]:
+    return await kube.list("Pod", namespace, names.selector_string(NAME, names.CHAT))
+
+
+async def sts_replicas(kube: Kube, namespace: str) -> int | None:
+    sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
+    return int(sts["spec"]["replicas"]) if sts else None
+
+
+async def topics_ready(fleet: Fleet, kube: Kube, namespace: str) -> None:
+    async def kafka_ready() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        return condition(obj, "KafkaReady").get("status") == "True"
+
+    await eventually("KafkaReady", kafka_ready, 60)
+    await fleet.start()
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+async def test_children_topics_keyspace_and_status(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    testenv: Any,
+) -> None:
+    body = chat_cluster(testenv, prefix, keyspace)
+    created = await create(kube, namespace, body)
+    uid = created["metadata"]["uid"]
+    obj = await ready(kube, namespace)
+
+    # Status in the Kubernetes API conventions' shape.
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    for type_ in CONDITIONS:
+        c = condition(obj, type_)
+        assert c, f"no {type_} condition in {status['conditions']}"
+        assert c["status"] in ("True", "False", "Unknown")
+        assert c["reason"][:1].isupper() and " " not in c["reason"], c
+        assert c["lastTransitionTime"].endswith("Z")
+        assert c["observedGeneration"] == obj["metadata"]["generation"]
+    assert condition(obj, "KafkaReady")["status"] == "True"
+    assert condition(obj, "CassandraReady")["status"] == "True"
+    assert condition(obj, "ChatServersReady")["status"] == "True"
+    assert condition(obj, "Degraded")["status"] == "False"
+    assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
+    assert status["selector"] == names.selector_string(NAME, names.CHAT)
+    assert status["inboxPartitions"] == 6
+
+    # Children, each owned by the ChatCluster.
+    children = [
+        ("ConfigMap", names.config_name(NAME)),
+        ("Service", names.chat_name(NAME)),
+        ("StatefulSet", names.chat_name(NAME)),
+        ("PodDisruptionBudget", names.chat_name(NAME)),
+        ("Service", names.api_name(NAME)),
+        ("StatefulSet", names.api_name(NAME)),
+        ("PodDisruptionBudget", names.api_name(NAME)),
+        ("Deployment", names.push_name(NAME)),
+    ]
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind, child in children:
+        got = await kube.get(kind, namespace, child)
+        assert got is not None, f"{kind} {child} missing"
+        (ref,) = got["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "ChatCluster",
+            NAME,
+            uid,
+            True,
+        )
+        found[kind, child] = got
+    sts = found["StatefulSet", names.chat_name(NAME)]
+    assert sts["spec"]["updateStrategy"]["type"] == "OnDelete"
+    assert found["Service", names.chat_name(NAME)]["spec"]["clusterIP"] == "None"
+    pod_spec = sts["spec"]["template"]["spec"]
+    assert pod_spec["terminationGracePeriodSeconds"] == termination_grace_seconds(
+        parse_spec(obj["spec"])
+    )
+    assert pod_spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert pod_spec["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    api_pods = await kube.list("Pod", namespace, names.selector_string(NAME, names.API))
+    assert [p["metadata"]["name"] for p in api_pods] == [f"{names.api_name(NAME)}-896"]
+
+    # Kafka topics: partitions, compaction, retention.
+    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
+    await admin.start()
+    try:
+        described = {t["topic"]: t for t in await admin.describe_topics(None)}
+        assert len(described[f"{prefix}.inbox"]["partitions"]) == 6
+        assert len(described[f"{prefix}.push"]["partitions"]) == 6
+        assert len(described[f"{prefix}.members"]["partitions"]) == 1
+        configs = await _topic_configs(admin, f"{prefix}.inbox")
+        assert configs["retention.ms"] == str(24 * 3600 * 1000)
+        assert (await _topic_configs(admin, f"{prefix}.members"))["cleanup.policy"] == "compact"
+    finally:
+        await admin.close()
+
+    # The keyspace, migrated by the workloads' own migrations.
+    from tidings.storage.cassandra_schema import LATEST_VERSION
+
+    assert await asyncio.to_thread(_applied_versions, testenv, keyspace) == list(
+        range(1, LATEST_VERSION + 1)
+    )
+
+    # `kubectl get chatclusters` shows readiness, replicas and connections.
+    table = _kubectl(testenv, "get", "chatclusters", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "REPLICAS", "CONNECTIONS", "AGE"], table
+    assert table[1].split()[:3] == [NAME, "True", "2"], table
+
+    # Level-based and idempotent: a restarted operator changes nothing.
+    versions = {k: v["metadata"]["resourceVersion"] for k, v in found.items()}
+    operator.restart()
+    await asyncio.sleep(6)
+    assert operator.running
+    for key, version in versions.items():
+        again = await kube.get(key[0], namespace, key[1])
+        assert again is not None
+        assert again["metadata"]["resourceVersion"] == version, f"{key} was rewritten"
+
+    # Drift is repaired: a deleted child comes back.
+    await kube.delete("Service", namespace, names.api_name(NAME))
+
+    async def service_back() -> bool:
+        return await kube.get("Service", namespace, names.api_name(NAME)) is not None
+
+    await eventually("the api Service to be recreated", service_back, 30)
+
+    # Partitions never shrink...
+    await patch_spec(kube, namespace, NAME, {"kafka": {"inboxPartitions": 3}})
+
+    async def kept() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        message = condition(obj, "KafkaReady").get("message", "")
+        return obj if "never shrink" in message else None
+
+    await eventually("KafkaReady to say partitions never shrink", kept, 60)
+    config_map = await kube.get("ConfigMap", namespace, names.config_name(NAME))
+    assert config_map is not None
+    assert config_map["data"]["TIDINGS_KAFKA_INBOX_PARTITIONS"] == "6"
+    # ...but grow.
+    await patch_spec(kube, namespace, NAME, {"kafka": {"inboxPartitions": 8}})
+
+    async def grown() -> bool:
+        cm = await kube.get("ConfigMap", namespace, names.config_name(NAME))
+        return bool(cm and cm["data"]["TIDINGS_KAFKA_INBOX_PARTITIONS"] == "8")
+
+    await eventually("the ConfigMap to carry 8 partitions", grown, 60)
+    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
+    await admin.start()
+    try:
+        (inbox,) = await admin.describe_topics([f"{prefix}.inbox"])
+        assert len(inbox["partitions"]) == 8
+    finally:
+        await admin.close()
+
+
+async def _topic_configs(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
+    (response,) = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, None)]
+    )
+    (described,) = response.resources
+    return {entry[0]: entry[1] for entry in described[4]}
+
+
+def _applied_versions(testenv: Any, keyspace: str) -> list[int]:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(_cassandra_hosts(testenv), port=int(testenv["TIDINGS_TEST_CASSANDRA_PORT"]))
+    try:
+        session = cluster.connect()
+        rows = session.execute(f"SELECT version FROM {keyspace}.schema_migrations")
+        return sorted(int(r.version) for r in rows)
+    finally:
+        cluster.shutdown()
+
+
+async def test_autoscales_on_reported_connections(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    assert await sts_replicas(kube, namespace) == 2
+
+    # 3 x 70,000 clients at 50,000 per pod ask for 5 chat servers; maxReplicas is 4.
+    fleet.clients = 210_000
+
+    async def scaled_up() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        status = (obj or {}).get("status") or {}
+        done = status.get("desiredReplicas") == 4 and status.get("readyReplicas") == 4
+        return obj if done and status.get("connections") == 210_000 else None
+
+    obj = await eventually("4 chat servers for 210,000 connections", scaled_up, 60)
+    assert await sts_replicas(kube, namespace) == 4
+    assert obj["status"]["lastScale"]["to"] == 4
+    assert obj["status"]["lastScale"]["reason"] == "ScaleUp"
+
+    # Down to 20,000: the minimum (2), after the 4 s stabilisation window, one at a time.
+    fleet.clients = 20_000
+    lowered = time.monotonic()
+    sizes: list[int] = []
+    first_step: float | None = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        size = await sts_replicas(kube, namespace)
+        assert size is not None
+        if not sizes or sizes[-1] != size:
+            sizes.append(size)
+            if size < 4 and first_step is None:
+                first_step = time.monotonic()
+        if size == 2:
+            break
+        await asyncio.sleep(0.2)
+    assert sizes == [4, 3, 2], sizes
+    assert first_step is not None
+    assert first_step - lowered >= 3.0, "scaled down before the stabilisation window"
+
+    async def settled() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        status = (obj or {}).get("status") or {}
+        pods = [p for p in await chat_pods(kube, namespace) if not pod_view(p).terminating]
+        return status.get("replicas") == 2 and len(pods) == 2
+
+    await eventually("2 chat servers left", settled, 30)
+
+    # With autoscaling off, /scale drives the size (an HPA or KEDA would do the same).
+    await patch_spec(kube, namespace, NAME, {"chat": {"autoscaling": False}})
+    _kubectl(testenv, "scale", "chatcluster", NAME, "-n", namespace, "--replicas=3")
+
+    async def scaled_by_hand() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        status = (obj or {}).get("status") or {}
+        return await sts_replicas(kube, namespace) == 3 and status.get("readyReplicas") == 3
+
+    await eventually("/scale to set 3 chat servers", scaled_by_hand, 60)
+    scale = _kubectl(
+        testenv,
+        "get",
+        "chatcluster",
+        NAME,
+        "-n",
+        namespace,
+        "--subresource=scale",
+        "-o",
+        "jsonpath={.spec.replicas} {.status.replicas} {.status.selector}",
+    ).stdout.split()
+    assert scale[:2] == ["3", "3"]
+    assert scale[2] == names.selector_string(NAME, names.CHAT)
+
+
+async def test_rollout_replaces_chat_servers_one_at_a_time(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    spec = {"chat": {"autoscaling": False, "replicas": 3, "progressDeadlineSeconds": 10}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    fleet.clients = 90_000
+
+    async def counted() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        return ((obj or {}).get("status") or {}).get("connections") == 90_000
+
+    await eventually("the fleet's connections to be counted", counted, 30)
+
+    async def revisions() -> tuple[str, dict[str, tuple[str, str]]]:
+        sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
+        assert sts is not None
+        pods = {
+            (v := pod_view(p)).name: (v.uid, v.revision) for p in await chat_pods(kube, namespace)
+        }
+        return str(sts["status"].get("updateRevision")), pods
+
+    first_revision, before = await revisions()
+    await patch_spec(kube, namespace, NAME, {"image": "registry.invalid/tidings:2"})
+
+    # Watch closely: never more than one chat server out of service; the order of
+    # replacement is the highest ordinal first; the status shows the rollout.
+    replaced: list[str] = []
+    uids = {name: uid for name, (uid, _) in before.items()}
+    saw_in_progress = False
+    deadline = time.monotonic() + 120
+    obj: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
+        out = {p.name for p in pods if p.terminating or not p.ready}
+        out |= {n for n in uids if n not in {p.name for p in pods}}
+        assert len(out) <= 1, f"more than one chat server out at once: {sorted(out)}"
+        for p in pods:
+            if uids.get(p.name) != p.uid and p.name not in replaced:
+                replaced.append(p.name)
+        obj = await get_cluster(kube, namespace, NAME)
+        rollout = ((obj or {}).get("status") or {}).get("rollout") or {}
+        saw_in_progress |= bool(rollout.get("inProgress") and rollout.get("pod"))
+        update_revision = rollout.get("updateRevision")
+        if (
+            update_revision
+            and update_revision != first_revision
+            and not rollout.get("inProgress")
+            and len(pods) == 3
+            and all(p.revision == update_revision and p.ready for p in pods)
+        ):
+            break
+        await asyncio.sleep(0.25)
+    else:
+        pytest.fail(f"the rollout did not finish; replaced so far: {replaced}")
+    assert replaced == [f"{NAME}-chat-2", f"{NAME}-chat-1", f"{NAME}-chat-0"]
+    assert saw_in_progress
+    assert obj is not None
+    rollout = obj["status"]["rollout"]
+    assert rollout["updatedReplicas"] == 3
+    assert rollout["currentRevision"] == rollout["updateRevision"]
+    assert condition(obj, "Progressing")["status"] == "False"
+
+    # Trouble stops it: the new chat servers never join (no membership record).
+    _, before = await revisions()
+    uids = {name: uid for name, (uid, _) in before.items()}
+    new_revision = ""
+
+    def on_new_revision(pod: dict[str, Any]) -> bool:
+        return bool(new_revision) and pod_view(pod).revision == new_revision
+
+    fleet.silent = on_new_revision
+    await patch_spec(kube, namespace, NAME, {"image": "registry.invalid/tidings:3"})
+
+    async def update_revision_known() -> str | None:
+        sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
+        revision = str(((sts or {}).get("status") or {}).get("updateRevision") or "")
+        return revision if revision and revision not in {r for _, r in before.values()} else None
+
+    new_revision = await eventually("a new revision", update_revision_known, 30)
+
+    async def halted() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        degraded = condition(obj, "Degraded")
+        return obj if degraded.get("status") == "True" else None
+
+    obj = await eventually("Degraded after the progress deadline", halted, 60)
+    assert condition(obj, "Degraded")["reason"] == "RolloutStalled"
+    assert condition(obj, "Ready")["status"] == "False"
+    await asyncio.sleep(3)
+    pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
+    changed = sorted(p.name for p in pods if uids.get(p.name) != p.uid)
+    assert changed == [f"{NAME}-chat-2"], "the rollout went on despite the trouble"
+
+    # The trouble clears (the new server joins): the rollout resumes and completes.
+    fleet.silent = lambda pod: False
+
+    async def completed() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        rollout = ((obj or {}).get("status") or {}).get("rollout") or {}
+        pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
+        done = (
+            rollout.get("updateRevision") == new_revision
+            and not rollout.get("inProgress")
+            and len(pods) == 3
+            and all(p.revision == new_revision for p in pods)
+        )
+        return obj if done and condition(obj, "Degraded").get("status") == "False" else None
+
+    await eventually("the rollout to resume and complete", completed, 90)
+
+
+async def test_a_deleted_chat_pod_is_reported_as_a_disruption(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    spec = {"chat": {"autoscaling": False, "replicas": 3}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    fleet.clients = 210_000
+
+    async def counted() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        return ((obj or {}).get("status") or {}).get("connections") == 210_000
+
+    await eventually("210,000 connections counted", counted, 30)
+    await asyncio.sleep(2)  # a couple of ticks at the full count
+    victim = f"{NAME}-chat-1"
+    deleted_at = time.time()
+    assert await kube.delete("Pod", namespace, victim)
+
+    async def reported() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        d = ((obj or {}).get("status") or {}).get("lastDisruption") or {}
+        return d if d.get("pod") == victim else None
+
+    disruption = await eventually("the disruption in the status", reported, 30)
+    assert disruption["clients"] == 70_000
+    assert disruption["connectionsBefore"] == 210_000
+
+    async def recovered() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        d = ((obj or {}).get("status") or {}).get("lastDisruption") or {}
+        return d if d.get("recoveredAt") else None
+
+    disruption = await eventually("the clients to be back", recovered, 60)
+    # The fleet brings the lost clients back after 2 s; records and ticks add a few.
+    assert 1.0 <= disruption["recoverySeconds"] <= 30, disruption
+    at = disruption["at"]
+    assert abs(_epoch(at) - deleted_at) <= 5, (at, deleted_at)
+    assert "back" in disruption["message"]
+    await ready(kube, namespace, within=30)
+
+    # ...and as Events on the ChatCluster (kubectl describe chatcluster).
+    async def events() -> set[str] | None:
+        listed = await kube.request("GET", f"/api/v1/namespaces/{namespace}/events")
+        reasons = {
+            e.get("reason", "")
+            for e in listed.get("items") or []
+            if (e.get("involvedObject") or {}).get("kind") == names.KIND
+        }
+        return reasons if {"ChatServerLost", "ClientsRecovered"} <= reasons else None
+
+    await eventually("ChatServerLost and ClientsRecovered events", events, 15)
+
+
+def _epoch(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def test_engine_down_is_a_temporary_error_with_a_condition(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    testenv: Any,
+) -> None:
+    body = chat_cluster(testenv, prefix, keyspace, kafka={"bootstrapServers": "127.0.0.1:1"})
+    await create(kube, namespace, body)
+
+    async def kafka_down() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        c = condition(obj, "KafkaReady")
+        return obj if c.get("reason") == "KafkaUnavailable" else None
+
+    obj = await eventually("KafkaReady=False (KafkaUnavailable)", kafka_down, 60)
+    message = condition(obj, "KafkaReady")["message"]
+    assert "127.0.0.1:1" in message and "retrying in" in message, message
+    assert condition(obj, "KafkaReady")["status"] == "False"
+    assert condition(obj, "Ready")["status"] == "False"
+    assert condition(obj, "Degraded")["status"] == "False"  # not the spec's fault
+    assert await kube.get("StatefulSet", namespace, names.chat_name(NAME)) is None
+
+    # It is retried, with backoff.
+    async def retried() -> bool:
+        return "TemporaryError" in operator.log() or "retrying in 10s" in condition(
+            await get_cluster(kube, namespace, NAME), "KafkaReady"
+        ).get("message", "")
+
+    await eventually("a retry", retried, 30)
+
+    # Kafka back (the right address), Cassandra down: its own condition says so.
+    await patch_spec(
+        kube,
+        namespace,
+        NAME,
+        {
+            "kafka": {"bootstrapServers": testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"]},
+            "cassandra": {"port": 1},
+        },
+    )
+
+    async def cassandra_down() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        ok = condition(obj, "KafkaReady").get("status") == "True"
+        c = condition(obj, "CassandraReady")
+        return obj if ok and c.get("reason") == "CassandraUnavailable" else None
+
+    obj = await eventually("CassandraReady=False (CassandraUnavailable)", cassandra_down, 90)
+    assert "127.0.0.1" in condition(obj, "CassandraReady")["message"]
+
+    # Both back: ready.
+    await patch_spec(
+        kube, namespace, NAME, {"cassandra": {"port": int(testenv["TIDINGS_TEST_CASSANDRA_PORT"])}}
+    )
+    await ready(kube, namespace, within=120)
+
+
+async def test_a_spec_that_cannot_work_is_a_permanent_error_with_a_condition(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    testenv: Any,
+) -> None:
+    # The schema refuses what it can see (CEL): the API server answers 422.
+    bad = chat_cluster(testenv, prefix, keyspace, chat={"minReplicas": 5, "maxReplicas": 3})
+    with pytest.raises(KubeError) as refused:
+        await create(kube, namespace, bad)
+    assert refused.value.status == 422
+    assert "minReplicas must not be more than maxReplicas" in refused.value.message
+
+    # Kafka refuses what only it can see: 3 replicas on a 1-broker cluster.
+    body = chat_cluster(testenv, prefix, keyspace, kafka={"replicationFactor": 3})
+    await create(kube, namespace, body)
+
+    async def refused_by_kafka() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        return obj if condition(obj, "Degraded").get("status") == "True" else None
+
+    obj = await eventually("Degraded=True", refused_by_kafka, 60)
+    kafka = condition(obj, "KafkaReady")
+    assert (kafka["status"], kafka["reason"]) == ("False", "InvalidSpec")
+    assert "replicationFactor is 3" in kafka["message"] and "1 broker" in kafka["message"]
+    degraded = condition(obj, "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert condition(obj, "Ready")["status"] == "False"
+    assert condition(obj, "Ready")["reason"] == "InvalidSpec"
+
+    # Permanent: kopf does not retry it.
+    async def gave_up() -> bool:
+        return "failed permanently" in operator.log()
+
+    await eventually("kopf to give up on the handler", gave_up, 30)
+    attempts = operator.log().count("replicationFactor is 3")
+    await asyncio.sleep(8)
+    assert operator.log().count("replicationFactor is 3") == attempts, "it was retried"
+    assert await kube.get("StatefulSet", namespace, names.chat_name(NAME)) is None
+
+    # A fixed spec is picked up.
+    await patch_spec(kube, namespace, NAME, {"kafka": {"replicationFactor": 1}})
+    obj = await ready(kube, namespace)
+    assert condition(obj, "Degraded")["status"] == "False"
