@@ -10,7 +10,7 @@ from tidings_operator import names
 from tidings_operator.rollout import FAILING_REASONS, PodState
 from tidings_operator.status import parse_time
 
-__all__ = ["PodView", "failing_reason", "pod_view", "ready_count"]
+__all__ = ["PodView", "failing_reason", "lost_at", "pod_view", "ready_count"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +99,20 @@ def ready_count(workload: Mapping[str, Any] | None) -> tuple[int, int]:
     wanted = int((workload.get("spec") or {}).get("replicas", 1))
     ready = int((workload.get("status") or {}).get("readyReplicas") or 0)
     return ready, wanted
+
+
+def lost_at(pod: PodView | None, lost_uid: str, now: float) -> float:
+    """When a pod (uid ``lost_uid``) was lost, as precisely as what is left of it says.
+
+    ``pod`` is what has that name now: nothing (gone), a new pod (replaced once the old one
+    was gone, so no later than its creation), or the same pod terminating or not ready.
+    """
+    if pod is None:
+        return now
+    if pod.uid != lost_uid:
+        return min(now, pod.created or now)
+    if pod.terminating and pod.terminating_since is not None:
+        return min(now, pod.terminating_since)
+    if pod.not_ready_since is not None:
+        return min(now, pod.not_ready_since)
+    return now

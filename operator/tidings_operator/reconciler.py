@@ -47,20 +47,27 @@ import kopf
 from tidings_operator import names
 from tidings_operator.autoscale import Recommendation, ScaleDecision, decide, manual_replicas
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
-from tidings_operator.disruption import Disruption, PodSeen, lost_pods, progress, start
+from tidings_operator.disruption import PodSeen, lost_pods, progress, start
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.members import Member, MembershipReader
-from tidings_operator.observe import PodView, failing_reason, pod_view, ready_count
+from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
+from tidings_operator.report import (
+    Look,
+    disruption_from_status,
+    disruption_status,
+    in_flight_from_status,
+    iso,
+    look_verdicts,
+    rollout_status,
+    summary,
+    workload_part,
+)
 from tidings_operator.rollout import InFlight, RolloutStep, next_step
 from tidings_operator.spec import ClusterSpec, SpecError, check_name, parse_spec
 from tidings_operator.status import (
     Verdict,
-    find,
-    format_time,
     merge_conditions,
     merge_patch,
-    parse_time,
-    ready_verdict,
 )
 from tidings_operator.wiring import (
     EngineRejected,
@@ -129,51 +136,6 @@ class ClusterState:
 def wiring_key(spec: ClusterSpec) -> str:
     """What wiring depends on: the kafka and cassandra parts of the spec."""
     return json.dumps([asdict(spec.kafka), asdict(spec.cassandra)], sort_keys=True)
-
-
-def _iso(epoch: float) -> str:
-    return format_time(datetime.fromtimestamp(epoch, UTC))
-
-
-def _epoch(value: Any) -> float | None:
-    when = parse_time(value if isinstance(value, str) else None)
-    return when.timestamp() if when is not None else None
-
-
-def _in_flight(rollout: Mapping[str, Any]) -> InFlight | None:
-    pod, started = rollout.get("pod"), _epoch(rollout.get("startedAt"))
-    if not isinstance(pod, str) or not pod or started is None:
-        return None
-    before = rollout.get("connectionsBefore")
-    return InFlight(pod, started, int(before) if isinstance(before, int) else None)
-
-
-def _disruption(raw: Any) -> Disruption | None:
-    if not isinstance(raw, Mapping) or not raw.get("pod"):
-        return None
-    at = _epoch(raw.get("at"))
-    if at is None:
-        return None
-    return Disruption(
-        pod=str(raw["pod"]),
-        at=at,
-        clients=int(raw.get("clients") or 0),
-        connections_before=int(raw.get("connectionsBefore") or 0),
-        recovered_at=_epoch(raw.get("recoveredAt")),
-        message=str(raw.get("message") or ""),
-    )
-
-
-def _disruption_status(d: Disruption) -> dict[str, Any]:
-    return {
-        "pod": d.pod,
-        "at": _iso(d.at),
-        "clients": d.clients,
-        "connectionsBefore": d.connections_before,
-        "recoveredAt": _iso(d.recovered_at) if d.recovered_at is not None else None,
-        "recoverySeconds": d.recovery_seconds,
-        "message": d.message,
-    }
 
 
 def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
@@ -398,7 +360,7 @@ class Reconciler:
             )
             conditions = merge_conditions(
                 conditions,
-                self._summary(conditions, self._state_verdicts(state), state),
+                summary(conditions, self._state_verdicts(state), state.spec_error),
                 generation=generation,
                 now=now,
             )
@@ -408,30 +370,11 @@ class Reconciler:
 
     @staticmethod
     def _state_verdicts(state: ClusterState) -> list[Verdict]:
+        """Parts of the Ready summary that are not conditions: a missing Secret, api, push."""
         out = []
         if state.blocked:
             out.append(Verdict("Secrets", "False", "SecretNotFound", state.blocked))
         return out + state.parts
-
-    @staticmethod
-    def _summary(
-        conditions: list[Any], extra: list[Verdict], state: ClusterState | None
-    ) -> list[Verdict]:
-        """Degraded (from a spec error) and Ready, from the conditions as they stand."""
-
-        def part(type_: str) -> Verdict:
-            c = find(conditions, type_)
-            if c is None:
-                return Verdict(type_, "Unknown", "Pending", "not checked yet")
-            return Verdict(type_, c["status"], c["reason"], c["message"])
-
-        degraded = part("Degraded")
-        if state is not None and state.spec_error:
-            degraded = Verdict("Degraded", "True", "InvalidSpec", state.spec_error)
-        elif degraded.status == "Unknown":
-            degraded = Verdict("Degraded", "False", "AsExpected", "")
-        parts = [*extra, part("KafkaReady"), part("CassandraReady"), part("ChatServersReady")]
-        return [degraded, ready_verdict(parts, degraded)]
 
     async def _connections(
         self, state: ClusterState, spec: ClusterSpec, pods: list[PodView]
@@ -509,7 +452,7 @@ class Reconciler:
             state.spec_error = str(exc)
             conditions = merge_conditions(
                 status.get("conditions") or [],
-                self._summary(status.get("conditions") or [], [], state),
+                summary(status.get("conditions") or [], [], state.spec_error),
                 generation=generation,
                 now=stamp,
             )
@@ -536,8 +479,8 @@ class Reconciler:
             if not member.draining:
                 state.last_connections[sid] = member.connections
 
-        rollout_status: dict[str, Any] = status.get("rollout") or {}
-        in_flight = _in_flight(rollout_status)
+        previous_rollout: dict[str, Any] = status.get("rollout") or {}
+        in_flight = in_flight_from_status(previous_rollout)
         current = int(sts["spec"].get("replicas", 1)) if sts else None
 
         # --- disruptions: ready pods lost without the operator asking for it ---------------
@@ -551,7 +494,7 @@ class Reconciler:
                 if (names.pod_ordinal(pod_name) or 0) >= current
             }
         seen_now = {p.name: PodSeen(p.uid, p.ready, p.terminating) for p in pods}
-        disruption = _disruption(status.get("lastDisruption"))
+        disruption = disruption_from_status(status.get("lastDisruption"))
         lost = lost_pods(state.pods_seen, seen_now, planned=planned, reported=state.reported_uids)
         for pod_name, pod_uid in lost:
             state.reported_uids.add(pod_uid)
@@ -559,7 +502,7 @@ class Reconciler:
             before = state.last_total if state.last_total is not None else (total or 0) + clients
             disruption = start(
                 pod_name,
-                at=self._lost_at(by_name.get(pod_name), pod_uid, now),
+                at=lost_at(by_name.get(pod_name), pod_uid, now),
                 clients=clients,
                 connections_before=before,
                 ongoing=disruption,
@@ -652,7 +595,7 @@ class Reconciler:
                         None,
                         step.updated,
                     )
-            elif step.action == "halt" and rollout_status.get("reason") != step.reason:
+            elif step.action == "halt" and previous_rollout.get("reason") != step.reason:
                 events.append(("Warning", "RolloutHalted", step.message))
 
         # --- apply ------------------------------------------------------------------------
@@ -683,29 +626,28 @@ class Reconciler:
                 content_type="application/merge-patch+json",
             )
         if current is not None and current != desired:
-            reason = decision.reason if decision is not None else "ScaleSubresource"
-            last_scale = {"from": current, "to": desired, "at": _iso(now), "reason": reason}
+            why = decision.reason if decision is not None else "ScaleSubresource"
+            last_scale = {"from": current, "to": desired, "at": iso(now), "reason": why}
             message = decision.message if decision is not None else "spec.chat.replicas changed"
             events.append(("Normal", "Scaled", f"chat servers {current} -> {desired}: {message}"))
 
         # --- status -----------------------------------------------------------------------
-        alive = [p for p in pods if not p.terminating]
-        ready = sum(1 for p in pods if p.ready and p.ordinal < desired)
-        verdicts = self._verdicts(
-            spec,
-            state,
-            wired,
-            sts,
-            pods,
-            ready,
-            desired,
-            current,
-            step,
-            decision,
-            api,
-            push,
-            raw_pods,
+        look = Look(
+            wired=wired,
+            spec_error=state.spec_error,
+            chat_exists=sts is not None,
+            pods=pods,
+            current=current,
+            desired=desired,
+            step=step,
+            decision=decision,
+            failing=sorted(
+                f"{p['metadata']['name']} ({reason})"
+                for p in raw_pods
+                if (reason := failing_reason(p)) is not None
+            ),
         )
+        verdicts = look_verdicts(look)
         conditions = merge_conditions(
             status.get("conditions") or [],
             [*wired_now, *verdicts],
@@ -713,12 +655,12 @@ class Reconciler:
             now=stamp,
         )
         state.parts = [
-            self._workload_part("api", api, wired),
-            self._workload_part("push", push, wired),
+            workload_part("api", api, wired),
+            workload_part("push", push, wired),
         ]
         conditions = merge_conditions(
             conditions,
-            self._summary(conditions, self._state_verdicts(state), state),
+            summary(conditions, self._state_verdicts(state), state.spec_error),
             generation=generation,
             now=stamp,
         )
@@ -727,16 +669,16 @@ class Reconciler:
                 generation if wired and state.applied_generation == generation else None
             )
             or status.get("observedGeneration"),
-            "replicas": len(alive),
-            "readyReplicas": ready,
+            "replicas": sum(1 for p in pods if not p.terminating),
+            "readyReplicas": look.ready,
             "desiredReplicas": desired,
             "connections": total,
             "selector": names.selector_string(name, names.CHAT),
             "inboxPartitions": state.inbox_partitions or status.get("inboxPartitions"),
             "conditions": conditions,
-            "rollout": self._rollout_status(step, in_flight, pods, update_revision, rollout_status),
+            "rollout": rollout_status(step, in_flight, pods, update_revision, previous_rollout),
             "lastScale": last_scale,
-            "lastDisruption": _disruption_status(disruption) if disruption else None,
+            "lastDisruption": disruption_status(disruption) if disruption else None,
         }
         patch = merge_patch(status, new_status)
         if patch:
@@ -746,129 +688,3 @@ class Reconciler:
         for kind, reason, message in events:
             log.info("%s/%s %s: %s", namespace, name, reason, message)
             await self.kube.post_event(obj, type_=kind, reason=reason, message=message)
-
-    @staticmethod
-    def _workload_part(what: str, workload: Mapping[str, Any] | None, wired: bool) -> Verdict:
-        """The api or push servers' part of the Ready summary (not a condition of its own)."""
-        type_ = f"{what.capitalize()}Ready"
-        if workload is None:
-            return Verdict(
-                type_,
-                "False" if wired else "Unknown",
-                "NotCreated",
-                f"the {what} servers are not created yet",
-            )
-        ready, wanted = ready_count(workload)
-        if ready >= wanted:
-            return Verdict(type_, "True", "AllReady", f"{ready}/{wanted} {what} servers ready")
-        return Verdict(type_, "False", "PodsNotReady", f"{ready}/{wanted} {what} servers ready")
-
-    @staticmethod
-    def _lost_at(pod: PodView | None, lost_uid: str, now: float) -> float:
-        """When a pod was lost, as precisely as the pod says."""
-        if pod is None:
-            return now
-        if pod.uid != lost_uid:  # replaced: the new pod was made once the old one was gone
-            return min(now, pod.created or now)
-        if pod.terminating and pod.terminating_since is not None:
-            return min(now, pod.terminating_since)
-        if pod.not_ready_since is not None:
-            return min(now, pod.not_ready_since)
-        return now
-
-    @staticmethod
-    def _rollout_status(
-        step: RolloutStep | None,
-        in_flight: InFlight | None,
-        pods: list[PodView],
-        update_revision: str,
-        previous: Mapping[str, Any],
-    ) -> dict[str, Any] | None:
-        if step is None:
-            return None if not previous else dict(previous)
-        outdated = [p.revision for p in pods if p.revision and p.revision != update_revision]
-        current_revision = max(set(outdated), key=outdated.count) if outdated else update_revision
-        return {
-            "inProgress": step.in_progress,
-            "currentRevision": current_revision,
-            "updateRevision": update_revision,
-            "updatedReplicas": step.updated,
-            "pod": in_flight.pod if in_flight else None,
-            "startedAt": _iso(in_flight.started) if in_flight else None,
-            "connectionsBefore": in_flight.connections_before if in_flight else None,
-            "reason": step.reason,
-            "message": step.message,
-        }
-
-    def _verdicts(
-        self,
-        spec: ClusterSpec,
-        state: ClusterState,
-        wired: bool,
-        sts: Mapping[str, Any] | None,
-        pods: list[PodView],
-        ready: int,
-        desired: int,
-        current: int | None,
-        step: RolloutStep | None,
-        decision: ScaleDecision | None,
-        api: Mapping[str, Any] | None,
-        push: Mapping[str, Any] | None,
-        raw_pods: list[dict[str, Any]],
-    ) -> list[Verdict]:
-        # ChatServersReady
-        if sts is None:
-            why = (
-                "the chat servers are created once Kafka and Cassandra are wired"
-                if not wired
-                else "the chat StatefulSet is being created"
-            )
-            chat = Verdict("ChatServersReady", "False", "NotCreated", why)
-        elif desired == 0:
-            chat = Verdict("ChatServersReady", "True", "ScaledToZero", "no chat servers wanted")
-        elif ready >= desired:
-            chat = Verdict(
-                "ChatServersReady", "True", "AllReady", f"{ready}/{desired} chat servers ready"
-            )
-        else:
-            chat = Verdict(
-                "ChatServersReady",
-                "False",
-                "PodsNotReady",
-                f"{ready}/{desired} chat servers ready",
-            )
-        # Progressing
-        scaling = current is not None and (
-            current != desired or len([p for p in pods if not p.terminating]) != desired
-        )
-        if step is not None and step.action in ("replace", "wait"):
-            progressing = Verdict("Progressing", "True", "RollingOut", step.message)
-        elif step is not None and step.action == "halt":
-            progressing = Verdict("Progressing", "False", "RolloutHalted", step.message)
-        elif scaling:
-            message = decision.message if decision is not None else f"scaling to {desired}"
-            progressing = Verdict("Progressing", "True", "Scaling", message)
-        elif not wired and not state.spec_error:
-            progressing = Verdict(
-                "Progressing", "True", "Reconciling", "wiring Kafka and Cassandra"
-            )
-        else:
-            message = decision.message if decision is not None else f"{desired} chat servers"
-            progressing = Verdict("Progressing", "False", "Stable", message)
-        # Degraded
-        failing = sorted(
-            f"{p['metadata']['name']} ({reason})"
-            for p in raw_pods
-            if (reason := failing_reason(p)) is not None
-        )
-        if state.spec_error:
-            degraded = Verdict("Degraded", "True", "InvalidSpec", state.spec_error)
-        elif step is not None and step.action == "halt":
-            degraded = Verdict("Degraded", "True", step.reason, step.message)
-        elif failing:
-            degraded = Verdict(
-                "Degraded", "True", "PodsFailing", f"chat servers failing: {', '.join(failing)}"
-            )
-        else:
-            degraded = Verdict("Degraded", "False", "AsExpected", "")
-        return [chat, progressing, degraded]
