@@ -3,6 +3,7 @@
     python -m tidings_operator --namespace tidings            # one namespace (repeatable)
     python -m tidings_operator --all-namespaces               # cluster-wide
     python -m tidings_operator --liveness http://0.0.0.0:8081/healthz
+    python -m tidings_operator --metrics-port 9100             # GET /metrics (0: off)
 
 Credentials: the pod's service account in a cluster, ``$KUBECONFIG`` elsewhere. The
 operator is standalone (one replica, no kopf peering objects). ``tidings operator`` runs
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from tidings_operator import __version__
+from tidings_operator import __version__, metrics
 from tidings_operator.handlers.chatcluster import register
 from tidings_operator.reconciler import Options
 
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("TIDINGS_OPERATOR_RESYNC_S", "60")),
         help="re-apply every child at least this often, repairing drift (60)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("TIDINGS_OPERATOR_METRICS_PORT", "9100")),
+        metavar="PORT",
+        help="serve the operator's Prometheus metrics on http://0.0.0.0:PORT/metrics "
+        "(9100; 0 disables)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log-json", action="store_true", help="JSON logs (for a cluster)")
     parser.add_argument("--version", action="version", version=__version__)
@@ -76,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.tick_seconds <= 0 or args.resync_seconds <= 0:
         raise SystemExit("--tick-seconds and --resync-seconds must be positive")
+    if not 0 <= args.metrics_port <= 65535:
+        raise SystemExit("--metrics-port must be 0 (off) or a port number")
     namespaces: list[str] = list(args.namespace)
     if not namespaces and not args.all_namespaces:
         from_env = os.environ.get("TIDINGS_OPERATOR_NAMESPACES", "")
@@ -86,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("kopf.objects").addFilter(_QuietEvents())
     options = Options(tick_s=args.tick_seconds, resync_s=args.resync_seconds)
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
     register(registry)
     asyncio.run(

@@ -44,7 +44,7 @@ from typing import Any
 
 import kopf
 
-from tidings_operator import names
+from tidings_operator import metrics, names
 from tidings_operator.autoscale import Recommendation, ScaleDecision, decide, manual_replicas
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
 from tidings_operator.disruption import PodSeen, lost_pods, progress, start
@@ -151,6 +151,8 @@ def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
 class _Blocked(Exception):
     """A Secret the spec names is missing."""
 
+    metrics_reason = "SecretNotFound"
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -169,6 +171,12 @@ class _WireFailed(Exception):
         self.condition = condition
         self.error = error
         self.verdicts = verdicts
+
+    @property
+    def metrics_reason(self) -> str:
+        if isinstance(self.error, EngineRejected):
+            return "InvalidSpec"
+        return "KafkaUnavailable" if self.condition == "KafkaReady" else "CassandraUnavailable"
 
     def report(self, state: ClusterState, retrying: str) -> list[Verdict]:
         """The conditions to write (and the spec error to remember, when it is one)."""
@@ -199,11 +207,15 @@ class Reconciler:
         """A ChatCluster exists (seen by the watch): tick it."""
         state = self.state(uid)
         state.name, state.namespace = name, namespace
+        metrics.CLUSTERS.set(len(self._states))
 
     async def forget(self, uid: str) -> None:
         """A ChatCluster is gone: stop ticking it, close its membership reader."""
         state = self._states.pop(uid, None)
+        metrics.CLUSTERS.set(len(self._states))
         if state is not None:
+            if state.name:
+                metrics.forget_cluster(state.namespace, state.name)
             await state.close()
 
     async def close(self) -> None:
@@ -239,6 +251,10 @@ class Reconciler:
     # --- reconcile: spec, Secrets, wiring -------------------------------------------------
 
     async def reconcile(self, *, name: str, namespace: str, uid: str, retry: int) -> None:
+        with metrics.timed("reconcile"):
+            await self._reconcile(name=name, namespace=namespace, uid=uid, retry=retry)
+
+    async def _reconcile(self, *, name: str, namespace: str, uid: str, retry: int) -> None:
         state = self.state(uid)
         state.name, state.namespace = name, namespace
         obj = await self._get_cluster(namespace, name)
@@ -434,10 +450,11 @@ class Reconciler:
         if state is None:  # forgotten: deleted meanwhile
             return
         async with state.lock:
-            obj = await self._get_cluster(namespace, name)
-            if obj is None:
-                return
-            await self._sync(obj, state, force_apply=force_apply)
+            with metrics.timed("sync"):
+                obj = await self._get_cluster(namespace, name)
+                if obj is None:
+                    return
+                await self._sync(obj, state, force_apply=force_apply)
 
     async def _sync(self, obj: dict[str, Any], state: ClusterState, *, force_apply: bool) -> None:
         meta = obj["metadata"]
@@ -510,6 +527,7 @@ class Reconciler:
                 drain_budget_s=spec.chat.drain_budget_s,
             )
             events.append(("Warning", "ChatServerLost", disruption.message))
+            metrics.DISRUPTIONS.labels(namespace, name).inc()
         for pod_name in planned:
             seen = state.pods_seen.get(pod_name)
             if seen is not None:
@@ -578,6 +596,7 @@ class Reconciler:
                     in_flight = InFlight(target.name, now, total)
                     state.reported_uids.add(target.uid)
                     events.append(("Normal", "ReplacingChatServer", step.message))
+                    metrics.ROLLOUT_REPLACEMENTS.labels(namespace, name).inc()
                     step = RolloutStep(
                         "wait",
                         "Draining",
@@ -683,6 +702,13 @@ class Reconciler:
         patch = merge_patch(status, new_status)
         if patch:
             await self.kube.patch_status(namespace, name, patch)
+        metrics.CHAT_REPLICAS_DESIRED.labels(namespace, name).set(desired)
+        metrics.CHAT_REPLICAS_ACTUAL.labels(namespace, name).set(new_status["replicas"])
+        if total is None:
+            with contextlib.suppress(KeyError):
+                metrics.CONNECTIONS.remove(namespace, name)
+        else:
+            metrics.CONNECTIONS.labels(namespace, name).set(total)
         if total is not None:
             state.last_total = total
         for kind, reason, message in events:

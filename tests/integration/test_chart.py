@@ -394,7 +394,7 @@ def test_full_render_objects(helm: Run) -> None:
         "RoleBinding": 2,
         "Deployment": 1,
         "ServiceMonitor": 1,
-        "PodMonitor": 1,
+        "PodMonitor": 2,  # the push workers, the operator
         "ConfigMap": 1,
         "NetworkPolicy": 1,
     }, kinds
@@ -457,9 +457,11 @@ def test_operator_args_parse_with_the_operators_own_parser(
     # The liveness probe asks kopf's liveness endpoint where the operator serves it.
     url = re.fullmatch(r"http://0\.0\.0\.0:(\d+)(/\S*)", parsed.liveness)
     assert url is not None, parsed.liveness
-    (port,) = container["ports"]
+    port, metrics_port = container["ports"]
     assert port == {"name": "health", "containerPort": int(url.group(1)), "protocol": "TCP"}
     assert port["containerPort"] == 8099
+    assert metrics_port == {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}
+    assert parsed.metrics_port == 9100
     probe = container["livenessProbe"]["httpGet"]
     assert probe == {"path": url.group(2), "port": "health"}
 
@@ -470,6 +472,26 @@ def test_full_values_args_parse(helm: Run) -> None:
     assert parsed.verbose is True and parsed.log_json is False
     assert parsed.tick_seconds == 2.5
     assert parsed.resync_seconds == 90  # extraArgs come last and win
+    assert parsed.metrics_port == 9188
+
+
+def test_operator_metrics_port_can_be_off_and_is_scraped(helm: Run) -> None:
+    off = operator_container(render(helm, "--set", "operator.metricsPort=0"))
+    assert _parse_operator_args(off).metrics_port == 0
+    assert [p["name"] for p in off["ports"]] == ["health"]
+    docs = render(helm, "--values", str(FULL_VALUES))
+    monitor = next(
+        m for m in by_kind(docs)["PodMonitor"] if m["metadata"]["name"].endswith("-operator")
+    )
+    pod = one(docs, "Deployment")["spec"]["template"]
+    assert _selects(monitor["spec"]["selector"], pod["metadata"]["labels"])
+    assert monitor["spec"]["namespaceSelector"] == {
+        "matchNames": [one(docs, "Deployment")["metadata"]["namespace"]]
+    }
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    ports = {p["name"]: p["containerPort"] for p in operator_container(docs)["ports"]}
+    assert ports["metrics"] == 9188
 
 
 def _granted(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
