@@ -64,10 +64,20 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 class OperatorProcess:
     """``python -m tidings_operator --namespace <ns>`` with the test cluster's kubeconfig."""
 
-    def __init__(self, namespace: str, kubeconfig: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        kubeconfig: str,
+        log_path: Path,
+        *,
+        metrics_port: int = 0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.namespace = namespace
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.metrics_port = metrics_port
+        self.extra_args = extra_args
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -84,6 +94,9 @@ class OperatorProcess:
                 "1",
                 "--resync-seconds",
                 "10",
+                "--metrics-port",
+                str(self.metrics_port),
+                *self.extra_args,
             ],
             env=env,
             stdout=log,
@@ -100,6 +113,13 @@ class OperatorProcess:
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, nothing handed over."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
 

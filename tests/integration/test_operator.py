@@ -796,3 +796,70 @@ async def test_a_spec_that_cannot_work_is_a_permanent_error_with_a_condition(
     await patch_spec(kube, namespace, NAME, {"kafka": {"replicationFactor": 1}})
     obj = await ready(kube, namespace)
     assert condition(obj, "Degraded")["status"] == "False"
+
+
+async def test_deleting_the_chat_cluster_collects_the_children_and_keeps_the_data(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    testenv: Any,
+) -> None:
+    """The children go with their owner references (the controller-manager's garbage
+    collector, not the operator); the topics and the keyspace stay."""
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+    obj = await ready(kube, namespace)
+    assert not obj["metadata"].get("finalizers"), "a ChatCluster needs no finalizer"
+    children = [
+        ("ConfigMap", names.config_name(NAME)),
+        ("Service", names.chat_name(NAME)),
+        ("StatefulSet", names.chat_name(NAME)),
+        ("PodDisruptionBudget", names.chat_name(NAME)),
+        ("Service", names.api_name(NAME)),
+        ("StatefulSet", names.api_name(NAME)),
+        ("PodDisruptionBudget", names.api_name(NAME)),
+        ("Deployment", names.push_name(NAME)),
+    ]
+    for kind, child in children:
+        assert await kube.get(kind, namespace, child) is not None, f"{kind} {child}"
+
+    await kube.request("DELETE", KINDS[names.KIND].path(namespace, NAME))
+
+    async def cluster_gone() -> bool:
+        return await get_cluster(kube, namespace, NAME) is None
+
+    await eventually("the ChatCluster to be gone (no finalizer)", cluster_gone, 15)
+
+    async def children_gone() -> bool:
+        left = [c for c in children if await kube.get(c[0], namespace, c[1]) is not None]
+        return not left
+
+    await eventually("the garbage collector to delete the children", children_gone, 90)
+
+    async def pods_gone() -> bool:
+        owned = await kube.list("Pod", namespace, f"{names.LABEL_INSTANCE}={NAME}")
+        # kwok keeps a deleted pod's grace period; terminating ones are on their way out.
+        return all(p["metadata"].get("deletionTimestamp") for p in owned)
+
+    await eventually("the chat pods to be deleted", pods_gone, 90)
+
+    # Nothing is re-created: the operator forgot it.
+    await asyncio.sleep(4)
+    for kind, child in children:
+        assert await kube.get(kind, namespace, child) is None, f"{kind} {child} came back"
+    assert operator.running
+
+    # The data is kept: the topics and the keyspace with its tables.
+    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    assert {f"{prefix}.inbox", f"{prefix}.push", f"{prefix}.members"} <= topics, topics
+    from tidings.storage.cassandra_schema import LATEST_VERSION
+
+    assert await asyncio.to_thread(_applied_versions, testenv, keyspace) == list(
+        range(1, LATEST_VERSION + 1)
+    )
