@@ -5,8 +5,10 @@
     python -m tidings_operator --liveness http://0.0.0.0:8081/healthz
     python -m tidings_operator --metrics-port 9100             # GET /metrics (0: off)
 
-Credentials: the pod's service account in a cluster, ``$KUBECONFIG`` elsewhere. The
-operator is standalone (one replica, no kopf peering objects). ``tidings operator`` runs
+Credentials: the pod's service account in a cluster, ``$KUBECONFIG`` elsewhere. Of
+several replicas one is active: each runs kopf (standalone, no kopf peering objects) only
+while it holds the ``--lease-name`` Lease (:mod:`tidings_operator.leader`); the others
+stand by (``--no-leader-election`` runs at once). ``tidings operator`` runs
 this module too (the workloads never import the operator: it execs it).
 """
 
@@ -14,14 +16,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
 import os
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
+import aiohttp.web
 import kopf
 
 from tidings_operator import __version__, metrics
 from tidings_operator.handlers.chatcluster import register
+from tidings_operator.kube import Kube
+from tidings_operator.leader import Lease, default_identity
 from tidings_operator.reconciler import Options
 
 __all__ = ["build_parser", "main"]
@@ -68,6 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the operator's Prometheus metrics on http://0.0.0.0:PORT/metrics "
         "(9100; 0 disables)",
     )
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("TIDINGS_OPERATOR_LEADER_ELECTION", "1") not in ("0", "false"),
+        help="run only while holding a coordination.k8s.io Lease, so that of several "
+        "replicas one is active and the others stand by (default: on)",
+    )
+    parser.add_argument(
+        "--lease-name",
+        default=os.environ.get("TIDINGS_OPERATOR_LEASE_NAME", "tidings-operator"),
+        help="the Lease's name (tidings-operator)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=(
+            os.environ.get("TIDINGS_OPERATOR_LEASE_NAMESPACE") or os.environ.get("POD_NAMESPACE")
+        ),
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the first --namespace, "
+        "else default)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(os.environ.get("TIDINGS_OPERATOR_LEASE_S", "15")),
+        help="a holder that stops renewing is replaced after this long (15); it renews "
+        "every third of it",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log-json", action="store_true", help="JSON logs (for a cluster)")
     parser.add_argument("--version", action="version", version=__version__)
@@ -87,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--tick-seconds and --resync-seconds must be positive")
     if not 0 <= args.metrics_port <= 65535:
         raise SystemExit("--metrics-port must be 0 (off) or a port number")
+    if args.lease_seconds < 3:
+        raise SystemExit("--lease-seconds must be at least 3")
     namespaces: list[str] = list(args.namespace)
     if not namespaces and not args.all_namespaces:
         from_env = os.environ.get("TIDINGS_OPERATOR_NAMESPACES", "")
@@ -101,16 +139,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics.serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
     register(registry)
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            namespaces=namespaces,
-            clusterwide=not namespaces,
-            liveness_endpoint=args.liveness,
-            memo=kopf.Memo(options=options),
-        )
+    run = functools.partial(
+        kopf.operator,
+        registry=registry,
+        standalone=True,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(options=options),
     )
+    if not args.leader_election:
+        metrics.ACTIVE.set(1)
+        asyncio.run(run())
+        return 0
+    lease_namespace = args.lease_namespace or (namespaces[0] if namespaces else "default")
+    return asyncio.run(_elected(run, args, lease_namespace))
+
+
+async def _standby_health(url: str | None) -> aiohttp.web.AppRunner | None:
+    """While standing by, the liveness endpoint answers (kopf's is not up yet)."""
+    if not url:
+        return None
+    parsed = urllib.parse.urlsplit(url)
+
+    async def ok(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"standby": True})
+
+    app = aiohttp.web.Application()
+    app.router.add_get(parsed.path or "/", ok)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, parsed.hostname, parsed.port or 80).start()
+    return runner
+
+
+async def _elected(
+    run: Callable[..., Coroutine[Any, Any, None]], args: argparse.Namespace, lease_namespace: str
+) -> int:
+    """Stand by until this process holds the Lease; run kopf while it does."""
+    kube = Kube.from_environment()
+    lease = Lease(
+        kube,
+        namespace=lease_namespace,
+        name=args.lease_name,
+        identity=default_identity(),
+        lease_s=args.lease_seconds,
+        renew_s=args.lease_seconds / 3,
+        retry_s=min(2.0, args.lease_seconds / 5),
+    )
+    metrics.ACTIVE.set(0)
+    health = await _standby_health(args.liveness)
+    try:
+        await lease.acquire()
+    finally:
+        if health is not None:
+            await health.cleanup()
+    metrics.ACTIVE.set(1)
+    stop = asyncio.Event()
+    holding = asyncio.create_task(lease.hold(), name="lease")
+    operator: asyncio.Task[None] = asyncio.create_task(run(stop_flag=stop), name="kopf")
+    try:
+        await asyncio.wait({holding, operator}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        lost = holding.done()
+        stop.set()
+        holding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holding
+        await operator
+        metrics.ACTIVE.set(0)
+        if not lost:
+            await lease.release()
+        kube.close()
+    if lost:
+        # Another replica may be active already: stop (the pod restarts and stands by).
+        raise SystemExit("lost the leader Lease; stopping")
+    return 0
     return 0
 
 

@@ -286,7 +286,10 @@ BAD_VALUES = [
         ["--set", "replicaCount=2"], "at ''", "'replicaCount' not allowed", id="unknown-top"
     ),
     pytest.param(
-        ["--set", "operator.replicas=2"], "/operator", "'replicas' not allowed", id="unknown-nested"
+        ["--set", "operator.replicaCount=2"],
+        "/operator",
+        "'replicaCount' not allowed",
+        id="unknown-nested",
     ),
     pytest.param(
         ["--set", "networkPolicy.kafka.hosts={a}"],
@@ -380,6 +383,8 @@ def test_default_render_objects(helm: Run) -> None:
         "ServiceAccount": 1,
         "ClusterRole": 1,
         "ClusterRoleBinding": 1,
+        "Role": 1,  # the leader Lease
+        "RoleBinding": 1,
         "Deployment": 1,
     }, kinds
 
@@ -390,8 +395,8 @@ def test_full_render_objects(helm: Run) -> None:
         "ServiceAccount": 1,
         "ClusterRole": 1,
         "ClusterRoleBinding": 1,
-        "Role": 2,
-        "RoleBinding": 2,
+        "Role": 3,  # chat-a, chat-b, the leader Lease
+        "RoleBinding": 3,
         "Deployment": 1,
         "ServiceMonitor": 1,
         "PodMonitor": 2,  # the push workers, the operator
@@ -400,12 +405,17 @@ def test_full_render_objects(helm: Run) -> None:
     }, kinds
 
 
-def test_deployment_is_one_hardened_replica_recreated(helm: Run) -> None:
+def test_deployment_is_hardened_and_rolls_onto_a_standby(helm: Run) -> None:
     docs = render(helm)
     deployment = one(docs, "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # The new pod starts first and stands by until the old one releases the leader Lease.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert one(render(helm, "--set", "operator.replicas=2"), "Deployment")["spec"]["replicas"] == 2
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -462,6 +472,13 @@ def test_operator_args_parse_with_the_operators_own_parser(
     assert port["containerPort"] == 8099
     assert metrics_port == {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}
     assert parsed.metrics_port == 9100
+    # Leader election: the Lease is named like the Deployment, in the release's namespace.
+    deployment = one(render(helm, *args), "Deployment")
+    assert parsed.leader_election is True
+    assert parsed.lease_name == deployment["metadata"]["name"]
+    assert parsed.lease_namespace == deployment["metadata"]["namespace"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     probe = container["livenessProbe"]["httpGet"]
     assert probe == {"path": url.group(2), "port": "health"}
 
@@ -543,7 +560,10 @@ def test_rbac_covers_what_the_operator_does(helm: Run, listed: bool) -> None:
     args = ["--set", "operator.watchNamespaces={chat}"] if listed else []
     kinds = by_kind(render(helm, *args))
     cluster_rules = kinds["ClusterRole"][0]["rules"]
-    namespaced_rules = kinds["Role"][0]["rules"] if listed else cluster_rules
+    roles = {
+        r["metadata"]["namespace"]: r for r in kinds["Role"] if "lease" not in r["metadata"]["name"]
+    }
+    namespaced_rules = roles["chat"]["rules"] if listed else cluster_rules
     missing = sorted(n for n in _operator_needs() if not _granted(namespaced_rules, *n))
     assert not missing, f"the operator needs {missing}"
     for verb in ("get", "list", "watch"):
@@ -559,9 +579,17 @@ def test_rbac_covers_what_the_operator_does(helm: Run, listed: bool) -> None:
         assert not _granted(cluster_rules, "tidings.dev", "chatclusters", "list"), (
             "listed: no cluster-wide access"
         )
-        (binding,) = kinds["RoleBinding"]
-        assert binding["metadata"]["namespace"] == "chat"
-        assert binding["roleRef"]["name"] == kinds["Role"][0]["metadata"]["name"]
+        (binding,) = [b for b in kinds["RoleBinding"] if b["metadata"]["namespace"] == "chat"]
+        assert binding["roleRef"]["name"] == roles["chat"]["metadata"]["name"]
+    # The leader Lease, in the release's namespace, and nothing else there.
+    (lease_role,) = [r for r in kinds["Role"] if "lease" in r["metadata"]["name"]]
+    assert lease_role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
 
 
 def test_rbac_and_service_account_can_be_left_out(helm: Run) -> None:
@@ -1076,6 +1104,11 @@ def test_helm_install_runs_the_operator_with_the_rbac_it_needs(
         )
         if unwatched is not None:
             assert not _can(kubectl, who, "list", "chatclusters.tidings.dev", unwatched)
+        # The leader Lease, in the release's namespace only.
+        for verb in ("get", "create", "update"):
+            assert _can(kubectl, who, verb, "leases.coordination.k8s.io", namespace), verb
+        assert not _can(kubectl, who, "delete", "leases.coordination.k8s.io", namespace)
+        assert not _can(kubectl, who, "create", "leases.coordination.k8s.io", other_namespace)
     finally:
         helm("uninstall", release, *common, "--wait", "--timeout", "90s", timeout=120)
     # Helm never deletes the CRD.

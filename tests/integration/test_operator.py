@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -863,3 +865,109 @@ async def test_deleting_the_chat_cluster_collects_the_children_and_keeps_the_dat
     assert await asyncio.to_thread(_applied_versions, testenv, keyspace) == list(
         range(1, LATEST_VERSION + 1)
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float] | None:
+    """The operator's metrics as {series: value}; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
+def _reconciles(sample: dict[str, float]) -> float:
+    return sum(
+        v
+        for k, v in sample.items()
+        if k.startswith("tidings_operator_reconcile_duration_seconds_count")
+    )
+
+
+async def test_of_two_operators_one_is_active_and_the_other_takes_over(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    testenv: Any,
+    tmp_path: Path,
+) -> None:
+    lease_s = 6.0
+    ports = [_free_port(), _free_port()]
+    operators = [
+        OperatorProcess(
+            namespace,
+            testenv["TIDINGS_TEST_KUBECONFIG"],
+            tmp_path / f"operator-{i}.log",
+            metrics_port=port,
+            extra_args=("--lease-seconds", str(lease_s)),
+        )
+        for i, port in enumerate(ports)
+    ]
+    try:
+        for op in operators:
+            op.start()
+
+        async def both_up() -> list[dict[str, float]] | None:
+            samples = [await asyncio.to_thread(_scrape, p) for p in ports]
+            return [s for s in samples if s is not None] if all(samples) else None
+
+        await eventually("both operators to serve metrics", both_up, 30)
+        await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+        await ready(kube, namespace)
+        await asyncio.sleep(3)  # a few ticks
+
+        samples = [await asyncio.to_thread(_scrape, p) for p in ports]
+        assert all(s is not None for s in samples)
+        active = [i for i, s in enumerate(samples) if s and s["tidings_operator_active"] == 1]
+        assert len(active) == 1, samples
+        (leader,) = active
+        standby = 1 - leader
+        standby_sample = samples[standby]
+        assert standby_sample is not None and samples[leader] is not None
+        assert _reconciles(samples[leader]) > 0
+        assert _reconciles(standby_sample) == 0, "the standby reconciled"
+        assert standby_sample.get("tidings_operator_clusters_managed", 0) == 0
+        lease = await kube.request(
+            "GET",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/tidings-operator",
+        )
+        assert lease["spec"]["holderIdentity"]
+
+        # The active one dies without a word; the standby takes over within the lease.
+        operators[leader].kill()
+        killed_at = time.monotonic()
+
+        async def took_over() -> bool:
+            sample = await asyncio.to_thread(_scrape, ports[standby])
+            return bool(sample and sample["tidings_operator_active"] == 1 and _reconciles(sample))
+
+        await eventually("the standby to take over", took_over, lease_s + 20)
+        assert time.monotonic() - killed_at <= lease_s + 20
+
+        # And it acts: a spec change is applied.
+        await patch_spec(kube, namespace, NAME, {"api": {"replicas": 2}})
+
+        async def applied() -> bool:
+            sts = await kube.get("StatefulSet", namespace, names.api_name(NAME))
+            return bool(sts and sts["spec"]["replicas"] == 2)
+
+        await eventually("the new operator to apply the spec", applied, 30)
+        assert operators[standby].running
+    finally:
+        for i, op in enumerate(operators):
+            op.stop()
+            print(f"---- operator {i} log (tail) ----")
+            print("\n".join(op.log().splitlines()[-60:]))
