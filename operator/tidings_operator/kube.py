@@ -69,7 +69,6 @@ KINDS: dict[str, Kind] = {
     "Pod": Kind("v1", "pods"),
     "StatefulSet": Kind("apps/v1", "statefulsets"),
     "Deployment": Kind("apps/v1", "deployments"),
-    "ControllerRevision": Kind("apps/v1", "controllerrevisions"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
     names.KIND: Kind(names.API_VERSION, names.PLURAL),
 }

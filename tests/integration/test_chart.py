@@ -548,11 +548,50 @@ def _operator_needs() -> set[tuple[str, str, str]]:
         ("tidings.dev", "chatclusters/finalizers", "update"),  # blockOwnerDeletion
         ("apps", "statefulsets/scale", "patch"),
         ("", "pods", "list"),
-        ("", "pods", "delete"),
         ("", "pods/eviction", "create"),
         ("", "events", "create"),
     }
     return needs
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+# Exactly what the operator is granted in a watched namespace (docs/operator.md, RBAC):
+# what it does (_operator_needs), plus chatclusters/status get.
+GRANTED = {
+    ("tidings.dev", "chatclusters", "get"),
+    ("tidings.dev", "chatclusters", "list"),
+    ("tidings.dev", "chatclusters", "watch"),
+    ("tidings.dev", "chatclusters", "patch"),
+    ("tidings.dev", "chatclusters/status", "get"),
+    ("tidings.dev", "chatclusters/status", "patch"),
+    ("tidings.dev", "chatclusters/finalizers", "update"),
+    *{
+        (group, resource, verb)
+        for group, resource in [
+            ("apps", "statefulsets"),
+            ("apps", "deployments"),
+            ("", "services"),
+            ("", "configmaps"),
+            ("policy", "poddisruptionbudgets"),
+        ]
+        for verb in ("get", "create", "patch")
+    },
+    ("apps", "statefulsets/scale", "patch"),
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    ("", "pods/eviction", "create"),
+    ("", "secrets", "get"),
+    ("", "events", "create"),
+}
 
 
 @pytest.mark.parametrize("listed", [False, True], ids=["clusterrole", "roles"])
@@ -566,6 +605,17 @@ def test_rbac_covers_what_the_operator_does(helm: Run, listed: bool) -> None:
     namespaced_rules = roles["chat"]["rules"] if listed else cluster_rules
     missing = sorted(n for n in _operator_needs() if not _granted(namespaced_rules, *n))
     assert not missing, f"the operator needs {missing}"
+    # Nothing more: no deletes, no updates, no list/watch on the children, no /scale.
+    granted = _grants(namespaced_rules) - _grants(kinds["ClusterRole"][0]["rules"][:2])
+    assert granted == GRANTED, (sorted(granted - GRANTED), sorted(GRANTED - granted))
+    assert _operator_needs() <= GRANTED
+    assert _grants(cluster_rules[:2]) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+    }
     for verb in ("get", "list", "watch"):
         assert _granted(cluster_rules, "apiextensions.k8s.io", "customresourcedefinitions", verb)
     # Read-only where it should be, and no kopf peering objects (the operator is standalone).
@@ -1074,15 +1124,14 @@ def test_helm_install_runs_the_operator_with_the_rbac_it_needs(
             ("watch", "chatclusters.tidings.dev"),
             ("patch", "chatclusters.tidings.dev"),
             ("patch", "chatclusters.tidings.dev/status"),
-            ("update", "chatclusters.tidings.dev/scale"),
+            ("update", "chatclusters.tidings.dev/finalizers"),
             ("create", "statefulsets.apps"),
             ("patch", "statefulsets.apps/scale"),
             ("patch", "deployments.apps"),
-            ("list", "controllerrevisions.apps"),
             ("patch", "services"),
             ("patch", "configmaps"),
             ("patch", "poddisruptionbudgets.policy"),
-            ("delete", "pods"),
+            ("list", "pods"),
             ("create", "pods/eviction"),
             ("get", "secrets"),
             ("create", "events"),
@@ -1094,8 +1143,18 @@ def test_helm_install_runs_the_operator_with_the_rbac_it_needs(
             ("list", "secrets"),
             ("create", "secrets"),
             ("create", "pods"),
+            ("delete", "pods"),
             ("create", "pods/exec"),
             ("delete", "namespaces"),
+            ("update", "chatclusters.tidings.dev"),
+            ("delete", "chatclusters.tidings.dev"),
+            ("update", "chatclusters.tidings.dev/scale"),
+            ("delete", "statefulsets.apps"),
+            ("list", "statefulsets.apps"),
+            ("watch", "deployments.apps"),
+            ("list", "controllerrevisions.apps"),
+            ("delete", "configmaps"),
+            ("patch", "events"),
         ]:
             assert not _can(kubectl, who, verb, resource, watched), f"can {verb} {resource}"
         assert _can(kubectl, who, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)

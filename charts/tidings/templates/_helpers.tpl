@@ -93,8 +93,8 @@ The namespaces the operator watches, as a list; empty means all namespaces.
 {{- end }}
 
 {{/*
-RBAC rules the operator needs cluster-wide whatever it watches: kopf looks up the CRDs
-(to find chatclusters' API and notice it change) and namespaces.
+RBAC rules the operator needs cluster-wide whatever it watches (optional: without them
+kopf warns and uses what it found at start).
 */}}
 {{- define "tidings.clusterRules" -}}
 # kopf: discover the ChatCluster resource and follow its CRD.
@@ -104,61 +104,60 @@ RBAC rules the operator needs cluster-wide whatever it watches: kopf looks up th
 # kopf: follow the watched namespaces appearing and going.
 - apiGroups: [""]
   resources: [namespaces]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 {{- end }}
 
 {{/*
-RBAC rules in the namespaces the operator watches (a ClusterRole's when it watches all).
-No kopf peering rules: the operator runs standalone (one replica, strategy Recreate).
+RBAC rules in the namespaces the operator watches (a ClusterRole's when it watches all):
+exactly the calls it makes (docs/operator.md, RBAC). The leader Lease has its own Role in
+the release's namespace (operator-lease-role.yaml).
 */}}
 {{- define "tidings.namespacedRules" -}}
-# The ChatClusters: watched, annotated by kopf (its progress and last-handled spec).
+# The ChatClusters: read by the operator, watched and annotated by kopf (its progress and
+# last-handled spec; no finalizers, so no update).
 - apiGroups: [tidings.dev]
   resources: [chatclusters]
-  verbs: [get, list, watch, patch, update]
-# Status written by the operator; /scale as an HPA or KEDA would use it.
+  verbs: [get, list, watch, patch]
+# The status the operator writes.
 - apiGroups: [tidings.dev]
-  resources: [chatclusters/status, chatclusters/scale]
-  verbs: [get, patch, update]
+  resources: [chatclusters/status]
+  verbs: [get, patch]
 # Children carry owner references with blockOwnerDeletion, which needs this where the
 # OwnerReferencesPermissionEnforcement admission plugin runs.
 - apiGroups: [tidings.dev]
   resources: [chatclusters/finalizers]
   verbs: [update]
-# The children: chat and api StatefulSets, push Deployment (server-side apply).
+# The children, by server-side apply (a PATCH that creates what is missing), read by name:
+# chat and api StatefulSets, push Deployment, Services, the ConfigMap, the budgets.
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
-  verbs: [get, list, watch, create, update, patch, delete]
-# Scaling the chat servers without re-applying the whole StatefulSet.
-- apiGroups: [apps]
-  resources: [statefulsets/scale]
-  verbs: [get, patch, update]
-# Which revision a chat pod runs (rolling deploys with OnDelete).
-- apiGroups: [apps]
-  resources: [controllerrevisions]
-  verbs: [get, list, watch]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [services, configmaps]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [get, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, update, patch, delete]
-# Chat pods: watched for rollouts and disruptions; replaced one at a time.
+  verbs: [get, create, patch]
+# Resizing the chat servers while a changed spec waits for its wiring.
+- apiGroups: [apps]
+  resources: [statefulsets/scale]
+  verbs: [patch]
+# Chat pods: readiness, revisions, disruptions (listed by label).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, delete]
+  verbs: [get, list]
 # Replacing a chat pod through the eviction API, so PodDisruptionBudgets apply.
 - apiGroups: [""]
   resources: [pods/eviction]
   verbs: [create]
-# Read-only: the Secrets a ChatCluster names (Kafka and Cassandra credentials).
+# Read-only, by name: the Secrets a ChatCluster names (Kafka and Cassandra credentials).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
 # Events on the ChatClusters (scaled, chat server lost, rollout halted, kopf's errors).
-- apiGroups: ["", events.k8s.io]
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
 
 {{/*
