@@ -6,6 +6,10 @@
 #   cassandra.sh start     start a node on a fresh data dir, wait until it answers a CQL
 #                          query, write $TESTENV_STATE/cassandra.env
 #   cassandra.sh stop      stop it (safe when not running)
+#   cassandra.sh restart [down_s]
+#                          SIGTERM the running node, stay down down_s seconds (default 0),
+#                          start it again on the same data dir, wait until it answers a
+#                          CQL query (for fault tests; keyspaces and data survive)
 #
 # Needs Java 17 and Maven. Version: $TIDINGS_CASSANDRA_VERSION (default below).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -45,6 +49,23 @@ cassandra_wait() {
     done
 }
 
+# cassandra_launch: start the node on the data dir in $CASSANDRA_STATE.
+cassandra_launch() {
+    local -a jvm_opts
+    mapfile -t jvm_opts < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$CASSANDRA_SRC/jvm.options" | grep -v '^$')
+    # jamm measures object sizes (memtables, caches) as a Java agent, as cassandra-env.sh does.
+    local jamm
+    jamm=$(find "$CASSANDRA_HOME/libs" -name 'jamm-*.jar' | head -n 1)
+    [[ -n $jamm ]] && jvm_opts+=("-javaagent:$jamm")
+    log "starting cassandra $CASSANDRA_VERSION on 127.0.0.1:$CASSANDRA_NATIVE_PORT"
+    start_bg cassandra "$CASSANDRA_LOG" "$JAVA" "${jvm_opts[@]}" \
+        -Dcassandra.config="file://$CASSANDRA_STATE/cassandra.yaml" \
+        -Dcassandra.storagedir="$CASSANDRA_STATE" \
+        -Dcassandra.logdir="$CASSANDRA_STATE/logs" \
+        -Dlogback.configurationFile="$CASSANDRA_SRC/logback.xml" \
+        -cp "$CASSANDRA_HOME/libs/*" org.apache.cassandra.service.CassandraDaemon
+}
+
 cassandra_start() {
     local t0=$SECONDS
     [[ -f $CASSANDRA_HOME/libs/.complete ]] || cassandra_install
@@ -62,20 +83,8 @@ cassandra_start() {
             -e "s|@NATIVE_PORT@|$CASSANDRA_NATIVE_PORT|g" \
             -e "s|@STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
             "$CASSANDRA_SRC/cassandra.yaml" >"$CASSANDRA_STATE/cassandra.yaml"
-        local -a jvm_opts
-        mapfile -t jvm_opts < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$CASSANDRA_SRC/jvm.options" | grep -v '^$')
-        # jamm measures object sizes (memtables, caches) as a Java agent, as cassandra-env.sh does.
-        local jamm
-        jamm=$(find "$CASSANDRA_HOME/libs" -name 'jamm-*.jar' | head -n 1)
-        [[ -n $jamm ]] && jvm_opts+=("-javaagent:$jamm")
         : >"$CASSANDRA_LOG"
-        log "starting cassandra $CASSANDRA_VERSION on 127.0.0.1:$CASSANDRA_NATIVE_PORT"
-        start_bg cassandra "$CASSANDRA_LOG" "$JAVA" "${jvm_opts[@]}" \
-            -Dcassandra.config="file://$CASSANDRA_STATE/cassandra.yaml" \
-            -Dcassandra.storagedir="$CASSANDRA_STATE" \
-            -Dcassandra.logdir="$CASSANDRA_STATE/logs" \
-            -Dlogback.configurationFile="$CASSANDRA_SRC/logback.xml" \
-            -cp "$CASSANDRA_HOME/libs/*" org.apache.cassandra.service.CassandraDaemon
+        cassandra_launch
     fi
     cassandra_wait
     write_env cassandra TIDINGS_TEST_CASSANDRA_HOSTS=127.0.0.1 \
@@ -91,9 +100,25 @@ cassandra_stop() {
     rm -f "$TESTENV_STATE/cassandra.env"
 }
 
+# cassandra_restart [down_s]: stop and start again on the same data (never wipes it).
+cassandra_restart() {
+    local down=${1:-0} t0=$SECONDS
+    [[ -f $CASSANDRA_STATE/cassandra.yaml ]] || die "cassandra has no data dir to restart on; use start"
+    log "stopping cassandra (data kept)"
+    stop_bg cassandra 30
+    sleep "$down"
+    for port in "$CASSANDRA_NATIVE_PORT" "$CASSANDRA_STORAGE_PORT"; do
+        ! port_open 127.0.0.1 "$port" || die "port $port is taken by another process"
+    done
+    cassandra_launch
+    cassandra_wait
+    log "cassandra restarted, healthy after $((SECONDS - t0))s"
+}
+
 case "${1:-}" in
     install) cassandra_install ;;
     start) cassandra_start ;;
     stop) cassandra_stop ;;
-    *) die "usage: $0 install|start|stop" ;;
+    restart) cassandra_restart "${2:-0}" ;;
+    *) die "usage: $0 install|start|stop|restart [down_s]" ;;
 esac

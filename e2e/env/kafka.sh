@@ -6,6 +6,10 @@
 #   kafka.sh start     format a fresh data dir, start the broker, wait until it answers
 #                      a metadata request, write $TESTENV_STATE/kafka.env
 #   kafka.sh stop      stop it (safe when not running)
+#   kafka.sh restart [down_s]
+#                      SIGTERM the running broker, stay down down_s seconds (default 0),
+#                      start it again on the same data dir, wait until it answers (for
+#                      fault tests; the topics and offsets survive)
 #
 # Needs Java 17+ and Maven. Version: $TIDINGS_KAFKA_VERSION (default below).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -52,6 +56,16 @@ kafka_wait() {
     done
 }
 
+# kafka_launch: start the broker on the formatted data dir in $KAFKA_STATE.
+kafka_launch() {
+    log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
+    start_bg kafka "$KAFKA_LOG" "$JAVA" \
+        -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.xml" \
+        -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_STATE/server.properties"
+}
+
 kafka_start() {
     local t0=$SECONDS
     [[ -f $KAFKA_HOME/libs/.complete ]] || kafka_install
@@ -79,12 +93,7 @@ kafka_start() {
             tail -n 30 "$KAFKA_LOG" >&2
             die "formatting kafka storage failed, see $KAFKA_LOG"
         fi
-        log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
-        start_bg kafka "$KAFKA_LOG" "$JAVA" \
-            -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-            -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
-            -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.xml" \
-            -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_STATE/server.properties"
+        kafka_launch
     fi
     kafka_wait
     write_env kafka "TIDINGS_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
@@ -99,9 +108,25 @@ kafka_stop() {
     rm -f "$TESTENV_STATE/kafka.env"
 }
 
+# kafka_restart [down_s]: stop and start again on the same data (never wipes it).
+kafka_restart() {
+    local down=${1:-0} t0=$SECONDS
+    [[ -f $KAFKA_STATE/server.properties ]] || die "kafka has no data dir to restart on; use start"
+    log "stopping kafka (data kept)"
+    stop_bg kafka 30
+    sleep "$down"
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+        ! port_open 127.0.0.1 "$port" || die "port $port is taken by another process"
+    done
+    kafka_launch
+    kafka_wait
+    log "kafka restarted, healthy after $((SECONDS - t0))s"
+}
+
 case "${1:-}" in
     install) kafka_install ;;
     start) kafka_start ;;
     stop) kafka_stop ;;
-    *) die "usage: $0 install|start|stop" ;;
+    restart) kafka_restart "${2:-0}" ;;
+    *) die "usage: $0 install|start|stop|restart [down_s]" ;;
 esac
