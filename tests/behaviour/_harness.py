@@ -468,6 +468,18 @@ class WsClient:
         )
         return self.buffer.pop(index)
 
+    async def recv_send_answer(self, client_msg_id: str, within: float = WAIT) -> dict[str, Any]:
+        """The answer to one ``send``: its ``ack``, or the ``error`` whose ``ref`` names it."""
+
+        def answers(frame: dict[str, Any]) -> bool:
+            kind = frame.get("type")
+            return (kind == "ack" and frame.get("client_msg_id") == client_msg_id) or (
+                kind == "error" and frame.get("ref") == client_msg_id
+            )
+
+        index = await self._wait_for(answers, f"ack or error for {client_msg_id}", within)
+        return self.buffer.pop(index)
+
     async def frames_through(self, frame_type: str, within: float = WAIT) -> list[dict[str, Any]]:
         """Every frame, in arrival order, up to and including the first of ``frame_type``."""
         index = await self._wait_for(lambda f: f.get("type") == frame_type, frame_type, within)

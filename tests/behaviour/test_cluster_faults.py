@@ -1,0 +1,557 @@
+"""A cluster under load losing a chat server, its Kafka broker or its Cassandra node.
+
+Every device here is an app: it sends at a steady pace, keeps every msg frame it gets,
+and when its connection goes away reconnects the way an app does (``/v1/discover``,
+hello with its cursor). Whatever happens, every acked message must reach every device of
+its recipient (duplicates only as the same message_id again).
+
+The engine tests restart the test environment's shared Kafka broker and Cassandra node
+(``e2e/env/kafka.sh restart``, ``e2e/env/cassandra.sh restart``: same data, a short
+outage); other test runs on the machine see that outage too. Each engine test runs on a
+cluster of its own. During the outage every send must be answered (a real ``ack`` or a
+retriable ``error`` ``unavailable``) within ANSWER_WITHIN_S; once the engine answers
+again, every sender must see acks again within RECOVERED_WITHIN_S, and every acked
+message must reach every device of its recipient. Results (failover p50/p99/max, answer
+counts, outage lengths) are printed and written as JSON to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import random
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from ._cluster import Backends, Cluster, close_cluster, open_cluster
+from ._harness import (
+    Account,
+    Clients,
+    WsClient,
+    another_device,
+    http_client,
+    new_account,
+    reconnect_through_discover,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENV_DIR = REPO_ROOT / "e2e" / "env"
+
+FAILOVER_USERS = 30
+FAILOVER_WITHIN_S = 10.0  # kill -> welcome elsewhere, for every client of the killed server
+SEND_EVERY_S = 1.0
+# The test cluster's Kafka request timeout (TIDINGS_KAFKA_REQUEST_TIMEOUT_S; 30 s by
+# default): a publish waits for partition metadata and then for the batch, each bounded by
+# it. Cassandra's request timeout is its default, 10 s.
+KAFKA_REQUEST_TIMEOUT_S = 10
+# A send is answered (ack or error) within this, engine down or not.
+ANSWER_WITHIN_S = 2 * KAFKA_REQUEST_TIMEOUT_S + 5.0
+ENGINE_DOWN_S = 1  # how long a restarted engine stays down before it starts again
+RECOVERED_WITHIN_S = 30.0  # engine healthy again -> every sender's sends acked again
+DELIVERED_WITHIN_S = 20.0
+PRESENCE_LEASE_S = 3
+
+
+def _open(tmp_path_factory: pytest.TempPathFactory, testenv: Mapping[str, str]) -> Cluster:
+    return open_cluster(
+        tmp_path_factory.mktemp("tidings-faults"),
+        Backends.from_testenv(testenv),
+        env={
+            "TIDINGS_PRESENCE_LEASE_S": str(PRESENCE_LEASE_S),
+            "TIDINGS_KAFKA_REQUEST_TIMEOUT_S": str(KAFKA_REQUEST_TIMEOUT_S),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def faults_cluster(
+    tmp_path_factory: pytest.TempPathFactory, testenv: Mapping[str, str]
+) -> Iterator[Cluster]:
+    cluster = _open(tmp_path_factory, testenv)
+    try:
+        yield cluster
+    finally:
+        close_cluster(cluster)
+
+
+@pytest.fixture
+def fresh_cluster(
+    tmp_path_factory: pytest.TempPathFactory, testenv: Mapping[str, str]
+) -> Iterator[Cluster]:
+    """A cluster of the test's own: an engine fault may leave a chat server broken (see
+    the findings in the report), which must not spill into the next test."""
+    cluster = _open(tmp_path_factory, testenv)
+    try:
+        yield cluster
+    finally:
+        close_cluster(cluster)
+
+
+@pytest.fixture
+async def cluster(faults_cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The module's cluster with every chat server running and ownership settled."""
+    stopped = [chat for chat in faults_cluster.chats if not chat.running]
+    for chat in stopped:
+        await asyncio.to_thread(faults_cluster.restart_chat, chat)
+    if stopped:
+        await faults_cluster.wait_ready(60)
+    yield faults_cluster
+
+
+# --- devices under load ----------------------------------------------------------------
+
+
+@dataclass
+class Send:
+    client_msg_id: str
+    to: str
+    sent_at: float
+    answer: str = "none"  # ack | error:<code> | closed | none
+    answered_at: float | None = None
+    message_id: str | None = None
+    frame: dict[str, Any] | None = None
+
+
+@dataclass
+class Device:
+    """One logged-in device: its connection, every msg it got, every send and welcome."""
+
+    account: Account
+    conn: WsClient
+    target: Account | None = None  # whom it sends to (None: it only receives)
+    got: list[dict[str, Any]] = field(default_factory=list)
+    sends: list[Send] = field(default_factory=list)
+    welcomes: list[float] = field(default_factory=list)  # loop time of every re-welcome
+    detours: list[str] = field(default_factory=list)
+
+    @property
+    def user_id(self) -> str:
+        return self.account.user_id
+
+    def all_msgs(self) -> list[dict[str, Any]]:
+        return [*self.got, *self.conn.received_msgs()]
+
+    def cursor(self) -> str:
+        return str(max((int(m["seq"]) for m in self.all_msgs()), default=0))
+
+
+class Load:
+    """Every device keeps its connection (reconnecting through discovery) and, if it has
+    a target, sends to it every ``every`` seconds and waits for the answer."""
+
+    def __init__(
+        self, cluster: Cluster, http: list[httpx.AsyncClient], clients: Clients, every: float
+    ) -> None:
+        self.cluster, self.http, self.clients, self.every = cluster, http, clients, every
+        self.devices: list[Device] = []
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self._turn = itertools.count()
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._run(d)) for d in self.devices]
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+
+    async def _reconnect(self, device: Device) -> None:
+        before = device.conn.received_msgs()
+        device.got.extend(before)
+        device.conn.backlog = []
+        device.conn.buffer = [f for f in device.conn.buffer if f.get("type") != "msg"]
+        http = self.http[next(self._turn) % len(self.http)]
+        conn, moved = await reconnect_through_discover(
+            http,
+            self.clients,
+            device.account,
+            device.cursor(),
+            within=max(FAILOVER_WITHIN_S, RECOVERED_WITHIN_S) * 2,
+            tried=device.detours,
+        )
+        device.welcomes.append(asyncio.get_running_loop().time())
+        device.conn, device.account = conn, moved
+
+    async def _run(self, device: Device) -> None:
+        loop = asyncio.get_running_loop()
+        n = 0
+        next_at = loop.time() + random.random() * self.every  # spread the senders' ticks
+        while not self.stop.is_set():
+            if device.conn.closed.is_set():
+                await self._reconnect(device)
+                continue
+            if device.target is not None and loop.time() >= next_at:
+                next_at = loop.time() + self.every
+                n += 1
+                await self._send(device, n)
+                continue
+            wait = max(0.0, next_at - loop.time()) if device.target else 0.5
+            await _first_of(wait, device.conn.closed, self.stop)
+
+    async def _send(self, device: Device, n: int) -> None:
+        assert device.target is not None
+        loop = asyncio.get_running_loop()
+        send = Send(uuid.uuid4().hex, device.target.user_id, loop.time())
+        device.sends.append(send)
+        try:
+            await device.conn.send_msg(
+                f"load {n} from {device.account.device_id}",
+                to=device.target,
+                client_msg_id=send.client_msg_id,
+            )
+            frame = await device.conn.recv_send_answer(send.client_msg_id, ANSWER_WITHIN_S)
+        except ConnectionClosed:
+            send.answer = "closed"
+            return
+        except AssertionError as exc:
+            send.answer = "closed" if device.conn.closed.is_set() else "none"
+            if send.answer == "none":
+                send.frame = {"problem": str(exc)[:200]}
+            return
+        send.answered_at = loop.time()
+        send.frame = frame
+        if frame["type"] == "ack":
+            send.answer = "ack"
+            send.message_id = frame["message_id"]
+        else:
+            send.answer = f"error:{frame.get('code')}"
+
+    # --- checks ------------------------------------------------------------------------
+
+    def acked_to(self) -> dict[str, set[str]]:
+        """Recipient user id -> message ids acked to its senders."""
+        acked: dict[str, set[str]] = {}
+        for device in self.devices:
+            for send in device.sends:
+                if send.answer == "ack":
+                    assert send.message_id is not None
+                    acked.setdefault(send.to, set()).add(send.message_id)
+        return acked
+
+    async def check_delivery(self) -> dict[str, int]:
+        """Every acked message reached every device of its recipient (bounded wait);
+        repeats only as the same message again. Returns counts for the report."""
+        acked = self.acked_to()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DELIVERED_WITHIN_S
+        missing: dict[str, set[str]] = {}
+        while True:
+            missing = {}
+            for device in self.devices:
+                ids = {m["message_id"] for m in device.all_msgs()}
+                lost = acked.get(device.user_id, set()) - ids
+                if lost:
+                    missing[device.account.device_id] = lost
+            if not missing or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        duplicates = 0
+        problems = []
+        for device in self.devices:
+            by_id: dict[str, dict[str, Any]] = {}
+            for m in device.all_msgs():
+                first = by_id.setdefault(m["message_id"], m)
+                if first is not m:
+                    duplicates += 1
+                    if (first["seq"], first["client_msg_id"], first["body"]) != (
+                        m["seq"],
+                        m["client_msg_id"],
+                        m["body"],
+                    ):
+                        problems.append(f"message {m['message_id']} came twice, differently")
+            seqs: dict[str, str] = {}
+            for m in device.all_msgs():
+                if seqs.setdefault(m["seq"], m["message_id"]) != m["message_id"]:
+                    problems.append(f"{device.account.device_id}: seq {m['seq']} is 2 messages")
+        lost_total = sum(len(v) for v in missing.values())
+        assert lost_total == 0 and not problems, (
+            f"{lost_total} acked messages never reached {len(missing)} devices "
+            f"(e.g. {dict(list(missing.items())[:3])}); problems: {problems[:5]}"
+        )
+        return {
+            "acked": sum(len(v) for v in acked.values()),
+            "delivered_frames": sum(len(d.all_msgs()) for d in self.devices),
+            "duplicates": duplicates,
+        }
+
+
+async def _first_of(within: float, *events: asyncio.Event) -> None:
+    """Until one of the events is set, for at most ``within`` seconds."""
+    tasks = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def poll_until(done: Callable[[], bool], deadline: float, every: float = 0.1) -> None:
+    """Until ``done()`` or the loop time ``deadline``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        if done() or loop.time() >= deadline:
+            return
+        await asyncio.sleep(every)
+
+
+async def watch_port(port: int, stop: asyncio.Event, seen: list[tuple[float, bool]]) -> None:
+    """Record (loop time, open) whenever 127.0.0.1:``port`` starts or stops accepting."""
+    loop = asyncio.get_running_loop()
+    state: bool | None = None
+    while not stop.is_set():
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+            writer.close()
+            now_open = True
+        except (OSError, TimeoutError):
+            now_open = False
+        if now_open != state:
+            seen.append((loop.time(), now_open))
+            state = now_open
+        await asyncio.sleep(0.1)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def record(tmp_path: Path, name: str, result: dict[str, Any]) -> str:
+    text = json.dumps(result, indent=2, sort_keys=True)
+    (tmp_path / f"{name}.json").write_text(text)
+    print(f"\n{name}: {json.dumps(result, sort_keys=True)}")
+    return text
+
+
+async def users_on_every_server(
+    cluster: Cluster, http: list[httpx.AsyncClient], count: int
+) -> list[Account]:
+    """``count`` new users, as evenly over the chat servers as ``count`` allows."""
+    each = -(-count // len(cluster.chats))
+    by_server: dict[str, list[Account]] = {url: [] for url in cluster.chat_urls}
+    for _ in range(10):
+        short = sum(max(0, each - len(v)) for v in by_server.values())
+        if not short:
+            break
+        made = await asyncio.gather(
+            *(new_account(http[i % len(http)], "load") for i in range(short + 3))
+        )
+        for account in made:
+            by_server[account.chat_url].append(account)
+    counts = {url: len(v) for url, v in by_server.items()}
+    assert all(n >= each for n in counts.values()), f"users per server: {counts}"
+    spread = [a for accounts in zip(*by_server.values(), strict=False) for a in accounts]
+    return spread[:count]
+
+
+def peers_elsewhere(accounts: list[Account]) -> list[Account]:
+    """For every account, a peer on another chat server (round robin over them)."""
+    targets = []
+    for i, account in enumerate(accounts):
+        others = [a for a in accounts if a.chat_url != account.chat_url]
+        targets.append(others[i % len(others)])
+    return targets
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_failover_under_load_every_client_is_back_within_bound(
+    cluster: Cluster, clients: Clients, tmp_path: Path
+) -> None:
+    async with http_client(cluster, 0) as http0, http_client(cluster, 1) as http1:
+        http = [http0, http1]
+        accounts = await users_on_every_server(cluster, http, FAILOVER_USERS)
+        load = Load(cluster, http, clients, SEND_EVERY_S)
+        conns = await asyncio.gather(*(clients.connect(a) for a in accounts))
+        for account, conn, target in zip(accounts, conns, peers_elsewhere(accounts), strict=True):
+            load.devices.append(Device(account, conn, target))
+        victim = cluster.chat_at(accounts[0].chat_url)
+        on_victim = [d for d in load.devices if d.account.chat_url == victim.ws_url]
+
+        load.start()
+        await asyncio.sleep(3)
+        loop = asyncio.get_running_loop()
+        victim.kill()
+        killed_at = loop.time()
+        deadline = killed_at + FAILOVER_WITHIN_S * 2
+        await poll_until(lambda: all(d.welcomes for d in on_victim), deadline)
+        await asyncio.sleep(3)  # load on the survivors after the move
+        await load.finish()
+
+        back = [d.welcomes[0] - killed_at for d in on_victim if d.welcomes]
+        not_back = [d.account.device_id for d in on_victim if not d.welcomes]
+        answers = Counter(s.answer for d in load.devices for s in d.sends)
+        result: dict[str, Any] = {
+            "clients": len(load.devices),
+            "clients_of_killed_server": len(on_victim),
+            "not_back": not_back,
+            "answers": dict(answers),
+        }
+        if back:
+            result |= {
+                "failover_p50_s": round(percentile(back, 50), 3),
+                "failover_p99_s": round(percentile(back, 99), 3),
+                "failover_max_s": round(max(back), 3),
+            }
+        report = record(tmp_path, "failover", result)
+        assert not not_back and max(back) <= FAILOVER_WITHIN_S, (
+            f"clients of the SIGKILLed server must be welcomed elsewhere within "
+            f"{FAILOVER_WITHIN_S}s: {report}; detours: "
+            f"{sorted({t.rsplit(': ', 1)[-1][:40] for d in on_victim for t in d.detours})}"
+        )
+        bad = {k: v for k, v in answers.items() if k not in ("ack", "closed")}
+        assert not bad, f"sends answered other than ack (or cut by the kill): {report}"
+        result |= await load.check_delivery()
+        record(tmp_path, "failover", result)
+
+
+async def engine_fault(
+    cluster: Cluster, clients: Clients, tmp_path: Path, engine: str, script: str, port: int
+) -> None:
+    async with http_client(cluster, 0) as http0, http_client(cluster, 1) as http1:
+        http = [http0, http1]
+        accounts = await users_on_every_server(cluster, http, 9)
+        load = Load(cluster, http, clients, 0.25)
+        conns = await asyncio.gather(*(clients.connect(a) for a in accounts))
+        for account, conn, target in zip(accounts, conns, peers_elsewhere(accounts), strict=True):
+            load.devices.append(Device(account, conn, target))
+        # A second, receive-only device for every user: "every device of the recipient".
+        seconds = await asyncio.gather(
+            *(another_device(http[i % 2], a) for i, a in enumerate(accounts))
+        )
+        for device in seconds:
+            load.devices.append(Device(device, await clients.connect(device)))
+
+        load.start()
+        watching = asyncio.Event()
+        port_states: list[tuple[float, bool]] = []
+        watcher = asyncio.create_task(watch_port(port, watching, port_states))
+        await asyncio.sleep(2)
+        loop = asyncio.get_running_loop()
+        restart_at = loop.time()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", str(ENV_DIR / script), "restart", str(ENGINE_DOWN_S)],
+            capture_output=True,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        healthy_at = loop.time()
+        assert done.returncode == 0, (
+            f"{script} restart failed ({done.returncode}): {done.stdout}{done.stderr}"
+        )
+
+        # Every sender's sends are acked again: three acks in a row after the engine is back.
+        def recovered(device: Device) -> bool:
+            answered = [s for s in device.sends if s.sent_at >= healthy_at and s.answer != "none"]
+            tail = [s.answer for s in answered][-3:]
+            return len(tail) == 3 and all(a == "ack" for a in tail)
+
+        senders = [d for d in load.devices if d.target is not None]
+        await poll_until(
+            lambda: all(recovered(d) for d in senders), healthy_at + RECOVERED_WITHIN_S
+        )
+        recovered_at = loop.time()
+        await load.finish()
+        watching.set()
+        await watcher
+        down = [t for t, up in port_states if not up]
+        down_at = down[0] if down else restart_at
+        up_at = next((t for t, up in port_states if up and t > down_at), healthy_at)
+
+        sends = [s for d in senders for s in d.sends]
+        answers = Counter(s.answer for s in sends)
+        during = Counter(s.answer for s in sends if down_at <= s.sent_at < up_at)
+        late = Counter(
+            f"late {f['type']}:{f.get('code', '')}"
+            for d in senders
+            for s in d.sends
+            if s.answer == "none"
+            for f in d.conn.buffer
+            if f.get("ref") == s.client_msg_id or f.get("client_msg_id") == s.client_msg_id
+        )
+        slowest = max(
+            (s.answered_at - s.sent_at for s in sends if s.answered_at is not None), default=0.0
+        )
+        result: dict[str, Any] = {
+            "engine": engine,
+            "restart_script_s": round(healthy_at - restart_at, 2),
+            "port_closed_s": round(up_at - down_at, 2),
+            "port_open_to_healthy_s": round(healthy_at - up_at, 2),
+            "acked_again_after_healthy_s": round(recovered_at - healthy_at, 2),
+            "answers": dict(answers),
+            "answers_sent_while_port_closed": dict(during),
+            "unanswered_answered_late": dict(late),
+            "slowest_answer_s": round(slowest, 2),
+            "reconnects": sum(len(d.welcomes) for d in load.devices),
+            "chat_servers_running": [c.running for c in cluster.chats],
+            "unanswered": [s.frame for s in sends if s.answer == "none"][:3],
+            "other_errors": [
+                s.frame
+                for s in sends
+                if s.answer.startswith("error") and s.frame and s.frame.get("code") != "unavailable"
+            ][:3],
+        }
+        report = record(tmp_path, f"engine-{engine}", result)
+        problems = []
+        if not all(c.running for c in cluster.chats):
+            problems.append("a chat server exited")
+        if answers.get("none"):
+            problems.append(f"{answers['none']} sends got no answer within {ANSWER_WITHIN_S}s")
+        wrong = {k: v for k, v in answers.items() if k not in ("ack", "error:unavailable")}
+        wrong.pop("none", None)
+        if wrong:
+            problems.append(f"sends answered other than ack / error unavailable: {wrong}")
+        if not all(recovered(d) for d in senders):
+            stuck: dict[str, Counter[str]] = {}
+            for d in senders:
+                if not recovered(d):
+                    where = cluster.chat_at(d.account.chat_url).name
+                    stuck.setdefault(where, Counter()).update(
+                        s.answer for s in d.sends if s.sent_at >= healthy_at
+                    )
+            problems.append(
+                f"sends not acked again within {RECOVERED_WITHIN_S}s of {engine} being "
+                f"healthy; answers since, per chat server of the stuck senders: {stuck}"
+            )
+        try:
+            result |= await load.check_delivery()
+        except AssertionError as exc:
+            problems.append(str(exc))
+        result["problems"] = problems
+        record(tmp_path, f"engine-{engine}", result)
+        assert not problems, f"{engine} restart under load: {problems}\n{report}"
+
+
+# A restart of the shared broker / node takes 20-60 s on a busy 2-CPU machine (JVM start,
+# log recovery of every test run's topics), hence the longer bounds.
+@pytest.mark.timeout(240)
+async def test_kafka_restart_under_load(
+    fresh_cluster: Cluster, clients: Clients, tmp_path: Path
+) -> None:
+    await engine_fault(fresh_cluster, clients, tmp_path, "kafka", "kafka.sh", 19092)
+
+
+@pytest.mark.timeout(240)
+async def test_cassandra_restart_under_load(
+    fresh_cluster: Cluster, clients: Clients, tmp_path: Path
+) -> None:
+    await engine_fault(fresh_cluster, clients, tmp_path, "cassandra", "cassandra.sh", 19042)
