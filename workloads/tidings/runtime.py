@@ -171,7 +171,17 @@ def assemble(
         processor = InboxProcessor(messages, directory, gateway, graceful, ownership)
 
         async def inbox_consumer() -> None:
-            await bus.consume(processor.handle)
+            # The bus retries a failed batch itself; if consuming still ends with an
+            # error, start again after a pause rather than leave the partitions unserved.
+            failures = 0
+            while True:
+                try:
+                    await bus.consume(processor.handle)
+                    return  # the bus was closed
+                except Exception:
+                    failures += 1
+                    log.exception("inbox consumer failed; restarting it")
+                    await asyncio.sleep(min(2.0**failures, 30.0))
 
         async def send_clients_away() -> None:
             await gateway.drain(settings.drain_budget_s / 4)

@@ -120,13 +120,7 @@ class KafkaBus:
 
     async def start(self) -> None:
         options = kafka_client_options(self._settings)
-        producer = AIOKafkaProducer(
-            **options,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=0,
-            max_request_size=MAX_RECORD_BYTES,
-        )
+        producer = self._new_producer()
         try:
             await producer.start()
             partitions = await self._topic_partitions(producer)
@@ -177,6 +171,15 @@ class KafkaBus:
         # makes start() wait for the first assignment, unbounded): on_assigned says when.
         consumer.subscribe([self.topic], listener=_Listener(self))
         self._consumer = consumer
+
+    def _new_producer(self) -> Any:
+        return AIOKafkaProducer(
+            **kafka_client_options(self._settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            max_request_size=MAX_RECORD_BYTES,
+        )
 
     async def _topic_partitions(self, producer: Any) -> set[int]:
         """The inbox topic's partitions from a metadata request for *all* topics.
@@ -242,13 +245,36 @@ class KafkaBus:
                 for event in events
             ]
         except KafkaError as exc:
+            await self._renew_producer_after(exc, producer)
             raise BusUnavailable(f"could not send {len(events)} inbox events") from exc
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = [result for result in results if isinstance(result, BaseException)]
         if failed:
+            await self._renew_producer_after(failed[0], producer)
             raise BusUnavailable(
                 f"{len(failed)} of {len(events)} inbox events were not acknowledged"
             ) from failed[0]
+
+    async def _renew_producer_after(self, exc: BaseException, producer: Any) -> None:
+        """An idempotent producer whose batches timed out while the broker was away can
+        come back out of sequence, and aiokafka then fails every later send: a fatal
+        error gets a fresh producer (a new producer id), so sends recover by themselves."""
+        if isinstance(exc, KafkaError) and exc.retriable:
+            return
+        if self._producer is not producer:
+            return  # renewed already by a concurrent publish
+        log.warning("renewing the Kafka producer after %r", exc)
+        fresh = self._new_producer()
+        try:
+            await fresh.start()
+        except KafkaError:
+            log.warning("could not start a fresh producer yet", exc_info=True)
+            return
+        self._producer = fresh
+        try:
+            await producer.stop()
+        except Exception:
+            log.debug("stopping the failed producer", exc_info=True)
 
     async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None:
         producer = self._require(self._producer, "publish")
@@ -271,6 +297,7 @@ class KafkaBus:
     async def consume(self, handler: EventHandler) -> None:
         """Hand batches to ``handler`` until cancelled (or the bus is closed)."""
         consumer = self._require(self._consumer, "consume (no group_id)")
+        failures = 0
         while True:
             try:
                 batches = await consumer.getmany(
@@ -293,7 +320,16 @@ class KafkaBus:
             async with self._lock:
                 if self._consumer is not consumer:
                     return  # closed (and revoked) while we waited: hand nothing more
-                await self._handle(consumer, batches, handler)
+                try:
+                    await self._handle(consumer, batches, handler)
+                    failures = 0
+                except Exception:
+                    # The batch was not committed and its partitions were sought back:
+                    # it comes again. Storage being away must not end consumption.
+                    failures += 1
+                    log.warning("inbox batch failed; it will be retried", exc_info=True)
+            if failures:  # back off outside the lock, so a rebalance is not held up
+                await asyncio.sleep(min(0.5 * 2 ** min(failures, 4), 5.0))
 
     async def _handle(
         self, consumer: Any, batches: dict[TopicPartition, list[Any]], handler: EventHandler

@@ -35,7 +35,12 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.connection import ConnectionException
-from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    RetryPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import PreparedStatement, dict_factory
 
@@ -116,6 +121,8 @@ def build_cluster(settings: Settings) -> Cluster:
         control_connection_timeout=settings.cassandra_request_timeout_s,
         # Cassandra 4.0+ speaks v5; naming it skips the driver's noisy downgrade dance.
         protocol_version=settings.cassandra_protocol_version,
+        # Come back quickly after a node restart (the default backs off to 10 minutes).
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
     )
 
 
