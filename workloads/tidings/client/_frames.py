@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Self
 
 from ._errors import TidingsProtocolError
@@ -70,17 +70,9 @@ class Msg(Message):
 
     @classmethod
     def from_json(cls, value: object) -> Self:
-        obj = as_object(value, "msg")
-        return cls(
-            get_id(obj, "message_id"),
-            get_id(obj, "channel_id"),
-            get_id(obj, "sender_id"),
-            get_id(obj, "sender_device_id"),
-            get_opt_str(obj, "client_msg_id"),
-            get_str(obj, "body"),
-            get_int(obj, "ts"),
-            get_int(obj, "seq"),
-        )
+        message = Message.from_json(value)  # every field of a message, then the seq
+        fields_of_message = {f.name: getattr(message, f.name) for f in fields(Message)}
+        return cls(**fields_of_message, seq=get_int(as_object(value, "msg"), "seq"))
 
 
 @dataclass(frozen=True, slots=True)
