@@ -83,12 +83,20 @@ cassandra_start() {
             -e "s|@NATIVE_PORT@|$CASSANDRA_NATIVE_PORT|g" \
             -e "s|@STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
             "$CASSANDRA_SRC/cassandra.yaml" >"$CASSANDRA_STATE/cassandra.yaml"
+        if pod_bridge_up; then
+            # Pods of the real node (node.sh) connect on the bridge's address: listen on all
+            # addresses, and name loopback as the node's address for host clients.
+            sed -i -e 's|^rpc_address: .*|rpc_address: 0.0.0.0\nbroadcast_rpc_address: 127.0.0.1|' \
+                "$CASSANDRA_STATE/cassandra.yaml"
+        fi
         : >"$CASSANDRA_LOG"
         cassandra_launch
     fi
     cassandra_wait
-    write_env cassandra TIDINGS_TEST_CASSANDRA_HOSTS=127.0.0.1 \
-        "TIDINGS_TEST_CASSANDRA_PORT=$CASSANDRA_NATIVE_PORT"
+    local env=(TIDINGS_TEST_CASSANDRA_HOSTS=127.0.0.1 "TIDINGS_TEST_CASSANDRA_PORT=$CASSANDRA_NATIVE_PORT")
+    ! grep -q '^rpc_address: 0.0.0.0' "$CASSANDRA_STATE/cassandra.yaml" ||
+        env+=("TIDINGS_TEST_CASSANDRA_POD_HOST=$POD_GATEWAY_IP")
+    write_env cassandra "${env[@]}"
     log "cassandra healthy in $((SECONDS - t0))s ($("$PYTHON" "$CASSANDRA_SRC/cql_ping.py" 127.0.0.1 "$CASSANDRA_NATIVE_PORT"))"
 }
 

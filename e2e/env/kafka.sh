@@ -17,6 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KAFKA_VERSION="${TIDINGS_KAFKA_VERSION:-4.4.0}"
 KAFKA_PORT=19092
 KAFKA_CONTROLLER_PORT=19093
+KAFKA_POD_PORT=19094  # on the pod bridge, when podnet.sh made it
 KAFKA_HOME="$TESTENV_CACHE/kafka/$KAFKA_VERSION"
 KAFKA_SRC="$TESTENV_LIB_DIR/kafka"
 KAFKA_STATE="$TESTENV_STATE/kafka"
@@ -82,6 +83,16 @@ kafka_start() {
             -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
             -e "s|@DATA_DIR@|$KAFKA_STATE/data|g" \
             "$KAFKA_SRC/server.properties" >"$KAFKA_STATE/server.properties"
+        if pod_bridge_up; then
+            # Pods of the real node (node.sh) reach the broker on the bridge's address;
+            # later keys win in a properties file.
+            local pods="PODS://$POD_GATEWAY_IP:$KAFKA_POD_PORT"
+            {
+                echo "listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,$pods"
+                echo "advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,$pods"
+                echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PODS:PLAINTEXT"
+            } >>"$KAFKA_STATE/server.properties"
+        fi
         # A cluster id is a base64url-encoded 16-byte UUID without padding. It may start
         # with "-", so it is passed as --cluster-id=ID, never as a separate argument.
         local cluster_id
@@ -96,7 +107,10 @@ kafka_start() {
         kafka_launch
     fi
     kafka_wait
-    write_env kafka "TIDINGS_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+    local env=("TIDINGS_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT")
+    ! grep -q '^listeners=.*PODS://' "$KAFKA_STATE/server.properties" ||
+        env+=("TIDINGS_TEST_KAFKA_POD_BOOTSTRAP=$POD_GATEWAY_IP:$KAFKA_POD_PORT")
+    write_env kafka "${env[@]}"
     log "kafka healthy in $((SECONDS - t0))s"
 }
 

@@ -36,6 +36,14 @@ SCHEDULER_PORT=16459
 KWOK_PORT=16450
 NODE_NAME=kwok-node-0
 
+# --- the control plane's shape (node.sh, the real node's cluster, overrides these) ------------
+CP=kube                       # daemon/log name prefix: $CP-etcd, $CP-apiserver, ...
+APISERVER_BIND=127.0.0.1
+APISERVER_ADVERTISE=127.0.0.1 # where in-cluster clients reach the apiserver (kubernetes Service)
+ENDPOINT_RECONCILER=none      # kwok pods never call the apiserver through the Service
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_IP=10.96.0.1          # the kubernetes Service: first address of SERVICE_CIDR
+
 KSTATE="$TESTENV_STATE/kube"
 PKI="$KSTATE/pki"
 ADMIN_KUBECONFIG="$KSTATE/admin.kubeconfig"
@@ -120,7 +128,7 @@ do_install() {
             "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" go.etcd.io/etcd/server/v3
     fi
 
-    local kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+    local kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
     if built kubernetes "$KUBE_VERSION" "${kube_bins[@]}"; then
         log "kubernetes $KUBE_VERSION: cached"
     else
@@ -186,7 +194,7 @@ kind: Config
 clusters:
 - name: tidings-test
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$APISERVER_ADVERTISE:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
 users:
 - name: $name
@@ -209,7 +217,7 @@ make_pki() {
     openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=tidings-test-ca" -days 30 -sha256 \
         -out "$PKI/ca.crt" 2>/dev/null
     cert apiserver "/CN=kube-apiserver" \
-        "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+        "IP:127.0.0.1,IP:$APISERVER_ADVERTISE,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     cert admin "/O=system:masters/CN=tidings-test-admin"
     cert kube-controller-manager "/CN=system:kube-controller-manager"
     cert kube-scheduler "/CN=system:kube-scheduler"
@@ -217,6 +225,8 @@ make_pki() {
     # Aggregation layer (front proxy): the apiserver's client identity towards extension
     # apiservers, and the CA they trust for it (published in extension-apiserver-authentication).
     cert front-proxy-client "/CN=front-proxy-client"
+    # The apiserver's identity towards kubelets (logs, exec, port-forward).
+    cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
     # Service-account token signing key pair.
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -275,23 +285,20 @@ check_ports() {
     done
 }
 
-do_start() {
-    do_install
-    do_stop
-    # Stop whatever did start when a later step fails: nothing is left behind.
-    trap 'rc=$?; if ((rc)); then log "kube start failed; stopping what was started"; do_stop; fi' EXIT
+# start_control_plane: fresh certificates, etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler in $KSTATE, shaped by the variables above; returns once all are healthy.
+start_control_plane() {
     check_ports
-    rm -rf "$KSTATE" "$TESTENV_STATE/kube.env"
+    rm -rf "$KSTATE"
     local name
     for name in "${DAEMONS[@]}"; do
         [[ ! -f $TESTENV_LOGS/$name.log ]] || mv -f "$TESTENV_LOGS/$name.log" "$TESTENV_LOGS/$name.log.prev"
     done
     mkdir -p "$KSTATE"
-    local t0=$SECONDS
     make_pki
 
     log "starting etcd $ETCD_VERSION on 127.0.0.1:$ETCD_CLIENT_PORT"
-    start_bg kube-etcd "$TESTENV_LOGS/kube-etcd.log" "$KUBE_BIN/etcd" \
+    start_bg "$CP-etcd" "$TESTENV_LOGS/$CP-etcd.log" "$KUBE_BIN/etcd" \
         --name=tidings-test --data-dir="$KSTATE/etcd" \
         --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -300,30 +307,32 @@ do_start() {
         --initial-cluster="tidings-test=http://127.0.0.1:$ETCD_PEER_PORT" \
         --listen-metrics-urls="http://127.0.0.1:$ETCD_METRICS_PORT" \
         --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
-    wait_until 60 etcd "$TESTENV_LOGS/kube-etcd.log" \
+    wait_until 60 etcd "$TESTENV_LOGS/$CP-etcd.log" \
         curl -sf --max-time 3 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
-    log "starting kube-apiserver $KUBE_VERSION on https://127.0.0.1:$APISERVER_PORT"
-    start_bg kube-apiserver "$TESTENV_LOGS/kube-apiserver.log" "$KUBE_BIN/kube-apiserver" \
+    log "starting kube-apiserver $KUBE_VERSION on https://$APISERVER_ADVERTISE:$APISERVER_PORT"
+    start_bg "$CP-apiserver" "$TESTENV_LOGS/$CP-apiserver.log" "$KUBE_BIN/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
-        --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+        --bind-address="$APISERVER_BIND" --advertise-address="$APISERVER_ADVERTISE" --secure-port="$APISERVER_PORT" \
         --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
         --client-ca-file="$PKI/ca.crt" \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-        --service-cluster-ip-range=10.96.0.0/16 \
+        --service-cluster-ip-range="$SERVICE_CIDR" \
         --authorization-mode=Node,RBAC --allow-privileged=true \
-        --endpoint-reconciler-type=none \
+        --endpoint-reconciler-type="$ENDPOINT_RECONCILER" \
         --requestheader-client-ca-file="$PKI/ca.crt" --requestheader-allowed-names=front-proxy-client \
         --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
         --requestheader-extra-headers-prefix=X-Remote-Extra- \
         --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
         --proxy-client-key-file="$PKI/front-proxy-client.key" \
+        --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+        --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
         --profiling=false --v=1
-    wait_until 120 kube-apiserver "$TESTENV_LOGS/kube-apiserver.log" kctl get --raw /readyz
+    wait_until 120 kube-apiserver "$TESTENV_LOGS/$CP-apiserver.log" kctl get --raw /readyz
 
     log "starting kube-controller-manager"
-    start_bg kube-controller-manager "$TESTENV_LOGS/kube-controller-manager.log" \
+    start_bg "$CP-controller-manager" "$TESTENV_LOGS/$CP-controller-manager.log" \
         "$KUBE_BIN/kube-controller-manager" \
         --kubeconfig="$KSTATE/kube-controller-manager.kubeconfig" \
         --authentication-kubeconfig="$KSTATE/kube-controller-manager.kubeconfig" \
@@ -332,18 +341,34 @@ do_start() {
         --leader-elect=false --use-service-account-credentials=true \
         --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
         --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-        --service-cluster-ip-range=10.96.0.0/16 \
+        --service-cluster-ip-range="$SERVICE_CIDR" \
         --flex-volume-plugin-dir="$KSTATE/flexvolume" \
         --controllers='*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
         --profiling=false --v=1
 
     log "starting kube-scheduler"
-    start_bg kube-scheduler "$TESTENV_LOGS/kube-scheduler.log" "$KUBE_BIN/kube-scheduler" \
+    start_bg "$CP-scheduler" "$TESTENV_LOGS/$CP-scheduler.log" "$KUBE_BIN/kube-scheduler" \
         --kubeconfig="$KSTATE/kube-scheduler.kubeconfig" \
         --authentication-kubeconfig="$KSTATE/kube-scheduler.kubeconfig" \
         --authorization-kubeconfig="$KSTATE/kube-scheduler.kubeconfig" \
         --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$KSTATE/scheduler-certs" \
         --leader-elect=false --profiling=false --v=1
+
+    wait_until 60 "$CP-controller-manager" "$TESTENV_LOGS/$CP-controller-manager.log" healthz "$KCM_PORT"
+    wait_until 60 "$CP-scheduler" "$TESTENV_LOGS/$CP-scheduler.log" healthz "$SCHEDULER_PORT"
+    # The service-account controller (controller-manager) creates the default account.
+    wait_until 60 "$CP-controller-manager (default service account)" \
+        "$TESTENV_LOGS/$CP-controller-manager.log" kctl -n default get serviceaccount default
+}
+
+do_start() {
+    do_install
+    do_stop
+    # Stop whatever did start when a later step fails: nothing is left behind.
+    trap 'rc=$?; if ((rc)); then log "kube start failed; stopping what was started"; do_stop; fi' EXIT
+    rm -f "$TESTENV_STATE/kube.env"
+    local t0=$SECONDS
+    start_control_plane
 
     log "starting kwok $KWOK_VERSION"
     # Its own (empty) config, so a ~/.kwok/kwok.yaml cannot change the simulation: the
@@ -357,11 +382,6 @@ do_start() {
         --node-ip=127.0.0.1 --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
         --cidr=10.244.0.1/16 --node-lease-duration-seconds=40
 
-    wait_until 60 kube-controller-manager "$TESTENV_LOGS/kube-controller-manager.log" healthz "$KCM_PORT"
-    wait_until 60 kube-scheduler "$TESTENV_LOGS/kube-scheduler.log" healthz "$SCHEDULER_PORT"
-    # The service-account controller (controller-manager) creates the default account.
-    wait_until 60 "kube-controller-manager (default service account)" \
-        "$TESTENV_LOGS/kube-controller-manager.log" kctl -n default get serviceaccount default
     fake_node | kctl apply -f - >/dev/null
     wait_until 60 "kwok (node $NODE_NAME Ready)" "$TESTENV_LOGS/kube-kwok.log" node_ready
 
@@ -388,12 +408,15 @@ do_stop() {
     rm -f "$TESTENV_STATE/kube.env"
 }
 
-case "${1:-}" in
-install) do_install ;;
-start) do_start ;;
-stop) do_stop ;;
-*)
-    echo "usage: $0 install|start|stop" >&2
-    exit 2
-    ;;
-esac
+# Sourced by node.sh for its functions; run for the kwok cluster.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    case "${1:-}" in
+    install) do_install ;;
+    start) do_start ;;
+    stop) do_stop ;;
+    *)
+        echo "usage: $0 install|start|stop" >&2
+        exit 2
+        ;;
+    esac
+fi

@@ -104,3 +104,13 @@ maven_fetch_jars() {
     mv "$tmp" "$home/libs"
     log "$name $version installed in $((SECONDS - t0))s ($(find "$home/libs" -name '*.jar' | wc -l) jars)"
 }
+
+# --- the real node's pod network (e2e/env/podnet.sh, node.sh) -----------------------------
+# Pods of the real single-node Kubernetes hang off this bridge. The host services (Kafka,
+# Cassandra, PostgreSQL) also listen on its gateway address when it is up, so pods reach them.
+POD_BRIDGE=tidings0
+POD_GATEWAY_IP=10.245.0.1
+POD_SUBNET=10.245.0.0/24
+
+# pod_bridge_up: true when podnet.sh has made the bridge with its gateway address.
+pod_bridge_up() { ip -4 addr show dev "$POD_BRIDGE" 2>/dev/null | grep -q "inet $POD_GATEWAY_IP/"; }

@@ -107,10 +107,16 @@ postgres_start() {
             tail -n 30 "$PG_LOG" >&2
             die "initdb failed, see $PG_LOG"
         fi
+        local listen=127.0.0.1
+        if pod_bridge_up; then
+            # Pods of the real node (node.sh) connect on the bridge's address, with a password.
+            listen+=",$POD_GATEWAY_IP"
+            echo "host all all $POD_SUBNET scram-sha-256" >>"$PG_DATA/pg_hba.conf"
+        fi
         log "starting postgres $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
         # Durability is not needed for throwaway test data: no fsync, no full-page writes.
         start_bg postgres "$PG_LOG" "${AS_PG[@]}" "$bindir/postgres" -D "$PG_DATA" \
-            -c listen_addresses=127.0.0.1 -c port="$PG_PORT" \
+            -c listen_addresses="$listen" -c port="$PG_PORT" \
             -c unix_socket_directories="$sockdir" \
             -c max_connections=200 -c shared_buffers=128MB \
             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
@@ -142,8 +148,10 @@ postgres_start() {
     fi
     PGPASSWORD=$PG_PASSWORD "$bindir/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" \
         -Atq -c "SELECT 1" >/dev/null || die "postgres does not answer a query over TCP"
-    write_env postgres \
-        "TIDINGS_TEST_POSTGRES_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
+    local env=("TIDINGS_TEST_POSTGRES_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB")
+    ! grep -q "^host all all $POD_SUBNET" "$PG_DATA/pg_hba.conf" 2>/dev/null ||
+        env+=("TIDINGS_TEST_POSTGRES_POD_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@$POD_GATEWAY_IP:$PG_PORT/$PG_DB")
+    write_env postgres "${env[@]}"
     log "postgres healthy in $((SECONDS - t0))s"
 }
 
