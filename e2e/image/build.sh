@@ -20,7 +20,7 @@
 #   base  debootstrap --variant=minbase bookworm + python3, python3-venv, ca-certificates,
 #         the user tidings (10001:10001); cached by $BASE_VERSION (cold: ~2-3 minutes)
 #   deps  the virtualenv /opt/tidings with the project's dependencies, at the versions of
-#         the project's .venv; cached by the dependency list and those versions
+#         the project's .venv (e2e/image/pins.py); cached by that pinned list
 #   app   the project's wheel installed into it, /usr/local/bin/tidings; cached by a hash
 #         of the sources (so a second tag of the same tree costs only seconds)
 # Caches: $TIDINGS_TESTENV_CACHE/image (default ~/.cache/tidings-testenv/image).
@@ -173,35 +173,27 @@ build_base() {
     log "base layer built in $((SECONDS - t0))s ($(du -h "$dir/layer.tar.gz" | cut -f1))"
 }
 
-# The project's runtime dependencies (pyproject's [project].dependencies), pinned to the
-# versions in the project's .venv (what the tests ran against).
+# The project's runtime dependencies (pyproject's [project].dependencies and what they
+# need), pinned to the versions in the project's .venv: what the tests ran against.
 write_requirements() {
-    local dir=$1
-    "$PY" - "$REPO_ROOT/pyproject.toml" >"$dir/requirements.txt" <<'EOF'
-import sys, tomllib
-for dep in tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]:
-    print(dep)
-EOF
-    "$PY" -m pip freeze --exclude-editable 2>/dev/null | grep -v -i '^tidings[=@ ]' \
-        >"$dir/constraints.txt" || true
+    "$PY" "$HERE/pins.py" "$REPO_ROOT/pyproject.toml" >"$1/requirements.txt"
 }
 
 build_deps() { # sets deps_dir
     local tmp="$CACHE/deps.tmp" t0=$SECONDS key
     rm -rf "$tmp" && mkdir -p "$tmp"
     write_requirements "$tmp"
-    key=$(cat "$tmp/requirements.txt" "$tmp/constraints.txt" <(echo "$BASE_VERSION") \
-        | sha256sum | cut -c1-16)
+    key=$(cat "$tmp/requirements.txt" <(echo "$BASE_VERSION") | sha256sum | cut -c1-16)
     deps_dir="$CACHE/deps-$key"
     if [[ -f $deps_dir/layer.tar.gz.json ]]; then
         log "deps layer cached ($deps_dir)"
         rm -rf "$tmp"
+        touch "$deps_dir"
         return
     fi
     log "downloading the dependencies' wheels"
-    "$PY" -m pip wheel -q --wheel-dir "$tmp/wheels" -r "$tmp/requirements.txt" \
-        -c "$tmp/constraints.txt" >&2
-    cp "$tmp/requirements.txt" "$tmp/constraints.txt" "$tmp/wheels/"
+    "$PY" -m pip wheel -q --wheel-dir "$tmp/wheels" -r "$tmp/requirements.txt" >&2
+    cp "$tmp/requirements.txt" "$tmp/wheels/"
     local base="$CACHE/base-$BASE_VERSION/rootfs" merged="$tmp/merged"
     overlay_mount "$merged" "$tmp/upper" "$tmp/work" "$base"
     mkdir -p "$merged/tmp/wheels"
@@ -209,13 +201,16 @@ build_deps() { # sets deps_dir
     log "installing the dependencies into /opt/tidings"
     in_root "$merged" python3 -m venv /opt/tidings
     in_root "$merged" /opt/tidings/bin/pip install -q --no-index --find-links /tmp/wheels \
-        -r /tmp/wheels/requirements.txt -c /tmp/wheels/constraints.txt >&2
+        -r /tmp/wheels/requirements.txt >&2
     rm -rf "$merged/tmp/wheels" "$merged/root/.cache"
     cleanup
     rm -rf "$tmp/work" "$tmp/merged" "$tmp/wheels"
     "${OCI[@]}" layer "$tmp/upper" "$tmp/layer.tar.gz" >/dev/null
     rm -rf "$deps_dir"
     mv "$tmp" "$deps_dir"
+    touch "$deps_dir"
+    # Keep the two newest deps layers.
+    ls -1dt "$CACHE"/deps-*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
     log "deps layer built in $((SECONDS - t0))s ($(du -h "$deps_dir/layer.tar.gz" | cut -f1))"
 }
 
@@ -254,6 +249,7 @@ build_app() { # sets app_dir
     rm -rf "$tmp/work" "$tmp/merged" "$tmp/src"
     "${OCI[@]}" layer "$tmp/upper" "$tmp/layer.tar.gz" >/dev/null
     mv "$tmp" "$app_dir"
+    touch "$app_dir"
     # Keep the three newest app layers.
     ls -1dt "$CACHE"/app-*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
     log "app layer built in $((SECONDS - t0))s ($(du -h "$app_dir/layer.tar.gz" | cut -f1))"
