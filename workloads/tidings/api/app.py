@@ -12,6 +12,7 @@ from tidings import __version__
 from tidings.api import routes_accounts, routes_history, routes_ops, routes_social
 from tidings.api.errors import install_error_handlers
 from tidings.runtime import Runtime
+from tidings.web import mount_web
 
 RuntimeOpener = Callable[[], Awaitable[Runtime]]
 
@@ -31,4 +32,5 @@ def create_app(open_runtime: RuntimeOpener) -> FastAPI:
     install_error_handlers(app)
     for module in (routes_accounts, routes_social, routes_history, routes_ops):
         app.include_router(module.router)
+    mount_web(app)  # the web client at /, its assets under /web/
     return app

@@ -1,0 +1,171 @@
+// The left column: who I am, search, new chat / new group, and the channel list with
+// unread counts, last message and (for 1:1 chats) a presence dot.
+
+import { h, reconcile, setText } from "../dom.js";
+import { shortTime } from "../format.js";
+
+export function presenceText(user) {
+  return user?.presence?.status === "online" ? "online" : "offline";
+}
+
+export class Sidebar {
+  constructor(actions) {
+    this.actions = actions;
+    this.myName = h("strong", { class: "me-name" });
+    this.myId = h("code", { class: "me-id", id: "my-user-id" });
+    this.list = h("ul", { class: "channel-list", id: "channel-list" });
+    this.empty = h("p", { class: "hint" }, "No chats yet. Start one with “New chat”.");
+    this.searchInput = h("input", {
+      id: "search-input",
+      type: "search",
+      name: "q",
+      placeholder: "Search messages",
+      maxlength: 256,
+      required: true,
+    });
+    this.results = h("section", { class: "search-results", "aria-labelledby": "search-title", hidden: true });
+    this.el = h(
+      "aside",
+      { class: "sidebar", "aria-label": "Chats" },
+      h(
+        "header",
+        { class: "me" },
+        h(
+          "div",
+          { class: "me-text" },
+          this.myName,
+          h("span", { class: "me-id-row" }, "Your id: ", this.myId, " ",
+            h("button", { type: "button", class: "link small", onclick: () => this.copyId() }, "Copy")),
+        ),
+        h("button", { type: "button", class: "ghost", onclick: () => actions.logout() }, "Log out"),
+      ),
+      h(
+        "form",
+        { role: "search", class: "search", onsubmit: (e) => this.submitSearch(e) },
+        h("label", { for: "search-input", class: "visually-hidden" }, "Search messages"),
+        this.searchInput,
+        h("button", { type: "submit" }, "Search"),
+      ),
+      h(
+        "div",
+        { class: "sidebar-actions" },
+        h("button", { type: "button", id: "new-chat", onclick: () => actions.newChat() }, "New chat"),
+        h("button", { type: "button", id: "new-group", onclick: () => actions.newGroup() }, "New group"),
+      ),
+      this.results,
+      h("nav", { "aria-label": "Conversations", class: "channels" }, this.list, this.empty),
+    );
+  }
+
+  copyId() {
+    navigator.clipboard?.writeText(this.myId.textContent).then(
+      () => this.actions.notify("Your id is copied."),
+      () => this.actions.notify("Select the id and copy it."),
+    );
+  }
+
+  submitSearch(event) {
+    event.preventDefault();
+    const q = this.searchInput.value.trim();
+    if (q) this.actions.search(q);
+  }
+
+  render(store) {
+    setText(this.myName, store.me.display_name || store.me.username);
+    setText(this.myId, store.me.user_id);
+    this.renderSearch(store);
+    const channels = store.sortedChannels();
+    this.empty.hidden = channels.length > 0;
+    reconcile(
+      this.list,
+      channels,
+      (c) => c.channel_id,
+      (c) => this.createItem(c.channel_id),
+      (el, c) => this.updateItem(el, c, store),
+    );
+  }
+
+  createItem(channelId) {
+    const button = h(
+      "button",
+      { type: "button", class: "channel", onclick: () => this.actions.openChannel(channelId) },
+      h("span", { class: "avatar", "aria-hidden": "true" }, h("span", { class: "initial" }), h("span", { class: "dot" })),
+      h("span", { class: "channel-name" }),
+      h("time", { class: "channel-time" }),
+      h("span", { class: "channel-preview" }),
+      h("span", { class: "badge" }),
+    );
+    return h("li", {}, button);
+  }
+
+  updateItem(li, channel, store) {
+    const id = channel.channel_id;
+    const button = li.firstElementChild;
+    const meta = store.meta[id] ?? {};
+    const title = store.title(id);
+    const peer = store.peerOf(id);
+    const presence = peer ? presenceText(store.users.get(peer)) : null;
+    setText(button.querySelector(".initial"), (title.trim()[0] ?? "?").toUpperCase());
+    const dot = button.querySelector(".dot");
+    dot.hidden = !peer;
+    dot.dataset.presence = presence ?? "";
+    setText(button.querySelector(".channel-name"), title);
+    const last = meta.last;
+    const preview = last
+      ? `${last.sender_id === store.me.user_id ? "You: " : channel.kind === "group" ? `${store.displayName(last.sender_id)}: ` : ""}${last.body}`
+      : channel.kind === "group" ? "Group created" : "No messages yet";
+    setText(button.querySelector(".channel-preview"), preview.slice(0, 120));
+    const time = button.querySelector(".channel-time");
+    setText(time, last ? shortTime(last.ts) : "");
+    if (last) time.dateTime = new Date(last.ts).toISOString();
+    const badge = button.querySelector(".badge");
+    const unread = meta.unread ?? 0;
+    badge.hidden = unread === 0;
+    setText(badge, unread > 99 ? "99+" : String(unread));
+    button.dataset.unread = String(unread);
+    button.dataset.channelId = id;
+    if (store.current === id) button.setAttribute("aria-current", "true");
+    else button.removeAttribute("aria-current");
+    const parts = [title];
+    if (presence) parts.push(presence);
+    if (unread) parts.push(`${unread} unread message${unread === 1 ? "" : "s"}`);
+    button.setAttribute("aria-label", parts.join(", "));
+  }
+
+  renderSearch(store) {
+    const search = store.search;
+    this.results.hidden = !search;
+    if (!search) {
+      this.results.replaceChildren();
+      return;
+    }
+    if (this.results.dataset.for === `${search.q}|${search.loading}|${search.results?.length}`) return;
+    this.results.dataset.for = `${search.q}|${search.loading}|${search.results?.length}`;
+    const heading = h("h2", { id: "search-title" }, `Results for “${search.q}”`);
+    const close = h("button", { type: "button", class: "link small", onclick: () => this.actions.clearSearch() }, "Clear search");
+    let body;
+    if (search.loading) body = h("p", { class: "hint" }, "Searching…");
+    else if (search.error) body = h("p", { class: "form-error" }, search.error);
+    else if (!search.results.length) body = h("p", { class: "hint" }, "No messages found.");
+    else {
+      body = h(
+        "ul",
+        { class: "result-list" },
+        search.results.map((m) =>
+          h(
+            "li",
+            {},
+            h(
+              "button",
+              { type: "button", class: "result", onclick: () => this.actions.openChannel(m.channel_id, m.message_id) },
+              h("span", { class: "result-where" }, `${store.title(m.channel_id)} · ${store.displayName(m.sender_id)}`),
+              h("time", { class: "channel-time", datetime: new Date(m.ts).toISOString() }, shortTime(m.ts)),
+              h("span", { class: "result-body" }, m.body.slice(0, 200)),
+            ),
+          ),
+        ),
+      );
+    }
+    this.results.replaceChildren(h("div", { class: "results-head" }, heading, close), body);
+  }
+}
