@@ -33,7 +33,8 @@ def closure(requirements: list[str]) -> dict[str, str]:
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"{req.name} is not installed here (run scripts/bootstrap.sh)") from None
+            missing = f"{req.name} is not installed here (run scripts/bootstrap.sh)"
+            raise SystemExit(missing) from None
         pins[name] = dist.version
         for spec in dist.requires or []:
             child = Requirement(spec)
