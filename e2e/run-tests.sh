@@ -18,5 +18,6 @@ trap 'bash e2e/env/down.sh' EXIT
 bash e2e/env/up.sh
 
 echo "== tests"
+bash e2e/env/chromium.sh  # Debian's Chromium for the web client's browser tests (tests/web/)
 $PY/pytest "$@"
 echo "test command finished in $((SECONDS - started))s"

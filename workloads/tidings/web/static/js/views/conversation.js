@@ -6,7 +6,7 @@ import { clockTime, fullTime, lastSeen } from "../format.js";
 import { messageKey } from "../store.js";
 
 const TICKS = {
-  pending: ["🕓", "Sending"],
+  pending: ["◷", "Sending"],
   failed: ["!", "Not sent"],
   sent: ["✓", "Sent"],
   delivered: ["✓✓", "Delivered"],

@@ -60,6 +60,10 @@ async function submitting(form, error, work) {
   }
 }
 
+function usernameOf(store, id) {
+  return id === store.me.user_id ? store.me.username : (store.users.get(id)?.username ?? id);
+}
+
 /** Contacts (friends) as a list of buttons, or a line saying there are none. */
 function contactButtons(store, ids, onPick) {
   if (!ids.length) return h("p", { class: "hint" }, "No contacts yet.");
@@ -68,7 +72,7 @@ function contactButtons(store, ids, onPick) {
     { class: "contact-list", "aria-label": "Contacts" },
     ids.map((id) =>
       h("li", {}, h("button", { type: "button", class: "contact", onclick: () => onPick(id) },
-        store.displayName(id), h("span", { class: "muted" }, ` @${store.users.get(id)?.username ?? id}`))),
+        store.displayName(id), h("span", { class: "muted" }, ` @${usernameOf(store, id)}`))),
     ),
   );
 }
@@ -153,7 +157,7 @@ export function groupInfoDialog(store, actions, channelId) {
           const presence = id === store.me.user_id ? "online" : presenceText(user);
           return h("li", {}, h("span", { class: "dot", dataset: { presence }, "aria-hidden": "true" }),
             h("span", {}, store.displayName(id)),
-            h("span", { class: "muted" }, ` @${user?.username ?? id}${channel?.owner_id === id ? " · owner" : ""}`),
+            h("span", { class: "muted" }, ` @${usernameOf(store, id)}${channel?.owner_id === id ? " · owner" : ""}`),
             h("span", { class: "visually-hidden" }, `, ${presence}`));
         }),
       );

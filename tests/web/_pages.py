@@ -1,0 +1,143 @@
+"""One person's browser tab, driven the way a person uses it: labels, roles and keys."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from playwright.sync_api import Locator, Page, expect
+
+PASSWORD = "correct horse battery"
+WAIT_MS = 15_000
+expect.set_options(timeout=WAIT_MS)
+
+
+def _exactly(text: str) -> re.Pattern[str]:
+    return re.compile(f"^{re.escape(text)}$")
+
+
+@dataclass
+class ChatPage:
+    who: str
+    page: Page
+    base_url: str
+    username: str = ""
+    user_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.set_default_timeout(WAIT_MS)
+
+    # --- account ----------------------------------------------------------------------
+
+    def sign_up(self, username: str, display_name: str) -> None:
+        self.page.goto(self.base_url + "/")
+        self.page.get_by_role("button", name="Create an account").click()
+        self.page.get_by_label("Username").fill(username)
+        self.page.get_by_label("Display name (optional)").fill(display_name)
+        self.page.get_by_label("Password").fill(PASSWORD)
+        self.page.get_by_role("button", name="Sign up").click()
+        expect(self.page.locator("#my-user-id")).to_have_text(re.compile(r"^[0-9]+$"))
+        self.username = username
+        self.user_id = self.page.locator("#my-user-id").inner_text()
+
+    # --- the channel list -------------------------------------------------------------
+
+    def channel(self, title: str) -> Locator:
+        """The button of a channel in the list (its accessible name starts with the title)."""
+        return self.page.locator("#channel-list .channel").filter(
+            has=self.page.locator(".channel-name", has_text=title)
+        )
+
+    def open(self, title: str) -> None:
+        self.channel(title).click()
+        expect(self.page.locator("#conversation-title")).to_have_text(title)
+
+    def start_chat(self, user_id: str) -> None:
+        self.page.get_by_role("button", name="New chat").click()
+        dialog = self.page.get_by_role("dialog")
+        dialog.get_by_label("User id").fill(user_id)
+        dialog.get_by_role("button", name="Start chat").click()
+        expect(dialog).to_have_count(0)
+
+    def create_group(self, name: str, member_ids: list[str]) -> None:
+        self.page.get_by_role("button", name="New group").click()
+        dialog = self.page.get_by_role("dialog")
+        dialog.get_by_label("Group name").fill(name)
+        dialog.get_by_label("Other members' user ids").fill(", ".join(member_ids))
+        dialog.get_by_role("button", name="Create group").click()
+        expect(dialog).to_have_count(0)
+        expect(self.page.locator("#conversation-title")).to_have_text(name)
+
+    def add_member(self, user_id: str, display_name: str) -> None:
+        self.page.get_by_role("button", name="Members").click()
+        dialog = self.page.get_by_role("dialog")
+        dialog.get_by_label("User id").fill(user_id)
+        dialog.get_by_role("button", name="Add member").click()
+        expect(dialog.get_by_role("list", name="Members")).to_contain_text(display_name)
+
+    def close_dialog(self) -> None:
+        self.page.keyboard.press("Escape")
+        expect(self.page.get_by_role("dialog")).to_have_count(0)
+
+    def search(self, words: str) -> Locator:
+        self.page.get_by_role("searchbox", name="Search messages").fill(words)
+        self.page.keyboard.press("Enter")
+        results = self.page.locator(".search-results .result")
+        expect(results.first).to_be_visible()
+        return results
+
+    # --- the open conversation --------------------------------------------------------
+
+    @property
+    def composer(self) -> Locator:
+        return self.page.get_by_role("textbox", name="Message", exact=True)
+
+    def send(self, text: str) -> None:
+        self.composer.fill(text)
+        self.composer.press("Enter")
+        expect(self.composer).to_have_value("")
+
+    def message(self, text: str) -> Locator:
+        """Messages of the open conversation whose body is exactly `text`."""
+        return self.page.locator("ol.messages li.msg").filter(
+            has=self.page.locator(".body", has_text=_exactly(text))
+        )
+
+    def expect_message(self, text: str) -> Locator:
+        found = self.page.locator("ol.messages li.msg .body").filter(has_text=_exactly(text))
+        expect(found).to_have_count(1)  # there, and exactly once
+        return found
+
+    def tick(self, text: str) -> Locator:
+        return self.message(text).locator(".tick")
+
+    @property
+    def status(self) -> Locator:
+        return self.page.locator("#conversation-status")
+
+    @property
+    def banner(self) -> Locator:
+        return self.page.locator("#banner")
+
+    # --- storage ----------------------------------------------------------------------
+
+    def stored_state(self) -> dict[str, Any]:
+        raw = self.page.evaluate(
+            "() => localStorage.getItem('tidings.device.' + "
+            "JSON.parse(localStorage.getItem('tidings.session')).device_id)"
+        )
+        state: dict[str, Any] = json.loads(raw)
+        return state
+
+    def wait_stored_cursor(self, at_least: int) -> int:
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while True:
+            cursor = int(self.stored_state()["cursor"])
+            if cursor >= at_least or time.monotonic() > deadline:
+                return cursor
+            time.sleep(0.1)

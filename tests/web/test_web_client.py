@@ -1,0 +1,242 @@
+"""The web client in a real browser against a real `tidings up`.
+
+Each test signs people up in browser contexts of their own (separate storage, as separate
+browsers would be) and uses the page only through what a person sees: labels, buttons,
+keys, ticks, banners. Screenshots land in test-artifacts/screenshots/<test>/.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import expect
+from websockets.sync.client import connect
+
+from ._pages import PASSWORD, ChatPage
+from ._server import WebServer
+
+People = Callable[[str], ChatPage]
+Shots = Callable[[ChatPage, str], Path]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def test_page_is_served_at_root_without_shadowing_the_api(server: WebServer) -> None:
+    with httpx.Client(base_url=server.url, trust_env=False) as http:
+        page = http.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert '<script type="module" src="/web/js/app.js">' in page.text
+        script = http.get("/web/js/app.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+        # The contract's paths answer as before.
+        assert http.get("/healthz").json() == {"status": "ok"}
+        assert http.get("/v1/me").json()["error"]["code"] == "unauthorized"
+        assert http.get("/v1/nothing-here").json()["error"]["code"] == "not_found"
+        assert http.get("/web/nothing-here").status_code == 404
+
+
+def test_one_to_one_chat_ticks_typing_and_presence(people: People, shots: Shots) -> None:
+    alice, bob = people("alice"), people("bob")
+    alice.sign_up(unique("alice"), "Alice")
+    bob.sign_up(unique("bob"), "Bob")
+
+    alice.start_chat(bob.user_id)
+    expect(alice.page.locator("#conversation-title")).to_have_text("Bob")
+    expect(alice.composer).to_be_focused()
+    expect(alice.status).to_have_text("online")
+    alice.send("Hello Bob!")
+    # Bob's page is open, so the message is delivered at once: two grey ticks.
+    expect(alice.tick("Hello Bob!")).to_have_attribute("data-state", "delivered")
+    expect(bob.channel("Alice")).to_have_attribute("data-unread", "1")
+    expect(bob.channel("Alice").locator(".badge")).to_have_text("1")
+    expect(bob.channel("Alice")).to_have_attribute("aria-label", "Alice, online, 1 unread message")
+    shots(alice, "sent-delivered")
+    shots(bob, "unread-badge")
+
+    bob.open("Alice")
+    bob.expect_message("Hello Bob!")
+    expect(bob.channel("Alice")).to_have_attribute("data-unread", "0")
+    expect(alice.tick("Hello Bob!")).to_have_attribute("data-state", "read")
+    expect(alice.tick("Hello Bob!")).to_have_attribute("aria-label", "Read")
+
+    # Bob types: Alice sees it; then he sends, and she (reading) turns his tick blue.
+    bob.composer.press_sequentially("Hi Al", delay=30)
+    expect(alice.page.locator(".typing")).to_have_text("Bob is typing…")
+    shots(alice, "typing")
+    bob.composer.press_sequentially("ice", delay=30)
+    bob.composer.press("Enter")
+    alice.expect_message("Hi Alice")
+    expect(bob.tick("Hi Alice")).to_have_attribute("data-state", "read")
+    expect(alice.page.locator(".typing")).to_have_text("")
+    shots(alice, "conversation")
+    shots(bob, "conversation")
+
+    # Enter sends, Shift+Enter is a new line.
+    alice.composer.fill("line one")
+    alice.composer.press("Shift+Enter")
+    alice.composer.press_sequentially("line two")
+    alice.composer.press("Enter")
+    bob.expect_message("line one\nline two")
+
+    # A phone-sized window: one column, the conversation or the list, and a way back.
+    alice.page.set_viewport_size({"width": 390, "height": 760})
+    expect(alice.page.get_by_role("navigation", name="Conversations")).to_be_hidden()
+    shots(alice, "phone-conversation")
+    alice.page.get_by_role("button", name="Back to chats").click()
+    expect(alice.channel("Bob")).to_be_visible()
+    shots(alice, "phone-list")
+    alice.open("Bob")
+    alice.page.set_viewport_size({"width": 1100, "height": 720})
+
+    # Bob closes his browser: his dot goes grey and Alice sees when he was last seen.
+    bob.page.context.close()
+    expect(alice.status).to_contain_text("last seen today at", timeout=20_000)
+    expect(alice.channel("Bob").locator(".dot")).to_have_attribute("data-presence", "offline")
+    expect(alice.channel("Bob")).to_have_attribute("aria-label", "Bob, offline")
+    shots(alice, "bob-offline")
+    assert alice.errors == []
+
+
+def _send_many(server: WebServer, username: str, channel_id: str, bodies: list[str]) -> None:
+    """Another device of `username` sends `bodies` over the WebSocket (for history paging)."""
+    with httpx.Client(base_url=server.url, trust_env=False) as http:
+        login = http.post("/v1/sessions", json={"username": username, "password": PASSWORD})
+        assert login.status_code == 201, login.text
+        session = login.json()
+    with connect(session["chat_url"], open_timeout=5, proxy=None) as ws:
+        ws.send(json.dumps({"type": "hello", "token": session["access_token"], "cursor": "0"}))
+        while json.loads(ws.recv(timeout=5))["type"] != "synced":
+            pass
+        for i, body in enumerate(bodies):
+            frame = {"client_msg_id": f"bulk-{i}", "channel_id": channel_id, "body": body}
+            ws.send(json.dumps({"type": "send", **frame}))
+        acked = 0
+        while acked < len(bodies):
+            frame = json.loads(ws.recv(timeout=10))
+            assert frame["type"] != "error", frame
+            acked += frame["type"] == "ack"
+
+
+def test_group_search_history_paging_and_reload(
+    people: People, shots: Shots, server: WebServer
+) -> None:
+    alice, bob, carol = people("alice"), people("bob"), people("carol")
+    alice.sign_up(unique("alice"), "Alice")
+    bob.sign_up(unique("bob"), "Bob")
+    carol.sign_up(unique("carol"), "Carol")
+
+    # A group made in the page, with Bob; Carol is added later through "Members".
+    alice.create_group("Weekend plans", [bob.user_id])
+    expect(alice.status).to_have_text("2 members")
+    alice.send("Who is in for a hike on Saturday?")
+    expect(bob.channel("Weekend plans").locator(".badge")).to_have_text("1")
+    bob.open("Weekend plans")
+    bob.expect_message("Who is in for a hike on Saturday?")
+    expect(bob.page.locator("li.msg .sender").first).to_have_text("Alice")
+    bob.send("Count me in")
+    alice.expect_message("Count me in")
+
+    alice.add_member(carol.user_id, "Carol")
+    shots(alice, "members")
+    alice.close_dialog()
+    expect(alice.status).to_have_text("3 members")
+    alice.send("Welcome Carol")
+    expect(carol.channel("Weekend plans").locator(".badge")).to_have_text("1")
+    carol.open("Weekend plans")
+    carol.expect_message("Welcome Carol")
+    carol.expect_message("Count me in")  # history from before she joined
+    # Read by Bob (who has the group open) and Carol: blue ticks.
+    expect(alice.tick("Welcome Carol")).to_have_attribute("data-state", "read")
+    shots(carol, "group")
+    shots(alice, "group-read")
+
+    # Search finds a message in the caller's channels and opens it.
+    results = alice.search("hike")
+    expect(results).to_have_count(1)
+    expect(results.first).to_contain_text("Weekend plans")
+    shots(alice, "search")
+    bob.open("Weekend plans")
+    results.first.click()
+    alice.expect_message("Who is in for a hike on Saturday?")
+
+    # History paging: 45 messages from another of Bob's devices, then Alice reloads (her
+    # cursor resumes from storage) and pages back through the conversation.
+    alice.start_chat(bob.user_id)
+    alice.send("ready for a long story")
+    bob.open("Alice")
+    bob.expect_message("ready for a long story")
+    bodies = [f"story part {i:02d}" for i in range(1, 46)]
+    _send_many(server, bob.username, dm_id(alice.user_id, bob.user_id), bodies)
+    alice.expect_message("story part 45")
+    cursor = alice.wait_stored_cursor(at_least=50)
+    alice.page.reload()
+    expect(alice.page.locator("#conversation-title")).to_have_text("Bob")
+    alice.expect_message("story part 45")
+    expect(alice.message("story part 01")).to_have_count(0)  # older than the first page
+    assert int(alice.stored_state()["cursor"]) == cursor  # resumed, nothing replayed
+    older = alice.page.get_by_role("button", name="Load older messages")
+    while older.is_visible():
+        older.click()
+        alice.page.wait_for_timeout(200)
+    expect(alice.page.get_by_text("This is the start of the conversation.")).to_be_visible()
+    for body in [*bodies, "ready for a long story"]:
+        alice.expect_message(body)
+    expect(alice.page.locator("ol.messages li.msg")).to_have_count(46)
+    shots(alice, "history-paged")
+    assert alice.errors == bob.errors == carol.errors == []
+
+
+def dm_id(a: str, b: str) -> str:
+    low, high = sorted((int(a), int(b)))
+    return f"dm:{low}:{high}"
+
+
+def test_conversation_resumes_after_a_server_restart(
+    people: People, shots: Shots, server: WebServer
+) -> None:
+    alice, bob = people("alice"), people("bob")
+    alice.sign_up(unique("alice"), "Alice")
+    bob.sign_up(unique("bob"), "Bob")
+    alice.start_chat(bob.user_id)
+    alice.send("before the crash")
+    bob.open("Alice")
+    bob.expect_message("before the crash")
+    bob.send("me too")
+    alice.expect_message("me too")
+
+    server.kill()  # SIGKILL: no drain, the sockets just drop
+    for person in (alice, bob):
+        expect(person.banner).to_be_visible()
+        expect(person.banner).to_contain_text("Reconnecting")
+    # Sent while the server is down: it waits in the outbox (stored in the browser).
+    alice.send("written while offline")
+    expect(alice.tick("written while offline")).to_have_attribute("data-state", "pending")
+    shots(alice, "server-down")
+
+    server.start()  # same port, same data directory
+    for person in (alice, bob):
+        expect(person.banner).to_be_hidden(timeout=30_000)
+    bob.expect_message("written while offline")
+    expect(alice.tick("written while offline")).to_have_attribute("data-state", "read")
+    bob.send("back again")
+    alice.expect_message("back again")
+    shots(alice, "after-restart")
+
+    # A reload resumes from the stored cursor: everything once, nothing lost or doubled.
+    for person in (alice, bob):
+        person.page.reload()
+        expect(person.page.locator("#conversation-title")).to_be_visible()
+        for body in ("before the crash", "me too", "written while offline", "back again"):
+            person.expect_message(body)
+        expect(person.page.locator("ol.messages li.msg")).to_have_count(4)
+    shots(bob, "after-reload")
+    assert alice.errors == bob.errors == []
