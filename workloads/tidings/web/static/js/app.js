@@ -497,8 +497,12 @@ async function befriend(userId) {
 document.addEventListener("visibilitychange", () => {
   if (!chat) return;
   chat.store.visible = document.visibilityState === "visible";
-  if (chat.store.visible) scheduleReceipts();
-  else persistNow();
+  if (chat.store.visible) {
+    scheduleReceipts();
+    refreshChannels(); // groups we were added to meanwhile (there is no membership frame)
+  } else {
+    persistNow();
+  }
 });
 window.addEventListener("pagehide", persistNow);
 window.addEventListener("online", () => chat?.socket.retryNow());
