@@ -97,11 +97,26 @@ mounts=()
 cleanup() {
     local i
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
-        umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}" 2>/dev/null || true
+        umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}" 2>/dev/null \
+            || log "could not unmount ${mounts[i]}"
     done
     mounts=()
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# release <dir>: unmount whatever an interrupted build left mounted under dir (its overlay,
+# and the /proc and /dev inside it), then delete dir without crossing into another file
+# system: a stale bind mount of the host's /dev must never be emptied.
+release() {
+    local dir=$1 mnt
+    [[ -e $dir ]] || return 0
+    dir=$(realpath "$dir")
+    while read -r mnt; do
+        umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    done < <(awk -v d="$dir/" 'index($2 "/", d) == 1 {print $2}' /proc/mounts | sort -r)
+    rm -rf --one-file-system "$dir"
+}
 
 debian_mirror() {
     if [[ -n ${TIDINGS_DEBIAN_MIRROR:-} ]]; then echo "$TIDINGS_DEBIAN_MIRROR"; return; fi
@@ -149,7 +164,7 @@ build_base() {
     }
     local mirror t0=$SECONDS
     mirror=$(debian_mirror)
-    rm -rf "$dir.tmp" "$dir"
+    release "$dir.tmp" && release "$dir"
     mkdir -p "$dir.tmp"
     log "debootstrap --variant=minbase $SUITE from $mirror (takes a few minutes)"
     debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$dir.tmp/rootfs" "$mirror" \
@@ -181,13 +196,13 @@ write_requirements() {
 
 build_deps() { # sets deps_dir
     local tmp="$CACHE/deps.tmp" t0=$SECONDS key
-    rm -rf "$tmp" && mkdir -p "$tmp"
+    release "$tmp" && mkdir -p "$tmp"
     write_requirements "$tmp"
     key=$(cat "$tmp/requirements.txt" <(echo "$BASE_VERSION") | sha256sum | cut -c1-16)
     deps_dir="$CACHE/deps-$key"
     if [[ -f $deps_dir/layer.tar.gz.json ]]; then
         log "deps layer cached ($deps_dir)"
-        rm -rf "$tmp"
+        release "$tmp"
         touch "$deps_dir"
         return
     fi
@@ -204,13 +219,13 @@ build_deps() { # sets deps_dir
         -r /tmp/wheels/requirements.txt >&2
     rm -rf "$merged/tmp/wheels" "$merged/root/.cache"
     cleanup
-    rm -rf "$tmp/work" "$tmp/merged" "$tmp/wheels"
+    rm -rf --one-file-system "$tmp/work" "$tmp/merged" "$tmp/wheels"
     "${OCI[@]}" layer "$tmp/upper" "$tmp/layer.tar.gz" >/dev/null
-    rm -rf "$deps_dir"
+    release "$deps_dir"
     mv "$tmp" "$deps_dir"
     touch "$deps_dir"
     # Keep the two newest deps layers.
-    ls -1dt "$CACHE"/deps-*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
+    ls -1dt "$CACHE"/deps-*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf --one-file-system
     log "deps layer built in $((SECONDS - t0))s ($(du -h "$deps_dir/layer.tar.gz" | cut -f1))"
 }
 
@@ -226,7 +241,7 @@ build_app() { # sets app_dir
         return
     fi
     local tmp="$CACHE/app.tmp"
-    rm -rf "$tmp" && mkdir -p "$tmp/wheels"
+    release "$tmp" && mkdir -p "$tmp/wheels"
     log "building the project's wheel"
     # From a copy of the sources: setuptools writes build/ and *.egg-info next to them.
     mkdir -p "$tmp/src"
@@ -246,12 +261,12 @@ build_app() { # sets app_dir
         || die "the installed tidings does not run"
     rm -rf "$merged/tmp/wheels" "$merged/root/.cache"
     cleanup
-    rm -rf "$tmp/work" "$tmp/merged" "$tmp/src"
+    rm -rf --one-file-system "$tmp/work" "$tmp/merged" "$tmp/src"
     "${OCI[@]}" layer "$tmp/upper" "$tmp/layer.tar.gz" >/dev/null
     mv "$tmp" "$app_dir"
     touch "$app_dir"
     # Keep the three newest app layers.
-    ls -1dt "$CACHE"/app-*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+    ls -1dt "$CACHE"/app-*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf --one-file-system
     log "app layer built in $((SECONDS - t0))s ($(du -h "$app_dir/layer.tar.gz" | cut -f1))"
 }
 
