@@ -46,14 +46,14 @@ RUN groupadd --system --gid 10001 tidings \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin tidings \
     && install -d -m 0755 -o 10001 -g 10001 /var/lib/tidings
-# The same path as in the build stage, so the venv's interpreter links stay valid.
-COPY --from=build /opt/tidings /opt/tidings
-RUN ln -s /opt/tidings/bin/tidings /usr/local/bin/tidings \
-    && tidings version
 ENV PATH=/opt/tidings/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The same path as in the build stage, so the venv's interpreter links stay valid.
+COPY --from=build /opt/tidings /opt/tidings
+RUN ln -s /opt/tidings/bin/tidings /usr/local/bin/tidings \
+    && tidings version
 USER 10001:10001
 WORKDIR /var/lib/tidings
 STOPSIGNAL SIGTERM
