@@ -326,6 +326,7 @@ start_control_plane() {
         --requestheader-extra-headers-prefix=X-Remote-Extra- \
         --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
         --proxy-client-key-file="$PKI/front-proxy-client.key" \
+        --kubelet-preferred-address-types=InternalIP,Hostname \
         --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
         --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
         --profiling=false --v=1

@@ -17,6 +17,7 @@
 # Written for the tests (node.env):
 #   TIDINGS_TEST_NODE_KUBECONFIG  admin kubeconfig of this cluster
 #   TIDINGS_TEST_NODE_NAME        the node's name
+#   TIDINGS_TEST_NODE_BIN_DIR     directory with kubectl and helm
 #   TIDINGS_TEST_CONTAINERD_SOCK  containerd's socket (ctr --address ...)
 #   TIDINGS_TEST_NODE_IMAGE       the Tidings image repository imported into containerd
 #   TIDINGS_TEST_NODE_IMAGE_TAGS  its tags there (comma-separated; the drills roll between them)
@@ -264,6 +265,7 @@ node_start() {
     write_env node \
         "TIDINGS_TEST_NODE_KUBECONFIG=$ADMIN_KUBECONFIG" \
         "TIDINGS_TEST_NODE_NAME=$NODE_NAME" \
+        "TIDINGS_TEST_NODE_BIN_DIR=$KUBE_BIN" \
         "TIDINGS_TEST_CONTAINERD_SOCK=$CONTAINERD_SOCK" \
         "TIDINGS_TEST_NODE_IMAGE=$TIDINGS_IMAGE" \
         "TIDINGS_TEST_NODE_IMAGE_TAGS=$tags"

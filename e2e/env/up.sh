@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install (cached) and start every service the tests need; write their addresses.
 #
-#   e2e/env/up.sh [service...]     default: postgres kafka cassandra kube
+#   e2e/env/up.sh [service...]     default: podnet postgres kafka cassandra kube node
 #
 # Addresses land in $TESTENV_STATE/<service>.env (default .testenv/), which the tests read.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 services=("$@")
-((${#services[@]})) || services=(postgres kafka cassandra kube)
+((${#services[@]})) || services=(podnet postgres kafka cassandra kube node)
 
 started=$SECONDS
 for service in "${services[@]}"; do
@@ -17,7 +17,17 @@ for service in "${services[@]}"; do
     log "$service installed in $((SECONDS - t0))s"
 done
 
-# Start in parallel: Cassandra and the control plane take the longest to become healthy.
+# The pod network first: the host services listen on its bridge too when it is up.
+parallel=()
+for service in "${services[@]}"; do
+    if [[ $service == podnet ]]; then
+        bash "$TESTENV_LIB_DIR/podnet.sh" start || die "could not start podnet"
+    else
+        parallel+=("$service")
+    fi
+done
+# Then the rest in parallel: Cassandra and the control planes take the longest.
+services=("${parallel[@]}")
 declare -A pids
 for service in "${services[@]}"; do
     bash "$TESTENV_LIB_DIR/$service.sh" start &

@@ -312,6 +312,21 @@ def build_chat_service(owner: Owner, spec: ClusterSpec) -> Manifest:
     }
 
 
+def _postgres_migration(spec: ClusterSpec) -> dict[str, Any]:
+    """The PostgreSQL schema, before an api pod starts: ``tidings migrate --only postgres``
+    (idempotent, and serialized by an advisory lock when several pods run it at once). The
+    operator wires Kafka and Cassandra itself; PostgreSQL is reached only by the pods."""
+    return {
+        "name": "migrate",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["tidings", "migrate", "--only", "postgres"],
+        "env": _common_env(spec),
+        "securityContext": _container_security(),
+        "volumeMounts": _TMP_MOUNT,
+    }
+
+
 def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manifest:
     """The HTTP API. A StatefulSet for its ordinals: the worker ids of its Snowflakes."""
     name, api = names.api_name(owner["name"]), spec.api
@@ -353,6 +368,7 @@ def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manif
                 [_with_resources(container, api.resources)],
                 config,
                 terminationGracePeriodSeconds=30,
+                initContainers=[_with_resources(_postgres_migration(spec), api.resources)],
             ),
         },
     }

@@ -386,6 +386,7 @@ def test_default_render_objects(helm: Run) -> None:
         "Role": 1,  # the leader Lease
         "RoleBinding": 1,
         "Deployment": 1,
+        "Lease": 1,  # made by the chart, so that uninstall removes it
     }, kinds
 
 
@@ -398,6 +399,7 @@ def test_full_render_objects(helm: Run) -> None:
         "Role": 3,  # chat-a, chat-b, the leader Lease
         "RoleBinding": 3,
         "Deployment": 1,
+        "Lease": 1,
         "ServiceMonitor": 1,
         "PodMonitor": 2,  # the push workers, the operator
         "ConfigMap": 1,
@@ -1181,3 +1183,6 @@ def test_helm_install_runs_the_operator_with_the_rbac_it_needs(
         f"app.kubernetes.io/instance={release}",
     )
     assert not leftovers.stdout.strip(), leftovers.stdout
+    # The leader Lease was the release's: nothing of the operator's stays behind.
+    leases = kubectl("get", "leases", "-n", namespace, "-o", "name")
+    assert not leases.stdout.strip(), leases.stdout

@@ -69,10 +69,11 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from tidings.migrate import migrate_all
+    from tidings.migrate import ENGINES, migrate_all
 
     try:
-        report = asyncio.run(migrate_all(_settings(args)))
+        only = tuple(args.only) if args.only else ENGINES
+        report = asyncio.run(migrate_all(_settings(args), only))
     except Exception as exc:
         print(f"tidings migrate: {exc}", file=sys.stderr)
         return 1
@@ -147,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate",
         help="cluster: create or upgrade the PostgreSQL schema, Cassandra keyspace and Kafka "
         "topics (idempotent)",
+    )
+    migrate.add_argument(
+        "--only",
+        action="append",
+        choices=("postgres", "cassandra", "kafka"),
+        help="migrate just this engine (repeatable; default: all three). The operator "
+        "makes the Kafka topics and the Cassandra keyspace itself and runs "
+        "`tidings migrate --only postgres` before each api pod starts.",
     )
     migrate.set_defaults(handler=_migrate)
 

@@ -16,20 +16,26 @@ from tidings.storage.directory import make_engine
 log = logging.getLogger(__name__)
 
 
-async def migrate_all(settings: Settings) -> dict[str, object]:
-    if not settings.postgres_url:
-        raise ValueError("TIDINGS_POSTGRES_URL is not set (postgresql+asyncpg://...)")
-    engine = make_engine(settings.postgres_url)
-    try:
-        postgres = await directory_schema.migrate(engine)
-    finally:
-        await engine.dispose()
-    cassandra = await migrate_keyspace(settings)
-    await ensure_topics(settings)
-    report: dict[str, object] = {
-        "postgres_applied": postgres,
-        "cassandra_versions": cassandra,
-        "kafka_topics_prefix": settings.kafka_topic_prefix,
-    }
+ENGINES = ("postgres", "cassandra", "kafka")
+
+
+async def migrate_all(
+    settings: Settings, only: tuple[str, ...] = ENGINES
+) -> dict[str, object]:
+    """Migrate the engines in ``only`` (all by default), in the order of :data:`ENGINES`."""
+    report: dict[str, object] = {}
+    if "postgres" in only:
+        if not settings.postgres_url:
+            raise ValueError("TIDINGS_POSTGRES_URL is not set (postgresql+asyncpg://...)")
+        engine = make_engine(settings.postgres_url)
+        try:
+            report["postgres_applied"] = await directory_schema.migrate(engine)
+        finally:
+            await engine.dispose()
+    if "cassandra" in only:
+        report["cassandra_versions"] = await migrate_keyspace(settings)
+    if "kafka" in only:
+        await ensure_topics(settings)
+        report["kafka_topics_prefix"] = settings.kafka_topic_prefix
     log.info("migrated", extra=report)
     return report

@@ -130,6 +130,17 @@ def test_api_pods_get_worker_ids_after_the_chat_range() -> None:
     assert names.MAX_CHAT_REPLICAS == names.API_ORDINAL_START
 
 
+def test_api_pods_migrate_postgres_before_they_start() -> None:
+    pod = build_api_statefulset(OWNER, spec(), "cafe")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["tidings", "migrate", "--only", "postgres"]
+    assert init["image"] == pod["containers"][0]["image"]
+    assert (
+        env_of(init)["TIDINGS_POSTGRES_URL"] == env_of(pod["containers"][0])["TIDINGS_POSTGRES_URL"]
+    )
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_config_map_carries_the_real_partition_count_and_settings() -> None:
     s = spec(presence={"heartbeatSeconds": 4, "offlineAfterSeconds": 20})
     data = build_config_map(OWNER, s, inbox_partitions=48)["data"]

@@ -10,7 +10,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidings.storage.tables import metadata
@@ -41,6 +51,10 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+# pg_advisory_xact_lock key of the schema migrations (any constant the app uses nowhere else).
+_LOCK_KEY = 0x7469_6469_6E67  # "tiding"
+
+
 async def migrate(engine: AsyncEngine) -> list[int]:
     """Apply the migrations not yet applied; returns the versions applied now."""
 
@@ -63,4 +77,8 @@ async def migrate(engine: AsyncEngine) -> list[int]:
         return applied
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several migrators at once (every api pod runs one before it starts): one at
+            # a time, the others then find the versions applied. Released at commit.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         return await conn.run_sync(run)
