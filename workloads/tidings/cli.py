@@ -164,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
         "operator", help="run the ChatCluster operator (python -m tidings_operator)"
     )
 
+    from tidings.bench import add_bench_arguments
+
+    add_bench_arguments(
+        commands.add_parser(
+            "bench",
+            help="benchmarks: idle connections, relay, fan-out, cluster, reconnect storm",
+            description="Open-loop load against a server started for the run, side by side "
+            "with a baseline relay; see docs/benchmarks.md.",
+        )
+    )
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _: print(f"tidings {__version__}") or 0)
     return parser

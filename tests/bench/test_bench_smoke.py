@@ -1,0 +1,123 @@
+"""Smoke runs of every `tidings bench` scenario: tiny, and asserting only that each ran
+and produced its numbers (counts, ordered percentiles, every message delivered). Timing
+thresholds have no place here: CI machines are noisy. The full runs and their figures are
+in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PERCENTILES = ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms")
+
+
+def bench(tmp_path: Path, *args: str, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    out = tmp_path / "result.json"
+    command = [sys.executable, "-m", "tidings", "bench", *args, "--out", str(out)]
+    command += ["--workdir", str(tmp_path / "work")]
+    done = subprocess.run(
+        command,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr[-5000:]}"
+    report = json.loads(out.read_text())
+    assert report["environment"]["nproc"] >= 1
+    results: list[dict[str, Any]] = report["results"]
+    for result in results:
+        assert "error" not in result, result
+    return results
+
+
+def assert_latency(summary: dict[str, Any], count: int) -> None:
+    assert summary["count"] == count
+    values = [summary[p] for p in PERCENTILES]
+    assert all(v is not None and v > 0 for v in values), summary
+    assert values == sorted(values), summary
+
+
+def assert_steps(result: dict[str, Any]) -> None:
+    assert result["steps"], result
+    for step in result["steps"]:
+        assert step["sent"] > 0
+        assert step["received"] == step["expected_deliveries"], step
+        assert step["lost"] == 0
+        assert_latency(step["latency"], step["received"])
+        assert step["server_cpu"]["cpu_s"] >= 0
+        assert step["generator_cpu"]["wall_s"] > 0
+
+
+def test_idle(tmp_path: Path) -> None:
+    results = bench(
+        tmp_path, "idle", "--targets", "tidings,baseline", "--connections", "50", "--hold", "2"
+    )
+    assert [r["target"]["name"] for r in results] == ["tidings-embedded", "baseline-websockets"]
+    for result in results:
+        assert result["connected"] == 50
+        assert result["server_sockets"] >= 50
+        assert result["total_per_conn_kib"] > 0
+        assert result["kernel_per_conn_kib"] > 0
+        assert result["server_cpu"]["wall_s"] > 0
+    assert "total_per_conn_kib" in results[0]["vs_baseline"]
+
+
+def test_relay(tmp_path: Path) -> None:
+    args = ["--targets", "tidings,baseline", "--pairs", "10", "--rates", "20,40"]
+    results = bench(tmp_path, "relay", *args, "--duration", "2", "--drain", "10")
+    for result in results:
+        assert result["connected"] == 20
+        assert [s["offered_rate"] for s in result["steps"]] == [20, 40]
+        assert_steps(result)
+    tidings = results[0]
+    for step in tidings["steps"]:
+        assert step["counts"]["acked"] == step["sent"]
+        assert_latency(step["ack_latency"], step["sent"])
+
+
+def test_fanout(tmp_path: Path) -> None:
+    args = ["--targets", "tidings,baseline", "--group-size", "100", "--rates", "2"]
+    results = bench(tmp_path, "fanout", *args, "--duration", "2", "--drain", "20")
+    for result in results:
+        assert result["connected"] == 100
+        assert_steps(result)
+        assert result["steps"][0]["expected_deliveries"] == 99 * result["steps"][0]["sent"]
+
+
+@pytest.mark.kafka
+@pytest.mark.cassandra
+@pytest.mark.postgres
+def test_cluster(tmp_path: Path, testenv: Mapping[str, str]) -> None:
+    keys = (
+        "TIDINGS_TEST_POSTGRES_URL",
+        "TIDINGS_TEST_KAFKA_BOOTSTRAP",
+        "TIDINGS_TEST_CASSANDRA_HOSTS",
+        "TIDINGS_TEST_CASSANDRA_PORT",
+    )
+    env = {k: testenv[k] for k in keys}
+    state = os.environ.get("TIDINGS_TESTENV_STATE", str(REPO_ROOT / ".testenv"))
+    args = ["--chats", "2", "--pairs", "10", "--rates", "20", "--testenv-state", state]
+    (result,) = bench(tmp_path, "cluster", *args, "--duration", "2", "--drain", "20", env=env)
+    assert result["chat_servers"] == 2
+    assert result["connected"] == 20
+    assert_steps(result)
+    assert set(result["steps"][0]["backend_cpu"]) == {"postgres", "kafka", "cassandra"}
+
+
+def test_storm(tmp_path: Path) -> None:
+    env = {"TIDINGS_BENCH_ENV_DRAIN_BUDGET_S": "2"}
+    (result,) = bench(tmp_path, "storm", "--targets", "tidings", "--connections", "200", env=env)
+    assert result["connections"] == 200
+    assert result["came_back"] == 200
+    assert result["all_back_s"] > 0
+    assert_latency(result["time_to_back"], 200)

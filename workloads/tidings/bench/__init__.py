@@ -1,0 +1,61 @@
+"""`tidings bench`: what one chat server and one small cluster carry (docs/benchmarks.md).
+
+Open-loop load generators in their own processes, HdrHistogram latencies on one
+monotonic clock, CPU and memory of both sides, and a baseline relay measured in the same
+run. Heavy imports happen only when a benchmark runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_bench_arguments", "run_bench"]
+
+SCENARIOS = ("idle", "relay", "fanout", "cluster", "storm")
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from pathlib import Path
+
+    parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument(
+        "--targets",
+        default="tidings,baseline",
+        help="comma-separated servers to measure side by side: tidings, baseline, "
+        "baseline-nocompress, centrifugo (idle, relay, fanout); storm: tidings or cluster",
+    )
+    parser.add_argument("--connections", type=int, default=1000, help="idle and storm clients")
+    parser.add_argument("--hold", type=float, default=20.0, help="idle: seconds measured")
+    parser.add_argument("--pairs", type=int, default=100, help="relay/cluster: sender pairs")
+    parser.add_argument(
+        "--rates", default="1000", help="comma-separated offered rates (messages/s), one step each"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate step")
+    parser.add_argument("--drain", type=float, default=10.0, help="max wait for stragglers")
+    parser.add_argument("--groups", type=int, default=1, help="fanout: groups")
+    parser.add_argument("--group-size", type=int, default=100, help="fanout: members per group")
+    parser.add_argument("--body-bytes", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="generator processes")
+    parser.add_argument("--heartbeat", type=float, default=5.0, help="client heartbeat seconds")
+    parser.add_argument("--chats", type=int, default=2, help="cluster: chat servers")
+    parser.add_argument(
+        "--testenv-state",
+        type=Path,
+        help="cluster: the test environment's state dir (default $TIDINGS_TESTENV_STATE or "
+        ".testenv) with postgres.env, kafka.env, cassandra.env",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="tidings: reuse this data dir and the users made there"
+    )
+    parser.add_argument("--workdir", type=Path, help="logs and data (default: a temp dir)")
+    parser.add_argument("--out", type=Path, help="write the JSON result here")
+    parser.add_argument(
+        "--append", action="store_true", help="add to the JSON file in --out instead of replacing"
+    )
+    parser.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from tidings.bench._run import run
+
+    return run(args)

@@ -1,0 +1,555 @@
+"""The servers under test, each started as its own process(es): Tidings embedded
+(`tidings up`), a Tidings cluster (`tidings migrate/api/chat` on PostgreSQL, Cassandra
+and Kafka), the baseline relay, and Centrifugo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tidings.bench._procstat import raise_nofile
+
+log = logging.getLogger(__name__)
+
+JWT_SECRET = "tidings-bench-jwt-secret-0123456789abcdef0123456789"
+# Settings every bench Tidings process runs with (docs/benchmarks.md says why): cheap
+# password hashing so that tens of thousands of signups take seconds (logins are not what
+# is measured), and per-connection rate limits out of the way of the offered load.
+BENCH_ENV = {
+    "TIDINGS_JWT_SECRET": JWT_SECRET,
+    "TIDINGS_ARGON2_TIME_COST": "1",
+    "TIDINGS_ARGON2_MEMORY_KIB": "64",
+    "TIDINGS_RATE_LIMIT_PER_S": "100000",
+    "TIDINGS_RATE_LIMIT_BURST": "100000",
+    "TIDINGS_LOG_LEVEL": "WARNING",
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tidings_command() -> list[str]:
+    script = Path(sys.executable).parent / "tidings"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tidings"]
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env.update(BENCH_ENV)
+    # TIDINGS_BENCH_ENV_<NAME>=v in the caller's environment sets TIDINGS_<NAME>=v.
+    prefix = "TIDINGS_BENCH_ENV_"
+    env.update(
+        {"TIDINGS_" + k[len(prefix) :]: v for k, v in os.environ.items() if k.startswith(prefix)}
+    )
+    env.update(extra)
+    return env
+
+
+def _preexec() -> None:
+    raise_nofile()
+
+
+class Proc:
+    """One server process, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_preexec
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 60.0, ok: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            if proc.proc is not None and proc.proc.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+            try:
+                if http.get(url).status_code in ok:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} did not answer {url} within {timeout}s:\n{proc.tail()}")
+
+
+class Target:
+    """A server under test: where clients connect and which processes to measure."""
+
+    name = "target"
+    dialect = "tidings"
+    deflate = False
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+        self.host = "127.0.0.1"
+
+    @property
+    def ws_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def api_url(self) -> str:
+        return ""
+
+    @property
+    def ports(self) -> list[int]:
+        """Ports whose accepted sockets are this target's (for kernel socket memory)."""
+        return []
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.proc is not None]
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def version(self) -> str:
+        return ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "dialect": self.dialect, "version": self.version()}
+
+
+class Embedded(Target):
+    """`tidings up`: API, gateway and push in one process on SQLite."""
+
+    name = "tidings-embedded"
+
+    def __init__(self, workdir: Path, data_dir: Path | None = None, **env: str) -> None:
+        super().__init__(workdir)
+        self.port = free_port()
+        self.data_dir = data_dir or workdir / "data"
+        self.env = env
+        self.ready_at_ns = 0
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1/ws"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def _proc(self) -> Proc:
+        argv = [*tidings_command(), "up", "--host", self.host, "--port", str(self.port)]
+        argv += ["--data-dir", str(self.data_dir)]
+        return Proc("tidings up", argv, _child_env(self.env), self.workdir / "tidings-up.log")
+
+    def start(self) -> None:
+        self.procs = [self._proc()]
+        self.procs[0].start()
+        wait_http(f"{self.api_url}/readyz", self.procs[0])
+
+    def setup_mode(self, on: bool) -> None:
+        """Setup (signups) runs on a server with SQLite ``synchronous=NORMAL``; the
+        measured server is started again afterwards with the settings under test, so
+        its memory baseline does not carry the signups either."""
+        self.stop()
+        if on:
+            self.env = {**self.env, "TIDINGS_SQLITE_SYNCHRONOUS": "NORMAL"}
+        else:
+            self.env = {k: v for k, v in self.env.items() if k != "TIDINGS_SQLITE_SYNCHRONOUS"}
+        self.start()
+
+    def restart(self) -> None:
+        """Start a fresh process on the same port and data (after a drain)."""
+        old = self.procs[0]
+        if old.proc is not None:
+            old.proc.wait(60)
+        self.procs = [self._proc()]
+        self.procs[0].start()
+        wait_http(f"{self.api_url}/readyz", self.procs[0])
+        self.ready_at_ns = time.monotonic_ns()
+
+    def version(self) -> str:
+        from tidings import __version__
+
+        return __version__
+
+
+class Baseline(Target):
+    """The minimal `websockets` relay (tidings.bench.baseline)."""
+
+    dialect = "baseline"
+
+    def __init__(self, workdir: Path, compression: bool = True) -> None:
+        super().__init__(workdir)
+        self.compression = compression
+        self.name = "baseline-websockets" + ("" if compression else "-nocompress")
+        self.deflate = compression  # the client offers it, as browsers and websockets do
+        self.port = free_port()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "tidings.bench.baseline", "--port", str(self.port)]
+        if not self.compression:
+            argv.append("--no-compression")
+        proc = Proc(self.name, argv, _child_env({}), self.workdir / f"{self.name}.log")
+        self.procs = [proc]
+        proc.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex((self.host, self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"baseline did not listen:\n{proc.tail()}")
+
+    def version(self) -> str:
+        from websockets.version import version
+
+        return f"websockets {version}"
+
+
+CENTRIFUGO_SECRET = "centrifugo-bench-hmac-secret-0123456789abcdef"
+CENTRIFUGO_API_KEY = "centrifugo-bench-api-key"
+CENTRIFUGO_CHANNEL = "bench"
+
+
+def centrifugo_binary() -> Path | None:
+    found = os.environ.get("TIDINGS_BENCH_CENTRIFUGO")
+    if found:
+        return Path(found)
+    cache = Path(os.environ.get("TIDINGS_TESTENV_CACHE", Path.home() / ".cache/tidings-testenv"))
+    candidates = sorted(cache.glob("centrifugo/*/bin/centrifugo"))
+    return candidates[-1] if candidates else None
+
+
+class Centrifugo(Target):
+    """Centrifugo v6 with its JSON protocol; clients are subscribed to one channel by
+    their connection JWT, publications come through its HTTP API."""
+
+    name = "centrifugo"
+    dialect = "centrifugo"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.port = free_port()
+        binary = centrifugo_binary()
+        if binary is None or not binary.exists():
+            raise RuntimeError("no centrifugo binary: run e2e/env/centrifugo.sh install")
+        self.binary = binary
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/connection/websocket"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def start(self) -> None:
+        config = {
+            "http_server": {"address": self.host, "port": self.port},
+            "health": {"enabled": True},
+            "client": {
+                "token": {"hmac_secret_key": CENTRIFUGO_SECRET},
+                "allowed_origins": ["*"],
+            },
+            "http_api": {"key": CENTRIFUGO_API_KEY},
+            "log": {"level": "error"},
+        }
+        path = self.workdir / "centrifugo.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config))
+        argv = [str(self.binary), "--config", str(path)]
+        proc = Proc("centrifugo", argv, dict(os.environ), self.workdir / "centrifugo.log")
+        self.procs = [proc]
+        proc.start()
+        wait_http(f"{self.api_url}/health", proc)
+
+    def version(self) -> str:
+        out = subprocess.run(
+            [str(self.binary), "version"], capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip()
+
+
+def read_testenv(state: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for env_file in sorted(state.glob("*.env")):
+        for line in env_file.read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+    values.update({k: v for k, v in os.environ.items() if k.startswith("TIDINGS_TEST_")})
+    return values
+
+
+class Cluster(Target):
+    """`tidings migrate`, one `tidings api` and ``chats`` x `tidings chat` on the test
+    environment's PostgreSQL, Cassandra and Kafka, in a fresh namespace (database,
+    keyspace, topic prefix) that :meth:`stop` drops again."""
+
+    name = "tidings-cluster"
+
+    def __init__(
+        self, workdir: Path, testenv: dict[str, str], chats: int = 2, partitions: int = 12
+    ) -> None:
+        super().__init__(workdir)
+        self.testenv = testenv
+        self.namespace = f"bench_{uuid.uuid4().hex[:12]}"
+        self.partitions = partitions
+        self.api_port = free_port()
+        self.chat_ports = [free_port() for _ in range(chats)]
+        self.service_state = Path(testenv.get("_STATE", ""))
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.chat_ports[0]}/v1/ws"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return self.chat_ports
+
+    @property
+    def chat_procs(self) -> list[Proc]:
+        return self.procs[1:]
+
+    def _postgres_url(self, database: str | None = None) -> str:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.testenv["TIDINGS_TEST_POSTGRES_URL"])
+        if database is not None:
+            url = url.set(database=database)
+        return url.render_as_string(hide_password=False)
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        hosts = [h for h in self.testenv["TIDINGS_TEST_CASSANDRA_HOSTS"].split(",") if h]
+        env = {
+            "TIDINGS_POSTGRES_URL": self._postgres_url(self.namespace),
+            "TIDINGS_CASSANDRA_CONTACT_POINTS": json.dumps(hosts),
+            "TIDINGS_CASSANDRA_PORT": self.testenv["TIDINGS_TEST_CASSANDRA_PORT"],
+            "TIDINGS_CASSANDRA_KEYSPACE": self.namespace,
+            "TIDINGS_KAFKA_BOOTSTRAP": self.testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"],
+            "TIDINGS_KAFKA_TOPIC_PREFIX": self.namespace,
+            "TIDINGS_KAFKA_INBOX_PARTITIONS": str(self.partitions),
+            "TIDINGS_DRAIN_BUDGET_S": "10",
+        }
+        env.update(extra)
+        return _child_env(env)
+
+    def start(self) -> None:
+        asyncio.run(self._admin_sql(f'CREATE DATABASE "{self.namespace}"'))
+        migrate = subprocess.run(
+            [*tidings_command(), "migrate"],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"tidings migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
+        api = Proc(
+            "tidings api",
+            [*tidings_command(), "api", "--host", self.host, "--port", str(self.api_port)],
+            self._env(TIDINGS_SERVER_ID="api-0", TIDINGS_WORKER_ID="1"),
+            self.workdir / "api.log",
+        )
+        self.procs = [api]
+        for i, port in enumerate(self.chat_ports):
+            self.procs.append(
+                Proc(
+                    f"tidings chat #{i}",
+                    [*tidings_command(), "chat", "--host", self.host, "--port", str(port)],
+                    self._env(
+                        TIDINGS_SERVER_ID=f"chat-{i}",
+                        TIDINGS_WORKER_ID=str(100 + i),
+                        TIDINGS_PUBLIC_CHAT_URL=f"ws://{self.host}:{port}/v1/ws",
+                    ),
+                    self.workdir / f"chat-{i}.log",
+                )
+            )
+        for proc in self.procs:
+            proc.start()
+        wait_http(f"{self.api_url}/healthz", api)
+        for proc, port in zip(self.chat_procs, self.chat_ports, strict=True):
+            wait_http(f"http://{self.host}:{port}/readyz", proc, timeout=90)
+
+    def wait_settled(self, accounts: list[dict[str, str]], timeout: float = 90.0) -> None:
+        """Until every running chat server owns partitions and /v1/discover agrees."""
+        asyncio.run(self._wait_settled(accounts, timeout))
+
+    async def _wait_settled(self, accounts: list[dict[str, str]], within: float) -> None:
+        deadline = time.monotonic() + within
+        live = {
+            f"ws://{self.host}:{p}/v1/ws"
+            for p, c in zip(self.chat_ports, self.chat_procs, strict=True)
+            if c.proc and c.proc.poll() is None
+        }
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=5, trust_env=False) as http:
+            while time.monotonic() < deadline:
+                seen: set[str] = set()
+                for account in accounts:
+                    r = await http.get(
+                        "/v1/discover", headers={"Authorization": f"Bearer {account['token']}"}
+                    )
+                    if r.status_code == 200:
+                        url = r.json()["chat_url"]
+                        seen.add(url)
+                        account["chat_url"] = url
+                if seen and seen <= live and len(seen) == min(len(live), len(accounts)):
+                    return
+                await asyncio.sleep(0.5)
+        raise RuntimeError(f"the cluster did not settle within {within}s")
+
+    async def _admin_sql(self, sql: str) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        dsn = self._postgres_url().replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        super().stop()
+        try:
+            asyncio.run(self._admin_sql(f'DROP DATABASE IF EXISTS "{self.namespace}" WITH (FORCE)'))
+            asyncio.run(self._drop_topics())
+            self._drop_keyspace()
+        except Exception as exc:
+            log.warning("could not drop bench namespace %s: %r", self.namespace, exc)
+
+    async def _drop_topics(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
+        await admin.start()
+        try:
+            names = [f"{self.namespace}.{t}" for t in ("inbox", "members", "push")]
+            existing = set(await admin.list_topics())
+            await admin.delete_topics([n for n in names if n in existing])
+        finally:
+            await admin.close()
+
+    def _drop_keyspace(self) -> None:
+        from cassandra.cluster import Cluster as CassandraCluster
+
+        hosts = [h for h in self.testenv["TIDINGS_TEST_CASSANDRA_HOSTS"].split(",") if h]
+        cassandra = CassandraCluster(
+            hosts, port=int(self.testenv["TIDINGS_TEST_CASSANDRA_PORT"]), protocol_version=5
+        )
+        try:
+            cassandra.connect().execute(f"DROP KEYSPACE IF EXISTS {self.namespace}", timeout=60)
+        finally:
+            cassandra.shutdown()
+
+    def backend_pids(self) -> dict[str, list[int]]:
+        """The PostgreSQL, Kafka and Cassandra processes (each daemon is its own session,
+        recorded in the test environment's run/ directory)."""
+        from tidings.bench._procstat import family
+
+        out: dict[str, list[int]] = {}
+        run = self.service_state / "run"
+        for name in ("postgres", "kafka", "cassandra"):
+            pids: list[int] = []
+            for pidfile in run.glob(f"{name}*.pid"):
+                try:
+                    pid = int(pidfile.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+                pids += family(pid)
+            out[name] = sorted(set(pids))
+        return out
+
+    def version(self) -> str:
+        from tidings import __version__
+
+        return __version__
+
+
+def stop_all(targets: list[Target]) -> None:
+    for target in targets:
+        try:
+            target.stop()
+        except Exception as exc:
+            log.warning("stopping %s: %r", target.name, exc)
+
+
+def drain(proc: Proc) -> None:
+    proc.signal(signal.SIGTERM)
+
+
+def tempdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="tidings-bench-"))
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,417 @@
+"""A load-generator process: holds many connections, sends on an open-loop schedule,
+records what arrives, and reports to the orchestrator over a pipe.
+
+The orchestrator sends commands (tuples) and reads one answer per command:
+``("run", start_ns, duration_s, drain_s)``, ``("idle", seconds)``, ``("storm",)``
+(reconnect on ``reconnect`` / close until ``("collect",)``), ``("stop",)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from tidings.bench._histogram import Latency
+from tidings.bench._openloop import run_open_loop
+from tidings.bench._procstat import raise_nofile
+from tidings.bench._wsclient import WsConn, connect
+
+Account = dict[str, str]
+
+
+@dataclass
+class Plan:
+    dialect: str  # "tidings", "baseline" or "centrifugo"
+    accounts: list[Account]
+    url: str  # where to connect when an account names no chat_url
+    local_hosts: list[str]
+    deflate: bool = False
+    heartbeat_s: float = 5.0
+    connect_concurrency: int = 200
+    # (index of the sending account, target): a user id, a channel id, or user ids.
+    senders: list[tuple[int, Any]] = field(default_factory=list)
+    rate: float = 0.0  # messages per second, all this worker's senders together
+    body_bytes: int = 64
+    api_url: str = ""  # /v1/discover in a reconnect storm; Centrifugo's HTTP API
+    api_key: str = ""
+
+
+class Peer:
+    """One connection's state."""
+
+    __slots__ = ("account", "back_at", "conn", "cursor", "index", "live", "ready", "reconnect_ms")
+
+    def __init__(self, index: int, account: Account) -> None:
+        self.index = index
+        self.account = account
+        self.conn: WsConn | None = None
+        self.ready: asyncio.Future[None] | None = None
+        self.live = False
+        self.cursor = "0"
+        self.reconnect_ms: int | None = None
+        self.back_at = 0
+
+
+class Worker:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.peers = [Peer(i, a) for i, a in enumerate(plan.accounts)]
+        self.latency = Latency()
+        self.ack_latency = Latency()
+        self.send_lag = Latency()
+        self.counts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.last_receive_ns = 0
+        self.storming = False
+        self.back_times: list[int] = []
+        self.down_times: list[int] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._http: Any = None
+
+    # --- frames in ---------------------------------------------------------------
+
+    def on_text(self, conn: WsConn, text: str) -> None:
+        peer: Peer = conn.state
+        if self.plan.dialect == "centrifugo":
+            for line in text.split("\n"):
+                if line:
+                    self._centrifugo(peer, conn, line)
+            return
+        frame = json.loads(text)
+        kind = frame.get("type")
+        if kind == "msg":
+            if self.plan.dialect == "tidings":
+                mine = frame["sender_id"] == peer.account["user_id"]
+                peer.cursor = frame["seq"]
+            else:
+                mine = frame["from"] == peer.account["user_id"]
+            if mine:
+                self.counts["echoes"] += 1
+            else:
+                self._received(frame["body"])
+        elif kind == "ack":
+            self.counts["acked"] += 1
+            ref = frame.get("client_msg_id") or ""
+            with contextlib.suppress(ValueError):
+                self.ack_latency.record_ns(time.monotonic_ns() - int(ref.split(".", 1)[0]))
+        elif kind in ("synced", "welcome"):
+            if kind == "synced" or self.plan.dialect == "baseline":
+                if kind == "synced":
+                    peer.cursor = frame["cursor"]
+                self._ready(peer)
+        elif kind == "error":
+            self.errors[str(frame.get("code"))] += 1
+        elif kind == "reconnect":
+            peer.reconnect_ms = int(frame.get("after_ms", 0))
+
+    def _centrifugo(self, peer: Peer, conn: WsConn, line: str) -> None:
+        frame = json.loads(line)
+        if not frame:
+            conn.send("{}")  # answer the server's ping
+        elif "push" in frame:
+            pub = frame["push"].get("pub")
+            if pub is not None:
+                self._received(pub["data"]["b"])
+        elif "connect" in frame:
+            self._ready(peer)
+        elif "error" in frame:
+            self.errors[str(frame["error"].get("code"))] += 1
+
+    def _received(self, body: str) -> None:
+        now = time.monotonic_ns()
+        self.counts["received"] += 1
+        self.last_receive_ns = now
+        with contextlib.suppress(ValueError):
+            self.latency.record_ns(now - int(body.split("|", 1)[0]))
+
+    def _ready(self, peer: Peer) -> None:
+        peer.live = True
+        if self.storming:
+            peer.back_at = time.monotonic_ns()
+            self.back_times.append(peer.back_at)
+        if peer.ready is not None and not peer.ready.done():
+            peer.ready.set_result(None)
+
+    # --- connecting --------------------------------------------------------------
+
+    def _hello(self, peer: Peer) -> str:
+        account = peer.account
+        if self.plan.dialect == "tidings":
+            return json.dumps({"type": "hello", "token": account["token"], "cursor": peer.cursor})
+        if self.plan.dialect == "baseline":
+            return json.dumps({"type": "hello", "user": account["user_id"]})
+        return json.dumps({"id": 1, "connect": {"token": account["token"], "name": "bench"}})
+
+    async def open(self, peer: Peer, url: str | None = None) -> None:
+        url = url or peer.account.get("chat_url") or self.plan.url
+        host = self.plan.local_hosts[peer.index % len(self.plan.local_hosts)]
+        peer.live = False
+        peer.ready = asyncio.get_running_loop().create_future()
+        conn = await connect(
+            url, self.on_text, deflate=self.plan.deflate, state=peer, local_host=host
+        )
+        peer.conn = conn
+        conn.send(self._hello(peer))
+        ready = peer.ready
+        try:
+            await asyncio.wait([ready, conn.closed], timeout=60, return_when="FIRST_COMPLETED")
+        except BaseException:
+            conn.abort()
+            raise
+        if not ready.done():
+            conn.abort()  # sent away (redirect, reconnect) or no answer
+            raise ConnectionError("closed before the server said it was ready")
+        if self.storming:
+            self._watch(peer)
+
+    async def connect_all(self) -> dict[str, Any]:
+        gate = asyncio.Semaphore(self.plan.connect_concurrency)
+        failures: Counter[str] = Counter()
+
+        async def one(peer: Peer) -> None:
+            async with gate:
+                for attempt in range(5):
+                    try:
+                        await self.open(peer)
+                        return
+                    except Exception as exc:
+                        failures[type(exc).__name__] += 1
+                        await asyncio.sleep(0.2 * (attempt + 1))
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(one(p) for p in self.peers))
+        live = sum(p.live for p in self.peers)
+        return {"connected": live, "failures": dict(failures), "seconds": time.monotonic() - t0}
+
+    # --- heartbeats --------------------------------------------------------------
+
+    async def heartbeats(self) -> None:
+        """Every connection says ``heartbeat`` once per ``heartbeat_s``, spread evenly."""
+        if self.plan.dialect == "centrifugo" or self.plan.heartbeat_s <= 0:
+            return
+        tick = 0.1
+        slices = max(1, int(self.plan.heartbeat_s / tick))
+        k = 0
+        while True:
+            await asyncio.sleep(tick)
+            for peer in self.peers[k % slices :: slices]:
+                if peer.live and peer.conn is not None:
+                    peer.conn.send('{"type":"heartbeat"}')
+            k += 1
+
+    # --- sending -----------------------------------------------------------------
+
+    def fire(self, i: int, intended_ns: int) -> None:
+        index, target = self.plan.senders[i % len(self.plan.senders)]
+        if self.plan.dialect == "centrifugo":
+            self._spawn(self._publish(str(target), f"{intended_ns}|" + "x" * self.plan.body_bytes))
+            self.counts["sent"] += 1
+            return
+        peer = self.peers[index]
+        if peer.conn is None or not peer.live:
+            self.counts["not_sent"] += 1
+            return
+        body = f"{intended_ns}|" + "x" * self.plan.body_bytes
+        ref = f"{intended_ns}.{i}"
+        if self.plan.dialect == "tidings":
+            frame: dict[str, Any] = {"type": "send", "client_msg_id": ref, "body": body}
+            if isinstance(target, str) and not target[:1].isdigit():
+                frame["channel_id"] = target
+            else:
+                frame["to"] = target
+        else:
+            targets = target if isinstance(target, list) else [target]
+            frame = {"type": "send", "client_msg_id": ref, "to": targets, "body": body}
+        peer.conn.send(json.dumps(frame))
+        self.counts["sent"] += 1
+
+    async def run(
+        self, rate: float, start_ns: int, duration_s: float, drain_s: float
+    ) -> dict[str, Any]:
+        if not self.plan.senders:
+            rate = 0.0
+        await run_open_loop(rate, start_ns, duration_s, self.fire, self.send_lag)
+        # Receivers that send nothing wait out the window too, then for stragglers.
+        end_ns = start_ns + int(duration_s * 1e9)
+        await asyncio.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
+        await self.quiet(drain_s)
+        return self.results()
+
+    async def quiet(self, drain_s: float, quiet_s: float = 1.0) -> None:
+        """Until nothing arrived for ``quiet_s``, at most ``drain_s``."""
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if time.monotonic_ns() - self.last_receive_ns > quiet_s * 1e9:
+                break
+
+    def reset(self) -> None:
+        self.latency, self.ack_latency, self.send_lag = Latency(), Latency(), Latency()
+        self.counts.clear()
+        self.errors.clear()
+
+    def results(self) -> dict[str, Any]:
+        return {
+            "counts": dict(self.counts),
+            "errors": dict(self.errors),
+            "latency": self.latency.encode(),
+            "ack_latency": self.ack_latency.encode(),
+            "send_lag": self.send_lag.encode(),
+            "live": sum(p.live for p in self.peers),
+        }
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _publish(self, channel: str, body: str) -> None:
+        """Centrifugo: a publication through its server HTTP API (the app backend's
+        side), which it fans out to the channel's subscribers."""
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.plan.api_url,
+                timeout=30.0,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=64),
+                headers={"X-API-Key": self.plan.api_key},
+            )
+        try:
+            r = await self._http.post(
+                "/api/publish", json={"channel": channel, "data": {"b": body}}
+            )
+        except Exception as exc:
+            self.errors[f"publish:{type(exc).__name__}"] += 1
+            return
+        if r.status_code == 200 and "error" not in r.json():
+            self.counts["acked"] += 1
+            self.ack_latency.record_ns(time.monotonic_ns() - int(body.split("|", 1)[0]))
+        else:
+            self.errors[f"publish:{r.status_code}:{r.text[:60]}"] += 1
+
+    # --- reconnect storm ---------------------------------------------------------
+
+    def _watch(self, peer: Peer) -> None:
+        assert peer.conn is not None
+        conn = peer.conn
+        self._spawn(self._come_back(peer, conn))
+
+    async def _come_back(self, peer: Peer, conn: WsConn) -> None:
+        await conn.closed
+        if not self.storming:
+            return
+        peer.live = False
+        self.down_times.append(time.monotonic_ns())
+        delay = (peer.reconnect_ms if peer.reconnect_ms is not None else 0) / 1000
+        peer.reconnect_ms = None
+        attempt = 0
+        while self.storming:
+            await asyncio.sleep(delay)
+            try:
+                url = await self._discover(peer)
+                await self.open(peer, url)
+                self.counts["reconnects"] += 1
+                return
+            except Exception as exc:
+                self.errors[f"reconnect:{type(exc).__name__}"] += 1
+                attempt += 1
+                delay = min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+                if peer.reconnect_ms is not None:  # the server said when
+                    delay, peer.reconnect_ms = peer.reconnect_ms / 1000, None
+
+    async def _discover(self, peer: Peer) -> str | None:
+        if not self.plan.api_url or self.plan.dialect != "tidings":
+            return None
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.plan.api_url,
+                timeout=10.0,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=50),
+            )
+        r = await self._http.get(
+            "/v1/discover", headers={"Authorization": f"Bearer {peer.account['token']}"}
+        )
+        if r.status_code != 200:
+            raise ConnectionError(f"discover answered {r.status_code}")
+        url: str = r.json()["chat_url"]
+        return url
+
+    def start_storm(self) -> None:
+        self.storming = True
+        for peer in self.peers:
+            if peer.conn is not None:
+                self._watch(peer)
+
+    def storm_results(self) -> dict[str, Any]:
+        self.storming = False
+        out = self.results()
+        out["back_times"] = self.back_times
+        out["down_times"] = self.down_times
+        return out
+
+    async def close(self) -> None:
+        self.storming = False
+        for peer in self.peers:
+            if peer.conn is not None:
+                peer.conn.abort()
+        if self._http is not None:
+            await self._http.aclose()
+
+
+async def _serve(plan: Plan, pipe: Pipe) -> None:
+    loop = asyncio.get_running_loop()
+    worker = Worker(plan)
+    pipe.send(await worker.connect_all())
+    beats = asyncio.ensure_future(worker.heartbeats())
+    try:
+        while True:
+            command = await loop.run_in_executor(None, pipe.recv)
+            if command[0] == "run":
+                pipe.send(await worker.run(*command[1:]))
+            elif command[0] == "idle":
+                await asyncio.sleep(command[1])
+                pipe.send(worker.results())
+            elif command[0] == "storm":
+                worker.start_storm()
+                pipe.send({"ok": True})
+            elif command[0] == "reset":
+                worker.reset()
+                pipe.send({"ok": True})
+            elif command[0] == "count":
+                pipe.send(
+                    {
+                        "live": sum(p.live for p in worker.peers),
+                        "reconnects": worker.counts["reconnects"],
+                    }
+                )
+            elif command[0] == "collect":
+                pipe.send(worker.storm_results())
+            elif command[0] == "stop":
+                break
+    finally:
+        beats.cancel()
+        await worker.close()
+    pipe.send({"stopped": True})
+
+
+def worker_main(plan: Plan, pipe: Pipe) -> None:
+    """Entry point of a generator process."""
+    raise_nofile()
+    try:
+        asyncio.run(_serve(plan, pipe))
+    except Exception as exc:  # tell the orchestrator rather than hang it
+        with contextlib.suppress(Exception):
+            pipe.send({"error": repr(exc)})
+        raise

@@ -1,0 +1,124 @@
+"""A light WebSocket client: websockets' Sans-I/O ``ClientProtocol`` under an
+``asyncio.Protocol``, no task per connection, so one generator process holds thousands.
+
+Each text frame received goes to ``on_text(conn, text)``; ``opened`` resolves when the
+handshake is done (or fails), ``closed`` when TCP is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+TextHandler = Callable[["WsConn", str], None]
+
+
+class WsConn(asyncio.Protocol):
+    __slots__ = ("closed", "on_text", "opened", "proto", "state", "transport")
+
+    def __init__(self, url: str, on_text: TextHandler, *, deflate: bool, state: Any) -> None:
+        extensions = [ClientPerMessageDeflateFactory()] if deflate else None
+        self.proto = ClientProtocol(parse_uri(url), extensions=extensions, max_size=None)
+        self.on_text = on_text
+        self.state = state  # whatever the caller keeps per connection
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.proto.send_request(self.proto.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.proto.receive_data(data)
+        for event in self.proto.events_received():
+            if isinstance(event, Response):
+                if not self.opened.done():
+                    if self.proto.handshake_exc is not None:
+                        self.opened.set_exception(self.proto.handshake_exc)
+                    else:
+                        self.opened.set_result(None)
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self.on_text(self, bytes(event.data).decode())
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.proto.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed before the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    @property
+    def is_open(self) -> bool:
+        return self.proto.state is State.OPEN
+
+    def send(self, text: str) -> None:
+        if self.proto.state is State.OPEN:
+            self.proto.send_text(text.encode())
+            self._flush()
+
+    def close(self) -> None:
+        if self.proto.state is State.OPEN:
+            self.proto.send_close(1000)
+            self._flush()
+        elif self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        chunks = self.proto.data_to_send()
+        if not chunks:
+            return
+        payload = b"".join(chunks)
+        if payload:
+            transport.write(payload)
+        if chunks[-1] == b"":
+            transport.close()
+
+
+async def connect(
+    url: str,
+    on_text: TextHandler,
+    *,
+    deflate: bool = False,
+    state: Any = None,
+    local_host: str | None = None,
+    within: float = 30.0,
+) -> WsConn:
+    """Open a WebSocket to ``url`` (``ws://host:port/path``), optionally from a given
+    source address (many 127.0.0.x addresses give many ephemeral port ranges)."""
+    uri = parse_uri(url)
+    loop = asyncio.get_running_loop()
+    _, conn = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: WsConn(url, on_text, deflate=deflate, state=state),
+            uri.host,
+            uri.port,
+            local_addr=(local_host, 0) if local_host else None,
+        ),
+        within,
+    )
+    await asyncio.wait_for(conn.opened, within)
+    return conn
