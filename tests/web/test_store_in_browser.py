@@ -69,6 +69,10 @@ async () => {
   fresh.onInbox(msg(2, 501, 20));
   out.freshUnread = fresh.meta["dm:10:20"].unread;
 
+  const reset = new Store(me, { ...empty(), cursor: "50" });
+  reset.onWelcome({ cursor: "3" });
+  out.resetCursor = reset.cursor;
+
   out.backoff = [0, 1, 2, 3, 4, 10, 30].map(backoffMs);
   return out;
 }
@@ -99,6 +103,8 @@ def test_store_rules(browser: Browser, server: WebServer) -> None:
     assert (out["unreadNew"], out["unreadReadElsewhere"]) == (1, 0)
     # A new device's first backlog is old news; what comes after counts.
     assert out["freshUnread"] == 1
+    # A stored cursor past the server's head (its data was reset) follows the server.
+    assert out["resetCursor"] == "3"
     # Backoff: jittered, doubling from 0.5 s, capped at 8 s.
     low_high = [(250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000)]
     for value, (low, high) in zip(

@@ -180,14 +180,16 @@ function render() {
 
 function renderBanner(store) {
   const { status, retryAt } = store.connection;
-  const down = status !== "online" && store.everOnline;
+  // Shown once a connection was lost, or when the first one could not be made.
+  const down = status !== "online" && (store.everOnline || status === "waiting");
   banner.hidden = !down;
   if (!down) return;
   const seconds = retryAt ? Math.max(0, Math.ceil((retryAt - Date.now()) / 1000)) : 0;
+  const what = store.everOnline ? "Connection lost." : "Cannot reach the server.";
   const text =
     status === "waiting" && seconds > 0
-      ? `Connection lost. Reconnecting in ${seconds} s…`
-      : "Connection lost. Reconnecting…";
+      ? `${what} Reconnecting in ${seconds} s…`
+      : `${what} Reconnecting…`;
   const label = banner.querySelector(".banner-text");
   if (label.textContent !== text) label.textContent = text;
   clearTimeout(chat.timers.banner);
@@ -220,9 +222,10 @@ function onFrame(frame) {
   const { store, socket } = chat;
   switch (frame.type) {
     case "welcome":
-      store.onWelcome();
+      store.onWelcome(frame);
       refreshChannels();
       refreshPresence();
+      if (store.current && !store.history.has(store.current)) loadOlder(store.current);
       break;
     case "msg": {
       const result = store.onInbox(frame);
@@ -280,7 +283,10 @@ function onError(frame) {
     }
     return;
   }
-  if (frame.code !== "invalid_frame") showNotice(frame.message || frame.code);
+  if (frame.code === "not_a_member" || frame.code === "unknown_channel") {
+    showNotice("You are not a member of that chat any more.");
+    refreshChannels();
+  }
 }
 
 function sendFrame(item) {

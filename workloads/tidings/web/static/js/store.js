@@ -203,9 +203,14 @@ export class Store {
     return { status: "new", unknownChannel, message: msg };
   }
 
-  onWelcome() {
+  onWelcome(welcome) {
     this.catchingUp = true;
     this.everOnline = true;
+    // The server's head is the truth: a cursor past it (the server's data was reset)
+    // would make us drop every new message as a repeat.
+    if (welcome?.cursor && BigInt(welcome.cursor) < BigInt(this.cursor)) {
+      this.cursor = welcome.cursor;
+    }
   }
 
   onSynced() {

@@ -93,6 +93,8 @@ export class Conversation {
     this.older.hidden = !history || history.done;
     this.older.disabled = Boolean(history?.loading);
     this.start.hidden = !history?.done;
+    // A page of history is not news: screen readers wait until it is in.
+    this.list.setAttribute("aria-busy", history?.loading ? "true" : "false");
     this.renderMessages(store, id, group);
     const typing = store.typingIn(id).map((u) => store.displayName(u));
     setText(

@@ -139,8 +139,10 @@ export class Sidebar {
       this.results.replaceChildren();
       return;
     }
-    if (this.results.dataset.for === `${search.q}|${search.loading}|${search.results?.length}`) return;
-    this.results.dataset.for = `${search.q}|${search.loading}|${search.results?.length}`;
+    // Rebuilt only when the answer or the names we know change (keeps focus in place).
+    const version = `${search.q}|${search.loading}|${search.results?.length}|${store.users.size}`;
+    if (this.results.dataset.for === version) return;
+    this.results.dataset.for = version;
     const heading = h("h2", { id: "search-title" }, `Results for “${search.q}”`);
     const close = h("button", { type: "button", class: "link small", onclick: () => this.actions.clearSearch() }, "Clear search");
     let body;
