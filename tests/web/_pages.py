@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +58,12 @@ class ChatPage:
         self.channel(title).click()
         expect(self.page.locator("#conversation-title")).to_have_text(title)
 
-    def start_chat(self, user_id: str) -> None:
+    def start_chat(self, user_id: str, before_submit: Callable[[], object] = lambda: None) -> None:
         self.page.get_by_role("button", name="New chat").click()
         dialog = self.page.get_by_role("dialog")
+        expect(dialog.get_by_label("User id")).to_be_focused()
         dialog.get_by_label("User id").fill(user_id)
+        before_submit()
         dialog.get_by_role("button", name="Start chat").click()
         expect(dialog).to_have_count(0)
 

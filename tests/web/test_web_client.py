@@ -46,10 +46,13 @@ def test_page_is_served_at_root_without_shadowing_the_api(server: WebServer) -> 
 
 def test_one_to_one_chat_ticks_typing_and_presence(people: People, shots: Shots) -> None:
     alice, bob = people("alice"), people("bob")
+    alice.page.goto(alice.base_url + "/")
+    expect(alice.page.get_by_role("heading", name="Log in")).to_be_visible()
+    shots(alice, "log-in")
     alice.sign_up(unique("alice"), "Alice")
     bob.sign_up(unique("bob"), "Bob")
 
-    alice.start_chat(bob.user_id)
+    alice.start_chat(bob.user_id, before_submit=lambda: shots(alice, "new-chat"))
     expect(alice.page.locator("#conversation-title")).to_have_text("Bob")
     expect(alice.composer).to_be_focused()
     expect(alice.status).to_have_text("online")

@@ -37,12 +37,12 @@ function openDialog(titleText, build) {
   return dialog;
 }
 
-function idField(id, label, help) {
+function idField(id, label, help, autofocus = false) {
   return h(
     "div",
     { class: "field" },
     h("label", { for: id }, label),
-    h("input", { id, name: id, inputmode: "numeric", autocomplete: "off", "aria-describedby": `${id}-help` }),
+    h("input", { id, name: id, inputmode: "numeric", autocomplete: "off", autofocus, "aria-describedby": `${id}-help` }),
     h("small", { id: `${id}-help` }, help),
   );
 }
@@ -83,7 +83,7 @@ export function newChatDialog(store, actions) {
     const form = h(
       "form",
       { class: "dialog-form" },
-      idField("new-chat-user-id", "User id", "Ask them for the id shown under their name in Tidings."),
+      idField("new-chat-user-id", "User id", "Ask them for the id shown under their name in Tidings.", true),
       error,
       h("button", { type: "submit", class: "primary" }, "Start chat"),
     );
@@ -119,7 +119,7 @@ export function newGroupDialog(store, actions) {
       "form",
       { class: "dialog-form" },
       h("div", { class: "field" }, h("label", { for: "group-name" }, "Group name"),
-        h("input", { id: "group-name", required: true, maxlength: 128, autocomplete: "off" })),
+        h("input", { id: "group-name", required: true, maxlength: 128, autocomplete: "off", autofocus: true })),
       h("fieldset", {}, h("legend", {}, "Members from your contacts"),
         contacts.length ? h("ul", { class: "check-list" }, contacts) : h("p", { class: "hint" }, "No contacts yet.")),
       idField("group-member-ids", "Other members' user ids", "Separate ids with commas or spaces."),
@@ -168,7 +168,7 @@ export function groupInfoDialog(store, actions, channelId) {
     const form = h(
       "form",
       { class: "dialog-form" },
-      idField("add-member-user-id", "User id", "The id shown under their name in Tidings."),
+      idField("add-member-user-id", "User id", "The id shown under their name in Tidings.", true),
       error,
       h("button", { type: "submit", class: "primary" }, "Add member"),
     );
