@@ -100,7 +100,15 @@ function startChat() {
     onState: (state) => store.setConnection(state),
     onUnauthorized: () => logout("Your session has ended. Please log in again."),
   });
-  chat = { store, socket, sidebar, conversation, timers: {}, lastTyping: new Map(), fetching: new Set() };
+  chat = {
+    store,
+    socket,
+    sidebar,
+    conversation,
+    timers: {},
+    lastTyping: new Map(),
+    fetching: new Set(),
+  };
   root.className = "chat-root";
   root.replaceChildren(h("div", { class: "app" }, sidebar.el, conversation.el));
   store.subscribe(scheduleRender);
@@ -290,7 +298,12 @@ function onError(frame) {
 }
 
 function sendFrame(item) {
-  return { type: "send", client_msg_id: item.client_msg_id, channel_id: item.channel_id, body: item.body };
+  return {
+    type: "send",
+    client_msg_id: item.client_msg_id,
+    channel_id: item.channel_id,
+    body: item.body,
+  };
 }
 
 /** (Re)send every unacked message; the server answers a repeat with the same ack. */
@@ -310,10 +323,16 @@ function sendReceipts() {
   const { store, socket } = chat;
   if (store.current && store.visible) {
     const upto = store.markRead(store.current);
-    if (upto) socket.send({ type: "receipt", channel_id: store.current, message_id: upto, status: "read" });
+    if (upto)
+      socket.send({ type: "receipt", channel_id: store.current, message_id: upto, status: "read" });
   }
   for (const [channelId, messageId] of store.takeDelivered()) {
-    socket.send({ type: "receipt", channel_id: channelId, message_id: messageId, status: "delivered" });
+    socket.send({
+      type: "receipt",
+      channel_id: channelId,
+      message_id: messageId,
+      status: "delivered",
+    });
   }
 }
 
@@ -351,7 +370,11 @@ async function reveal(channelId, messageId, pages = 10) {
 function closeChannel() {
   chat.store.setCurrent(null);
   history.replaceState(null, "", location.pathname);
-  requestAnimationFrame(() => document.querySelector(".channel[aria-current]")?.focus() ?? document.getElementById("new-chat")?.focus());
+  requestAnimationFrame(
+    () =>
+      document.querySelector(".channel[aria-current]")?.focus() ??
+      document.getElementById("new-chat")?.focus(),
+  );
 }
 
 async function loadOlder(channelId) {
@@ -381,7 +404,8 @@ function send(channelId, body) {
 function typing(channelId) {
   const last = chat.lastTyping.get(channelId) ?? 0;
   if (Date.now() - last < TYPING_EVERY_MS) return;
-  if (chat.socket.send({ type: "typing", channel_id: channelId })) chat.lastTyping.set(channelId, Date.now());
+  if (chat.socket.send({ type: "typing", channel_id: channelId }))
+    chat.lastTyping.set(channelId, Date.now());
 }
 
 async function search(q) {
@@ -392,7 +416,8 @@ async function search(q) {
     for (const id of new Set(results.map((m) => m.sender_id))) ensureUser(id);
     if (store.search?.q === q) store.setSearch({ q, loading: false, results });
   } catch (failure) {
-    if (store.search?.q === q) store.setSearch({ q, loading: false, results: [], error: failure.message });
+    if (store.search?.q === q)
+      store.setSearch({ q, loading: false, results: [], error: failure.message });
   }
 }
 
@@ -468,7 +493,8 @@ function refreshPresence() {
   const { store } = chat;
   const ids = new Set();
   for (const c of store.channels.values()) if (c.kind === "dm") ids.add(store.peerOf(c.channel_id));
-  if (store.current && !isDm(store.current)) for (const id of store.memberIds(store.current)) ids.add(id);
+  if (store.current && !isDm(store.current))
+    for (const id of store.memberIds(store.current)) ids.add(id);
   ids.delete(store.me.user_id);
   for (const id of [...ids].slice(0, 100)) ensureUser(id, true);
 }

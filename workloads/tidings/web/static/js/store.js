@@ -164,7 +164,12 @@ export class Store {
     messages.set(msg.message_id, msg);
     const meta = this.metaOf(msg.channel_id);
     if (!meta.last || cmpId(msg.message_id, meta.last.message_id) > 0) {
-      meta.last = { message_id: msg.message_id, sender_id: msg.sender_id, body: msg.body, ts: msg.ts };
+      meta.last = {
+        message_id: msg.message_id,
+        sender_id: msg.sender_id,
+        body: msg.body,
+        ts: msg.ts,
+      };
     }
     meta.lastId = maxId(meta.lastId, msg.message_id);
     return true;
@@ -197,7 +202,10 @@ export class Store {
       if (oldNews) meta.readUpto = maxId(meta.readUpto, msg.message_id);
       const alreadyRead = meta.readUpto && cmpId(msg.message_id, meta.readUpto) <= 0;
       if (!alreadyRead && !this.isReading(msg.channel_id)) meta.unread += 1;
-      this.deliveredDue.set(msg.channel_id, maxId(this.deliveredDue.get(msg.channel_id), msg.message_id));
+      this.deliveredDue.set(
+        msg.channel_id,
+        maxId(this.deliveredDue.get(msg.channel_id), msg.message_id),
+      );
     }
     this.changed();
     return { status: "new", unknownChannel, message: msg };
@@ -321,7 +329,8 @@ export class Store {
       return;
     }
     const unreadHere = this.messagesOf(channelId).filter(
-      (m) => !m.pending && m.sender_id !== this.me.user_id && cmpId(m.message_id, meta.readUpto) > 0,
+      (m) =>
+        !m.pending && m.sender_id !== this.me.user_id && cmpId(m.message_id, meta.readUpto) > 0,
     ).length;
     meta.unread = Math.min(meta.unread, unreadHere);
   }

@@ -48,7 +48,11 @@ export function renderAuth(root, actions) {
   );
   const submit = h("button", { type: "submit", class: "primary" });
   const switchText = h("span");
-  const switchButton = h("button", { type: "button", class: "link", onclick: () => setMode(mode === "login" ? "signup" : "login") });
+  const switchButton = h("button", {
+    type: "button",
+    class: "link",
+    onclick: () => setMode(mode === "login" ? "signup" : "login"),
+  });
 
   const form = h(
     "form",

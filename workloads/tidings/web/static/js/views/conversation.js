@@ -19,8 +19,16 @@ export class Conversation {
     this.channelId = null;
     this.title = h("h2", { id: "conversation-title", class: "conversation-title" });
     this.status = h("p", { class: "conversation-status", id: "conversation-status" });
-    this.groupButton = h("button", { type: "button", class: "ghost", onclick: () => actions.groupInfo(this.channelId) }, "Members");
-    this.older = h("button", { type: "button", class: "link older", onclick: () => this.loadOlder() }, "Load older messages");
+    this.groupButton = h(
+      "button",
+      { type: "button", class: "ghost", onclick: () => actions.groupInfo(this.channelId) },
+      "Members",
+    );
+    this.older = h(
+      "button",
+      { type: "button", class: "link older", onclick: () => this.loadOlder() },
+      "Load older messages",
+    );
     this.start = h("p", { class: "hint start" }, "This is the start of the conversation.");
     this.list = h("ol", {
       class: "messages",
@@ -29,7 +37,13 @@ export class Conversation {
       "aria-relevant": "additions",
       "aria-labelledby": "conversation-title",
     });
-    this.scroller = h("div", { class: "scroller", onscroll: () => this.onScroll() }, this.older, this.start, this.list);
+    this.scroller = h(
+      "div",
+      { class: "scroller", onscroll: () => this.onScroll() },
+      this.older,
+      this.start,
+      this.list,
+    );
     this.typing = h("p", { class: "typing", "aria-live": "polite" });
     this.input = h("textarea", {
       id: "composer",
@@ -54,7 +68,16 @@ export class Conversation {
       h(
         "header",
         { class: "conversation-head" },
-        h("button", { type: "button", class: "ghost back", "aria-label": "Back to chats", onclick: () => actions.closeChannel() }, "←"),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "ghost back",
+            "aria-label": "Back to chats",
+            onclick: () => actions.closeChannel(),
+          },
+          "←",
+        ),
         h("div", { class: "conversation-heading" }, this.title, this.status),
         this.groupButton,
       ),
@@ -62,8 +85,16 @@ export class Conversation {
       this.typing,
       this.form,
     );
-    this.placeholder = h("div", { class: "placeholder" }, h("p", {}, "Choose a chat, or start a new one."));
-    this.el = h("section", { class: "conversation", "aria-labelledby": "conversation-title" }, this.placeholder);
+    this.placeholder = h(
+      "div",
+      { class: "placeholder" },
+      h("p", {}, "Choose a chat, or start a new one."),
+    );
+    this.el = h(
+      "section",
+      { class: "conversation", "aria-labelledby": "conversation-title" },
+      this.placeholder,
+    );
   }
 
   render(store) {
@@ -86,7 +117,10 @@ export class Conversation {
     } else {
       const user = store.users.get(store.peerOf(id));
       const online = user?.presence?.status === "online";
-      setText(this.status, online ? "online" : user?.presence ? lastSeen(user.presence.last_seen) : "");
+      setText(
+        this.status,
+        online ? "online" : user?.presence ? lastSeen(user.presence.last_seen) : "",
+      );
       this.status.dataset.presence = online ? "online" : "offline";
     }
     const history = store.history.get(id);
@@ -99,7 +133,11 @@ export class Conversation {
     const typing = store.typingIn(id).map((u) => store.displayName(u));
     setText(
       this.typing,
-      typing.length === 0 ? "" : typing.length === 1 ? `${typing[0]} is typing…` : `${typing.join(", ")} are typing…`,
+      typing.length === 0
+        ? ""
+        : typing.length === 1
+          ? `${typing[0]} is typing…`
+          : `${typing.join(", ")} are typing…`,
     );
   }
 
@@ -126,7 +164,11 @@ export class Conversation {
 
   createMessage(m, store, group) {
     const mine = m.sender_id === store.me.user_id;
-    const time = h("time", { datetime: new Date(m.ts).toISOString(), title: fullTime(m.ts) }, clockTime(m.ts));
+    const time = h(
+      "time",
+      { datetime: new Date(m.ts).toISOString(), title: fullTime(m.ts) },
+      clockTime(m.ts),
+    );
     const meta = h("span", { class: "meta" }, time);
     if (mine) meta.append(h("span", { class: "tick", role: "img" }));
     return h(
@@ -155,10 +197,30 @@ export class Conversation {
     const retry = el.querySelector(".retry");
     if (state === "failed" && !retry) {
       el.append(
-        h("span", { class: "retry" }, `Not sent (${m.failed}). `,
-          h("button", { type: "button", class: "link small", onclick: () => this.actions.retry(m.client_msg_id) }, "Retry"),
+        h(
+          "span",
+          { class: "retry" },
+          `Not sent (${m.failed}). `,
+          h(
+            "button",
+            {
+              type: "button",
+              class: "link small",
+              onclick: () => this.actions.retry(m.client_msg_id),
+            },
+            "Retry",
+          ),
           " ",
-          h("button", { type: "button", class: "link small", onclick: () => this.actions.discard(m.client_msg_id) }, "Discard")),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "link small",
+              onclick: () => this.actions.discard(m.client_msg_id),
+            },
+            "Discard",
+          ),
+        ),
       );
     } else if (state !== "failed" && retry) retry.remove();
   }
@@ -182,7 +244,8 @@ export class Conversation {
   }
 
   onScroll() {
-    if (this.scroller.scrollTop < 40 && !this.older.hidden && !this.older.disabled) this.loadOlder();
+    if (this.scroller.scrollTop < 40 && !this.older.hidden && !this.older.disabled)
+      this.loadOlder();
   }
 
   onKey(event) {

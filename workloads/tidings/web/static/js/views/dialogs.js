@@ -42,7 +42,14 @@ function idField(id, label, help, autofocus = false) {
     "div",
     { class: "field" },
     h("label", { for: id }, label),
-    h("input", { id, name: id, inputmode: "numeric", autocomplete: "off", autofocus, "aria-describedby": `${id}-help` }),
+    h("input", {
+      id,
+      name: id,
+      inputmode: "numeric",
+      autocomplete: "off",
+      autofocus,
+      "aria-describedby": `${id}-help`,
+    }),
     h("small", { id: `${id}-help` }, help),
   );
 }
@@ -71,8 +78,16 @@ function contactButtons(store, ids, onPick) {
     "ul",
     { class: "contact-list", "aria-label": "Contacts" },
     ids.map((id) =>
-      h("li", {}, h("button", { type: "button", class: "contact", onclick: () => onPick(id) },
-        store.displayName(id), h("span", { class: "muted" }, ` @${usernameOf(store, id)}`))),
+      h(
+        "li",
+        {},
+        h(
+          "button",
+          { type: "button", class: "contact", onclick: () => onPick(id) },
+          store.displayName(id),
+          h("span", { class: "muted" }, ` @${usernameOf(store, id)}`),
+        ),
+      ),
     ),
   );
 }
@@ -83,7 +98,12 @@ export function newChatDialog(store, actions) {
     const form = h(
       "form",
       { class: "dialog-form" },
-      idField("new-chat-user-id", "User id", "Ask them for the id shown under their name in Tidings.", true),
+      idField(
+        "new-chat-user-id",
+        "User id",
+        "Ask them for the id shown under their name in Tidings.",
+        true,
+      ),
       error,
       h("button", { type: "submit", class: "primary" }, "Start chat"),
     );
@@ -103,8 +123,14 @@ export function newChatDialog(store, actions) {
         close();
       });
     });
-    const pick = (id) => actions.startChat(id).then(close, (f) => (error.textContent = errorText(f)));
-    return [h("h3", {}, "Contacts"), contactButtons(store, store.friendIds, pick), h("h3", {}, "Someone new"), form];
+    const pick = (id) =>
+      actions.startChat(id).then(close, (f) => (error.textContent = errorText(f)));
+    return [
+      h("h3", {}, "Contacts"),
+      contactButtons(store, store.friendIds, pick),
+      h("h3", {}, "Someone new"),
+      form,
+    ];
   });
 }
 
@@ -112,16 +138,36 @@ export function newGroupDialog(store, actions) {
   openDialog("New group", (close) => {
     const error = h("p", { class: "form-error", role: "alert" });
     const contacts = store.friendIds.map((id, i) =>
-      h("li", {}, h("input", { type: "checkbox", id: `group-contact-${i}`, value: id }),
-        h("label", { for: `group-contact-${i}` }, store.displayName(id))),
+      h(
+        "li",
+        {},
+        h("input", { type: "checkbox", id: `group-contact-${i}`, value: id }),
+        h("label", { for: `group-contact-${i}` }, store.displayName(id)),
+      ),
     );
     const form = h(
       "form",
       { class: "dialog-form" },
-      h("div", { class: "field" }, h("label", { for: "group-name" }, "Group name"),
-        h("input", { id: "group-name", required: true, maxlength: 128, autocomplete: "off", autofocus: true })),
-      h("fieldset", {}, h("legend", {}, "Members from your contacts"),
-        contacts.length ? h("ul", { class: "check-list" }, contacts) : h("p", { class: "hint" }, "No contacts yet.")),
+      h(
+        "div",
+        { class: "field" },
+        h("label", { for: "group-name" }, "Group name"),
+        h("input", {
+          id: "group-name",
+          required: true,
+          maxlength: 128,
+          autocomplete: "off",
+          autofocus: true,
+        }),
+      ),
+      h(
+        "fieldset",
+        {},
+        h("legend", {}, "Members from your contacts"),
+        contacts.length
+          ? h("ul", { class: "check-list" }, contacts)
+          : h("p", { class: "hint" }, "No contacts yet."),
+      ),
       idField("group-member-ids", "Other members' user ids", "Separate ids with commas or spaces."),
       error,
       h("button", { type: "submit", class: "primary" }, "Create group"),
@@ -137,7 +183,9 @@ export function newGroupDialog(store, actions) {
         return;
       }
       submitting(form, error, async () => {
-        await actions.createGroup(form.elements["group-name"].value.trim(), [...new Set([...picked, ...ids])]);
+        await actions.createGroup(form.elements["group-name"].value.trim(), [
+          ...new Set([...picked, ...ids]),
+        ]);
         close();
       });
     });
@@ -155,10 +203,18 @@ export function groupInfoDialog(store, actions, channelId) {
         ...ids.map((id) => {
           const user = store.users.get(id);
           const presence = id === store.me.user_id ? "online" : presenceText(user);
-          return h("li", {}, h("span", { class: "dot", dataset: { presence }, "aria-hidden": "true" }),
+          return h(
+            "li",
+            {},
+            h("span", { class: "dot", dataset: { presence }, "aria-hidden": "true" }),
             h("span", {}, store.displayName(id)),
-            h("span", { class: "muted" }, ` @${usernameOf(store, id)}${channel?.owner_id === id ? " · owner" : ""}`),
-            h("span", { class: "visually-hidden" }, `, ${presence}`));
+            h(
+              "span",
+              { class: "muted" },
+              ` @${usernameOf(store, id)}${channel?.owner_id === id ? " · owner" : ""}`,
+            ),
+            h("span", { class: "visually-hidden" }, `, ${presence}`),
+          );
         }),
       );
     };

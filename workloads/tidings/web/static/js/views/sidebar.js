@@ -8,6 +8,16 @@ export function presenceText(user) {
   return user?.presence?.status === "online" ? "online" : "offline";
 }
 
+/** "You: hi", "Bob: hi" (groups), "hi" (1:1), or what an empty channel is. */
+function previewOf(last, channel, store) {
+  const group = channel.kind === "group";
+  if (!last) return group ? "Group created" : "No messages yet";
+  let who = "";
+  if (last.sender_id === store.me.user_id) who = "You: ";
+  else if (group) who = `${store.displayName(last.sender_id)}: `;
+  return (who + last.body).slice(0, 120);
+}
+
 export class Sidebar {
   constructor(actions) {
     this.actions = actions;
@@ -23,7 +33,11 @@ export class Sidebar {
       maxlength: 256,
       required: true,
     });
-    this.results = h("section", { class: "search-results", "aria-labelledby": "search-title", hidden: true });
+    this.results = h("section", {
+      class: "search-results",
+      "aria-labelledby": "search-title",
+      hidden: true,
+    });
     this.el = h(
       "aside",
       { class: "sidebar", "aria-label": "Chats" },
@@ -34,8 +48,18 @@ export class Sidebar {
           "div",
           { class: "me-text" },
           this.myName,
-          h("span", { class: "me-id-row" }, "Your id: ", this.myId, " ",
-            h("button", { type: "button", class: "link small", onclick: () => this.copyId() }, "Copy")),
+          h(
+            "span",
+            { class: "me-id-row" },
+            "Your id: ",
+            this.myId,
+            " ",
+            h(
+              "button",
+              { type: "button", class: "link small", onclick: () => this.copyId() },
+              "Copy",
+            ),
+          ),
         ),
         h("button", { type: "button", class: "ghost", onclick: () => actions.logout() }, "Log out"),
       ),
@@ -49,8 +73,16 @@ export class Sidebar {
       h(
         "div",
         { class: "sidebar-actions" },
-        h("button", { type: "button", id: "new-chat", onclick: () => actions.newChat() }, "New chat"),
-        h("button", { type: "button", id: "new-group", onclick: () => actions.newGroup() }, "New group"),
+        h(
+          "button",
+          { type: "button", id: "new-chat", onclick: () => actions.newChat() },
+          "New chat",
+        ),
+        h(
+          "button",
+          { type: "button", id: "new-group", onclick: () => actions.newGroup() },
+          "New group",
+        ),
       ),
       this.results,
       h("nav", { "aria-label": "Conversations", class: "channels" }, this.list, this.empty),
@@ -89,7 +121,12 @@ export class Sidebar {
     const button = h(
       "button",
       { type: "button", class: "channel", onclick: () => this.actions.openChannel(channelId) },
-      h("span", { class: "avatar", "aria-hidden": "true" }, h("span", { class: "initial" }), h("span", { class: "dot" })),
+      h(
+        "span",
+        { class: "avatar", "aria-hidden": "true" },
+        h("span", { class: "initial" }),
+        h("span", { class: "dot" }),
+      ),
       h("span", { class: "channel-name" }),
       h("time", { class: "channel-time" }),
       h("span", { class: "channel-preview" }),
@@ -111,10 +148,7 @@ export class Sidebar {
     dot.dataset.presence = presence ?? "";
     setText(button.querySelector(".channel-name"), title);
     const last = meta.last;
-    const preview = last
-      ? `${last.sender_id === store.me.user_id ? "You: " : channel.kind === "group" ? `${store.displayName(last.sender_id)}: ` : ""}${last.body}`
-      : channel.kind === "group" ? "Group created" : "No messages yet";
-    setText(button.querySelector(".channel-preview"), preview.slice(0, 120));
+    setText(button.querySelector(".channel-preview"), previewOf(last, channel, store));
     const time = button.querySelector(".channel-time");
     setText(time, last ? shortTime(last.ts) : "");
     if (last) time.dateTime = new Date(last.ts).toISOString();
@@ -144,7 +178,11 @@ export class Sidebar {
     if (this.results.dataset.for === version) return;
     this.results.dataset.for = version;
     const heading = h("h2", { id: "search-title" }, `Results for “${search.q}”`);
-    const close = h("button", { type: "button", class: "link small", onclick: () => this.actions.clearSearch() }, "Clear search");
+    const close = h(
+      "button",
+      { type: "button", class: "link small", onclick: () => this.actions.clearSearch() },
+      "Clear search",
+    );
     let body;
     if (search.loading) body = h("p", { class: "hint" }, "Searching…");
     else if (search.error) body = h("p", { class: "form-error" }, search.error);
@@ -159,9 +197,21 @@ export class Sidebar {
             {},
             h(
               "button",
-              { type: "button", class: "result", onclick: () => this.actions.openChannel(m.channel_id, m.message_id) },
-              h("span", { class: "result-where" }, `${store.title(m.channel_id)} · ${store.displayName(m.sender_id)}`),
-              h("time", { class: "channel-time", datetime: new Date(m.ts).toISOString() }, shortTime(m.ts)),
+              {
+                type: "button",
+                class: "result",
+                onclick: () => this.actions.openChannel(m.channel_id, m.message_id),
+              },
+              h(
+                "span",
+                { class: "result-where" },
+                `${store.title(m.channel_id)} · ${store.displayName(m.sender_id)}`,
+              ),
+              h(
+                "time",
+                { class: "channel-time", datetime: new Date(m.ts).toISOString() },
+                shortTime(m.ts),
+              ),
               h("span", { class: "result-body" }, m.body.slice(0, 200)),
             ),
           ),
