@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the Tidings image and the pod sandbox ("pause") image without a container daemon,
-# as OCI image archives that `ctr -n k8s.io images import` (containerd 1.6), `docker load`
-# and `kind load image-archive` accept. Needs root (debootstrap, chroot, overlay mounts).
+# as OCI image archives for `ctr -n k8s.io images import` (containerd 1.6, what the tests
+# use; `kind load image-archive` imports the same way). Needs root (debootstrap, chroot,
+# overlay mounts).
 #
 #   e2e/image/build.sh tidings [--name REPO] [--tag TAG]... [--out DIR]
 #       REPO default docker.io/tidings/tidings, TAG default dev (repeatable: one archive per
@@ -42,7 +43,7 @@ OCI=("$PY" "$HERE/oci.py")
 log() { printf '[image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 kind=${1:-}
 [[ $kind == tidings || $kind == pause ]] || usage

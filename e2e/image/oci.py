@@ -1,7 +1,7 @@
 """Write OCI image layers and OCI image archives without a container daemon (stdlib only).
 
 Used by e2e/image/build.sh; the archives are what `ctr -n k8s.io images import` (containerd
-1.6) and `docker load` / `kind load image-archive` read.
+1.6) reads.
 
     oci.py layer ROOT OUT.tar.gz [--skip-contents dev --skip-contents proc ...]
         A gzip layer of the directory ROOT (an overlayfs upper directory or a whole rootfs):
