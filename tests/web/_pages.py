@@ -46,6 +46,15 @@ class ChatPage:
         self.username = username
         self.user_id = self.page.locator("#my-user-id").inner_text()
 
+    def log_in(self, password: str = PASSWORD) -> None:
+        self.page.get_by_label("Username").fill(self.username)
+        self.page.get_by_label("Password").fill(password)
+        self.page.get_by_role("button", name="Log in", exact=True).click()
+
+    def log_out(self) -> None:
+        self.page.get_by_role("button", name="Log out").click()
+        expect(self.page.get_by_role("heading", name="Log in")).to_be_visible()
+
     # --- the channel list -------------------------------------------------------------
 
     def channel(self, title: str) -> Locator:
@@ -128,6 +137,12 @@ class ChatPage:
         return self.page.locator("#banner")
 
     # --- storage ----------------------------------------------------------------------
+
+    def stored_session(self) -> dict[str, Any]:
+        session: dict[str, Any] = json.loads(
+            self.page.evaluate("() => localStorage.getItem('tidings.session')")
+        )
+        return session
 
     def stored_state(self) -> dict[str, Any]:
         raw = self.page.evaluate(

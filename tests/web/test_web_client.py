@@ -109,6 +109,31 @@ def test_one_to_one_chat_ticks_typing_and_presence(people: People, shots: Shots)
     assert alice.errors == []
 
 
+def test_log_out_and_back_in_on_the_same_device(people: People, shots: Shots) -> None:
+    alice, bob = people("alice"), people("bob")
+    alice.sign_up(unique("alice"), "Alice")
+    bob.sign_up(unique("bob"), "Bob")
+    alice.start_chat(bob.user_id)
+    alice.send("see you later")
+    bob.open("Alice")
+    bob.expect_message("see you later")
+    device_before = alice.stored_session()["device_id"]
+
+    alice.log_out()
+    bob.send("while you were away")
+    alice.log_in(password="not the password")
+    expect(alice.page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    shots(alice, "wrong-password")
+    alice.log_in()
+    expect(alice.channel("Bob").locator(".badge")).to_have_text("1")
+    assert alice.stored_session()["device_id"] == device_before  # the same device again
+    alice.open("Bob")
+    alice.expect_message("see you later")
+    alice.expect_message("while you were away")
+    expect(bob.tick("while you were away")).to_have_attribute("data-state", "read")
+    assert alice.errors == bob.errors == []
+
+
 def _send_many(server: WebServer, username: str, channel_id: str, bodies: list[str]) -> None:
     """Another device of `username` sends `bodies` over the WebSocket (for history paging)."""
     with httpx.Client(base_url=server.url, trust_env=False) as http:

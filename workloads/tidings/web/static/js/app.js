@@ -378,13 +378,15 @@ function closeChannel() {
 }
 
 async function loadOlder(channelId) {
-  const { store } = chat;
+  const c = chat;
+  const { store } = c;
   const state = store.history.get(channelId);
   if (state?.loading || state?.done) return;
   store.history.set(channelId, { loading: true, done: false });
   store.changed();
   try {
     const messages = await api.history(channelId, store.oldestId(channelId), PAGE);
+    if (chat !== c) return;
     store.addHistory(channelId, messages, PAGE);
     for (const id of new Set(messages.map((m) => m.sender_id))) ensureUser(id);
     scheduleReceipts();
@@ -409,10 +411,12 @@ function typing(channelId) {
 }
 
 async function search(q) {
-  const { store } = chat;
+  const c = chat;
+  const { store } = c;
   store.setSearch({ q, loading: true, results: [] });
   try {
     const results = await api.search(q);
+    if (chat !== c) return;
     for (const id of new Set(results.map((m) => m.sender_id))) ensureUser(id);
     if (store.search?.q === q) store.setSearch({ q, loading: false, results });
   } catch (failure) {
@@ -444,36 +448,41 @@ async function addMember(channelId, userId) {
 
 // --- data from the HTTP API ------------------------------------------------------------
 
+// Answers that arrive after a logout (or a login as someone else) are dropped: each
+// async step checks that `chat` is still the one it started with.
+
 async function refreshChannels() {
-  if (!chat) return;
-  if (chat.refreshing) {
-    chat.refreshAgain = true;
+  const c = chat;
+  if (!c) return;
+  if (c.refreshing) {
+    c.refreshAgain = true;
     return;
   }
-  chat.refreshing = true;
+  c.refreshing = true;
   try {
     const channels = await api.channels();
-    chat?.store.setChannels(channels);
-    for (const c of channels) {
-      if (c.kind === "dm") ensureUser(chat.store.peerOf(c.channel_id));
+    if (chat !== c) return;
+    c.store.setChannels(channels);
+    for (const channel of channels) {
+      if (channel.kind === "dm") ensureUser(c.store.peerOf(channel.channel_id));
     }
   } catch {
     // offline: the next welcome refreshes
   } finally {
-    if (chat) {
-      chat.refreshing = false;
-      if (chat.refreshAgain) {
-        chat.refreshAgain = false;
-        refreshChannels();
-      }
+    c.refreshing = false;
+    if (c.refreshAgain && chat === c) {
+      c.refreshAgain = false;
+      refreshChannels();
     }
   }
 }
 
 async function refreshGroup(channelId) {
+  const c = chat;
   try {
     const group = await api.group(channelId);
-    chat?.store.upsertGroup(group);
+    if (chat !== c) return;
+    c.store.upsertGroup(group);
     for (const id of group.member_ids) ensureUser(id);
   } catch {
     // not a member any more, or offline: the channel list refresh sorts it out
@@ -481,8 +490,10 @@ async function refreshGroup(channelId) {
 }
 
 async function refreshFriends() {
+  const c = chat;
   try {
-    chat?.store.setFriends(await api.friends());
+    const friends = await api.friends();
+    if (chat === c) c?.store.setFriends(friends);
   } catch {
     // offline
   }
@@ -501,15 +512,17 @@ function refreshPresence() {
 
 /** A profile (with presence) we do not have yet, or again when `fresh`. */
 async function ensureUser(userId, fresh = false) {
-  if (!chat || !userId || userId === chat.store.me.user_id) return;
-  if (chat.fetching.has(userId) || (!fresh && chat.store.users.get(userId)?.username)) return;
-  chat.fetching.add(userId);
+  const c = chat;
+  if (!c || !userId || userId === c.store.me.user_id) return;
+  if (c.fetching.has(userId) || (!fresh && c.store.users.get(userId)?.username)) return;
+  c.fetching.add(userId);
   try {
-    chat.store.setUser(await api.user(userId));
+    const profile = await api.user(userId);
+    if (chat === c) c.store.setUser(profile);
   } catch {
     // unknown or offline: shown by id
   } finally {
-    chat?.fetching.delete(userId);
+    c.fetching.delete(userId);
   }
 }
 
