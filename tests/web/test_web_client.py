@@ -121,6 +121,9 @@ def test_log_out_and_back_in_on_the_same_device(people: People, shots: Shots) ->
 
     alice.log_out()
     bob.send("while you were away")
+    # Stored (acked) but no device of Alice's has it yet: one tick.
+    expect(bob.tick("while you were away")).to_have_attribute("data-state", "sent")
+    shots(bob, "sent-not-delivered")
     alice.log_in(password="not the password")
     expect(alice.page.get_by_role("alert")).to_have_text("Wrong username or password.")
     shots(alice, "wrong-password")
