@@ -1,4 +1,4 @@
-// Tiny DOM helpers: elements are built with textContent only (never innerHTML with data).
+// Tiny DOM helpers: elements are built with textContent only, never parsed from strings of HTML.
 
 /**
  * h("button", { class: "x", onclick: fn, "aria-label": "..." }, "text", child)
