@@ -302,12 +302,35 @@ unmount_under() {
     done
 }
 
+# remove_kube_rules: the kubelet's own iptables chains (KUBE-FIREWALL, canaries), which
+# kube-proxy --cleanup leaves: rules that jump to them first, then the chains.
+remove_kube_rules() {
+    local tool table rule chain
+    for tool in iptables ip6tables; do
+        command -v "$tool" >/dev/null || continue
+        for table in filter nat mangle; do
+            "$tool" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' |
+                while read -r rule; do
+                    # shellcheck disable=SC2086  # the rule's words, as iptables printed them
+                    eval "$tool -t $table ${rule/#-A/-D}" 2>/dev/null || true
+                done
+            for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do
+                "$tool" -t "$table" -F "$chain" 2>/dev/null || true
+            done
+            for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do
+                "$tool" -t "$table" -X "$chain" 2>/dev/null || true
+            done
+        done
+    done
+}
+
 node_stop() {
     stop_bg node-proxy 10
     if [[ -x $KUBE_BIN/kube-proxy ]]; then
         "$KUBE_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
     fi
     stop_bg node-kubelet 10
+    remove_kube_rules
     remove_containers
     stop_bg node-containerd 10
     # Shims outlive containerd: end the ones of this node.
