@@ -543,6 +543,7 @@ document.addEventListener("visibilitychange", () => {
   if (!chat) return;
   chat.store.visible = document.visibilityState === "visible";
   if (chat.store.visible) {
+    chat.socket.retryNow(); // timers of hidden tabs are throttled: do not wait for them
     scheduleReceipts();
     refreshChannels(); // groups we were added to meanwhile (there is no membership frame)
   } else {
