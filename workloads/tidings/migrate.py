@@ -19,9 +19,7 @@ log = logging.getLogger(__name__)
 ENGINES = ("postgres", "cassandra", "kafka")
 
 
-async def migrate_all(
-    settings: Settings, only: tuple[str, ...] = ENGINES
-) -> dict[str, object]:
+async def migrate_all(settings: Settings, only: tuple[str, ...] = ENGINES) -> dict[str, object]:
     """Migrate the engines in ``only`` (all by default), in the order of :data:`ENGINES`."""
     report: dict[str, object] = {}
     if "postgres" in only:
