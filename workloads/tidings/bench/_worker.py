@@ -232,25 +232,15 @@ class Worker:
         peer.conn.send(json.dumps(frame))
         self.counts["sent"] += 1
 
-    async def run(
-        self, rate: float, start_ns: int, duration_s: float, drain_s: float
-    ) -> dict[str, Any]:
+    async def run(self, rate: float, start_ns: int, duration_s: float) -> dict[str, Any]:
+        """Send for the window; the orchestrator then waits for the deliveries it
+        expects across every generator (``progress``) and asks for ``results``."""
         if not self.plan.senders:
             rate = 0.0
         await run_open_loop(rate, start_ns, duration_s, self.fire, self.send_lag)
-        # Receivers that send nothing wait out the window too, then for stragglers.
         end_ns = start_ns + int(duration_s * 1e9)
         await asyncio.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
-        await self.quiet(drain_s)
-        return self.results()
-
-    async def quiet(self, drain_s: float, quiet_s: float = 1.0) -> None:
-        """Until nothing arrived for ``quiet_s``, at most ``drain_s``."""
-        deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            if time.monotonic_ns() - self.last_receive_ns > quiet_s * 1e9:
-                break
+        return {"sent": self.counts["sent"]}
 
     def reset(self) -> None:
         self.latency, self.ack_latency, self.send_lag = Latency(), Latency(), Latency()
@@ -386,6 +376,10 @@ async def _serve(plan: Plan, pipe: Pipe) -> None:
             elif command[0] == "storm":
                 worker.start_storm()
                 pipe.send({"ok": True})
+            elif command[0] == "progress":
+                pipe.send({"received": worker.counts["received"], "acked": worker.counts["acked"]})
+            elif command[0] == "results":
+                pipe.send(worker.results())
             elif command[0] == "reset":
                 worker.reset()
                 pipe.send({"ok": True})
