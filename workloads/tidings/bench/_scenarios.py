@@ -93,13 +93,13 @@ def _accounts(
         cache = opts.data_dir / "bench-accounts.json"
     t0 = time.monotonic()
     # Many signups go to a setup server (see Embedded.setup_mode); a few need no restart.
-    setup = isinstance(target, Embedded) and n > SETUP_SERVER_ABOVE
-    if setup:
-        target.setup_mode(True)
+    setup = target if isinstance(target, Embedded) and n > SETUP_SERVER_ABOVE else None
+    if setup is not None:
+        setup.setup_mode(True)
     accounts = create_accounts(target.api_url, n, cache=cache)
     log.info("%d accounts ready in %.1fs", n, time.monotonic() - t0)
-    if setup:
-        target.setup_mode(False)
+    if setup is not None:
+        setup.setup_mode(False)
     return accounts
 
 
