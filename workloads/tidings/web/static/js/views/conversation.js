@@ -17,6 +17,7 @@ export class Conversation {
   constructor(actions) {
     this.actions = actions;
     this.channelId = null;
+    this.drafts = new Map(); // channel_id -> unsent text
     this.title = h("h2", { id: "conversation-title", class: "conversation-title" });
     this.status = h("p", { class: "conversation-status", id: "conversation-status" });
     this.groupButton = h(
@@ -100,6 +101,9 @@ export class Conversation {
   render(store) {
     const id = store.current;
     if (id !== this.channelId) {
+      // What was typed stays with its chat (until the page is closed).
+      if (this.channelId) this.drafts.set(this.channelId, this.input.value);
+      this.input.value = (id && this.drafts.get(id)) || "";
       this.channelId = id;
       this.el.replaceChildren(id ? this.pane : this.placeholder);
       this.list.replaceChildren();
