@@ -22,6 +22,9 @@
 #   TIDINGS_TEST_NODE_IMAGE       the Tidings image repository imported into containerd
 #   TIDINGS_TEST_NODE_IMAGE_TAGS  its tags there (comma-separated; the drills roll between them)
 source "$(dirname "${BASH_SOURCE[0]}")/kube.sh"
+# A step that fails under `set -e` says which, instead of ending the script silently.
+set -E
+trap 'log "node.sh: \"$BASH_COMMAND\" failed (line $LINENO)"' ERR
 
 # --- this cluster's shape (kube.sh's defaults are the kwok cluster's) -----------------------
 CP=node
@@ -313,7 +316,7 @@ remove_kube_rules() {
                 while read -r rule; do
                     # shellcheck disable=SC2086  # the rule's words, as iptables printed them
                     eval "$tool -t $table ${rule/#-A/-D}" 2>/dev/null || true
-                done
+                done || true # no such rule: grep finds nothing
             for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do
                 "$tool" -t "$table" -F "$chain" 2>/dev/null || true
             done
