@@ -333,6 +333,23 @@ async def test_a_handler_cancelled_mid_batch_leaves_it_uncommitted(buses: Buses)
 # --- ownership and rebalances ----------------------------------------------------------
 
 
+async def test_joining_a_fresh_group_takes_a_single_rebalance(buses: Buses) -> None:
+    """Every JoinGroup a member sends in one join carries the same protocols and metadata.
+
+    A member that joins again with different metadata while the group is completing a
+    rebalance (or stable) makes the broker start another one, which fails the SyncGroup
+    of everyone else; they rejoin, and so on: with several members a rebalance storm.
+    aiokafka sends one JoinGroup per configured assignor, each with one protocol more
+    (aio-libs/aiokafka#1168), so the bus must offer exactly one. Alone in a fresh group
+    a member then gets its first assignment in generation 1; with two assignors the
+    second JoinGroup always forces a generation 2.
+    """
+    bus = await buses.open()
+    await wait_until(lambda: bus.owned_partitions() == ALL, "the lone member to own everything")
+    coordinator = bus._consumer._coordinator
+    assert coordinator.generation == 1, f"joined in generation {coordinator.generation}"
+
+
 async def test_two_members_split_the_partitions_and_hand_them_back(buses: Buses) -> None:
     log: list[tuple[str, str, set[int]]] = []
 

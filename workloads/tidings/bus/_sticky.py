@@ -15,7 +15,8 @@ still believes in its old assignment) is treated as unowned and handed out afres
 aiokafka ships a ``StickyPartitionAssignor``, but it keeps its state in class
 attributes (several consumers in one process overwrite each other's claims) and never
 learns its generation (aio-libs/aiokafka#1175, #1176); this one is an instance per
-consumer, and the core is a pure function, :func:`sticky_assign`.
+consumer, and the core is a pure function, :func:`sticky_assign`. It is the consumer's
+only assignor, with no fallback: see :meth:`tidings.bus.kafka.KafkaBus.start` for why.
 """
 
 from __future__ import annotations

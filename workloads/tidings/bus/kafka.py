@@ -37,7 +37,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
     ConsumerStoppedError,
@@ -159,7 +158,14 @@ class KafkaBus:
             # group moves on without it.
             rebalance_timeout_ms=self._max_poll_interval_ms,
             max_poll_records=self._batch_size,
-            partition_assignment_strategy=(StickyAssignor(), RoundRobinPartitionAssignor),
+            # Exactly one assignor. aiokafka (0.14) sends one JoinGroup per configured
+            # assignor, each with one protocol more than the last (aio-libs/aiokafka#1168);
+            # the broker takes the later ones for a member changing its metadata and starts
+            # another rebalance, which fails the others' SyncGroup. Under load the members
+            # keep doing that to each other: hundreds of generations a minute and no
+            # assignment that lasts. Every chat server speaks tidings-sticky, so there is
+            # nothing to fall back to anyway.
+            partition_assignment_strategy=(StickyAssignor(),),
         )
         try:
             await consumer.start()
