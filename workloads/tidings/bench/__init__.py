@@ -36,6 +36,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-size", type=int, default=100, help="fanout: members per group")
     parser.add_argument("--body-bytes", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
+    parser.add_argument(
+        "--connect-concurrency", type=int, default=64, help="handshakes in flight per generator"
+    )
     parser.add_argument("--heartbeat", type=float, default=5.0, help="client heartbeat seconds")
     parser.add_argument("--chats", type=int, default=2, help="cluster: chat servers")
     parser.add_argument(

@@ -41,6 +41,7 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
         data_dir=args.data_dir,
         testenv=testenv,
         chats=args.chats,
+        connect_concurrency=args.connect_concurrency,
     )
 
 

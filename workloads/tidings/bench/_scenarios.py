@@ -57,6 +57,7 @@ class Options:
     testenv: dict[str, str] = field(default_factory=dict)
     chats: int = 2
     storm_timeout_s: float = 60.0
+    connect_concurrency: int = 64
 
 
 def make_target(name: str, opts: Options) -> Target:
@@ -125,6 +126,7 @@ def _plan(target: Target, accounts: list[Account], w: int, opts: Options, **kw: 
         body_bytes=opts.body_bytes,
         api_url=target.api_url,
         api_key=CENTRIFUGO_API_KEY,
+        connect_concurrency=opts.connect_concurrency,
         **kw,
     )
 

@@ -162,7 +162,15 @@ class Target:
         return ""
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "dialect": self.dialect, "version": self.version()}
+        prefix = "TIDINGS_BENCH_ENV_"
+        overrides = {
+            "TIDINGS_" + k[len(prefix) :]: v for k, v in os.environ.items() if k.startswith(prefix)
+        }
+        out: dict[str, Any] = {"name": self.name, "dialect": self.dialect}
+        out["version"] = self.version()
+        if overrides and self.dialect == "tidings":
+            out["settings"] = overrides
+        return out
 
 
 class Embedded(Target):

@@ -34,7 +34,7 @@ class Plan:
     local_hosts: list[str]
     deflate: bool = False
     heartbeat_s: float = 5.0
-    connect_concurrency: int = 200
+    connect_concurrency: int = 64
     # (index of the sending account, target): a user id, a channel id, or user ids.
     senders: list[tuple[int, Any]] = field(default_factory=list)
     rate: float = 0.0  # messages per second, all this worker's senders together
@@ -161,7 +161,7 @@ class Worker:
         conn.send(self._hello(peer))
         ready = peer.ready
         try:
-            await asyncio.wait([ready, conn.closed], timeout=60, return_when="FIRST_COMPLETED")
+            await asyncio.wait([ready, conn.closed], timeout=20, return_when="FIRST_COMPLETED")
         except BaseException:
             conn.abort()
             raise
@@ -363,8 +363,10 @@ class Worker:
 async def _serve(plan: Plan, pipe: Pipe) -> None:
     loop = asyncio.get_running_loop()
     worker = Worker(plan)
-    pipe.send(await worker.connect_all())
+    # Heartbeats run from the first connection on: a socket that waits in silence for
+    # the others to connect would be closed by the presence window (4009).
     beats = asyncio.ensure_future(worker.heartbeats())
+    pipe.send(await worker.connect_all())
     try:
         while True:
             command = await loop.run_in_executor(None, pipe.recv)
