@@ -74,6 +74,7 @@ class Worker:
         self.down_times: list[int] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self._http: Any = None
+        self._discover_gate = asyncio.Semaphore(32)
 
     # --- frames in ---------------------------------------------------------------
 
@@ -110,6 +111,9 @@ class Worker:
             self.errors[str(frame.get("code"))] += 1
         elif kind == "reconnect":
             peer.reconnect_ms = int(frame.get("after_ms", 0))
+        elif kind == "redirect":  # this server does not serve the user: go to the owner
+            peer.account["chat_url"] = str(frame["chat_url"])
+            self.counts["redirects"] += 1
 
     def _centrifugo(self, peer: Peer, conn: WsConn, line: str) -> None:
         frame = json.loads(line)
@@ -330,9 +334,11 @@ class Worker:
                 trust_env=False,
                 limits=httpx.Limits(max_connections=50),
             )
-        r = await self._http.get(
-            "/v1/discover", headers={"Authorization": f"Bearer {peer.account['token']}"}
-        )
+        # A bounded number in flight: httpx's pool bookkeeping grows with its queue.
+        async with self._discover_gate:
+            r = await self._http.get(
+                "/v1/discover", headers={"Authorization": f"Bearer {peer.account['token']}"}
+            )
         if r.status_code != 200:
             raise ConnectionError(f"discover answered {r.status_code}")
         url: str = r.json()["chat_url"]
