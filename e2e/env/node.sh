@@ -248,6 +248,10 @@ node_start() {
     wait "$images_pid" || die "building the images failed"
     import_images "$IMAGES_DIR"/*.tar
 
+    # ClusterIPs from the host: a route into the bridge, so that a connect() finds one even
+    # without a default route (kube-proxy's OUTPUT rules then rewrite the address).
+    ip route replace "$SERVICE_CIDR" dev "$POD_BRIDGE"
+
     write_kubelet_config
     log "starting kubelet $KUBE_VERSION as node $NODE_NAME"
     start_bg node-kubelet "$TESTENV_LOGS/node-kubelet.log" "$KUBE_BIN/kubelet" \
@@ -349,6 +353,7 @@ node_stop() {
     for name in node-scheduler node-controller-manager node-apiserver node-etcd; do
         stop_bg "$name" 20
     done
+    ip route del "$SERVICE_CIDR" dev "$POD_BRIDGE" 2>/dev/null || true
     rm -rf "$NODE_RUN"
     rm -f "$TESTENV_STATE/node.env"
 }

@@ -226,7 +226,7 @@ class Cluster:
             process.launch()
         try:
             for process in self.processes:
-                process.wait_healthy(30.0)
+                process.wait_healthy(60.0)  # five processes start at once on 2 cores
             asyncio.run(self.wait_ready(ready_within))
         except BaseException:
             self.kill_all()

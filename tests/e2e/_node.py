@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import yaml
 
 from behaviour._harness import Clients, WsClient
@@ -228,7 +229,17 @@ class NodeClients(Clients):
 
 
 def api_base_url(platform: Platform, namespace: str, service: str) -> str:
-    """The API's Service, at its ClusterIP (kube-proxy routes it from the host too)."""
+    """The API's Service, at its ClusterIP (kube-proxy routes it from the host too), once
+    it answers ``/readyz`` there (kube-proxy programs a new Service within seconds)."""
     svc = platform.get("service", "-n", namespace, service)
     port = svc["spec"]["ports"][0]["port"]
-    return f"http://{svc['spec']['clusterIP']}:{port}"
+    url = f"http://{svc['spec']['clusterIP']}:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=3, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    platform.wait_for(f"the API through Service {namespace}/{service}", answers, 60, 1.0)
+    return url
