@@ -161,6 +161,11 @@ def wait_ready(installed: Installed, replicas: int | None = None) -> dict[str, A
     )
 
 
+async def api_client(installed: Installed) -> httpx.AsyncClient:
+    """An HTTP client of the API through its Service, once it answers there."""
+    return httpx.AsyncClient(base_url=await asyncio.to_thread(installed.api_url), timeout=20)
+
+
 async def users_on_each_server(
     http: httpx.AsyncClient, servers: int, count: int, prefix: str
 ) -> list[Account]:
@@ -260,7 +265,7 @@ async def test_example_chatcluster_becomes_ready_and_clients_chat(
     cc = await asyncio.to_thread(wait_ready, installed, 2)
     assert condition(cc, "KafkaReady").get("status") == "True", cc["status"]
     assert condition(cc, "CassandraReady").get("status") == "True", cc["status"]
-    async with httpx.AsyncClient(base_url=installed.api_url(), timeout=20) as http:
+    async with await api_client(installed) as http:
         alice, bob = await users_on_each_server(http, 2, 2, "hello")
         a, b = await clients.connect(alice), await clients.connect(bob)
         ack = await a.send_and_ack("hello from a real node", to=bob)
@@ -275,7 +280,7 @@ async def test_drill_delete_a_chat_pod(
     installed: Installed, clients: NodeClients, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(wait_ready, installed, 2)
-    async with httpx.AsyncClient(base_url=installed.api_url(), timeout=20) as http:
+    async with await api_client(installed) as http:
         accounts = await users_on_each_server(http, 2, 12, "del")
         load = await start_load(http, clients, accounts)
         await asyncio.sleep(3)
@@ -316,7 +321,7 @@ async def test_drill_roll_a_new_image_tag(
     env = installed.platform.env
     new_image = f"{env.image}:{env.tags[1]}"
     await asyncio.to_thread(wait_ready, installed, 2)
-    async with httpx.AsyncClient(base_url=installed.api_url(), timeout=20) as http:
+    async with await api_client(installed) as http:
         accounts = await users_on_each_server(http, 2, 12, "roll")
         load = await start_load(http, clients, accounts)
         await asyncio.sleep(3)
@@ -364,7 +369,7 @@ async def test_drill_load_scales_up_then_down_with_a_drain(
     installed: Installed, clients: NodeClients, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(wait_ready, installed, 2)
-    async with httpx.AsyncClient(base_url=installed.api_url(), timeout=20) as http:
+    async with await api_client(installed) as http:
         steady = await users_on_each_server(http, 2, 6, "steady")
         load = await start_load(http, clients, steady)
         # A burst past the target of two servers: three servers' worth of connections.

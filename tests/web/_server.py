@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from behaviour._harness import _tidings_command, free_port
 
 # Short timings so presence changes are seen within seconds: the page heartbeats every
 # `heartbeat_s` (from `welcome`), well inside the presence window.
@@ -29,21 +28,6 @@ SERVER_ENV = {
     "TIDINGS_RATE_LIMIT_PER_S": "1000",
     "TIDINGS_RATE_LIMIT_BURST": "1000",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tidings_command() -> list[str]:
-    script = Path(sys.executable).parent / "tidings"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("tidings")
-    return [found] if found else [sys.executable, "-m", "tidings"]
 
 
 @dataclass

@@ -33,10 +33,9 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def session_pids(sid: int) -> list[int]:
-    """Every process in session ``sid`` (the test environment starts each daemon with
-    setsid, so a service is its session)."""
-    pids = []
+def _process_table() -> dict[int, tuple[int, int]]:
+    """Every process: pid -> (parent pid, session id), from /proc/<pid>/stat."""
+    table: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -45,25 +44,21 @@ def session_pids(sid: int) -> list[int]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == sid:
-            pids.append(int(entry))
-    return pids
+        table[int(entry)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every process in session ``sid`` (the test environment starts each daemon with
+    setsid, so a service is its session)."""
+    return [pid for pid, (_, session) in _process_table().items() if session == sid]
 
 
 def family(pid: int) -> list[int]:
     """``pid``, every process in its session and every descendant."""
-    parents: dict[int, int] = {}
-    sessions: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        sessions[int(entry)] = int(fields[3])
+    table = _process_table()
+    parents = {p: parent for p, (parent, _) in table.items()}
+    sessions = {p: session for p, (_, session) in table.items()}
     found = {pid} | {p for p, s in sessions.items() if s == pid}
     grew = True
     while grew:

@@ -173,29 +173,41 @@ class Target:
         return out
 
 
-class Embedded(Target):
-    """`tidings up`: API, gateway and push in one process on SQLite."""
+class SinglePortTarget(Target):
+    """A server on one port of its own: its WebSocket path and (if it has one) its HTTP API
+    there."""
 
-    name = "tidings-embedded"
+    ws_path = "/"
+    serves_api = True
 
-    def __init__(self, workdir: Path, data_dir: Path | None = None, **env: str) -> None:
+    def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
         self.port = free_port()
-        self.data_dir = data_dir or workdir / "data"
-        self.env = env
-        self.ready_at_ns = 0
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/v1/ws"
+        return f"ws://{self.host}:{self.port}{self.ws_path}"
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.host}:{self.port}" if self.serves_api else ""
 
     @property
     def ports(self) -> list[int]:
         return [self.port]
+
+
+class Embedded(SinglePortTarget):
+    """`tidings up`: API, gateway and push in one process on SQLite."""
+
+    name = "tidings-embedded"
+    ws_path = "/v1/ws"
+
+    def __init__(self, workdir: Path, data_dir: Path | None = None, **env: str) -> None:
+        super().__init__(workdir)
+        self.data_dir = data_dir or workdir / "data"
+        self.env = env
+        self.ready_at_ns = 0
 
     def _proc(self) -> Proc:
         argv = [*tidings_command(), "up", "--host", self.host, "--port", str(self.port)]
@@ -234,25 +246,17 @@ class Embedded(Target):
         return __version__
 
 
-class Baseline(Target):
+class Baseline(SinglePortTarget):
     """The minimal `websockets` relay (tidings.bench.baseline)."""
 
     dialect = "baseline"
+    serves_api = False
 
     def __init__(self, workdir: Path, compression: bool = True) -> None:
         super().__init__(workdir)
         self.compression = compression
         self.name = "baseline-websockets" + ("" if compression else "-nocompress")
         self.deflate = compression  # the client offers it, as browsers and websockets do
-        self.port = free_port()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
-
-    @property
-    def ports(self) -> list[int]:
-        return [self.port]
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "tidings.bench.baseline", "--port", str(self.port)]
@@ -289,32 +293,20 @@ def centrifugo_binary() -> Path | None:
     return candidates[-1] if candidates else None
 
 
-class Centrifugo(Target):
+class Centrifugo(SinglePortTarget):
     """Centrifugo v6 with its JSON protocol; clients are subscribed to one channel by
     their connection JWT, publications come through its HTTP API."""
 
     name = "centrifugo"
     dialect = "centrifugo"
+    ws_path = "/connection/websocket"
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        self.port = free_port()
         binary = centrifugo_binary()
         if binary is None or not binary.exists():
             raise RuntimeError("no centrifugo binary: run e2e/env/centrifugo.sh install")
         self.binary = binary
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/connection/websocket"
-
-    @property
-    def api_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def ports(self) -> list[int]:
-        return [self.port]
 
     def start(self) -> None:
         config = {
