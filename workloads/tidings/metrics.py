@@ -19,6 +19,15 @@ SEND_TO_DELIVER = Histogram(
 PUSH_REQUESTS = Counter("tidings_push_requests_total", "Pushes asked for offline devices")
 PRESENCE_CHANGES = Counter("tidings_presence_changes_total", "Presence transitions", ["status"])
 SLOW_CONSUMERS = Counter("tidings_slow_consumers_total", "Connections dropped for backlog")
+LOOP_LAG = Gauge("tidings_event_loop_lag_seconds", "How late the event loop runs (smoothed)")
+ADMISSION_REFUSED = Counter(
+    "tidings_admission_refused_total", "hellos and discovers told to come back later (saturated)"
+)
+HELLO_SECONDS = Histogram(
+    "tidings_hello_seconds",
+    "From hello received to welcome and the catch-up sent",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 # Push notifications (tidings up and tidings push; docs/push.md).
 PUSH_SUPPRESSED = Counter(
@@ -40,4 +49,9 @@ PUSH_LATENCY = Histogram(
     "Round trip of one request to a push provider",
     ["provider"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+# The directory cache (storage/directory_cache.py): one count per lookup.
+DIRECTORY_CACHE = Counter(
+    "tidings_directory_cache_total", "Directory cache lookups", ["cache", "result"]
 )

@@ -16,18 +16,20 @@ from typing import Any
 
 from tidings.auth import Passwords, Tokens
 from tidings.bus.base import InboxBus
-from tidings.bus.sqlite import SqliteBus
+from tidings.bus.memory import MemoryBus
+from tidings.bus.sqlite import replay_legacy_bus
 from tidings.chat.delivery import InboxProcessor
-from tidings.chat.ports import Ownership, PushSink
+from tidings.chat.ports import MessageLog, Ownership, PushSink
 from tidings.chat.service import ChatService
 from tidings.core.ids import SnowflakeGenerator
 from tidings.gateway.gateway import Gateway
 from tidings.push.dispatcher import PushDispatcher
 from tidings.push.grace import GracefulPushSink
 from tidings.settings import Settings
+from tidings.storage._sqlite_writer import kill_before_commit_after
 from tidings.storage.base import Directory, MessageStore
 from tidings.storage.directory import SqlDirectory
-from tidings.storage.sqlite import SqliteMessageStore
+from tidings.storage.sqlite import SqliteMessageStore, StoreMessageLog
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Runtime:
     service: ChatService
     ownership: Ownership
     gateway: Gateway | None = None
+    inbox: InboxProcessor | None = None
     background: list[Background] = field(default_factory=list)
     drainers: list[Closer] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
@@ -111,19 +114,36 @@ def _crash_loudly(task: asyncio.Task[Any]) -> None:
 
 
 async def open_embedded(settings: Settings) -> Runtime:
-    """Everything on SQLite files under ``settings.data_dir`` with the embedded bus."""
+    """Everything on SQLite files under ``settings.data_dir``; no bus between a send and
+    the inboxes (one transaction holds both), an in-memory one for ephemeral events."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.jwt_secret or _dev_secret(data_dir)
     directory = await SqlDirectory.open(f"sqlite+aiosqlite:///{data_dir / 'directory.db'}")
+    fault = settings.fault_kill_before_commit_after
     messages = await SqliteMessageStore.open(
-        data_dir / "messages.db", synchronous=settings.sqlite_synchronous
+        data_dir / "messages.db",
+        synchronous=settings.sqlite_synchronous,
+        before_commit=kill_before_commit_after(fault) if fault else None,
     )
+    await replay_legacy_bus(data_dir / "bus.db", messages)
     await messages.reset_presence()
-    bus = SqliteBus(data_dir / "bus.db", synchronous=settings.sqlite_synchronous)
-    await bus.start()
+    bus = MemoryBus()  # receipts, presence, typing: ephemeral by contract
     push = PushDispatcher.from_settings(settings, directory)
-    return assemble(settings, directory, messages, bus, secret, OwnsEveryone(), push)
+    runtime = assemble(
+        settings,
+        directory,
+        messages,
+        bus,
+        secret,
+        OwnsEveryone(),
+        push,
+        message_log=StoreMessageLog(messages),
+    )
+    if runtime.inbox is not None:
+        messages.on_appended = runtime.inbox.appended
+    runtime.background.append(messages.run_indexer)
+    return runtime
 
 
 def assemble(
@@ -136,6 +156,7 @@ def assemble(
     push: PushSink | None,
     *,
     serve_websockets: bool = True,
+    message_log: MessageLog | None = None,
 ) -> Runtime:
     """Wire the parts; with ``serve_websockets`` add the gateway and the inbox consumer.
 
@@ -151,6 +172,7 @@ def assemble(
         wall_ms,
         presence_fanout_limit=settings.presence_fanout_limit,
         partition_of=ownership.partition_of,
+        log=message_log,
     )
     tokens = Tokens(secret, settings.token_ttl_s)
     runtime = Runtime(
@@ -187,6 +209,7 @@ def assemble(
             await gateway.drain(settings.drain_budget_s / 4)
 
         runtime.gateway = gateway
+        runtime.inbox = processor
         runtime.background += [inbox_consumer, gateway.run_sweeper, graceful.run]
         runtime.drainers.append(send_clients_away)
         runtime.closers += [graceful.close, gateway.close]

@@ -36,13 +36,29 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def event_loop_choice(wanted: str) -> str:
+    """uvicorn's ``loop``: uvloop when asked for or ("auto") when it is installed."""
+    if wanted == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if wanted == "uvloop":
+            raise RuntimeError("TIDINGS_EVENT_LOOP=uvloop but uvloop is not installed") from None
+        return "asyncio"
+    return "uvloop"
+
+
 def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
     """Run until SIGTERM/SIGINT; then drain WebSockets, flush and exit."""
+    loop = event_loop_choice(settings.event_loop)
+    log.info("event loop: %s", loop)
     config = uvicorn.Config(
         create_app(open_runtime),
         host=settings.host,
         port=settings.port,
         ws=Connection,  # our Sans-I/O protocol class: no task per connection
+        loop=loop,
         lifespan="on",
         log_config=None,
         access_log=False,

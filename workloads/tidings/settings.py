@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     # Embedded storage.
     data_dir: Path = Path("tidings-data")
     sqlite_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+    # Tests only (fault injection): SIGKILL the process before the COMMIT of the batch in
+    # which the message store has run this many operations. Never set it in production.
+    fault_kill_before_commit_after: int | None = Field(None, ge=1)
+
+    # The event loop: uvloop where it is installed ("auto"), or asyncio's own.
+    event_loop: str = Field("auto", pattern="^(auto|uvloop|asyncio)$")
 
     # Auth: HS256 signing secret for access tokens; `tidings up` generates one if unset.
     jwt_secret: str | None = None
@@ -48,6 +54,11 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(20.0, gt=0)
     rate_limit_burst: float = Field(40.0, ge=1)
     max_write_buffer_bytes: int = 4 << 20
+    # Admission control: while the event loop runs later than this (ms, smoothed) or this
+    # many hellos are being answered, new hellos and /v1/discover are told to come back
+    # later (reconnect{after_ms} with jitter) instead of queueing.
+    admission_max_lag_ms: float = Field(250.0, gt=0)
+    admission_max_hellos: int = Field(2000, ge=1)
 
     # Drain: clients are told to reconnect after a jittered delay within this budget.
     drain_budget_s: float = Field(10.0, ge=0)
@@ -119,6 +130,15 @@ class Settings(BaseSettings):
     # Membership records: how often a chat server publishes, when a record is stale.
     membership_interval_s: float = Field(2.0, gt=0)
     membership_ttl_s: float = Field(10.0, gt=0)
+    # The directory cache in front of the Directory (storage/directory_cache.py): entries
+    # kept per cache (users, devices, device lists and presence audiences by user;
+    # channels and known DMs by channel), how often each process reads the change log of
+    # the others' writes (a write is seen everywhere within this plus one query), and how
+    # long change rows are kept (a process away longer flushes its whole cache).
+    directory_cache_users: int = Field(200_000, ge=1)
+    directory_cache_channels: int = Field(100_000, ge=1)
+    directory_cache_refresh_s: float = Field(0.5, gt=0)
+    directory_change_retention_s: float = Field(3600.0, gt=0)
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -11,21 +11,34 @@ from tidings.core import errors
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """An error answer; ``retry_after_ms`` adds ``Retry-After`` (seconds, rounded up)
+    and ``after_ms`` in the body, for a client told to come back later."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after_ms: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, retry_after_ms: int | None = None
+) -> JSONResponse:
+    body: dict[str, object] = {"error": {"code": code, "message": message}}
+    headers = None
+    if retry_after_ms is not None:
+        body["after_ms"] = retry_after_ms
+        headers = {"Retry-After": str(-(-retry_after_ms // 1000))}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after_ms)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -80,6 +80,14 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
 
 @router.get("/discover")
 async def discover(me: IdentityDep, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+    gateway = runtime.gateway
+    if gateway is not None and gateway.admission.saturated and not gateway.draining:
+        raise ApiError(
+            503,
+            errors.UNAVAILABLE,
+            "the chat server is saturated; come back later",
+            retry_after_ms=gateway.admission.turn_away(),
+        )
     return {"chat_url": chat_url(runtime, request, me.user_id)}
 
 

@@ -1,96 +1,70 @@
-"""The embedded default's bus: an in-process queue whose log lives in SQLite.
+"""Upgrading from the SQLite bus: what an older `tidings up` acked but had not yet
+appended to inboxes.
 
-Durable events go into a log table (so an ``ack`` survives SIGKILL: after a restart the
-consumer picks up from its committed offset, exactly like a Kafka consumer group);
-ephemeral events stay in memory.
+Versions before the group-commit store kept a durable bus log in ``bus.db`` between
+storing a message and appending it to the members' inboxes. The store now does both in
+one transaction, so the log is no longer written; at start-up whatever an older version
+left uncommitted in it is appended once (inboxes skip ids they hold), and the file is
+renamed ``bus.db.replayed`` so it is never read again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import sqlite3
-from collections.abc import Sequence
+from collections import defaultdict
 from pathlib import Path
 
-from tidings.bus.base import EventHandler, InboxEvent
-from tidings.storage._sqlite_worker import SqliteWorker
+from tidings.core.model import Message
+from tidings.storage.sqlite import SqliteMessageStore
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bus_log (
-    offset INTEGER PRIMARY KEY AUTOINCREMENT,
-    event BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS bus_commits (
-    consumer TEXT PRIMARY KEY,
-    offset INTEGER NOT NULL
-);
-"""
+log = logging.getLogger(__name__)
 CONSUMER = "inbox"
 
 
-class SqliteBus:
-    def __init__(self, path: Path | str, *, batch_size: int = 500, synchronous: str = "FULL"):
-        self._db = SqliteWorker(path, synchronous=synchronous)
-        self._batch_size = batch_size
-        self._ephemeral: list[InboxEvent] = []
-        self._wakeup = asyncio.Event()
+def _retire(path: Path) -> None:
+    path.rename(path.with_name(path.name + ".replayed"))
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
-    async def start(self) -> None:
-        await self._db.start(SCHEMA)
-        self._wakeup.set()  # replay whatever was left uncommitted by the last run
 
-    async def publish(self, events: Sequence[InboxEvent]) -> None:
-        rows = [(event.encode(),) for event in events]
+def _pending_events(path: Path) -> dict[int, list[Message]] | None:
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(str(path))
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "bus_log" not in tables:
+            return {}
+        committed = 0
+        if "bus_commits" in tables:
+            row = conn.execute(
+                "SELECT offset FROM bus_commits WHERE consumer=?", (CONSUMER,)
+            ).fetchone()
+            committed = int(row[0]) if row else 0
+        by_user: dict[int, list[Message]] = defaultdict(list)
+        for (raw,) in conn.execute(
+            "SELECT event FROM bus_log WHERE offset>? ORDER BY offset", (committed,)
+        ):
+            event = json.loads(raw)
+            if event.get("kind") == "msg":
+                by_user[int(event["user_id"])].append(Message.from_wire(event["payload"]))
+        return by_user
+    finally:
+        conn.close()
 
-        def append(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO bus_log (event) VALUES (?)", rows)
 
-        await self._db.transaction(append)
-        self._wakeup.set()
-
-    async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None:
-        self._ephemeral.extend(events)
-        self._wakeup.set()
-
-    def _read_batch(self, conn: sqlite3.Connection) -> tuple[int, list[InboxEvent]]:
-        row = conn.execute(
-            "SELECT offset FROM bus_commits WHERE consumer=?", (CONSUMER,)
-        ).fetchone()
-        committed = int(row[0]) if row else 0
-        rows = conn.execute(
-            "SELECT offset, event FROM bus_log WHERE offset>? ORDER BY offset LIMIT ?",
-            (committed, self._batch_size),
-        ).fetchall()
-        last = int(rows[-1][0]) if rows else committed
-        return last, [InboxEvent.decode(r[1]) for r in rows]
-
-    async def _commit(self, offset: int) -> None:
-        def commit(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO bus_commits (consumer, offset) VALUES (?, ?) "
-                "ON CONFLICT (consumer) DO UPDATE SET offset=excluded.offset",
-                (CONSUMER, offset),
-            )
-            conn.execute("DELETE FROM bus_log WHERE offset<=?", (offset,))
-
-        await self._db.transaction(commit)
-
-    async def consume(self, handler: EventHandler) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            ephemeral, self._ephemeral = self._ephemeral, []
-            if ephemeral:
-                await handler(ephemeral)
-            while True:
-                offset, durable = await self._db.read(self._read_batch)
-                if not durable:
-                    break
-                await handler(durable)
-                await self._commit(offset)
-                if self._ephemeral:  # keep typing/presence timely under a message flood
-                    ephemeral, self._ephemeral = self._ephemeral, []
-                    await handler(ephemeral)
-
-    async def close(self) -> None:
-        await self._db.close()
+async def replay_legacy_bus(path: Path, store: SqliteMessageStore) -> int:
+    """Append what ``path`` (an old bus.db) holds past its committed offset; returns the
+    number of inbox entries added. Does nothing when the file does not exist."""
+    pending = await asyncio.to_thread(_pending_events, path)
+    if pending is None:
+        return 0
+    added = 0
+    for user_id, messages in pending.items():
+        added += len(await store.append_inbox(user_id, messages))
+    await asyncio.to_thread(_retire, path)
+    log.info("replayed the old bus log", extra={"inbox_entries": added})
+    return added

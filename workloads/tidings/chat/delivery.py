@@ -6,13 +6,16 @@ It runs on the owner of the users' partitions (single writer per user), so each 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tidings import metrics
 from tidings.bus.base import InboxEvent
 from tidings.chat.ports import Delivery, Ownership, PushSink
-from tidings.core.model import Message
+from tidings.core.model import InboxEntry, Message
 from tidings.storage.base import Directory, MessageStore
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class InboxProcessor:
         self.delivery = delivery
         self.push = push
         self.ownership = ownership
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def handle(self, events: list[InboxEvent]) -> None:
         by_user: dict[int, list[Message]] = defaultdict(list)
@@ -49,6 +53,32 @@ class InboxProcessor:
             metrics.INBOX_APPENDS.inc(len(appended))
             self.delivery.deliver_entries(user_id, appended)
             await self._push_offline_devices(user_id, [e.message for e in appended])
+
+    def appended(self, by_user: Mapping[int, Sequence[InboxEntry]]) -> None:
+        """Entries that just committed to these inboxes (the embedded default, where the
+        store appends in the send's own transaction): deliver now, pushes just after."""
+        wanted: list[tuple[int, list[Message]]] = []
+        appended = 0
+        for user_id, entries in by_user.items():
+            appended += len(entries)
+            self.delivery.deliver_entries(user_id, entries)
+            others = [e.message for e in entries if e.message.sender_id != user_id]
+            if others:
+                wanted.append((user_id, others))
+        metrics.INBOX_APPENDS.inc(appended)
+        if wanted:
+            task = asyncio.get_running_loop().create_task(self._push_many(wanted))
+            self._tasks.add(task)
+            task.add_done_callback(self._push_done)
+
+    async def _push_many(self, wanted: list[tuple[int, list[Message]]]) -> None:
+        for user_id, messages in wanted:
+            await self._push_offline_devices(user_id, messages)
+
+    def _push_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("asking for pushes failed", exc_info=task.exception())
 
     async def _push_offline_devices(self, user_id: int, messages: list[Message]) -> None:
         connected = self.delivery.connected_devices(user_id)

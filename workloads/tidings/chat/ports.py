@@ -16,6 +16,19 @@ class Delivery(Protocol):
     def connected_devices(self, user_id: int) -> set[int]: ...
 
 
+class MessageLog(Protocol):
+    """Where a sent message becomes durable on its way to the members' inboxes."""
+
+    async def append(self, message: Message, members: Sequence[int]) -> Message:
+        """Store ``message`` for ``members``; durable when it returns (the caller acks).
+
+        A resend of (sender, client_msg_id) returns the message stored first and delivers
+        nothing twice; raises :class:`~tidings.storage.base.ClientMsgIdReused` when that
+        client_msg_id was used for another channel or body.
+        """
+        ...
+
+
 class PushSink(Protocol):
     """Asks for a push to devices that are not connected."""
 

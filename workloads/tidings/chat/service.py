@@ -6,8 +6,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tidings import metrics
 from tidings.bus.base import InboxBus, InboxEvent
+from tidings.chat.message_log import BusMessageLog
+from tidings.chat.ports import MessageLog
 from tidings.core import errors
 from tidings.core.channels import dm_channel_id, parse_channel_id
 from tidings.core.errors import ProtocolError
@@ -20,7 +21,7 @@ from tidings.core.model import (
     advance_watermarks,
 )
 from tidings.core.presence import PresenceChange
-from tidings.storage.base import Directory, MessageStore
+from tidings.storage.base import ClientMsgIdReused, Directory, MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class ChatService:
         *,
         presence_fanout_limit: int = 1000,
         partition_of: Callable[[int], int] = lambda _: 0,
+        log: MessageLog | None = None,
     ) -> None:
         self.partition_of = partition_of
         self.directory = directory
@@ -51,6 +53,7 @@ class ChatService:
         self.ids = ids
         self.clock_ms = clock_ms
         self.presence_fanout_limit = presence_fanout_limit
+        self.log: MessageLog = log if log is not None else BusMessageLog(messages, bus)
 
     async def channel_members(self, user_id: int, channel_id: str, ref: str | None) -> list[int]:
         """The members of a channel the user belongs to, or the contract's error."""
@@ -94,28 +97,29 @@ class ChatService:
     async def send(self, user_id: int, device_id: int, frame: Send) -> Message:
         """Store and publish a message; returns it once durable (the caller acks).
 
-        A resend of the same client_msg_id returns the first message and publishes it
-        again; inboxes skip ids they hold, so nothing is delivered twice, and a message
-        whose first publish was cut short by a crash still reaches everyone.
+        A resend of the same client_msg_id to the same target returns the first message
+        and delivers nothing twice; a reuse for another channel or body is refused with
+        ``duplicate_client_msg_id`` and delivers nothing.
         """
         channel_id, members = await self._resolve_send_target(user_id, frame)
-        message = await self.messages.find_sent(user_id, frame.client_msg_id)
-        if message is None:
-            candidate = Message(
-                message_id=self.ids.next_id(),
-                channel_id=channel_id,
-                sender_id=user_id,
-                sender_device_id=device_id,
-                client_msg_id=frame.client_msg_id,
-                body=frame.body,
-                ts=self.clock_ms(),
-            )
-            message = await self.messages.save_message(candidate)
-            if message is candidate:
-                metrics.MESSAGES_SENT.inc()
-        payload = message.to_wire()
-        await self.bus.publish([InboxEvent(member, "msg", payload) for member in members])
-        return message
+        # No await between taking the id and queueing the write: writes queue in id order.
+        candidate = Message(
+            message_id=self.ids.next_id(),
+            channel_id=channel_id,
+            sender_id=user_id,
+            sender_device_id=device_id,
+            client_msg_id=frame.client_msg_id,
+            body=frame.body,
+            ts=self.clock_ms(),
+        )
+        try:
+            return await self.log.append(candidate, members)
+        except ClientMsgIdReused as exc:
+            raise ProtocolError(
+                errors.DUPLICATE_CLIENT_MSG_ID,
+                "this client_msg_id was already used for another message; use a new one",
+                ref=frame.client_msg_id,
+            ) from exc
 
     async def receipt(self, user_id: int, frame: Receipt) -> None:
         members = await self.channel_members(user_id, frame.channel_id, None)
@@ -134,7 +138,12 @@ class ChatService:
             [InboxEvent(m, "typing", out) for m in members if m != user_id]
         )
 
+    async def inbox_head(self, user_id: int) -> int:
+        return await self.messages.inbox_head(user_id)
+
     async def sync(self, user_id: int, cursor: int, limit: int) -> SyncPage:
+        """The entries after ``cursor``; a cursor beyond the head is taken as the head."""
+        cursor = min(cursor, await self.messages.inbox_head(user_id))
         entries = await self.messages.inbox_after(user_id, cursor, limit + 1)
         more = len(entries) > limit
         entries = entries[:limit]

@@ -14,6 +14,7 @@ NOT_A_MEMBER = "not_a_member"
 UNKNOWN_USER = "unknown_user"
 UNKNOWN_CHANNEL = "unknown_channel"
 RATE_LIMITED = "rate_limited"
+DUPLICATE_CLIENT_MSG_ID = "duplicate_client_msg_id"  # reused for another target or body
 # WebSocket errors that close it.
 UNAUTHORIZED = "unauthorized"
 HELLO_TIMEOUT = "hello_timeout"
@@ -34,6 +35,7 @@ CLOSE_HELLO_TIMEOUT = 4008
 CLOSE_SILENT = 4009  # an addition: the device sent nothing for the presence window
 CLOSE_TOO_BIG = 1009
 CLOSE_DRAINED = 1012
+CLOSE_TRY_AGAIN_LATER = 1013  # an addition: saturated; reconnect{after_ms} came first
 
 
 class ProtocolError(Exception):

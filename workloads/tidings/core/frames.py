@@ -6,10 +6,11 @@ contract's ``invalid_frame`` or ``body_too_long`` code.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from tidings.core.errors import BODY_TOO_LONG, INVALID_FRAME, ProtocolError
 from tidings.core.ids import MAX_ID, parse_decimal_id
@@ -102,8 +103,10 @@ def _decimal(frame: dict[str, Any], key: str, ref: str | None = None) -> int:
 
 def parse_client_frame(text: str | bytes) -> ClientFrame:
     try:
-        frame = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # orjson (C): rejects invalid UTF-8, lone surrogates, NaN and nesting deeper than
+        # 1024 levels, all as JSONDecodeError (a ValueError).
+        frame = orjson.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _invalid("frame is not valid JSON") from exc
     if not isinstance(frame, dict):
         raise _invalid("frame must be a JSON object")
@@ -180,8 +183,9 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
 # --- server frames -------------------------------------------------------------------
 
 
-def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+def encode(frame: dict[str, Any]) -> bytes:
+    """A server frame as the UTF-8 bytes of a WebSocket text frame (orjson, compact)."""
+    return orjson.dumps(frame)
 
 
 def error_frame(code: str, message: str, ref: str | None = None) -> dict[str, Any]:

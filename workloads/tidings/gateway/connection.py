@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -43,7 +43,9 @@ class Connection(asyncio.Protocol):
         "bucket",
         "busy",
         "device_id",
+        "dirty",
         "gateway",
+        "hello_pending",
         "last_heard",
         "opened_at",
         "pending",
@@ -80,14 +82,16 @@ class Connection(asyncio.Protocol):
         self.bucket: TokenBucket | None = None
         self.pending: deque[ClientFrame] | None = None
         self.busy = False
+        self.dirty = False
+        self.hello_pending = False
         self.sent_seq = 0
         self.sync_buffer: list[InboxEntry] | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
         if self.server_state is not None:
             self.server_state.connections.add(self)
         self.gateway.opened(self)
@@ -99,6 +103,7 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.ws.receive_eof()
         self._process()
+        self.flush()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -119,9 +124,12 @@ class Connection(asyncio.Protocol):
                 self._handshake(event)
             elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
                 self._frame(bytes(event.data))
-        self.flush()
-        if self.ws.state is State.CLOSED and self.transport is not None:
-            self.transport.close()
+        if self.ws.state is State.CLOSED:
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self.gateway.want_flush(self)
 
     def _handshake(self, request: Request) -> None:
         if request.path.split("?", 1)[0] != WS_PATH:
@@ -166,11 +174,13 @@ class Connection(asyncio.Protocol):
     def send_frame(self, frame: dict[str, Any]) -> None:
         self.send_text(encode(frame))
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: bytes) -> None:
+        """Queue a text frame (UTF-8 bytes); written with whatever else this connection
+        gets in the same loop tick (one ``write`` per connection per tick)."""
         if self.ws.state is not State.OPEN:
             return
-        self.ws.send_text(text.encode())
-        self.flush()
+        self.ws.send_text(text)
+        self.gateway.want_flush(self)
 
     def send_error(self, code: str, message: str, ref: str | None = None) -> None:
         metrics.ERRORS_SENT.labels(code).inc()

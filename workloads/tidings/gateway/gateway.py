@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from tidings.core.frames import (
 from tidings.core.model import InboxEntry, OnlineLease
 from tidings.core.presence import PresenceChange, PresenceTracker
 from tidings.core.ratelimit import TokenBucket
+from tidings.gateway.admission import Admission
 from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
 from tidings.settings import Settings
 
@@ -68,7 +70,32 @@ class Gateway:
         self.connections: set[Connection] = set()
         self.by_user: dict[int, list[Connection]] = {}
         self.draining = False
+        self.admission = Admission(
+            settings.admission_max_lag_ms, settings.admission_max_hellos, clock_ms
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._dirty: list[Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- one write per connection per loop tick ------------------------------------
+
+    def want_flush(self, conn: Connection) -> None:
+        """``conn`` has frames to write: write them (with whatever else it gets in this
+        tick) once, at the end of the tick."""
+        if conn.dirty:
+            return
+        conn.dirty = True
+        if not self._dirty:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._flush_dirty)
+        self._dirty.append(conn)
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.dirty = False
+            conn.flush()
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -86,7 +113,13 @@ class Gateway:
         self.connections.add(conn)
         metrics.CONNECTIONS.inc()
 
+    def _hello_done(self, conn: Connection) -> None:
+        if conn.hello_pending:
+            conn.hello_pending = False
+            self.admission.hellos_in_flight -= 1
+
     def closed(self, conn: Connection, last_heard: int | None = None) -> None:
+        self._hello_done(conn)  # a hello still queued when the socket went away
         if conn not in self.connections:
             return
         self.connections.discard(conn)
@@ -141,7 +174,14 @@ class Gateway:
                 conn.send_error(errors.UNAUTHORIZED, "the first frame must be hello")
                 conn.close(errors.CLOSE_UNAUTHORIZED, "unauthorized")
                 return
+            if self.admission.saturated and not self.draining:
+                conn.state = CLOSING
+                conn.send_frame(reconnect_frame(self.admission.turn_away()))
+                conn.close(errors.CLOSE_TRY_AGAIN_LATER, "server busy")
+                return
             conn.state = SYNCING  # no second hello while this one is checked
+            conn.hello_pending = True
+            self.admission.hellos_in_flight += 1
             conn.enqueue(frame)
             return
         if isinstance(frame, Heartbeat):
@@ -159,7 +199,12 @@ class Gateway:
         ref = frame.client_msg_id if isinstance(frame, Send) else None
         try:
             if isinstance(frame, Hello):
-                await self._hello(conn, frame)
+                started = time.perf_counter()
+                try:
+                    await self._hello(conn, frame)
+                finally:
+                    self._hello_done(conn)
+                    metrics.HELLO_SECONDS.observe(time.perf_counter() - started)
             elif isinstance(frame, Send):
                 message = await self.service.send(conn.user_id, conn.device_id, frame)
                 conn.send_frame(
@@ -207,7 +252,7 @@ class Gateway:
         if change is not None:
             self._publish_presence([change])
 
-        head = await self.service.messages.inbox_head(conn.user_id)
+        head = await self.service.inbox_head(conn.user_id)
         conn.send_frame(
             welcome_frame(
                 conn.user_id,
@@ -217,11 +262,15 @@ class Gateway:
                 head,
             )
         )
-        cursor = hello.cursor
-        while conn.state == SYNCING:
+        # A cursor beyond the head (a device that kept a cursor of another account or
+        # of a wiped server) is taken as the head: synced says so, live traffic flows.
+        cursor = min(hello.cursor, head)
+        while conn.state == SYNCING and cursor < head:
             page = await self.service.sync(conn.user_id, cursor, SYNC_PAGE)
             for entry in page.entries:
                 conn.send_frame(entry.to_wire())
+            if page.cursor == cursor:
+                break
             cursor = page.cursor
             if not page.more:
                 break
@@ -265,6 +314,7 @@ class Gateway:
             self._publish_presence(changes)
 
     async def run_sweeper(self) -> None:
+        self.admission.start()
         lease_every_ms = self.settings.presence_lease_s * 1000 // 3
         next_lease = self.clock_ms() + lease_every_ms
         while True:
@@ -347,6 +397,7 @@ class Gateway:
                 await asyncio.sleep(window_s / batches)
 
     async def close(self) -> None:
+        self.admission.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -27,6 +27,15 @@ class StorageUnavailable(StorageError):
     retriable = True
 
 
+class ClientMsgIdReused(StorageError):
+    """A sender used a client_msg_id again for another channel or body; ``existing`` is
+    the message that holds it."""
+
+    def __init__(self, existing: Message) -> None:
+        super().__init__(f"client_msg_id {existing.client_msg_id!r} is taken")
+        self.existing = existing
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     user_id: int

@@ -1,14 +1,35 @@
-"""The MessageStore on SQLite (the embedded default), with FTS5 for search."""
+"""The MessageStore on SQLite (the embedded default): group commit, heads in memory.
+
+The embedded default has one process, so it needs no bus between storing a message and
+appending it to the members' inboxes: :meth:`SqliteMessageStore.append` stores the
+message *and* its inbox rows in the same transaction, one transaction (one fsync) per
+batch of sends (:class:`~tidings.storage._sqlite_writer.GroupCommitWriter`). The
+``messages`` and ``inbox`` tables are the durable log; there is nothing to replay after a
+crash, because a message and its inbox rows commit together or not at all.
+
+Inbox heads live in memory (loaded at open): the writer thread assigns sequence numbers,
+the event loop sees a head only once it committed (``hello`` answers from that).
+Full-text indexing (FTS5) runs just behind the sends, in its own small transactions; a
+search first brings the index up to date, so it never misses an acked message.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
-from collections.abc import Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tidings import metrics
 from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
-from tidings.storage._sqlite_worker import SqliteWorker
+from tidings.storage._sqlite_writer import BeforeCommit, GroupCommitWriter
+from tidings.storage.base import ClientMsgIdReused
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -25,9 +46,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_dedupe ON messages (sender_id, cli
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (
     body, content='messages', content_rowid='message_id', tokenize='unicode61'
 );
-CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts (rowid, body) VALUES (new.message_id, new.body);
-END;
 CREATE TABLE IF NOT EXISTS inbox (
     user_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -51,13 +69,43 @@ CREATE TABLE IF NOT EXISTS presence (
     status TEXT NOT NULL,
     last_seen INTEGER
 );
+CREATE TABLE IF NOT EXISTS store_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
+SCHEMA_VERSION = 2  # 1: FTS kept by a trigger on insert; 2: indexed just behind the sends
+FTS_WATERMARK = "fts_indexed_upto"
+FTS_CHUNK = 1000
+WATERMARK_CACHE = 100_000
 
 _MESSAGE_COLUMNS = "message_id, channel_id, sender_id, sender_device_id, client_msg_id, body, ts"
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
+    "ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
+)
+_FIND_SENT = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id=? AND client_msg_id=?"
+_INSERT_INBOX = "INSERT INTO inbox (user_id, seq, message_id) VALUES (?,?,?)"
+_UPSERT_HEAD = (
+    "INSERT INTO inbox_heads (user_id, seq) VALUES (?, ?) "
+    "ON CONFLICT (user_id) DO UPDATE SET seq=excluded.seq"
+)
 
 
 def _message(row: Sequence[Any]) -> Message:
     return Message(int(row[0]), row[1], int(row[2]), int(row[3]), row[4], row[5], int(row[6]))
+
+
+def _row(m: Message) -> tuple[Any, ...]:
+    return (
+        m.message_id,
+        m.channel_id,
+        m.sender_id,
+        m.sender_device_id,
+        m.client_msg_id,
+        m.body,
+        m.ts,
+    )
 
 
 def _placeholders(n: int) -> str:
@@ -70,56 +118,202 @@ def fts_query(text: str) -> str:
     return " AND ".join(f'"{w}"*' for w in words)
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one ``append`` did: the stored message (the first one, for a resend) and
+    the inbox position it got per member (empty for a resend: it was placed before)."""
+
+    message: Message
+    seqs: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _InboxAppend:
+    user_id: int
+    entries: list[InboxEntry]
+
+
+AppendedListener = Callable[[dict[int, list[InboxEntry]]], None]
+
+
 class SqliteMessageStore:
-    def __init__(self, worker: SqliteWorker) -> None:
-        self._db = worker
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        # Writer thread only: heads as assigned (this batch included), their values
+        # before the batch (to undo on rollback), and the highest message id written.
+        self._heads: dict[int, int] = {}
+        self._undo_heads: dict[int, int] = {}
+        self._fts_upto = 0
+        self._written_upto = 0
+        # Event loop only: heads that committed, watermarks recently used.
+        self._visible_heads: dict[int, int] = {}
+        self._watermarks: OrderedDict[tuple[str, int], Watermarks] = OrderedDict()
+        self._unindexed = False
+        self.on_appended: AppendedListener | None = None
+        self._writer: GroupCommitWriter | None = None
 
     @classmethod
-    async def open(cls, path: Path | str, *, synchronous: str = "FULL") -> SqliteMessageStore:
-        worker = SqliteWorker(path, synchronous=synchronous)
-        await worker.start(SCHEMA)
-        return cls(worker)
+    async def open(
+        cls,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        before_commit: BeforeCommit | None = None,
+    ) -> SqliteMessageStore:
+        store = cls(path, synchronous=synchronous)
+        store._writer = GroupCommitWriter(
+            path,
+            synchronous=synchronous,
+            before_commit=before_commit,
+            after_batch=store._after_batch,
+            on_committed=store._on_committed,
+        )
+        await store._writer.start(store._prepare)
+        store._visible_heads = dict(store._heads)
+        return store
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        assert self._writer is not None, "use SqliteMessageStore.open()"
+        return self._writer
 
     async def close(self) -> None:
-        await self._db.close()
+        await self.writer.close()
+
+    # --- the writer thread: schema, batches ----------------------------------------
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(SCHEMA)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            self._migrate(conn, version)
+        self._heads = {
+            int(u): int(s) for u, s in conn.execute("SELECT user_id, seq FROM inbox_heads")
+        }
+        row = conn.execute("SELECT value FROM store_meta WHERE key=?", (FTS_WATERMARK,)).fetchone()
+        self._fts_upto = int(row[0]) if row else 0
+        top = conn.execute("SELECT MAX(message_id) FROM messages").fetchone()[0]
+        self._written_upto = int(top or 0)
+        self._unindexed = self._written_upto > self._fts_upto
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, version: int) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        trigger = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='trigger' AND name='messages_fts_insert'"
+        ).fetchone()
+        if trigger is not None:
+            # Written by a version that indexed on insert: everything so far is indexed.
+            conn.execute("DROP TRIGGER messages_fts_insert")
+            conn.execute(
+                "INSERT OR REPLACE INTO store_meta (key, value) "
+                "SELECT ?, COALESCE(MAX(message_id), 0) FROM messages",
+                (FTS_WATERMARK,),
+            )
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+        log.info("messages.db schema moved from version %s to %s", version, SCHEMA_VERSION)
+
+    def _assign(self, user_id: int) -> int:
+        head = self._heads.get(user_id, 0)
+        if user_id not in self._undo_heads:
+            self._undo_heads[user_id] = head
+        self._heads[user_id] = head + 1
+        return head + 1
+
+    def _after_batch(self, conn: sqlite3.Connection, committing: bool) -> None:
+        if committing:
+            if self._undo_heads:
+                conn.executemany(_UPSERT_HEAD, [(u, self._heads[u]) for u in self._undo_heads])
+        else:
+            for user_id, head in self._undo_heads.items():
+                if head:
+                    self._heads[user_id] = head
+                else:
+                    self._heads.pop(user_id, None)
+        self._undo_heads.clear()
+
+    def _insert_message(self, conn: sqlite3.Connection, message: Message) -> Message | None:
+        """Insert; None when new, else the message that holds (sender, client_msg_id)."""
+        if conn.execute(_INSERT_MESSAGE, _row(message)).rowcount:
+            if message.message_id > self._written_upto:
+                self._written_upto = message.message_id
+            elif message.message_id <= self._fts_upto:  # out of order: index it now
+                conn.execute(
+                    "INSERT INTO messages_fts (rowid, body) VALUES (?, ?)",
+                    (message.message_id, message.body),
+                )
+            return None
+        return _message(
+            conn.execute(_FIND_SENT, (message.sender_id, message.client_msg_id)).fetchone()
+        )
+
+    def _append_op(
+        self, message: Message, members: Sequence[int]
+    ) -> Callable[[sqlite3.Connection], Appended]:
+        def op(conn: sqlite3.Connection) -> Appended:
+            existing = self._insert_message(conn, message)
+            if existing is not None:
+                if existing.channel_id != message.channel_id or existing.body != message.body:
+                    raise ClientMsgIdReused(existing)
+                return Appended(existing)
+            seqs = {member: self._assign(member) for member in members}
+            conn.executemany(
+                _INSERT_INBOX, [(member, seq, message.message_id) for member, seq in seqs.items()]
+            )
+            return Appended(message, seqs)
+
+        return op
+
+    # --- the event loop: after a commit --------------------------------------------
+
+    def _on_committed(self, results: list[Any]) -> None:
+        deliveries: dict[int, list[InboxEntry]] = defaultdict(list)
+        heads = self._visible_heads
+        for result in results:
+            if isinstance(result, Appended):
+                if not result.seqs:
+                    continue
+                self._unindexed = True
+                for member, seq in result.seqs.items():
+                    if seq > heads.get(member, 0):
+                        heads[member] = seq
+                    deliveries[member].append(InboxEntry(seq, result.message))
+            elif isinstance(result, _InboxAppend) and result.entries:
+                heads[result.user_id] = max(heads.get(result.user_id, 0), result.entries[-1].seq)
+        if deliveries and self.on_appended is not None:
+            self.on_appended(deliveries)
+
+    # --- the message log (embedded) -------------------------------------------------
+
+    async def append(self, message: Message, members: Sequence[int]) -> Appended:
+        """Store ``message`` and place it in every member's inbox, durably, in one
+        transaction; a resend of (sender, client_msg_id) returns the first message.
+
+        Raises :class:`ClientMsgIdReused` when that client_msg_id was used for another
+        channel or body. ``on_appended`` hears of the new inbox entries after the commit.
+        """
+        result: Appended = await self.writer.submit(self._append_op(message, members))
+        return result
 
     # --- messages ------------------------------------------------------------------
 
     async def save_message(self, message: Message) -> Message:
-        m = message
+        def op(conn: sqlite3.Connection) -> Message:
+            return self._insert_message(conn, message) or message
 
-        def save(conn: sqlite3.Connection) -> Message:
-            row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id=? AND client_msg_id=?",
-                (m.sender_id, m.client_msg_id),
-            ).fetchone()
-            if row is not None:
-                return _message(row)
-            conn.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-                (
-                    m.message_id,
-                    m.channel_id,
-                    m.sender_id,
-                    m.sender_device_id,
-                    m.client_msg_id,
-                    m.body,
-                    m.ts,
-                ),
-            )
-            return m
-
-        return await self._db.transaction(save)
+        saved: Message = await self.writer.submit(op)
+        if saved is message:
+            self._unindexed = True
+        return saved
 
     async def find_sent(self, sender_id: int, client_msg_id: str) -> Message | None:
         def find(conn: sqlite3.Connection) -> Message | None:
-            row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id=? AND client_msg_id=?",
-                (sender_id, client_msg_id),
-            ).fetchone()
+            row = conn.execute(_FIND_SENT, (sender_id, client_msg_id)).fetchone()
             return _message(row) if row else None
 
-        return await self._db.read(find)
+        return await self.writer.read(find)
 
     async def history(self, channel_id: str, before: int | None, limit: int) -> list[Message]:
         def query(conn: sqlite3.Connection) -> list[Message]:
@@ -130,7 +324,7 @@ class SqliteMessageStore:
             ).fetchall()
             return [_message(r) for r in rows]
 
-        return await self._db.read(query)
+        return await self.writer.read(query)
 
     async def latest_message_ids(self, channel_ids: Sequence[str]) -> dict[str, int]:
         ids = list(channel_ids)
@@ -145,12 +339,56 @@ class SqliteMessageStore:
             ).fetchall()
             return {r[0]: int(r[1]) for r in rows}
 
-        return await self._db.read(query)
+        return await self.writer.read(query)
+
+    # --- search: indexed just behind the sends --------------------------------------
+
+    def _index_op(self, conn: sqlite3.Connection) -> bool:
+        """Index the next chunk of messages; True when the index has caught up."""
+        upto = self._fts_upto
+        if self._written_upto <= upto:
+            return True
+        row = conn.execute(
+            "SELECT MAX(message_id), COUNT(*) FROM (SELECT message_id FROM messages "
+            "WHERE message_id > ? ORDER BY message_id LIMIT ?)",
+            (upto, FTS_CHUNK),
+        ).fetchone()
+        if not row[1]:
+            return True
+        top = int(row[0])
+        conn.execute(
+            "INSERT INTO messages_fts (rowid, body) SELECT message_id, body FROM messages "
+            "WHERE message_id > ? AND message_id <= ?",
+            (upto, top),
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)", (FTS_WATERMARK, top)
+        )
+        self._fts_upto = top
+        return int(row[1]) < FTS_CHUNK
+
+    async def catch_up_index(self) -> None:
+        """Bring the full-text index up to every committed message."""
+        self._unindexed = False
+        while not await self.writer.submit(self._index_op):
+            pass
+
+    async def run_indexer(self, interval_s: float = 0.25) -> None:
+        """Keep the full-text index at most ``interval_s`` (plus one chunk) behind."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._unindexed:
+                try:
+                    await self.catch_up_index()
+                except Exception:
+                    log.exception("full-text indexing failed; trying again")
+                    self._unindexed = True
 
     async def search(self, channel_ids: Sequence[str], query: str, limit: int) -> list[Message]:
         ids, match = list(channel_ids), fts_query(query)
         if not ids or not match:
             return []
+        await self.catch_up_index()
 
         def run(conn: sqlite3.Connection) -> list[Message]:
             cols = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
@@ -162,16 +400,14 @@ class SqliteMessageStore:
             ).fetchall()
             return [_message(r) for r in rows]
 
-        return await self._db.read(run)
+        return await self.writer.read(run)
 
     # --- inboxes -------------------------------------------------------------------
 
     async def append_inbox(self, user_id: int, messages: Sequence[Message]) -> list[InboxEntry]:
-        def append(conn: sqlite3.Connection) -> list[InboxEntry]:
-            head_row = conn.execute(
-                "SELECT seq FROM inbox_heads WHERE user_id=?", (user_id,)
-            ).fetchone()
-            head = int(head_row[0]) if head_row else 0
+        """Append already-stored messages to one inbox, skipping ids it holds."""
+
+        def op(conn: sqlite3.Connection) -> _InboxAppend:
             appended: list[InboxEntry] = []
             for message in messages:
                 present = conn.execute(
@@ -180,21 +416,13 @@ class SqliteMessageStore:
                 ).fetchone()
                 if present:
                     continue
-                head += 1
-                conn.execute(
-                    "INSERT INTO inbox (user_id, seq, message_id) VALUES (?,?,?)",
-                    (user_id, head, message.message_id),
-                )
-                appended.append(InboxEntry(head, message))
-            if appended:
-                conn.execute(
-                    "INSERT INTO inbox_heads (user_id, seq) VALUES (?, ?) "
-                    "ON CONFLICT (user_id) DO UPDATE SET seq=excluded.seq",
-                    (user_id, head),
-                )
-            return appended
+                seq = self._assign(user_id)
+                conn.execute(_INSERT_INBOX, (user_id, seq, message.message_id))
+                appended.append(InboxEntry(seq, message))
+            return _InboxAppend(user_id, appended)
 
-        return await self._db.transaction(append)
+        result: _InboxAppend = await self.writer.submit(op)
+        return result.entries
 
     async def inbox_after(self, user_id: int, cursor: int, limit: int) -> list[InboxEntry]:
         def query(conn: sqlite3.Connection) -> list[InboxEntry]:
@@ -207,26 +435,45 @@ class SqliteMessageStore:
             ).fetchall()
             return [InboxEntry(int(r[0]), _message(r[1:])) for r in rows]
 
-        return await self._db.read(query)
+        return await self.writer.read(query)
 
     async def inbox_head(self, user_id: int) -> int:
-        def query(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT seq FROM inbox_heads WHERE user_id=?", (user_id,)).fetchone()
-            return int(row[0]) if row else 0
+        return self.visible_head(user_id)
 
-        return await self._db.read(query)
+    def visible_head(self, user_id: int) -> int:
+        """The user's last committed inbox seq, from memory."""
+        return self._visible_heads.get(user_id, 0)
 
     # --- receipts and presence -----------------------------------------------------
 
     async def get_watermarks(self, channel_id: str, user_id: int) -> Watermarks:
+        key = (channel_id, user_id)
+        cached = self._watermarks.get(key)
+        if cached is not None:
+            self._watermarks.move_to_end(key)
+            return cached
+
         def query(conn: sqlite3.Connection) -> Watermarks:
             row = conn.execute(
                 "SELECT delivered_upto, read_upto FROM watermarks WHERE channel_id=? AND user_id=?",
-                (channel_id, user_id),
+                key,
             ).fetchone()
             return Watermarks(int(row[0]), int(row[1])) if row else Watermarks()
 
-        return await self._db.read(query)
+        found = await self.writer.read(query)
+        return self._remember_watermarks(key, found)
+
+    def _remember_watermarks(self, key: tuple[str, int], seen: Watermarks) -> Watermarks:
+        old = self._watermarks.get(key)
+        if old is not None:  # forward only, whoever wrote last
+            seen = Watermarks(
+                max(old.delivered_upto, seen.delivered_upto), max(old.read_upto, seen.read_upto)
+            )
+        self._watermarks[key] = seen
+        self._watermarks.move_to_end(key)
+        if len(self._watermarks) > WATERMARK_CACHE:
+            self._watermarks.popitem(last=False)
+        return seen
 
     async def set_watermarks(self, channel_id: str, user_id: int, watermarks: Watermarks) -> None:
         def save(conn: sqlite3.Connection) -> None:
@@ -239,7 +486,8 @@ class SqliteMessageStore:
                 (channel_id, user_id, watermarks.delivered_upto, watermarks.read_upto),
             )
 
-        await self._db.transaction(save)
+        await self.writer.submit(save)
+        self._remember_watermarks((channel_id, user_id), watermarks)
 
     async def reset_presence(self) -> None:
         """At start-up nobody is connected: whoever was online when the process stopped
@@ -248,7 +496,7 @@ class SqliteMessageStore:
         def reset(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE presence SET status='offline' WHERE status='online'")
 
-        await self._db.transaction(reset)
+        await self.writer.submit(reset)
 
     async def refresh_presence(self, leases: Sequence[OnlineLease]) -> None:
         """Nothing to renew: one process owns everyone, and start-up resets presence."""
@@ -258,7 +506,7 @@ class SqliteMessageStore:
             rows = conn.execute("SELECT user_id, last_seen FROM presence WHERE status='online'")
             return {int(r[0]): r[1] for r in rows}
 
-        return await self._db.read(query)
+        return await self.writer.read(query)
 
     async def set_presence(
         self, user_id: int, presence: PresenceStatus, partition: int = 0
@@ -271,7 +519,7 @@ class SqliteMessageStore:
                 (user_id, presence.status, presence.last_seen),
             )
 
-        await self._db.transaction(save)
+        await self.writer.submit(save)
 
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]:
         ids = list(user_ids)
@@ -286,4 +534,19 @@ class SqliteMessageStore:
             ).fetchall()
             return {int(r[0]): PresenceStatus(r[1], r[2]) for r in rows}
 
-        return await self._db.read(query)
+        return await self.writer.read(query)
+
+
+class StoreMessageLog:
+    """The embedded default's :class:`~tidings.chat.ports.MessageLog`: the message and
+    every member's inbox row in one transaction (one process owns every inbox, so no bus
+    sits between them); ``on_appended`` delivers after the commit."""
+
+    def __init__(self, store: SqliteMessageStore) -> None:
+        self.store = store
+
+    async def append(self, message: Message, members: Sequence[int]) -> Message:
+        appended = await self.store.append(message, members)
+        if appended.seqs:
+            metrics.MESSAGES_SENT.inc()
+        return appended.message

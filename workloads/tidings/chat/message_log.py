@@ -1,0 +1,41 @@
+"""The cluster's :class:`~tidings.chat.ports.MessageLog`: store, then publish on the bus.
+
+The owners of the members' partitions append the events to the inboxes and deliver. (The
+embedded default's log is :class:`tidings.storage.sqlite.StoreMessageLog`: one
+transaction for the message and every inbox row, no bus.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tidings import metrics
+from tidings.bus.base import InboxBus, InboxEvent
+from tidings.core.model import Message
+from tidings.storage.base import ClientMsgIdReused, MessageStore
+
+
+def same_target(stored: Message, message: Message) -> bool:
+    """A resend must name the channel and body the client_msg_id was first used for."""
+    return stored.channel_id == message.channel_id and stored.body == message.body
+
+
+class BusMessageLog:
+    def __init__(self, messages: MessageStore, bus: InboxBus) -> None:
+        self.messages = messages
+        self.bus = bus
+
+    async def append(self, message: Message, members: Sequence[int]) -> Message:
+        """A resend publishes the first message again: inboxes skip ids they hold, so
+        nothing is delivered twice, and a message whose first publish was cut short by a
+        crash still reaches everyone."""
+        stored = await self.messages.find_sent(message.sender_id, message.client_msg_id)
+        if stored is None:
+            stored = await self.messages.save_message(message)
+            if stored is message:
+                metrics.MESSAGES_SENT.inc()
+        if not same_target(stored, message):
+            raise ClientMsgIdReused(stored)
+        payload = stored.to_wire()
+        await self.bus.publish([InboxEvent(member, "msg", payload) for member in members])
+        return stored
