@@ -1,17 +1,49 @@
-"""The Directory on SQLAlchemy 2 async: one implementation for SQLite and PostgreSQL."""
+"""The Directory on SQLAlchemy 2 async: one implementation for SQLite and PostgreSQL.
+
+Every write also appends what it changed to ``directory_changes`` in the same transaction
+(kinds in :data:`CHANGE_KINDS`), and after it tells this process's listeners, so a
+:class:`~tidings.storage.directory_cache.CachedDirectory` drops exactly those entries at once
+here and, by following the table, in every other process.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tidings.storage import directory_schema
 from tidings.storage.base import Channel, Device, GroupFull, User, UsernameTaken
-from tidings.storage.tables import channel_members, channels, devices, friends, users
+from tidings.storage.tables import (
+    channel_members,
+    channels,
+    devices,
+    directory_changes,
+    friends,
+    users,
+)
+
+log = logging.getLogger(__name__)
+
+# What a change row names (its key is the id as text):
+#   user          the user row (made)
+#   device        the device row (made, push token set or cleared)
+#   user_devices  the list of a user's devices
+#   channel       the channel row and its members
+#   audience      a user's presence audience (friends either way, peers in shared groups)
+CHANGE_KINDS = frozenset({"user", "device", "user_devices", "channel", "audience"})
+
+# The schema version that has directory_changes.
+CHANGE_LOG_VERSION = 2
+
+Change = tuple[str, str]
+ChangeListener = Callable[[Sequence[Change]], None]
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -42,20 +74,140 @@ def _device(row: Any) -> Device:
     )
 
 
+class _Write:
+    """One write transaction and the changes it makes."""
+
+    __slots__ = ("changes", "conn")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.changes: list[Change] = []
+
+    def changed(self, kind: str, *keys: int | str) -> None:
+        self.changes.extend((kind, str(key)) for key in keys)
+
+
 class SqlDirectory:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, log_changes: bool = True) -> None:
         self.engine = engine
+        # Off only for a database not yet at schema version 2 (see open()).
+        self.log_changes = log_changes
+        self._listeners: list[ChangeListener] = []
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> SqlDirectory:
-        """Connect; with ``migrate`` (the embedded default) bring the schema up to date."""
+        """Connect; with ``migrate`` (the embedded default) bring the schema up to date.
+
+        Without ``migrate`` a database still at version 1 works as before, but its writes
+        are not logged for the caches of other processes (a warning says so): run
+        ``tidings migrate``.
+        """
         engine = make_engine(url)
         if migrate:
             await directory_schema.migrate(engine)
-        return cls(engine)
+            return cls(engine)
+        versions = await directory_schema.applied_versions(engine)
+        if CHANGE_LOG_VERSION in versions:
+            return cls(engine)
+        log.warning(
+            "directory schema has no change log: writes are not seen by other processes' "
+            "caches until `tidings migrate` has run",
+            extra={"versions": sorted(versions)},
+        )
+        return cls(engine, log_changes=False)
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    # --- change log ----------------------------------------------------------------
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with the changes of every write made through this object,
+        after its transaction ends (also when it failed: dropping a cache entry is
+        always safe)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        self._listeners.remove(listener)
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[_Write]:
+        """A write transaction: its changes are logged in it and told to the listeners."""
+        write: _Write | None = None
+        try:
+            async with self.engine.begin() as conn:
+                write = _Write(conn)
+                yield write
+                if write.changes and self.log_changes:
+                    at = int(time.time() * 1000)
+                    await conn.execute(
+                        insert(directory_changes),
+                        [{"kind": k, "key": key, "at": at} for k, key in write.changes],
+                    )
+        finally:
+            if write is not None and write.changes:
+                for listener in self._listeners:
+                    listener(write.changes)
+
+    async def change_position(self, hole_window_ms: int, scan: int) -> tuple[int, list[int]]:
+        """Where the change log ends now: the greatest seq (0 when empty) and the seqs
+        below it, allocated within ``hole_window_ms`` and at most ``scan`` back, that have
+        no row (transactions still open or rolled back)."""
+        cutoff = int(time.time() * 1000) - hole_window_ms
+        seq = directory_changes.c.seq
+        async with self.engine.connect() as conn:
+            top, old = (
+                await conn.execute(
+                    select(
+                        select(func.max(seq)).scalar_subquery(),
+                        select(func.max(seq))
+                        .where(directory_changes.c.at < cutoff)
+                        .scalar_subquery(),
+                    )
+                )
+            ).one()
+            if top is None:
+                return 0, []
+            low = max(old or 0, top - scan)
+            present = set((await conn.execute(select(seq).where(seq > low, seq <= top))).scalars())
+        return top, [s for s in range(low + 1, top + 1) if s not in present]
+
+    async def changes_after(
+        self, after: int, also: Iterable[int], limit: int
+    ) -> list[tuple[int, str, str]]:
+        """Change rows with seq > ``after`` or in ``also``, in seq order, at most ``limit``."""
+        seq = directory_changes.c.seq
+        extra = list(also)
+        cond = seq > after if not extra else (seq > after) | seq.in_(extra)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(seq, directory_changes.c.kind, directory_changes.c.key)
+                .where(cond)
+                .order_by(seq)
+                .limit(limit)
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
+    async def oldest_change(self) -> int | None:
+        """The smallest seq still in the change log."""
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(select(func.min(directory_changes.c.seq)))
+            ).scalar_one_or_none()
+        return int(value) if value is not None else None
+
+    async def trim_changes(self, older_than_ms: int) -> int:
+        """Delete change rows written before ``older_than_ms`` (epoch ms), always keeping
+        the newest row so the log's end stays known. Idempotent; any process may run it."""
+        seq = directory_changes.c.seq
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(directory_changes).where(
+                    directory_changes.c.at < older_than_ms,
+                    seq < select(func.max(seq)).scalar_subquery(),
+                )
+            )
+        return max(result.rowcount, 0)
 
     # --- users ---------------------------------------------------------------------
 
@@ -63,8 +215,8 @@ class SqlDirectory:
         self, user_id: int, username: str, password_hash: str, display_name: str, now: int
     ) -> User:
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(
+            async with self._write() as write:
+                await write.conn.execute(
                     insert(users).values(
                         user_id=user_id,
                         username=username,
@@ -73,6 +225,7 @@ class SqlDirectory:
                         created_at=now,
                     )
                 )
+                write.changed("user", user_id)
         except IntegrityError as exc:
             raise UsernameTaken(username) from exc
         return User(user_id, username, display_name, password_hash, now)
@@ -100,8 +253,8 @@ class SqlDirectory:
     async def create_device(
         self, device_id: int, user_id: int, name: str, platform: str | None, now: int
     ) -> Device:
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        async with self._write() as write:
+            await write.conn.execute(
                 insert(devices).values(
                     device_id=device_id,
                     user_id=user_id,
@@ -110,6 +263,8 @@ class SqlDirectory:
                     created_at=now,
                 )
             )
+            write.changed("device", device_id)
+            write.changed("user_devices", user_id)
         return Device(device_id, user_id, name, platform)
 
     async def get_device(self, device_id: int) -> Device | None:
@@ -127,42 +282,59 @@ class SqlDirectory:
         return [_device(row) for row in rows]
 
     async def set_push_token(self, device_id: int, provider: str, token: str) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(devices)
-                .where(devices.c.device_id == device_id)
-                .values(push_provider=provider, push_token=token)
-            )
+        async with self._write() as write:
+            owner = (
+                await write.conn.execute(
+                    update(devices)
+                    .where(devices.c.device_id == device_id)
+                    .values(push_provider=provider, push_token=token)
+                    .returning(devices.c.user_id)
+                )
+            ).scalar_one_or_none()
+            if owner is not None:
+                write.changed("device", device_id)
+                write.changed("user_devices", owner)
 
     async def clear_push_token(self, device_id: int, token: str) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(devices)
-                .where(devices.c.device_id == device_id, devices.c.push_token == token)
-                .values(push_provider=None, push_token=None)
-            )
+        async with self._write() as write:
+            owner = (
+                await write.conn.execute(
+                    update(devices)
+                    .where(devices.c.device_id == device_id, devices.c.push_token == token)
+                    .values(push_provider=None, push_token=None)
+                    .returning(devices.c.user_id)
+                )
+            ).scalar_one_or_none()
+            if owner is not None:
+                write.changed("device", device_id)
+                write.changed("user_devices", owner)
 
     # --- friends -------------------------------------------------------------------
 
     async def add_friend(self, user_id: int, friend_id: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self._write() as write:
             exists = (
-                await conn.execute(
+                await write.conn.execute(
                     select(friends.c.user_id).where(
                         friends.c.user_id == user_id, friends.c.friend_id == friend_id
                     )
                 )
             ).first()
             if not exists:
-                await conn.execute(insert(friends).values(user_id=user_id, friend_id=friend_id))
+                await write.conn.execute(
+                    insert(friends).values(user_id=user_id, friend_id=friend_id)
+                )
+                write.changed("audience", user_id, friend_id)
 
     async def remove_friend(self, user_id: int, friend_id: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        async with self._write() as write:
+            result = await write.conn.execute(
                 delete(friends).where(
                     friends.c.user_id == user_id, friends.c.friend_id == friend_id
                 )
             )
+            if result.rowcount:
+                write.changed("audience", user_id, friend_id)
 
     async def list_friends(self, user_id: int) -> list[User]:
         async with self.engine.connect() as conn:
@@ -198,7 +370,8 @@ class SqlDirectory:
     # --- channels ------------------------------------------------------------------
 
     async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self._write() as write:
+            conn = write.conn
             exists = (
                 await conn.execute(
                     select(channels.c.channel_id).where(channels.c.channel_id == channel_id)
@@ -219,14 +392,16 @@ class SqlDirectory:
                         ],
                     )
             except IntegrityError:
-                pass  # made at the same moment by another request
+                return  # made at the same moment by another request (which logged it)
+            # A DM is in nobody's presence audience (only friends and groups are).
+            write.changed("channel", channel_id)
 
     async def create_group(
         self, channel_id: str, name: str, owner_id: int, member_ids: Sequence[int], now: int
     ) -> Channel:
         members = sorted(set(member_ids) | {owner_id})
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        async with self._write() as write:
+            await write.conn.execute(
                 insert(channels).values(
                     channel_id=channel_id,
                     kind="group",
@@ -235,10 +410,12 @@ class SqlDirectory:
                     created_at=now,
                 )
             )
-            await conn.execute(
+            await write.conn.execute(
                 insert(channel_members),
                 [{"channel_id": channel_id, "user_id": uid} for uid in members],
             )
+            write.changed("channel", channel_id)
+            write.changed("audience", *members)
         return Channel(channel_id, "group", name, owner_id, members)
 
     async def get_channel(self, channel_id: str) -> Channel | None:
@@ -257,37 +434,39 @@ class SqlDirectory:
                 row.channel_id, row.kind, row.name, row.owner_id, [m[0] for m in members]
             )
 
+    async def _members(self, conn: AsyncConnection, channel_id: str) -> list[int]:
+        rows = await conn.execute(
+            select(channel_members.c.user_id).where(channel_members.c.channel_id == channel_id)
+        )
+        return [row[0] for row in rows]
+
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
-        async with self.engine.begin() as conn:
-            present = (
-                await conn.execute(
-                    select(channel_members.c.user_id).where(
-                        channel_members.c.channel_id == channel_id,
-                        channel_members.c.user_id == user_id,
-                    )
-                )
-            ).first()
-            if present:
+        async with self._write() as write:
+            members = await self._members(write.conn, channel_id)
+            if user_id in members:
                 return
-            count = (
-                await conn.execute(
-                    select(func.count()).where(channel_members.c.channel_id == channel_id)
-                )
-            ).scalar_one()
-            if count >= max_members:
+            if len(members) >= max_members:
                 raise GroupFull(channel_id)
-            await conn.execute(
+            await write.conn.execute(
                 insert(channel_members).values(channel_id=channel_id, user_id=user_id)
             )
+            # The newcomer now sees every member and every member sees the newcomer.
+            write.changed("channel", channel_id)
+            write.changed("audience", user_id, *members)
 
     async def remove_member(self, channel_id: str, user_id: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        async with self._write() as write:
+            members = await self._members(write.conn, channel_id)
+            if user_id not in members:
+                return
+            await write.conn.execute(
                 delete(channel_members).where(
                     channel_members.c.channel_id == channel_id,
                     channel_members.c.user_id == user_id,
                 )
             )
+            write.changed("channel", channel_id)
+            write.changed("audience", *members)
 
     async def list_channels(self, user_id: int) -> list[Channel]:
         mine = select(channel_members.c.channel_id).where(channel_members.c.user_id == user_id)

@@ -18,12 +18,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tidings.storage.tables import metadata
+from tidings.storage.tables import V1_TABLES, directory_changes, metadata
 
 _bookkeeping = MetaData()
 schema_migrations = Table(
@@ -43,11 +44,17 @@ class Migration:
 
 
 def _initial(conn: Connection) -> None:
-    metadata.create_all(conn, checkfirst=True)
+    metadata.create_all(conn, tables=V1_TABLES, checkfirst=True)
+
+
+def _change_log(conn: Connection) -> None:
+    # checkfirst: a database made by an earlier build of this version may have it already.
+    metadata.create_all(conn, tables=[directory_changes], checkfirst=True)
 
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
+    Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
 ]
 
 
@@ -55,15 +62,16 @@ MIGRATIONS: list[Migration] = [
 _LOCK_KEY = 0x7469_6469_6E67  # "tiding"
 
 
-async def migrate(engine: AsyncEngine) -> list[int]:
-    """Apply the migrations not yet applied; returns the versions applied now."""
+async def migrate(engine: AsyncEngine, *, upto: int | None = None) -> list[int]:
+    """Apply the migrations not yet applied (up to version ``upto``, default all);
+    returns the versions applied now."""
 
     def run(conn: Connection) -> list[int]:
         _bookkeeping.create_all(conn, checkfirst=True)
         done = set(conn.execute(select(schema_migrations.c.version)).scalars())
         applied = []
         for migration in MIGRATIONS:
-            if migration.version in done:
+            if migration.version in done or (upto is not None and migration.version > upto):
                 continue
             migration.apply(conn)
             conn.execute(
@@ -81,4 +89,16 @@ async def migrate(engine: AsyncEngine) -> list[int]:
             # Several migrators at once (every api pod runs one before it starts): one at
             # a time, the others then find the versions applied. Released at commit.
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        return await conn.run_sync(run)
+
+
+async def applied_versions(engine: AsyncEngine) -> set[int]:
+    """The versions recorded in ``schema_migrations`` (empty for a bare database)."""
+
+    def run(conn: Connection) -> set[int]:
+        if not inspect(conn).has_table(schema_migrations.name):
+            return set()
+        return set(conn.execute(select(schema_migrations.c.version)).scalars())
+
+    async with engine.connect() as conn:
         return await conn.run_sync(run)

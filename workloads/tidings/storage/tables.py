@@ -7,9 +7,11 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -61,3 +63,28 @@ channel_members = Table(
     Column("user_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
     Index("ix_channel_members_user_id", "user_id"),
 )
+
+# Every Directory write appends what it changed here, in its own transaction (schema
+# version 2), so caches in other processes can drop exactly those entries
+# (storage/directory_cache.py). kind: user | device | user_devices | channel | audience;
+# key: the id (as text). Rows older than the retention are trimmed.
+directory_changes = Table(
+    "directory_changes",
+    metadata,
+    # INTEGER on SQLite so the column is the rowid; AUTOINCREMENT so a seq is never reused,
+    # even after every row has been trimmed.
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("kind", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index("ix_directory_changes_at", "at"),
+    sqlite_autoincrement=True,
+)
+
+# The tables of schema version 1.
+V1_TABLES = [users, devices, friends, channels, channel_members]
