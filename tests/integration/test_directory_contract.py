@@ -1,28 +1,49 @@
-"""The Directory's behaviour, the same on SQLite (embedded) and PostgreSQL (cluster)."""
+"""The Directory's behaviour, the same on SQLite (embedded) and PostgreSQL (cluster), with
+and without the cache in front (CachedDirectory)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tidings.storage.base import GroupFull, UsernameTaken
 from tidings.storage.directory import SqlDirectory, make_engine
+from tidings.storage.directory_cache import CachedDirectory
 from tidings.storage.directory_schema import MIGRATIONS, migrate
+from tidings.storage.tables import directory_changes
+
+AnyDirectory = SqlDirectory | CachedDirectory
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def _wrap(store: SqlDirectory, cached: bool) -> AnyDirectory:
+    if not cached:
+        return store
+    wrapped = CachedDirectory(store)
+    await wrapped.refresh()
+    return wrapped
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "sqlite-cached",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-cached", marks=pytest.mark.postgres),
+    ]
+)
 async def directory(
     request: pytest.FixtureRequest, tmp_path: Path, testenv: dict[str, str]
-) -> AsyncIterator[SqlDirectory]:
-    if request.param == "sqlite":
+) -> AsyncIterator[AnyDirectory]:
+    backend, _, cached = request.param.partition("-")
+    if backend == "sqlite":
         engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'directory.db'}")
         await migrate(engine)
-        store = SqlDirectory(engine)
+        store = await _wrap(SqlDirectory(engine), bool(cached))
         yield store
         await store.close()
         return
@@ -33,7 +54,7 @@ async def directory(
         await conn.execute(text(f"CREATE SCHEMA {schema}"))
     engine = create_async_engine(url, connect_args={"server_settings": {"search_path": schema}})
     await migrate(engine)
-    store = SqlDirectory(engine)
+    store = await _wrap(SqlDirectory(engine), bool(cached))
     yield store
     await store.close()
     async with admin.begin() as conn:
@@ -41,12 +62,12 @@ async def directory(
     await admin.dispose()
 
 
-async def test_migrations_apply_once(directory: SqlDirectory) -> None:
+async def test_migrations_apply_once(directory: AnyDirectory) -> None:
     assert await migrate(directory.engine) == []  # the fixture applied them all
     assert MIGRATIONS[-1].version >= 1
 
 
-async def test_usernames_are_unique(directory: SqlDirectory) -> None:
+async def test_usernames_are_unique(directory: AnyDirectory) -> None:
     await directory.create_user(1, "ann", "h", "Ann", 0)
     with pytest.raises(UsernameTaken):
         await directory.create_user(2, "ann", "h", "Other", 0)
@@ -55,7 +76,7 @@ async def test_usernames_are_unique(directory: SqlDirectory) -> None:
     assert await directory.get_user(404) is None
 
 
-async def test_devices_and_push_tokens(directory: SqlDirectory) -> None:
+async def test_devices_and_push_tokens(directory: AnyDirectory) -> None:
     await directory.create_user(1, "ann", "h", "Ann", 0)
     await directory.create_device(10, 1, "phone", "ios", 0)
     await directory.create_device(11, 1, "laptop", "web", 0)
@@ -71,7 +92,7 @@ async def test_devices_and_push_tokens(directory: SqlDirectory) -> None:
     assert (await directory.get_device(10)).push_token is None  # type: ignore[union-attr]
 
 
-async def test_friends_and_presence_audience(directory: SqlDirectory) -> None:
+async def test_friends_and_presence_audience(directory: AnyDirectory) -> None:
     for uid, name in [(1, "ann"), (2, "bob"), (3, "cat"), (4, "dan"), (5, "eve")]:
         await directory.create_user(uid, name, "h", name, 0)
     await directory.add_friend(1, 2)
@@ -85,7 +106,7 @@ async def test_friends_and_presence_audience(directory: SqlDirectory) -> None:
     assert await directory.list_friends(1) == []
 
 
-async def test_groups_members_and_the_cap(directory: SqlDirectory) -> None:
+async def test_groups_members_and_the_cap(directory: AnyDirectory) -> None:
     for uid in range(1, 5):
         await directory.create_user(uid, f"u{uid}", "h", f"u{uid}", 0)
     group = await directory.create_group("g:1", "trio", 1, [2, 3], 0)
@@ -99,7 +120,7 @@ async def test_groups_members_and_the_cap(directory: SqlDirectory) -> None:
     assert channel is not None and channel.member_ids == [1, 3, 4]
 
 
-async def test_dm_channels_are_made_once_and_listed(directory: SqlDirectory) -> None:
+async def test_dm_channels_are_made_once_and_listed(directory: AnyDirectory) -> None:
     for uid in (1, 2):
         await directory.create_user(uid, f"u{uid}", "h", f"u{uid}", 0)
     await directory.ensure_dm("dm:1:2", 1, 2, 0)
@@ -110,3 +131,70 @@ async def test_dm_channels_are_made_once_and_listed(directory: SqlDirectory) -> 
         ("dm:1:2", "dm", [1, 2]),
         ("g:5", "group", [1, 2]),
     ]
+
+
+async def _changes_since(directory: AnyDirectory, after: int) -> list[tuple[str, str]]:
+    async with directory.engine.connect() as conn:
+        rows = await conn.execute(
+            select(directory_changes.c.kind, directory_changes.c.key)
+            .where(directory_changes.c.seq > after)
+            .order_by(directory_changes.c.seq)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+
+async def _last_seq(directory: AnyDirectory) -> int:
+    async with directory.engine.connect() as conn:
+        value = (await conn.execute(select(func.max(directory_changes.c.seq)))).scalar()
+    return int(value or 0)
+
+
+async def test_writes_log_what_they_change(directory: AnyDirectory) -> None:
+    async def logged(write: Awaitable[object]) -> set[tuple[str, str]]:
+        before = await _last_seq(directory)
+        await write
+        return set(await _changes_since(directory, before))
+
+    assert await logged(directory.create_user(1, "ann", "h", "Ann", 0)) == {("user", "1")}
+    for uid in (2, 3, 4):
+        await directory.create_user(uid, f"u{uid}", "h", "U", 0)
+    assert await logged(directory.create_device(10, 1, "phone", None, 0)) == {
+        ("device", "10"),
+        ("user_devices", "1"),
+    }
+    token = directory.set_push_token(10, "apns", "t")
+    assert await logged(token) == {("device", "10"), ("user_devices", "1")}
+    assert await logged(directory.set_push_token(404, "apns", "t")) == set()
+    assert await logged(directory.clear_push_token(10, "stale")) == set()
+    clear = directory.clear_push_token(10, "t")
+    assert await logged(clear) == {("device", "10"), ("user_devices", "1")}
+    friend = {("audience", "1"), ("audience", "2")}
+    assert await logged(directory.add_friend(1, 2)) == friend
+    assert await logged(directory.add_friend(1, 2)) == set()
+    assert await logged(directory.remove_friend(1, 2)) == friend
+    assert await logged(directory.remove_friend(1, 2)) == set()
+    assert await logged(directory.ensure_dm("dm:1:2", 1, 2, 0)) == {("channel", "dm:1:2")}
+    assert await logged(directory.ensure_dm("dm:1:2", 1, 2, 0)) == set()
+    assert await logged(directory.create_group("g:1", "g", 1, [2], 0)) == {
+        ("channel", "g:1"),
+        ("audience", "1"),
+        ("audience", "2"),
+    }
+    assert await logged(directory.add_member("g:1", 3, 10)) == {
+        ("channel", "g:1"),
+        ("audience", "1"),
+        ("audience", "2"),
+        ("audience", "3"),
+    }
+    assert await logged(directory.add_member("g:1", 3, 10)) == set()
+    assert await logged(directory.remove_member("g:1", 2)) == {
+        ("channel", "g:1"),
+        ("audience", "1"),
+        ("audience", "2"),
+        ("audience", "3"),
+    }
+    assert await logged(directory.remove_member("g:1", 2)) == set()
+    before = await _last_seq(directory)
+    with pytest.raises(UsernameTaken):  # rolled back: nothing logged
+        await directory.create_user(5, "ann", "h", "Ann", 0)
+    assert await _changes_since(directory, before) == []

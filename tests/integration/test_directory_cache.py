@@ -1,0 +1,211 @@
+"""CachedDirectory on the test environment's PostgreSQL, as in a cluster: several
+processes (here, engines) write the same database and each cache follows the change log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+import pytest
+from sqlalchemy import func, insert, inspect, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tidings.storage.directory import SqlDirectory
+from tidings.storage.directory_cache import MISSING, CachedDirectory
+from tidings.storage.directory_schema import applied_versions, migrate
+from tidings.storage.tables import devices, directory_changes
+
+pytestmark = pytest.mark.postgres
+
+Engines = Callable[[], AsyncEngine]
+
+
+@pytest.fixture
+async def engines(testenv: dict[str, str]) -> AsyncIterator[Engines]:
+    """Engines on one fresh schema (each one a separate 'process' with its own pool)."""
+    url = testenv["TIDINGS_TEST_POSTGRES_URL"]
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"CREATE SCHEMA {schema}"))
+    made: list[AsyncEngine] = []
+
+    def engine() -> AsyncEngine:
+        made.append(
+            create_async_engine(url, connect_args={"server_settings": {"search_path": schema}})
+        )
+        return made[-1]
+
+    yield engine
+    for one in made:
+        await one.dispose()
+    async with admin.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    await admin.dispose()
+
+
+@pytest.fixture
+async def pair(engines: Engines) -> AsyncIterator[tuple[CachedDirectory, CachedDirectory]]:
+    """Two processes' caches on the same migrated database, with users 1-4, device 10 of
+    user 1 and group g:1 of 1 and 2."""
+    first = engines()
+    await migrate(first)
+    async with AsyncExitStack() as stack:
+        caches = []
+        for engine in (first, engines()):
+            cache = CachedDirectory(SqlDirectory(engine))
+            stack.push_async_callback(cache.close)
+            caches.append(cache)
+        a, b = caches
+        for uid in range(1, 5):
+            await a.create_user(uid, f"u{uid}", "h", f"U{uid}", 0)
+        await a.create_device(10, 1, "phone", "ios", 0)
+        await a.create_group("g:1", "club", 1, [2], 0)
+        await a.refresh()
+        await b.refresh()
+        yield a, b
+
+
+async def test_a_write_through_one_process_is_seen_by_the_other(
+    pair: tuple[CachedDirectory, CachedDirectory],
+) -> None:
+    a, b = pair
+    for d in (a, b):
+        assert await d.get_user(1) is not None
+        assert await d.get_user(5) is None
+        assert (await d.get_channel("g:1")).member_ids == [1, 2]  # type: ignore[union-attr]
+        assert await d.presence_audience(3, 100) == set()
+        assert (await d.list_devices(1))[0].push_token is None
+        assert await d.get_channel("dm:1:3") is None
+    await a.create_user(5, "u5", "h", "U5", 0)
+    await a.add_member("g:1", 3, 10)
+    await a.set_push_token(10, "apns", "tok")
+    await b.ensure_dm("dm:1:3", 1, 3, 0)
+    await b.add_friend(3, 4)
+
+    # Each sees its own writes at once and the other's only after a refresh.
+    assert await a.get_user(5) is not None and await b.get_user(5) is None
+    assert await b.get_channel("dm:1:3") is not None and await a.get_channel("dm:1:3") is None
+    assert await a.refresh() > 0 and await b.refresh() > 0
+    for d in (a, b):
+        assert await d.get_user(5) is not None
+        assert (await d.get_channel("g:1")).member_ids == [1, 2, 3]  # type: ignore[union-attr]
+        assert await d.presence_audience(3, 100) == {1, 2, 4}
+        assert (await d.list_devices(1))[0].push_token == "tok"
+        device = await d.get_device(10)
+        assert device is not None and device.push_token == "tok"
+        assert await d.get_channel("dm:1:3") is not None
+        assert d.peek_user(1) is not MISSING  # nothing else was dropped
+
+
+async def test_a_commit_that_lands_after_a_later_seq_is_not_missed(
+    pair: tuple[CachedDirectory, CachedDirectory], engines: Engines
+) -> None:
+    """PostgreSQL hands out seq n to a transaction that commits after the one with n+1;
+    the poller sees n+1 first and must still see n when it commits."""
+    a, b = pair
+    slow = engines()
+    async with slow.connect() as conn:
+        txn = await conn.begin()
+        await conn.execute(
+            update(devices).where(devices.c.device_id == 10).values(push_token="late")
+        )
+        await conn.execute(
+            insert(directory_changes),
+            [
+                {"kind": "device", "key": "10", "at": int(time.time() * 1000)},
+                {"kind": "user_devices", "key": "1", "at": int(time.time() * 1000)},
+            ],
+        )
+        await a.create_user(5, "u5", "h", "U5", 0)  # a later seq, committed first
+        assert await b.refresh() == 1
+        assert b._holes  # the open transaction's seqs
+        device = await b.get_device(10)  # cached from before the late commit
+        assert device is not None and device.push_token is None
+        await txn.commit()
+    assert await b.refresh() == 2
+    assert b._holes == {}
+    device = await b.get_device(10)
+    assert device is not None and device.push_token == "late"
+    assert (await b.list_devices(1))[0].push_token == "late"
+
+
+async def test_rows_trimmed_before_a_process_read_them_flush_its_cache(
+    pair: tuple[CachedDirectory, CachedDirectory],
+) -> None:
+    a, b = pair
+    for uid in range(1, 5):
+        await b.get_user(uid)
+    await a.add_friend(1, 2)
+    await a.add_friend(3, 4)
+    await a.refresh()  # a reads the log up to its end, b does not
+    # Both trim at once (idempotent); all but the newest row go.
+    future = int(time.time() * 1000) + 60_000
+    trimmed = await asyncio.gather(a.inner.trim_changes(future), b.inner.trim_changes(future))
+    assert sum(trimmed) > 0
+    async with a.engine.connect() as conn:
+        left = (await conn.execute(select(func.count()).select_from(directory_changes))).scalar()
+    assert left == 1
+    await b.refresh()
+    assert b.sizes() == dict.fromkeys(b.sizes(), 0)
+    assert await b.presence_audience(1, 100) == {2}
+    # a was up to date: the kept newest row is where it stands, so no flush.
+    await a.get_user(1)
+    await a.refresh()
+    assert a.peek_user(1) is not MISSING
+    # The trim by age keeps recent rows.
+    await a.add_friend(2, 3)
+    assert await a.trim() == 0
+
+
+async def test_the_refresher_meets_its_bound(
+    pair: tuple[CachedDirectory, CachedDirectory],
+) -> None:
+    a, b = pair
+    b.refresh_s = 0.1
+    task = asyncio.create_task(b.run_refresher())
+    try:
+        latencies = []
+        for uid in range(10, 20):
+            assert await b.get_user(uid) is None
+            await a.create_user(uid, f"u{uid}", "h", "U", 0)
+            written = time.monotonic()
+            while await b.get_user(uid) is None:
+                assert time.monotonic() - written < 5, "never seen"
+                await asyncio.sleep(0.005)
+            latencies.append(time.monotonic() - written)
+        # Bound: the interval plus one query (generous for a shared, loaded machine).
+        assert max(latencies) < 0.1 + 1.0, latencies
+    finally:
+        await b.close()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_migration_2_applies_to_a_version_1_database(engines: Engines) -> None:
+    engine = engines()
+    assert await migrate(engine, upto=1) == [1]
+
+    def has_log(conn: object) -> bool:
+        return inspect(conn).has_table("directory_changes")
+
+    async with engine.connect() as conn:
+        assert not await conn.run_sync(has_log)
+    old = SqlDirectory(engine, log_changes=False)  # what open(migrate=False) gives here
+    await old.create_user(1, "u1", "h", "U1", 0)
+    assert await applied_versions(engine) == {1}
+
+    # `tidings migrate` from several pods at once: one applies 2, the others find it.
+    results = await asyncio.gather(*(migrate(engines()) for _ in range(3)))
+    assert sorted(results) == [[], [], [2]]
+    assert await applied_versions(engine) == {1, 2}
+    async with engine.connect() as conn:
+        assert await conn.run_sync(has_log)
+    new = SqlDirectory(engine)
+    await new.create_user(2, "u2", "h", "U2", 0)
+    assert await new.get_user(1) is not None
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(directory_changes.c.kind, directory_changes.c.key))).all()
+    assert [tuple(r) for r in rows] == [("user", "2")]

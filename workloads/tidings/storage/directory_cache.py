@@ -1,0 +1,688 @@
+"""An in-memory cache in front of the Directory, so the message path does no SELECT.
+
+:class:`CachedDirectory` implements the whole :class:`~tidings.storage.base.Directory`
+protocol around a :class:`~tidings.storage.directory.SqlDirectory`. Reads look in bounded
+LRU caches first — users, devices and device lists and presence audiences by user,
+channels with their members, the DMs known to exist — and a miss reads through and fills.
+Unknown users, devices and channels are cached too (in smaller LRUs of their own), so
+asking for ids that do not exist cannot make every lookup a query. ``ensure_dm`` of a DM
+known to exist does nothing at all.
+
+Writes go through to the SqlDirectory, which names what each one changed (kinds
+``user``, ``device``, ``user_devices``, ``channel``, ``audience`` and an id) and tells this
+cache after its transaction ends, so exactly those entries are dropped before the write
+returns. A read that misses runs once per key however many ask at the same moment
+(single flight); if the key is dropped while that read runs, its result goes to the ones
+who asked but is not kept (a per-key epoch), so a value read before a write never lands
+after it.
+
+Other processes (api pods, chat servers, the push worker) write the same PostgreSQL. Each
+write appends its changes to ``directory_changes`` in its own transaction, and
+:meth:`CachedDirectory.refresh` reads the rows after the last one seen and drops those
+keys. :meth:`CachedDirectory.run_refresher` calls it every ``directory_cache_refresh_s``.
+
+**The bound**: a write committed through any process is seen by every CachedDirectory
+within one refresh interval plus one query (0.5 s plus a round trip by default), while
+the database answers. A process that cannot read the log keeps serving what it has and
+catches up when it can; one that finds rows it has not seen already trimmed (away longer
+than ``directory_change_retention_s``), a first poll, a log it cannot follow (an unknown
+kind, a database not yet migrated to the log) or too many rows at once flushes everything.
+
+Sequence numbers are handed out when a transaction inserts its change rows (its last
+statement) but become visible when it commits, so on PostgreSQL a later seq can be seen
+before an earlier one. The poller keeps seqs it skipped over as *holes* and asks for them
+again on every poll for :data:`HOLE_TIMEOUT_S` (a transaction rolled back leaves one
+forever). A transaction that takes longer than that from its insert to its commit is the
+one case the bound does not cover; its entries age out of the LRUs or the next flush.
+
+Old rows are trimmed now and then by whoever polls (idempotent, the newest row is always
+kept so the end of the log stays known). In the embedded default (`tidings up`, one
+process) every write goes through the one CachedDirectory, so the runtime needs no
+refresher; writes then trim the log themselves.
+
+Memory: roughly half a kilobyte per cached user, device or channel entry (a group's
+members and an audience add 8 bytes or so per id), so the defaults can reach a few hundred
+MB on a server that sees millions of distinct users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tidings import metrics
+from tidings.settings import Settings
+from tidings.storage import directory_schema
+from tidings.storage.base import Channel, Device, User
+from tidings.storage.directory import CHANGE_LOG_VERSION, Change, SqlDirectory
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# A seq skipped over by the poller is asked for again for this long (see the docstring).
+HOLE_TIMEOUT_S = 60.0
+# At most this many seqs below the end of the log are taken as holes at once.
+HOLE_SCAN = 1000
+# More holes than this (a storm of rolled-back writes) flushes instead.
+MAX_HOLES = 10_000
+# A poll that finds this many rows flushes and starts from the end of the log.
+POLL_BATCH = 5000
+# Trim the log at most this often (and at most every tenth of the retention).
+TRIM_EVERY_S = 300.0
+# close() waits this long for a poll under way before closing the engine anyway.
+CLOSE_WAIT_S = 5.0
+
+
+class Missing(enum.Enum):
+    """Not in the cache (``None`` from a peek means: cached as not existing)."""
+
+    MISSING = "missing"
+
+
+MISSING = Missing.MISSING
+
+
+class _Lru(Generic[K, V]):
+    __slots__ = ("_data", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | Missing:
+        try:
+            value = self._data[key]
+        except KeyError:
+            return MISSING
+        self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        data = self._data
+        data[key] = value
+        data.move_to_end(key)
+        if len(data) > self.capacity:
+            data.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+
+class _Flight(Generic[V]):
+    """One read in progress; ``stale`` once its key was dropped after it started."""
+
+    __slots__ = ("stale", "task")
+
+    def __init__(self, task: asyncio.Task[V]) -> None:
+        self.task = task
+        self.stale = False
+
+
+class _Cache(Generic[K, V]):
+    """A read-through LRU with single flight and a per-key epoch.
+
+    With ``negatives`` > 0, ``None`` values (does not exist) live in an LRU of that size of
+    their own, so unknown ids cannot push out the known ones.
+    """
+
+    def __init__(self, name: str, capacity: int, negatives: int = 0) -> None:
+        self.name = name
+        self._values: _Lru[K, V] = _Lru(capacity)
+        # Holds only None values (V includes None for such a cache).
+        self._absent: _Lru[K, V] | None = _Lru(negatives) if negatives > 0 else None
+        self._flights: dict[K, _Flight[V]] = {}
+        # Bumped by every drop: a batch read fills only if it did not move meanwhile.
+        self.version = 0
+        self._hit = metrics.DIRECTORY_CACHE.labels(name, "hit")
+        self._miss = metrics.DIRECTORY_CACHE.labels(name, "miss")
+
+    def peek(self, key: K) -> V | Missing:
+        value = self._values.get(key)
+        if isinstance(value, Missing) and self._absent is not None:
+            return self._absent.get(key)
+        return value
+
+    def lookup(self, key: K) -> V | Missing:
+        """The cached value (counted as a hit) or MISSING (counted as a miss)."""
+        value = self.peek(key)
+        if isinstance(value, Missing):
+            self._miss.inc()
+        else:
+            self._hit.inc()
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        if value is None and self._absent is not None:
+            self._values.pop(key)
+            self._absent.put(key, value)
+            return
+        if self._absent is not None:
+            self._absent.pop(key)
+        self._values.put(key, value)
+
+    def put_if(self, version: int, key: K, value: V) -> None:
+        """Fill from a read that started at ``version``, unless anything was dropped since
+        or a single-flight read of the key is under way."""
+        if version == self.version and key not in self._flights:
+            self.put(key, value)
+
+    async def load(self, key: K, loader: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        """Read ``key`` through: joins the read of it in progress unless that one is stale."""
+        flight = self._flights.get(key)
+        if flight is None or flight.stale:
+            flight = _Flight(asyncio.get_running_loop().create_task(loader()))
+            self._flights[key] = flight
+            # Registered first, so it runs before the callers waiting on the task resume.
+            flight.task.add_done_callback(functools.partial(self._landed, key, flight))
+        # Shielded: a caller cancelled does not cancel the read the others wait on.
+        return await asyncio.shield(flight.task)
+
+    def _landed(self, key: K, flight: _Flight[V], task: asyncio.Task[V]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if task.cancelled() or task.exception() is not None:
+            return  # exception() also marks it retrieved when nobody waits any more
+        if not flight.stale:
+            self.put(key, task.result())
+
+    def invalidate(self, key: K) -> None:
+        self._values.pop(key)
+        if self._absent is not None:
+            self._absent.pop(key)
+        flight = self._flights.get(key)
+        if flight is not None:
+            flight.stale = True
+        self.version += 1
+
+    def clear(self) -> None:
+        self._values.clear()
+        if self._absent is not None:
+            self._absent.clear()
+        for flight in self._flights.values():
+            flight.stale = True
+        self.version += 1
+
+    def __len__(self) -> int:
+        return len(self._values) + (len(self._absent) if self._absent is not None else 0)
+
+
+def _audience_within(entry: tuple[int, frozenset[int]], limit: int) -> set[int] | None:
+    """A cached audience read with ``entry[0]`` as its limit, cut to ``limit``; None when it
+    may lack members a larger limit would find."""
+    cached_limit, members = entry
+    # Fewer than limit - 1 (the user's own id may take a place) means nothing was cut.
+    if limit > cached_limit and len(members) >= cached_limit - 1:
+        return None
+    if len(members) <= limit:
+        return set(members)
+    return set(sorted(members)[:limit])
+
+
+class CachedDirectory:
+    """The Directory with an in-memory cache in front (see the module docstring).
+
+    The runtime: ``await CachedDirectory.open(url, ...)`` (or wrap an opened SqlDirectory
+    and ``await refresh()`` once), run :meth:`run_refresher` as a task in every process of
+    a cluster, and :meth:`close` at the end (which also ends the refresher).
+    """
+
+    def __init__(
+        self,
+        inner: SqlDirectory,
+        *,
+        users: int = 200_000,
+        channels: int = 100_000,
+        refresh_s: float = 0.5,
+        retention_s: float = 3600.0,
+    ) -> None:
+        self.inner = inner
+        self.refresh_s = refresh_s
+        self.retention_s = retention_s
+        absent_users = max(1, users // 4)
+        self._users: _Cache[int, User | None] = _Cache("users", users, absent_users)
+        self._devices: _Cache[int, Device | None] = _Cache("devices", users, absent_users)
+        self._user_devices: _Cache[int, tuple[Device, ...]] = _Cache("user_devices", users)
+        self._audiences: _Cache[int, tuple[int, frozenset[int]]] = _Cache("audiences", users)
+        self._channels: _Cache[str, Channel | None] = _Cache(
+            "channels", channels, max(1, channels // 4)
+        )
+        self._dms: _Lru[str, bool] = _Lru(channels)
+        self._dm_hit = metrics.DIRECTORY_CACHE.labels("dms", "hit")
+        self._dm_miss = metrics.DIRECTORY_CACHE.labels("dms", "miss")
+        # Where this process is in the change log; None until the first poll.
+        self._last: int | None = None
+        self._holes: dict[int, float] = {}  # seq -> monotonic deadline
+        self._refresh_lock = asyncio.Lock()
+        self._last_trim = float("-inf")
+        self._stop = asyncio.Event()
+        self._refresher_running = False
+        inner.add_listener(self._on_changes)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        users: int = 200_000,
+        channels: int = 100_000,
+        refresh_s: float = 0.5,
+        retention_s: float = 3600.0,
+    ) -> CachedDirectory:
+        """Open the SqlDirectory (see :meth:`SqlDirectory.open`) and find the end of the
+        change log, so the refresher starts from there."""
+        inner = await SqlDirectory.open(url, migrate=migrate)
+        cached = cls(
+            inner, users=users, channels=channels, refresh_s=refresh_s, retention_s=retention_s
+        )
+        try:
+            await cached.refresh()
+        except BaseException:
+            await cached.close()
+            raise
+        return cached
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.inner.engine
+
+    @classmethod
+    async def from_settings(
+        cls, url: str, settings: Settings, *, migrate: bool = True
+    ) -> CachedDirectory:
+        """:meth:`open` with the ``directory_cache_*`` and retention settings."""
+        return await cls.open(
+            url,
+            migrate=migrate,
+            users=settings.directory_cache_users,
+            channels=settings.directory_cache_channels,
+            refresh_s=settings.directory_cache_refresh_s,
+            retention_s=settings.directory_change_retention_s,
+        )
+
+    async def close(self) -> None:
+        """End :meth:`run_refresher` (after the poll under way, waiting at most
+        :data:`CLOSE_WAIT_S` for it) and close the SqlDirectory."""
+        self._stop.set()
+        try:
+            await asyncio.wait_for(self._refresh_lock.acquire(), CLOSE_WAIT_S)
+            locked = True
+        except TimeoutError:
+            locked = False
+        try:
+            with contextlib.suppress(ValueError):
+                self.inner.remove_listener(self._on_changes)
+            await self.inner.close()
+        finally:
+            if locked:
+                self._refresh_lock.release()
+
+    # --- what is cached ------------------------------------------------------------
+
+    def peek_user(self, user_id: int) -> User | Missing | None:
+        """Synchronous: the cached user, None if cached as unknown, else MISSING."""
+        return self._users.peek(user_id)
+
+    def peek_device(self, device_id: int) -> Device | Missing | None:
+        return self._devices.peek(device_id)
+
+    def peek_channel(self, channel_id: str) -> Channel | Missing | None:
+        """The cached channel (share it, do not change it), None if unknown, else MISSING."""
+        return self._channels.peek(channel_id)
+
+    def dm_known(self, channel_id: str) -> bool:
+        return channel_id in self._dms
+
+    def flush(self) -> None:
+        """Drop every entry (reads under way will not fill)."""
+        for cache in (
+            self._users,
+            self._devices,
+            self._user_devices,
+            self._audiences,
+            self._channels,
+        ):
+            cache.clear()
+        self._dms.clear()
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "users": len(self._users),
+            "devices": len(self._devices),
+            "user_devices": len(self._user_devices),
+            "audiences": len(self._audiences),
+            "channels": len(self._channels),
+            "dms": len(self._dms),
+        }
+
+    def _invalidate(self, kind: str, key: str) -> bool:
+        """Drop what a change names; False for a change this version cannot place."""
+        if kind == "channel":
+            self._channels.invalidate(key)
+            return True
+        try:
+            number = int(key)
+        except ValueError:
+            return False
+        if kind == "user":
+            self._users.invalidate(number)
+        elif kind == "device":
+            self._devices.invalidate(number)
+        elif kind == "user_devices":
+            self._user_devices.invalidate(number)
+        elif kind == "audience":
+            self._audiences.invalidate(number)
+        else:
+            return False
+        return True
+
+    def _on_changes(self, changes: Sequence[Change]) -> None:
+        """A write through this process ended: drop what it changed."""
+        for kind, key in changes:
+            if not self._invalidate(kind, key):
+                self.flush()
+                return
+
+    # --- the change log --------------------------------------------------------------
+
+    async def refresh(self) -> int:
+        """Read the change log after the last row seen and drop what it names; returns
+        the number of rows read. The first call (and any that finds a gap) flushes
+        everything and starts from the end of the log."""
+        async with self._refresh_lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> int:
+        """:meth:`refresh` with the lock held."""
+        inner = self.inner
+        if not inner.log_changes:
+            # A database not yet migrated to the log: nothing to follow, so nothing
+            # cached may outlive one interval; follow it once migrated.
+            versions = await directory_schema.applied_versions(inner.engine)
+            if CHANGE_LOG_VERSION not in versions:
+                self.flush()
+                return 0
+            inner.log_changes = True
+            self._last = None
+        if self._last is None:
+            await self._reposition()
+            return 0
+        last = self._last
+        now = time.monotonic()
+        if any(deadline <= now for deadline in self._holes.values()):
+            self._holes = {s: d for s, d in self._holes.items() if d > now}
+        rows = await inner.changes_after(last, self._holes, POLL_BATCH)
+        if len(rows) >= POLL_BATCH:
+            log.info("directory cache: too many changes at once, flushing")
+            await self._reposition()
+            return len(rows)
+        fresh_start = next((i for i, row in enumerate(rows) if row[0] > last), len(rows))
+        if fresh_start < len(rows) and rows[fresh_start][0] > last + 1:
+            # Seqs skipped: open or rolled-back transactions, or rows trimmed before
+            # this process read them.
+            oldest = await inner.oldest_change()
+            if oldest is None or oldest > last + 1:
+                log.warning(
+                    "directory cache: change log trimmed past this process, flushing",
+                    extra={"last_seq": last, "oldest_seq": oldest},
+                )
+                await self._reposition()
+                return len(rows)
+        deadline = now + HOLE_TIMEOUT_S
+        known = True
+        previous = last
+        for seq, kind, key in rows:
+            if seq > last:
+                if seq > previous + 1:
+                    for hole in range(max(previous + 1, seq - HOLE_SCAN), seq):
+                        self._holes[hole] = deadline
+                previous = seq
+            else:
+                self._holes.pop(seq, None)
+            known = self._invalidate(kind, key) and known
+        self._last = previous
+        if not known:
+            log.warning("directory cache: a change of an unknown kind, flushing")
+            self.flush()
+        if len(self._holes) > MAX_HOLES:
+            log.warning("directory cache: too many holes in the change log, flushing")
+            await self._reposition()
+        return len(rows)
+
+    async def _reposition(self) -> None:
+        top, holes = await self.inner.change_position(int(HOLE_TIMEOUT_S * 1000), HOLE_SCAN)
+        self._last = top
+        deadline = time.monotonic() + HOLE_TIMEOUT_S
+        self._holes = dict.fromkeys(holes, deadline)
+        # After reading the position: whatever was read before it is dropped, and reads
+        # under way do not fill.
+        self.flush()
+
+    async def trim(self) -> int:
+        """Delete change rows older than the retention (any process may; idempotent)."""
+        self._last_trim = time.monotonic()
+        cutoff = int((time.time() - self.retention_s) * 1000)
+        return await self.inner.trim_changes(cutoff)
+
+    async def _maybe_trim(self) -> None:
+        every = min(TRIM_EVERY_S, self.retention_s / 10)
+        if self.inner.log_changes and time.monotonic() - self._last_trim >= every:
+            await self.trim()
+
+    async def _after_write(self) -> None:
+        """Without a refresher (the embedded default) writes trim the log now and then."""
+        if self._refresher_running:
+            return
+        try:
+            await self._maybe_trim()
+        except Exception:
+            log.warning("directory change log trim failed", exc_info=True)
+
+    async def run_refresher(self) -> None:
+        """Follow the change log until :meth:`close`: :meth:`refresh` every ``refresh_s``
+        and trim now and then. Failures are logged and tried again at the next tick."""
+        self._refresher_running = True
+        try:
+            while not self._stop.is_set():
+                async with self._refresh_lock:
+                    if self._stop.is_set():
+                        break  # closed while waiting for the lock
+                    try:
+                        await self._refresh()
+                        await self._maybe_trim()
+                    except Exception:
+                        log.warning("directory cache refresh failed", exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.refresh_s)
+        finally:
+            self._refresher_running = False
+
+    # --- users -----------------------------------------------------------------------
+
+    async def create_user(
+        self, user_id: int, username: str, password_hash: str, display_name: str, now: int
+    ) -> User:
+        try:
+            return await self.inner.create_user(user_id, username, password_hash, display_name, now)
+        finally:
+            await self._after_write()
+
+    async def get_user(self, user_id: int) -> User | None:
+        user = self._users.lookup(user_id)
+        if not isinstance(user, Missing):
+            return user
+        return await self._users.load(user_id, lambda: self.inner.get_user(user_id))
+
+    async def get_user_by_name(self, username: str) -> User | None:
+        version = self._users.version
+        user = await self.inner.get_user_by_name(username)
+        if user is not None:
+            self._users.put_if(version, user.user_id, user)
+        return user
+
+    async def get_users(self, user_ids: Iterable[int]) -> list[User]:
+        found: list[User] = []
+        missing: list[int] = []
+        for user_id in set(user_ids):
+            user = self._users.lookup(user_id)
+            if isinstance(user, Missing):
+                missing.append(user_id)
+            elif user is not None:
+                found.append(user)
+        if missing:
+            version = self._users.version
+            loaded = await self.inner.get_users(missing)
+            by_id = {user.user_id: user for user in loaded}
+            for user_id in missing:
+                self._users.put_if(version, user_id, by_id.get(user_id))
+            found.extend(loaded)
+        return found
+
+    # --- devices ---------------------------------------------------------------------
+
+    async def create_device(
+        self, device_id: int, user_id: int, name: str, platform: str | None, now: int
+    ) -> Device:
+        try:
+            return await self.inner.create_device(device_id, user_id, name, platform, now)
+        finally:
+            await self._after_write()
+
+    async def get_device(self, device_id: int) -> Device | None:
+        device = self._devices.lookup(device_id)
+        if not isinstance(device, Missing):
+            return device
+        return await self._devices.load(device_id, lambda: self.inner.get_device(device_id))
+
+    async def list_devices(self, user_id: int) -> list[Device]:
+        devices = self._user_devices.lookup(user_id)
+        if isinstance(devices, Missing):
+            devices = await self._user_devices.load(user_id, lambda: self._load_devices(user_id))
+        return list(devices)
+
+    async def _load_devices(self, user_id: int) -> tuple[Device, ...]:
+        return tuple(await self.inner.list_devices(user_id))
+
+    async def set_push_token(self, device_id: int, provider: str, token: str) -> None:
+        try:
+            await self.inner.set_push_token(device_id, provider, token)
+        finally:
+            await self._after_write()
+
+    async def clear_push_token(self, device_id: int, token: str) -> None:
+        try:
+            await self.inner.clear_push_token(device_id, token)
+        finally:
+            await self._after_write()
+
+    # --- friends ---------------------------------------------------------------------
+
+    async def add_friend(self, user_id: int, friend_id: int) -> None:
+        try:
+            await self.inner.add_friend(user_id, friend_id)
+        finally:
+            await self._after_write()
+
+    async def remove_friend(self, user_id: int, friend_id: int) -> None:
+        try:
+            await self.inner.remove_friend(user_id, friend_id)
+        finally:
+            await self._after_write()
+
+    async def list_friends(self, user_id: int) -> list[User]:
+        return await self.inner.list_friends(user_id)  # the API's, not the hot path's
+
+    async def presence_audience(self, user_id: int, limit: int) -> set[int]:
+        entry = self._audiences.lookup(user_id)
+        if not isinstance(entry, Missing):
+            audience = _audience_within(entry, limit)
+            if audience is not None:
+                return audience
+        entry = await self._audiences.load(user_id, lambda: self._load_audience(user_id, limit))
+        audience = _audience_within(entry, limit)
+        if audience is None:  # joined a read made with a smaller limit
+            return await self.inner.presence_audience(user_id, limit)
+        return audience
+
+    async def _load_audience(self, user_id: int, limit: int) -> tuple[int, frozenset[int]]:
+        return limit, frozenset(await self.inner.presence_audience(user_id, limit))
+
+    # --- channels --------------------------------------------------------------------
+
+    async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None:
+        if not isinstance(self._dms.get(channel_id), Missing):
+            self._dm_hit.inc()
+            return  # a DM, once made, is never removed
+        self._dm_miss.inc()
+        try:
+            await self.inner.ensure_dm(channel_id, user_a, user_b, now)
+        finally:
+            await self._after_write()
+        self._dms.put(channel_id, True)
+
+    async def create_group(
+        self, channel_id: str, name: str, owner_id: int, member_ids: Sequence[int], now: int
+    ) -> Channel:
+        try:
+            return await self.inner.create_group(channel_id, name, owner_id, member_ids, now)
+        finally:
+            await self._after_write()
+
+    async def get_channel(self, channel_id: str) -> Channel | None:
+        channel = self._channels.lookup(channel_id)
+        if isinstance(channel, Missing):
+            channel = await self._channels.load(
+                channel_id, lambda: self.inner.get_channel(channel_id)
+            )
+        if channel is None:
+            return None
+        # A copy of the members: the cached one is shared.
+        return Channel(
+            channel.channel_id,
+            channel.kind,
+            channel.name,
+            channel.owner_id,
+            list(channel.member_ids),
+        )
+
+    async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
+        try:
+            await self.inner.add_member(channel_id, user_id, max_members)
+        finally:
+            await self._after_write()
+
+    async def remove_member(self, channel_id: str, user_id: int) -> None:
+        try:
+            await self.inner.remove_member(channel_id, user_id)
+        finally:
+            await self._after_write()
+
+    async def list_channels(self, user_id: int) -> list[Channel]:
+        return await self.inner.list_channels(user_id)  # the API's, not the hot path's
+
+
+if TYPE_CHECKING:
+    from tidings.storage.base import Directory
+
+    def _implements_directory(cached: CachedDirectory) -> Directory:
+        return cached
