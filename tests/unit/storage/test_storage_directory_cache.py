@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, insert, select
 
+from tidings.storage import directory_cache
 from tidings.storage.base import GroupFull, User
 from tidings.storage.directory import SqlDirectory
 from tidings.storage.directory_cache import MISSING, CachedDirectory
@@ -479,6 +480,35 @@ async def test_a_late_commit_below_a_seen_seq_is_not_missed(tmp_path: Path) -> N
         assert await b.refresh() == 1
         assert b.peek_user(1) is MISSING and b._holes == {}
     finally:
+        await b.close()
+
+
+async def test_a_burst_of_changes_is_read_in_batches_and_a_flood_flushes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(directory_cache, "POLL_BATCH", 4)
+    monkeypatch.setattr(directory_cache, "POLL_MAX_ROWS", 12)
+    a = await CachedDirectory.open(url(tmp_path / "d.db"))
+    await seed(a)
+    b = await CachedDirectory.open(url(tmp_path / "d.db"))
+    try:
+        await warm(b)
+        for uid in range(10, 15):
+            assert await b.get_user(uid) is None
+        for uid in range(10, 15):  # 5 rows: two batches
+            await a.create_user(uid, f"u{uid}", "h", "U", 0)
+        assert await b.refresh() == 5
+        assert b.peek_user(1) is not MISSING  # not flushed
+        assert all(b.peek_user(uid) is MISSING for uid in range(10, 15))
+        for uid in range(20, 40):  # 20 rows: more than a refresh reads
+            await a.create_user(uid, f"u{uid}", "h", "U", 0)
+        await b.refresh()
+        assert b.peek_user(1) is MISSING  # flushed
+        await b.get_user(1)
+        assert await b.refresh() == 0  # and it stands at the end of the log
+        assert b.peek_user(1) is not MISSING
+    finally:
+        await a.close()
         await b.close()
 
 

@@ -76,8 +76,10 @@ HOLE_TIMEOUT_S = 60.0
 HOLE_SCAN = 1000
 # More holes than this (a storm of rolled-back writes) flushes instead.
 MAX_HOLES = 10_000
-# A poll that finds this many rows flushes and starts from the end of the log.
+# A poll reads the log in batches of this many rows...
 POLL_BATCH = 5000
+# ...and one that finds more than this flushes and starts from the end of the log.
+POLL_MAX_ROWS = 100_000
 # Trim the log at most this often (and at most every tenth of the retention).
 TRIM_EVERY_S = 300.0
 # close() waits this long for a poll under way before closing the engine anyway.
@@ -427,27 +429,39 @@ class CachedDirectory:
         if self._last is None:
             await self._reposition()
             return 0
-        last = self._last
         now = time.monotonic()
         if any(deadline <= now for deadline in self._holes.values()):
             self._holes = {s: d for s, d in self._holes.items() if d > now}
-        rows = await inner.changes_after(last, self._holes, POLL_BATCH)
-        if len(rows) >= POLL_BATCH:
-            log.info("directory cache: too many changes at once, flushing")
-            await self._reposition()
-            return len(rows)
+        total = 0
+        while True:
+            rows = await inner.changes_after(self._last, self._holes, POLL_BATCH)
+            total += len(rows)
+            if not await self._apply(rows, now):
+                return total
+            if len(rows) < POLL_BATCH:
+                return total
+            if total >= POLL_MAX_ROWS:
+                log.info("directory cache: too many changes at once, flushing")
+                await self._reposition()
+                return total
+
+    async def _apply(self, rows: list[tuple[int, str, str]], now: float) -> bool:
+        """Drop what ``rows`` (in seq order) name and move past them; False when this
+        flushed instead (a gap, an unknown kind, too many holes)."""
+        last = self._last
+        assert last is not None
         fresh_start = next((i for i, row in enumerate(rows) if row[0] > last), len(rows))
         if fresh_start < len(rows) and rows[fresh_start][0] > last + 1:
             # Seqs skipped: open or rolled-back transactions, or rows trimmed before
             # this process read them.
-            oldest = await inner.oldest_change()
+            oldest = await self.inner.oldest_change()
             if oldest is None or oldest > last + 1:
                 log.warning(
                     "directory cache: change log trimmed past this process, flushing",
                     extra={"last_seq": last, "oldest_seq": oldest},
                 )
                 await self._reposition()
-                return len(rows)
+                return False
         deadline = now + HOLE_TIMEOUT_S
         known = True
         previous = last
@@ -461,13 +475,14 @@ class CachedDirectory:
                 self._holes.pop(seq, None)
             known = self._invalidate(kind, key) and known
         self._last = previous
-        if not known:
-            log.warning("directory cache: a change of an unknown kind, flushing")
-            self.flush()
         if len(self._holes) > MAX_HOLES:
             log.warning("directory cache: too many holes in the change log, flushing")
             await self._reposition()
-        return len(rows)
+            return False
+        if not known:
+            log.warning("directory cache: a change of an unknown kind, flushing")
+            self.flush()
+        return True
 
     async def _reposition(self) -> None:
         top, holes = await self.inner.change_position(int(HOLE_TIMEOUT_S * 1000), HOLE_SCAN)
