@@ -35,10 +35,10 @@ Operation = Callable[[sqlite3.Connection], Any]
 # Called on the writer thread after a batch's statements ran, before its COMMIT (fault
 # injection in tests; see TIDINGS_FAULT_KILL_BEFORE_COMMIT_AFTER).
 BeforeCommit = Callable[[int], None]
-# ``after_batch(conn, True)`` runs inside the transaction just before COMMIT (write what
-# the batch's operations accumulated); ``after_batch(conn, False)`` after a ROLLBACK
-# (forget it).
-AfterBatch = Callable[[sqlite3.Connection, bool], None]
+# ``after_batch(conn, stage)``: stage "commit" runs inside the transaction just before
+# COMMIT (write what the batch's operations accumulated); "committed" after the COMMIT;
+# "rolled_back" after a ROLLBACK (undo what the operations changed in memory).
+AfterBatch = Callable[[sqlite3.Connection, str], None]
 # Runs on the event loop after a batch committed and its futures were resolved, with the
 # batch's results (exceptions included).
 OnCommitted = Callable[[list[Any]], None]
@@ -182,22 +182,24 @@ class GroupCommitWriter:
                         failed[index] = exc
                         raise _RetryWithout from exc
                 if self._after_batch is not None:
-                    self._after_batch(conn, True)
+                    self._after_batch(conn, "commit")
                 if self._before_commit is not None:
                     self._before_commit(len(batch))
                 conn.execute("COMMIT")
+                if self._after_batch is not None:
+                    self._after_batch(conn, "committed")
                 return results
             except _RetryWithout:
                 conn.execute("ROLLBACK")
                 if self._after_batch is not None:
-                    self._after_batch(conn, False)
+                    self._after_batch(conn, "rolled_back")
                 continue
             except Exception as exc:  # the commit itself failed: nothing of the batch holds
                 log.exception("a SQLite batch failed")
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if self._after_batch is not None:
-                    self._after_batch(conn, False)
+                    self._after_batch(conn, "rolled_back")
                 return [exc] * len(batch)
 
     async def close(self) -> None:
@@ -227,13 +229,14 @@ class _RetryWithout(Exception):
 
 def kill_before_commit_after(messages: int) -> BeforeCommit:
     """Fault injection for tests: SIGKILL this process before the COMMIT of the batch in
-    which the writer has run ``messages`` operations in total (statements done, nothing
-    committed)."""
+    which the ``messages``-th message is written (its statements ran, nothing of the
+    batch committed). The hook is called with the number of messages in each batch."""
     seen = [0]
 
-    def hook(batch_size: int) -> None:
-        seen[0] += batch_size
+    def hook(in_batch: int) -> None:
+        seen[0] += in_batch
         if seen[0] >= messages:
+            log.warning("fault injection: SIGKILL before the COMMIT of %d messages", in_batch)
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook

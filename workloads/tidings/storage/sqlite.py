@@ -146,6 +146,7 @@ class SqliteMessageStore:
         self._undo_heads: dict[int, int] = {}
         self._fts_upto = 0
         self._written_upto = 0
+        self._batch_messages = 0
         # Event loop only: heads that committed, watermarks recently used.
         self._visible_heads: dict[int, int] = {}
         self._watermarks: OrderedDict[tuple[str, int], Watermarks] = OrderedDict()
@@ -161,11 +162,15 @@ class SqliteMessageStore:
         synchronous: str = "FULL",
         before_commit: BeforeCommit | None = None,
     ) -> SqliteMessageStore:
+        """``before_commit`` (fault injection in tests) is called on the writer thread
+        before each COMMIT with the number of messages the batch stores."""
         store = cls(path, synchronous=synchronous)
         store._writer = GroupCommitWriter(
             path,
             synchronous=synchronous,
-            before_commit=before_commit,
+            before_commit=(lambda _: before_commit(store._batch_messages))
+            if before_commit is not None
+            else None,
             after_batch=store._after_batch,
             on_committed=store._on_committed,
         )
@@ -222,17 +227,19 @@ class SqliteMessageStore:
         self._heads[user_id] = head + 1
         return head + 1
 
-    def _after_batch(self, conn: sqlite3.Connection, committing: bool) -> None:
-        if committing:
+    def _after_batch(self, conn: sqlite3.Connection, stage: str) -> None:
+        if stage == "commit":  # the heads the batch moved go into its transaction
             if self._undo_heads:
                 conn.executemany(_UPSERT_HEAD, [(u, self._heads[u]) for u in self._undo_heads])
-        else:
+            return
+        if stage == "rolled_back":  # put back the heads it had moved
             for user_id, head in self._undo_heads.items():
                 if head:
                     self._heads[user_id] = head
                 else:
                     self._heads.pop(user_id, None)
         self._undo_heads.clear()
+        self._batch_messages = 0
 
     def _insert_message(self, conn: sqlite3.Connection, message: Message) -> Message | None:
         """Insert; None when new, else the message that holds (sender, client_msg_id)."""
@@ -258,6 +265,7 @@ class SqliteMessageStore:
                 if existing.channel_id != message.channel_id or existing.body != message.body:
                     raise ClientMsgIdReused(existing)
                 return Appended(existing)
+            self._batch_messages += 1
             seqs = {member: self._assign(member) for member in members}
             conn.executemany(
                 _INSERT_INBOX, [(member, seq, message.message_id) for member, seq in seqs.items()]
@@ -345,9 +353,11 @@ class SqliteMessageStore:
 
     def _index_op(self, conn: sqlite3.Connection) -> bool:
         """Index the next chunk of messages; True when the index has caught up."""
-        upto = self._fts_upto
-        if self._written_upto <= upto:
+        if self._written_upto <= self._fts_upto:
             return True
+        # From the table, not memory: a rolled-back batch must not move the watermark.
+        row = conn.execute("SELECT value FROM store_meta WHERE key=?", (FTS_WATERMARK,)).fetchone()
+        upto = int(row[0]) if row else 0
         row = conn.execute(
             "SELECT MAX(message_id), COUNT(*) FROM (SELECT message_id FROM messages "
             "WHERE message_id > ? ORDER BY message_id LIMIT ?)",
