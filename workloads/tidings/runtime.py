@@ -28,7 +28,7 @@ from tidings.push.grace import GracefulPushSink
 from tidings.settings import Settings
 from tidings.storage._sqlite_writer import kill_before_commit_after
 from tidings.storage.base import Directory, MessageStore
-from tidings.storage.directory import SqlDirectory
+from tidings.storage.directory_cache import CachedDirectory
 from tidings.storage.sqlite import SqliteMessageStore, StoreMessageLog
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,10 @@ async def open_embedded(settings: Settings) -> Runtime:
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.jwt_secret or _dev_secret(data_dir)
-    directory = await SqlDirectory.open(f"sqlite+aiosqlite:///{data_dir / 'directory.db'}")
+    # One process: every write goes through this cache, so it needs no refresher.
+    directory = await CachedDirectory.from_settings(
+        f"sqlite+aiosqlite:///{data_dir / 'directory.db'}", settings
+    )
     fault = settings.fault_kill_before_commit_after
     messages = await SqliteMessageStore.open(
         data_dir / "messages.db",

@@ -19,7 +19,7 @@ from tidings.push.kafka import KafkaPushSink
 from tidings.runtime import Runtime, assemble
 from tidings.settings import Settings
 from tidings.storage.cassandra import CassandraMessageStore
-from tidings.storage.directory import SqlDirectory
+from tidings.storage.directory_cache import CachedDirectory
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def require_cluster_settings(settings: Settings, *, chat: bool) -> tuple[str, st
 
 async def open_api(settings: Settings) -> Runtime:
     secret, postgres_url = require_cluster_settings(settings, chat=False)
-    directory = await SqlDirectory.open(postgres_url, migrate=False)
+    directory = await CachedDirectory.from_settings(postgres_url, settings, migrate=False)
     messages = await CassandraMessageStore.open(settings)
     bus = KafkaBus(settings)  # publish only: the API is in no consumer group
     await bus.start()
@@ -64,13 +64,14 @@ async def open_api(settings: Settings) -> Runtime:
         serve_websockets=False,
     )
     runtime.closers.insert(0, view.close)
+    runtime.background.append(directory.run_refresher)  # others' writes, within the bound
     return runtime
 
 
 async def open_chat(settings: Settings) -> Runtime:
     secret, postgres_url = require_cluster_settings(settings, chat=True)
     assert settings.public_chat_url is not None
-    directory = await SqlDirectory.open(postgres_url, migrate=False)
+    directory = await CachedDirectory.from_settings(postgres_url, settings, migrate=False)
     messages = await CassandraMessageStore.open(settings)
     view = MembershipView(settings)
     await view.start()
@@ -144,5 +145,6 @@ async def open_chat(settings: Settings) -> Runtime:
     runtime.drainers[:0] = [announce_draining, bus.leave_group]
     # (assemble put the push sink behind the grace, whose close flushes and closes it)
     runtime.closers[:0] = [publisher.close, view.close]
+    runtime.background.append(directory.run_refresher)  # others' writes, within the bound
     log.info("push requests go to %s", push_topic(settings.kafka_topic_prefix))
     return runtime
