@@ -11,7 +11,7 @@ import argparse
 
 __all__ = ["add_bench_arguments", "run_bench"]
 
-SCENARIOS = ("idle", "relay", "fanout", "cluster", "storm")
+SCENARIOS = ("idle", "relay", "fanout", "cluster", "storm", "trace")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +20,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument(
         "--targets",
-        default="tidings,baseline",
-        help="comma-separated servers to measure side by side: tidings, baseline, "
-        "baseline-nocompress, centrifugo (idle, relay, fanout); storm: tidings or cluster",
+        help="comma-separated servers to measure side by side: tidings, tidings-ref, baseline, "
+        "baseline-nocompress, centrifugo (idle, relay, fanout; default tidings,baseline); "
+        "storm: tidings or cluster; trace: tidings and/or tidings-ref (default tidings, or "
+        "tidings-ref when --ref-tree is given)",
+    )
+    parser.add_argument(
+        "--ref-tree",
+        type=Path,
+        help="target tidings-ref: `tidings up` run from this checkout's code (e.g. a clone at "
+        "the commit before a change), with this venv's Python and libraries",
     )
     parser.add_argument("--connections", type=int, default=1000, help="idle and storm clients")
     parser.add_argument("--hold", type=float, default=20.0, help="idle: seconds measured")
@@ -35,6 +42,25 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--groups", type=int, default=1, help="fanout: groups")
     parser.add_argument("--group-size", type=int, default=100, help="fanout: members per group")
     parser.add_argument("--body-bytes", type=int, default=64)
+    parser.add_argument("--messages", type=int, default=2000, help="trace: messages per window")
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="trace: fixed offered rate (messages/s)"
+    )
+    parser.add_argument(
+        "--traced-rate",
+        type=float,
+        help="trace: the rate in the strace and py-spy windows (default --rate); the server "
+        "runs slower while traced",
+    )
+    parser.add_argument(
+        "--pyspy-rate", type=int, default=100, help="trace: py-spy samples per second"
+    )
+    parser.add_argument(
+        "--trace-tools",
+        default="perf,strace,py-spy",
+        help="trace: tools to use: perf (syscall counts in the kernel during the SQL/CPU "
+        "window), strace and py-spy (a window each); '' for none",
+    )
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
     parser.add_argument(
         "--connect-concurrency", type=int, default=64, help="handshakes in flight per generator"

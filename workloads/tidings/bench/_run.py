@@ -12,7 +12,7 @@ from typing import Any
 
 from tidings.bench import _scenarios as scenarios
 from tidings.bench._procstat import raise_nofile
-from tidings.bench._targets import read_testenv, rmtree, tempdir
+from tidings.bench._targets import Embedded, read_testenv, rmtree, tempdir
 
 log = logging.getLogger("tidings.bench")
 
@@ -42,6 +42,12 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
         testenv=testenv,
         chats=args.chats,
         connect_concurrency=args.connect_concurrency,
+        ref_tree=args.ref_tree,
+        messages=args.messages,
+        rate=args.rate,
+        traced_rate=args.traced_rate,
+        pyspy_rate=args.pyspy_rate,
+        trace_tools=tuple(t for t in str(args.trace_tools).split(",") if t),
     )
 
 
@@ -50,6 +56,12 @@ def one(scenario: str, target: str, opts: scenarios.Options) -> dict[str, Any]:
         return scenarios.cluster(opts)
     if scenario == "storm":
         return scenarios.storm(target, opts)
+    if scenario == "trace":
+        from tidings.bench import _trace
+
+        embedded = scenarios.make_target(target, opts)
+        assert isinstance(embedded, Embedded)
+        return _trace.trace(embedded, opts)
     runner = {"idle": scenarios.idle, "relay": scenarios.relay, "fanout": scenarios.fanout}
     return runner[scenario](scenarios.make_target(target, opts), opts)
 
@@ -61,11 +73,15 @@ def run(args: argparse.Namespace) -> int:
     workdir = args.workdir or tempdir()
     workdir.mkdir(parents=True, exist_ok=True)
     opts = options(args, workdir)
-    targets = [t for t in str(args.targets).split(",") if t]
+    targets = [t for t in str(args.targets or "tidings,baseline").split(",") if t]
     if args.scenario == "cluster":
         targets = ["cluster"]
     elif args.scenario == "storm":
         targets = [t for t in targets if t in ("tidings", "cluster")] or ["tidings"]
+    elif args.scenario == "trace":
+        default = "tidings-ref" if args.ref_tree else "tidings"
+        targets = [t for t in str(args.targets or default).split(",") if t]
+        targets = [t for t in targets if t in ("tidings", "tidings-ref")] or [default]
     report: dict[str, Any] = {
         "environment": scenarios.environment(),
         "command": " ".join(["tidings", "bench", *sys.argv[2:]])
@@ -83,9 +99,16 @@ def run(args: argparse.Namespace) -> int:
             result = {"target": {"name": target}, "error": repr(exc)}
             failed = True
         result["scenario"] = args.scenario
+        for warning in result.get("warnings", []):
+            log.warning("%s: %s", target, warning)
         report["results"].append(result)
         print(json.dumps(summary(result)), flush=True)
     add_ratios(report["results"])
+    if args.scenario == "trace":
+        from tidings.bench._trace import markdown
+
+        report["markdown"] = markdown(report["results"])
+        print(report["markdown"], flush=True)
     if args.out is not None:
         write(args.out, report, append=args.append)
     if args.workdir is None and not failed:
@@ -109,6 +132,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     ):
         if key in result:
             out[key] = result[key]
+    if "per_message" in result:
+        out["per_message"] = {
+            k: v for k, v in result["per_message"].items() if not isinstance(v, dict)
+        }
     for step in result.get("steps", []):
         out[f"rate {step['offered_rate']:g}"] = {
             "sent": step["sent"],

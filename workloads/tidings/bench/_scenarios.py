@@ -30,6 +30,7 @@ from tidings.bench._targets import (
     Centrifugo,
     Cluster,
     Embedded,
+    EmbeddedRef,
     Target,
 )
 from tidings.bench._worker import Plan
@@ -58,12 +59,24 @@ class Options:
     chats: int = 2
     storm_timeout_s: float = 60.0
     connect_concurrency: int = 64
+    ref_tree: Path | None = None  # the checkout `tidings-ref` runs (--ref-tree)
+    messages: int = 2000  # trace: messages per window
+    rate: float = 200.0  # trace: the fixed offered rate
+    traced_rate: float | None = None  # trace: the rate under strace/py-spy (default: rate)
+    trace_tools: tuple[str, ...] = ("perf", "strace", "py-spy")  # trace: tools to use
+    pyspy_rate: int = 100  # trace: py-spy samples per second
 
 
 def make_target(name: str, opts: Options) -> Target:
     workdir = opts.workdir / name
     if name == "tidings":
         return Embedded(workdir, opts.data_dir)
+    if name == "tidings-ref":
+        if opts.ref_tree is None:
+            raise ValueError("target tidings-ref needs --ref-tree PATH (a checkout to run)")
+        # Its own data: the current tree may have changed the schema of the files.
+        data_dir = opts.data_dir.with_name(opts.data_dir.name + "-ref") if opts.data_dir else None
+        return EmbeddedRef(workdir, opts.ref_tree, data_dir)
     if name == "baseline":
         return Baseline(workdir, compression=True)
     if name == "baseline-nocompress":
@@ -91,7 +104,7 @@ def _accounts(
         return centrifugo_accounts(n, CENTRIFUGO_SECRET, CENTRIFUGO_CHANNEL)
     cache = None
     if isinstance(target, Embedded) and opts.data_dir is not None:
-        cache = opts.data_dir / "bench-accounts.json"
+        cache = target.data_dir / "bench-accounts.json"
     t0 = time.monotonic()
     # Many signups go to a setup server (see Embedded.setup_mode); a few need no restart.
     setup = target if isinstance(target, Embedded) and n > SETUP_SERVER_ABOVE else None
