@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -12,6 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from tidings.core.errors import CLOSE_UNAUTHORIZED, UNAUTHORIZED, ProtocolError
 
+T = TypeVar("T")
 ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32
 
@@ -22,14 +26,43 @@ class Identity:
     device_id: int
 
 
-class Passwords:
-    """argon2id hashing, run off the event loop (it is deliberately slow)."""
+class PasswordsBusy(Exception):
+    """Every argon2 worker is busy and the waiting room is full: try again later."""
 
-    def __init__(self, time_cost: int = 3, memory_kib: int = 65536) -> None:
+
+class Passwords:
+    """argon2id hashing in a bounded pool, off the event loop (it is deliberately slow).
+
+    Each hash or verify takes ``memory_kib`` of memory while it runs, so at most
+    ``workers`` run at once (memory stays at ``workers * memory_kib``, whatever the
+    flood), at most ``waiting`` more wait for a worker, and the rest are refused at once
+    with :class:`PasswordsBusy` (the API answers 503 with Retry-After).
+    """
+
+    def __init__(
+        self,
+        time_cost: int = 3,
+        memory_kib: int = 65536,
+        *,
+        workers: int = 2,
+        waiting: int = 64,
+    ) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._limit = workers + waiting
+        self.in_use = 0
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self.in_use >= self._limit:
+            raise PasswordsBusy("too many password checks at once")
+        self.in_use += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        finally:
+            self.in_use -= 1
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._run(lambda: self._hasher.hash(password))
 
     async def verify(self, password_hash: str, password: str) -> bool:
         def check() -> bool:
@@ -38,7 +71,10 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await asyncio.to_thread(check)
+        return await self._run(check)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Tokens:

@@ -184,7 +184,12 @@ def assemble(
         messages=messages,
         bus=bus,
         ids=ids,
-        passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+        passwords=Passwords(
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+            workers=settings.argon2_workers,
+            waiting=settings.argon2_waiting,
+        ),
         tokens=tokens,
         service=service,
         ownership=ownership,
@@ -216,7 +221,11 @@ def assemble(
         runtime.background += [inbox_consumer, gateway.run_sweeper, graceful.run]
         runtime.drainers.append(send_clients_away)
         runtime.closers += [graceful.close, gateway.close]
-    runtime.closers += [bus.close, messages.close, directory.close]
+
+    async def close_passwords() -> None:
+        runtime.passwords.close()
+
+    runtime.closers += [bus.close, messages.close, directory.close, close_passwords]
     return runtime
 
 

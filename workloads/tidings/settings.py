@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # argon2 cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_kib: int = Field(65536, ge=8)
+    # At most this many hashes/verifies run at once (each holds argon2_memory_kib), this
+    # many more wait; the rest of a login flood is answered 503 with Retry-After.
+    argon2_workers: int = Field(2, ge=1)
+    argon2_waiting: int = Field(64, ge=0)
 
     # Presence (seconds).
     heartbeat_s: int = Field(5, ge=1)

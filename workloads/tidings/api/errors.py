@@ -7,7 +7,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tidings.auth import PasswordsBusy
 from tidings.core import errors
+
+PASSWORDS_BUSY_RETRY_MS = 1000
 
 
 class ApiError(Exception):
@@ -39,6 +42,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.retry_after_ms)
+
+    @app.exception_handler(PasswordsBusy)
+    async def _passwords_busy(_: Request, exc: PasswordsBusy) -> JSONResponse:
+        return error_response(
+            503, errors.UNAVAILABLE, "too many logins at once; try again", PASSWORDS_BUSY_RETRY_MS
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,7 +7,8 @@ transaction for the message and every inbox row, no bus.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 
 from tidings import metrics
 from tidings.bus.base import InboxBus, InboxEvent
@@ -25,7 +26,10 @@ class BusMessageLog:
         self.messages = messages
         self.bus = bus
 
-    async def append(self, message: Message, members: Sequence[int]) -> Message:
+    def append(self, message: Message, members: Sequence[int]) -> Awaitable[Message]:
+        return asyncio.ensure_future(self._append(message, members))
+
+    async def _append(self, message: Message, members: Sequence[int]) -> Message:
         """A resend publishes the first message again: inboxes skip ids they hold, so
         nothing is delivered twice, and a message whose first publish was cut short by a
         crash still reaches everyone."""

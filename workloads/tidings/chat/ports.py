@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from tidings.core.model import InboxEntry, Message
@@ -19,12 +19,13 @@ class Delivery(Protocol):
 class MessageLog(Protocol):
     """Where a sent message becomes durable on its way to the members' inboxes."""
 
-    async def append(self, message: Message, members: Sequence[int]) -> Message:
-        """Store ``message`` for ``members``; durable when it returns (the caller acks).
+    def append(self, message: Message, members: Sequence[int]) -> Awaitable[Message]:
+        """Start storing ``message`` for ``members`` now (writes start in call order);
+        the awaitable is done when it is durable (the caller acks then).
 
-        A resend of (sender, client_msg_id) returns the message stored first and delivers
-        nothing twice; raises :class:`~tidings.storage.base.ClientMsgIdReused` when that
-        client_msg_id was used for another channel or body.
+        A resend of (sender, client_msg_id) gives the message stored first and delivers
+        nothing twice; it raises :class:`~tidings.storage.base.ClientMsgIdReused` when
+        that client_msg_id was used for another channel or body.
         """
         ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from tidings.bus.base import InboxBus, InboxEvent
@@ -95,10 +95,16 @@ class ChatService:
         return channel_id, members
 
     async def send(self, user_id: int, device_id: int, frame: Send) -> Message:
-        """Store and publish a message; returns it once durable (the caller acks).
+        """Store and publish a message; returns it once durable (the caller acks)."""
+        return await (await self.begin_send(user_id, device_id, frame))
 
-        A resend of the same client_msg_id to the same target returns the first message
-        and delivers nothing twice; a reuse for another channel or body is refused with
+    async def begin_send(self, user_id: int, device_id: int, frame: Send) -> Awaitable[Message]:
+        """Check and start storing a message; the awaitable is done once it is durable.
+
+        Call it for one connection's sends one after another (that fixes their order)
+        and await the results concurrently (they share group commits). A resend of the
+        same client_msg_id to the same target gives the first message and delivers
+        nothing twice; a reuse for another channel or body is refused with
         ``duplicate_client_msg_id`` and delivers nothing.
         """
         channel_id, members = await self._resolve_send_target(user_id, frame)
@@ -112,13 +118,17 @@ class ChatService:
             body=frame.body,
             ts=self.clock_ms(),
         )
+        return self._refuse_reuse(self.log.append(candidate, members), frame.client_msg_id)
+
+    @staticmethod
+    async def _refuse_reuse(durable: Awaitable[Message], client_msg_id: str) -> Message:
         try:
-            return await self.log.append(candidate, members)
+            return await durable
         except ClientMsgIdReused as exc:
             raise ProtocolError(
                 errors.DUPLICATE_CLIENT_MSG_ID,
                 "this client_msg_id was already used for another message; use a new one",
-                ref=frame.client_msg_id,
+                ref=client_msg_id,
             ) from exc
 
     async def receipt(self, user_id: int, frame: Receipt) -> None:

@@ -73,6 +73,7 @@ async def open_chat(settings: Settings) -> Runtime:
     assert settings.public_chat_url is not None
     directory = await CachedDirectory.from_settings(postgres_url, settings, migrate=False)
     messages = await CassandraMessageStore.open(settings)
+    messages.cache_heads()  # the single writer of its owned partitions' inboxes
     view = MembershipView(settings)
     await view.start()
     push = KafkaPushSink(settings)
@@ -83,6 +84,7 @@ async def open_chat(settings: Settings) -> Runtime:
     owned_before: set[int] = set()
 
     async def on_assigned(partitions: set[int]) -> None:
+        messages.forget_heads()  # another server may have appended while we did not own
         gained = partitions - owned_before
         owned_before.clear()
         owned_before.update(partitions)
@@ -104,6 +106,7 @@ async def open_chat(settings: Settings) -> Runtime:
         log.info("owning inbox partitions", extra={"partitions": sorted(partitions)})
 
     async def on_revoked(partitions: set[int]) -> None:
+        messages.forget_heads()
         # Eager rebalancing takes everything away before handing the new set out; the
         # consumer is paused meanwhile, so nothing is written for those users. Who
         # really moved is known in on_assigned, which sends only them away.

@@ -47,8 +47,10 @@ class Connection(asyncio.Protocol):
         "gateway",
         "hello_pending",
         "last_heard",
+        "last_send",
         "opened_at",
         "pending",
+        "sends_in_flight",
         "sent_seq",
         "server_state",
         "state",
@@ -84,6 +86,8 @@ class Connection(asyncio.Protocol):
         self.busy = False
         self.dirty = False
         self.hello_pending = False
+        self.sends_in_flight = 0
+        self.last_send: asyncio.Future[None] | None = None
         self.sent_seq = 0
         self.sync_buffer: list[InboxEntry] | None = None
 

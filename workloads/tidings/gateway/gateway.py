@@ -9,7 +9,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from tidings import metrics
@@ -28,6 +28,7 @@ from tidings.core.frames import (
     Typing,
     ack_frame,
     encode,
+    error_frame,
     heartbeat_ack_frame,
     parse_client_frame,
     reconnect_frame,
@@ -35,7 +36,7 @@ from tidings.core.frames import (
     synced_frame,
     welcome_frame,
 )
-from tidings.core.model import InboxEntry, OnlineLease
+from tidings.core.model import InboxEntry, Message, OnlineLease
 from tidings.core.presence import PresenceChange, PresenceTracker
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.admission import Admission
@@ -45,6 +46,7 @@ from tidings.settings import Settings
 log = logging.getLogger(__name__)
 
 SYNC_PAGE = 500
+MAX_SENDS_IN_FLIGHT = 256  # per connection; more are answered rate_limited
 CLOSE_GRACE_MS = 5_000
 
 
@@ -195,6 +197,58 @@ class Gateway:
             ref = frame.client_msg_id if isinstance(frame, Send) else None
             conn.send_error(errors.RATE_LIMITED, "too many frames; slow down", ref)
 
+    # --- sends: checked in order, stored concurrently, answered in order ------------
+
+    async def _begin_send(self, conn: Connection, frame: Send) -> None:
+        """Check ``frame`` and start storing it (the connection's queue runs this for
+        one send after another, which fixes their order); the answer goes out from a
+        task of its own once durable, after the answers to the sends before it."""
+        if conn.sends_in_flight >= MAX_SENDS_IN_FLIGHT:
+            raise ProtocolError(
+                errors.RATE_LIMITED, "too many sends in flight", ref=frame.client_msg_id
+            )
+        durable: Awaitable[Message] | ProtocolError
+        try:
+            durable = await self.service.begin_send(conn.user_id, conn.device_id, frame)
+        except ProtocolError as exc:
+            durable = exc  # answered in order too
+        conn.sends_in_flight += 1
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        previous, done = conn.last_send, self._loop.create_future()
+        conn.last_send = done
+        self.spawn(self._answer_send(conn, frame.client_msg_id, durable, previous, done))
+
+    async def _answer_send(
+        self,
+        conn: Connection,
+        ref: str,
+        durable: Awaitable[Message] | ProtocolError,
+        previous: asyncio.Future[None] | None,
+        done: asyncio.Future[None],
+    ) -> None:
+        try:
+            if isinstance(durable, ProtocolError):
+                raise durable
+            message = await durable
+            reply = ack_frame(ref, message.message_id, message.channel_id, message.ts)
+        except ProtocolError as exc:
+            metrics.ERRORS_SENT.labels(exc.code).inc()
+            reply = error_frame(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
+        except Exception:
+            log.exception("send failed", extra={"user_id": conn.user_id})
+            metrics.ERRORS_SENT.labels(errors.UNAVAILABLE).inc()
+            reply = error_frame(errors.UNAVAILABLE, "the server could not do this now; retry", ref)
+        try:
+            if previous is not None and not previous.done():
+                await previous  # answers go out in the order the sends came
+        finally:
+            conn.sends_in_flight -= 1
+            if conn.last_send is done:
+                conn.last_send = None
+            done.set_result(None)
+        conn.send_frame(reply)
+
     async def handle_frame(self, conn: Connection, frame: ClientFrame) -> None:
         ref = frame.client_msg_id if isinstance(frame, Send) else None
         try:
@@ -206,12 +260,7 @@ class Gateway:
                     self._hello_done(conn)
                     metrics.HELLO_SECONDS.observe(time.perf_counter() - started)
             elif isinstance(frame, Send):
-                message = await self.service.send(conn.user_id, conn.device_id, frame)
-                conn.send_frame(
-                    ack_frame(
-                        frame.client_msg_id, message.message_id, message.channel_id, message.ts
-                    )
-                )
+                await self._begin_send(conn, frame)
             elif isinstance(frame, Receipt):
                 await self.service.receipt(conn.user_id, frame)
             elif isinstance(frame, Typing):

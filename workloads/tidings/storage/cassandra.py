@@ -46,6 +46,7 @@ from tidings.storage.base import StorageError
 from tidings.storage.cassandra_schema import LATEST_VERSION, applied_versions
 
 log = logging.getLogger(__name__)
+HEAD_CACHE_SIZE = 1_000_000
 
 # Both are part of the on-disk layout: changing them for an existing keyspace loses data.
 BUCKET_MS = 30 * 24 * 3600 * 1000  # messages partition: 30 days of one channel
@@ -206,6 +207,20 @@ class CassandraMessageStore:
         self._cluster = cluster
         self._search_statements: dict[tuple[int, bool], Any] = {}
         self._known_buckets: set[tuple[str, int]] = set()
+        # Inbox heads of the users this process writes (a chat server, for its owned
+        # partitions): None in processes that only read (the API), which must not cache.
+        self._heads: dict[int, int] | None = None
+
+    def cache_heads(self) -> None:
+        """This process is the single writer of the inboxes it appends to (a chat server):
+        keep their heads in memory, so ``hello`` and catch-up read no head row."""
+        if self._heads is None:
+            self._heads = {}
+
+    def forget_heads(self) -> None:
+        """Partitions moved: heads of users another server may have written are stale."""
+        if self._heads is not None:
+            self._heads.clear()
 
     @classmethod
     async def open(
@@ -480,6 +495,8 @@ class CassandraMessageStore:
         await self._cql.run(
             self._q["upsert_head"], (user_id, entries[-1].seq), what="move inbox head"
         )
+        if self._heads is not None:
+            self._heads[user_id] = entries[-1].seq
         return entries
 
     def _batches(self, name: str, partitions: Iterable[list[tuple[Any, ...]]]) -> list[Any]:
@@ -573,8 +590,16 @@ class CassandraMessageStore:
         return entries
 
     async def inbox_head(self, user_id: int) -> int:
+        heads = self._heads
+        if heads is not None and (cached := heads.get(user_id)) is not None:
+            return cached
         row = await self._cql.first(self._q["select_head"], (user_id,), what="inbox head")
-        return int(row["seq"]) if row and row["seq"] is not None else 0
+        head = int(row["seq"]) if row and row["seq"] is not None else 0
+        if heads is not None:
+            if len(heads) >= HEAD_CACHE_SIZE:
+                heads.clear()  # crude but bounded; refilled one read per user
+            heads[user_id] = head
+        return head
 
     # --- receipts and presence -----------------------------------------------------
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,15 +295,19 @@ class SqliteMessageStore:
 
     # --- the message log (embedded) -------------------------------------------------
 
-    async def append(self, message: Message, members: Sequence[int]) -> Appended:
-        """Store ``message`` and place it in every member's inbox, durably, in one
-        transaction; a resend of (sender, client_msg_id) returns the first message.
+    def submit_append(self, message: Message, members: Sequence[int]) -> asyncio.Future[Appended]:
+        """Queue: store ``message`` and place it in every member's inbox, durably, in one
+        transaction; a resend of (sender, client_msg_id) gives the first message.
 
-        Raises :class:`ClientMsgIdReused` when that client_msg_id was used for another
-        channel or body. ``on_appended`` hears of the new inbox entries after the commit.
+        The future raises :class:`ClientMsgIdReused` when that client_msg_id was used
+        for another channel or body. ``on_appended`` hears of the new inbox entries after
+        the commit.
         """
-        result: Appended = await self.writer.submit(self._append_op(message, members))
-        return result
+        future: asyncio.Future[Appended] = self.writer.submit(self._append_op(message, members))
+        return future
+
+    async def append(self, message: Message, members: Sequence[int]) -> Appended:
+        return await self.submit_append(message, members)
 
     # --- messages ------------------------------------------------------------------
 
@@ -555,8 +559,13 @@ class StoreMessageLog:
     def __init__(self, store: SqliteMessageStore) -> None:
         self.store = store
 
-    async def append(self, message: Message, members: Sequence[int]) -> Message:
-        appended = await self.store.append(message, members)
+    def append(self, message: Message, members: Sequence[int]) -> Awaitable[Message]:
+        # Queued now, in call order; the coroutine only waits for the commit.
+        return self._durable(self.store.submit_append(message, members))
+
+    @staticmethod
+    async def _durable(pending: asyncio.Future[Appended]) -> Message:
+        appended = await pending
         if appended.seqs:
             metrics.MESSAGES_SENT.inc()
         return appended.message
