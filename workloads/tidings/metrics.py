@@ -23,6 +23,16 @@ LOOP_LAG = Gauge("tidings_event_loop_lag_seconds", "How late the event loop runs
 ADMISSION_REFUSED = Counter(
     "tidings_admission_refused_total", "hellos and discovers told to come back later (saturated)"
 )
+STORE_BATCH_SIZE = Histogram(
+    "tidings_store_batch_operations",
+    "Operations per group commit of the embedded store",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)
+STORE_COMMIT_SECONDS = Histogram(
+    "tidings_store_batch_seconds",
+    "One group commit of the embedded store: its statements, COMMIT and fsync",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 HELLO_SECONDS = Histogram(
     "tidings_hello_seconds",
     "From hello received to welcome and the catch-up sent",

@@ -1,10 +1,12 @@
-"""Group commit on SQLite: one writer thread, one transaction and one fsync per batch.
+"""Group commit on SQLite: one transaction and one fsync per batch of operations.
 
-Operations are queued from the event loop with :meth:`GroupCommitWriter.submit`; the
-writer thread takes everything queued since its last commit, runs it inside one
-``BEGIN IMMEDIATE ... COMMIT`` and hands every result back to the loop in one hop
-(``call_soon_threadsafe`` once per batch, not per statement). While one batch commits,
-the next one gathers, so the batch grows with the load and the fsync is shared.
+Operations are queued from the event loop with :meth:`GroupCommitWriter.submit`. At the
+end of the loop tick the writer runs everything queued inside one ``BEGIN IMMEDIATE``,
+on the loop's own thread (the statements are short: no thread hand-off per statement,
+and no fight for the GIL with a writer thread), then hands the ``COMMIT`` — the write
+of the WAL frames and the fsync, which release the GIL — to a thread of its own. While
+one batch commits, the next one gathers, so the batch grows with the load and the fsync
+is shared: one hand-off per batch.
 
 A result is delivered only after its batch committed: a caller that acks on it acks
 durable data. An operation that raises is taken out of the batch (the batch is rolled
@@ -21,27 +23,30 @@ import logging
 import os
 import signal
 import sqlite3
-import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tidings import metrics
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Operation = Callable[[sqlite3.Connection], Any]
-# Called on the writer thread after a batch's statements ran, before its COMMIT (fault
-# injection in tests; see TIDINGS_FAULT_KILL_BEFORE_COMMIT_AFTER).
+# Called after a batch's statements ran, before its COMMIT (fault injection in tests;
+# see TIDINGS_FAULT_KILL_BEFORE_COMMIT_AFTER), with the number of operations in it.
 BeforeCommit = Callable[[int], None]
 # ``after_batch(conn, stage)``: stage "commit" runs inside the transaction just before
 # COMMIT (write what the batch's operations accumulated); "committed" after the COMMIT;
 # "rolled_back" after a ROLLBACK (undo what the operations changed in memory).
 AfterBatch = Callable[[sqlite3.Connection, str], None]
-# Runs on the event loop after a batch committed and its futures were resolved, with the
-# batch's results (exceptions included).
+# Runs after a batch committed and its futures were resolved, with the batch's results
+# (exceptions included).
 OnCommitted = Callable[[list[Any]], None]
+Batch = list[tuple[Operation, "asyncio.Future[Any]"]]
 
 
 def connect(path: Path | str, synchronous: str) -> sqlite3.Connection:
@@ -74,11 +79,12 @@ class GroupCommitWriter:
         self._after_batch = after_batch
         self._on_committed = on_committed
         self._queue: deque[tuple[Operation, asyncio.Future[Any]]] = deque()
-        self._wake = threading.Event()
+        self._scheduled = False
+        self._committing: asyncio.Future[Any] | None = None
         self._closing = False
-        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: sqlite3.Connection | None = None
+        self._commit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._reader: sqlite3.Connection | None = None
         self.batches = 0
@@ -93,26 +99,25 @@ class GroupCommitWriter:
             self._conn = connect(self._path, self._synchronous)
             prepare(self._conn)
 
-        await loop.run_in_executor(self._reader_pool, open_writer)
+        await loop.run_in_executor(self._commit_pool, open_writer)
 
         def open_reader() -> None:
             self._reader = connect(self._path, self._synchronous)
 
         await loop.run_in_executor(self._reader_pool, open_reader)
-        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
-        self._thread.start()
-
-    # --- the event loop's side -----------------------------------------------------
 
     def submit(self, op: Operation) -> asyncio.Future[Any]:
         """Queue ``op``; the future resolves after the batch holding it committed."""
-        assert self._loop is not None, "GroupCommitWriter.start() was not awaited"
-        future: asyncio.Future[Any] = self._loop.create_future()
+        loop = self._loop
+        assert loop is not None, "GroupCommitWriter.start() was not awaited"
+        future: asyncio.Future[Any] = loop.create_future()
         if self._closing:
             future.set_exception(WriterClosed("the store is closed"))
             return future
         self._queue.append((op, future))
-        self._wake.set()
+        if not self._scheduled and self._committing is None:
+            self._scheduled = True
+            loop.call_soon(self._run_next)
         return future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -128,45 +133,33 @@ class GroupCommitWriter:
     def pending(self) -> int:
         return len(self._queue)
 
-    def _complete(
-        self, batch: list[tuple[Operation, asyncio.Future[Any]]], results: list[Any]
-    ) -> None:
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        if self._on_committed is not None:
-            # After the futures: their waiters (acks) run first in the next loop tick.
-            self._on_committed(results)
+    # --- one batch: statements here, COMMIT on the commit thread --------------------
 
-    # --- the writer thread ---------------------------------------------------------
+    def _run_next(self) -> None:
+        self._scheduled = False
+        if self._committing is not None or not self._queue:
+            return
+        conn, loop = self._conn, self._loop
+        assert conn is not None and loop is not None
+        batch: Batch = []
+        while self._queue and len(batch) < self._max_batch:
+            batch.append(self._queue.popleft())
+        started = time.perf_counter()
+        try:
+            results = self._statements(conn, batch)
+        except Exception as exc:  # BEGIN itself failed (the database is unusable)
+            log.exception("a SQLite batch failed")
+            self._finish(batch, [exc] * len(batch), started)
+            return
+        if self._before_commit is not None:
+            self._before_commit(len(batch))
+        committing = loop.run_in_executor(self._commit_pool, conn.execute, "COMMIT")
+        self._committing = committing
+        committing.add_done_callback(lambda done: self._committed(done, batch, results, started))
 
-    def _run(self) -> None:
-        conn = self._conn
-        assert conn is not None and self._loop is not None
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch: list[tuple[Operation, asyncio.Future[Any]]] = []
-                while self._queue and len(batch) < self._max_batch:
-                    batch.append(self._queue.popleft())
-                results = self._run_batch(conn, batch)
-                self.batches += 1
-                self.operations += len(batch)
-                try:
-                    self._loop.call_soon_threadsafe(self._complete, batch, results)
-                except RuntimeError:  # the loop is closed: nobody waits any more
-                    return
-            if self._closing and not self._queue:
-                return
-
-    def _run_batch(
-        self, conn: sqlite3.Connection, batch: list[tuple[Operation, asyncio.Future[Any]]]
-    ) -> list[Any]:
+    def _statements(self, conn: sqlite3.Connection, batch: Batch) -> list[Any]:
+        """Run the batch's operations inside BEGIN; an operation that fails is taken out
+        and the rest run again."""
         failed: dict[int, BaseException] = {}
         while True:
             results: list[Any] = []
@@ -183,43 +176,74 @@ class GroupCommitWriter:
                         raise _RetryWithout from exc
                 if self._after_batch is not None:
                     self._after_batch(conn, "commit")
-                if self._before_commit is not None:
-                    self._before_commit(len(batch))
-                conn.execute("COMMIT")
-                if self._after_batch is not None:
-                    self._after_batch(conn, "committed")
                 return results
             except _RetryWithout:
                 conn.execute("ROLLBACK")
                 if self._after_batch is not None:
                     self._after_batch(conn, "rolled_back")
+
+    def _committed(
+        self, done: asyncio.Future[Any], batch: Batch, results: list[Any], started: float
+    ) -> None:
+        self._committing = None
+        conn = self._conn
+        assert conn is not None
+        exc = done.exception() if not done.cancelled() else WriterClosed("closed")
+        if exc is not None:  # nothing of the batch holds
+            log.error("a SQLite commit failed", exc_info=exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if self._after_batch is not None:
+                self._after_batch(conn, "rolled_back")
+            results = [exc] * len(batch)
+        elif self._after_batch is not None:
+            self._after_batch(conn, "committed")
+        self._finish(batch, results, started)
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._run_next)
+
+    def _finish(self, batch: Batch, results: list[Any], started: float) -> None:
+        metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.STORE_BATCH_SIZE.observe(len(batch))
+        self.batches += 1
+        self.operations += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
                 continue
-            except Exception as exc:  # the commit itself failed: nothing of the batch holds
-                log.exception("a SQLite batch failed")
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if self._after_batch is not None:
-                    self._after_batch(conn, "rolled_back")
-                return [exc] * len(batch)
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if self._on_committed is not None:
+            # After the futures: their waiters (acks) run first in the next loop tick.
+            self._on_committed(results)
 
     async def close(self) -> None:
+        """Finish the batch committing and what is queued, then close."""
         self._closing = True
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
-        for _, future in self._queue:
-            if not future.done():
-                future.set_exception(WriterClosed("the store is closed"))
-        self._queue.clear()
+        while self._committing is not None or self._queue:
+            if self._committing is not None:
+                await asyncio.wait([self._committing])
+                await asyncio.sleep(0)  # let its done callback run
+            elif self._queue:
+                self._run_next()
+        loop = asyncio.get_running_loop()
 
-        def close_all() -> None:
-            for conn in (self._conn, self._reader):
-                if conn is not None:
-                    conn.close()
-            self._conn = self._reader = None
+        def close_writer() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._reader_pool, close_all)
+        def close_reader() -> None:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+        await loop.run_in_executor(self._commit_pool, close_writer)
+        await loop.run_in_executor(self._reader_pool, close_reader)
+        self._commit_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
 
 
