@@ -8,7 +8,7 @@ transaction for the message and every inbox row, no bus.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 from tidings import metrics
 from tidings.bus.base import InboxBus, InboxEvent
@@ -26,7 +26,7 @@ class BusMessageLog:
         self.messages = messages
         self.bus = bus
 
-    def append(self, message: Message, members: Sequence[int]) -> Awaitable[Message]:
+    def append(self, message: Message, members: Sequence[int]) -> asyncio.Future[Message]:
         return asyncio.ensure_future(self._append(message, members))
 
     async def _append(self, message: Message, members: Sequence[int]) -> Message:

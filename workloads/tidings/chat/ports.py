@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+import asyncio
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tidings.core.model import InboxEntry, Message
@@ -19,9 +20,9 @@ class Delivery(Protocol):
 class MessageLog(Protocol):
     """Where a sent message becomes durable on its way to the members' inboxes."""
 
-    def append(self, message: Message, members: Sequence[int]) -> Awaitable[Message]:
+    def append(self, message: Message, members: Sequence[int]) -> asyncio.Future[Message]:
         """Start storing ``message`` for ``members`` now (writes start in call order);
-        the awaitable is done when it is durable (the caller acks then).
+        the future is done when it is durable (the caller acks then).
 
         A resend of (sender, client_msg_id) gives the message stored first and delivers
         nothing twice; it raises :class:`~tidings.storage.base.ClientMsgIdReused` when

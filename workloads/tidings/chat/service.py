@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tidings.bus.base import InboxBus, InboxEvent
@@ -31,6 +33,26 @@ class SyncPage:
     entries: list[InboxEntry]
     cursor: int
     more: bool
+
+
+def _refuse_reuse(
+    answer: asyncio.Future[Message], client_msg_id: str, stored: asyncio.Future[Message]
+) -> None:
+    if answer.done():
+        return
+    exc = stored.exception()
+    if isinstance(exc, ClientMsgIdReused):
+        answer.set_exception(
+            ProtocolError(
+                errors.DUPLICATE_CLIENT_MSG_ID,
+                "this client_msg_id was already used for another message; use a new one",
+                ref=client_msg_id,
+            )
+        )
+    elif exc is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(stored.result())
 
 
 class ChatService:
@@ -98,13 +120,15 @@ class ChatService:
         """Store and publish a message; returns it once durable (the caller acks)."""
         return await (await self.begin_send(user_id, device_id, frame))
 
-    async def begin_send(self, user_id: int, device_id: int, frame: Send) -> Awaitable[Message]:
-        """Check and start storing a message; the awaitable is done once it is durable.
+    async def begin_send(
+        self, user_id: int, device_id: int, frame: Send
+    ) -> asyncio.Future[Message]:
+        """Check and start storing a message; the future is done once it is durable.
 
         Call it for one connection's sends one after another (that fixes their order)
-        and await the results concurrently (they share group commits). A resend of the
-        same client_msg_id to the same target gives the first message and delivers
-        nothing twice; a reuse for another channel or body is refused with
+        and wait for the futures side by side (they share group commits). A resend of
+        the same client_msg_id to the same target gives the first message and delivers
+        nothing twice; a reuse for another channel or body fails with
         ``duplicate_client_msg_id`` and delivers nothing.
         """
         channel_id, members = await self._resolve_send_target(user_id, frame)
@@ -118,18 +142,11 @@ class ChatService:
             body=frame.body,
             ts=self.clock_ms(),
         )
-        return self._refuse_reuse(self.log.append(candidate, members), frame.client_msg_id)
-
-    @staticmethod
-    async def _refuse_reuse(durable: Awaitable[Message], client_msg_id: str) -> Message:
-        try:
-            return await durable
-        except ClientMsgIdReused as exc:
-            raise ProtocolError(
-                errors.DUPLICATE_CLIENT_MSG_ID,
-                "this client_msg_id was already used for another message; use a new one",
-                ref=client_msg_id,
-            ) from exc
+        answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.log.append(candidate, members).add_done_callback(
+            functools.partial(_refuse_reuse, answer, frame.client_msg_id)
+        )
+        return answer
 
     async def receipt(self, user_id: int, frame: Receipt) -> None:
         members = await self.channel_members(user_id, frame.channel_id, None)

@@ -20,7 +20,7 @@ from websockets.server import ServerProtocol
 
 from tidings import metrics
 from tidings.core.frames import ClientFrame, encode, error_frame
-from tidings.core.model import InboxEntry
+from tidings.core.model import InboxEntry, Message
 from tidings.core.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ AWAIT_HELLO, SYNCING, LIVE, CLOSING = 0, 1, 2, 3
 
 class Connection(asyncio.Protocol):
     __slots__ = (
+        "answers",
         "bucket",
         "busy",
         "device_id",
@@ -47,10 +48,8 @@ class Connection(asyncio.Protocol):
         "gateway",
         "hello_pending",
         "last_heard",
-        "last_send",
         "opened_at",
         "pending",
-        "sends_in_flight",
         "sent_seq",
         "server_state",
         "state",
@@ -86,8 +85,8 @@ class Connection(asyncio.Protocol):
         self.busy = False
         self.dirty = False
         self.hello_pending = False
-        self.sends_in_flight = 0
-        self.last_send: asyncio.Future[None] | None = None
+        # Sends stored or being stored, answered in this order (None while there are none).
+        self.answers: deque[tuple[str, asyncio.Future[Message]]] | None = None
         self.sent_seq = 0
         self.sync_buffer: list[InboxEntry] | None = None
 

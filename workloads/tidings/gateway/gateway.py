@@ -9,7 +9,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from tidings import metrics
@@ -28,7 +29,6 @@ from tidings.core.frames import (
     Typing,
     ack_frame,
     encode,
-    error_frame,
     heartbeat_ack_frame,
     parse_client_frame,
     reconnect_frame,
@@ -36,7 +36,7 @@ from tidings.core.frames import (
     synced_frame,
     welcome_frame,
 )
-from tidings.core.model import InboxEntry, Message, OnlineLease
+from tidings.core.model import InboxEntry, OnlineLease
 from tidings.core.presence import PresenceChange, PresenceTracker
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.admission import Admission
@@ -45,6 +45,11 @@ from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Bound once: labels() on every frame costs more than the count itself.
+_FRAMES_IN = {
+    kind: metrics.FRAMES_IN.labels(kind.__name__.lower())
+    for kind in (Hello, Send, Receipt, Sync, Heartbeat, Typing)
+}
 SYNC_PAGE = 500
 MAX_SENDS_IN_FLIGHT = 256  # per connection; more are answered rate_limited
 CLOSE_GRACE_MS = 5_000
@@ -170,7 +175,7 @@ class Gateway:
             metrics.FRAMES_IN.labels("invalid").inc()
             conn.send_error(exc.code, exc.message, exc.ref)
             return
-        metrics.FRAMES_IN.labels(type(frame).__name__.lower()).inc()
+        _FRAMES_IN[type(frame)].inc()
         if conn.state == AWAIT_HELLO:
             if not isinstance(frame, Hello):
                 conn.send_error(errors.UNAUTHORIZED, "the first frame must be hello")
@@ -200,54 +205,45 @@ class Gateway:
     # --- sends: checked in order, stored concurrently, answered in order ------------
 
     async def _begin_send(self, conn: Connection, frame: Send) -> None:
-        """Check ``frame`` and start storing it (the connection's queue runs this for
-        one send after another, which fixes their order); the answer goes out from a
-        task of its own once durable, after the answers to the sends before it."""
-        if conn.sends_in_flight >= MAX_SENDS_IN_FLIGHT:
+        """Check ``frame`` and start storing it (the connection's queue runs this for one
+        send after another, which fixes their order). Its answer goes out once durable,
+        after the answers to the sends before it; no task waits for it."""
+        if conn.answers is not None and len(conn.answers) >= MAX_SENDS_IN_FLIGHT:
             raise ProtocolError(
                 errors.RATE_LIMITED, "too many sends in flight", ref=frame.client_msg_id
             )
-        durable: Awaitable[Message] | ProtocolError
         try:
             durable = await self.service.begin_send(conn.user_id, conn.device_id, frame)
         except ProtocolError as exc:
-            durable = exc  # answered in order too
-        conn.sends_in_flight += 1
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        previous, done = conn.last_send, self._loop.create_future()
-        conn.last_send = done
-        self.spawn(self._answer_send(conn, frame.client_msg_id, durable, previous, done))
+            if not conn.answers:
+                raise  # nothing before it: answered at once
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            durable = self._loop.create_future()
+            durable.set_exception(exc)
+        # Looked up after the await: the answers before it may have gone out meanwhile.
+        answers = conn.answers
+        if answers is None:
+            answers = conn.answers = deque()
+        answers.append((frame.client_msg_id, durable))
+        durable.add_done_callback(lambda _: self._answer_sends(conn))
 
-    async def _answer_send(
-        self,
-        conn: Connection,
-        ref: str,
-        durable: Awaitable[Message] | ProtocolError,
-        previous: asyncio.Future[None] | None,
-        done: asyncio.Future[None],
-    ) -> None:
-        try:
-            if isinstance(durable, ProtocolError):
-                raise durable
-            message = await durable
-            reply = ack_frame(ref, message.message_id, message.channel_id, message.ts)
-        except ProtocolError as exc:
-            metrics.ERRORS_SENT.labels(exc.code).inc()
-            reply = error_frame(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
-        except Exception:
-            log.exception("send failed", extra={"user_id": conn.user_id})
-            metrics.ERRORS_SENT.labels(errors.UNAVAILABLE).inc()
-            reply = error_frame(errors.UNAVAILABLE, "the server could not do this now; retry", ref)
-        try:
-            if previous is not None and not previous.done():
-                await previous  # answers go out in the order the sends came
-        finally:
-            conn.sends_in_flight -= 1
-            if conn.last_send is done:
-                conn.last_send = None
-            done.set_result(None)
-        conn.send_frame(reply)
+    def _answer_sends(self, conn: Connection) -> None:
+        """Answer the connection's sends that are done, in the order they came."""
+        answers = conn.answers
+        while answers and answers[0][1].done():
+            ref, durable = answers.popleft()
+            exc = durable.exception()
+            if exc is None:
+                message = durable.result()
+                conn.send_frame(ack_frame(ref, message.message_id, message.channel_id, message.ts))
+            elif isinstance(exc, ProtocolError):
+                conn.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
+            else:
+                log.error("send failed", exc_info=exc, extra={"user_id": conn.user_id})
+                conn.send_error(errors.UNAVAILABLE, "the server could not do this now; retry", ref)
+        if answers is not None and not answers:
+            conn.answers = None  # idle connections keep no deque
 
     async def handle_frame(self, conn: Connection, frame: ClientFrame) -> None:
         ref = frame.client_msg_id if isinstance(frame, Send) else None

@@ -16,10 +16,11 @@ search first brings the index up to date, so it never misses an acked message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -559,13 +560,23 @@ class StoreMessageLog:
     def __init__(self, store: SqliteMessageStore) -> None:
         self.store = store
 
-    def append(self, message: Message, members: Sequence[int]) -> Awaitable[Message]:
-        # Queued now, in call order; the coroutine only waits for the commit.
-        return self._durable(self.store.submit_append(message, members))
+    def append(self, message: Message, members: Sequence[int]) -> asyncio.Future[Message]:
+        """Queued now, in call order; the future is done after the commit."""
+        stored: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.store.submit_append(message, members).add_done_callback(
+            functools.partial(_settle_append, stored)
+        )
+        return stored
 
-    @staticmethod
-    async def _durable(pending: asyncio.Future[Appended]) -> Message:
-        appended = await pending
-        if appended.seqs:
-            metrics.MESSAGES_SENT.inc()
-        return appended.message
+
+def _settle_append(stored: asyncio.Future[Message], appended: asyncio.Future[Appended]) -> None:
+    if stored.done():
+        return
+    exc = appended.exception()
+    if exc is not None:
+        stored.set_exception(exc)
+        return
+    result = appended.result()
+    if result.seqs:
+        metrics.MESSAGES_SENT.inc()
+    stored.set_result(result.message)
