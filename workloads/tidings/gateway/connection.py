@@ -13,7 +13,6 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -22,6 +21,19 @@ from tidings import metrics
 from tidings.core.frames import ClientFrame, encode, error_frame
 from tidings.core.model import InboxEntry, Message
 from tidings.core.ratelimit import TokenBucket
+from tidings.gateway.framing import (
+    CLOSE_TOO_BIG,
+    DATA_OPCODES,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    FramingError,
+    close_payload,
+    encode_frame,
+    parse_close,
+)
 
 if TYPE_CHECKING:
     from tidings.gateway.gateway import Gateway
@@ -48,8 +60,11 @@ class Connection(asyncio.Protocol):
         "gateway",
         "hello_pending",
         "last_heard",
+        "open",
         "opened_at",
+        "out",
         "pending",
+        "reader",
         "sent_seq",
         "server_state",
         "state",
@@ -72,7 +87,13 @@ class Connection(asyncio.Protocol):
             gateway = app_state["gateway"]
         self.gateway: Gateway = gateway
         self.server_state = server_state
-        self.ws = ServerProtocol(max_size=gateway.settings.max_frame_bytes, logger=wire_log)
+        # The handshake's protocol; replaced by ``reader`` once the socket is open.
+        self.ws: ServerProtocol | None = ServerProtocol(
+            max_size=gateway.settings.max_frame_bytes, logger=wire_log
+        )
+        self.reader: FrameReader | None = None
+        self.open = False  # handshake done and no close said: frames may be written
+        self.out: list[bytes] | None = None  # frames waiting for this tick's write
         self.transport: asyncio.Transport | None = None
         self.user_id = 0
         self.device_id = 0
@@ -100,54 +121,98 @@ class Connection(asyncio.Protocol):
         self.gateway.opened(self)
 
     def data_received(self, data: bytes) -> None:
-        self.ws.receive_data(data)
-        self._process()
+        reader = self.reader
+        if reader is None:  # still in the handshake
+            self._handshake_bytes(data)
+            return
+        try:
+            messages = reader.feed(data)
+        except FramingError as exc:
+            self._protocol_error(exc.code, exc.reason)
+            return
+        for opcode, payload in messages:
+            if opcode in DATA_OPCODES:
+                self._frame(payload)
+            elif opcode == OP_PING:
+                self._write_frame(OP_PONG, payload)
+            elif opcode == OP_CLOSE:
+                self._close_received(payload)
+                return
 
     def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self._process()
-        self.flush()
-        return None
+        if self.reader is None and self.ws is not None:
+            self.ws.receive_eof()
+        return None  # the transport closes itself; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.server_state is not None:
             self.server_state.connections.discard(self)
         self.state = CLOSING
+        self.out = None
         self.gateway.closed(self)
 
     # uvicorn calls this on graceful shutdown (SIGTERM).
     def shutdown(self) -> None:
         self.gateway.drain_connection(self)
 
-    # --- frames in -----------------------------------------------------------------
+    # --- the handshake (websockets' ServerProtocol), then our own framing -----------
 
-    def _process(self) -> None:
-        for event in self.ws.events_received():
+    def _handshake_bytes(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None
+        ws.receive_data(data)
+        for event in ws.events_received():
             if isinstance(event, Request):
-                self._handshake(event)
-            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
-                self._frame(bytes(event.data))
-        if self.ws.state is State.CLOSED:
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
-        else:
-            self.gateway.want_flush(self)
-
-    def _handshake(self, request: Request) -> None:
-        if request.path.split("?", 1)[0] != WS_PATH:
-            response = self.ws.reject(404, f"no WebSocket endpoint at {request.path}\n")
-        else:
-            response = self.ws.accept(request)
-        self.ws.send_response(response)
-        if self.ws.state is not State.OPEN:
+                self._handshake(ws, event)
+                break
+        chunks = ws.data_to_send()
+        transport = self.transport
+        if transport is not None and chunks:
+            transport.write(b"".join(chunks))
+        if ws.state is State.OPEN:
+            # Done with the handshake: the rest is frames, read by a lean reader; bytes
+            # that came right behind the request are its first input.
+            leftover = bytes(ws.reader.buffer)
+            self.ws = None
+            self.reader = FrameReader(self.gateway.settings.max_frame_bytes)
+            self.open = True
+            if leftover:
+                self.data_received(leftover)
+        elif ws.state is not State.CONNECTING:
             self.state = CLOSING
+            if transport is not None:
+                transport.close()
+
+    def _handshake(self, ws: ServerProtocol, request: Request) -> None:
+        if request.path.split("?", 1)[0] != WS_PATH:
+            response = ws.reject(404, f"no WebSocket endpoint at {request.path}\n")
+        else:
+            response = ws.accept(request)
+        ws.send_response(response)
 
     def _frame(self, data: bytes) -> None:
         if self.state == CLOSING:
             return
         self.last_heard = self.gateway.clock_ms()
         self.gateway.handle_raw_frame(self, data)
+
+    def _close_received(self, payload: bytes) -> None:
+        """The client closes: answer with its code (unless we already said close)."""
+        self.state = CLOSING
+        if self.open:
+            code = parse_close(payload)
+            self._write_frame(OP_CLOSE, close_payload(code) if code is not None else b"")
+            self.open = False
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _protocol_error(self, code: int, reason: str) -> None:
+        if code == CLOSE_TOO_BIG:
+            metrics.ERRORS_SENT.labels("frame_too_big").inc()
+        self.close(code, reason)
+        if self.transport is not None:
+            self.transport.close()  # no more reading from a client that broke the rules
 
     # --- queued handling: one frame at a time per connection, no task while idle ---
 
@@ -180,9 +245,16 @@ class Connection(asyncio.Protocol):
     def send_text(self, text: bytes) -> None:
         """Queue a text frame (UTF-8 bytes); written with whatever else this connection
         gets in the same loop tick (one ``write`` per connection per tick)."""
-        if self.ws.state is not State.OPEN:
-            return
-        self.ws.send_text(text)
+        if self.open:
+            self._write_frame(OP_TEXT, text)
+
+    def _write_frame(self, opcode: int, payload: bytes) -> None:
+        out = self.out
+        if out is None:
+            if self.transport is None:
+                return
+            out = self.out = []
+        out.append(encode_frame(opcode, payload))
         self.gateway.want_flush(self)
 
     def send_error(self, code: str, message: str, ref: str | None = None) -> None:
@@ -190,31 +262,28 @@ class Connection(asyncio.Protocol):
         self.send_frame(error_frame(code, message, ref))
 
     def close(self, code: int, reason: str = "") -> None:
+        """Say close; the client answers with its close and the socket ends (the sweep
+        aborts it after a grace if the client never does)."""
         self.state = CLOSING
-        if self.ws.state is State.OPEN:
-            self.ws.send_close(code, reason)
+        if self.open:
+            self._write_frame(OP_CLOSE, close_payload(code, reason))
+            self.open = False
         self.flush()
-        if self.ws.state is State.CLOSED and self.transport is not None:
-            self.transport.close()
 
     def abort(self) -> None:
         self.state = CLOSING
+        self.open = False
         if self.transport is not None:
             self.transport.abort()
 
     def flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        out, transport = self.out, self.transport
+        if not out or transport is None:
             return
-        chunks = self.ws.data_to_send()
-        if not chunks:
+        self.out = None
+        if transport.is_closing():
             return
-        payload = b"".join(chunks)
-        if payload:
-            transport.write(payload)
-        if chunks[-1] == b"":  # the protocol asks for EOF: the server closes TCP first
-            transport.close()
-            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
         if transport.get_write_buffer_size() > self.gateway.settings.max_write_buffer_bytes:
             metrics.SLOW_CONSUMERS.inc()
             log.warning("dropping a slow consumer", extra={"user_id": self.user_id})
