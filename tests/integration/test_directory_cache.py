@@ -184,7 +184,7 @@ async def test_the_refresher_meets_its_bound(
         await asyncio.wait_for(task, 5)
 
 
-async def test_migration_2_applies_to_a_version_1_database(engines: Engines) -> None:
+async def test_migrations_2_and_3_apply_to_a_version_1_database(engines: Engines) -> None:
     engine = engines()
     assert await migrate(engine, upto=1) == [1]
 
@@ -193,14 +193,14 @@ async def test_migration_2_applies_to_a_version_1_database(engines: Engines) -> 
 
     async with engine.connect() as conn:
         assert not await conn.run_sync(has_log)
-    old = SqlDirectory(engine, log_changes=False)  # what open(migrate=False) gives here
+    old = SqlDirectory(engine, log_changes=False, has_readers=False)  # open(migrate=False)
     await old.create_user(1, "u1", "h", "U1", 0)
     assert await applied_versions(engine) == {1}
 
-    # `tidings migrate` from several pods at once: one applies 2, the others find it.
+    # `tidings migrate` from several pods at once: one applies 2 and 3, the others find them.
     results = await asyncio.gather(*(migrate(engines()) for _ in range(3)))
-    assert sorted(results) == [[], [], [2]]
-    assert await applied_versions(engine) == {1, 2}
+    assert sorted(results) == [[], [], [2, 3]]
+    assert await applied_versions(engine) == {1, 2, 3}
     async with engine.connect() as conn:
         assert await conn.run_sync(has_log)
     new = SqlDirectory(engine)
@@ -209,3 +209,47 @@ async def test_migration_2_applies_to_a_version_1_database(engines: Engines) -> 
     async with engine.connect() as conn:
         rows = (await conn.execute(select(directory_changes.c.kind, directory_changes.c.key))).all()
     assert [tuple(r) for r in rows] == [("user", "2")]
+
+
+async def test_a_database_at_version_2_gets_the_readers_table(engines: Engines) -> None:
+    engine = engines()
+    assert await migrate(engine, upto=2) == [1, 2]
+    behind = SqlDirectory(engine, has_readers=False)
+    await behind.create_user(1, "u1", "h", "U1", 0)  # logged, not confirmed
+    assert await migrate(engine) == [3]
+    assert await applied_versions(engine) == {1, 2, 3}
+    await behind.report_reader("r", 1, 0)
+    assert await behind.readers_behind(2, -1, "other") == 1
+
+
+async def test_a_confirmed_write_is_applied_by_every_reader_when_it_returns(
+    pair: tuple[CachedDirectory, CachedDirectory], engines: Engines
+) -> None:
+    """The API adds a member; the chat server's cache has it before the 204 goes out."""
+    api, chat = pair
+    api.confirm_s = 5.0
+    chat.refresh_s = 0.3
+    refresher = asyncio.create_task(chat.run_refresher())
+    try:
+        group = await chat.get_channel("g:1")
+        assert group is not None and group.member_ids == [1, 2]
+        await asyncio.sleep(0.1)  # the reader has reported where it stands
+        for member in (3, 4):
+            started = time.monotonic()
+            await api.add_member("g:1", member, 10)
+            took = time.monotonic() - started
+            assert chat.peek_channel("g:1") is MISSING  # dropped before add_member returned
+            group = await chat.get_channel("g:1")
+            assert group is not None and member in group.member_ids
+            assert took < 0.3 + 1.0, took  # one interval and a few queries
+        await api.remove_member("g:1", 3)
+        assert 3 not in (await chat.get_channel("g:1")).member_ids  # type: ignore[union-attr]
+        await api.set_push_token(10, "fcm", "tok")
+        assert (await chat.list_devices(1))[0].push_token == "tok"
+    finally:
+        await chat.close()
+        await asyncio.wait_for(refresher, 5)
+    # A closed reader is not waited for.
+    started = time.monotonic()
+    await api.add_friend(1, 2)
+    assert time.monotonic() - started < 0.5

@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     directory_cache_channels: int = Field(100_000, ge=1)
     directory_cache_refresh_s: float = Field(0.5, gt=0)
     directory_change_retention_s: float = Field(3600.0, gt=0)
+    # A write that changes a group's members, friends or push tokens returns once every
+    # other process's cache has applied it (so the next send already fans out to a new
+    # member), waiting at most this long; 0 returns at once (seen within the bound above).
+    directory_write_confirm_s: float = Field(5.0, ge=0)
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -19,7 +19,7 @@ from tidings.storage.base import GroupFull, User
 from tidings.storage.directory import SqlDirectory
 from tidings.storage.directory_cache import MISSING, CachedDirectory
 from tidings.storage.directory_schema import migrate
-from tidings.storage.tables import directory_changes
+from tidings.storage.tables import directory_changes, directory_readers
 
 
 class Statements:
@@ -573,7 +573,7 @@ async def test_a_database_at_version_1_is_migrated_and_followed(tmp_path: Path) 
         await cached.refresh()
         assert cached.peek_user(1) is MISSING
         # `tidings migrate` runs: from then on the cache follows the log.
-        assert await migrate(plain.engine) == [2]
+        assert await migrate(plain.engine) == [2, 3]
         await cached.refresh()
         assert cached.inner.log_changes
         await cached.get_user(1)
@@ -581,4 +581,81 @@ async def test_a_database_at_version_1_is_migrated_and_followed(tmp_path: Path) 
         assert cached.peek_user(1) is not MISSING
     finally:
         await cached.close()
+        await plain.close()
+
+
+# --- confirmed writes: done for the client means done on every server ----------------
+
+
+async def test_a_confirmed_write_waits_for_the_other_readers(tmp_path: Path) -> None:
+    a = await CachedDirectory.open(url(tmp_path / "d.db"), confirm_s=5.0)
+    await seed(a)
+    b = await CachedDirectory.open(url(tmp_path / "d.db"), refresh_s=0.2)
+    refresher = asyncio.create_task(b.run_refresher())
+    try:
+        assert (await b.get_channel("g:1")).member_ids == [1, 2, 3]  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)  # b has reported where it stands
+        await a.add_member("g:1", 4, 10)
+        assert b.peek_channel("g:1") is MISSING  # b applied it before add_member returned
+        assert 4 in (await b.get_channel("g:1")).member_ids  # type: ignore[union-attr]
+        assert await a.presence_audience(4, 100) == await b.presence_audience(4, 100)
+        # A write that changes nothing confirms nothing: no wait even for a stuck reader.
+        await a.inner.report_reader("stuck", 0, int(time.time() * 1000))
+        started = time.monotonic()
+        await a.add_member("g:1", 4, 10)
+        await a.add_friend(1, 5)  # friends already
+        assert time.monotonic() - started < 0.2
+        # Unconfirmed writes (new users and devices: nobody has them cached) do not wait.
+        await a.create_user(6, "u6", "h", "U6", 0)
+        await a.create_device(60, 6, "phone", None, 0)
+        assert time.monotonic() - started < 0.2
+    finally:
+        await b.close()
+        await asyncio.wait_for(refresher, 2)
+        await a.close()
+
+
+async def test_a_reader_that_does_not_keep_up_is_waited_for_then_given_up_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = await CachedDirectory.open(url(tmp_path / "d.db"), confirm_s=0.3)
+    try:
+        await seed(d)
+        now = int(time.time() * 1000)
+        await d.inner.report_reader("stuck", 0, now)  # heard from, never moving
+        await d.inner.report_reader("gone", 0, now - 60_000)  # silent: not waited for
+        await d.inner.report_reader(d.reader_id, 0, now)  # itself: not waited for
+        started = time.monotonic()
+        await d.add_friend(2, 3)
+        assert 0.3 <= time.monotonic() - started < 1.0
+        assert "not yet seen by every reader" in caplog.text
+        d.confirm_s = 0  # off: returns at once
+        started = time.monotonic()
+        await d.remove_friend(2, 3)
+        assert time.monotonic() - started < 0.2
+    finally:
+        await d.close()
+
+
+async def test_a_reader_reports_only_what_it_has_applied(tmp_path: Path) -> None:
+    d = await CachedDirectory.open(url(tmp_path / "d.db"), refresh_s=0.05)
+    await seed(d)
+    await d.refresh()
+    last = d._last
+    assert last is not None and d.safe_seq() == last
+    d._holes = {last - 3: time.monotonic() + 60}  # a transaction still open below
+    assert d.safe_seq() == last - 4
+    d._holes = {}
+    refresher = asyncio.create_task(d.run_refresher())
+    await asyncio.sleep(0.2)
+    async with d.engine.connect() as conn:
+        rows = (await conn.execute(select(directory_readers))).all()
+    assert [(r.reader, r.safe_seq) for r in rows] == [(d.reader_id, last)]
+    await d.close()
+    await asyncio.wait_for(refresher, 2)
+    plain = await SqlDirectory.open(url(tmp_path / "d.db"))
+    try:
+        async with plain.engine.connect() as conn:
+            assert (await conn.execute(select(directory_readers))).all() == []  # removed
+    finally:
         await plain.close()

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -25,6 +26,7 @@ from tidings.storage.tables import (
     channels,
     devices,
     directory_changes,
+    directory_readers,
     friends,
     users,
 )
@@ -39,8 +41,23 @@ log = logging.getLogger(__name__)
 #   audience      a user's presence audience (friends either way, peers in shared groups)
 CHANGE_KINDS = frozenset({"user", "device", "user_devices", "channel", "audience"})
 
-# The schema version that has directory_changes.
+# The schema versions that have directory_changes and directory_readers.
 CHANGE_LOG_VERSION = 2
+READERS_VERSION = 3
+
+# The greatest seq the last logged write of the current task got (0: none since reset).
+_written_seq: ContextVar[int] = ContextVar("directory_written_seq", default=0)
+
+
+def written_seq() -> int:
+    """The greatest change seq written by the current task's writes since
+    :func:`reset_written_seq` (0 when none logged anything)."""
+    return _written_seq.get()
+
+
+def reset_written_seq() -> None:
+    _written_seq.set(0)
+
 
 Change = tuple[str, str]
 ChangeListener = Callable[[Sequence[Change]], None]
@@ -88,10 +105,13 @@ class _Write:
 
 
 class SqlDirectory:
-    def __init__(self, engine: AsyncEngine, *, log_changes: bool = True) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, log_changes: bool = True, has_readers: bool = True
+    ) -> None:
         self.engine = engine
-        # Off only for a database not yet at schema version 2 (see open()).
+        # Off only for a database not yet at schema version 2 / 3 (see open()).
         self.log_changes = log_changes
+        self.has_readers = has_readers
         self._listeners: list[ChangeListener] = []
 
     @classmethod
@@ -107,14 +127,20 @@ class SqlDirectory:
             await directory_schema.migrate(engine)
             return cls(engine)
         versions = await directory_schema.applied_versions(engine)
-        if CHANGE_LOG_VERSION in versions:
-            return cls(engine)
-        log.warning(
-            "directory schema has no change log: writes are not seen by other processes' "
-            "caches until `tidings migrate` has run",
-            extra={"versions": sorted(versions)},
-        )
-        return cls(engine, log_changes=False)
+        opened = cls(engine)
+        opened.note_versions(versions)
+        if not opened.log_changes or not opened.has_readers:
+            log.warning(
+                "directory schema is behind: other processes' caches see this process's "
+                "writes late or not at all until `tidings migrate` has run",
+                extra={"versions": sorted(versions)},
+            )
+        return opened
+
+    def note_versions(self, versions: set[int]) -> None:
+        """Use what the schema at these versions has."""
+        self.log_changes = CHANGE_LOG_VERSION in versions
+        self.has_readers = READERS_VERSION in versions
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -140,10 +166,13 @@ class SqlDirectory:
                 yield write
                 if write.changes and self.log_changes:
                     at = int(time.time() * 1000)
-                    await conn.execute(
-                        insert(directory_changes),
+                    seqs = await conn.execute(
+                        insert(directory_changes).returning(directory_changes.c.seq),
                         [{"kind": k, "key": key, "at": at} for k, key in write.changes],
                     )
+                    top = max(seqs.scalars())
+                    if top > _written_seq.get():
+                        _written_seq.set(top)
         finally:
             if write is not None and write.changes:
                 for listener in self._listeners:
@@ -195,6 +224,39 @@ class SqlDirectory:
                 await conn.execute(select(func.min(directory_changes.c.seq)))
             ).scalar_one_or_none()
         return int(value) if value is not None else None
+
+    async def report_reader(self, reader: str, safe_seq: int, now_ms: int) -> None:
+        """Record that ``reader`` has applied every change up to ``safe_seq``."""
+        values = {"safe_seq": safe_seq, "seen_at": now_ms}
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(directory_readers)
+                .where(directory_readers.c.reader == reader)
+                .values(**values)
+            )
+            if not result.rowcount:
+                await conn.execute(insert(directory_readers).values(reader=reader, **values))
+
+    async def remove_reader(self, reader: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(directory_readers).where(directory_readers.c.reader == reader)
+            )
+
+    async def readers_behind(self, seq: int, seen_after_ms: int, exclude: str) -> int:
+        """How many readers other than ``exclude``, heard from after ``seen_after_ms``,
+        have not applied every change up to ``seq`` yet."""
+        r = directory_readers.c
+        async with self.engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count()).where(
+                            r.reader != exclude, r.seen_at > seen_after_ms, r.safe_seq < seq
+                        )
+                    )
+                ).scalar_one()
+            )
 
     async def trim_changes(self, older_than_ms: int) -> int:
         """Delete change rows written before ``older_than_ms`` (epoch ms), always keeping

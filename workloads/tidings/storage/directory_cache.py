@@ -28,6 +28,18 @@ catches up when it can; one that finds rows it has not seen already trimmed (awa
 than ``directory_change_retention_s``), a first poll, a log it cannot follow (an unknown
 kind, a database not yet migrated to the log) or too many rows at once flushes everything.
 
+**Confirmed writes**: the bound alone would let a client add a member through one api pod
+and send at once through a chat server whose cache still has the old member list. So
+every process running the refresher reports in ``directory_readers`` the seq up to which
+it has applied every change (``safe_seq``), and a write that changes memberships,
+friends or push tokens — ``create_group``, ``add_member``, ``remove_member``,
+``add_friend``, ``remove_friend``, ``set_push_token``, ``clear_push_token`` — returns
+only once every other reader heard from in the last :data:`READER_SILENT_S` (or ten
+intervals) has reached its seq, waiting at most ``confirm_s`` (``directory_write_confirm_s``,
+5 s; then it returns with a warning). Such a write takes about half an interval longer;
+new users and devices are not confirmed (nobody has them cached), nor are writes that
+change nothing. A reader that dies without closing is waited for until it falls silent.
+
 Sequence numbers are handed out when a transaction inserts its change rows (its last
 statement) but become visible when it commits, so on PostgreSQL a later seq can be seen
 before an earlier one. The poller keeps seqs it skipped over as *holes* and asks for them
@@ -52,9 +64,12 @@ import contextlib
 import enum
 import functools
 import logging
+import os
+import socket
 import time
+import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -63,12 +78,19 @@ from tidings import metrics
 from tidings.settings import Settings
 from tidings.storage import directory_schema
 from tidings.storage.base import Channel, Device, User
-from tidings.storage.directory import CHANGE_LOG_VERSION, Change, SqlDirectory
+from tidings.storage.directory import (
+    CHANGE_LOG_VERSION,
+    Change,
+    SqlDirectory,
+    reset_written_seq,
+    written_seq,
+)
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+T = TypeVar("T")
 
 # A seq skipped over by the poller is asked for again for this long (see the docstring).
 HOLE_TIMEOUT_S = 60.0
@@ -84,6 +106,11 @@ POLL_MAX_ROWS = 100_000
 TRIM_EVERY_S = 300.0
 # close() waits this long for a poll under way before closing the engine anyway.
 CLOSE_WAIT_S = 5.0
+# A reader (a refresher) not heard from for this long (and 10 intervals) is taken as gone;
+# it reports at least every quarter of it.
+READER_SILENT_S = 5.0
+# A confirming write asks where the readers stand this often, at first, then less often.
+CONFIRM_POLL_S = (0.01, 0.05)
 
 
 class Missing(enum.Enum):
@@ -256,10 +283,16 @@ class CachedDirectory:
         channels: int = 100_000,
         refresh_s: float = 0.5,
         retention_s: float = 3600.0,
+        confirm_s: float = 0.0,
     ) -> None:
         self.inner = inner
         self.refresh_s = refresh_s
         self.retention_s = retention_s
+        self.confirm_s = confirm_s
+        self.reader_id = f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._silent_ms = int(max(READER_SILENT_S, 10 * refresh_s) * 1000)
+        self._reported: tuple[int, float] | None = None  # (safe_seq, monotonic time)
+        self._versions_checked = float("-inf")
         absent_users = max(1, users // 4)
         self._users: _Cache[int, User | None] = _Cache("users", users, absent_users)
         self._devices: _Cache[int, Device | None] = _Cache("devices", users, absent_users)
@@ -290,12 +323,18 @@ class CachedDirectory:
         channels: int = 100_000,
         refresh_s: float = 0.5,
         retention_s: float = 3600.0,
+        confirm_s: float = 0.0,
     ) -> CachedDirectory:
         """Open the SqlDirectory (see :meth:`SqlDirectory.open`) and find the end of the
         change log, so the refresher starts from there."""
         inner = await SqlDirectory.open(url, migrate=migrate)
         cached = cls(
-            inner, users=users, channels=channels, refresh_s=refresh_s, retention_s=retention_s
+            inner,
+            users=users,
+            channels=channels,
+            refresh_s=refresh_s,
+            retention_s=retention_s,
+            confirm_s=confirm_s,
         )
         try:
             await cached.refresh()
@@ -320,6 +359,7 @@ class CachedDirectory:
             channels=settings.directory_cache_channels,
             refresh_s=settings.directory_cache_refresh_s,
             retention_s=settings.directory_change_retention_s,
+            confirm_s=settings.directory_write_confirm_s,
         )
 
     async def close(self) -> None:
@@ -334,6 +374,11 @@ class CachedDirectory:
         try:
             with contextlib.suppress(ValueError):
                 self.inner.remove_listener(self._on_changes)
+            if self._reported is not None:
+                try:  # writers need not wait for this one any more
+                    await asyncio.wait_for(self.inner.remove_reader(self.reader_id), CLOSE_WAIT_S)
+                except Exception:
+                    log.warning("directory cache: could not remove its reader row", exc_info=True)
             await self.inner.close()
         finally:
             if locked:
@@ -424,7 +469,7 @@ class CachedDirectory:
             if CHANGE_LOG_VERSION not in versions:
                 self.flush()
                 return 0
-            inner.log_changes = True
+            inner.note_versions(versions)
             self._last = None
         if self._last is None:
             await self._reposition()
@@ -504,6 +549,76 @@ class CachedDirectory:
         if self.inner.log_changes and time.monotonic() - self._last_trim >= every:
             await self.trim()
 
+    def safe_seq(self) -> int | None:
+        """Every change up to this seq has been applied here (None before the first poll)."""
+        if self._last is None:
+            return None
+        if self._holes:
+            return min(min(self._holes) - 1, self._last)
+        return self._last
+
+    async def _report(self) -> None:
+        """Tell confirming writers where this reader stands: when it moved, and at least
+        every quarter of the silence after which a reader is taken as gone."""
+        safe = self.safe_seq()
+        if safe is None:
+            return
+        now = time.monotonic()
+        if not self.inner.has_readers:
+            # A schema behind version 3: look again now and then.
+            if now - self._versions_checked < READER_SILENT_S:
+                return
+            self._versions_checked = now
+            self.inner.note_versions(await directory_schema.applied_versions(self.engine))
+            if not self.inner.has_readers:
+                return
+        reported = self._reported
+        if (
+            reported is None
+            or reported[0] != safe
+            or (now - reported[1]) * 1000 >= self._silent_ms / 4
+        ):
+            await self.inner.report_reader(self.reader_id, safe, int(time.time() * 1000))
+            self._reported = (safe, now)
+
+    async def _confirm(self) -> None:
+        """After a write of this task: wait until every other live reader has applied it,
+        at most ``confirm_s`` (then go on, with a warning)."""
+        seq = written_seq()
+        if seq <= 0 or self.confirm_s <= 0 or not self.inner.has_readers:
+            return
+        deadline = time.monotonic() + self.confirm_s
+        pause, longest = CONFIRM_POLL_S
+        while True:
+            seen_after = int(time.time() * 1000) - self._silent_ms
+            try:
+                behind = await self.inner.readers_behind(seq, seen_after, self.reader_id)
+            except Exception:
+                log.warning("directory cache: could not confirm a write", exc_info=True)
+                return
+            if not behind:
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "directory cache: a write not yet seen by every reader",
+                    extra={"seq": seq, "readers_behind": behind},
+                )
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    async def _confirmed(self, write: Awaitable[T]) -> T:
+        """Run a write other processes' hot paths depend on (memberships, friends, push
+        tokens) and, with ``confirm_s``, return once every live reader has applied it:
+        a client told "done" then finds it done on every server."""
+        reset_written_seq()
+        try:
+            result = await write
+        finally:
+            await self._after_write()
+        await self._confirm()
+        return result
+
     async def _after_write(self) -> None:
         """Without a refresher (the embedded default) writes trim the log now and then."""
         if self._refresher_running:
@@ -524,6 +639,7 @@ class CachedDirectory:
                         break  # closed while waiting for the lock
                     try:
                         await self._refresh()
+                        await self._report()
                         await self._maybe_trim()
                     except Exception:
                         log.warning("directory cache refresh failed", exc_info=True)
@@ -599,30 +715,18 @@ class CachedDirectory:
         return tuple(await self.inner.list_devices(user_id))
 
     async def set_push_token(self, device_id: int, provider: str, token: str) -> None:
-        try:
-            await self.inner.set_push_token(device_id, provider, token)
-        finally:
-            await self._after_write()
+        await self._confirmed(self.inner.set_push_token(device_id, provider, token))
 
     async def clear_push_token(self, device_id: int, token: str) -> None:
-        try:
-            await self.inner.clear_push_token(device_id, token)
-        finally:
-            await self._after_write()
+        await self._confirmed(self.inner.clear_push_token(device_id, token))
 
     # --- friends ---------------------------------------------------------------------
 
     async def add_friend(self, user_id: int, friend_id: int) -> None:
-        try:
-            await self.inner.add_friend(user_id, friend_id)
-        finally:
-            await self._after_write()
+        await self._confirmed(self.inner.add_friend(user_id, friend_id))
 
     async def remove_friend(self, user_id: int, friend_id: int) -> None:
-        try:
-            await self.inner.remove_friend(user_id, friend_id)
-        finally:
-            await self._after_write()
+        await self._confirmed(self.inner.remove_friend(user_id, friend_id))
 
     async def list_friends(self, user_id: int) -> list[User]:
         return await self.inner.list_friends(user_id)  # the API's, not the hot path's
@@ -658,10 +762,9 @@ class CachedDirectory:
     async def create_group(
         self, channel_id: str, name: str, owner_id: int, member_ids: Sequence[int], now: int
     ) -> Channel:
-        try:
-            return await self.inner.create_group(channel_id, name, owner_id, member_ids, now)
-        finally:
-            await self._after_write()
+        return await self._confirmed(
+            self.inner.create_group(channel_id, name, owner_id, member_ids, now)
+        )
 
     async def get_channel(self, channel_id: str) -> Channel | None:
         channel = self._channels.lookup(channel_id)
@@ -681,16 +784,10 @@ class CachedDirectory:
         )
 
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
-        try:
-            await self.inner.add_member(channel_id, user_id, max_members)
-        finally:
-            await self._after_write()
+        await self._confirmed(self.inner.add_member(channel_id, user_id, max_members))
 
     async def remove_member(self, channel_id: str, user_id: int) -> None:
-        try:
-            await self.inner.remove_member(channel_id, user_id)
-        finally:
-            await self._after_write()
+        await self._confirmed(self.inner.remove_member(channel_id, user_id))
 
     async def list_channels(self, user_id: int) -> list[Channel]:
         return await self.inner.list_channels(user_id)  # the API's, not the hot path's

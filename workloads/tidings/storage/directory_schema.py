@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tidings.storage.tables import V1_TABLES, directory_changes, metadata
+from tidings.storage.tables import V1_TABLES, directory_changes, directory_readers, metadata
 
 _bookkeeping = MetaData()
 schema_migrations = Table(
@@ -52,9 +52,14 @@ def _change_log(conn: Connection) -> None:
     metadata.create_all(conn, tables=[directory_changes], checkfirst=True)
 
 
+def _readers(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[directory_readers], checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
     Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
+    Migration(3, "directory_readers: where each directory cache stands in the log", _readers),
 ]
 
 

@@ -86,5 +86,17 @@ directory_changes = Table(
     sqlite_autoincrement=True,
 )
 
+# Where each process's directory cache stands in the change log (schema version 3): a
+# write that must be seen everywhere before it returns waits until every live reader's
+# safe_seq (every change up to it applied) has reached the write's seq. seen_at is the
+# reader's clock (epoch ms) at its last report; a reader silent for long is taken as gone.
+directory_readers = Table(
+    "directory_readers",
+    metadata,
+    Column("reader", String(128), primary_key=True),
+    Column("safe_seq", BigInteger, nullable=False),
+    Column("seen_at", BigInteger, nullable=False),
+)
+
 # The tables of schema version 1.
 V1_TABLES = [users, devices, friends, channels, channel_members]
