@@ -17,6 +17,7 @@ from ._harness import (
     Account,
     Clients,
     ServerProcess,
+    another_device,
     dm_id,
     http_client,
     new_account,
@@ -65,8 +66,10 @@ async def test_a_cursor_past_the_head_is_taken_as_the_head_and_live_traffic_flow
 ) -> None:
     alice, bob = await new_account(http, "alice"), await new_account(http, "bob")
     a1 = await clients.connect(alice)
+    bob_phone = await clients.connect(await another_device(http, bob))
     for n in range(3):
         await a1.send_and_ack(f"before {n}", to=bob)
+    await bob_phone.take_msgs(3)  # (an ack is not yet an inbox entry on the cluster)
 
     b1 = await clients.open(bob.chat_url)
     await b1.hello(bob.token, cursor=str(10**12))

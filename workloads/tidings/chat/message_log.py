@@ -25,11 +25,27 @@ class BusMessageLog:
     def __init__(self, messages: MessageStore, bus: InboxBus) -> None:
         self.messages = messages
         self.bus = bus
+        # Per sender, the append published last: a sender's messages are stored side by
+        # side but published in the order they were taken (ids, and so inbox order).
+        self._tails: dict[int, asyncio.Future[Message]] = {}
 
     def append(self, message: Message, members: Sequence[int]) -> asyncio.Future[Message]:
-        return asyncio.ensure_future(self._append(message, members))
+        sender = message.sender_id
+        task = asyncio.ensure_future(self._append(message, members, self._tails.get(sender)))
+        self._tails[sender] = task
+        task.add_done_callback(lambda done: self._untail(sender, done))
+        return task
 
-    async def _append(self, message: Message, members: Sequence[int]) -> Message:
+    def _untail(self, sender: int, done: asyncio.Future[Message]) -> None:
+        if self._tails.get(sender) is done:
+            del self._tails[sender]
+
+    async def _append(
+        self,
+        message: Message,
+        members: Sequence[int],
+        before: asyncio.Future[Message] | None,
+    ) -> Message:
         """A resend publishes the first message again: inboxes skip ids they hold, so
         nothing is delivered twice, and a message whose first publish was cut short by a
         crash still reaches everyone."""
@@ -40,6 +56,8 @@ class BusMessageLog:
                 metrics.MESSAGES_SENT.inc()
         if not same_target(stored, message):
             raise ClientMsgIdReused(stored)
+        if before is not None and not before.done():
+            await asyncio.wait([before])  # its outcome is its caller's; only the order matters
         payload = stored.to_wire()
         await self.bus.publish([InboxEvent(member, "msg", payload) for member in members])
         return stored
