@@ -40,11 +40,14 @@ def assert_trace(result: dict[str, Any]) -> None:
     assert result["messages"] == MESSAGES
     windows = result["windows"]
     assert windows["warm_up"]["delivered"] == windows["warm_up"]["sent"]
+    assert_window(windows["cpu"], MESSAGES)
+    assert windows["cpu"]["latency"]["count"] == MESSAGES
     counts = windows["counts"]
     assert_window(counts, MESSAGES)
     assert counts["latency"]["count"] == MESSAGES
     per = result["per_message"]
     assert per["server_cpu_us"] > 0
+    assert per["server_cpu_us_sql_counted"] > 0
     # SQLite is opened both through aiosqlite (the directory) and directly (the message
     # store): the counting wrapper has to see both kinds of connection.
     assert "aiosqlite.core" in result["sql_seen_through"], result["sql_seen_through"]

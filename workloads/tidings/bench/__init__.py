@@ -53,7 +53,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "runs slower while traced",
     )
     parser.add_argument(
-        "--pyspy-rate", type=int, default=100, help="trace: py-spy samples per second"
+        "--pyspy-rate", type=int, default=50, help="trace: py-spy samples per second"
     )
     parser.add_argument(
         "--trace-tools",

@@ -64,7 +64,7 @@ class Options:
     rate: float = 200.0  # trace: the fixed offered rate
     traced_rate: float | None = None  # trace: the rate under strace/py-spy (default: rate)
     trace_tools: tuple[str, ...] = ("perf", "strace", "py-spy")  # trace: tools to use
-    pyspy_rate: int = 100  # trace: py-spy samples per second
+    pyspy_rate: int = 50  # trace: py-spy samples per second (it pauses the server each time)
 
 
 def make_target(name: str, opts: Options) -> Target:

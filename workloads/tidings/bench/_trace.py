@@ -1,25 +1,32 @@
 """`tidings bench trace`: what one 1:1 message costs the embedded server, counted.
 
 One `tidings up` (this tree, or ``--ref-tree``'s), two users, a sender and a receiver on
-WebSockets; the sender sends ``--messages`` 1:1 messages at a fixed ``--rate`` (open loop)
-in each of these windows, and every window waits until all of them are delivered (and
-acked, and echoed to the sender's device when the server does that):
+WebSockets; the sender sends ``--messages`` 1:1 messages at a fixed ``--rate`` (open loop,
+but never more than ``MAX_IN_FLIGHT`` unanswered) in each of these windows, and every
+window waits until all of them are delivered (and acked, and echoed to the sender's
+device when the server does that):
+
+On the server as it is (nothing loaded into it, nothing attached):
 
 1. ``idle``: a few seconds without messages: the background (heartbeats, timers).
-2. ``counts``: no tracer attached: server CPU (``/proc/<pid>/stat`` utime + stime, all
-   threads) and SQL statements (a ``sitecustomize`` on the server's ``PYTHONPATH`` wraps
-   ``sqlite3.connect`` and counts through ``set_trace_callback``; see ``_sqlcount``).
-3. ``strace``: ``strace -f -C -y`` attached for the window: fsync/fdatasync (by file),
+2. ``cpu``: server CPU per message (``/proc/<pid>/stat`` utime + stime, all threads).
+
+Then on a fresh server (new data directory) started with a ``sitecustomize`` first on its
+``PYTHONPATH`` that wraps ``sqlite3.connect`` and counts statements through
+``set_trace_callback`` (see ``_sqlcount``):
+
+3. ``counts``: SQL statements, and syscalls counted in the kernel by ``perf stat``.
+4. ``strace``: ``strace -f -C -y`` attached for the window: fsync/fdatasync (by file),
    sends and receives by socket kind (loopback TCP vs the event loop's self-pipe), futex,
    epoll_wait, pwrite64/pread64. The server runs much slower while traced; only counts are
    taken from this window.
-4. ``py-spy``: ``py-spy record --native --format raw`` for the window; samples are sorted
+5. ``py-spy``: ``py-spy record --native --format raw`` for the window; samples are sorted
    into stages by frame (see :func:`classify`) and the stages' shares of the on-CPU
-   samples are turned into µs with the CPU per message of window 2.
+   samples are turned into µs with the CPU per message of the ``cpu`` window.
 
-Everything is divided by the messages sent in that window. One message here is: one
-``send`` in, one ``ack`` and one ``msg`` to the sender's device, one ``msg`` to the
-receiver.
+Everything is divided by the messages the server accepted (acked) in that window. One
+message here is: one ``send`` in, one ``ack`` and one ``msg`` to the sender's device, one
+``msg`` to the receiver.
 """
 
 from __future__ import annotations
@@ -70,6 +77,11 @@ SYSCALLS = (
 # Counted in the kernel by `perf stat` during the counts window.
 PERF_SYSCALLS = (*SYSCALLS, "fcntl")
 IDLE_S = 3.0
+# Sends not yet answered, at most: a server that stalls (an fsync on a busy disk, a tracer)
+# would otherwise refuse the overflow of its per-connection queue (64 frames) with
+# rate_limited, and refused sends would distort the counts per message. A send held back
+# keeps its intended time, so the stall still shows in the latency.
+MAX_IN_FLIGHT = 32
 SETTLE_S = 0.3
 WARM_MESSAGES = 50
 
@@ -95,6 +107,7 @@ class Side:
         self.conn: WsConn | None = None
         self.ready: asyncio.Future[None] | None = None
         self.sent_at: dict[str, int] = {}
+        self.answered = asyncio.Event()  # set on every ack or refusal
         self.reset()
 
     def reset(self) -> None:
@@ -116,6 +129,7 @@ class Side:
                 self.latency.record_ns(now - int(str(frame["body"]).split("|", 1)[0]))
         elif kind == "ack":
             self.acks += 1
+            self.answered.set()
             sent = self.sent_at.pop(str(frame.get("client_msg_id")), None)
             if sent is not None:
                 self.ack_latency.record_ns(now - sent)
@@ -126,6 +140,7 @@ class Side:
             self.errors[str(frame.get("code"))] += 1
             if self.sent_at.pop(str(frame.get("ref")), None) is not None:
                 self.refused += 1  # a send the server answered with an error, not an ack
+                self.answered.set()
 
     async def open(self, url: str) -> None:
         self.ready = asyncio.get_running_loop().create_future()
@@ -413,7 +428,10 @@ _DECISIVE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("directory", ("sqlalchemy/", "aiosqlite/", "greenlet", "tidings/storage/directory")),
     ("store_sql", ("tidings/storage/", "tidings/bus/sqlite")),
     ("json", ("orjson", "/json/", "_json.c", "tidings/core/frames.py")),
-    ("websocket", ("websockets/", "wsproto/", "uvicorn/protocols/websockets")),
+    (
+        "websocket",
+        ("websockets/", "wsproto/", "uvicorn/protocols/websockets", "tidings/gateway/framing"),
+    ),
     ("logging", ("/logging/", "prometheus_client/", "tidings/metrics.py", "tidings/logs.py")),
 )
 _ASYNCIO = (
@@ -443,7 +461,7 @@ def classify(frames: list[tuple[str, str]]) -> tuple[str, str]:
     Off-CPU first: the innermost named frame is a blocking call (``_WAITS``). Otherwise
     the stack is read from the leaf up and the first frame of a *decisive* stage decides
     (``_DECISIVE``: thread hand-off machinery, SQLAlchemy/aiosqlite/the directory, the
-    message store's SQLite code, JSON, the websockets library, logging/metrics). Native
+    message store's SQLite code, JSON, WebSocket framing, logging/metrics). Native
     SQLite, asyncio/socket and other Tidings frames only decide when nothing decisive is
     above them, the innermost of them first: native SQLite is the message store's unless
     the directory is above it; a sample in asyncio under Tidings code is the loop's."""
@@ -522,15 +540,23 @@ def parse_pyspy(text: str) -> dict[str, Any]:
 
 
 class Trace:
+    """The windows on one running server; ``sql_out`` is None on the server that runs
+    without the counting sitecustomize (the clean CPU window)."""
+
     def __init__(
-        self, target: Embedded, accounts: list[Account], opts: Options, sql_out: Path
+        self,
+        target: Embedded,
+        accounts: list[Account],
+        opts: Options,
+        workdir: Path,
+        sql_out: Path | None,
     ) -> None:
         self.target, self.opts = target, opts
         self.pid = target.server_pids[0]
         self.sender, self.receiver = Side(accounts[0]), Side(accounts[1])
-        self.sql = SqlCounter(self.pid, sql_out)
+        self.sql = SqlCounter(self.pid, sql_out) if sql_out is not None else None
         self.expect_echo = False
-        self.dir = sql_out.parent
+        self.dir = workdir
         self.n = opts.messages
         self.wait_s = max(opts.drain_s, 60.0)
         self.heartbeats = 0
@@ -555,11 +581,17 @@ class Trace:
         start = time.monotonic_ns() + 20_000_000
         pad = "x" * self.opts.body_bytes
         t0 = time.monotonic()
+        held = 0
         for i in range(n):
             due = start + int(i * interval)
             delay = (due - time.monotonic_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
+            if i - s.acks - s.refused >= MAX_IN_FLIGHT:
+                held += 1  # the server stalled: wait rather than overflow its queue
+                while i - s.acks - s.refused >= MAX_IN_FLIGHT:
+                    s.answered.clear()
+                    await s.answered.wait()
             ref = f"{tag}-{i}-{due}"
             s.sent_at[ref] = due
             s.send({"type": "send", "client_msg_id": ref, "to": r.user_id, "body": f"{due}|{pad}"})
@@ -579,6 +611,7 @@ class Trace:
             "echoes": s.echoes,
             "complete": r.received >= n and s.acks >= n,
             "rate": rate,
+            "held_back": held,
             "send_s": round(send_s, 3),
             "until_delivered_s": round(time.monotonic() - t0, 3),
             "heartbeats": self.heartbeats - beats0,
@@ -591,7 +624,8 @@ class Trace:
         """One window: counts and CPU around ``send`` (tracers are started outside).
         ``sql``: ask for the SQL counts before and after (not under a tracer: the dump
         itself would be traced)."""
-        sql0 = await self.sql.snapshot() if sql else {}
+        sql = sql and self.sql is not None
+        sql0 = await self.snapshot() if sql else {}
         cpu0, ctx0 = procstat.cpu_seconds(self.pid), context_switches(self.pid)
         wall0 = time.monotonic()
         threads0 = threads(self.pid)
@@ -602,7 +636,7 @@ class Trace:
         ctx = context_switches(self.pid) - ctx0
         per = max(stats["accepted"], 1)
         if sql:
-            stats["sql"] = sql_delta(sql0, await self.sql.snapshot(), per)
+            stats["sql"] = sql_delta(sql0, await self.snapshot(), per)
         return {
             **stats,
             "wall_s": round(wall, 3),
@@ -613,18 +647,43 @@ class Trace:
             "threads": [threads0, threads(self.pid)],
         }
 
+    async def snapshot(self) -> dict[str, Any]:
+        assert self.sql is not None
+        return await self.sql.snapshot()
+
     async def idle(self) -> dict[str, Any]:
-        sql0 = await self.sql.snapshot()
         cpu0, t0 = procstat.cpu_seconds(self.pid), time.monotonic()
         await asyncio.sleep(IDLE_S)
         cpu, wall = procstat.cpu_seconds(self.pid) - cpu0, time.monotonic() - t0
-        sql = sql_delta(sql0, await self.sql.snapshot(), 1)
-        return {
-            "wall_s": round(wall, 3),
-            "server_cpu_us_per_s": round(cpu * 1e6 / wall, 1),
-            "sql_statements_per_s": round(sql["statements"] / wall, 2),
-            "sql_top_statements": sql["top_statements"][:10],
-        }
+        return {"wall_s": round(wall, 3), "server_cpu_us_per_s": round(cpu * 1e6 / wall, 1)}
+
+    async def connected(self) -> None:
+        await self.sender.open(self.target.ws_url)
+        await self.receiver.open(self.target.ws_url)
+
+    async def warm_up(self) -> dict[str, Any]:
+        warm = await self.send(min(WARM_MESSAGES, self.n), "warm", self.opts.rate)
+        self.expect_echo = warm["echoes"] > 0
+        await asyncio.sleep(1.0)
+        return {k: warm[k] for k in ("sent", "delivered", "acked", "echoes")}
+
+    async def run_clean(self) -> dict[str, Any]:
+        """The server without the SQL counting and without tracers: idle CPU, then the
+        CPU per message."""
+        await self.connected()
+        beats = asyncio.ensure_future(self._heartbeats())
+        try:
+            result = {"warm_up": await self.warm_up(), "idle": await self.idle()}
+            result["cpu"] = await self.window("cpu", self.opts.rate, sql=False)
+        finally:
+            beats.cancel()
+            self.close()
+        return result
+
+    def close(self) -> None:
+        for side in (self.sender, self.receiver):
+            if side.conn is not None:
+                side.conn.close()
 
     async def perf_window(self, binary: str) -> dict[str, Any]:
         """The counts window with ``perf stat`` counting syscalls in the kernel (the
@@ -686,7 +745,12 @@ class Trace:
             "output": str(out),
         }
 
-    async def profile_window(self, binary: str, cpu_us_per_message: float) -> dict[str, Any]:
+    async def profile_window(
+        self, binary: str, clean_cpu_us: float, counted_cpu_us: float
+    ) -> dict[str, Any]:
+        """Stages in µs: each stage's share of the on-CPU samples (the SQL counting's own
+        samples left out) times the clean server's CPU per message; the counting's own
+        share times the CPU per message of the counted server."""
         out, log_path = self.dir / "py-spy.raw.txt", self.dir / "py-spy.log"
         argv = [binary, "record", "--pid", str(self.pid), "--native", "--format", "raw"]
         argv += ["--full-filenames", "--rate", str(self.opts.pyspy_rate), "-o", str(out)]
@@ -700,11 +764,15 @@ class Trace:
         if not out.exists():
             raise RuntimeError(f"py-spy wrote no profile:\n{log_path.read_text()[-2000:]}")
         parsed = parse_pyspy(out.read_text(errors="replace"))
+        samples: dict[str, int] = parsed["stage_samples"]
         on_cpu = max(parsed["on_cpu_samples"], 1)
+        served = max(on_cpu - samples.get("sqlcount", 0), 1)
         stage_us = {
-            stage: round(parsed["stage_samples"].get(stage, 0) / on_cpu * cpu_us_per_message, 1)
+            stage: round(samples.get(stage, 0) / served * clean_cpu_us, 1)
             for stage, _ in STAGES
+            if stage != "sqlcount"
         }
+        stage_us["sqlcount"] = round(samples.get("sqlcount", 0) / on_cpu * counted_cpu_us, 1)
         return {
             "command": " ".join(argv),
             "window": {k: v for k, v in stats.items() if k != "sql"},
@@ -724,19 +792,15 @@ class Trace:
             "output": str(out),
         }
 
-    async def run(self) -> dict[str, Any]:
-        url = self.target.ws_url
-        await self.sender.open(url)
-        await self.receiver.open(url)
+    async def run(self, clean_cpu_us: float) -> dict[str, Any]:
+        """The server with the SQL counting: the counts window (with perf), then the
+        strace and py-spy windows."""
+        await self.connected()
         beats = asyncio.ensure_future(self._heartbeats())
         tools = self.opts.trace_tools
         result: dict[str, Any] = {}
         try:
-            warm = await self.send(min(WARM_MESSAGES, self.n), "warm", self.opts.rate)
-            self.expect_echo = warm["echoes"] > 0
-            result["warm_up"] = {k: warm[k] for k in ("sent", "delivered", "acked", "echoes")}
-            await asyncio.sleep(1.0)
-            result["idle"] = await self.idle()
+            result["warm_up_counted"] = await self.warm_up()
             perf = tool("perf") if "perf" in tools else None
             if perf is not None:
                 counts = await self.perf_window(perf)
@@ -757,15 +821,15 @@ class Trace:
                 await asyncio.sleep(1.0)
                 binary = tool("py-spy")
                 result["profile"] = (
-                    await self.profile_window(binary, counts["server_cpu_us_per_message"])
+                    await self.profile_window(
+                        binary, clean_cpu_us, counts["server_cpu_us_per_message"]
+                    )
                     if binary
                     else {"error": "py-spy not found: `make bench-tools` installs it"}
                 )
         finally:
             beats.cancel()
-            for side in (self.sender, self.receiver):
-                if side.conn is not None:
-                    side.conn.close()
+            self.close()
         return result
 
 
@@ -795,19 +859,30 @@ async def _wait_for_text(
 
 
 def trace(target: Embedded, opts: Options) -> dict[str, Any]:
-    """Run the windows on ``target`` (started here) and return the result."""
+    """Run the windows on ``target`` and return the result: first on a server started
+    as it is (the clean CPU), then on a fresh one with the SQL counting loaded."""
     slug = re.sub(r"[^a-z0-9]+", "-", target.name.lower()).strip("-")
     site = opts.workdir / "trace" / slug
     site.mkdir(parents=True, exist_ok=True)
+    target.start()
+    try:
+        accounts = create_accounts(target.api_url, 2)
+        windows = asyncio.run(Trace(target, accounts, opts, site, None).run_clean())
+    finally:
+        target.stop()
+    clean_cpu_us = float(windows["cpu"]["server_cpu_us_per_message"])
+
     shutil.copyfile(Path(_sqlcount.__file__), site / "sitecustomize.py")
     sql_out = site / "sqlcount.json"
     target.pythonpath = [site, *target.pythonpath]
     target.env = {**target.env, _sqlcount.ENV_OUT: str(sql_out)}
+    target.data_dir = target.data_dir.with_name(target.data_dir.name + "-counted")
     overhead_ns = _sqlcount.overhead_ns_per_statement()
     target.start()
     try:
         accounts = create_accounts(target.api_url, 2)
-        windows = asyncio.run(Trace(target, accounts, opts, sql_out).run())
+        trace = Trace(target, accounts, opts, site, sql_out)
+        windows.update(asyncio.run(trace.run(clean_cpu_us)))
         seen = json.loads(sql_out.read_text())
     finally:
         target.stop()
@@ -826,14 +901,18 @@ def assemble(
     kinds = sql["by_kind"]
     main = ("SELECT", "INSERT", "UPDATE", "DELETE")
     per: dict[str, Any] = {
-        "server_cpu_us": counts["server_cpu_us_per_message"],
+        "server_cpu_us": windows["cpu"]["server_cpu_us_per_message"],
+        "server_cpu_us_sql_counted": counts["server_cpu_us_per_message"],
         "sql_statements": sql["statements"],
         "sql_select": kinds.get("SELECT", 0.0),
         "sql_insert": round(kinds.get("INSERT", 0.0) + kinds.get("REPLACE", 0.0), 3),
         "sql_update": kinds.get("UPDATE", 0.0),
         "sql_delete": kinds.get("DELETE", 0.0),
         "sql_other": round(
-            sum(v for k, v in kinds.items() if k not in (*main, "REPLACE", "BEGIN", "COMMIT")),
+            sum(
+                (v for k, v in kinds.items() if k not in (*main, "REPLACE", "BEGIN", "COMMIT")),
+                0.0,
+            ),
             3,
         ),
         "sql_total_incl_triggers_fts": sql["total_incl_triggers_and_nested"],
@@ -866,6 +945,7 @@ def assemble(
         per["stage_us"] = profile["stage_us_per_message"]
     warnings = []
     for name, window in (
+        ("cpu", windows["cpu"]),
         ("counts", counts),
         ("strace", strace.get("window")),
         ("py-spy", profile.get("window")),
@@ -896,13 +976,16 @@ def assemble(
         "one_message_is": "1 send in; 1 ack and 1 msg (echo) to the sender's device, 1 msg "
         "to the receiver",
         "sources": {
-            "server_cpu_us, sql_*": f"counts window at {opts.rate:g}/s, no tracer attached "
-            "(sitecustomize SQL counting and perf stat only)",
+            "server_cpu_us": f"cpu window at {opts.rate:g}/s on a server without the SQL "
+            "counting and without tracers",
+            "server_cpu_us_sql_counted, sql_*": f"counts window at {opts.rate:g}/s on a fresh "
+            "server with the SQL counting loaded, perf stat attached",
             "fsync, futex, epoll_wait, pwrite64, fcntl": "perf stat in the counts window "
             "(strace window if perf is missing)",
             "loopback_*, self_pipe_wakeups, futex_wake, fsync_by_file": "strace window at "
             f"{opts.traced_rate or opts.rate:g}/s",
-            "stage_us": "py-spy window's on-CPU shares x server_cpu_us",
+            "stage_us": "py-spy window's on-CPU shares (without the counting's own) x "
+            "server_cpu_us; stage_us.sqlcount: its share x server_cpu_us_sql_counted",
         },
     }
 
@@ -910,7 +993,8 @@ def assemble(
 # --- the table -----------------------------------------------------------------------
 
 ROWS: tuple[tuple[str, str], ...] = (
-    ("server_cpu_us", "server CPU µs (no tracer; /proc utime+stime)"),
+    ("server_cpu_us", "server CPU µs (no SQL counting, no tracer; /proc utime+stime)"),
+    ("server_cpu_us_sql_counted", "server CPU µs with the SQL counting loaded"),
     ("sql_statements", "SQL statements run by the server (top level)"),
     ("sql_select", "… SELECT"),
     ("sql_insert", "… INSERT (incl. REPLACE)"),
@@ -960,9 +1044,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for stage, label in STAGES:
         cells = [_cell(r["per_message"].get("stage_us", {}).get(stage)) for r in ok]
         lines.append(f"| µs in {label} (py-spy share x CPU) | " + " | ".join(cells) + " |")
-    lat = [r["windows"]["counts"]["latency"] for r in ok]
+    lat = [r["windows"]["cpu"]["latency"] for r in ok]
     lines.append(
-        "| delivery p50 / p99 ms at the offered rate (counts window) | "
+        "| delivery p50 / p99 ms at the offered rate (cpu window) | "
         + " | ".join(f"{_cell(x['p50_ms'])} / {_cell(x['p99_ms'])}" for x in lat)
         + " |"
     )
@@ -974,9 +1058,14 @@ def markdown(results: list[dict[str, Any]]) -> str:
     refused = []
     for r in ok:
         w = r["windows"]
-        counts = [w["counts"]] + [w[k]["window"] for k in ("strace", "profile") if k in w]
-        refused.append(" / ".join(str(c.get("refused", "-")) for c in counts))
+        counts = [w["cpu"], w["counts"]]
+        counts += [w[k]["window"] for k in ("strace", "profile") if "window" in w.get(k, {})]
+        refused.append(
+            " / ".join(f"{c.get('refused', '-')}, {c.get('held_back', '-')}" for c in counts)
+        )
     lines.append(
-        "| sends refused (counts / strace / py-spy windows) | " + " | ".join(refused) + " |"
+        "| sends refused, held back by the in-flight cap (cpu / counts / strace / py-spy) | "
+        + " | ".join(refused)
+        + " |"
     )
     return "\n".join(lines)
