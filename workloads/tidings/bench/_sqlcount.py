@@ -161,7 +161,14 @@ def install(out: str | None = None) -> bool:
     sqlite3.connect = _wrap(sqlite3.connect)  # type: ignore[assignment]
     dbapi2.connect = sqlite3.connect
     path = out
-    signal.signal(signal.SIGUSR1, lambda _sig, _frame: dump(path))
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        # Not here: the handler runs on the main thread between two bytecodes, possibly
+        # in the middle of a trace callback's update of the counts (statements run on the
+        # event loop's thread too); a thread of its own waits for the lock instead.
+        threading.Thread(target=dump, args=(path,), name="sqlcount-dump", daemon=True).start()
+
+    signal.signal(signal.SIGUSR1, on_signal)
     return True
 
 
