@@ -58,7 +58,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace-tools",
         default="perf,strace,py-spy",
-        help="trace: tools to use: perf (syscall counts in the kernel during the SQL/CPU "
+        help="trace: tools to use: perf (syscall counts in the kernel during the SQL counts "
         "window), strace and py-spy (a window each); '' for none",
     )
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
