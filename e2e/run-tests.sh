@@ -19,5 +19,6 @@ bash e2e/env/up.sh
 
 echo "== tests"
 bash e2e/env/chromium.sh  # Debian's Chromium for the web client's browser tests (tests/web/)
+make bench-tools          # strace, perf and py-spy for the trace smoke (tests/bench/)
 $PY/pytest "$@"
 echo "test command finished in $((SECONDS - started))s"
