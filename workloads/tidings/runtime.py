@@ -123,6 +123,9 @@ async def open_embedded(settings: Settings) -> Runtime:
     directory = await CachedDirectory.from_settings(
         f"sqlite+aiosqlite:///{data_dir / 'directory.db'}", settings
     )
+    # A restart is followed by every client's hello: have their devices in memory first.
+    warmed = await directory.warm_devices(settings.directory_cache_users)
+    log.info("directory cache warmed", extra={"devices": warmed})
     fault = settings.fault_kill_before_commit_after
     messages = await SqliteMessageStore.open(
         data_dir / "messages.db",

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # later (reconnect{after_ms} with jitter) instead of queueing. max_hellos 0 admits no
     # new client at all (shedding a server by hand).
     admission_max_lag_ms: float = Field(250.0, gt=0)
-    admission_max_hellos: int = Field(2000, ge=0)
+    admission_max_hellos: int = Field(256, ge=0)
 
     # Drain: clients are told to reconnect after a jittered delay within this budget.
     drain_budget_s: float = Field(10.0, ge=0)

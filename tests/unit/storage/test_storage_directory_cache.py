@@ -659,3 +659,33 @@ async def test_a_reader_reports_only_what_it_has_applied(tmp_path: Path) -> None
             assert (await conn.execute(select(directory_readers))).all() == []  # removed
     finally:
         await plain.close()
+
+
+async def test_warming_loads_every_device_so_hellos_after_a_restart_run_no_sql(
+    tmp_path: Path,
+) -> None:
+    first = await CachedDirectory.open(url(tmp_path / "directory.db"))
+    await seed(first)
+    await first.close()
+    restarted = await CachedDirectory.open(url(tmp_path / "directory.db"))
+    try:
+        assert await restarted.warm_devices(1000) == 3
+        sql = Statements(restarted)
+        with sql.none():
+            device = await restarted.get_device(11)
+            assert device is not None and device.user_id == 1
+            assert [d.device_id for d in await restarted.list_devices(1)] == [10, 11]
+            assert [d.device_id for d in await restarted.list_devices(2)] == [20]
+        # A partial warm-up (the cache is smaller than the table) keeps no device lists:
+        # a list made of the newest devices alone could miss a user's older ones.
+        partial = await CachedDirectory.open(url(tmp_path / "directory.db"))
+        try:
+            assert await partial.warm_devices(2) == 2
+            sql = Statements(partial)
+            window = sql.during()
+            assert [d.device_id for d in await partial.list_devices(1)] == [10, 11]
+            assert window.count > 0
+        finally:
+            await partial.close()
+    finally:
+        await restarted.close()

@@ -329,6 +329,14 @@ class SqlDirectory:
             write.changed("user_devices", user_id)
         return Device(device_id, user_id, name, platform)
 
+    async def newest_devices(self, limit: int) -> list[Device]:
+        """Up to ``limit`` devices, the newest first (to warm a cache at start-up)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(devices).order_by(devices.c.device_id.desc()).limit(limit)
+            )
+        return [_device(row) for row in rows]
+
     async def get_device(self, device_id: int) -> Device | None:
         async with self.engine.connect() as conn:
             row = (
