@@ -125,7 +125,10 @@ async def open_embedded(settings: Settings) -> Runtime:
     )
     # A restart is followed by every client's hello: have their devices in memory first.
     warmed = await directory.warm_devices(settings.directory_cache_users)
-    log.info("directory cache warmed", extra={"devices": warmed})
+    audiences = await directory.warm_audiences(
+        directory.warmed_users, settings.presence_fanout_limit
+    )
+    log.info("directory cache warmed", extra={"devices": warmed, "audiences": audiences})
     fault = settings.fault_kill_before_commit_after
     messages = await SqliteMessageStore.open(
         data_dir / "messages.db",

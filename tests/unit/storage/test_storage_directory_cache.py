@@ -689,3 +689,20 @@ async def test_warming_loads_every_device_so_hellos_after_a_restart_run_no_sql(
             await partial.close()
     finally:
         await restarted.close()
+
+
+async def test_warmed_audiences_match_the_read_through_ones(tmp_path: Path) -> None:
+    first = await CachedDirectory.open(url(tmp_path / "directory.db"))
+    await seed(first)
+    expected = {uid: await first.inner.presence_audience(uid, 100) for uid in range(1, 6)}
+    await first.close()
+    restarted = await CachedDirectory.open(url(tmp_path / "directory.db"))
+    try:
+        assert await restarted.warm_audiences(range(1, 6), 100) == 5
+        sql = Statements(restarted)
+        with sql.none():
+            for uid in range(1, 6):
+                assert await restarted.presence_audience(uid, 100) == expected[uid], uid
+            assert await restarted.presence_audience(1, 2) == {2, 3}  # cut like a read
+    finally:
+        await restarted.close()

@@ -437,6 +437,29 @@ class SqlDirectory:
         audience.discard(user_id)
         return set(sorted(audience)[:limit])
 
+    async def all_audiences(self) -> dict[int, set[int]]:
+        """Every user's presence audience (friends either way, group peers), whole, in two
+        reads (to warm a cache at start-up; :meth:`presence_audience` for one user)."""
+        audiences: dict[int, set[int]] = {}
+        members: dict[str, list[int]] = {}
+        async with self.engine.connect() as conn:
+            for a, b in await conn.execute(select(friends.c.user_id, friends.c.friend_id)):
+                audiences.setdefault(a, set()).add(b)
+                audiences.setdefault(b, set()).add(a)
+            rows = await conn.execute(
+                select(channel_members.c.channel_id, channel_members.c.user_id)
+                .join(channels, channels.c.channel_id == channel_members.c.channel_id)
+                .where(channels.c.kind == "group")
+            )
+            for channel_id, uid in rows:
+                members.setdefault(channel_id, []).append(uid)
+        for group in members.values():
+            for uid in group:
+                audiences.setdefault(uid, set()).update(group)
+        for uid, audience in audiences.items():
+            audience.discard(uid)
+        return audiences
+
     # --- channels ------------------------------------------------------------------
 
     async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None:

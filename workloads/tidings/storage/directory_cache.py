@@ -302,6 +302,7 @@ class CachedDirectory:
             "channels", channels, max(1, channels // 4)
         )
         self._dms: _Lru[str, bool] = _Lru(channels)
+        self.warmed_users: list[int] = []  # whose devices warm_devices() loaded
         self._dm_hit = metrics.DIRECTORY_CACHE.labels("dms", "hit")
         self._dm_miss = metrics.DIRECTORY_CACHE.labels("dms", "miss")
         # Where this process is in the change log; None until the first poll.
@@ -759,6 +760,22 @@ class CachedDirectory:
         if audience is None:  # joined a read made with a smaller limit
             return await self.inner.presence_audience(user_id, limit)
         return audience
+
+    async def warm_audiences(self, user_ids: Iterable[int], limit: int) -> int:
+        """Fill the presence audiences of ``user_ids`` (cut to ``limit``, as
+        :meth:`presence_audience` would) from one read of the whole table, so a reconnect
+        storm's presence fan-out finds them in memory. Returns how many were filled."""
+        version = self._audiences.version
+        everyone = await self.inner.all_audiences()
+        if version != self._audiences.version:
+            return 0  # something changed meanwhile: leave it to the read-through path
+        filled = 0
+        for user_id in user_ids:
+            audience = everyone.get(user_id, set())
+            cut = audience if len(audience) <= limit else set(sorted(audience)[:limit])
+            self._audiences.put(user_id, (limit, frozenset(cut)))
+            filled += 1
+        return filled
 
     async def _load_audience(self, user_id: int, limit: int) -> tuple[int, frozenset[int]]:
         return limit, frozenset(await self.inner.presence_audience(user_id, limit))
