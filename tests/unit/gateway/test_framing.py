@@ -123,3 +123,50 @@ def test_close_payloads_round_trip() -> None:
     assert FrameReader(1 << 20).feed(client_frame(OP_CLOSE, close_payload(1000))) == [
         (OP_CLOSE, close_payload(1000))
     ]
+
+
+def test_the_handshake_protocol_is_freed_without_a_gc_pass() -> None:
+    """An idle socket must not keep its handshake's protocol alive as cyclic garbage."""
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from tidings.gateway.connection import Connection
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+    gateway = SimpleNamespace(
+        settings=SimpleNamespace(max_frame_bytes=1 << 20, max_write_buffer_bytes=1 << 22),
+        clock_ms=lambda: 0,
+        opened=lambda conn: None,
+        want_flush=lambda conn: None,
+    )
+    conn = Connection(gateway=gateway)  # type: ignore[arg-type]
+    transport = Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    protocol = weakref.ref(conn.ws)  # type: ignore[arg-type]
+    gc.disable()
+    try:
+        conn.data_received(
+            b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert transport.written[0].startswith(b"HTTP/1.1 101")
+        assert conn.open and conn.ws is None
+        assert protocol() is None
+    finally:
+        gc.enable()

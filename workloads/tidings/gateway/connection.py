@@ -173,6 +173,10 @@ class Connection(asyncio.Protocol):
             # Done with the handshake: the rest is frames, read by a lean reader; bytes
             # that came right behind the request are its first input.
             leftover = bytes(ws.reader.buffer)
+            # The protocol and its parser generator refer to each other: closing the
+            # generator breaks the cycle, so the protocol (and the request it holds) is
+            # freed now rather than by a full GC pass that a busy server rarely runs.
+            ws.parser.close()
             self.ws = None
             self.reader = FrameReader(self.gateway.settings.max_frame_bytes)
             self.open = True
