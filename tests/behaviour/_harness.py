@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -243,6 +243,22 @@ def start_server(tmp_dir: Path, **env: str) -> ServerProcess:
     server = ServerProcess(tmp_dir / "data", tmp_dir / "server.log", dict(env))
     server.start()
     return server
+
+
+@contextlib.contextmanager
+def owned_server(tmp_dir: Path, **env: str) -> Iterator[ServerProcess]:
+    """A `tidings up` of the test's own, which it may kill, restart or drain; killed at
+    the end whatever happened."""
+    server = start_server(tmp_dir, **env)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def at(server: TidingsProcess, account: Account) -> Account:
+    """The same device, connecting to where the server listens now."""
+    return dataclasses.replace(account, chat_url=server.ws_url)
 
 
 def stop_server(server: TidingsProcess) -> int | None:

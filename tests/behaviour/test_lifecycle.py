@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import signal
 import subprocess
@@ -19,10 +18,11 @@ from ._harness import (
     Clients,
     ServerProcess,
     another_device,
+    at,
     dm_id,
     http_client,
     new_account,
-    start_server,
+    owned_server,
     stop_server,
 )
 
@@ -74,16 +74,8 @@ async def test_unknown_route_has_the_error_shape(http: httpx.AsyncClient) -> Non
 @pytest.fixture
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server this test may kill, restart or drain."""
-    proc = start_server(tmp_path_factory.mktemp("tidings-own"))
-    try:
+    with owned_server(tmp_path_factory.mktemp("tidings-own")) as proc:
         yield proc
-    finally:
-        proc.kill()
-
-
-def at(server: ServerProcess, account: Account) -> Account:
-    """The same device, connecting to where the server listens now."""
-    return dataclasses.replace(account, chat_url=server.ws_url)
 
 
 async def test_every_acked_message_survives_sigkill(

@@ -4,7 +4,6 @@ the head, a crash between a batch's writes and its commit, admission control, th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 from collections.abc import Iterator
 
@@ -14,13 +13,14 @@ import pytest
 from tidings.core import errors
 
 from ._harness import (
-    Account,
     Clients,
     ServerProcess,
     another_device,
+    at,
     dm_id,
     http_client,
     new_account,
+    owned_server,
     start_server,
     stop_server,
 )
@@ -92,17 +92,10 @@ async def test_a_cursor_past_the_head_is_taken_as_the_head_and_live_traffic_flow
 @pytest.fixture
 def doomed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server that SIGKILLs itself before committing the batch holding its 10th message."""
-    proc = start_server(
+    with owned_server(
         tmp_path_factory.mktemp("tidings-doomed"), TIDINGS_FAULT_KILL_BEFORE_COMMIT_AFTER="10"
-    )
-    try:
+    ) as proc:
         yield proc
-    finally:
-        proc.kill()
-
-
-def _at(server: ServerProcess, account: Account) -> Account:
-    return dataclasses.replace(account, chat_url=server.ws_url)
 
 
 async def test_a_batch_killed_before_its_commit_is_not_acked_and_resends_arrive_once(
@@ -124,7 +117,7 @@ async def test_a_batch_killed_before_its_commit_is_not_acked_and_resends_arrive_
 
     doomed_server.env.pop("TIDINGS_FAULT_KILL_BEFORE_COMMIT_AFTER")
     doomed_server.start()
-    alice, bob = _at(doomed_server, alice), _at(doomed_server, bob)
+    alice, bob = at(doomed_server, alice), at(doomed_server, bob)
     # Every ack named a committed message, and the batch that died committed nothing: bob
     # holds the acked messages (and perhaps the last committed batch, whose acks were
     # still on their way), never the 10th message's batch.
