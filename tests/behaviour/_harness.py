@@ -650,7 +650,12 @@ async def reconnect_through_discover(
     deadline = loop.time() + within
     tried = [] if tried is None else tried
     while loop.time() < deadline:
-        response = await http.get("/v1/discover", headers=account.auth)
+        try:
+            response = await http.get("/v1/discover", headers=account.auth)
+        except httpx.TransportError as exc:  # the API itself is moving (a roll): try again
+            tried.append(f"discover: {type(exc).__name__}")
+            await asyncio.sleep(0.2)
+            continue
         if response.status_code != 200:
             tried.append(f"discover {response.status_code}")
             await asyncio.sleep(0.2)
