@@ -93,10 +93,13 @@ class Gateway:
             return
         conn.dirty = True
         if not self._dirty:
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self._flush_dirty)
+            self._running_loop().call_soon(self._flush_dirty)
         self._dirty.append(conn)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, []
@@ -217,9 +220,7 @@ class Gateway:
         except ProtocolError as exc:
             if not conn.answers:
                 raise  # nothing before it: answered at once
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            durable = self._loop.create_future()
+            durable = self._running_loop().create_future()
             durable.set_exception(exc)
         # Looked up after the await: the answers before it may have gone out meanwhile.
         answers = conn.answers

@@ -7,7 +7,7 @@ batch of sends (:class:`~tidings.storage._sqlite_writer.GroupCommitWriter`). The
 ``messages`` and ``inbox`` tables are the durable log; there is nothing to replay after a
 crash, because a message and its inbox rows commit together or not at all.
 
-Inbox heads live in memory (loaded at open): the writer thread assigns sequence numbers,
+Inbox heads live in memory (loaded at open): a batch assigns sequence numbers as it runs,
 the event loop sees a head only once it committed (``hello`` answers from that).
 Full-text indexing (FTS5) runs just behind the sends, in its own small transactions; a
 search first brings the index up to date, so it never misses an acked message.
@@ -141,7 +141,7 @@ class SqliteMessageStore:
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
         self._path = path
         self._synchronous = synchronous
-        # Writer thread only: heads as assigned (this batch included), their values
+        # Batch state: heads as assigned (the open batch included), their values
         # before the batch (to undo on rollback), and the highest message id written.
         self._heads: dict[int, int] = {}
         self._undo_heads: dict[int, int] = {}
@@ -163,8 +163,8 @@ class SqliteMessageStore:
         synchronous: str = "FULL",
         before_commit: BeforeCommit | None = None,
     ) -> SqliteMessageStore:
-        """``before_commit`` (fault injection in tests) is called on the writer thread
-        before each COMMIT with the number of messages the batch stores."""
+        """``before_commit`` (fault injection in tests) is called after each batch's
+        statements, before its COMMIT, with the number of messages the batch stores."""
         store = cls(path, synchronous=synchronous)
         store._writer = GroupCommitWriter(
             path,
@@ -187,7 +187,7 @@ class SqliteMessageStore:
     async def close(self) -> None:
         await self.writer.close()
 
-    # --- the writer thread: schema, batches ----------------------------------------
+    # --- the writer: schema, batches -----------------------------------------------
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.executescript(SCHEMA)
