@@ -73,7 +73,8 @@ def test_idle(tmp_path: Path) -> None:
 
 
 def test_relay(tmp_path: Path) -> None:
-    args = ["--targets", "tidings,baseline", "--pairs", "10", "--rates", "40"]
+    # Users through the HTTP API here (the other scenarios seed them directly).
+    args = ["--targets", "tidings,baseline", "--pairs", "10", "--rates", "40", "--seed", "api"]
     results = bench(tmp_path, "relay", *args, "--duration", "2", "--drain", "10")
     for result in results:
         assert result["connected"] == 20

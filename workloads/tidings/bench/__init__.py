@@ -76,6 +76,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path, help="tidings: reuse this data dir and the users made there"
     )
+    parser.add_argument(
+        "--seed",
+        choices=("auto", "direct", "api"),
+        default="auto",
+        help="how users are made: direct = written into the stopped embedded server's "
+        "SQLite directory (one argon2 hash for all, tokens signed with its key; target "
+        "tidings only), api = signup and login over HTTP, auto (default) = direct for "
+        "tidings, api for tidings-ref and the cluster",
+    )
     parser.add_argument("--workdir", type=Path, help="logs and data (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
     parser.add_argument(

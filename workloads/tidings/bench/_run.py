@@ -48,6 +48,7 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
         traced_rate=args.traced_rate,
         pyspy_rate=args.pyspy_rate,
         trace_tools=tuple(t for t in str(args.trace_tools).split(",") if t),
+        seed=args.seed,
     )
 
 

@@ -22,6 +22,7 @@ from tidings.bench._accounts import (
 )
 from tidings.bench._fleet import Fleet, merge
 from tidings.bench._histogram import Latency
+from tidings.bench._seed import embedded_accounts, seed_mode, warn_if_fds_short
 from tidings.bench._targets import (
     CENTRIFUGO_API_KEY,
     CENTRIFUGO_CHANNEL,
@@ -65,6 +66,7 @@ class Options:
     traced_rate: float | None = None  # trace: the rate under strace/py-spy (default: rate)
     trace_tools: tuple[str, ...] = ("perf", "strace", "py-spy")  # trace: tools to use
     pyspy_rate: int = 50  # trace: py-spy samples per second (it pauses the server each time)
+    seed: str = "auto"  # how users are made: direct (embedded only), api, auto (--seed)
 
 
 def make_target(name: str, opts: Options) -> Target:
@@ -106,14 +108,25 @@ def _accounts(
     if isinstance(target, Embedded) and opts.data_dir is not None:
         cache = target.data_dir / "bench-accounts.json"
     t0 = time.monotonic()
-    # Many signups go to a setup server (see Embedded.setup_mode); a few need no restart.
-    setup = target if isinstance(target, Embedded) and n > SETUP_SERVER_ABOVE else None
-    if setup is not None:
-        setup.setup_mode(True)
-    accounts = create_accounts(target.api_url, n, cache=cache)
-    log.info("%d accounts ready in %.1fs", n, time.monotonic() - t0)
-    if setup is not None:
-        setup.setup_mode(False)
+    mode = seed_mode(target, opts.seed)
+    if mode == "direct":
+        assert isinstance(target, Embedded)
+        # Straight into the stopped server's SQLite directory (tidings.bench._seed).
+        accounts = embedded_accounts(target, n, cache)
+    else:
+        # Many signups go to a setup server (see Embedded.setup_mode); a few need no restart.
+        setup = target if isinstance(target, Embedded) and n > SETUP_SERVER_ABOVE else None
+        if setup is not None:
+            setup.setup_mode(True)
+        accounts = create_accounts(target.api_url, n, cache=cache)
+        if setup is not None:
+            setup.setup_mode(False)
+        if isinstance(target, Embedded):
+            for account in accounts:  # cached ones name the port of an earlier run
+                account["chat_url"] = target.ws_url
+    log.info("%d accounts ready (%s) in %.1fs", n, mode, time.monotonic() - t0)
+    if isinstance(target, Embedded):
+        warn_if_fds_short(target, n)
     return accounts
 
 
