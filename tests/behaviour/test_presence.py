@@ -154,3 +154,26 @@ async def test_quick_reconnect_causes_no_offline_online_pair(
     await u.close()
     frame = await presence_of(w, user, within=PRESENCE_OFFLINE_AFTER_S + SLACK_S)
     assert frame["status"] == "offline"
+
+
+async def test_heartbeats_keep_a_device_online_whatever_their_json_spelling(
+    http: httpx.AsyncClient, clients: Clients
+) -> None:
+    """The compact heartbeat (every client library's) takes a fast path: it must be
+    answered and count as activity exactly like any other spelling."""
+    user = await new_account(http, "beat")
+    conn = await clients.connect(user)
+    spellings = ['{"type":"heartbeat"}', '{"type": "heartbeat"}', '{ "type" : "heartbeat" }']
+    deadline = time.monotonic() + 2 * PRESENCE_OFFLINE_AFTER_S + SLACK_S
+    while time.monotonic() < deadline:
+        for spelling in spellings:
+            before = now_ms()
+            await conn.send_raw(spelling)
+            ack = await conn.recv_until("heartbeat_ack", 3)
+            assert before - 1_000 <= ack["ts"] <= now_ms() + 1_000
+        await asyncio.sleep(PRESENCE_OFFLINE_AFTER_S / 4)
+    # Past twice the presence window, only heartbeats said: still served, not closed.
+    assert (await conn.heartbeat())["type"] == "heartbeat_ack"
+    response = await http.get(f"/v1/users/{user.user_id}", headers=user.auth)
+    assert response.status_code == 200
+    assert response.json()["presence"]["status"] == "online"

@@ -253,12 +253,16 @@ class Connection(asyncio.Protocol):
             self._write_frame(OP_TEXT, text)
 
     def _write_frame(self, opcode: int, payload: bytes) -> None:
+        self.write_framed(encode_frame(opcode, payload))
+
+    def write_framed(self, frame: bytes) -> None:
+        """Queue one already framed WebSocket frame for this tick's write."""
         out = self.out
         if out is None:
             if self.transport is None:
                 return
             out = self.out = []
-        out.append(encode_frame(opcode, payload))
+        out.append(frame)
         self.gateway.want_flush(self)
 
     def send_error(self, code: str, message: str, ref: str | None = None) -> None:

@@ -41,6 +41,7 @@ from tidings.core.presence import PresenceChange, PresenceTracker
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.admission import Admission
 from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
+from tidings.gateway.framing import OP_TEXT, encode_frame
 from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ _FRAMES_IN = {
     kind: metrics.FRAMES_IN.labels(kind.__name__.lower())
     for kind in (Hello, Send, Receipt, Sync, Heartbeat, Typing)
 }
+# A heartbeat exactly as our client libraries and most others encode it (compact JSON);
+# any other spelling takes the general path.
+HEARTBEAT = b'{"type":"heartbeat"}'
 SYNC_PAGE = 500
 MAX_SENDS_IN_FLIGHT = 256  # per connection; more are answered rate_limited
 CLOSE_GRACE_MS = 5_000
@@ -82,6 +86,9 @@ class Gateway:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dirty: list[Connection] = []
+        self._heartbeats = 0
+        self._ack_ms = -1
+        self._ack_frame = b""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- one write per connection per loop tick ------------------------------------
@@ -171,7 +178,30 @@ class Gateway:
 
     # --- frames --------------------------------------------------------------------
 
+    def _heartbeat_ack(self) -> bytes:
+        """The framed ``heartbeat_ack`` for now: built once per millisecond and shared by
+        every heartbeat answered in it (they come in bursts, one per client every
+        ``heartbeat_s``)."""
+        now = self.clock_ms()
+        if now != self._ack_ms:
+            self._ack_ms = now
+            self._ack_frame = encode_frame(OP_TEXT, encode(heartbeat_ack_frame(now)))
+        return self._ack_frame
+
+    def count_heartbeats(self) -> None:
+        """Move the heartbeats counted since the last call to the metric (a counter
+        increment per heartbeat would cost more than the rest of its handling)."""
+        if self._heartbeats:
+            _FRAMES_IN[Heartbeat].inc(self._heartbeats)
+            self._heartbeats = 0
+
     def handle_raw_frame(self, conn: Connection, data: bytes) -> None:
+        if data == HEARTBEAT and conn.state == LIVE:
+            # The frame an idle connection sends every few seconds, as every client
+            # library writes it: answered without parsing or building anything.
+            self._heartbeats += 1
+            conn.write_framed(self._heartbeat_ack())
+            return
         try:
             frame = parse_client_frame(data)
         except ProtocolError as exc:
@@ -343,6 +373,7 @@ class Gateway:
 
     def sweep(self) -> None:
         """Hello timeouts, silent devices and presence windows; runs every sweep interval."""
+        self.count_heartbeats()
         now = self.clock_ms()
         hello_deadline = now - int(self.settings.hello_timeout_s * 1000)
         silent_deadline = now - self.offline_after_ms
