@@ -670,6 +670,8 @@ async def test_warming_loads_every_device_so_hellos_after_a_restart_run_no_sql(
     restarted = await CachedDirectory.open(url(tmp_path / "directory.db"))
     try:
         assert await restarted.warm_devices(1000) == 3
+        # ... and names their users, whose presence audiences tidings up warms next.
+        assert sorted(restarted.warmed_users) == [1, 2]
         sql = Statements(restarted)
         with sql.none():
             device = await restarted.get_device(11)

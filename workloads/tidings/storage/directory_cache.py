@@ -712,6 +712,7 @@ class CachedDirectory:
         for device in found:
             self._devices.put(device.device_id, device)
             by_user.setdefault(device.user_id, []).append(device)
+        self.warmed_users = list(by_user)  # for warm_audiences()
         if len(found) < limit:  # every device was read: the lists are whole
             for user_id, owned in by_user.items():
                 self._user_devices.put(user_id, tuple(sorted(owned, key=lambda d: d.device_id)))
