@@ -65,7 +65,8 @@ class Runtime:
     ``gateway`` is None in a process that serves no WebSockets (`tidings api`).
     ``background`` are the loops ``start()`` runs; ``drainers`` run in order on SIGTERM
     before the server stops (hand work over, send clients away); ``closers`` run in order
-    on ``close()``.
+    on ``close()``. ``restarts_in_place``: this process is the only server (`tidings up`),
+    so a drain is a restart and its clients have nowhere else to go meanwhile.
     """
 
     settings: Settings
@@ -82,6 +83,7 @@ class Runtime:
     background: list[Background] = field(default_factory=list)
     drainers: list[Closer] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
+    restarts_in_place: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -91,21 +93,54 @@ class Runtime:
             self._tasks.append(task)
 
     async def drain(self) -> None:
+        steps = Steps()
         for drainer in self.drainers:
             try:
                 await drainer()
             except Exception:
-                log.exception("draining %s failed", getattr(drainer, "__qualname__", drainer))
+                log.exception("draining %s failed", _name(drainer))
+            steps.done(_name(drainer))
+        log.info("drained", extra=steps.timings())
 
     async def close(self) -> None:
+        steps = Steps()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        steps.done("background")
         for closer in self.closers:
             try:
                 await closer()
             except Exception:
-                log.exception("closing %s failed", getattr(closer, "__qualname__", closer))
+                log.exception("closing %s failed", _name(closer))
+            steps.done(_name(closer))
+        log.info("closed", extra=steps.timings())
+
+
+class Steps:
+    """Milliseconds taken by each step of a start or a stop, for the log (a restart's
+    time goes somewhere; this says where)."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self._ms: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self._ms[name] = self._ms.get(name, 0.0) + (now - self._last) * 1000
+        self._last = now
+
+    def timings(self) -> dict[str, object]:
+        """``{"ms": total, "steps": "name=ms,..."}`` (steps under 1 ms left out)."""
+        parts = ",".join(f"{k}={v:.0f}" for k, v in self._ms.items() if v >= 1)
+        return {"ms": round((self._last - self.started) * 1000), "steps": parts}
+
+
+def _name(fn: object) -> str:
+    qualname = getattr(fn, "__qualname__", None)
+    if isinstance(qualname, str):
+        return qualname.replace(".<locals>", "")
+    return repr(fn)
 
 
 def _crash_loudly(task: asyncio.Task[Any]) -> None:
@@ -116,6 +151,7 @@ def _crash_loudly(task: asyncio.Task[Any]) -> None:
 async def open_embedded(settings: Settings) -> Runtime:
     """Everything on SQLite files under ``settings.data_dir``; no bus between a send and
     the inboxes (one transaction holds both), an in-memory one for ephemeral events."""
+    steps = Steps()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.jwt_secret or _dev_secret(data_dir)
@@ -123,20 +159,24 @@ async def open_embedded(settings: Settings) -> Runtime:
     directory = await CachedDirectory.from_settings(
         f"sqlite+aiosqlite:///{data_dir / 'directory.db'}", settings
     )
+    steps.done("directory")
     # A restart is followed by every client's hello: have their devices in memory first.
     warmed = await directory.warm_devices(settings.directory_cache_users)
+    steps.done("warm_devices")
     audiences = await directory.warm_audiences(
         directory.warmed_users, settings.presence_fanout_limit
     )
-    log.info("directory cache warmed", extra={"devices": warmed, "audiences": audiences})
+    steps.done("warm_audiences")
     fault = settings.fault_kill_before_commit_after
     messages = await SqliteMessageStore.open(
         data_dir / "messages.db",
         synchronous=settings.sqlite_synchronous,
         before_commit=kill_before_commit_after(fault) if fault else None,
     )
+    steps.done("messages")
     await replay_legacy_bus(data_dir / "bus.db", messages)
     await messages.reset_presence()
+    steps.done("presence")
     bus = MemoryBus()  # receipts, presence, typing: ephemeral by contract
     push = PushDispatcher.from_settings(settings, directory)
     runtime = assemble(
@@ -148,10 +188,13 @@ async def open_embedded(settings: Settings) -> Runtime:
         OwnsEveryone(),
         push,
         message_log=StoreMessageLog(messages),
+        restart_in_place=True,
     )
     if runtime.inbox is not None:
         messages.on_appended = runtime.inbox.appended
     runtime.background.append(messages.run_indexer)
+    steps.done("assemble")
+    log.info("runtime open", extra={"devices": warmed, "audiences": audiences, **steps.timings()})
     return runtime
 
 
@@ -166,11 +209,20 @@ def assemble(
     *,
     serve_websockets: bool = True,
     message_log: MessageLog | None = None,
+    restart_in_place: bool = False,
 ) -> Runtime:
     """Wire the parts; with ``serve_websockets`` add the gateway and the inbox consumer.
 
     ``push`` is then put behind a :class:`GracefulPushSink` (the grace where connections
     are known), which owns it from here on: closing the runtime closes it.
+
+    ``restart_in_place``: the only server (`tidings up`). Its drain tells every client at
+    once to come back to the same URL (``reconnect{after_ms, same_url}``: no
+    ``/v1/discover``, which would name this server anyway) within
+    ``restart_reconnect_*_s``, when the next process is likely up; nobody else can take
+    them meanwhile. Otherwise (a chat server among peers) the drain is paced over a
+    quarter of ``drain_budget_s`` so the peers are not stampeded, and clients discover
+    their new server.
     """
     ids = SnowflakeGenerator(settings.worker_id)
     service = ChatService(
@@ -199,6 +251,7 @@ def assemble(
         tokens=tokens,
         service=service,
         ownership=ownership,
+        restarts_in_place=restart_in_place,
     )
     if serve_websockets:
         assert push is not None, "a process that serves WebSockets asks for pushes"
@@ -220,7 +273,12 @@ def assemble(
                     await asyncio.sleep(min(2.0**failures, 30.0))
 
         async def send_clients_away() -> None:
-            await gateway.drain(settings.drain_budget_s / 4)
+            if restart_in_place:
+                window = settings.restart_reconnect_window_ms
+                told = await gateway.drain(0, reconnect_window_ms=window, same_url=True)
+            else:
+                told = await gateway.drain(settings.drain_budget_s / 4)
+            log.info("clients told to reconnect", extra={"clients": told})
 
         runtime.gateway = gateway
         runtime.inbox = processor

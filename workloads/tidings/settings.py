@@ -67,6 +67,12 @@ class Settings(BaseSettings):
 
     # Drain: clients are told to reconnect after a jittered delay within this budget.
     drain_budget_s: float = Field(10.0, ge=0)
+    # `tidings up` is the only server, so its drain is a restart: every client is told at
+    # once to come back after a delay drawn evenly from this window (seconds after the
+    # SIGTERM), which starts about when the next process listens and spreads the
+    # hellos over the rest. (A chat server in a cluster paces its drain instead.)
+    restart_reconnect_min_s: float = Field(1.0, ge=0)
+    restart_reconnect_max_s: float = Field(4.0, ge=0)
     # Devices that reconnect within this grace get no push.
     push_grace_s: float = Field(5.0, ge=0)
 
@@ -151,3 +157,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @property
+    def restart_reconnect_window_ms(self) -> tuple[int, int]:
+        """``restart_reconnect_min_s``..``max_s`` in milliseconds (in order, whichever way
+        round they were given)."""
+        low, high = sorted((self.restart_reconnect_min_s, self.restart_reconnect_max_s))
+        return int(low * 1000), int(high * 1000)

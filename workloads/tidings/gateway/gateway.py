@@ -411,8 +411,12 @@ class Gateway:
 
     # --- handing users over --------------------------------------------------------
 
-    def _reconnect_delay_ms(self) -> int:
-        # Spread reconnects over half the drain budget so clients do not stampede.
+    def _reconnect_delay_ms(self, window_ms: tuple[int, int] | None = None) -> int:
+        """``after_ms`` for a drained client: drawn from ``window_ms`` when given (a
+        restart in place: when the next process is likely up), else spread over half the
+        drain budget so the clients do not stampede the servers that take them."""
+        if window_ms is not None:
+            return random.randint(*window_ms)
         return random.randint(0, int(self.settings.drain_budget_s * 500))
 
     def _send_elsewhere(self, conn: Connection, user_id: int) -> None:
@@ -454,24 +458,48 @@ class Gateway:
             log.info("announcing users of a lost server offline", extra={"count": len(changes)})
             self._publish_presence(changes)
 
-    def drain_connection(self, conn: Connection) -> None:
+    def drain_connection(
+        self,
+        conn: Connection,
+        reconnect_window_ms: tuple[int, int] | None = None,
+        same_url: bool = False,
+    ) -> None:
+        """``reconnect{after_ms}`` (see :meth:`_reconnect_delay_ms`; with ``same_url``
+        when the client is to come back to this URL without asking ``/v1/discover``),
+        then close 1012; a socket still waiting for its ``hello`` is told too, so it does
+        not retry at once."""
         self.draining = True
-        if conn.state in (SYNCING, LIVE):
-            conn.send_frame(reconnect_frame(self._reconnect_delay_ms()))
+        if conn.state != CLOSING:
+            frame = reconnect_frame(self._reconnect_delay_ms(reconnect_window_ms))
+            if same_url:
+                frame["same_url"] = True
+            conn.send_frame(frame)
         conn.close(errors.CLOSE_DRAINED, "server draining")
 
-    async def drain(self, window_s: float) -> None:
-        """Tell every client to reconnect elsewhere, paced evenly over ``window_s``."""
+    async def drain(
+        self,
+        window_s: float,
+        reconnect_window_ms: tuple[int, int] | None = None,
+        same_url: bool = False,
+    ) -> int:
+        """Tell every client to reconnect elsewhere, paced evenly over ``window_s`` (0:
+        all at once, the frames written before this returns). ``reconnect_window_ms``:
+        each ``after_ms`` is drawn from it instead of from half the drain budget;
+        ``same_url``: a restart in place, come back here (see :meth:`drain_connection`).
+        Returns how many clients were told."""
         self.draining = True
         conns = list(self.connections)
         batches = max(1, int(window_s / 0.05))
         size = max(1, -(-len(conns) // batches))
+        told = 0
         for start in range(0, len(conns), size):
             for conn in conns[start : start + size]:
                 if conn in self.connections:
-                    self.drain_connection(conn)
+                    self.drain_connection(conn, reconnect_window_ms, same_url)
+                    told += 1
             if start + size < len(conns):
                 await asyncio.sleep(window_s / batches)
+        return told
 
     async def close(self) -> None:
         self.admission.stop()

@@ -1,0 +1,78 @@
+"""Draining without sockets: who is told what, and when."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+from tidings.chat.ports import Ownership
+from tidings.chat.service import ChatService
+from tidings.core import errors
+from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
+from tidings.gateway.gateway import Gateway
+from tidings.runtime import OwnsEveryone
+from tidings.settings import Settings
+
+
+class FakeConnection:
+    """What the drain touches of a Connection: its state, frames out, close."""
+
+    def __init__(self, state: int) -> None:
+        self.state = state
+        self.frames: list[dict[str, Any]] = []
+        self.closed_with: int | None = None
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.state = CLOSING
+        self.closed_with = code
+
+
+def gateway(**settings: Any) -> tuple[Gateway, list[FakeConnection]]:
+    gw = Gateway(
+        Settings(_env_file=None, **settings),  # type: ignore[call-arg]
+        cast(ChatService, None),  # the drain reaches no service
+        cast(Any, None),
+        cast(Ownership, OwnsEveryone()),
+        lambda: time.time_ns() // 1_000_000,
+    )
+    conns = [FakeConnection(s) for s in (LIVE, LIVE, SYNCING, AWAIT_HELLO, LIVE, CLOSING) * 20]
+    gw.connections = set(cast(list[Connection], conns))
+    return gw, conns
+
+
+async def test_a_restart_in_place_tells_everyone_at_once_to_come_back_here() -> None:
+    gw, conns = gateway(drain_budget_s=60)
+    started = time.monotonic()
+    told = await gw.drain(0, reconnect_window_ms=(1000, 4000), same_url=True)
+    assert time.monotonic() - started < 0.5  # not paced over a quarter of the 60 s budget
+    assert gw.draining
+    assert told == len(conns)
+    for conn in conns:
+        assert conn.closed_with == errors.CLOSE_DRAINED
+    talked_to = [c for c in conns if c.frames]
+    assert len(talked_to) == 100  # all but the 20 already closing, hello or not
+    after = [c.frames[0]["after_ms"] for c in talked_to]
+    assert all(1000 <= ms <= 4000 for ms in after)
+    assert len(set(after)) > 50  # jittered over the window
+    assert all(c.frames == [{"type": "reconnect", "after_ms": c.frames[0]["after_ms"],
+                             "same_url": True}] for c in talked_to)  # fmt: skip
+
+
+async def test_a_cluster_drain_is_paced_and_spread_over_half_the_budget() -> None:
+    gw, conns = gateway(drain_budget_s=2)
+    started = time.monotonic()
+    await gw.drain(0.3)
+    assert time.monotonic() - started >= 0.2  # paced over (most of) the window it was given
+    after = [c.frames[0]["after_ms"] for c in conns if c.frames]
+    assert len(after) == 100
+    assert all(0 <= ms <= 1000 for ms in after)
+    assert not any("same_url" in c.frames[0] for c in conns if c.frames)
+
+
+def test_the_restart_window_setting_is_taken_in_order() -> None:
+    assert Settings(_env_file=None).restart_reconnect_window_ms == (1000, 4000)  # type: ignore[call-arg]
+    swapped = Settings(_env_file=None, restart_reconnect_min_s=3, restart_reconnect_max_s=0.5)  # type: ignore[call-arg]
+    assert swapped.restart_reconnect_window_ms == (500, 3000)
