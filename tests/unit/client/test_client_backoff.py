@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tidings.client import Backoff
+from tidings.client._backoff import RESTART_CAP_S, restart_backoff
 
 
 @given(
@@ -31,6 +32,16 @@ def test_ceiling_doubles_then_stays_at_the_cap() -> None:
     backoff = Backoff(0.5, 30.0)
     assert [backoff.ceiling(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert backoff.ceiling(10_000) == 30.0  # no overflow for very long outages
+
+
+def test_the_restart_policy_stays_brisk() -> None:
+    """After the server said reconnect: a restarting server is back in seconds, so the
+    retries stay within 2 s of each other however many fail."""
+    backoff = restart_backoff(random.Random(3))
+    assert [backoff.ceiling(n) for n in range(5)] == [0.5, 1, 2, 2, 2]
+    assert RESTART_CAP_S == 2.0
+    delays = [backoff.next_delay() for _ in range(200)]
+    assert max(delays) <= 2.0 and min(delays) >= 0.0
 
 
 def test_delays_are_jittered_over_the_whole_window() -> None:

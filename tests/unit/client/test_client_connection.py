@@ -27,6 +27,7 @@ from tidings.client import (
     Presence,
     Receipt,
     Synced,
+    TidingsApiError,
     TidingsChatError,
     TidingsConnectionError,
     TidingsUnauthorizedError,
@@ -405,6 +406,106 @@ async def test_reconnect_frame_waits_then_rediscovers() -> None:
             assert [m.seq for m in await take(conn, 2)] == [1, 2]
     assert len(discovered_at) == 1
     assert discovered_at[0] - drained_at[0] >= 0.29
+
+
+async def test_reconnect_with_same_url_comes_back_without_discover() -> None:
+    """A server that restarts in place says ``same_url``: come back to it directly."""
+    attempts = 0
+
+    async def restarting(ws: ServerConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await welcome(ws)
+        await send(ws, **msg_frame(attempts))
+        if attempts == 1:
+            await send(ws, type="reconnect", after_ms=50, same_url=True)
+            await ws.close(1012, "restarting")
+            return
+        await serve_until_closed(ws)
+
+    discovers = 0
+
+    async def discover() -> str:
+        nonlocal discovers
+        discovers += 1
+        return "ws://127.0.0.1:9/v1/ws"  # nobody there: asking would have been wrong
+
+    async with fake_server(restarting) as url, chat(url, discover=discover) as conn:
+        assert [m.seq for m in await take(conn, 2)] == [1, 2]
+    assert (attempts, discovers) == (2, 0)
+
+
+async def test_discover_that_says_come_back_later_is_waited_out() -> None:
+    loop = asyncio.get_running_loop()
+    asked: list[float] = []
+
+    async def new_home(ws: ServerConnection) -> None:
+        await welcome(ws)
+        await send(ws, **msg_frame(2))
+        await serve_until_closed(ws)
+
+    async with fake_server(new_home) as new_url:
+
+        async def draining(ws: ServerConnection) -> None:
+            await welcome(ws)
+            await send(ws, **msg_frame(1))
+            await send(ws, type="reconnect", after_ms=10)
+            await ws.close(1012, "draining")
+
+        async def discover() -> str:
+            asked.append(loop.time())
+            if len(asked) == 1:  # saturated: come back in 200 ms
+                raise TidingsApiError(503, "unavailable", "saturated", after_ms=200)
+            return new_url
+
+        async with fake_server(draining) as url, chat(url, discover=discover) as conn:
+            assert [m.seq for m in await take(conn, 2)] == [1, 2]
+    assert len(asked) == 2
+    assert asked[1] - asked[0] >= 0.19
+
+
+def restarting_server(failures: int) -> tuple[Handler, list[int]]:
+    """A server that says reconnect, then turns ``failures`` attempts away before any
+    welcome (as a process that is still starting would), then serves."""
+    attempts = [0]
+
+    async def handler(ws: ServerConnection) -> None:
+        attempts[0] += 1
+        if attempts[0] == 1:
+            await welcome(ws)
+            await send(ws, type="reconnect", after_ms=10, same_url=True)
+            await ws.close(1012, "restarting")
+        elif attempts[0] <= 1 + failures:
+            await ws.close(1011, "starting")
+        else:
+            await welcome(ws)
+            await send(ws, **msg_frame(1))
+            await serve_until_closed(ws)
+
+    return handler, attempts
+
+
+async def test_attempts_failing_after_a_reconnect_use_the_restart_backoff() -> None:
+    handler, attempts = restarting_server(failures=2)
+    usual = Backoff(60.0, 60.0)  # would stall the test past take()'s 5 s
+    restart = Backoff(0.01, 0.02, rng=random.Random(0))
+    async with fake_server(handler) as url, chat(url, backoff=usual, restart=restart) as conn:
+        assert [m.seq for m in await take(conn, 1)] == [1]
+    assert attempts[0] == 4
+    assert (usual.attempts, restart.attempts) == (0, 2)
+
+
+async def test_after_the_restart_window_the_usual_backoff_applies_again() -> None:
+    handler, attempts = restarting_server(failures=2)
+    usual = fast_backoff()
+    restart = Backoff(60.0, 60.0)
+    async with (
+        fake_server(handler) as url,
+        chat(url, backoff=usual, restart=restart, restart_window=0.0) as conn,
+    ):
+        assert [m.seq for m in await take(conn, 1)] == [1]
+    assert attempts[0] == 4
+    assert (usual.attempts, restart.attempts) == (2, 0)
 
 
 async def test_lost_connection_retries_with_backoff_and_rediscovers() -> None:

@@ -72,6 +72,9 @@ def test_welcome_synced_ack_and_control_frames() -> None:
         "ws://b/v1/ws"
     )
     assert parse_server_frame(frame(type="reconnect", after_ms=250)) == Reconnect(250)
+    assert parse_server_frame(frame(type="reconnect", after_ms=250, same_url=True)) == Reconnect(
+        250, same_url=True
+    )
     assert parse_server_frame(
         frame(type="error", code="not_a_member", message="no", ref="c")
     ) == ErrorFrame("not_a_member", "no", "c")

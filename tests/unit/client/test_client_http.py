@@ -77,6 +77,18 @@ async def test_error_body_becomes_tidings_api_error() -> None:
     assert not caught.value.retriable
 
 
+async def test_a_busy_answer_says_when_to_come_back() -> None:
+    def route(request: httpx.Request) -> httpx.Response:
+        body = {"error": {"code": "unavailable", "message": "saturated"}, "after_ms": 1200}
+        return httpx.Response(503, json=body, headers={"Retry-After": "2"})
+
+    async with api(route) as client:
+        with pytest.raises(TidingsApiError) as caught:
+            await client.discover()
+    assert (caught.value.status, caught.value.after_ms) == (503, 1200)
+    assert caught.value.retriable
+
+
 async def test_error_without_a_contract_body_still_raises_with_the_status() -> None:
     async with api(lambda r: httpx.Response(502, text="<html>bad gateway</html>")) as client:
         with pytest.raises(TidingsApiError) as caught:

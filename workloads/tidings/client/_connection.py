@@ -10,7 +10,10 @@ One supervisor task runs attempts in a loop. An attempt ends in one of four ways
   delay (full jitter, capped), ask ``discover`` for the current url, try again;
 * ``redirect{chat_url}``: connect there at once (with backoff if redirects repeat);
 * ``reconnect{after_ms}``: keep using the connection until the server closes it or the
-  delay ends, then ask ``discover`` and connect;
+  delay ends, then ask ``discover`` (not with ``same_url``: the server restarts in place,
+  so come back to the same url) and connect; attempts that fail after that (a restarting
+  server refuses connections for a moment) retry with the restart backoff (full jitter,
+  capped at 2 s) for ``restart_window`` seconds, then with the usual one;
 * unauthorized (close 4001, ``error{unauthorized}``, 401 from discover), a bad url, or
   ``max_attempts`` failed attempts in a row: the connection fails for good and the error
   is raised from :meth:`ChatConnection.events`, :meth:`~ChatConnection.send`,
@@ -31,7 +34,7 @@ from typing import Self
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from ._backoff import Backoff
+from ._backoff import RESTART_WINDOW_S, Backoff, restart_backoff
 from ._cursor import Inbox, SyncPlan
 from ._errors import (
     TidingsApiError,
@@ -77,6 +80,7 @@ CLOSE_UNAUTHORIZED = 4001
 _SILENCE_HEARTBEATS = 3  # a server silent this many heartbeat periods is gone
 _MIN_HEARTBEAT_S = 0.05
 _MAX_REDIRECTS = 10
+_MAX_DISCOVER_WAITS = 5  # discover answers "come back in after_ms" this often, then we try
 
 
 def ws_url(url: str) -> str:
@@ -115,6 +119,7 @@ class _Attempt:
     welcomed_at: float | None = None
     redirect_to: str | None = None
     reconnect_at: float | None = None
+    same_url: bool = False  # the reconnect said: come back here, no discover
     error: BaseException | None = None
 
 
@@ -144,6 +149,8 @@ class ChatConnection:
         open_timeout: float = 10.0,
         discover_timeout: float = 10.0,
         stable_after: float = 10.0,
+        restart: Backoff | None = None,
+        restart_window: float = RESTART_WINDOW_S,
     ) -> None:
         """
         :param chat_url: where to connect first (from login or ``/v1/discover``).
@@ -152,11 +159,19 @@ class ChatConnection:
         :param max_attempts: failed attempts in a row (no ``welcome``) before giving up;
             ``None`` retries forever.
         :param stable_after: a connection that lasted this long resets the backoff.
+        :param backoff: delays after a lost connection (default: full jitter, 0.5 s
+            doubling to 30 s).
+        :param restart: delays after failed attempts that follow a ``reconnect{after_ms}``
+            (default :func:`~._backoff.restart_backoff`: full jitter, 0.5 s doubling to
+            2 s), used for ``restart_window`` seconds after the server's delay, then
+            ``backoff`` again.
         """
         self._chat_url = chat_url
         self._token = token
         self._discover = discover
         self._backoff = backoff if backoff is not None else Backoff()
+        self._restart = restart if restart is not None else restart_backoff()
+        self._restart_window = restart_window
         self._max_attempts = max_attempts
         self._welcome_timeout = welcome_timeout
         self._open_timeout = open_timeout
@@ -341,10 +356,13 @@ class ChatConnection:
         url = self._chat_url
         failed = 0  # attempts in a row that got no welcome (redirects aside)
         redirects = 0  # redirects in a row without a welcome
+        restart_until: float | None = None  # after a reconnect{after_ms}: retry briskly
+        same_url = False  # ... and, if it said so, at the same url (no discover)
         while True:
             attempt = await self._attempt(url)
             if attempt.welcomed_at is not None:
                 failed = redirects = 0
+                restart_until, same_url = None, False
                 if loop.time() - attempt.welcomed_at >= self._stable_after:
                     self._backoff.reset()
             if attempt.redirect_to is not None:
@@ -358,8 +376,14 @@ class ChatConnection:
             elif attempt.reconnect_at is not None:
                 delay = max(0.0, attempt.reconnect_at - loop.time())
                 logger.info("chat: server draining; reconnecting in %.3fs", delay)
+                # The server is expected back (or elsewhere) right away: if the next
+                # attempts fail, it is restarting, so they retry briskly for a while.
+                restart_until = loop.time() + delay + self._restart_window
+                same_url = attempt.same_url
+                self._restart.reset()
                 await asyncio.sleep(delay)
-                url = await self._rediscover(url)
+                if not same_url:
+                    url = await self._rediscover(url)
             else:
                 if attempt.welcomed_at is None:
                     failed += 1
@@ -367,25 +391,39 @@ class ChatConnection:
                         raise TidingsConnectionError(
                             f"could not connect to {url} ({failed} attempts): {attempt.error!r}"
                         ) from attempt.error
-                delay = self._backoff.next_delay()
+                restarting = restart_until is not None and loop.time() < restart_until
+                if restarting:
+                    delay = self._restart.next_delay()
+                else:
+                    delay = self._backoff.next_delay()
+                    same_url = False
                 logger.info(
                     "chat: connection to %s lost (%r); retry in %.3fs", url, attempt.error, delay
                 )
                 await asyncio.sleep(delay)
-                url = await self._rediscover(url)
+                if not same_url:
+                    url = await self._rediscover(url)
 
     async def _rediscover(self, url: str) -> str:
+        """Ask ``discover`` where to connect; a saturated server's 503 with ``after_ms``
+        is waited out (a few times at most), any other failure keeps ``url``."""
         if self._discover is None:
             return url
-        try:
-            async with asyncio.timeout(self._discover_timeout):
-                return await self._discover()
-        except TidingsApiError as exc:
-            if exc.status == 401:
-                raise TidingsUnauthorizedError(f"discover refused the token: {exc}") from exc
-            logger.warning("chat: discover failed (%s); keeping %s", exc, url)
-        except (TidingsError, TimeoutError, OSError) as exc:
-            logger.warning("chat: discover failed (%r); keeping %s", exc, url)
+        for _ in range(_MAX_DISCOVER_WAITS + 1):
+            try:
+                async with asyncio.timeout(self._discover_timeout):
+                    return await self._discover()
+            except TidingsApiError as exc:
+                if exc.status == 401:
+                    raise TidingsUnauthorizedError(f"discover refused the token: {exc}") from exc
+                if exc.after_ms is None:
+                    logger.warning("chat: discover failed (%s); keeping %s", exc, url)
+                    return url
+                logger.info("chat: discover says come back in %d ms", exc.after_ms)
+                await asyncio.sleep(exc.after_ms / 1000)
+            except (TidingsError, TimeoutError, OSError) as exc:
+                logger.warning("chat: discover failed (%r); keeping %s", exc, url)
+                return url
         return url
 
     async def _attempt(self, url: str) -> _Attempt:
@@ -495,6 +533,7 @@ class ChatConnection:
             case Reconnect():
                 if attempt.reconnect_at is None:
                     attempt.reconnect_at = asyncio.get_running_loop().time() + frame.after_ms / 1000
+                    attempt.same_url = frame.same_url
             case Receipt() | Presence() | Typing():
                 self._queue.put_nowait(frame)
             case Welcome():

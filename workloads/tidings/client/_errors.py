@@ -33,13 +33,19 @@ class TidingsError(Exception):
 
 
 class TidingsApiError(TidingsError):
-    """An HTTP call failed with ``{"error": {"code", "message"}}`` (or a body without one)."""
+    """An HTTP call failed with ``{"error": {"code", "message"}}`` (or a body without one).
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    ``after_ms``: the server said when to come back (a 503 from admission control, a
+    login flood), else None."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, after_ms: int | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.after_ms = after_ms
 
     @property
     def retriable(self) -> bool:

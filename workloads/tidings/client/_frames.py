@@ -118,6 +118,8 @@ class Redirect:
 @dataclass(frozen=True, slots=True)
 class Reconnect:
     after_ms: int
+    # The server restarts in place: come back to the same url, no need to ask discover.
+    same_url: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +196,7 @@ def parse_server_frame(data: str | bytes) -> ServerFrame | None:
         case "redirect":
             return Redirect(get_str(obj, "chat_url"))
         case "reconnect":
-            return Reconnect(get_int(obj, "after_ms"))
+            return Reconnect(get_int(obj, "after_ms"), obj.get("same_url") is True)
         case "error":
             return ErrorFrame(
                 get_str(obj, "code"), get_opt_str(obj, "message") or "", get_opt_id(obj, "ref")

@@ -258,9 +258,13 @@ class ApiClient:
 
 def _api_error(response: httpx.Response) -> TidingsApiError:
     code, message = f"http_{response.status_code}", response.reason_phrase
+    after_ms: int | None = None
     try:
-        error = response.json()["error"]
+        body = response.json()
+        error = body["error"]
         code, message = str(error["code"]), str(error.get("message", ""))
-    except (ValueError, KeyError, TypeError):
+        if isinstance(body.get("after_ms"), int):
+            after_ms = body["after_ms"]
+    except (ValueError, KeyError, TypeError, AttributeError):
         logger.debug("error body without {error: {code, message}}: %.200r", response.text)
-    return TidingsApiError(response.status_code, code, message)
+    return TidingsApiError(response.status_code, code, message, after_ms=after_ms)
