@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from typing import Any
 from tidings.bench._histogram import Latency
 from tidings.bench._openloop import run_open_loop
 from tidings.bench._procstat import raise_nofile
-from tidings.bench._wsclient import WsConn, connect
+from tidings.bench._wsclient import WsConn, connect, http_get
+from tidings.client._backoff import RESTART_WINDOW_S, Backoff, restart_backoff
 
 Account = dict[str, str]
 
@@ -43,10 +43,25 @@ class Plan:
     api_key: str = ""
 
 
+class DiscoverNotOk(ConnectionError):
+    """``/v1/discover`` answered, but not 200 (503 from admission control: come back)."""
+
+
 class Peer:
     """One connection's state."""
 
-    __slots__ = ("account", "back_at", "conn", "cursor", "index", "live", "ready", "reconnect_ms")
+    __slots__ = (
+        "account",
+        "back_at",
+        "conn",
+        "cursor",
+        "index",
+        "live",
+        "ready",
+        "reconnect_ms",
+        "same_url",
+        "url",
+    )
 
     def __init__(self, index: int, account: Account) -> None:
         self.index = index
@@ -56,6 +71,8 @@ class Peer:
         self.live = False
         self.cursor = "0"
         self.reconnect_ms: int | None = None
+        self.same_url = False  # the reconnect said: come back to this url, no discover
+        self.url = ""  # where the connection is (or was last)
         self.back_at = 0
 
 
@@ -74,7 +91,6 @@ class Worker:
         self.down_times: list[int] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self._http: Any = None
-        self._discover_gate = asyncio.Semaphore(32)
 
     # --- frames in ---------------------------------------------------------------
 
@@ -111,6 +127,7 @@ class Worker:
             self.errors[str(frame.get("code"))] += 1
         elif kind == "reconnect":
             peer.reconnect_ms = int(frame.get("after_ms", 0))
+            peer.same_url = frame.get("same_url") is True
         elif kind == "redirect":  # this server does not serve the user: go to the owner
             peer.account["chat_url"] = str(frame["chat_url"])
             self.counts["redirects"] += 1
@@ -156,6 +173,7 @@ class Worker:
     async def open(self, peer: Peer, url: str | None = None) -> None:
         url = url or peer.account.get("chat_url") or self.plan.url
         host = self.plan.local_hosts[peer.index % len(self.plan.local_hosts)]
+        peer.url = url
         peer.live = False
         peer.ready = asyncio.get_running_loop().create_future()
         conn = await connect(
@@ -300,48 +318,67 @@ class Worker:
         self._spawn(self._come_back(peer, conn))
 
     async def _come_back(self, peer: Peer, conn: WsConn) -> None:
+        """What our client library (tidings.client.ChatConnection) does after a drop:
+        wait the ``after_ms`` the server said, ``/v1/discover`` (not when the reconnect
+        said ``same_url``: the server restarts in place, come back to the same url),
+        connect, ``hello`` with the cursor. A failed attempt after a ``reconnect``
+        (refused while the next process starts) retries with the restart backoff — full
+        jitter, 0.5 s doubling to a 2 s cap — for RESTART_WINDOW_S, then with the usual
+        one (0.5 s doubling to 30 s) and discover again; a server that says
+        ``reconnect{after_ms}`` again (admission control), or a discover answered 503
+        with ``after_ms``, is waited out as told."""
         await conn.closed
         if not self.storming:
             return
         peer.live = False
         self.down_times.append(time.monotonic_ns())
-        delay = (peer.reconnect_ms if peer.reconnect_ms is not None else 0) / 1000
-        peer.reconnect_ms = None
-        attempt = 0
+        loop = asyncio.get_running_loop()
+        restart, lost = restart_backoff(), Backoff()
+        restart_until: float | None = None
+        same_url = False
+        delay = 0.0
+        if peer.reconnect_ms is not None:
+            delay = peer.reconnect_ms / 1000
+            restart_until = loop.time() + delay + RESTART_WINDOW_S
+            same_url = peer.same_url
+        peer.reconnect_ms, peer.same_url = None, False
         while self.storming:
             await asyncio.sleep(delay)
             try:
-                url = await self._discover(peer)
+                url = peer.url if same_url else await self._discover(peer)
                 await self.open(peer, url)
                 self.counts["reconnects"] += 1
                 return
             except Exception as exc:
                 self.errors[f"reconnect:{type(exc).__name__}"] += 1
-                attempt += 1
-                delay = min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
                 if peer.reconnect_ms is not None:  # the server said when
                     delay, peer.reconnect_ms = peer.reconnect_ms / 1000, None
+                    restart_until = loop.time() + delay + RESTART_WINDOW_S
+                    same_url, peer.same_url = peer.same_url, False
+                    restart.reset()
+                elif restart_until is not None and loop.time() < restart_until:
+                    delay = restart.next_delay()
+                else:
+                    delay = lost.next_delay()
+                    same_url = False
 
     async def _discover(self, peer: Peer) -> str | None:
+        """``GET /v1/discover`` on a connection of its own; a 503 with ``after_ms``
+        (admission control) is remembered as the server's word on when to come back."""
         if not self.plan.api_url or self.plan.dialect != "tidings":
             return None
-        import httpx
-
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.plan.api_url,
-                timeout=10.0,
-                trust_env=False,
-                limits=httpx.Limits(max_connections=50),
-            )
-        # A bounded number in flight: httpx's pool bookkeeping grows with its queue.
-        async with self._discover_gate:
-            r = await self._http.get(
-                "/v1/discover", headers={"Authorization": f"Bearer {peer.account['token']}"}
-            )
-        if r.status_code != 200:
-            raise ConnectionError(f"discover answered {r.status_code}")
-        url: str = r.json()["chat_url"]
+        host = self.plan.local_hosts[peer.index % len(self.plan.local_hosts)]
+        status, _, body = await http_get(
+            self.plan.api_url,
+            "/v1/discover",
+            {"Authorization": f"Bearer {peer.account['token']}"},
+            local_host=host,
+        )
+        if status != 200:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                peer.reconnect_ms = int(json.loads(body)["after_ms"])
+            raise DiscoverNotOk(f"discover answered {status}")
+        url: str = json.loads(body)["chat_url"]
         return url
 
     def start_storm(self) -> None:

@@ -122,3 +122,108 @@ async def connect(
     )
     await asyncio.wait_for(conn.opened, within)
     return conn
+
+
+# --- a one-shot HTTP GET ------------------------------------------------------------------
+#
+# A storm's clients each ask /v1/discover once per reconnect. httpx's pool bookkeeping
+# (an expiry check per pooled connection per request, an import look-up per request) cost
+# the generator ~2 ms of CPU a request and made the generators, not the server, the
+# bottleneck. A device's app after a restart opens a fresh connection anyway (its
+# keep-alive one died with the server): one GET on its own connection, read to the end.
+
+
+class HttpError(Exception):
+    """The server answered, but not a response this reader understands."""
+
+
+class _OneGet(asyncio.Protocol):
+    __slots__ = ("buf", "done", "request")
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.buf = bytearray()
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if exc is not None and not self.buf:
+            self.done.set_exception(exc)
+        else:
+            self.done.set_result(bytes(self.buf))
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, rest = bytearray(), body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";", 1)[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(out)
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one HTTP/1.1 response read to EOF."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise HttpError(f"no complete response ({len(raw)} bytes)")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise HttpError(f"not an HTTP response: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
+    elif "content-length" in headers:
+        body = body[: int(headers["content-length"])]
+    return int(parts[1]), headers, body
+
+
+async def http_get(
+    base_url: str,
+    path: str,
+    headers: dict[str, str],
+    *,
+    local_host: str | None = None,
+    within: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """``GET base_url + path`` on a connection of its own (``Connection: close``)."""
+    scheme, _, rest = base_url.partition("://")
+    if scheme != "http":
+        raise ValueError(f"http_get speaks plain http only, not {base_url!r}")
+    hostport = rest.split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode("latin-1")
+    loop = asyncio.get_running_loop()
+
+    async def exchange() -> bytes:
+        transport, proto = await loop.create_connection(
+            lambda: _OneGet(request),
+            host or hostport,
+            int(port) if port else 80,
+            local_addr=(local_host, 0) if local_host else None,
+        )
+        try:
+            return await proto.done
+        finally:
+            transport.close()
+
+    return parse_response(await asyncio.wait_for(exchange(), within))
