@@ -4,6 +4,8 @@ uvicorn builds this class on an upgrade (``ws=`` in its config) with ``config``,
 ``server_state`` and ``app_state``, calls ``connection_made``, replays the request bytes
 into ``data_received`` and hands the transport over. The class registers itself in
 ``server_state.connections`` so uvicorn's graceful shutdown reaches :meth:`shutdown`.
+The handshake is :mod:`tidings.gateway.handshake`, the frames after it
+:mod:`tidings.gateway.framing`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
-from websockets.http11 import Request
-from websockets.protocol import State
-from websockets.server import ServerProtocol
-
 from tidings import metrics
 from tidings.core.frames import ClientFrame, encode, error_frame
 from tidings.core.model import InboxEntry, Message
 from tidings.core.ratelimit import TokenBucket
+from tidings.gateway import handshake
 from tidings.gateway.framing import (
     CLOSE_TOO_BIG,
     DATA_OPCODES,
@@ -39,9 +38,6 @@ if TYPE_CHECKING:
     from tidings.gateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
-# websockets logs every open and close at INFO: too chatty for 50,000 sockets a server.
-wire_log = logging.getLogger("tidings.gateway.wire")
-wire_log.setLevel(logging.WARNING)
 
 WS_PATH = "/v1/ws"
 MAX_QUEUED_FRAMES = 64
@@ -58,6 +54,7 @@ class Connection(asyncio.Protocol):
         "device_id",
         "dirty",
         "gateway",
+        "handshake",
         "hello_pending",
         "last_heard",
         "open",
@@ -71,7 +68,6 @@ class Connection(asyncio.Protocol):
         "sync_buffer",
         "transport",
         "user_id",
-        "ws",
     )
 
     def __init__(
@@ -87,10 +83,8 @@ class Connection(asyncio.Protocol):
             gateway = app_state["gateway"]
         self.gateway: Gateway = gateway
         self.server_state = server_state
-        # The handshake's protocol; replaced by ``reader`` once the socket is open.
-        self.ws: ServerProtocol | None = ServerProtocol(
-            max_size=gateway.settings.max_frame_bytes, logger=wire_log
-        )
+        # The request's bytes until its head is complete; then ``reader`` takes over.
+        self.handshake: bytes | None = b""
         self.reader: FrameReader | None = None
         self.open = False  # handshake done and no close said: frames may be written
         self.out: list[bytes] | None = None  # frames waiting for this tick's write
@@ -140,8 +134,6 @@ class Connection(asyncio.Protocol):
                 return
 
     def eof_received(self) -> bool | None:
-        if self.reader is None and self.ws is not None:
-            self.ws.receive_eof()
         return None  # the transport closes itself; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -158,41 +150,37 @@ class Connection(asyncio.Protocol):
     # --- the handshake (websockets' ServerProtocol), then our own framing -----------
 
     def _handshake_bytes(self, data: bytes) -> None:
-        ws = self.ws
-        assert ws is not None
-        ws.receive_data(data)
-        for event in ws.events_received():
-            if isinstance(event, Request):
-                self._handshake(ws, event)
-                break
-        chunks = ws.data_to_send()
-        transport = self.transport
-        if transport is not None and chunks:
-            transport.write(b"".join(chunks))
-        if ws.state is State.OPEN:
-            # Done with the handshake: the rest is frames, read by a lean reader; bytes
-            # that came right behind the request are its first input.
-            leftover = bytes(ws.reader.buffer)
-            # The protocol and its parser generator refer to each other: closing the
-            # generator breaks the cycle, so the protocol (and the request it holds) is
-            # freed now rather than by a full GC pass that a busy server rarely runs.
-            ws.parser.close()
-            self.ws = None
-            self.reader = FrameReader(self.gateway.settings.max_frame_bytes)
-            self.open = True
-            if leftover:
-                self.data_received(leftover)
-        elif ws.state is not State.CONNECTING:
-            self.state = CLOSING
-            if transport is not None:
-                transport.close()
+        buffered = self.handshake
+        if buffered is None:
+            return  # refused; the transport is closing
+        buffered += data
+        head, blank, leftover = buffered.partition(b"\r\n\r\n")
+        if not blank:
+            if len(buffered) > handshake.MAX_REQUEST_BYTES:
+                self._refuse(handshake.refusal(400, "request head too large"))
+            else:
+                self.handshake = buffered
+            return
+        outcome = handshake.answer(head, WS_PATH)
+        if not outcome.accepted:
+            self._refuse(outcome)
+            return
+        self.handshake = None
+        if self.transport is not None:
+            self.transport.write(outcome.response)
+        # The rest is frames, read by a lean reader; bytes that came right behind the
+        # request are its first input.
+        self.reader = FrameReader(self.gateway.settings.max_frame_bytes)
+        self.open = True
+        if leftover:
+            self.data_received(leftover)
 
-    def _handshake(self, ws: ServerProtocol, request: Request) -> None:
-        if request.path.split("?", 1)[0] != WS_PATH:
-            response = ws.reject(404, f"no WebSocket endpoint at {request.path}\n")
-        else:
-            response = ws.accept(request)
-        ws.send_response(response)
+    def _refuse(self, outcome: handshake.Outcome) -> None:
+        self.handshake = None
+        self.state = CLOSING
+        if self.transport is not None:
+            self.transport.write(outcome.response)
+            self.transport.close()
 
     def _frame(self, data: bytes) -> None:
         if self.state == CLOSING:
