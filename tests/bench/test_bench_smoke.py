@@ -60,9 +60,17 @@ def assert_steps(result: dict[str, Any]) -> None:
 
 def test_idle(tmp_path: Path) -> None:
     results = bench(
-        tmp_path, "idle", "--targets", "tidings,baseline", "--connections", "50", "--hold", "2"
+        tmp_path,
+        "idle",
+        "--targets",
+        "tidings,baseline,floor",
+        "--connections",
+        "50",
+        "--hold",
+        "2",
     )
-    assert [r["target"]["name"] for r in results] == ["tidings-embedded", "baseline-websockets"]
+    names = [r["target"]["name"] for r in results]
+    assert names == ["tidings-embedded", "baseline-websockets", "floor-uvloop"]
     for result in results:
         assert result["connected"] == 50
         assert result["server_sockets"] >= 50

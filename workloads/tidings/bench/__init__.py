@@ -21,7 +21,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--targets",
         help="comma-separated servers to measure side by side: tidings, tidings-ref, baseline, "
-        "baseline-nocompress, centrifugo (idle, relay, fanout; default tidings,baseline); "
+        "baseline-nocompress, floor (idle only), centrifugo (idle, relay, fanout; default "
+        "tidings,baseline); "
         "storm: tidings or cluster; trace: tidings and/or tidings-ref (default tidings, or "
         "tidings-ref when --ref-tree is given)",
     )

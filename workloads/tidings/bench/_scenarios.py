@@ -32,6 +32,7 @@ from tidings.bench._targets import (
     Cluster,
     Embedded,
     EmbeddedRef,
+    Floor,
     Target,
 )
 from tidings.bench._worker import Plan
@@ -83,6 +84,8 @@ def make_target(name: str, opts: Options) -> Target:
         return Baseline(workdir, compression=True)
     if name == "baseline-nocompress":
         return Baseline(workdir, compression=False)
+    if name == "floor":
+        return Floor(workdir)
     if name == "centrifugo":
         return Centrifugo(workdir)
     raise ValueError(f"unknown target {name!r}")

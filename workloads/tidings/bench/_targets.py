@@ -432,10 +432,14 @@ class Baseline(SinglePortTarget):
         self.name = "baseline-websockets" + ("" if compression else "-nocompress")
         self.deflate = compression  # the client offers it, as browsers and websockets do
 
-    def start(self) -> None:
+    def _argv(self) -> list[str]:
         argv = [sys.executable, "-m", "tidings.bench.baseline", "--port", str(self.port)]
         if not self.compression:
             argv.append("--no-compression")
+        return argv
+
+    def start(self) -> None:
+        argv = self._argv()
         proc = Proc(self.name, argv, _child_env({}), self.workdir / f"{self.name}.log")
         self.procs = [proc]
         proc.start()
@@ -451,6 +455,23 @@ class Baseline(SinglePortTarget):
         from websockets.version import version
 
         return f"websockets {version}"
+
+
+class Floor(Baseline):
+    """A bare uvloop protocol answering every heartbeat with a fixed frame
+    (tidings.bench.floor): what a heartbeat costs any server in the kernel and loop."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, compression=False)
+        self.name = "floor-uvloop"
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "tidings.bench.floor", "--port", str(self.port)]
+
+    def version(self) -> str:
+        import uvloop
+
+        return f"uvloop {uvloop.__version__}"
 
 
 CENTRIFUGO_SECRET = "centrifugo-bench-hmac-secret-0123456789abcdef"
