@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from tidings import metrics
 
-SAMPLE_S = 0.05
+SAMPLE_S = 0.1  # a lag worth refusing for (max_lag_ms, 250 by default) spans ticks
 BASE_DELAY_MS = 500
 MAX_DELAY_MS = 10_000
 
@@ -46,8 +46,10 @@ class Admission:
         now = loop.time()
         late_ms = max(0.0, (now - self._due) * 1000)
         # A fast rise and a slower fall: one late tick is enough to hold off newcomers.
-        self.lag_ms = late_ms if late_ms > self.lag_ms else 0.7 * self.lag_ms + 0.3 * late_ms
-        metrics.LOOP_LAG.set(self.lag_ms / 1000)
+        lag_ms = late_ms if late_ms > self.lag_ms else 0.7 * self.lag_ms + 0.3 * late_ms
+        if abs(lag_ms - self.lag_ms) >= 0.1:  # an idle server does not touch the gauge
+            metrics.LOOP_LAG.set(lag_ms / 1000)
+        self.lag_ms = lag_ms
         self._due = now + SAMPLE_S
         self._handle = loop.call_at(self._due, self._sample)
 
