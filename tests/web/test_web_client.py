@@ -273,3 +273,36 @@ def test_conversation_resumes_after_a_server_restart(
         expect(person.page.locator("ol.messages li.msg")).to_have_count(4)
     shots(bob, "after-reload")
     assert alice.errors == bob.errors == []
+
+
+def test_a_restart_in_place_brings_the_page_back_to_the_same_url(
+    people: People, server: WebServer
+) -> None:
+    """A SIGTERM of `tidings up` says reconnect{same_url}: the page comes back to the
+    server it was on without asking /v1/discover, and the conversation goes on."""
+    alice, bob = people("alice"), people("bob")
+    alice.sign_up(unique("alice"), "Alice")
+    bob.sign_up(unique("bob"), "Bob")
+    alice.start_chat(bob.user_id)
+    alice.send("before the restart")
+    bob.open("Alice")
+    bob.expect_message("before the restart")
+
+    discovers: list[str] = []
+    for person in (alice, bob):
+        person.page.on(
+            "request",
+            lambda request: (
+                discovers.append(request.url) if "/v1/discover" in request.url else None
+            ),
+        )
+    server.stop()  # SIGTERM: the restart in place tells every page to come back
+    for person in (alice, bob):
+        expect(person.banner).to_be_visible()
+    server.start()
+    for person in (alice, bob):
+        expect(person.banner).to_be_hidden(timeout=30_000)
+    alice.send("after the restart")
+    bob.expect_message("after the restart")
+    assert discovers == []
+    assert alice.errors == bob.errors == []

@@ -138,9 +138,13 @@ export class ChatSocket {
       case "redirect": // close 4003 follows
         this.next = { url: frame.chat_url, delay: 0 };
         break;
-      case "reconnect": // the server drains; close 1012 follows
-        this.next = { url: null, delay: Math.max(0, Number(frame.after_ms) || 0) };
+      case "reconnect": {
+        // The server drains (close 1012 follows): come back after `after_ms`, to the same
+        // URL when it says so (a restart in place), else wherever discover says.
+        const url = frame.same_url === true && this.ws ? this.ws.url : null;
+        this.next = { url, delay: Math.max(0, Number(frame.after_ms) || 0) };
         break;
+      }
     }
     this.onFrame(frame);
   }
