@@ -220,9 +220,10 @@ def assemble(
     once to come back to the same URL (``reconnect{after_ms, same_url}``: no
     ``/v1/discover``, which would name this server anyway) within
     ``restart_reconnect_*_s``, when the next process is likely up; nobody else can take
-    them meanwhile. Otherwise (a chat server among peers) the drain is paced over a
-    quarter of ``drain_budget_s`` so the peers are not stampeded, and clients discover
-    their new server.
+    them meanwhile. Otherwise (a chat server among peers) the reconnects are spread over
+    ``Settings.drain_spread_s`` (as long as the peers need to admit that many clients,
+    within half of ``drain_budget_s``) so the peers are not stampeded, and clients
+    discover their new server.
     """
     ids = SnowflakeGenerator(settings.worker_id)
     service = ChatService(
@@ -277,7 +278,11 @@ def assemble(
                 window = settings.restart_reconnect_window_ms
                 told = await gateway.drain(0, reconnect_window_ms=window, same_url=True)
             else:
-                told = await gateway.drain(settings.drain_budget_s / 4)
+                # Paced over the spread, each after_ms within it: the clients reach the
+                # peers no faster than those admit them, and no later than they must.
+                spread_s = settings.drain_spread_s(gateway.connection_count)
+                window = (0, int(spread_s * 1000))
+                told = await gateway.drain(spread_s / 2, reconnect_window_ms=window)
             log.info("clients told to reconnect", extra={"clients": told})
 
         runtime.gateway = gateway

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # hellos over the rest. (A chat server in a cluster paces its drain instead.)
     restart_reconnect_min_s: float = Field(1.0, ge=0)
     restart_reconnect_max_s: float = Field(4.0, ge=0)
+    # A chat server among peers spreads its drained clients over as long as the peers
+    # need to admit them at this rate (hellos per second), at least drain_min_spread_s
+    # and at most half the drain budget: 10,000 clients at 2,000/s take 5 s, one takes
+    # 0.5 s (not a fixed fraction of the budget).
+    drain_admit_per_s: float = Field(2000.0, gt=0)
+    drain_min_spread_s: float = Field(0.5, ge=0)
     # Devices that reconnect within this grace get no push.
     push_grace_s: float = Field(5.0, ge=0)
 
@@ -123,6 +129,11 @@ class Settings(BaseSettings):
     cassandra_consistency: str = "LOCAL_QUORUM"
     cassandra_request_timeout_s: float = Field(10.0, gt=0)
     cassandra_protocol_version: int = Field(5, ge=3, le=5)
+    # Speculative execution (storage/_cassandra_io.py): when a request has had no answer
+    # after this many ms, the driver asks the next replica too (at most once more). Every
+    # statement of the store is idempotent, so a duplicate is harmless; 0 (the default)
+    # is off: on a saturated cluster it doubles the load of exactly the slow requests.
+    cassandra_speculative_delay_ms: int = Field(0, ge=0)
     # Replication for `tidings migrate` when it creates the keyspace (CQL map literal).
     cassandra_replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     # Kafka for the inbox bus, membership and push requests.
@@ -138,6 +149,15 @@ class Settings(BaseSettings):
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: str | None = None
     kafka_request_timeout_s: float = Field(30.0, gt=0)
+    # The inbox producer (bus/kafka.py): how long a batch may wait for more records, the
+    # batch size per partition, and the codec ("lz4", "zstd", "snappy" need the cramjam
+    # package, a dependency; "gzip" costs too much CPU for ~400-byte events; "none").
+    kafka_linger_ms: int = Field(2, ge=0)
+    kafka_max_batch_bytes: int = Field(256 * 1024, ge=1024)
+    kafka_compression: str = Field("lz4", pattern="^(none|lz4|zstd|snappy|gzip)$")
+    # Dedupe of sends on a chat server (chat/message_log.py): the recent (sender,
+    # client_msg_id) kept in memory; a resend beyond it costs one read.
+    sent_cache_size: int = Field(200_000, ge=0)
     # Membership records: how often a chat server publishes, when a record is stale.
     membership_interval_s: float = Field(2.0, gt=0)
     membership_ttl_s: float = Field(10.0, gt=0)
@@ -157,6 +177,11 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    def drain_spread_s(self, clients: int) -> float:
+        """How long a chat server among peers spreads the reconnects of ``clients``."""
+        needed = clients / self.drain_admit_per_s
+        return min(max(needed, self.drain_min_spread_s), self.drain_budget_s / 2)
 
     @property
     def restart_reconnect_window_ms(self) -> tuple[int, int]:

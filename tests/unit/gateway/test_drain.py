@@ -61,15 +61,24 @@ async def test_a_restart_in_place_tells_everyone_at_once_to_come_back_here() -> 
                              "same_url": True}] for c in talked_to)  # fmt: skip
 
 
-async def test_a_cluster_drain_is_paced_and_spread_over_half_the_budget() -> None:
-    gw, conns = gateway(drain_budget_s=2)
+async def test_a_cluster_drain_is_paced_and_spread_as_the_peers_need() -> None:
+    # 120 sockets (100 to tell) at 100 admitted a second: spread over 1.2 s.
+    gw, conns = gateway(drain_budget_s=60, drain_admit_per_s=100)
     started = time.monotonic()
     await gw.drain(0.3)
     assert time.monotonic() - started >= 0.2  # paced over (most of) the window it was given
     after = [c.frames[0]["after_ms"] for c in conns if c.frames]
     assert len(after) == 100
-    assert all(0 <= ms <= 1000 for ms in after)
+    assert all(0 <= ms <= 1200 for ms in after)
+    assert max(after) > 600  # spread over the whole of it, not bunched
     assert not any("same_url" in c.frames[0] for c in conns if c.frames)
+
+
+def test_the_drain_spread_grows_with_the_clients_within_half_the_budget() -> None:
+    settings = Settings(_env_file=None, drain_budget_s=30)  # type: ignore[call-arg]
+    assert settings.drain_spread_s(1) == 0.5  # a lone client is not kept waiting
+    assert settings.drain_spread_s(10_000) == 5.0  # at 2,000 admitted a second
+    assert settings.drain_spread_s(1_000_000) == 15.0  # never past half the budget
 
 
 def test_the_restart_window_setting_is_taken_in_order() -> None:

@@ -413,11 +413,12 @@ class Gateway:
 
     def _reconnect_delay_ms(self, window_ms: tuple[int, int] | None = None) -> int:
         """``after_ms`` for a drained client: drawn from ``window_ms`` when given (a
-        restart in place: when the next process is likely up), else spread over half the
-        drain budget so the clients do not stampede the servers that take them."""
+        restart in place: when the next process is likely up), else spread over as long
+        as the peers need to admit this server's clients (``Settings.drain_spread_s``)."""
         if window_ms is not None:
             return random.randint(*window_ms)
-        return random.randint(0, int(self.settings.drain_budget_s * 500))
+        spread_s = self.settings.drain_spread_s(len(self.connections))
+        return random.randint(0, int(spread_s * 1000))
 
     def _send_elsewhere(self, conn: Connection, user_id: int) -> None:
         """``redirect`` to the owner when it is known and not us, else ``reconnect``."""
