@@ -298,6 +298,65 @@ async def test_sigkilled_chat_server_users_fail_over_and_lose_nothing(
     print(f"failover: reconnected {failed_over_within:.1f}s after SIGKILL; {scene.summary()}")
 
 
+async def test_dedupe_holds_across_an_ownership_move(cluster: Cluster, clients: Clients) -> None:
+    """Dedupe takes no lightweight transaction: it rests on the owner of the sender's
+    partition being the only server storing the sender's messages. When that partition
+    moves, the new owner knows nothing in memory of the sender's past sends, yet a resend
+    of an acked client_msg_id gets the first message's id and delivers nothing twice,
+    and a reuse of it for another body is still refused."""
+    async with http_client(cluster, 0) as http0, http_client(cluster, 1) as http1:
+        alice = await new_account(http0, "alice")
+        victim = cluster.chat_at(alice.chat_url)
+        bob = await account_where(http1, lambda u: u != victim.ws_url, "bob")
+        a = await clients.connect(alice)
+        b = await clients.connect(bob)
+        client_msg_id = await a.send_msg("only once", to=bob)
+        first = await a.recv_until("ack", client_msg_id=client_msg_id)
+        delivered = await b.recv_until("msg", message_id=first["message_id"])
+
+        # Alice's partition moves: her server drains and hands its partitions over.
+        victim.signal(signal.SIGTERM)
+        reconnect = await a.recv_until("reconnect", within=5)
+        assert await a.wait_closed(within=5) == 1012
+        assert await asyncio.to_thread(victim.wait_exit, 20) == 0
+        await cluster.wait_ready(10)
+        await asyncio.sleep(reconnect["after_ms"] / 1000)
+        a2, moved = await reconnect_through_discover(
+            http0, clients, alice, cursor_of(a.received_msgs()), within=DRAIN_RECONNECT_WITHIN_S
+        )
+        assert moved.chat_url != victim.ws_url
+
+        # The resend, on the new owner of her partition: the first message, once.
+        await a2.send_msg("only once", to=bob, client_msg_id=client_msg_id)
+        again = await a2.recv_send_answer(client_msg_id)
+        assert again["type"] == "ack", again
+        assert (again["message_id"], again["ts"]) == (first["message_id"], first["ts"])
+        await a2.send_msg("not the same words", to=bob, client_msg_id=client_msg_id)
+        reused = await a2.recv_send_answer(client_msg_id)
+        assert reused == {**reused, "type": "error", "code": "duplicate_client_msg_id"}
+        marker = await a2.send_and_ack("after the move", to=bob)
+
+        # Bob: one inbox entry each, nothing delivered twice. (His own server went
+        # through the rebalance too; his live connection is checked if it survived.)
+        if not b.closed.is_set():
+            await b.recv_until("msg", message_id=marker["message_id"])
+        b2, _ = await reconnect_through_discover(http1, clients, bob, "0", within=10)
+        inbox = [(m["seq"], m["message_id"]) for m in await b2.take_msgs(2)]
+        assert inbox == [
+            (delivered["seq"], first["message_id"]),
+            (str(int(delivered["seq"]) + 1), marker["message_id"]),
+        ]
+        await asyncio.sleep(0.5)
+        assert b2.pending("msg") == [] and b.pending("msg") == []
+        history = await http1.get(
+            f"/v1/channels/{dm_id(alice, bob)}/messages", params={"limit": 10}, headers=bob.auth
+        )
+        assert [m["message_id"] for m in history.json()["messages"]] == [
+            marker["message_id"],
+            first["message_id"],
+        ]
+
+
 async def test_login_and_discover_keep_answering_while_a_chat_server_drains(
     cluster: Cluster,
 ) -> None:

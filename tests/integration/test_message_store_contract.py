@@ -175,6 +175,23 @@ async def test_concurrent_resends_all_get_the_same_message(store: MessageStore) 
     assert await bounded(store.history(ch, None, 10)) == [saved[0]]
 
 
+async def test_a_fence_that_refuses_stops_the_save_before_any_write(store: MessageStore) -> None:
+    ch, sender = channel(), uid()
+    m = msg(id_at(now_ms()), ch, "not mine", sender=sender, client_msg_id="fenced")
+
+    async def moved() -> None:
+        raise RuntimeError("the sender moved")
+
+    async def mine() -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="moved"):
+        await bounded(store.save_message(m, fence=moved))
+    assert await bounded(store.find_sent(sender, "fenced")) is None
+    assert await bounded(store.history(ch, None, 10)) == []
+    assert await bounded(store.save_message(m, fence=mine)) == m
+
+
 async def test_find_sent(store: MessageStore) -> None:
     ch, sender = channel(), uid()
     assert await bounded(store.find_sent(sender, "x1")) is None
@@ -436,6 +453,46 @@ async def test_inbox_ignores_and_overwrites_leftovers_of_a_crashed_append(
     assert [(e.seq, e.message) for e in redelivered] == [(3, x), (4, y)]
     entries = await bounded(cstore.inbox_after(user, 0, 10))
     assert [(e.seq, e.message) for e in entries] == [(1, m1), (2, z), (3, x), (4, y)]
+
+
+@pytest.mark.cassandra
+async def test_a_dedupe_record_without_its_message_is_finished_by_the_resend(
+    cstore: CassandraMessageStore, cassandra_env: tuple[Settings, Session]
+) -> None:
+    """A save cut short after its dedupe record (a crash, a timeout): the resend finds
+    the record and writes the message with the record's id; a reuse of the id for
+    another channel writes nothing."""
+    settings, session = cassandra_env
+    ks, sender, ch = settings.cassandra_keyspace, uid(), channel()
+    first = msg(id_at(now_ms()), ch, "cut short", sender=sender, client_msg_id="half")
+    session.execute(
+        f"INSERT INTO {ks}.sent_messages (sender_id, client_msg_id, message_id, channel_id, "
+        "sender_device_id, ts) VALUES (%s, %s, %s, %s, %s, %s)",
+        (sender, "half", first.message_id, ch, first.sender_device_id, first.ts),
+    )
+    assert await bounded(cstore.find_sent(sender, "half")) is None  # not fully saved
+    elsewhere = channel()
+    reuse = msg(first.message_id + 3, elsewhere, "cut short", sender=sender, client_msg_id="half")
+    assert (await bounded(cstore.save_message(reuse))).channel_id == ch
+    assert await bounded(cstore.history(elsewhere, None, 10)) == []
+    assert await bounded(cstore.history(ch, None, 10)) == []
+    resend = msg(first.message_id + 5, ch, "cut short", sender=sender, client_msg_id="half")
+    assert await bounded(cstore.save_message(resend)) == first
+    assert await bounded(cstore.history(ch, None, 10)) == [first]
+    assert await bounded(cstore.find_sent(sender, "half")) == first
+
+
+@pytest.mark.cassandra
+async def test_messages_of_one_channel_saved_at_once_are_all_stored(
+    cstore: CassandraMessageStore,
+) -> None:
+    """Saves to one (channel, bucket) in the same tick go out as one unlogged batch."""
+    ch, t = channel(), now_ms()
+    messages = [msg(id_at(t, n), ch, f"burst {n}", sender=uid()) for n in range(120)]
+    saved = await bounded(asyncio.gather(*(cstore.save_message(m) for m in messages)))
+    assert saved == messages
+    history = await bounded(cstore.history(ch, None, 200))
+    assert history == sorted(messages, key=lambda m: m.message_id, reverse=True)
 
 
 @pytest.mark.cassandra

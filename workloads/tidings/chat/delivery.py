@@ -20,6 +20,9 @@ from tidings.storage.base import Directory, MessageStore
 
 log = logging.getLogger(__name__)
 
+# Users of one consumer poll whose inbox appends run at once.
+APPEND_CONCURRENCY = 64
+
 
 class InboxProcessor:
     def __init__(
@@ -38,21 +41,41 @@ class InboxProcessor:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def handle(self, events: list[InboxEvent]) -> None:
+        """One consumer poll: each user's messages of the poll are appended in **one**
+        ``append_inbox`` (one head move), users side by side (at most
+        ``APPEND_CONCURRENCY`` at once; the store bounds its requests in flight too).
+        Returns once every append is durable, so the bus commits only then; an append
+        that fails fails the poll, which comes again (appends skip ids they hold)."""
         by_user: dict[int, list[Message]] = defaultdict(list)
         for event in events:
             if event.kind == "msg":
                 by_user[event.user_id].append(Message.from_wire(event.payload))
             elif self.ownership.owns(event.user_id):
                 self.delivery.deliver_frame(event.user_id, event.payload)
-        for user_id, messages in by_user.items():
-            if not self.ownership.owns(user_id):
-                continue
-            appended = await self.messages.append_inbox(user_id, messages)
-            if not appended:
-                continue
-            metrics.INBOX_APPENDS.inc(len(appended))
-            self.delivery.deliver_entries(user_id, appended)
-            await self._push_offline_devices(user_id, [e.message for e in appended])
+        users = [(u, m) for u, m in by_user.items() if self.ownership.owns(u)]
+        if not users:
+            return
+        if len(users) == 1:
+            await self._append_one(*users[0])
+            return
+        slots = asyncio.Semaphore(APPEND_CONCURRENCY)
+
+        async def bounded(user_id: int, messages: list[Message]) -> None:
+            async with slots:
+                await self._append_one(user_id, messages)
+
+        results = await asyncio.gather(*(bounded(u, m) for u, m in users), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+
+    async def _append_one(self, user_id: int, messages: list[Message]) -> None:
+        appended = await self.messages.append_inbox(user_id, messages)
+        if not appended:
+            return
+        metrics.INBOX_APPENDS.inc(len(appended))
+        self.delivery.deliver_entries(user_id, appended)
+        await self._push_offline_devices(user_id, [e.message for e in appended])
 
     def appended(self, by_user: Mapping[int, Sequence[InboxEntry]]) -> None:
         """Entries that just committed to these inboxes (the embedded default, where the

@@ -12,6 +12,8 @@ import asyncio
 import logging
 
 from tidings.bus.kafka import KafkaBus
+from tidings.bus.partitioning import partition_for_user
+from tidings.chat.message_log import BusMessageLog, SentCache, Tenure
 from tidings.cluster.membership import MemberRecord, MembershipPublisher, MembershipView
 from tidings.cluster.ownership import PartitionOwnership
 from tidings.kafka_config import push_topic
@@ -82,9 +84,16 @@ async def open_chat(settings: Settings) -> Runtime:
     publisher_ref: list[MembershipPublisher] = []
 
     owned_before: set[int] = set()
+    buses: list[KafkaBus] = []
+    # The partitions this server holds, with a term per tenure: a send publishes only if
+    # its sender's partition is still held in the term it began in (chat/message_log.py).
+    tenure = Tenure(lambda user_id: partition_for_user(user_id, buses[0].partition_count))
+    sent_cache = SentCache(settings.sent_cache_size, settings.kafka_inbox_partitions)
 
     async def on_assigned(partitions: set[int]) -> None:
         messages.forget_heads()  # another server may have appended while we did not own
+        # Dedupe entries of senders now elsewhere would go stale: forget them.
+        sent_cache.forget(tenure.assigned(partitions))
         gained = partitions - owned_before
         owned_before.clear()
         owned_before.update(partitions)
@@ -107,6 +116,7 @@ async def open_chat(settings: Settings) -> Runtime:
 
     async def on_revoked(partitions: set[int]) -> None:
         messages.forget_heads()
+        tenure.revoked()  # sends write and publish again once we know what we hold
         # Eager rebalancing takes everything away before handing the new set out; the
         # consumer is paused meanwhile, so nothing is written for those users. Who
         # really moved is known in on_assigned, which sends only them away.
@@ -119,9 +129,13 @@ async def open_chat(settings: Settings) -> Runtime:
         on_assigned=on_assigned,
         on_revoked=on_revoked,
     )
+    buses.append(bus)
     await bus.start()
     ownership = PartitionOwnership(bus.owns_partition, lambda: bus.partition_count, view)
-    runtime = assemble(settings, directory, messages, bus, secret, ownership, push)
+    message_log = BusMessageLog(messages, bus, tenure=tenure, sent_cache=sent_cache)
+    runtime = assemble(
+        settings, directory, messages, bus, secret, ownership, push, message_log=message_log
+    )
     holder["runtime"] = runtime
     gateway = runtime.gateway
     assert gateway is not None
@@ -144,8 +158,14 @@ async def open_chat(settings: Settings) -> Runtime:
         gateway.draining = True
         await publisher.publish_now()
 
+    async def leave_group() -> None:
+        await bus.leave_group()
+        # No new assignment follows: end every term, so sends waiting to publish answer
+        # `unavailable` now (their devices resend to the new owners) instead of waiting.
+        sent_cache.forget(tenure.assigned(set()))
+
     # On SIGTERM: say we are draining, hand the partitions over, then send clients away.
-    runtime.drainers[:0] = [announce_draining, bus.leave_group]
+    runtime.drainers[:0] = [announce_draining, leave_group]
     # (assemble put the push sink behind the grace, whose close flushes and closes it)
     runtime.closers[:0] = [publisher.close, view.close]
     runtime.background.append(directory.run_refresher)  # others' writes, within the bound

@@ -36,13 +36,16 @@ from cassandra.cluster import (
 )
 from cassandra.connection import ConnectionException
 from cassandra.policies import (
+    ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
     RetryPolicy,
+    SpeculativeExecutionPolicy,
     TokenAwarePolicy,
+    WriteType,
 )
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
-from cassandra.query import PreparedStatement, dict_factory
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory
 
 from tidings.settings import Settings
 from tidings.storage.base import StorageError, StorageUnavailable
@@ -89,19 +92,77 @@ def wrap_error(exc: BaseException, what: str) -> StorageError:
     return StorageError(f"cassandra error during {what}: {exc}")
 
 
+class IdempotentWriteRetryPolicy(RetryPolicy):  # type: ignore[misc]
+    """The driver's standard policy, plus one retry of a timed-out idempotent write.
+
+    - read timeout: retried once, at the same consistency, when enough replicas answered
+      but the one holding the data did not (the driver's rule);
+    - write timeout: retried once on the same coordinator when the statement is marked
+      idempotent and is a plain write or an unlogged batch. Every statement of the
+      message store is an upsert of the same values (no lightweight transaction, no
+      counter), so applying it twice is applying it once. Anything else is rethrown;
+    - unavailable (too few live replicas): tried once on the next host (the driver's rule);
+    - request error (connection lost, overloaded or bootstrapping coordinator): tried on
+      the next host, once (the driver's rule).
+
+    A retry that fails too comes out as :class:`~tidings.storage.base.StorageUnavailable`,
+    and the caller's own retry takes over (the client resends with the same
+    client_msg_id; the inbox consumer handles the batch again).
+    """
+
+    _RETRIED_WRITES = frozenset({WriteType.SIMPLE, WriteType.UNLOGGED_BATCH, WriteType.BATCH})
+
+    def on_write_timeout(
+        self,
+        query: Any,
+        consistency: int,
+        write_type: int,
+        required_responses: int,
+        received_responses: int,
+        retry_num: int,
+    ) -> tuple[int, int | None]:
+        if (
+            retry_num == 0
+            and write_type in self._RETRIED_WRITES
+            and getattr(query, "is_idempotent", False)
+        ):
+            return self.RETRY, consistency
+        result: tuple[int, int | None] = super().on_write_timeout(
+            query, consistency, write_type, required_responses, received_responses, retry_num
+        )
+        return result
+
+
+def speculative_policy(delay_ms: int) -> SpeculativeExecutionPolicy:
+    """After ``delay_ms`` without an answer, one more attempt on the next replica of the
+    query plan (the driver speculates only on statements marked idempotent); 0: never."""
+    if delay_ms <= 0:
+        return SpeculativeExecutionPolicy()  # the driver's "no speculation"
+    return ConstantSpeculativeExecutionPolicy(delay_ms / 1000, 1)
+
+
 def build_cluster(settings: Settings) -> Cluster:
     """A driver ``Cluster`` from the ``cassandra_*`` settings (not yet connected).
 
-    Token-aware routing over DC-aware round robin (the local DC from settings, else the
-    contact points' DC), the driver's standard retry policy (it retries only what is safe:
-    a read timeout once when enough replicas answered, an unavailable once on the next
-    host), rows as dicts, LOCAL_SERIAL for lightweight transactions.
+    - Routing: token-aware over DC-aware round robin (the local DC from settings, else
+      the contact points' DC): a prepared statement's partition key picks a replica as
+      coordinator, so a single-partition request (or single-partition batch) takes no
+      extra hop.
+    - Consistency: ``cassandra_consistency``, LOCAL_QUORUM by default. The dedupe and
+      inbox arguments (docs/architecture.md) need reads that see acknowledged writes,
+      i.e. R + W > RF, which LOCAL_QUORUM for both gives. No statement is a lightweight
+      transaction, so the serial consistency is never used.
+    - Retries: :class:`IdempotentWriteRetryPolicy`.
+    - Speculative execution: ``cassandra_speculative_delay_ms`` (:func:`speculative_policy`),
+      off by default.
+    - Rows as dicts; ``cassandra_request_timeout_s`` per request.
     """
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(
             DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc or "")
         ),
-        retry_policy=RetryPolicy(),
+        retry_policy=IdempotentWriteRetryPolicy(),
+        speculative_execution_policy=speculative_policy(settings.cassandra_speculative_delay_ms),
         consistency_level=consistency_level(settings.cassandra_consistency),
         serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
         request_timeout=settings.cassandra_request_timeout_s,
@@ -245,3 +306,97 @@ class Cql:
     async def gather(work: Iterable[Awaitable[T]]) -> list[T]:
         """Await many operations at once (requests stay bounded by the semaphore)."""
         return list(await asyncio.gather(*work))
+
+
+class PartitionWrites:
+    """Writes queued during one event-loop tick, grouped by partition.
+
+    :meth:`write` queues a statement under its partition (any hashable naming the table
+    and its partition key) and returns a future;
+    at the end of the tick every partition's rows go out as **one** request: the lone
+    statement itself, or an unlogged batch of up to ``max_rows`` statements that all
+    write that one partition (a single-partition batch is a single mutation: one round
+    trip, applied atomically, and token-aware routing sends it to a replica). Never a
+    batch across partitions: that would make the coordinator fan out on its own. The
+    partitions' requests run side by side, bounded by the :class:`Cql` in-flight limit.
+    Every statement queued here must be idempotent (the batch is marked so, for the retry
+    and speculative-execution policies).
+    """
+
+    def __init__(self, cql: Cql, *, max_rows: int = 50, max_bytes: int = 24 * 1024) -> None:
+        self._cql = cql
+        self._max_rows = max_rows
+        self._max_bytes = max_bytes
+        self._queued: dict[Any, list[tuple[Any, Sequence[Any], asyncio.Future[None], int]]] = {}
+        self._what: dict[Any, str] = {}
+        self._scheduled = False
+        self._running: set[asyncio.Future[None]] = set()
+
+    def write(
+        self,
+        statement: Any,
+        params: Sequence[Any],
+        partition: Any,
+        *,
+        size: int = 100,
+        what: str = "write",
+    ) -> asyncio.Future[None]:
+        """Queue a write; ``size`` is about its bytes (a batch is kept under
+        ``max_bytes``, far below Cassandra's 50 KiB batch limit; a larger row goes alone,
+        as a plain statement)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queued.setdefault(partition, []).append((statement, params, fut, size))
+        self._what.setdefault(partition, what)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        queued, self._queued = self._queued, {}
+        names, self._what = self._what, {}
+        for partition, rows in queued.items():
+            chunk: list[tuple[Any, Sequence[Any], asyncio.Future[None]]] = []
+            chunk_bytes = 0
+            for statement, params, fut, size in rows:
+                if chunk and (len(chunk) >= self._max_rows or chunk_bytes + size > self._max_bytes):
+                    self._start(chunk, names[partition])
+                    chunk, chunk_bytes = [], 0
+                chunk.append((statement, params, fut))
+                chunk_bytes += size
+            self._start(chunk, names[partition])
+
+    def _start(
+        self, rows: list[tuple[Any, Sequence[Any], asyncio.Future[None]]], what: str
+    ) -> None:
+        task = asyncio.ensure_future(self._run(rows, what))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(
+        self, rows: list[tuple[Any, Sequence[Any], asyncio.Future[None]]], what: str
+    ) -> None:
+        try:
+            if len(rows) == 1:
+                statement, params, _ = rows[0]
+                request: Any = statement
+                bound: Sequence[Any] | None = params
+            else:
+                request = BatchStatement(batch_type=BatchType.UNLOGGED)
+                request.is_idempotent = True
+                for statement, params, _ in rows:
+                    request.add(statement, params)
+                bound = None
+            await self._cql.run(request, bound, what=what)
+        except Exception as exc:
+            for _, _, fut in rows:
+                _fail(fut, exc)
+            return
+        except BaseException:  # cancelled (the loop is closing): so are the writers
+            for _, _, fut in rows:
+                fut.cancel()
+            raise
+        for _, _, fut in rows:
+            _resolve(fut, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,8 +102,13 @@ class Directory(Protocol):
 class MessageStore(Protocol):
     """Messages, inboxes, receipts, presence and search."""
 
-    async def save_message(self, message: Message) -> Message:
-        """Store a message once per (sender, client_msg_id); a resend returns the first."""
+    async def save_message(
+        self, message: Message, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> Message:
+        """Store a message once per (sender, client_msg_id); a resend returns the first.
+
+        ``fence``, when given, is awaited before the store writes anything and may raise
+        to stop the save (a chat server checking that it still serves the sender)."""
         ...
 
     async def find_sent(self, sender_id: int, client_msg_id: str) -> Message | None: ...

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import unicodedata
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from cassandra.cluster import Cluster, Session
@@ -41,7 +41,7 @@ from cassandra.query import BatchStatement, BatchType
 from tidings.core.ids import EPOCH_MS, timestamp_ms
 from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
 from tidings.settings import Settings
-from tidings.storage._cassandra_io import Cql, Row, check_identifier, connect
+from tidings.storage._cassandra_io import Cql, PartitionWrites, Row, check_identifier, connect
 from tidings.storage.base import StorageError
 from tidings.storage.cassandra_schema import LATEST_VERSION, applied_versions
 
@@ -64,7 +64,7 @@ _STATEMENTS: dict[str, str] = {
     # messages and dedupe
     "insert_sent": (
         "INSERT INTO {ks}.sent_messages (sender_id, client_msg_id, message_id, channel_id, "
-        "sender_device_id, ts) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        "sender_device_id, ts) VALUES (?, ?, ?, ?, ?, ?)"
     ),
     "select_sent": (
         "SELECT message_id, channel_id, sender_device_id, ts FROM {ks}.sent_messages "
@@ -136,9 +136,8 @@ _STATEMENTS: dict[str, str] = {
     ),
     "select_presence": "SELECT status, last_seen FROM {ks}.presence WHERE user_id = ?",
 }
-# A lightweight transaction is not idempotent for the driver; everything else is an
-# upsert of the same values or a read, safe to retry or to run speculatively.
-_NOT_IDEMPOTENT = frozenset({"insert_sent"})
+# No lightweight transaction anywhere: every statement is a read or an upsert of the same
+# values, safe to retry (IdempotentWriteRetryPolicy) or to run speculatively.
 
 
 def bucket_of(message_id: int) -> int:
@@ -202,6 +201,10 @@ class CassandraMessageStore:
     ) -> None:
         self._presence_lease_s = presence_lease_s
         self._cql = Cql(session)
+        self._writes = PartitionWrites(self._cql, max_rows=_BATCH_ROWS)
+        # Saves under way in this process by (sender, client_msg_id): a second save of
+        # the same key waits for the first instead of racing it (see save_message).
+        self._saving: dict[tuple[int, str], asyncio.Future[Message]] = {}
         self._ks = keyspace
         self._q = statements
         self._cluster = cluster
@@ -254,8 +257,8 @@ class CassandraMessageStore:
         prepared = await Cql(session).prepare(
             {name: cql.format(ks=ks) for name, cql in _STATEMENTS.items()}
         )
-        for name, statement in prepared.items():
-            statement.is_idempotent = name not in _NOT_IDEMPOTENT
+        for statement in prepared.values():
+            statement.is_idempotent = True
         return cls(session, ks, prepared, cluster=cluster)
 
     async def close(self) -> None:
@@ -265,52 +268,120 @@ class CassandraMessageStore:
 
     # --- messages ------------------------------------------------------------------
 
-    async def save_message(self, message: Message) -> Message:
+    async def save_message(
+        self, message: Message, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> Message:
         """Store a message once per (sender, client_msg_id); a resend returns the first.
 
-        The dedupe record goes in first with a lightweight transaction, so of two racing
-        sends exactly one wins and both return the winner's message. Then the bucket is
-        listed and the message written. A crash (or a racing loser) between the record
-        and the message is repaired by the next resend: it finds the record, not the
-        message, and writes the message with the record's id, channel, device and time
-        (and its own body: a resend carries the same one). Only a message whose
+        No lightweight transaction: this rests on the sender's chat server being the only
+        one that stores that sender's messages (the owner of the sender's inbox
+        partition; the argument, and what happens when ownership moves, is in
+        docs/architecture.md, "Dedupe without Paxos"). Within this process, saves of the
+        same (sender, client_msg_id) run one at a time: a second waits for the first and
+        gets its answer. Then:
+
+        1. one plain read of the dedupe record (``sent_messages``);
+        2. none: write the record, then the message (the record goes first, so a
+           message never exists without its record; the channel's bucket is listed
+           alongside the record, before the message);
+        3. a record: the first message is returned. A record without its message (a save
+           cut short by a crash or a timeout) is finished here with the record's id,
+           device and time and this resend's body, when the resend names the record's
+           channel (a resend to another channel is a reuse, refused by the caller: it
+           writes nothing).
+
+        ``fence`` is awaited before each write and may raise to stop the save (the chat
+        server's check that the sender is still its own). Only a message whose
         ``save_message`` returned is acked, so no reader relies on a half-done save.
         """
-        m = message
-        row = await self._cql.first(
-            self._q["insert_sent"],
-            (m.sender_id, m.client_msg_id, m.message_id, m.channel_id, m.sender_device_id, m.ts),
-            what="save message (dedupe)",
-        )
-        if row is None or row.get("[applied]", True):
-            await self._write_message(m)
-            return m
-        first = Message(
-            message_id=int(row["message_id"]),
-            channel_id=row["channel_id"],
-            sender_id=m.sender_id,
-            sender_device_id=int(row["sender_device_id"]),
-            client_msg_id=m.client_msg_id,
-            body=m.body,
-            ts=int(row["ts"]),
-        )
-        stored = await self._read_message(first.channel_id, first.message_id)
-        if stored is not None:
-            return stored
-        await self._write_message(first)
-        return first
+        key = (message.sender_id, message.client_msg_id)
+        while (running := self._saving.get(key)) is not None:
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                if not running.cancelled():
+                    raise  # this caller was cancelled
+                # the first save was (the loop is closing): try again, or be cancelled too
+        saving: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._saving[key] = saving
+        try:
+            saved = await self._save(message, fence)
+        except asyncio.CancelledError:
+            saving.cancel()
+            raise
+        except BaseException as exc:
+            saving.set_exception(exc)
+            saving.exception()  # waiters (if any) see it; nobody else must
+            raise
+        finally:
+            del self._saving[key]
+        saving.set_result(saved)
+        return saved
 
-    async def _write_message(self, m: Message) -> None:
+    async def _save(self, m: Message, fence: Callable[[], Awaitable[None]] | None) -> Message:
+        row = await self._cql.first(
+            self._q["select_sent"], (m.sender_id, m.client_msg_id), what="save message (dedupe)"
+        )
+        if row is not None:
+            first = Message(
+                message_id=int(row["message_id"]),
+                channel_id=row["channel_id"],
+                sender_id=m.sender_id,
+                sender_device_id=int(row["sender_device_id"]),
+                client_msg_id=m.client_msg_id,
+                body=m.body,
+                ts=int(row["ts"]),
+            )
+            stored = await self._read_message(first.channel_id, first.message_id)
+            if stored is not None:
+                return stored
+            if first.channel_id != m.channel_id:
+                return first  # a reuse: the caller refuses it, nothing is written
+            if fence is not None:
+                await fence()
+            await self._list_bucket(first)
+            await self._insert_message(first)
+            return first
+        if fence is not None:
+            await fence()
+        await self._cql.gather(
+            [
+                self._cql.run(
+                    self._q["insert_sent"],
+                    (
+                        m.sender_id,
+                        m.client_msg_id,
+                        m.message_id,
+                        m.channel_id,
+                        m.sender_device_id,
+                        m.ts,
+                    ),
+                    what="save message (dedupe)",
+                ),
+                self._list_bucket(m),
+            ]
+        )
+        if fence is not None:
+            await fence()
+        await self._insert_message(m)
+        return m
+
+    async def _list_bucket(self, m: Message) -> None:
+        """List the message's bucket in ``channel_buckets`` (once per process): whoever
+        can see a message can find its bucket."""
+        key = (m.channel_id, bucket_of(m.message_id))
+        if key in self._known_buckets:
+            return
+        await self._cql.run(self._q["insert_bucket"], key, what="save message (bucket)")
+        if len(self._known_buckets) >= _KNOWN_BUCKETS_MAX:
+            self._known_buckets.clear()
+        self._known_buckets.add(key)
+
+    async def _insert_message(self, m: Message) -> None:
+        """Write the message; writes to one (channel, bucket) partition in the same loop
+        tick go out as one unlogged single-partition batch (:class:`PartitionWrites`)."""
         bucket = bucket_of(m.message_id)
-        key = (m.channel_id, bucket)
-        # The bucket is listed before the message is written: whoever can see the
-        # message can find its bucket.
-        if key not in self._known_buckets:
-            await self._cql.run(self._q["insert_bucket"], key, what="save message (bucket)")
-            if len(self._known_buckets) >= _KNOWN_BUCKETS_MAX:
-                self._known_buckets.clear()
-            self._known_buckets.add(key)
-        await self._cql.run(
+        await self._writes.write(
             self._q["insert_message"],
             (
                 m.channel_id,
@@ -323,6 +394,8 @@ class CassandraMessageStore:
                 m.ts,
                 search_terms(m.body),
             ),
+            ("messages", m.channel_id, bucket),
+            size=200 + 2 * len(m.body.encode()),  # the body twice: itself and its words
             what="save message",
         )
 

@@ -18,8 +18,8 @@ The table layout (``bucket`` is a 30-day time bucket of the Snowflake id, see
   normalized words of the body, indexed by SAI for search;
 - ``channel_buckets (channel_id, bucket DESC)``: which buckets of a channel hold messages,
   so history walks back without probing empty months;
-- ``sent_messages ((sender_id, client_msg_id))``: the dedupe record, written with a
-  lightweight transaction;
+- ``sent_messages ((sender_id, client_msg_id))``: the dedupe record (a plain write: the
+  sender's chat server is its only writer, see docs/architecture.md);
 - ``inbox ((user_id, part), seq)``, ``inbox_by_message ((user_id, bucket), message_id)``,
   ``inbox_heads (user_id)``: per-user inboxes with gapless sequence numbers;
 - ``watermarks ((channel_id, user_id))``: receipt watermarks;

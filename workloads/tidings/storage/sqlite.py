@@ -20,7 +20,7 @@ import functools
 import logging
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,7 +312,12 @@ class SqliteMessageStore:
 
     # --- messages ------------------------------------------------------------------
 
-    async def save_message(self, message: Message) -> Message:
+    async def save_message(
+        self, message: Message, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> Message:
+        if fence is not None:
+            await fence()
+
         def op(conn: sqlite3.Connection) -> Message:
             return self._insert_message(conn, message) or message
 
