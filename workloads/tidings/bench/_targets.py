@@ -469,9 +469,9 @@ class Floor(Baseline):
         return [sys.executable, "-m", "tidings.bench.floor", "--port", str(self.port)]
 
     def version(self) -> str:
-        import uvloop
+        from importlib.metadata import version
 
-        return f"uvloop {uvloop.__version__}"
+        return f"uvloop {version('uvloop')}"
 
 
 CENTRIFUGO_SECRET = "centrifugo-bench-hmac-secret-0123456789abcdef"
