@@ -11,8 +11,8 @@ import pytest
 from cassandra import ConsistencyLevel
 from cassandra.policies import (
     ConstantSpeculativeExecutionPolicy,
+    NoSpeculativeExecutionPolicy,
     RetryPolicy,
-    SpeculativeExecutionPolicy,
     WriteType,
 )
 from cassandra.query import BatchStatement, SimpleStatement
@@ -116,7 +116,9 @@ def test_a_timed_out_idempotent_write_is_retried_once() -> None:
 
 
 def test_speculative_execution_is_off_unless_asked_for() -> None:
-    assert type(speculative_policy(0)) is SpeculativeExecutionPolicy
+    off = speculative_policy(0)
+    assert type(off) is NoSpeculativeExecutionPolicy
+    assert off.new_plan("ks", None).next_execution(None) == -1  # the driver's "never"
     on = speculative_policy(150)
     assert isinstance(on, ConstantSpeculativeExecutionPolicy)
     assert (on.delay, on.max_attempts) == (0.15, 1)

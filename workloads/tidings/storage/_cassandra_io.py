@@ -39,6 +39,7 @@ from cassandra.policies import (
     ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
+    NoSpeculativeExecutionPolicy,
     RetryPolicy,
     SpeculativeExecutionPolicy,
     TokenAwarePolicy,
@@ -137,7 +138,7 @@ def speculative_policy(delay_ms: int) -> SpeculativeExecutionPolicy:
     """After ``delay_ms`` without an answer, one more attempt on the next replica of the
     query plan (the driver speculates only on statements marked idempotent); 0: never."""
     if delay_ms <= 0:
-        return SpeculativeExecutionPolicy()  # the driver's "no speculation"
+        return NoSpeculativeExecutionPolicy()  # (the base class's new_plan raises)
     return ConstantSpeculativeExecutionPolicy(delay_ms / 1000, 1)
 
 
