@@ -205,10 +205,13 @@ def idle(target: Target, opts: Options) -> dict[str, Any]:
         plans = [
             _plan(target, chunk, w, opts) for w, chunk in enumerate(_split(accounts, opts.workers))
         ]
+        setup_cpu = procstat.CpuMeter([pid])
+        setup_cpu.start()
         t0 = time.monotonic()
         fleet = Fleet(plans)
         connect_s = time.monotonic() - t0
         time.sleep(3.0)  # let the last handshakes and sync answers settle
+        setup = setup_cpu.stop()
         server_cpu, gen_cpu = procstat.CpuMeter([pid]), fleet.meter()
         server_cpu.start()
         gen_cpu.start()
@@ -242,6 +245,8 @@ def idle(target: Target, opts: Options) -> dict[str, Any]:
             "sockstat_tcp_mem_delta_mib": round(
                 (procstat.sockstat_mem_bytes() - sockstat0) / 2**20, 2
             ),
+            # Accept, HTTP upgrade, handshake, hello, welcome, synced (and retries).
+            "setup_cpu_us_per_conn": round(setup["cpu_s"] * 1e6 / max(connected, 1), 1),
             "heartbeat_s": opts.heartbeat_s if target.dialect != "centrifugo" else "server pings",
             "hold_s": opts.hold_s,
             "server_cpu": server,
