@@ -19,6 +19,10 @@ SEND_TO_DELIVER = Histogram(
 PUSH_REQUESTS = Counter("tidings_push_requests_total", "Pushes asked for offline devices")
 PRESENCE_CHANGES = Counter("tidings_presence_changes_total", "Presence transitions", ["status"])
 SLOW_CONSUMERS = Counter("tidings_slow_consumers_total", "Connections dropped for backlog")
+SENDS_MOVED = Counter(
+    "tidings_sends_moved_total",
+    "sends left unanswered because the sender's partition moved (the device resends them)",
+)
 LOOP_LAG = Gauge("tidings_event_loop_lag_seconds", "How late the event loop runs (smoothed)")
 ADMISSION_REFUSED = Counter(
     "tidings_admission_refused_total", "hellos and discovers told to come back later (saturated)"

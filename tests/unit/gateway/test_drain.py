@@ -85,3 +85,31 @@ def test_the_restart_window_setting_is_taken_in_order() -> None:
     assert Settings(_env_file=None).restart_reconnect_window_ms == (1000, 4000)  # type: ignore[call-arg]
     swapped = Settings(_env_file=None, restart_reconnect_min_s=3, restart_reconnect_max_s=0.5)  # type: ignore[call-arg]
     assert swapped.restart_reconnect_window_ms == (500, 3000)
+
+
+async def test_a_send_whose_sender_moved_is_not_answered_and_the_device_is_sent_on() -> None:
+    """A send stored while the sender's partition moved (cluster fencing) is neither
+    acked nor refused: the device is told to reconnect, and resends it to its new server
+    (which finds it by client_msg_id); sends after it on that socket get no answer here."""
+    import asyncio
+    from collections import deque
+
+    from tidings.chat.message_log import SenderMoved
+    from tidings.core.model import Message
+
+    gw, _ = gateway()
+    conn = FakeConnection(LIVE)
+    conn_any = cast(Any, conn)
+    conn_any.user_id, conn_any.device_id, conn_any.hello_pending = 7, 70, False
+    gw.connections = {cast(Connection, conn)}
+    gw.by_user = {7: [cast(Connection, conn)]}
+    loop = asyncio.get_running_loop()
+    moved: asyncio.Future[Message] = loop.create_future()
+    moved.set_exception(SenderMoved("m1"))
+    later: asyncio.Future[Message] = loop.create_future()
+    later.set_result(Message(1, "dm:7:8", 7, 70, "m2", "hi", 1))
+    conn_any.answers = deque([("m1", moved), ("m2", later)])
+    gw._answer_sends(cast(Connection, conn))
+    assert [f["type"] for f in conn.frames] == ["reconnect"]
+    assert conn.closed_with == errors.CLOSE_DRAINED
+    assert 7 not in gw.by_user and conn not in gw.connections

@@ -15,6 +15,7 @@ from typing import Any
 
 from tidings import metrics
 from tidings.auth import Tokens
+from tidings.chat.message_log import SenderMoved
 from tidings.chat.ports import Ownership
 from tidings.chat.service import ChatService
 from tidings.core import errors
@@ -268,6 +269,15 @@ class Gateway:
             if exc is None:
                 message = durable.result()
                 conn.send_frame(ack_frame(ref, message.message_id, message.channel_id, message.ts))
+            elif isinstance(exc, SenderMoved):
+                # The sender's partition moved while this was stored: not acked, not
+                # published. Send the device to its new server, where it resends what is
+                # unacked (found there by its client_msg_id) — no error for a send the
+                # client need not give up on, and nothing after it answered here.
+                metrics.SENDS_MOVED.inc()
+                self._send_elsewhere(conn, conn.user_id)
+                self.closed(conn)
+                return
             elif isinstance(exc, ProtocolError):
                 conn.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
             else:
