@@ -278,11 +278,10 @@ def assemble(
                 window = settings.restart_reconnect_window_ms
                 told = await gateway.drain(0, reconnect_window_ms=window, same_url=True)
             else:
-                # Paced over the spread, each after_ms within it: the clients reach the
-                # peers no faster than those admit them, and no later than they must.
+                # Paced over half the spread, each after_ms within it: the clients reach
+                # the peers no faster than those admit them, and no later than they must.
                 spread_s = settings.drain_spread_s(gateway.connection_count)
-                window = (0, int(spread_s * 1000))
-                told = await gateway.drain(spread_s / 2, reconnect_window_ms=window)
+                told = await gateway.drain(spread_s / 2)
             log.info("clients told to reconnect", extra={"clients": told})
 
         runtime.gateway = gateway

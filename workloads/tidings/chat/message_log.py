@@ -16,6 +16,7 @@ docs/architecture.md ("Dedupe without Paxos").
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
@@ -184,14 +185,12 @@ class BusMessageLog:
         key = (message.sender_id, ref)
         stored = self.sent.get(partition, key)
         if stored is None:
-
-            async def fence() -> None:
-                """Write only while the sender's partition is held in the send's term and
-                no rebalance is under way (then who holds what is not known yet)."""
-                if tenure is not None and await self._settled_term(tenure, partition, ref) != term:
-                    raise SenderMoved(ref)
-
-            stored = await self.messages.save_message(message, fence=fence)
+            # Write only while the sender's partition is held in the send's term and no
+            # rebalance is under way (then who holds what is not known yet).
+            fence = functools.partial(self._still_held, tenure, partition, term, ref)
+            stored = await self.messages.save_message(
+                message, fence=fence if tenure is not None else None
+            )
             if stored is message:
                 metrics.MESSAGES_SENT.inc()
             if tenure is None or not tenure.ended(partition, term):
@@ -200,13 +199,21 @@ class BusMessageLog:
             raise ClientMsgIdReused(stored)
         if before is not None and not before.done():
             await asyncio.wait([before])  # its outcome is its caller's; only the order matters
-        if tenure is not None and await self._settled_term(tenure, partition, ref) != term:
-            # Whoever holds the sender now may take a resend of it: publishing here too
-            # could deliver it twice under two ids. Not acked; the resend finds it stored.
-            raise SenderMoved(ref)
+        # Whoever holds the sender now may take a resend of it: publishing here too could
+        # deliver it twice under two ids. Not acked; the resend finds it stored.
+        await self._still_held(tenure, partition, term, ref)
         payload = stored.to_wire()
         await self.bus.publish([InboxEvent(member, "msg", payload) for member in members])
         return stored
+
+    @classmethod
+    async def _still_held(
+        cls, tenure: Tenure | None, partition: int, term: int | None, ref: str
+    ) -> None:
+        """Raise :class:`SenderMoved` unless ``partition`` is held in ``term`` once no
+        rebalance is under way (nothing to check without a tenure)."""
+        if tenure is not None and await cls._settled_term(tenure, partition, ref) != term:
+            raise SenderMoved(ref)
 
     @staticmethod
     async def _settled_term(tenure: Tenure, partition: int, ref: str) -> int | None:

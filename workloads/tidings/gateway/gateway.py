@@ -275,8 +275,7 @@ class Gateway:
                 # unacked (found there by its client_msg_id) — no error for a send the
                 # client need not give up on, and nothing after it answered here.
                 metrics.SENDS_MOVED.inc()
-                self._send_elsewhere(conn, conn.user_id)
-                self.closed(conn)
+                self._send_away(conn)
                 return
             elif isinstance(exc, ProtocolError):
                 conn.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
@@ -440,13 +439,17 @@ class Gateway:
             conn.send_frame(reconnect_frame(random.randint(200, 1500)))
             conn.close(errors.CLOSE_DRAINED, "not served here now")
 
+    def _send_away(self, conn: Connection) -> None:
+        """Send a served device to its user's server now and stop serving it here."""
+        self._send_elsewhere(conn, conn.user_id)
+        self.closed(conn)
+
     def release_unowned(self) -> int:
         """Send away the users this server no longer owns (after a rebalance)."""
         released = 0
         for user_id in [u for u in self.by_user if not self.ownership.owns(u)]:
             for conn in list(self.by_user.get(user_id, ())):
-                self._send_elsewhere(conn, user_id)
-                self.closed(conn)
+                self._send_away(conn)
                 released += 1
             self.presence.forget(user_id)
         if released:
@@ -495,11 +498,14 @@ class Gateway:
     ) -> int:
         """Tell every client to reconnect elsewhere, paced evenly over ``window_s`` (0:
         all at once, the frames written before this returns). ``reconnect_window_ms``:
-        each ``after_ms`` is drawn from it instead of from half the drain budget;
-        ``same_url``: a restart in place, come back here (see :meth:`drain_connection`).
+        each ``after_ms`` is drawn from it, else from the spread the peers need for this
+        many clients (``Settings.drain_spread_s``, fixed at the start); ``same_url``: a
+        restart in place, come back here (see :meth:`drain_connection`).
         Returns how many clients were told."""
         self.draining = True
         conns = list(self.connections)
+        if reconnect_window_ms is None:
+            reconnect_window_ms = (0, int(self.settings.drain_spread_s(len(conns)) * 1000))
         batches = max(1, int(window_s / 0.05))
         size = max(1, -(-len(conns) // batches))
         told = 0
