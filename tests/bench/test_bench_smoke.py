@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,19 +103,30 @@ def test_fanout(tmp_path: Path) -> None:
         assert result["steps"][0]["expected_deliveries"] == 99 * result["steps"][0]["sent"]
 
 
-@pytest.mark.kafka
-@pytest.mark.cassandra
-@pytest.mark.postgres
-def test_cluster(tmp_path: Path, testenv: Mapping[str, str]) -> None:
+def on_the_test_environment(test: Callable[..., None]) -> Callable[..., None]:
+    """A cluster run: it needs Kafka, Cassandra and PostgreSQL."""
+    marked: Callable[..., None] = pytest.mark.kafka(
+        pytest.mark.cassandra(pytest.mark.postgres(test))
+    )
+    return marked
+
+
+def cluster_env(testenv: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The arguments and environment that point a cluster run at the test environment."""
     keys = (
         "TIDINGS_TEST_POSTGRES_URL",
         "TIDINGS_TEST_KAFKA_BOOTSTRAP",
         "TIDINGS_TEST_CASSANDRA_HOSTS",
         "TIDINGS_TEST_CASSANDRA_PORT",
     )
-    env = {k: testenv[k] for k in keys}
     state = os.environ.get("TIDINGS_TESTENV_STATE", str(REPO_ROOT / ".testenv"))
-    args = ["--chats", "2", "--pairs", "10", "--rates", "20", "--testenv-state", state]
+    return ["--chats", "2", "--testenv-state", state], {k: testenv[k] for k in keys}
+
+
+@on_the_test_environment
+def test_cluster(tmp_path: Path, testenv: Mapping[str, str]) -> None:
+    args, env = cluster_env(testenv)
+    args += ["--pairs", "10", "--rates", "20"]
     (result,) = bench(tmp_path, "cluster", *args, "--duration", "2", "--drain", "20", env=env)
     assert result["chat_servers"] == 2
     assert result["connected"] == 20
@@ -123,10 +134,48 @@ def test_cluster(tmp_path: Path, testenv: Mapping[str, str]) -> None:
     assert set(result["steps"][0]["backend_cpu"]) == {"postgres", "kafka", "cassandra"}
 
 
+@on_the_test_environment
+def test_cluster_fanout(tmp_path: Path, testenv: Mapping[str, str]) -> None:
+    args, env = cluster_env(testenv)
+    args += ["--targets", "cluster", "--group-size", "30", "--rates", "5"]
+    (result,) = bench(tmp_path, "fanout", *args, "--duration", "2", "--drain", "20", env=env)
+    assert result["chat_servers"] == 2
+    assert result["connected"] == 30
+    assert_steps(result)
+    assert result["steps"][0]["expected_deliveries"] == 29 * result["steps"][0]["sent"]
+    assert set(result["steps"][0]["backend_cpu"]) == {"postgres", "kafka", "cassandra"}
+
+
+def assert_storm(result: dict[str, Any], drained: int) -> None:
+    """Every drained client came back, and every acked probe message was delivered once."""
+    assert result["drained_clients"] == drained
+    assert result["came_back"] == drained
+    assert result["not_back"] == 0
+    assert result["all_back_s"] > 0
+    assert_latency(result["time_to_back"], drained)
+    probe = result["probe"]
+    assert probe["acked"] > 0
+    assert probe["acked_not_delivered"] == 0, probe
+    assert probe["duplicate_deliveries"] == 0, probe
+
+
 def test_storm(tmp_path: Path) -> None:
     env = {"TIDINGS_BENCH_ENV_DRAIN_BUDGET_S": "2"}
     (result,) = bench(tmp_path, "storm", "--targets", "tidings", "--connections", "200", env=env)
     assert result["connections"] == 200
-    assert result["came_back"] == 200
-    assert result["all_back_s"] > 0
-    assert_latency(result["time_to_back"], 200)
+    assert_storm(result, 200)
+
+
+@on_the_test_environment
+def test_cluster_storm(tmp_path: Path, testenv: Mapping[str, str]) -> None:
+    args, env = cluster_env(testenv)
+    args += ["--targets", "cluster", "--connections", "100", "--bystanders", "20"]
+    (result,) = bench(tmp_path, "storm", *args, env=env)
+    assert result["connections"] == 120
+    assert_storm(result, 100)
+    assert result["bystanders"] == 20
+    (drained_url,) = set(result["before"]["clients_by_server"]) - set(
+        result["after"]["clients_by_server"]
+    )
+    assert result["before"]["clients_by_server"][drained_url] == 100
+    assert sum(result["after"]["clients_by_server"].values()) == 120

@@ -18,7 +18,7 @@ import websockets
 
 from tidings.bench._accounts import PASSWORD, create_accounts
 from tidings.bench._seed import embedded_accounts, seed_accounts, seed_mode
-from tidings.bench._targets import JWT_SECRET, Baseline, Embedded, _child_env
+from tidings.bench._targets import JWT_SECRET, Baseline, Cluster, Embedded, _child_env
 
 
 def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -146,5 +146,6 @@ def test_seed_mode(tmp_path: Path) -> None:
     assert seed_mode(embedded, "auto") == "direct"
     assert seed_mode(embedded, "api") == "api"
     assert seed_mode(baseline, "auto") == "api"
-    with pytest.raises(ValueError, match="embedded target only"):
+    assert seed_mode(Cluster(tmp_path / "c", {}), "auto") == "direct"  # into its PostgreSQL
+    with pytest.raises(ValueError, match="embedded and cluster targets only"):
         seed_mode(baseline, "direct")

@@ -22,7 +22,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--targets",
         help="comma-separated servers to measure side by side: tidings, tidings-ref, baseline, "
         "baseline-nocompress, floor (idle only), centrifugo (idle, relay, fanout; default "
-        "tidings,baseline); "
+        "tidings,baseline), cluster (fanout: --chats chat servers on the test environment); "
         "storm: tidings or cluster; trace: tidings and/or tidings-ref (default tidings, or "
         "tidings-ref when --ref-tree is given)",
     )
@@ -32,7 +32,18 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="target tidings-ref: `tidings up` run from this checkout's code (e.g. a clone at "
         "the commit before a change), with this venv's Python and libraries",
     )
-    parser.add_argument("--connections", type=int, default=1000, help="idle and storm clients")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1000,
+        help="idle and storm clients (storm --targets cluster: the drained server's clients)",
+    )
+    parser.add_argument(
+        "--bystanders",
+        type=int,
+        help="storm --targets cluster: clients kept on the servers not drained (default a "
+        "tenth of --connections, at least 10); they send the probe messages",
+    )
     parser.add_argument("--hold", type=float, default=20.0, help="idle: seconds measured")
     parser.add_argument("--pairs", type=int, default=100, help="relay/cluster: sender pairs")
     parser.add_argument(
@@ -82,9 +93,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "direct", "api"),
         default="auto",
         help="how users are made: direct = written into the stopped embedded server's "
-        "SQLite directory (one argon2 hash for all, tokens signed with its key; target "
-        "tidings only), api = signup and login over HTTP, auto (default) = direct for "
-        "tidings, api for tidings-ref and the cluster",
+        "SQLite directory or the cluster's PostgreSQL (one argon2 hash for all, tokens "
+        "signed with its key; targets tidings and cluster), api = signup and login over "
+        "HTTP, auto (default) = direct for tidings and the cluster, api for tidings-ref",
     )
     parser.add_argument("--workdir", type=Path, help="logs and data (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="write the JSON result here")

@@ -10,7 +10,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from tidings.bench._histogram import Latency
-from tidings.bench._procstat import CpuMeter
+from tidings.bench._procstat import CpuMeter, raise_nofile
 from tidings.bench._worker import Plan, worker_main
 
 
@@ -18,6 +18,7 @@ class Fleet:
     """``len(plans)`` generator processes; each one answers every command once."""
 
     def __init__(self, plans: list[Plan], connect_timeout: float = 600.0) -> None:
+        check_nofile(plans)
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Pipe] = []
         self.procs: list[BaseProcess] = []
@@ -87,6 +88,24 @@ class Fleet:
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+
+
+# Files a generator process has open besides its connections' sockets (its pipe, the
+# interpreter's, a /v1/discover connection per client coming back in a storm: at most
+# the handshakes in flight).
+NOFILE_SPARE = 1024
+
+
+def check_nofile(plans: list[Plan]) -> None:
+    """Refuse a plan that gives one generator more connections than it may open files
+    (RLIMIT_NOFILE: the generators raise it to the hard limit): more ``--workers``."""
+    limit = raise_nofile()  # what the generators, children of this process, get too
+    most = max((len(p.accounts) for p in plans), default=0)
+    if most + NOFILE_SPARE > limit:
+        raise ValueError(
+            f"a generator would hold {most} connections, but a process may open only "
+            f"{limit} files here: use more --workers"
+        )
 
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:

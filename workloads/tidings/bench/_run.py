@@ -19,7 +19,7 @@ log = logging.getLogger("tidings.bench")
 
 def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
     testenv: dict[str, str] = {}
-    if args.scenario in ("cluster", "storm"):
+    if args.scenario == "cluster" or "cluster" in str(args.targets or "").split(","):
         state = args.testenv_state or Path(
             os.environ.get("TIDINGS_TESTENV_STATE", Path.cwd() / ".testenv")
         )
@@ -30,6 +30,7 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
         workers=args.workers,
         heartbeat_s=args.heartbeat,
         connections=args.connections,
+        bystanders=args.bystanders,
         hold_s=args.hold,
         pairs=args.pairs,
         rates=[float(r) for r in str(args.rates).split(",") if r],
@@ -128,11 +129,20 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "rss_per_conn_kib",
         "kernel_per_conn_kib",
         "idle_cpu_us_per_conn_per_s",
-        "all_back_s",
+        "drained_clients",
         "came_back",
+        "not_back",
+        "all_back_s",
+        "bystanders_dropped",
     ):
         if key in result:
             out[key] = result[key]
+    if "time_to_back" in result:
+        out["time_to_back"] = {
+            k: result["time_to_back"].get(k) for k in ("p50_ms", "p99_ms", "max_ms")
+        }
+    if "probe" in result:
+        out["probe"] = result["probe"]
     if "per_message" in result:
         out["per_message"] = {
             k: v for k, v in result["per_message"].items() if not isinstance(v, dict)

@@ -22,7 +22,12 @@ from tidings.bench._accounts import (
 )
 from tidings.bench._fleet import Fleet, merge
 from tidings.bench._histogram import Latency
-from tidings.bench._seed import embedded_accounts, seed_mode, warn_if_fds_short
+from tidings.bench._seed import (
+    cluster_accounts,
+    embedded_accounts,
+    seed_mode,
+    warn_if_fds_short,
+)
 from tidings.bench._targets import (
     CENTRIFUGO_API_KEY,
     CENTRIFUGO_CHANNEL,
@@ -47,7 +52,8 @@ class Options:
     workdir: Path
     workers: int = 2
     heartbeat_s: float = 5.0
-    connections: int = 1000  # idle, storm
+    connections: int = 1000  # idle, storm (cluster storm: the drained server's clients)
+    bystanders: int | None = None  # cluster storm: clients kept on the other servers
     hold_s: float = 20.0  # idle: how long the idle CPU is measured
     pairs: int = 100  # relay, cluster
     rates: list[float] = field(default_factory=lambda: [1000.0])
@@ -88,6 +94,8 @@ def make_target(name: str, opts: Options) -> Target:
         return Floor(workdir)
     if name == "centrifugo":
         return Centrifugo(workdir)
+    if name == "cluster":
+        return Cluster(workdir, opts.testenv, chats=opts.chats)
     raise ValueError(f"unknown target {name!r}")
 
 
@@ -112,7 +120,11 @@ def _accounts(
         cache = target.data_dir / "bench-accounts.json"
     t0 = time.monotonic()
     mode = seed_mode(target, opts.seed)
-    if mode == "direct":
+    if isinstance(target, Cluster):
+        accounts = cluster_accounts(target, n, mode)
+        log.info("%d accounts made (%s) in %.1fs", n, mode, time.monotonic() - t0)
+        target.wait_settled(accounts)  # each account's chat_url: its server now
+    elif mode == "direct":
         assert isinstance(target, Embedded)
         # Straight into the stopped server's SQLite directory (tidings.bench._seed).
         accounts = embedded_accounts(target, n, cache)
@@ -131,6 +143,11 @@ def _accounts(
     if isinstance(target, Embedded):
         warn_if_fds_short(target, n)
     return accounts
+
+
+def _backend_pids(target: Target) -> dict[str, list[int]] | None:
+    """PostgreSQL, Kafka and Cassandra of a cluster target, measured with the servers."""
+    return target.backend_pids() if isinstance(target, Cluster) else None
 
 
 def _hosts(w: int) -> list[str]:
@@ -274,16 +291,27 @@ def _relay_steps(
 ) -> dict[str, Any]:
     """``accounts`` in pairs (a0, b0, a1, b1, ...): each a sends to its b."""
     pairs = [(accounts[2 * i], accounts[2 * i + 1]) for i in range(len(accounts) // 2)]
-    chunks = _split(pairs, opts.workers)
+    return _run_steps(target, _pair_plans(target, pairs, opts), opts, extra_pids, fanout=fanout)
+
+
+def _pair_plans(
+    target: Target,
+    pairs: list[tuple[Account, Account]],
+    opts: Options,
+    others: list[Account] | None = None,
+) -> list[Plan]:
+    """One plan per generator: its share of ``pairs`` (each first sends to its second)
+    and of ``others`` (connected, not sending)."""
     plans = []
-    for w, chunk in enumerate(chunks):
-        flat = [a for pair in chunk for a in pair]
+    rest = _split(others or [], opts.workers)
+    for w, chunk in enumerate(_split(pairs, opts.workers)):
+        flat = [a for pair in chunk for a in pair] + rest[w]
         senders: list[tuple[int, Any]] = [
             (2 * i, b["user_id"] if target.dialect == "tidings" else [b["user_id"]])
             for i, (_, b) in enumerate(chunk)
         ]
         plans.append(_plan(target, flat, w, opts, senders=senders))
-    return _run_steps(target, plans, opts, extra_pids, fanout=fanout)
+    return plans
 
 
 def _run_steps(
@@ -355,6 +383,9 @@ def _run_steps(
                 total = sum(c["cpu_s"] for c in cpu.values())
                 step["backend_cpu"] = cpu
                 step["persistence_cpu_us_per_message"] = round(total * 1e6 / max(sent, 1), 1)
+                if fanout > 1:
+                    per_delivery = total * 1e6 / max(received, 1)
+                    step["persistence_cpu_us_per_delivery"] = round(per_delivery, 1)
             steps.append(step)
             fleet.command("reset")  # fresh counters and histograms for the next step
             time.sleep(1.0)
@@ -413,8 +444,10 @@ def fanout(target: Target, opts: Options) -> dict[str, Any]:
         sending = [p for p in plans if p.senders]
         quiet = [p for p in plans if not p.senders]
         receivers = size if target.dialect == "centrifugo" else size - 1
-        out = _run_steps(target, sending + quiet, opts, None, fanout=receivers)
+        out = _run_steps(target, sending + quiet, opts, _backend_pids(target), fanout=receivers)
         out.update({"groups": groups, "group_size": size})
+        if isinstance(target, Cluster):
+            out["chat_servers"] = opts.chats
         if target.dialect == "centrifugo":
             out["note"] = (
                 "publications through Centrifugo's HTTP API (the app backend's path); the "
@@ -429,12 +462,11 @@ def fanout(target: Target, opts: Options) -> dict[str, Any]:
 
 
 def cluster(opts: Options) -> dict[str, Any]:
-    target = Cluster(opts.workdir / "cluster", opts.testenv, chats=opts.chats)
+    target = make_target("cluster", opts)
     target.start()
     try:
         accounts = _accounts(target, 2 * opts.pairs, opts)
-        target.wait_settled(accounts)
-        out = _relay_steps(target, accounts, opts, extra_pids=target.backend_pids())
+        out = _relay_steps(target, accounts, opts, extra_pids=_backend_pids(target))
         out.update({"pairs": opts.pairs, "chat_servers": opts.chats})
         return out
     finally:
@@ -443,10 +475,102 @@ def cluster(opts: Options) -> dict[str, Any]:
 
 # --- 5: reconnect storm -----------------------------------------------------------------
 
+# Messages sent across a storm, each checked for delivery: this many pairs, this rate in
+# all (messages/s), from a second before the SIGTERM until every drained client is back.
+PROBE_PAIRS = 10
+PROBE_RATE = 10.0
+
+
+def _storm_accounts(target: Embedded | Cluster, opts: Options) -> tuple[list[Account], str]:
+    """The storm's clients and the URL of the server to drain. Embedded: ``connections``
+    clients, all on the one server. Cluster: ``connections`` clients on the first chat
+    server (the one drained) and ``bystanders`` (default a tenth of that, at least
+    PROBE_PAIRS) on the others. A user's server is its partition's owner, so accounts
+    are made in rounds (about ``chats`` times as many as the drained server needs) and
+    those beyond the counts are not connected."""
+    if not isinstance(target, Cluster):
+        return _accounts(target, opts.connections, opts), target.ws_url
+    if opts.chats < 2:
+        raise ValueError("storm --targets cluster needs --chats 2 or more (one is drained)")
+    drained_url = target.chat_urls[0]
+    want = opts.connections
+    others_wanted = opts.bystanders
+    if others_wanted is None:
+        others_wanted = max(PROBE_PAIRS, want // 10)
+    mine: list[Account] = []
+    others: list[Account] = []
+    for _ in range(6):
+        short = max(
+            (want - len(mine)) * opts.chats,
+            (others_wanted - len(others)) * opts.chats / (opts.chats - 1),
+        )
+        if short <= 0:
+            break
+        for account in _accounts(target, int(short * 1.1) + 16, opts):
+            (mine if account["chat_url"] == drained_url else others).append(account)
+    if len(mine) < want or len(others) < others_wanted:
+        raise RuntimeError(f"{len(mine)} of {want} accounts on the drained server")
+    accounts = mine[:want] + others[:others_wanted]
+    warn_if_fds_short(target, len(accounts))  # the server left holds them all
+    return accounts, drained_url
+
+
+def _storm_census(target: Target, fleet: Fleet) -> dict[str, Any]:
+    """Clients connected, by server URL as the generators see them, and established
+    sockets on each server's port as the kernel sees them."""
+    by_url: dict[str, int] = {}
+    for count in fleet.command("count"):
+        for url, live in count["live_by_url"].items():
+            by_url[url] = by_url.get(url, 0) + live
+    sockets = {str(port): procstat.socket_buffer_bytes(port)[0] for port in target.ports}
+    return {"clients_by_server": by_url, "server_sockets_by_port": sockets}
+
+
+def _drain_settings(target: Embedded | Cluster, clients: int) -> dict[str, Any]:
+    """What the drained server was told to do (its settings from its environment)."""
+    from tidings.bench._seed import server_settings
+
+    settings = server_settings(target._env(), target.workdir)
+    if isinstance(target, Embedded):
+        low, high = settings.restart_reconnect_window_ms
+        return {"budget_s": settings.drain_budget_s, "restart_reconnect_ms": [low, high]}
+    return {
+        "budget_s": settings.drain_budget_s,
+        "admit_per_s": settings.drain_admit_per_s,
+        "min_spread_s": settings.drain_min_spread_s,
+        "spread_s": round(settings.drain_spread_s(clients), 3),
+    }
+
+
+def _probe(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether every acked probe message reached its receiver, and once."""
+    refs: dict[str, list[str]] = {"sent": [], "acked": [], "received": []}
+    for result in results:
+        for key, values in result.get("refs", {}).items():
+            refs[key] += values
+    acked, received = set(refs["acked"]), set(refs["received"])
+    return {
+        "sent": len(refs["sent"]),
+        "acked": len(acked),
+        "delivered": len(received),
+        "acked_not_delivered": len(acked - received),
+        "duplicate_deliveries": len(refs["received"]) - len(received),
+        # the bench client does not resend what a dropped connection left unacked
+        "unacked": len(set(refs["sent"]) - acked),
+        "unacked_delivered": len((set(refs["sent"]) - acked) & received),
+    }
+
+
+def _seconds(ns: int) -> float:
+    return round(ns / 1e9, 3)
+
 
 def storm(kind: str, opts: Options) -> dict[str, Any]:
     """``kind`` "tidings": drain `tidings up` (SIGTERM) and start it again on the same
-    port and data; "cluster": drain one of the chat servers, its clients move over."""
+    port and data; "cluster": drain one of the chat servers, its clients move over.
+    Times are from the SIGTERM to each drained client's first ``synced`` after its
+    drop; probe messages to drained clients, sent from a second before the SIGTERM until
+    they are all back, must each be delivered once if acked."""
     target: Embedded | Cluster
     if kind == "cluster":
         target = Cluster(opts.workdir / "storm-cluster", opts.testenv, chats=opts.chats)
@@ -455,19 +579,23 @@ def storm(kind: str, opts: Options) -> dict[str, Any]:
     target.start()
     fleet: Fleet | None = None
     try:
-        accounts = _accounts(target, opts.connections, opts)
-        if isinstance(target, Cluster):
-            target.wait_settled(accounts)
-            victim_url = f"ws://{target.host}:{target.chat_ports[0]}/v1/ws"
-            expected = sum(a["chat_url"] == victim_url for a in accounts)
-        else:
-            expected = len(accounts)
-        plans = [
-            _plan(target, chunk, w, opts) for w, chunk in enumerate(_split(accounts, opts.workers))
-        ]
+        accounts, drained_url = _storm_accounts(target, opts)
+        drained = [a for a in accounts if a["chat_url"] == drained_url]
+        others = [a for a in accounts if a["chat_url"] != drained_url]
+        # Senders on the servers not drained when there are any (else drained ones too).
+        senders, receivers = (others, drained) if others else (drained[1::2], drained[0::2])
+        pairs = list(zip(senders, receivers, strict=False))[:PROBE_PAIRS]
+        paired = {a["user_id"] for pair in pairs for a in pair}
+        rest = [a for a in accounts if a["user_id"] not in paired]
+        plans = _pair_plans(target, pairs, opts, rest)
         fleet = Fleet(plans)
         connected = fleet.connected
-        fleet.command("storm")
+        before = _storm_census(target, fleet)
+        fleet.command("storm", drained_url)
+        start = time.monotonic_ns() + 100_000_000
+        sending = sum(1 for p in plans if p.senders)
+        fleet.command("send", PROBE_RATE / max(sending, 1), start, opts.storm_timeout_s + 5)
+        time.sleep(1.1)
         t_drain = time.monotonic_ns()
         restart: threading.Thread | None = None
         if isinstance(target, Cluster):
@@ -480,29 +608,52 @@ def storm(kind: str, opts: Options) -> dict[str, Any]:
         while time.monotonic() < deadline:
             time.sleep(0.25)
             counts = fleet.command("count")
-            live = sum(c["live"] for c in counts)
-            back = sum(c["reconnects"] for c in counts)
-            if back >= expected and live >= connected:
+            back = sum(c["drained_back"] for c in counts)
+            if back >= sum(c["drained"] for c in counts) and sum(c["live"] for c in counts) >= (
+                connected
+            ):
                 break
+        storm_s = (time.monotonic_ns() - t_drain) / 1e9
+        time.sleep(1.0)  # probes to clients that are back, too
+        fleet.command("stop_sending")
+        deadline = time.monotonic() + opts.drain_s
+        while time.monotonic() < deadline:
+            progress = fleet.command("progress")
+            if sum(p["received"] for p in progress) >= sum(p["acked"] for p in progress):
+                break
+            time.sleep(0.2)
         if restart is not None:
             restart.join(60)
+        after = _storm_census(target, fleet)
         results = fleet.command("collect")
-        back_times = sorted(t for r in results for t in r.get("back_times", []))
-        down_times = sorted(t for r in results for t in r.get("down_times", []))
+        times = [tuple(t) for r in results for t in r["drained_times"]]
+        back_times = sorted(back - t_drain for _, back, _ in times if back)
+        down_times = sorted(down - t_drain for down, _, _ in times if down)
+        bystanders = [tuple(t) for r in results for t in r["bystander_times"]]
         hist = Latency()
         for t in back_times:
-            hist.record_ns(t - t_drain)
+            hist.record_ns(t)
         merged = merge(results)
         return {
             "target": {**target.describe(), "storm": kind},
             "connections": connected,
-            "drained_clients": expected,
+            "drained_clients": len(times),
             "came_back": len(back_times),
-            "all_back_s": round((back_times[-1] - t_drain) / 1e9, 3) if back_times else None,
-            "back_within_10s": sum(1 for t in back_times if t - t_drain <= 10e9),
-            "first_disconnect_s": round((down_times[0] - t_drain) / 1e9, 3) if down_times else None,
-            "last_disconnect_s": round((down_times[-1] - t_drain) / 1e9, 3) if down_times else None,
+            "not_back": len(times) - len(back_times),
+            "dropped_more_than_once": sum(1 for _, _, drops in times if drops > 1),
+            "all_back_s": _seconds(back_times[-1]) if back_times else None,
+            "back_within_10s": sum(1 for t in back_times if t <= 10e9),
+            "first_disconnect_s": _seconds(down_times[0]) if down_times else None,
+            "last_disconnect_s": _seconds(down_times[-1]) if down_times else None,
             "time_to_back": hist.summary(),
+            "waited_s": round(storm_s, 3),
+            "bystanders": connected - len(times),
+            # clients of the servers not drained that lost their connection anyway
+            "bystanders_dropped": len(bystanders),
+            "before": before,
+            "after": after,
+            "drain": _drain_settings(target, len(times)),
+            "probe": _probe(results),
             "server_ready_again_s": (
                 round((target.ready_at_ns - t_drain) / 1e9, 3)
                 if isinstance(target, Embedded) and target.ready_at_ns > t_drain

@@ -1,4 +1,5 @@
-"""Many users at once for the embedded target: straight into its SQLite directory.
+"""Many users at once: straight into the embedded target's SQLite directory, or into the
+cluster target's PostgreSQL directory.
 
 Signing 50,000 users up over HTTP takes the embedded server about 13 minutes (an argon2
 hash, FastAPI and SQLAlchemy twice per user). Here the bench writes the same rows itself,
@@ -18,6 +19,12 @@ while the server is stopped, through the project's own storage layer:
 
 The result is the list :func:`tidings.bench._accounts.create_accounts` returns. 50,000
 users take seconds instead of minutes.
+
+The cluster's directory is PostgreSQL, migrated by `tidings migrate` and written by its
+API while the bench seeds (:func:`cluster_accounts`): the same rows and change-log rows
+go in through the same write transaction, with ids from a worker id no server of the
+cluster uses (:data:`SEED_WORKER_ID`); the chat servers' directory caches read the
+change log as they do after a signup through the API.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from sqlalchemy import insert
 
 from tidings.auth import Identity, Passwords, Tokens
 from tidings.bench._accounts import PASSWORD, Account
-from tidings.bench._targets import Embedded, EmbeddedRef, Target
+from tidings.bench._targets import Cluster, Embedded, EmbeddedRef, Target
 from tidings.core.ids import SnowflakeGenerator
 from tidings.settings import Settings
 
@@ -48,6 +55,9 @@ DIRECTORY_DB = "directory.db"
 # Users per write transaction (three change rows each).
 CHUNK = 10_000
 PLATFORM = "desktop"  # what the bench's login says, and so the device's name
+# The Snowflake worker id of users seeded into a running cluster (its API is worker 1, its
+# chat servers 100 + i): ids unique beside the ones the servers make meanwhile.
+SEED_WORKER_ID = 1023
 
 
 @contextmanager
@@ -131,17 +141,49 @@ def seed_accounts(
         )
     settings = server_settings(env, data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Opened as `tidings up` opens it: migrated to the current schema first.
+    url = f"sqlite+aiosqlite:///{db}"
+    return _seed_into(url, True, settings, count, first, prefix, chunk, chat_url)
+
+
+def _seed_into(
+    url: str,
+    migrate: bool,
+    settings: Settings,
+    count: int,
+    first: int,
+    prefix: str | None,
+    chunk: int,
+    chat_url: str,
+) -> list[Account]:
     t0 = time.monotonic()
-    accounts = asyncio.run(_seed(settings, count, first, prefix or uuid.uuid4().hex[:8], chunk))
+    made = _seed(url, migrate, settings, count, first, prefix or uuid.uuid4().hex[:8], chunk)
+    accounts = asyncio.run(made)
     issue_tokens(accounts, settings)
     for account in accounts:
         account["chat_url"] = chat_url
-    log.info("seeded %d users into %s in %.1fs", count, db, time.monotonic() - t0)
+    where = url.rsplit("/", 1)[-1]
+    log.info("seeded %d users into %s in %.1fs", count, where, time.monotonic() - t0)
     return accounts
 
 
+def cluster_accounts(target: Cluster, n: int, asked: str = "auto") -> list[Account]:
+    """``n`` new users with a device and a token each in the running cluster ``target``:
+    written into its PostgreSQL directory (``direct``), or signed up and logged in
+    through its API (``api``). Their ``chat_url`` is where login would send them now;
+    :meth:`Cluster.wait_settled` tells where they belong once the cluster is settled."""
+    if seed_mode(target, asked) == "api":
+        from tidings.bench._accounts import create_accounts
+
+        return create_accounts(target.api_url, n)
+    env = target._env(TIDINGS_WORKER_ID=str(SEED_WORKER_ID))
+    settings = server_settings(env, target.workdir / "seed")
+    url = env["TIDINGS_POSTGRES_URL"]  # migrated by `tidings migrate` in Cluster.start
+    return _seed_into(url, False, settings, n, 0, None, CHUNK, target.ws_url)
+
+
 async def _seed(
-    settings: Settings, count: int, first: int, prefix: str, chunk: int
+    url: str, migrate: bool, settings: Settings, count: int, first: int, prefix: str, chunk: int
 ) -> list[Account]:
     from tidings.runtime import wall_ms
     from tidings.storage.directory import SqlDirectory
@@ -153,10 +195,7 @@ async def _seed(
     finally:
         passwords.close()
     ids = SnowflakeGenerator(settings.worker_id)
-    # Opened as `tidings up` opens it: migrated to the current schema first.
-    directory = await SqlDirectory.open(
-        f"sqlite+aiosqlite:///{settings.data_dir / DIRECTORY_DB}", migrate=True
-    )
+    directory = await SqlDirectory.open(url, migrate=migrate)
     accounts: list[Account] = []
     try:
         for start in range(first, first + count, chunk):
@@ -218,16 +257,20 @@ SEED_MODES = ("auto", "direct", "api")
 
 def seed_mode(target: Target, asked: str) -> str:
     """``direct`` or ``api`` for ``target``: ``auto`` is direct for the embedded target
-    (`tidings up` from this tree, whose storage layer this is) and the HTTP API for the
-    others (a reference tree may have another schema; a cluster's users live in
-    PostgreSQL)."""
-    direct_ok = isinstance(target, Embedded) and not isinstance(target, EmbeddedRef)
+    (`tidings up` from this tree, whose storage layer this is) and the cluster (its
+    PostgreSQL directory, migrated by this tree's `tidings migrate`), and the HTTP API
+    for the others (a reference tree may have another schema)."""
+    direct_ok = isinstance(target, Cluster) or (
+        isinstance(target, Embedded) and not isinstance(target, EmbeddedRef)
+    )
     if asked not in SEED_MODES:
         raise ValueError(f"--seed {asked!r}: one of {', '.join(SEED_MODES)}")
     if asked == "auto":
         return "direct" if direct_ok else "api"
     if asked == "direct" and not direct_ok:
-        raise ValueError(f"--seed direct works for the embedded target only, not {target.name}")
+        raise ValueError(
+            f"--seed direct works for the embedded and cluster targets only, not {target.name}"
+        )
     return asked
 
 

@@ -51,9 +51,13 @@ def tidings_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "tidings"]
 
 
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
+def _child_env(extra: dict[str, str], defaults: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server under test: BENCH_ENV and ``defaults``, then the
+    caller's TIDINGS_BENCH_ENV_* settings over them, then ``extra`` (what the target
+    needs to run at all)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env.update(BENCH_ENV)
+    env.update(defaults or {})
     # TIDINGS_BENCH_ENV_<NAME>=v in the caller's environment sets TIDINGS_<NAME>=v.
     prefix = "TIDINGS_BENCH_ENV_"
     env.update(
@@ -561,7 +565,12 @@ class Cluster(Target):
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.chat_ports[0]}/v1/ws"
+        return self.chat_urls[0]
+
+    @property
+    def chat_urls(self) -> list[str]:
+        """Each chat server's public URL (what login and /v1/discover name)."""
+        return [f"ws://{self.host}:{port}/v1/ws" for port in self.chat_ports]
 
     @property
     def api_url(self) -> str:
@@ -593,10 +602,11 @@ class Cluster(Target):
             "TIDINGS_KAFKA_BOOTSTRAP": self.testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"],
             "TIDINGS_KAFKA_TOPIC_PREFIX": self.namespace,
             "TIDINGS_KAFKA_INBOX_PARTITIONS": str(self.partitions),
-            "TIDINGS_DRAIN_BUDGET_S": "10",
         }
         env.update(extra)
-        return _child_env(env)
+        # A default only: TIDINGS_BENCH_ENV_DRAIN_BUDGET_S changes it (as the drain's
+        # other settings, drain_admit_per_s and drain_min_spread_s).
+        return _child_env(env, defaults={"TIDINGS_DRAIN_BUDGET_S": "10"})
 
     def start(self) -> None:
         asyncio.run(self._admin_sql(f'CREATE DATABASE "{self.namespace}"'))
@@ -637,29 +647,42 @@ class Cluster(Target):
             wait_http(f"http://{self.host}:{port}/readyz", proc, timeout=90)
 
     def wait_settled(self, accounts: list[dict[str, str]], timeout: float = 90.0) -> None:
-        """Until every running chat server owns partitions and /v1/discover agrees."""
+        """Until every running chat server owns partitions and /v1/discover agrees, twice
+        in a row; each account's ``chat_url`` is then the server of its partition. One
+        account per inbox partition is asked (a user's server is its partition's owner),
+        so 20,000 accounts take as long as a dozen."""
         asyncio.run(self._wait_settled(accounts, timeout))
 
     async def _wait_settled(self, accounts: list[dict[str, str]], within: float) -> None:
+        from tidings.bus.partitioning import partition_for_user
+
         deadline = time.monotonic() + within
         live = {
-            f"ws://{self.host}:{p}/v1/ws"
-            for p, c in zip(self.chat_ports, self.chat_procs, strict=True)
+            url
+            for url, c in zip(self.chat_urls, self.chat_procs, strict=True)
             if c.proc and c.proc.poll() is None
         }
+        by_partition: dict[int, list[dict[str, str]]] = {}
+        for account in accounts:
+            partition = partition_for_user(int(account["user_id"]), self.partitions)
+            by_partition.setdefault(partition, []).append(account)
+        last: dict[int, str] = {}
         async with httpx.AsyncClient(base_url=self.api_url, timeout=5, trust_env=False) as http:
             while time.monotonic() < deadline:
-                seen: set[str] = set()
-                for account in accounts:
-                    r = await http.get(
-                        "/v1/discover", headers={"Authorization": f"Bearer {account['token']}"}
-                    )
+                owners: dict[int, str] = {}
+                for partition, members in by_partition.items():
+                    token = members[0]["token"]
+                    r = await http.get("/v1/discover", headers={"Authorization": f"Bearer {token}"})
                     if r.status_code == 200:
-                        url = r.json()["chat_url"]
-                        seen.add(url)
-                        account["chat_url"] = url
-                if seen and seen <= live and len(seen) == min(len(live), len(accounts)):
+                        owners[partition] = r.json()["chat_url"]
+                seen = set(owners.values())
+                settled = len(owners) == len(by_partition) and seen <= live
+                if settled and len(seen) == min(len(live), len(by_partition)) and owners == last:
+                    for partition, members in by_partition.items():
+                        for account in members:
+                            account["chat_url"] = owners[partition]
                     return
+                last = owners
                 await asyncio.sleep(0.5)
         raise RuntimeError(f"the cluster did not settle within {within}s")
 

@@ -2,8 +2,10 @@
 records what arrives, and reports to the orchestrator over a pipe.
 
 The orchestrator sends commands (tuples) and reads one answer per command:
-``("run", start_ns, duration_s, drain_s)``, ``("idle", seconds)``, ``("storm",)``
-(reconnect on ``reconnect`` / close until ``("collect",)``), ``("stop",)``.
+``("run", start_ns, duration_s, drain_s)``, ``("idle", seconds)``, ``("storm", url)``
+(reconnect on ``reconnect`` / close until ``("collect",)``; the clients on ``url`` are the
+drained ones), ``("send", rate, start_ns, duration_s)`` (sending in the background, every
+message tracked, until ``("stop_sending",)``), ``("stop",)``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Peer:
         "back_at",
         "conn",
         "cursor",
+        "down_at",
+        "drained",
+        "drops",
         "index",
         "live",
         "ready",
@@ -73,7 +78,10 @@ class Peer:
         self.reconnect_ms: int | None = None
         self.same_url = False  # the reconnect said: come back to this url, no discover
         self.url = ""  # where the connection is (or was last)
-        self.back_at = 0
+        self.drained = False  # on the drained server when the storm began
+        self.down_at = 0  # its first drop in the storm
+        self.back_at = 0  # its first ready after that drop
+        self.drops = 0
 
 
 class Worker:
@@ -87,8 +95,13 @@ class Worker:
         self.errors: Counter[str] = Counter()
         self.last_receive_ns = 0
         self.storming = False
-        self.back_times: list[int] = []
-        self.down_times: list[int] = []
+        # Storm probes: "<sender user id>:<client_msg_id>" of each message sent, acked and
+        # received (with ``track``), to tell whether anything acked was lost.
+        self.track = False
+        self.sent_refs: list[str] = []
+        self.acked_refs: list[str] = []
+        self.received_refs: list[str] = []
+        self.sending: asyncio.Task[Any] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self._http: Any = None
 
@@ -113,9 +126,14 @@ class Worker:
                 self.counts["echoes"] += 1
             else:
                 self._received(frame["body"])
+                if self.track:
+                    ref = frame["body"].split("|", 2)[1:2]
+                    self.received_refs.append(f"{frame.get('sender_id')}:{''.join(ref)}")
         elif kind == "ack":
             self.counts["acked"] += 1
             ref = frame.get("client_msg_id") or ""
+            if self.track:
+                self.acked_refs.append(f"{peer.account['user_id']}:{ref}")
             with contextlib.suppress(ValueError):
                 self.ack_latency.record_ns(time.monotonic_ns() - int(ref.split(".", 1)[0]))
         elif kind in ("synced", "welcome"):
@@ -154,9 +172,8 @@ class Worker:
 
     def _ready(self, peer: Peer) -> None:
         peer.live = True
-        if self.storming:
+        if self.storming and peer.down_at and not peer.back_at:
             peer.back_at = time.monotonic_ns()
-            self.back_times.append(peer.back_at)
         if peer.ready is not None and not peer.ready.done():
             peer.ready.set_result(None)
 
@@ -240,8 +257,10 @@ class Worker:
         if peer.conn is None or not peer.live:
             self.counts["not_sent"] += 1
             return
-        body = f"{intended_ns}|" + "x" * self.plan.body_bytes
         ref = f"{intended_ns}.{i}"
+        body = f"{intended_ns}|" + (f"{ref}|" if self.track else "") + "x" * self.plan.body_bytes
+        if self.track:
+            self.sent_refs.append(f"{peer.account['user_id']}:{ref}")
         if self.plan.dialect == "tidings":
             frame: dict[str, Any] = {"type": "send", "client_msg_id": ref, "body": body}
             if isinstance(target, str) and not target[:1].isdigit():
@@ -331,7 +350,9 @@ class Worker:
         if not self.storming:
             return
         peer.live = False
-        self.down_times.append(time.monotonic_ns())
+        peer.drops += 1
+        if not peer.down_at:
+            peer.down_at = time.monotonic_ns()
         loop = asyncio.get_running_loop()
         restart, lost = restart_backoff(), Backoff()
         restart_until: float | None = None
@@ -381,21 +402,59 @@ class Worker:
         url: str = json.loads(body)["chat_url"]
         return url
 
-    def start_storm(self) -> None:
+    def start_storm(self, drained_url: str) -> None:
         self.storming = True
         for peer in self.peers:
+            peer.drained = peer.live and peer.url == drained_url
             if peer.conn is not None:
                 self._watch(peer)
 
+    def storm_count(self) -> dict[str, Any]:
+        by_url: Counter[str] = Counter(p.url for p in self.peers if p.live)
+        return {
+            "live": sum(by_url.values()),
+            "live_by_url": dict(by_url),
+            "drained": sum(p.drained for p in self.peers),
+            "drained_back": sum(1 for p in self.peers if p.drained and p.back_at),
+            "reconnects": self.counts["reconnects"],
+        }
+
     def storm_results(self) -> dict[str, Any]:
+        """Per drained client (``drained``) its first drop and its first ready after it
+        (``back_at``, 0 = not back); the others only if they dropped (``bystanders``):
+        a client of a server that was not drained should not notice."""
         self.storming = False
         out = self.results()
-        out["back_times"] = self.back_times
-        out["down_times"] = self.down_times
+        out.update(self.storm_count())
+        out["drained_times"] = [(p.down_at, p.back_at, p.drops) for p in self.peers if p.drained]
+        out["bystander_times"] = [
+            (p.down_at, p.back_at, p.drops) for p in self.peers if not p.drained and p.drops
+        ]
+        out["refs"] = {
+            "sent": self.sent_refs,
+            "acked": self.acked_refs,
+            "received": self.received_refs,
+        }
         return out
+
+    def send_in_background(self, rate: float, start_ns: int, duration_s: float) -> None:
+        """Probe messages during a storm, each tracked by sender and client_msg_id."""
+        self.track = True
+        if self.plan.senders and rate > 0:
+            self.sending = asyncio.ensure_future(
+                run_open_loop(rate, start_ns, duration_s, self.fire, self.send_lag)
+            )
+
+    async def stop_sending(self) -> None:
+        task, self.sending = self.sending, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def close(self) -> None:
         self.storming = False
+        await self.stop_sending()
         for peer in self.peers:
             if peer.conn is not None:
                 peer.conn.abort()
@@ -419,8 +478,14 @@ async def _serve(plan: Plan, pipe: Pipe) -> None:
                 await asyncio.sleep(command[1])
                 pipe.send(worker.results())
             elif command[0] == "storm":
-                worker.start_storm()
+                worker.start_storm(command[1])
                 pipe.send({"ok": True})
+            elif command[0] == "send":
+                worker.send_in_background(*command[1:])
+                pipe.send({"ok": True})
+            elif command[0] == "stop_sending":
+                await worker.stop_sending()
+                pipe.send({"sent": worker.counts["sent"]})
             elif command[0] == "progress":
                 pipe.send({"received": worker.counts["received"], "acked": worker.counts["acked"]})
             elif command[0] == "results":
@@ -429,12 +494,7 @@ async def _serve(plan: Plan, pipe: Pipe) -> None:
                 worker.reset()
                 pipe.send({"ok": True})
             elif command[0] == "count":
-                pipe.send(
-                    {
-                        "live": sum(p.live for p in worker.peers),
-                        "reconnects": worker.counts["reconnects"],
-                    }
-                )
+                pipe.send(worker.storm_count())
             elif command[0] == "collect":
                 pipe.send(worker.storm_results())
             elif command[0] == "stop":
