@@ -2,7 +2,8 @@
 #   make up     install and run Tidings on its embedded default (`tidings up`)
 #   make test   install everything, start the real services, run all tests, stop them
 .PHONY: up test venv lint testenv-up testenv-down clean \
-	bench-tools bench-ref-tree bench-trace bench-trace-before bench-trace-after bench-relay-ref
+	bench-tools bench-ref-tree bench-trace bench-trace-before bench-trace-after bench-relay-ref \
+	bench-cluster-fanout bench-cluster-storm
 
 up: venv
 	.venv/bin/tidings up
@@ -63,3 +64,13 @@ bench-relay-ref: bench-ref-tree
 	.venv/bin/tidings bench relay --targets tidings,tidings-ref,baseline --ref-tree $(REF_TREE) \
 		--pairs 100 --rates 50,100,150,200,500,1000 --duration 10 --drain 20 \
 		--out bench-relay-ref.json
+
+# issue #14 on the cluster (2 chat servers on the running test environment; docs/benchmarks.md)
+CLUSTER_OUT ?= bench-cluster.json
+bench-cluster-fanout:
+	.venv/bin/tidings bench fanout --targets cluster --chats 2 --group-size 100 --rates 20 \
+		--duration 30 --drain 20 --out $(CLUSTER_OUT) --append
+
+bench-cluster-storm:
+	.venv/bin/tidings bench storm --targets cluster --chats 2 --connections 10000 --workers 2 \
+		--out $(CLUSTER_OUT) --append
