@@ -322,6 +322,22 @@ async def test_inbox_append_is_gapless_and_skips_present_ids(store: MessageStore
     assert await bounded(store.inbox_head(user)) == 4
 
 
+async def test_inbox_append_of_ids_known_new_mixes_with_looked_up_ones(
+    store: MessageStore,
+) -> None:
+    """The inbox consumer names the ids it knows no inbox holds (``new``): they are
+    appended without a lookup, the others are still looked for and skipped if present."""
+    user, ch = uid(), channel()
+    m1, m2, m3 = (msg(id_at(now_ms(), n), ch, f"m{n}") for n in range(3))
+    await save_all(store, [m1, m2, m3])
+    first = await bounded(store.append_inbox(user, [m1, m2], new={m1.message_id, m2.message_id}))
+    assert [(e.seq, e.message) for e in first] == [(1, m1), (2, m2)]
+    again = await bounded(store.append_inbox(user, [m1, m2, m3], new={m3.message_id}))
+    assert [(e.seq, e.message) for e in again] == [(3, m3)]
+    entries = await bounded(store.inbox_after(user, 0, 10))
+    assert [(e.seq, e.message) for e in entries] == [(1, m1), (2, m2), (3, m3)]
+
+
 async def test_inbox_large_batch_pages_in_order(store: MessageStore) -> None:
     user, ch, t = uid(), channel(), now_ms()
     messages = [msg(id_at(t, n), ch, f"n{n}") for n in range(130)]
@@ -510,6 +526,45 @@ async def test_inbox_spans_partitions(
     everything = await bounded(cstore.inbox_after(user, 0, 100))
     assert [e.message for e in everything] == messages
     assert [e.seq for e in await bounded(cstore.inbox_after(user, 2, 5))] == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.cassandra
+async def test_inbox_head_is_found_from_any_hint_at_or_below_it(
+    cstore: CassandraMessageStore,
+    cassandra_env: tuple[Settings, Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The head lives in the inbox partitions; ``inbox_heads`` only says where to start
+    looking. A keyspace written before schema version 4 (the head row alone) and a hint
+    that lags behind (its write lost) both still give the right head."""
+    settings, session = cassandra_env
+    ks, ch, t = settings.cassandra_keyspace, channel(), now_ms()
+    messages = [msg(id_at(t, n), ch, f"n{n}") for n in range(8)]
+    await save_all(cstore, messages)
+
+    old = uid()  # as version 3 left it: entries 1, 2 and the head row, no static head
+    for seq, m in enumerate(messages[:2], start=1):
+        session.execute(
+            f"INSERT INTO {ks}.inbox (user_id, part, seq, message_id, channel_id) "
+            "VALUES (%s, 0, %s, %s, %s)",
+            (old, seq, m.message_id, ch),
+        )
+        session.execute(
+            f"INSERT INTO {ks}.inbox_by_message (user_id, bucket, message_id, seq) "
+            "VALUES (%s, %s, %s, %s)",
+            (old, bucket_of(m.message_id), m.message_id, seq),
+        )
+    session.execute(f"INSERT INTO {ks}.inbox_heads (user_id, seq) VALUES (%s, 2)", (old,))
+    assert await bounded(cstore.inbox_head(old)) == 2
+    assert [e.seq for e in await bounded(cstore.append_inbox(old, messages[:3]))] == [3]
+    assert [e.message for e in await bounded(cstore.inbox_after(old, 0, 10))] == messages[:3]
+
+    monkeypatch.setattr(cassandra_store, "INBOX_PART_SEQS", 4)  # a fresh user: safe
+    lagging = uid()
+    assert len(await bounded(cstore.append_inbox(lagging, messages[:6]))) == 6
+    session.execute(f"DELETE FROM {ks}.inbox_heads WHERE user_id = %s", (lagging,))
+    assert await bounded(cstore.inbox_head(lagging)) == 6  # part 0 is full: on to part 1
+    assert [e.seq for e in await bounded(cstore.append_inbox(lagging, messages))] == [7, 8]
 
 
 async def test_unreachable_cassandra_is_a_retriable_error() -> None:

@@ -51,8 +51,8 @@ from aiokafka.errors import (
 )
 
 from tidings.bus._sticky import StickyAssignor
+from tidings.bus._tick_batches import TickBatches
 from tidings.bus.base import EventHandler, InboxEvent
-from tidings.bus.partitioning import user_key
 from tidings.kafka_config import inbox_topic, kafka_client_options
 from tidings.settings import Settings
 
@@ -133,6 +133,11 @@ class KafkaBus:
         self._producer: Any = None
         self._consumer: Any = None
         self._partition_count = settings.kafka_inbox_partitions
+        self._batches = TickBatches(
+            self.topic,
+            lambda: self._require(self._producer, "publish"),
+            lambda: self._partition_count,
+        )
         self._owned: set[int] = set()
         # Held while a batch is handled and committed, and by the rebalance callbacks, so
         # a revocation waits for the batch in flight and no batch runs during one.
@@ -290,30 +295,24 @@ class KafkaBus:
         if not events:
             return
         producer = self._require(self._producer, "publish")
-        # Every event goes into the producer's batches at once (a send waits only when
-        # its partition's batch is full), then all acknowledgements are awaited together.
-        queued = await asyncio.gather(
-            *(
-                producer.send(self.topic, event.encode(), key=user_key(event.user_id))
-                for event in events
-            ),
-            return_exceptions=True,
-        )
-        refused = [q for q in queued if isinstance(q, BaseException)]
-        futures = [q for q in queued if not isinstance(q, BaseException)]
-        if refused:
-            for future in futures:  # their outcome no longer matters; do not log it
-                future.add_done_callback(_ignore_outcome)
-            if not isinstance(refused[0], KafkaError):
-                raise refused[0]
-            await self._renew_producer_after(refused[0], producer)
-            raise BusUnavailable(f"could not send {len(events)} inbox events") from refused[0]
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        records = _records(events)
+        if len(records) < len(events):
+            raise BusUnavailable(
+                f"an inbox event is larger than {MAX_RECORD_BYTES} bytes; nothing was sent"
+            )
+        # The events join this tick's batch of their partition (one producer batch per
+        # partition and tick, see _tick_batches.py); then every batch's acknowledgement
+        # is awaited together.
+        acks = self._batches.add(records)
+        results = await asyncio.gather(*acks, return_exceptions=True)
         failed = [result for result in results if isinstance(result, BaseException)]
         if failed:
+            if not isinstance(failed[0], KafkaError):
+                raise failed[0]
             await self._renew_producer_after(failed[0], producer)
             raise BusUnavailable(
-                f"{len(failed)} of {len(events)} inbox events were not acknowledged"
+                f"{len(events)} inbox events not acknowledged ({len(failed)} of "
+                f"{len(results)} partition batches failed)"
             ) from failed[0]
 
     async def _renew_producer_after(self, exc: BaseException, producer: Any) -> None:
@@ -338,20 +337,16 @@ class KafkaBus:
             log.debug("stopping the failed producer", exc_info=True)
 
     async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None:
-        producer = self._require(self._producer, "publish")
-        for event in events:
-            try:
-                future = await producer.send(
-                    self.topic, event.encode(), key=user_key(event.user_id)
-                )
-            except KafkaError:
-                log.warning(
-                    "dropped ephemeral inbox events",
-                    extra={"kind": event.kind, "count": len(events)},
-                    exc_info=True,
-                )
-                return
-            future.add_done_callback(_log_ephemeral_failure)
+        self._require(self._producer, "publish")
+        records = _records(events)
+        if len(records) < len(events):
+            log.warning(
+                "dropped ephemeral inbox events larger than %d bytes",
+                MAX_RECORD_BYTES,
+                extra={"count": len(events) - len(records)},
+            )
+        for ack in self._batches.add(records):
+            ack.add_done_callback(_log_ephemeral_failure)
 
     # --- consuming ---------------------------------------------------------------------
 
@@ -492,11 +487,13 @@ def _partitions(tps: Any, topic: str) -> set[int]:
     return {tp.partition for tp in tps if tp.topic == topic}
 
 
+def _records(events: Sequence[InboxEvent]) -> list[tuple[int, bytes]]:
+    """``(user_id, encoded event)`` of the events that fit in a record (the producer's
+    ``max_request_size`` less room for the batch and record headers)."""
+    records = [(event.user_id, event.encode()) for event in events]
+    return [r for r in records if len(r[1]) <= MAX_RECORD_BYTES - 1024]
+
+
 def _log_ephemeral_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("an ephemeral inbox event was not delivered", exc_info=future.exception())
-
-
-def _ignore_outcome(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved: a failure here was already reported another way

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tidings import metrics
 from tidings.bus.base import InboxEvent
 from tidings.chat.ports import Delivery, Ownership, PushSink
+from tidings.core.ids import timestamp_ms
 from tidings.core.model import InboxEntry, Message
 from tidings.storage.base import Directory, MessageStore
 
@@ -22,6 +24,40 @@ log = logging.getLogger(__name__)
 
 # Users of one consumer poll whose inbox appends run at once.
 APPEND_CONCURRENCY = 64
+# How much later than the start of a tenure a message must have been made to be known
+# new (far above the servers' clock skew, which NTP keeps to milliseconds).
+NEW_AFTER_MS = 10_000
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NewIds:
+    """Which message ids no inbox holds yet, so an append need not look for them.
+
+    An inbox is written only by the owner of its user's partition. A message made more
+    than ``NEW_AFTER_MS`` after this server's current tenure began (:meth:`restart`, at
+    every rebalance) reached no other owner, and in this tenure an event comes a second
+    time only when its poll failed and was sought back: a failure restarts the tenure
+    too, so every id of the failed poll is looked for again. Before the first tenure
+    nothing is known new. (The message id's time is the sending server's clock; the
+    margin covers their skew. A server that keeps consuming after the group dropped it
+    breaks the single-writer rule for the heads as well; see docs/architecture.md.)
+    """
+
+    def __init__(self, clock_ms: Callable[[], int] = _wall_ms) -> None:
+        self._clock_ms = clock_ms
+        self._after_ms: int | None = None
+
+    def restart(self) -> None:
+        self._after_ms = self._clock_ms() + NEW_AFTER_MS
+
+    def among(self, messages: Sequence[Message]) -> set[int]:
+        after = self._after_ms
+        if after is None:
+            return set()
+        return {m.message_id for m in messages if timestamp_ms(m.message_id) > after}
 
 
 class InboxProcessor:
@@ -38,6 +74,7 @@ class InboxProcessor:
         self.delivery = delivery
         self.push = push
         self.ownership = ownership
+        self.new_ids = NewIds()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def handle(self, events: list[InboxEvent]) -> None:
@@ -45,7 +82,15 @@ class InboxProcessor:
         ``append_inbox`` (one head move), users side by side (at most
         ``APPEND_CONCURRENCY`` at once; the store bounds its requests in flight too).
         Returns once every append is durable, so the bus commits only then; an append
-        that fails fails the poll, which comes again (appends skip ids they hold)."""
+        that fails fails the poll, which comes again (appends skip ids they hold: the
+        failure makes :attr:`new_ids` forget what it knew new)."""
+        try:
+            await self._handle(events)
+        except BaseException:
+            self.new_ids.restart()
+            raise
+
+    async def _handle(self, events: list[InboxEvent]) -> None:
         by_user: dict[int, list[Message]] = defaultdict(list)
         for event in events:
             if event.kind == "msg":
@@ -70,7 +115,9 @@ class InboxProcessor:
             raise failed[0]
 
     async def _append_one(self, user_id: int, messages: list[Message]) -> None:
-        appended = await self.messages.append_inbox(user_id, messages)
+        appended = await self.messages.append_inbox(
+            user_id, messages, new=self.new_ids.among(messages)
+        )
         if not appended:
             return
         metrics.INBOX_APPENDS.inc(len(appended))

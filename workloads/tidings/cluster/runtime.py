@@ -90,8 +90,14 @@ async def open_chat(settings: Settings) -> Runtime:
     tenure = Tenure(lambda user_id: partition_for_user(user_id, buses[0].partition_count))
     sent_cache = SentCache(settings.sent_cache_size, settings.kafka_inbox_partitions)
 
+    def new_tenure() -> None:
+        runtime = holder.get("runtime")
+        if runtime is not None and runtime.inbox is not None:
+            runtime.inbox.new_ids.restart()
+
     async def on_assigned(partitions: set[int]) -> None:
         messages.forget_heads()  # another server may have appended while we did not own
+        new_tenure()
         # Dedupe entries of senders now elsewhere would go stale: forget them.
         sent_cache.forget(tenure.assigned(partitions))
         gained = partitions - owned_before
@@ -116,6 +122,7 @@ async def open_chat(settings: Settings) -> Runtime:
 
     async def on_revoked(partitions: set[int]) -> None:
         messages.forget_heads()
+        new_tenure()
         tenure.revoked()  # sends write and publish again once we know what we hold
         # Eager rebalancing takes everything away before handing the new set out; the
         # consumer is paused meanwhile, so nothing is written for those users. Who

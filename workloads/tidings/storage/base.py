@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -116,9 +116,13 @@ class MessageStore(Protocol):
     async def latest_message_ids(self, channel_ids: Sequence[str]) -> dict[str, int]: ...
     async def search(self, channel_ids: Sequence[str], query: str, limit: int) -> list[Message]: ...
 
-    async def append_inbox(self, user_id: int, messages: Sequence[Message]) -> list[InboxEntry]:
+    async def append_inbox(
+        self, user_id: int, messages: Sequence[Message], *, new: Container[int] = ()
+    ) -> list[InboxEntry]:
         """Append to a user's inbox with the next gapless seqs; already-present ids are
-        skipped. Only the owner of the user's partition calls this (single writer)."""
+        skipped. Only the owner of the user's partition calls this (single writer).
+        ``new``: ids the caller knows no inbox holds yet (a store may skip looking for
+        them; see :class:`tidings.chat.delivery.NewIds`)."""
         ...
 
     async def inbox_after(self, user_id: int, cursor: int, limit: int) -> list[InboxEntry]: ...

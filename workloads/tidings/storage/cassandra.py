@@ -32,7 +32,7 @@ import asyncio
 import logging
 import unicodedata
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Hashable, Iterable, Sequence
 from typing import Any
 
 from cassandra.cluster import Cluster, Session
@@ -93,9 +93,12 @@ _STATEMENTS: dict[str, str] = {
     "select_latest": (
         "SELECT message_id FROM {ks}.messages WHERE channel_id = ? AND bucket = ? LIMIT 1"
     ),
-    # inboxes
+    # inboxes: the head is the static column of the partition its seq is in, written in
+    # the same batch as the entries; inbox_heads only says from which part to look
     "select_head": "SELECT seq FROM {ks}.inbox_heads WHERE user_id = ?",
     "upsert_head": "INSERT INTO {ks}.inbox_heads (user_id, seq) VALUES (?, ?)",
+    "select_part_head": "SELECT head FROM {ks}.inbox WHERE user_id = ? AND part = ? LIMIT 1",
+    "set_part_head": "UPDATE {ks}.inbox SET head = ? WHERE user_id = ? AND part = ?",
     "insert_inbox": (
         "INSERT INTO {ks}.inbox (user_id, part, seq, message_id, channel_id) VALUES (?, ?, ?, ?, ?)"
     ),
@@ -147,6 +150,10 @@ def bucket_of(message_id: int) -> int:
 
 def _part_of(seq: int) -> int:
     return seq // INBOX_PART_SEQS
+
+
+def _last_seq_of(part: int) -> int:
+    return (part + 1) * INBOX_PART_SEQS - 1
 
 
 def search_terms(text: str) -> list[str]:
@@ -514,22 +521,28 @@ class CassandraMessageStore:
 
     # --- inboxes -------------------------------------------------------------------
 
-    async def append_inbox(self, user_id: int, messages: Sequence[Message]) -> list[InboxEntry]:
+    async def append_inbox(
+        self, user_id: int, messages: Sequence[Message], *, new: Container[int] = ()
+    ) -> list[InboxEntry]:
         """Append to a user's inbox with the next gapless seqs; present ids are skipped.
 
         Only the owner of the user's partition calls this (single writer), so the head
-        needs no lightweight transaction. The order of writes keeps the inbox gapless
-        for readers, who read only up to the head (:meth:`inbox_after`):
+        needs no lightweight transaction. The head lives in the inbox partition itself (a
+        static column), so the entries and the head move in **one** single-partition
+        batch, applied atomically. The order of writes keeps the inbox gapless for
+        readers, who read only up to the head (:meth:`inbox_after`):
 
-        1. read the head ``h``; find which ids are already in the inbox at a seq ``<= h``;
-        2. write the new entries at ``h+1 .. h+n`` (``inbox``) and their index rows
-           (``inbox_by_message``), and only after both succeeded
-        3. move the head to ``h+n``.
+        1. read the head ``h``; find which ids are already in the inbox at a seq ``<= h``
+           (ids in ``new`` are known not to be: no lookup for them);
+        2. write the index rows (``inbox_by_message``) of the new entries ``h+1 .. h+n``;
+        3. write the entries with the head in the same batch (:meth:`_write_entries`).
 
-        A crash before step 3 leaves entries beyond the head: invisible to readers, and
-        overwritten by the next append (which starts again from ``h``). Their stale index
-        rows can point at a seq that later holds another message, so step 1 trusts an
-        index row only when the ``inbox`` row at that seq holds the same message id.
+        A crash before step 3 leaves index rows that point at seqs the next append will
+        fill with other messages, so step 1 trusts an index row only when the ``inbox``
+        row at that seq holds the same message id. (An append of more entries than one
+        batch takes, or one that crosses into the next inbox partition, writes the extra
+        batches first, without the head: a crash leaves them beyond the head, invisible
+        to readers and overwritten by the next append.)
         """
         first_of: dict[int, Message] = {}
         for m in messages:
@@ -538,20 +551,14 @@ class CassandraMessageStore:
         if not unique:
             return []
         head = await self.inbox_head(user_id)
-        present = await self._present_in_inbox(user_id, unique, head)
+        unknown = [m for m in unique if m.message_id not in new]
+        present = await self._present_in_inbox(user_id, unknown, head) if unknown else set()
         entries = [
             InboxEntry(head + 1 + i, m)
             for i, m in enumerate(m for m in unique if m.message_id not in present)
         ]
         if not entries:
             return []
-        inbox_rows = _grouped(
-            (
-                (user_id, _part_of(e.seq)),
-                (user_id, _part_of(e.seq), e.seq, e.message.message_id, e.message.channel_id),
-            )
-            for e in entries
-        )
         index_rows = _grouped(
             (
                 (user_id, bucket_of(e.message.message_id)),
@@ -559,30 +566,49 @@ class CassandraMessageStore:
             )
             for e in entries
         )
-        await self._cql.gather(
-            [
-                *self._batches("insert_inbox", inbox_rows.values()),
-                *self._batches("insert_inbox_by_message", index_rows.values()),
-            ]
-        )
-        await self._cql.run(
-            self._q["upsert_head"], (user_id, entries[-1].seq), what="move inbox head"
-        )
+        await self._cql.gather(self._batches("insert_inbox_by_message", index_rows.values()))
+        await self._write_entries(user_id, entries)
+        last = entries[-1].seq
+        if _part_of(last) != _part_of(head):
+            # Readers look for the head from this part on (see inbox_head).
+            await self._cql.run(self._q["upsert_head"], (user_id, last), what="move inbox head")
         if self._heads is not None:
-            self._heads[user_id] = entries[-1].seq
+            self._heads[user_id] = last
         return entries
 
+    async def _write_entries(self, user_id: int, entries: Sequence[InboxEntry]) -> None:
+        """Each inbox partition's entries with its head: a partition's last batch carries
+        its head (the last seq written there) and goes only after the partition's other
+        batches succeeded; partitions in order. So the head never names a missing
+        entry, and a head in a full partition sends readers on to the next one."""
+        for part, rows in _grouped(
+            (
+                _part_of(e.seq),
+                (user_id, _part_of(e.seq), e.seq, e.message.message_id, e.message.channel_id),
+            )
+            for e in entries
+        ).items():
+            chunks = [rows[i : i + _BATCH_ROWS] for i in range(0, len(rows), _BATCH_ROWS)]
+            await self._cql.gather(self._batches("insert_inbox", chunks[:-1]))
+            final = self._batch("insert_inbox", chunks[-1])
+            final.add(self._q["set_part_head"], (chunks[-1][-1][2], user_id, part))
+            await self._cql.run(final, what="append inbox")
+
+    def _batch(self, name: str, rows: Sequence[tuple[Any, ...]]) -> BatchStatement:
+        """An unlogged single-partition batch (one round trip, applied atomically)."""
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.is_idempotent = True
+        for params in rows:
+            batch.add(self._q[name], params)
+        return batch
+
     def _batches(self, name: str, partitions: Iterable[list[tuple[Any, ...]]]) -> list[Any]:
-        """Unlogged single-partition batches (one round trip, applied atomically)."""
-        runs = []
-        for rows in partitions:
-            for start in range(0, len(rows), _BATCH_ROWS):
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                batch.is_idempotent = True
-                for params in rows[start : start + _BATCH_ROWS]:
-                    batch.add(self._q[name], params)
-                runs.append(self._cql.run(batch, what=f"append inbox ({name})"))
-        return runs
+        """Each partition's rows as batches of at most ``_BATCH_ROWS``, to run at once."""
+        return [
+            self._cql.run(self._batch(name, rows[start : start + _BATCH_ROWS]), what=f"{name}")
+            for rows in partitions
+            for start in range(0, len(rows), _BATCH_ROWS)
+        ]
 
     async def _present_in_inbox(
         self, user_id: int, messages: Sequence[Message], head: int
@@ -663,11 +689,29 @@ class CassandraMessageStore:
         return entries
 
     async def inbox_head(self, user_id: int) -> int:
+        """The highest seq whose entry (and every one below it) is written.
+
+        ``inbox_heads`` names a seq at or below the head (it moves when an append enters
+        a new inbox partition; before schema version 4 it was the head itself). From that
+        partition on, each partition's static ``head`` is read; a full partition's head
+        is its last seq, and then the next partition may hold more.
+        """
         heads = self._heads
         if heads is not None and (cached := heads.get(user_id)) is not None:
             return cached
         row = await self._cql.first(self._q["select_head"], (user_id,), what="inbox head")
         head = int(row["seq"]) if row and row["seq"] is not None else 0
+        part = _part_of(head)
+        while True:
+            row = await self._cql.first(
+                self._q["select_part_head"], (user_id, part), what="inbox head"
+            )
+            if row is None or row["head"] is None:
+                break
+            head = max(head, int(row["head"]))
+            if head < _last_seq_of(part):
+                break
+            part += 1
         if heads is not None:
             if len(heads) >= HEAD_CACHE_SIZE:
                 heads.clear()  # crude but bounded; refilled one read per user

@@ -20,8 +20,9 @@ The table layout (``bucket`` is a 30-day time bucket of the Snowflake id, see
   so history walks back without probing empty months;
 - ``sent_messages ((sender_id, client_msg_id))``: the dedupe record (a plain write: the
   sender's chat server is its only writer, see docs/architecture.md);
-- ``inbox ((user_id, part), seq)``, ``inbox_by_message ((user_id, bucket), message_id)``,
-  ``inbox_heads (user_id)``: per-user inboxes with gapless sequence numbers;
+- ``inbox ((user_id, part), seq)`` with the static ``head`` (version 4),
+  ``inbox_by_message ((user_id, bucket), message_id)``, ``inbox_heads (user_id)`` (from
+  which part to look for the head): per-user inboxes with gapless sequence numbers;
 - ``watermarks ((channel_id, user_id))``: receipt watermarks;
 - ``presence (user_id)``: status and last seen.
 """
@@ -137,6 +138,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (partition, user_id)
             )""",
         ),
+    ),
+    Migration(
+        4,
+        "inbox.head: the head as a static column, written in the entries' own batch",
+        ("ALTER TABLE {ks}.inbox ADD IF NOT EXISTS head bigint static",),
     ),
 )
 

@@ -20,7 +20,7 @@ import functools
 import logging
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,8 +424,11 @@ class SqliteMessageStore:
 
     # --- inboxes -------------------------------------------------------------------
 
-    async def append_inbox(self, user_id: int, messages: Sequence[Message]) -> list[InboxEntry]:
-        """Append already-stored messages to one inbox, skipping ids it holds."""
+    async def append_inbox(
+        self, user_id: int, messages: Sequence[Message], *, new: Container[int] = ()
+    ) -> list[InboxEntry]:
+        """Append already-stored messages to one inbox, skipping ids it holds (``new`` is
+        not needed here: the lookup is an index probe in the same transaction)."""
 
         def op(conn: sqlite3.Connection) -> _InboxAppend:
             appended: list[InboxEntry] = []
