@@ -2,7 +2,7 @@
 
 Every chat server publishes a JSON record ``{server_id, url, partitions, connections,
 draining, ts, partition_count}`` keyed by its server id (its pod name) to the compacted
-topic ``<prefix>.members`` every couple of seconds, and a tombstone when it exits
+topic ``<prefix>.members`` every second, and a tombstone when it exits
 cleanly. :class:`MembershipReader` reads the topic from the beginning (no consumer group,
 nothing committed) and keeps the newest record per server; records older than
 ``ttl_s`` are stale (the server died without a tombstone). The record format is the
@@ -29,7 +29,7 @@ __all__ = ["MEMBER_TTL_S", "Member", "MembershipReader", "decode_member"]
 log = logging.getLogger(__name__)
 
 # The workloads' membership_ttl_s default: a record older than this is a dead server's.
-MEMBER_TTL_S = 10.0
+MEMBER_TTL_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)

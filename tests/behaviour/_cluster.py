@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Inbox partitions of a test cluster: a few, so that every chat server owns some.
 PARTITIONS = 6
+# The chat servers' consumer session (TIDINGS_KAFKA_SESSION_TIMEOUT_S): see Cluster._env.
+KAFKA_SESSION_TIMEOUT_S = 3
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,12 @@ class Cluster:
             "TIDINGS_KAFKA_BOOTSTRAP": self.backends.kafka_bootstrap,
             "TIDINGS_KAFKA_TOPIC_PREFIX": self.namespace,
             "TIDINGS_KAFKA_INBOX_PARTITIONS": str(self.partitions),
+            # A SIGKILLed chat server's partitions move after the consumer session: 3 s
+            # here (the test broker allows down to 2 s: group.min.session.timeout.ms in
+            # e2e/env/kafka/server.properties), against the stock broker's 6 s minimum.
+            # Membership records (1 s, stale after 3 s: the defaults) stop naming it by then.
+            "TIDINGS_KAFKA_SESSION_TIMEOUT_S": str(KAFKA_SESSION_TIMEOUT_S),
+            "TIDINGS_KAFKA_HEARTBEAT_INTERVAL_S": "1",
         }
         env.update(self.extra_env)
         env.update(extra)

@@ -38,6 +38,10 @@ ENV_DIR = REPO_ROOT / "e2e" / "env"
 
 FAILOVER_USERS = 30
 FAILOVER_WITHIN_S = 10.0  # kill -> welcome elsewhere, for every client of the killed server
+# ... and for 99% of them (#14: p99 <= 5 s). With the test clusters' 3 s consumer session
+# (_cluster.KAFKA_SESSION_TIMEOUT_S) it measures 3.6-3.8 s on an idle machine; the bound
+# leaves room for a loaded CI machine (the default 6 s session measured 7.6 s).
+FAILOVER_P99_WITHIN_S = 7.5
 SEND_EVERY_S = 1.0
 # The test cluster's Kafka request timeout (TIDINGS_KAFKA_REQUEST_TIMEOUT_S; 30 s by
 # default): a publish waits for partition metadata and then for the batch, each bounded by
@@ -152,11 +156,14 @@ async def test_failover_under_load_every_client_is_back_within_bound(
 
         back = [d.welcomes[0] - killed_at for d in on_victim if d.welcomes]
         not_back = [d.account.device_id for d in on_victim if not d.welcomes]
+        # The survivor's own clients keep their connections through the rebalance.
+        bumped = [d.account.device_id for d in load.devices if d not in on_victim and d.drops]
         answers = Counter(s.answer for d in load.devices for s in d.sends)
         result: dict[str, Any] = {
             "clients": len(load.devices),
             "clients_of_killed_server": len(on_victim),
             "not_back": not_back,
+            "survivors_clients_bumped": len(bumped),
             "answers": dict(answers),
         }
         if back:
@@ -171,10 +178,53 @@ async def test_failover_under_load_every_client_is_back_within_bound(
             f"{FAILOVER_WITHIN_S}s: {report}; detours: "
             f"{sorted({t.rsplit(': ', 1)[-1][:40] for d in on_victim for t in d.detours})}"
         )
+        assert percentile(back, 99) <= FAILOVER_P99_WITHIN_S, (
+            f"failover p99 above {FAILOVER_P99_WITHIN_S}s: {report}"
+        )
+        assert not bumped, f"the surviving server's clients were disconnected: {report}"
         bad = {k: v for k, v in answers.items() if k not in ("ack", "closed")}
         assert not bad, f"sends answered other than ack (or cut by the kill): {report}"
         result |= await load.check_delivery()
         record(tmp_path, "failover", result)
+
+
+@pytest.mark.timeout(150)
+async def test_a_killed_server_restarting_takes_partitions_without_bumping_the_others_clients(
+    cluster: Cluster, clients: Clients, tmp_path: Path
+) -> None:
+    """The drill of a deleted pod that its StatefulSet recreates: the server is killed,
+    its clients fail over, it starts again with the same id and rejoins the group empty.
+    The survivors give it partitions, but never the ones their own clients were on all
+    along (bus/_sticky.py: claims in order of preference); only clients that came over
+    from the killed server may be sent back."""
+    async with http_client(cluster, 0) as http0, http_client(cluster, 1) as http1:
+        http = [http0, http1]
+        accounts = await users_on_every_server(cluster, http, 4 * len(cluster.chats))
+        load = Load(http, clients, SEND_EVERY_S, **LOAD_BOUNDS)
+        conns = await asyncio.gather(*(clients.connect(a) for a in accounts))
+        load.devices += [Device(a, c) for a, c in zip(accounts, conns, strict=True)]
+        victim = cluster.chat_at(accounts[0].chat_url)
+        on_victim = [d for d in load.devices if d.account.chat_url == victim.ws_url]
+        others = [d for d in load.devices if d not in on_victim]
+
+        load.start()
+        loop = asyncio.get_running_loop()
+        victim.kill()
+        await poll_until(lambda: all(d.welcomes for d in on_victim), loop.time() + 20)
+        await asyncio.to_thread(cluster.restart_chat, victim)
+        await cluster.wait_ready(60)
+        await asyncio.sleep(2)  # any release of the rebalance has reached the clients
+        await load.finish()
+
+        bumped = [d.account.device_id for d in others if d.drops]
+        result = {
+            "clients": len(load.devices),
+            "clients_of_killed_server": len(on_victim),
+            "sent_back_after_restart": sum(len(d.drops) > 1 for d in on_victim),
+            "others_bumped": bumped,
+        }
+        report = record(tmp_path, "rejoin", result)
+        assert not bumped, f"clients of the servers that stayed were disconnected: {report}"
 
 
 async def engine_fault(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -155,12 +155,25 @@ class Settings(BaseSettings):
     kafka_linger_ms: int = Field(2, ge=0)
     kafka_max_batch_bytes: int = Field(256 * 1024, ge=1024)
     kafka_compression: str = Field("lz4", pattern="^(none|lz4|zstd|snappy|gzip)$")
+    # The chat servers' inbox consumer group (docs/architecture.md, "Failover"): a chat
+    # server that stops heartbeating for kafka_session_timeout_s is dropped from the
+    # group and its partitions move, so this bounds failover after a crash; too short
+    # and a stalled (not dead) server loses its partitions and its clients. The broker
+    # refuses a session below its group.min.session.timeout.ms (6000 by default), so 6
+    # works with any stock broker. Heartbeats go every kafka_heartbeat_interval_s, at
+    # most a third of the session (a member then misses two before it is dropped).
+    kafka_session_timeout_s: float = Field(6.0, gt=0)
+    kafka_heartbeat_interval_s: float = Field(1.0, gt=0)
     # Dedupe of sends on a chat server (chat/message_log.py): the recent (sender,
     # client_msg_id) kept in memory; a resend beyond it costs one read.
     sent_cache_size: int = Field(200_000, ge=0)
-    # Membership records: how often a chat server publishes, when a record is stale.
-    membership_interval_s: float = Field(2.0, gt=0)
-    membership_ttl_s: float = Field(10.0, gt=0)
+    # Membership records: how often a chat server publishes, when a record is stale. A
+    # SIGKILLed server's record is stale within the TTL; keep the TTL at most the Kafka
+    # session (above) so discovery stops naming a dead server before its partitions
+    # move, and a few intervals long so a live server's late publish is not taken for
+    # its death.
+    membership_interval_s: float = Field(1.0, gt=0)
+    membership_ttl_s: float = Field(3.0, gt=0)
     # The directory cache in front of the Directory (storage/directory_cache.py): entries
     # kept per cache (users, devices, device lists and presence audiences by user;
     # channels and known DMs by channel), how often each process reads the change log of
@@ -177,6 +190,16 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _check_group_timing(self) -> Settings:
+        if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
+            raise ValueError(
+                f"kafka_heartbeat_interval_s ({self.kafka_heartbeat_interval_s}) must be at "
+                f"most a third of kafka_session_timeout_s ({self.kafka_session_timeout_s}): "
+                "a member must be able to miss a heartbeat without being dropped from the group"
+            )
+        return self
 
     def drain_spread_s(self, clients: int) -> float:
         """How long a chat server among peers spreads the reconnects of ``clients``."""

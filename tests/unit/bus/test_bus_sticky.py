@@ -88,3 +88,90 @@ def test_unreadable_user_data_counts_as_no_claim() -> None:
     meta.user_data = b"not json"
     result = a.assign(cluster, {"a": meta})
     assert sorted(tp.partition for tp in result["a"].partitions()) == [0, 1]
+
+
+# --- claims are an order of preference: a member over quota gives up the tail ---------
+
+
+def test_a_member_over_quota_keeps_the_head_of_its_claims() -> None:
+    result = sticky_assign(range(4), {"a": [3, 1, 0, 2], "b": []})
+    assert result == {"a": [1, 3], "b": [0, 2]}
+    # an older member's sorted list reads as "low numbers first", as before
+    assert sticky_assign(range(4), {"a": [0, 1, 2, 3], "b": []})["a"] == [0, 1]
+
+
+def _assign_and_apply(
+    cluster: ClusterMetadata, assignors: dict[str, StickyAssignor]
+) -> dict[str, list[int]]:
+    result = next(iter(assignors.values())).assign(
+        cluster, {m: a.metadata(["t"]) for m, a in assignors.items()}
+    )
+    for member, assignor in assignors.items():
+        assignor.on_assignment(result[member])
+    return {m: sorted(tp.partition for tp in result[m].partitions()) for m in assignors}
+
+
+def _topic(partitions: int) -> ClusterMetadata:
+    cluster = ClusterMetadata()
+    cluster.partitions_for_topic = lambda topic: set(range(partitions)) if topic == "t" else None
+    return cluster
+
+
+def test_a_rejoining_empty_member_takes_what_the_survivor_gained_last() -> None:
+    """A pod deleted and recreated: the survivor held 0-3 from the start, took 4-7 while
+    the other was away, and hands exactly those back (no weights: by tenure)."""
+    cluster = _topic(8)
+    a, b = StickyAssignor(), StickyAssignor()
+    assert _assign_and_apply(cluster, {"a": a, "b": b}) == {"a": [0, 1, 2, 3], "b": [4, 5, 6, 7]}
+    assert _assign_and_apply(cluster, {"a": a}) == {"a": list(range(8))}
+    again = _assign_and_apply(cluster, {"a": a, "b2": StickyAssignor()})
+    assert again == {"a": [0, 1, 2, 3], "b2": [4, 5, 6, 7]}
+
+
+def test_a_rejoining_empty_member_takes_the_empty_partitions_first() -> None:
+    """With sockets counted per partition, the survivor keeps every partition clients
+    are on (old or gained) and gives up the empty ones, newest first: nobody is bumped."""
+    cluster = _topic(8)
+    sockets: dict[int, int] = {}
+    a, b = StickyAssignor(lambda: sockets), StickyAssignor()
+    _assign_and_apply(cluster, {"a": a, "b": b})  # a: 0-3, b: 4-7
+    _assign_and_apply(cluster, {"a": a})  # b died: a holds all 8
+    sockets.update({0: 3, 2: 1, 5: 2})  # a's own clients on 0 and 2, b's moved to 5
+    assert a.claims()["t"] == [0, 2, 5, 1, 3, 4, 6, 7]
+    again = _assign_and_apply(cluster, {"a": a, "b2": StickyAssignor()})
+    assert again == {"a": [0, 1, 2, 5], "b2": [3, 4, 6, 7]}
+    assert not {p for p in sockets if p not in again["a"]}
+
+
+def test_when_clients_must_move_the_ones_that_came_last_go() -> None:
+    """Every partition has clients: the survivor keeps the ones its own clients have been
+    on all along, however many came over from the lost server."""
+    cluster = _topic(8)
+    sockets: dict[int, int] = {}
+    a, b = StickyAssignor(lambda: sockets), StickyAssignor()
+    _assign_and_apply(cluster, {"a": a, "b": b})  # a: 0-3, b: 4-7
+    _assign_and_apply(cluster, {"a": a})  # b died
+    sockets.update({p: 1 if p < 4 else 5 for p in range(8)})
+    again = _assign_and_apply(cluster, {"a": a, "b2": StickyAssignor()})
+    assert again == {"a": [0, 1, 2, 3], "b2": [4, 5, 6, 7]}
+
+
+def test_among_partitions_held_as_long_the_emptiest_go_first() -> None:
+    """A third server joins two that started together: each gives up its emptiest."""
+    cluster = _topic(6)
+    sockets_a = {0: 9, 1: 1, 2: 5}
+    sockets_b = {3: 2, 4: 7, 5: 8}
+    a, b = StickyAssignor(lambda: sockets_a), StickyAssignor(lambda: sockets_b)
+    assert _assign_and_apply(cluster, {"a": a, "b": b}) == {"a": [0, 1, 2], "b": [3, 4, 5]}
+    again = _assign_and_apply(cluster, {"a": a, "b": b, "c": StickyAssignor()})
+    assert again == {"a": [0, 2], "b": [4, 5], "c": [1, 3]}
+
+
+def test_failing_weights_fall_back_to_tenure() -> None:
+    def broken() -> dict[int, int]:
+        raise RuntimeError("gateway not ready")
+
+    cluster = _topic(4)
+    a = StickyAssignor(broken)
+    _assign_and_apply(cluster, {"a": a})
+    assert a.claims() == {"t": [0, 1, 2, 3]}

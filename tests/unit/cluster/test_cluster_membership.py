@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ssl
 
+import pytest
+from pydantic import ValidationError
+
 from tidings.cluster.membership import MemberRecord, MembershipView
 from tidings.kafka_config import inbox_topic, kafka_client_options, members_topic, push_topic
 from tidings.settings import Settings
@@ -115,3 +118,19 @@ def test_client_options_follow_the_security_settings() -> None:
 
     sasl_plain = kafka_client_options(settings(kafka_security_protocol="SASL_PLAINTEXT"))
     assert sasl_plain["sasl_mechanism"] == "PLAIN" and "ssl_context" not in sasl_plain
+
+
+def test_discovery_forgets_a_dead_server_before_kafka_moves_its_partitions() -> None:
+    """The defaults: a record goes stale within the consumer group's session timeout
+    (discovery then names a live server, which says reconnect until the partition has
+    its new owner), and a live server publishes several times per TTL."""
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.membership_ttl_s <= defaults.kafka_session_timeout_s
+    assert defaults.membership_ttl_s >= 3 * defaults.membership_interval_s
+    assert defaults.kafka_session_timeout_s == 6.0  # any stock broker accepts it
+
+
+def test_a_heartbeat_too_slow_for_the_session_is_refused() -> None:
+    assert settings(kafka_session_timeout_s=3, kafka_heartbeat_interval_s=1)
+    with pytest.raises(ValidationError, match="kafka_heartbeat_interval_s"):
+        settings(kafka_session_timeout_s=3, kafka_heartbeat_interval_s=1.5)

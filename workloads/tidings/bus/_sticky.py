@@ -8,7 +8,15 @@ reconnect to another server. This assignor keeps each member's previous partitio
 where the balance allows (each member ends with ``P // n`` or ``P // n + 1``), so adding
 or removing one server moves only about ``P / n`` partitions.
 
-Each member sends the partitions it last held in its join metadata (JSON user data).
+Each member sends the partitions it last held in its join metadata (JSON user data),
+**in order of preference**: the ones it would least like to lose first. A member over
+its quota keeps the head of its list and gives up the tail. A chat server puts first the
+partitions with sockets on them, the longest held first (then the most sockets), and
+the empty ones last: when a restarted peer rejoins empty, the survivor gives up empty
+partitions first (nobody is bumped), then the ones it gained last (the clients that
+came over from the lost server, going back to its successor), and keeps the ones its own
+clients have been on all along. (Older members sent sorted lists; those read as a
+preference for low numbers, as before.)
 A partition claimed by two members (a member that fell out of the group and came back
 still believes in its old assignment) is treated as unowned and handed out afresh.
 
@@ -24,7 +32,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka.coordinator.protocol import (
@@ -40,9 +49,10 @@ def sticky_assign(
 ) -> dict[str, list[int]]:
     """Balanced assignment of ``partitions`` to the members of ``claims``, sticky.
 
-    ``claims`` maps each member to the partitions it held before. Every partition goes
-    to exactly one member, every member gets ``len(partitions) // n`` or one more, and
-    as many claims as that balance allows are kept.
+    ``claims`` maps each member to the partitions it held before, most wanted first.
+    Every partition goes to exactly one member, every member gets
+    ``len(partitions) // n`` or one more, and as many claims as that balance allows are
+    kept: a member over its quota keeps the first ones of its list.
     """
     members = sorted(claims)
     if not members:
@@ -54,13 +64,15 @@ def sticky_assign(
         for partition in set(claims[member]):
             claimants[partition] += 1
     mine = {
-        member: sorted(p for p in set(claims[member]) if p in valid and claimants[p] == 1)
+        member: [
+            p for p in dict.fromkeys(claims[member]) if p in valid and claimants[p] == 1
+        ]  # in the member's order of preference, each once
         for member in members
     }
     base, extra = divmod(len(universe), len(members))
     result: dict[str, list[int]] = {}
-    # Keep previous partitions up to the quota; the members that held the most get the
-    # ``extra`` slots of one more partition first.
+    # Keep previous partitions up to the quota, the most wanted first; the members that
+    # held the most get the ``extra`` slots of one more partition first.
     for member in sorted(members, key=lambda m: (-len(mine[m]), m)):
         cap = base + 1 if extra > 0 else base
         result[member] = mine[member][:cap]
@@ -84,24 +96,57 @@ def sticky_assign(
 class StickyAssignor:
     """aiokafka partition assignor (duck-typed: name, metadata, assign, on_assignment).
 
-    One instance per consumer: it remembers the partitions this member was last given.
+    One instance per consumer: it remembers the partitions this member was last given
+    and since when. ``weights``, when given, is called once per join (from aiokafka's
+    coordinator, on the event loop: keep it cheap) and says how much each partition is
+    worth keeping (a chat server: the sockets connected on it; partition numbers of the
+    one topic a chat server subscribes to). The member claims the partitions with weight
+    first, longest held first (then heaviest), and the weightless ones last, so a
+    rebalance that must take some away takes the empty ones, then the newest.
     """
 
     name = "tidings-sticky"
     version = 0
 
-    def __init__(self) -> None:
+    def __init__(self, weights: Callable[[], Mapping[int, int]] | None = None) -> None:
+        self._weights = weights
         self._owned: dict[str, list[int]] = {}
+        # (topic, partition) -> the number of the assignment that gave it to this member
+        # (kept while it stays): smaller is held longer.
+        self._since: dict[tuple[str, int], int] = {}
+        self._assignments = 0
+
+    def claims(self) -> dict[str, list[int]]:
+        """The owned partitions per topic, the ones to keep first."""
+        weights: Mapping[int, int] = {}
+        if self._weights is not None and self._owned:
+            try:
+                weights = self._weights()
+            except Exception:
+                log.warning("partition weights failed; claiming by tenure only", exc_info=True)
+
+        def rank(topic: str, partition: int) -> tuple[bool, int, int, int]:
+            weight = weights.get(partition, 0)
+            since = self._since.get((topic, partition), 0)
+            return (weight <= 0, since, -weight, partition)
+
+        return {
+            topic: sorted(partitions, key=partial(rank, topic))
+            for topic, partitions in self._owned.items()
+        }
 
     def metadata(self, topics: Iterable[str]) -> Any:
-        user_data = json.dumps({"owned": self._owned}, separators=(",", ":")).encode()
+        user_data = json.dumps({"owned": self.claims()}, separators=(",", ":")).encode()
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
 
     def on_assignment(self, assignment: Any) -> None:
+        self._assignments += 1
         owned: dict[str, list[int]] = defaultdict(list)
         for topic, partitions in assignment.assignment:
             owned[topic].extend(partitions)
         self._owned = dict(owned)
+        held = {(topic, p) for topic, partitions in self._owned.items() for p in partitions}
+        self._since = {key: self._since.get(key, self._assignments) for key in held}
 
     def assign(self, cluster: Any, members: Mapping[str, Any]) -> dict[str, Any]:
         claims: dict[str, dict[str, list[int]]] = {}

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import (
@@ -97,11 +97,17 @@ class KafkaBus:
 
     Without ``group_id`` the bus only publishes (the API process). The timing knobs are
     the consumer group's: a crashed server's partitions move after ``session_timeout_s``
-    (6 s is the broker's default minimum); ``heartbeat_interval_s`` is how soon members
-    notice a rebalance; ``max_poll_interval_s`` is also the rebalance timeout: a member
+    (``kafka_session_timeout_s``, 6 s by default: the broker's default minimum,
+    ``group.min.session.timeout.ms``); ``heartbeat_interval_s``
+    (``kafka_heartbeat_interval_s``) is how soon members notice a rebalance and how
+    often they say they are alive; ``max_poll_interval_s`` is also the rebalance timeout: a member
     whose batch is still running that long after a rebalance began is dropped from the
     group, and its partitions move while it is still handling them (its commit then
     fails, so the new owner redelivers) -- keep batches far shorter than that.
+
+    ``partition_weights`` (optional, called once per join) says how much each owned
+    partition is worth keeping across a rebalance (a chat server: its sockets on it);
+    see :class:`tidings.bus._sticky.StickyAssignor`.
 
     ``start`` returns once the consumer is connected; it joins the group in the
     background, and ``on_assigned`` reports the first assignment.
@@ -115,11 +121,16 @@ class KafkaBus:
         on_assigned: PartitionCallback | None = None,
         on_revoked: PartitionCallback | None = None,
         batch_size: int = 500,
-        session_timeout_s: float = 6.0,
-        heartbeat_interval_s: float = 1.0,
+        session_timeout_s: float | None = None,
+        heartbeat_interval_s: float | None = None,
         max_poll_interval_s: float = 30.0,
         poll_timeout_s: float = 1.0,
+        partition_weights: Callable[[], Mapping[int, int]] | None = None,
     ) -> None:
+        if session_timeout_s is None:
+            session_timeout_s = settings.kafka_session_timeout_s
+        if heartbeat_interval_s is None:
+            heartbeat_interval_s = settings.kafka_heartbeat_interval_s
         self._settings = settings
         self.topic = inbox_topic(settings.kafka_topic_prefix)
         self._group_id = group_id
@@ -130,6 +141,7 @@ class KafkaBus:
         self._heartbeat_interval_ms = int(heartbeat_interval_s * 1000)
         self._max_poll_interval_ms = int(max_poll_interval_s * 1000)
         self._poll_timeout_ms = int(poll_timeout_s * 1000)
+        self._partition_weights = partition_weights
         self._producer: Any = None
         self._consumer: Any = None
         self._partition_count = settings.kafka_inbox_partitions
@@ -194,7 +206,7 @@ class KafkaBus:
             # keep doing that to each other: hundreds of generations a minute and no
             # assignment that lasts. Every chat server speaks tidings-sticky, so there is
             # nothing to fall back to anyway.
-            partition_assignment_strategy=(StickyAssignor(),),
+            partition_assignment_strategy=(StickyAssignor(self._partition_weights),),
         )
         try:
             await consumer.start()

@@ -130,11 +130,24 @@ async def open_chat(settings: Settings) -> Runtime:
         for publisher in publisher_ref:
             publisher.poke()
 
+    def sockets_by_partition() -> dict[int, int]:
+        # Asked once per group join: in a rebalance this server keeps the partitions its
+        # clients are on and gives up the emptiest (bus/_sticky.py).
+        runtime = holder.get("runtime")
+        if runtime is None or runtime.gateway is None:
+            return {}
+        return runtime.gateway.connections_by_partition()
+
+    # The group's session timeout bounds how long a crashed server's partitions, and so
+    # its clients, wait for a new owner (docs/architecture.md, "Failover").
     bus = KafkaBus(
         settings,
         group_id=f"{settings.kafka_topic_prefix}.chat",
         on_assigned=on_assigned,
         on_revoked=on_revoked,
+        session_timeout_s=settings.kafka_session_timeout_s,
+        heartbeat_interval_s=settings.kafka_heartbeat_interval_s,
+        partition_weights=sockets_by_partition,
     )
     buses.append(bus)
     await bus.start()

@@ -58,6 +58,8 @@ HEARTBEAT = b'{"type":"heartbeat"}'
 SYNC_PAGE = 500
 MAX_SENDS_IN_FLIGHT = 256  # per connection; more are answered rate_limited
 CLOSE_GRACE_MS = 5_000
+# reconnect{after_ms} for a hello whose user's partition has no live owner right now.
+RECONNECT_UNOWNED_MS = (200, 1000)
 
 
 class Gateway:
@@ -430,14 +432,32 @@ class Gateway:
         return random.randint(0, int(spread_s * 1000))
 
     def _send_elsewhere(self, conn: Connection, user_id: int) -> None:
-        """``redirect`` to the owner when it is known and not us, else ``reconnect``."""
+        """``redirect`` to the owner when it is known and not us, else ``reconnect``.
+
+        No live owner is known while the user's partition moves: its server died and the
+        group has not handed the partition on yet (a Kafka session timeout at most), or
+        a rebalance is under way. The client is told to come back after a short,
+        jittered delay (RECONNECT_UNOWNED_MS): short, because the new owner is usually
+        seconds away and the wait adds to the failover; jittered, so a dead server's
+        clients do not come back in step.
+        """
         url = None if self.draining else self.ownership.owner_url(user_id)
         if url is not None and url != self.settings.public_chat_url:
             conn.send_frame(redirect_frame(url))
             conn.close(errors.CLOSE_REDIRECT, "redirect")
         else:
-            conn.send_frame(reconnect_frame(random.randint(200, 1500)))
+            conn.send_frame(reconnect_frame(random.randint(*RECONNECT_UNOWNED_MS)))
             conn.close(errors.CLOSE_DRAINED, "not served here now")
+
+    def connections_by_partition(self) -> dict[int, int]:
+        """Sockets of served users per inbox partition (what this server would least like
+        to give up in a rebalance). One pass over the served users, for a group join."""
+        counts: dict[int, int] = {}
+        partition_of = self.ownership.partition_of
+        for user_id, conns in self.by_user.items():
+            partition = partition_of(user_id)
+            counts[partition] = counts.get(partition, 0) + len(conns)
+        return counts
 
     def _send_away(self, conn: Connection) -> None:
         """Send a served device to its user's server now and stop serving it here."""
