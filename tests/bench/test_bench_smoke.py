@@ -153,6 +153,7 @@ def assert_storm(result: dict[str, Any], drained: int) -> None:
     assert result["not_back"] == 0
     assert result["all_back_s"] > 0
     assert_latency(result["time_to_back"], drained)
+    assert result["time_to_back_phases"]["hello_to_synced"]["count"] == drained
     probe = result["probe"]
     assert probe["acked"] > 0
     assert probe["acked_not_delivered"] == 0, probe

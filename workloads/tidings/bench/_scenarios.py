@@ -561,6 +561,27 @@ def _probe(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _phases(results: list[dict[str, Any]], t_drain: int) -> dict[str, Any]:
+    """Where a drained client's time to back went, over the attempt that brought it
+    back: from the SIGTERM to that attempt (the reconnect's after_ms and the failed
+    attempts before), its /v1/discover, and from its answer to ``synced`` (connect,
+    hello, sync)."""
+    waited, discover, hello = Latency(), Latency(), Latency()
+    attempts: dict[str, int] = {}
+    for result in results:
+        for tried, discovered, n, back in result["drained_phases"]:
+            waited.record_ns(tried - t_drain)
+            discover.record_ns(discovered - tried)
+            hello.record_ns(back - discovered)
+            attempts[str(n)] = attempts.get(str(n), 0) + 1
+    return {
+        "until_last_attempt": waited.summary(),
+        "discover": discover.summary(),
+        "hello_to_synced": hello.summary(),
+        "attempts": dict(sorted(attempts.items(), key=lambda kv: int(kv[0]))),
+    }
+
+
 def _seconds(ns: int) -> float:
     return round(ns / 1e9, 3)
 
@@ -596,6 +617,18 @@ def storm(kind: str, opts: Options) -> dict[str, Any]:
         sending = sum(1 for p in plans if p.senders)
         fleet.command("send", PROBE_RATE / max(sending, 1), start, opts.storm_timeout_s + 5)
         time.sleep(1.1)
+        # The API, the chat servers left and Kafka and Cassandra while the clients come
+        # back (not PostgreSQL: the drained server's connections end, and with them the
+        # backend processes whose CPU the sum started from).
+        meters: dict[str, procstat.CpuMeter] = {}
+        if isinstance(target, Cluster):
+            meters["api"] = procstat.CpuMeter([target.procs[0].pid])
+            meters["chat_left"] = procstat.CpuMeter([p.pid for p in target.chat_procs[1:]])
+            backends = target.backend_pids()
+            meters.update({k: procstat.CpuMeter(backends[k]) for k in ("kafka", "cassandra")})
+        meters["generators"] = fleet.meter()
+        for meter in meters.values():
+            meter.start()
         t_drain = time.monotonic_ns()
         restart: threading.Thread | None = None
         if isinstance(target, Cluster):
@@ -614,6 +647,7 @@ def storm(kind: str, opts: Options) -> dict[str, Any]:
             ):
                 break
         storm_s = (time.monotonic_ns() - t_drain) / 1e9
+        cpu = {k: m.stop() for k, m in meters.items()}  # from the SIGTERM until all back
         time.sleep(1.0)  # probes to clients that are back, too
         fleet.command("stop_sending")
         deadline = time.monotonic() + opts.drain_s
@@ -637,6 +671,7 @@ def storm(kind: str, opts: Options) -> dict[str, Any]:
         return {
             "target": {**target.describe(), "storm": kind},
             "connections": connected,
+            **fleet.connect_summary(),
             "drained_clients": len(times),
             "came_back": len(back_times),
             "not_back": len(times) - len(back_times),
@@ -646,6 +681,7 @@ def storm(kind: str, opts: Options) -> dict[str, Any]:
             "first_disconnect_s": _seconds(down_times[0]) if down_times else None,
             "last_disconnect_s": _seconds(down_times[-1]) if down_times else None,
             "time_to_back": hist.summary(),
+            "time_to_back_phases": _phases(results, t_drain),
             "waited_s": round(storm_s, 3),
             "bystanders": connected - len(times),
             # clients of the servers not drained that lost their connection anyway
@@ -653,6 +689,7 @@ def storm(kind: str, opts: Options) -> dict[str, Any]:
             "before": before,
             "after": after,
             "drain": _drain_settings(target, len(times)),
+            "cpu": cpu,
             "probe": _probe(results),
             "server_ready_again_s": (
                 round((target.ready_at_ns - t_drain) / 1e9, 3)

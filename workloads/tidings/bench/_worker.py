@@ -62,6 +62,7 @@ class Peer:
         "drops",
         "index",
         "live",
+        "phases",
         "ready",
         "reconnect_ms",
         "same_url",
@@ -82,6 +83,8 @@ class Peer:
         self.down_at = 0  # its first drop in the storm
         self.back_at = 0  # its first ready after that drop
         self.drops = 0
+        # (start of the attempt that brought it back, its /v1/discover answered, attempts)
+        self.phases: tuple[int, int, int] | None = None
 
 
 class Worker:
@@ -363,12 +366,18 @@ class Worker:
             restart_until = loop.time() + delay + RESTART_WINDOW_S
             same_url = peer.same_url
         peer.reconnect_ms, peer.same_url = None, False
+        attempts = 0
         while self.storming:
             await asyncio.sleep(delay)
+            attempts += 1
+            tried_at = time.monotonic_ns()
             try:
                 url = peer.url if same_url else await self._discover(peer)
+                discovered_at = time.monotonic_ns()
                 await self.open(peer, url)
                 self.counts["reconnects"] += 1
+                if not peer.phases:  # the attempt that brought it back first
+                    peer.phases = (tried_at, discovered_at, attempts)
                 return
             except Exception as exc:
                 self.errors[f"reconnect:{type(exc).__name__}"] += 1
@@ -427,6 +436,9 @@ class Worker:
         out = self.results()
         out.update(self.storm_count())
         out["drained_times"] = [(p.down_at, p.back_at, p.drops) for p in self.peers if p.drained]
+        out["drained_phases"] = [
+            (*p.phases, p.back_at) for p in self.peers if p.drained and p.phases and p.back_at
+        ]
         out["bystander_times"] = [
             (p.down_at, p.back_at, p.drops) for p in self.peers if not p.drained and p.drops
         ]
