@@ -6,7 +6,7 @@ from collections.abc import Container, Sequence
 
 import pytest
 
-from tidings.bus.base import InboxEvent
+from tidings.bus.base import RESENT, InboxEvent
 from tidings.chat.delivery import NEW_AFTER_MS, InboxProcessor, NewIds
 from tidings.core.ids import SnowflakeGenerator
 from tidings.core.model import InboxEntry, Message
@@ -76,3 +76,22 @@ async def test_a_failed_poll_comes_again_with_nothing_known_new() -> None:
     store.calls.clear()
     await processor.handle(events)
     assert dict(store.calls) == {1: set(), 2: set()}
+
+
+async def test_a_resent_message_is_looked_for_even_when_it_is_new() -> None:
+    """A sender's resend publishes the stored message again (marked ``resent``): its
+    inboxes may hold it already, so the append looks."""
+    now = [T0]
+    store = RecordingStore(fail_user=-1)
+    processor = InboxProcessor(store, None, None, None, OwnsEveryone())  # type: ignore[arg-type]
+    processor.new_ids = NewIds(lambda: now[0])
+    processor.new_ids.restart()
+    now[0] = T0 + 2 * NEW_AFTER_MS
+    fresh, again = message_at(now[0]), message_at(now[0], 1)
+    await processor.handle(
+        [
+            InboxEvent(1, "msg", fresh.to_wire()),
+            InboxEvent(1, "msg", {**again.to_wire(), RESENT: True}),
+        ]
+    )
+    assert store.calls == [(1, {fresh.message_id})]

@@ -17,6 +17,11 @@ import orjson
 EventKind = Literal["msg", "receipt", "presence", "typing"]
 
 
+# In a "msg" event's payload: the message was published before (a resend of a stored
+# message), so its inboxes may hold it already and must look (chat/delivery.py NewIds).
+RESENT = "resent"
+
+
 @dataclass(frozen=True, slots=True)
 class InboxEvent:
     user_id: int  # whom it is for: the bus key

@@ -10,11 +10,11 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
 from tidings import metrics
-from tidings.bus.base import InboxEvent
+from tidings.bus.base import RESENT, InboxEvent
 from tidings.chat.ports import Delivery, Ownership, PushSink
 from tidings.core.ids import timestamp_ms
 from tidings.core.model import InboxEntry, Message
@@ -39,9 +39,10 @@ class NewIds:
     An inbox is written only by the owner of its user's partition. A message made more
     than ``NEW_AFTER_MS`` after this server's current tenure began (:meth:`restart`, at
     every rebalance) reached no other owner, and in this tenure an event comes a second
-    time only when its poll failed and was sought back: a failure restarts the tenure
-    too, so every id of the failed poll is looked for again. Before the first tenure
-    nothing is known new. (The message id's time is the sending server's clock; the
+    time only when its poll failed and was sought back (a failure restarts the tenure
+    too, so every id of the failed poll is looked for again) or when its sender resent
+    it (the event is marked ``resent``, and :meth:`among` leaves it out). Before the
+    first tenure nothing is known new. (The message id's time is the sending server's clock; the
     margin covers their skew. A server that keeps consuming after the group dropped it
     breaks the single-writer rule for the heads as well; see docs/architecture.md.)
     """
@@ -53,11 +54,15 @@ class NewIds:
     def restart(self) -> None:
         self._after_ms = self._clock_ms() + NEW_AFTER_MS
 
-    def among(self, messages: Sequence[Message]) -> set[int]:
+    def among(self, messages: Sequence[Message], resent: Container[int] = ()) -> set[int]:
         after = self._after_ms
         if after is None:
             return set()
-        return {m.message_id for m in messages if timestamp_ms(m.message_id) > after}
+        return {
+            m.message_id
+            for m in messages
+            if timestamp_ms(m.message_id) > after and m.message_id not in resent
+        }
 
 
 class InboxProcessor:
@@ -92,31 +97,37 @@ class InboxProcessor:
 
     async def _handle(self, events: list[InboxEvent]) -> None:
         by_user: dict[int, list[Message]] = defaultdict(list)
+        resent: set[int] = set()
         for event in events:
             if event.kind == "msg":
-                by_user[event.user_id].append(Message.from_wire(event.payload))
+                message = Message.from_wire(event.payload)
+                by_user[event.user_id].append(message)
+                if event.payload.get(RESENT):
+                    resent.add(message.message_id)
             elif self.ownership.owns(event.user_id):
                 self.delivery.deliver_frame(event.user_id, event.payload)
         users = [(u, m) for u, m in by_user.items() if self.ownership.owns(u)]
         if not users:
             return
         if len(users) == 1:
-            await self._append_one(*users[0])
+            await self._append_one(*users[0], resent)
             return
         slots = asyncio.Semaphore(APPEND_CONCURRENCY)
 
         async def bounded(user_id: int, messages: list[Message]) -> None:
             async with slots:
-                await self._append_one(user_id, messages)
+                await self._append_one(user_id, messages, resent)
 
         results = await asyncio.gather(*(bounded(u, m) for u, m in users), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
 
-    async def _append_one(self, user_id: int, messages: list[Message]) -> None:
+    async def _append_one(
+        self, user_id: int, messages: list[Message], resent: Container[int]
+    ) -> None:
         appended = await self.messages.append_inbox(
-            user_id, messages, new=self.new_ids.among(messages)
+            user_id, messages, new=self.new_ids.among(messages, resent)
         )
         if not appended:
             return

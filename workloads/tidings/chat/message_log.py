@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
 from tidings import metrics
-from tidings.bus.base import InboxBus, InboxEvent
+from tidings.bus.base import RESENT, InboxBus, InboxEvent
 from tidings.core import errors
 from tidings.core.errors import ProtocolError
 from tidings.core.model import Message
@@ -203,6 +203,8 @@ class BusMessageLog:
         # deliver it twice under two ids. Not acked; the resend finds it stored.
         await self._still_held(tenure, partition, term, ref)
         payload = stored.to_wire()
+        if stored is not message:
+            payload[RESENT] = True  # its inboxes may hold it: they look before appending
         await self.bus.publish([InboxEvent(member, "msg", payload) for member in members])
         return stored
 
