@@ -44,6 +44,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="storm --targets cluster: clients kept on the servers not drained (default a "
         "tenth of --connections, at least 10); they send the probe messages",
     )
+    parser.add_argument(
+        "--storm-timeout",
+        type=float,
+        default=60.0,
+        help="storm: seconds after the SIGTERM to wait for every drained client",
+    )
     parser.add_argument("--hold", type=float, default=20.0, help="idle: seconds measured")
     parser.add_argument("--pairs", type=int, default=100, help="relay/cluster: sender pairs")
     parser.add_argument(

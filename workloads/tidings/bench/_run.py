@@ -42,6 +42,7 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
         data_dir=args.data_dir,
         testenv=testenv,
         chats=args.chats,
+        storm_timeout_s=args.storm_timeout,
         connect_concurrency=args.connect_concurrency,
         ref_tree=args.ref_tree,
         messages=args.messages,
