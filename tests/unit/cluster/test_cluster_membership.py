@@ -68,6 +68,22 @@ def test_tombstones_and_stale_records_are_ignored() -> None:
     assert view.members() == [] and view.owner_url(0) is None
 
 
+def test_a_dead_servers_users_are_sent_to_a_live_server_once_its_record_is_stale() -> None:
+    """/v1/discover answers owner_url or else any_url: after the TTL a SIGKILLed server
+    is named no more, and its users go to a live server (which says reconnect until the
+    partition has its new owner)."""
+    clock = Clock()
+    view = MembershipView(settings(membership_ttl_s=3.0), clock=clock)
+    view._apply(b"dead", record("dead", (0, 1)))
+    view._apply(b"live", record("live", (2, 3), connections=50))
+    assert view.owner_url(0) == "ws://dead/v1/ws"
+    assert view.any_url() == "ws://dead/v1/ws"  # the least loaded, while it seems alive
+    clock.now += 3.5
+    view._apply(b"live", record("live", (2, 3), age_s=-3.5, connections=50))  # republished
+    assert view.owner_url(0) is None
+    assert view.any_url() == "ws://live/v1/ws"
+
+
 def test_claims_on_one_partition_prefer_not_draining_then_newest() -> None:
     view = MembershipView(settings(), clock=Clock())
     view._apply(b"old", record("old", (0,), age_s=1, draining=True))
