@@ -81,8 +81,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         opened = await bounded(SqliteMessageStore.open(tmp_path / "messages.db"))
     else:
-        settings, session = request.getfixturevalue("cassandra_env")
-        opened = await bounded(CassandraMessageStore.attach(session, settings.cassandra_keyspace))
+        settings, _ = request.getfixturevalue("cassandra_env")
+        opened = await bounded(CassandraMessageStore.open(settings))
     try:
         yield opened
     finally:
@@ -389,8 +389,8 @@ async def test_presence_round_trip(store: MessageStore) -> None:
 
 @pytest.fixture
 async def cstore(cassandra_env: tuple[Settings, Session]) -> AsyncIterator[CassandraMessageStore]:
-    settings, session = cassandra_env
-    opened = await bounded(CassandraMessageStore.attach(session, settings.cassandra_keyspace))
+    settings, _ = cassandra_env
+    opened = await bounded(CassandraMessageStore.open(settings))
     try:
         yield opened
     finally:

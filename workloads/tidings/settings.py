@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     cassandra_local_dc: str | None = None
     cassandra_consistency: str = "LOCAL_QUORUM"
     cassandra_request_timeout_s: float = Field(10.0, gt=0)
-    cassandra_protocol_version: int = Field(5, ge=3, le=5)
+    # v4: the highest the message store's C++ driver speaks (v5 is beta there).
+    cassandra_protocol_version: int = Field(4, ge=3, le=4)
     # Speculative execution (storage/_cassandra_io.py): when a request has had no answer
     # after this many ms, the driver asks the next replica too (at most once more). Every
     # statement of the store is idempotent, so a duplicate is harmless; 0 (the default)

@@ -5,8 +5,9 @@ run against both (``tests/integration/test_message_store_contract.py``). The sch
 in :mod:`tidings.storage.cassandra_schema` and is applied by ``tidings migrate``; opening
 a store checks that the keyspace is at the version this code needs.
 
-Every statement is prepared once when the store opens and runs with ``execute_async``
-bridged to asyncio (:mod:`tidings.storage._cassandra_io`); driver errors come out as
+Every statement is prepared once when the store opens and runs on ScyllaDB's C++ driver
+through acsylla (:mod:`tidings.storage._cassandra_async`: why, and the routing,
+consistency and retry rules); driver errors come out as
 :class:`~tidings.storage.base.StorageUnavailable` (retriable) or
 :class:`~tidings.storage.base.StorageError`.
 
@@ -35,15 +36,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Container, Hashable, Iterable, Sequence
 from typing import Any
 
-from cassandra.cluster import Cluster, Session
-from cassandra.query import BatchStatement, BatchType
-
 from tidings.core.ids import EPOCH_MS, timestamp_ms
 from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
 from tidings.settings import Settings
-from tidings.storage._cassandra_io import Cql, PartitionWrites, Row, check_identifier, connect
+from tidings.storage._cassandra_async import AsyncCql, PartitionWrites, Row, connect
+from tidings.storage._cassandra_io import check_identifier
 from tidings.storage.base import StorageError
-from tidings.storage.cassandra_schema import LATEST_VERSION, applied_versions
+from tidings.storage.cassandra_schema import LATEST_VERSION
 
 log = logging.getLogger(__name__)
 HEAD_CACHE_SIZE = 1_000_000
@@ -199,22 +198,21 @@ class CassandraMessageStore:
 
     def __init__(
         self,
-        session: Session,
+        session: Any,
         keyspace: str,
         statements: dict[str, Any],
         *,
-        cluster: Cluster | None = None,
         presence_lease_s: int = 60,
     ) -> None:
         self._presence_lease_s = presence_lease_s
-        self._cql = Cql(session)
+        self._session: Any = session
+        self._cql = AsyncCql(session)
         self._writes = PartitionWrites(self._cql, max_rows=_BATCH_ROWS)
         # Saves under way in this process by (sender, client_msg_id): a second save of
         # the same key waits for the first instead of racing it (see save_message).
         self._saving: dict[tuple[int, str], asyncio.Future[Message]] = {}
         self._ks = keyspace
         self._q = statements
-        self._cluster = cluster
         self._search_statements: dict[tuple[int, bool], Any] = {}
         self._known_buckets: set[tuple[str, int]] = set()
         # Inbox heads of the users this process writes (a chat server, for its owned
@@ -236,42 +234,31 @@ class CassandraMessageStore:
     async def open(
         cls, settings: Settings, *, keyspace: str | None = None
     ) -> CassandraMessageStore:
-        """Connect with the ``cassandra_*`` settings; :meth:`close` shuts the cluster down."""
-        cluster, session = await connect(settings)
+        """Connect with the ``cassandra_*`` settings (:meth:`close` disconnects); refuses
+        a keyspace that is not migrated to this version."""
+        ks = check_identifier(keyspace or settings.cassandra_keyspace)
+        session = await connect(settings)
         try:
-            store = await cls.attach(
-                session, keyspace or settings.cassandra_keyspace, cluster=cluster
+            cql = AsyncCql(session)
+            versions = await _applied_versions(cql, ks)
+            if not versions or max(versions) < LATEST_VERSION:
+                at = max(versions) if versions else "no"
+                raise StorageError(
+                    f"keyspace {ks} is at {at} schema version, this build needs "
+                    f"{LATEST_VERSION}: run `tidings migrate`"
+                )
+            prepared = await cql.prepare(
+                {name: cql_text.format(ks=ks) for name, cql_text in _STATEMENTS.items()}
             )
-            store._presence_lease_s = settings.presence_lease_s
-            return store
         except BaseException:
-            await asyncio.to_thread(cluster.shutdown)
+            await session.close()
             raise
-
-    @classmethod
-    async def attach(
-        cls, session: Session, keyspace: str, *, cluster: Cluster | None = None
-    ) -> CassandraMessageStore:
-        """Use an open session; refuses a keyspace that is not migrated to this version."""
-        ks = check_identifier(keyspace)
-        versions = await applied_versions(session, ks)
-        if not versions or max(versions) < LATEST_VERSION:
-            at = max(versions) if versions else "no"
-            raise StorageError(
-                f"keyspace {ks} is at {at} schema version, this build needs "
-                f"{LATEST_VERSION}: run `tidings migrate`"
-            )
-        prepared = await Cql(session).prepare(
-            {name: cql.format(ks=ks) for name, cql in _STATEMENTS.items()}
-        )
-        for statement in prepared.values():
-            statement.is_idempotent = True
-        return cls(session, ks, prepared, cluster=cluster)
+        return cls(session, ks, prepared, presence_lease_s=settings.presence_lease_s)
 
     async def close(self) -> None:
-        if self._cluster is not None:
-            cluster, self._cluster = self._cluster, None
-            await asyncio.to_thread(cluster.shutdown)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     # --- messages ------------------------------------------------------------------
 
@@ -515,7 +502,6 @@ class CassandraMessageStore:
                 + (" LIMIT ?" if limited else "")
             )
             prepared = (await self._cql.prepare({"search": cql}))["search"]
-            prepared.is_idempotent = True
             self._search_statements[key] = prepared
         return self._search_statements[key]
 
@@ -590,22 +576,24 @@ class CassandraMessageStore:
         ).items():
             chunks = [rows[i : i + _BATCH_ROWS] for i in range(0, len(rows), _BATCH_ROWS)]
             await self._cql.gather(self._batches("insert_inbox", chunks[:-1]))
-            final = self._batch("insert_inbox", chunks[-1])
-            final.add(self._q["set_part_head"], (chunks[-1][-1][2], user_id, part))
+            statement = self._q["insert_inbox"]
+            final = self._cql.batch(
+                [
+                    *((statement, row) for row in chunks[-1]),
+                    (self._q["set_part_head"], (chunks[-1][-1][2], user_id, part)),
+                ]
+            )
             await self._cql.run(final, what="append inbox")
 
-    def _batch(self, name: str, rows: Sequence[tuple[Any, ...]]) -> BatchStatement:
-        """An unlogged single-partition batch (one round trip, applied atomically)."""
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        batch.is_idempotent = True
-        for params in rows:
-            batch.add(self._q[name], params)
-        return batch
-
     def _batches(self, name: str, partitions: Iterable[list[tuple[Any, ...]]]) -> list[Any]:
-        """Each partition's rows as batches of at most ``_BATCH_ROWS``, to run at once."""
+        """Each partition's rows as unlogged single-partition batches of at most
+        ``_BATCH_ROWS`` (one round trip each, applied atomically), to run at once."""
+        statement = self._q[name]
         return [
-            self._cql.run(self._batch(name, rows[start : start + _BATCH_ROWS]), what=f"{name}")
+            self._cql.run(
+                self._cql.batch((statement, row) for row in rows[start : start + _BATCH_ROWS]),
+                what=name,
+            )
             for rows in partitions
             for start in range(0, len(rows), _BATCH_ROWS)
         ]
@@ -816,3 +804,17 @@ class CassandraMessageStore:
             for uid, row in zip(ids, rows, strict=True)
             if row is not None
         }
+
+
+async def _applied_versions(cql: AsyncCql, keyspace: str) -> list[int]:
+    """The schema versions recorded in ``keyspace.schema_migrations`` (none: empty)."""
+    find = await cql.prepare(
+        {
+            "tables": "SELECT table_name FROM system_schema.tables "
+            "WHERE keyspace_name = ? AND table_name = 'schema_migrations'"
+        }
+    )
+    if not await cql.rows(find["tables"], (keyspace,), what="read schema"):
+        return []
+    read = await cql.prepare({"versions": f"SELECT version FROM {keyspace}.schema_migrations"})
+    return sorted(int(r["version"]) for r in await cql.rows(read["versions"], what="read schema"))
