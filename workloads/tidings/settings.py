@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     kafka_linger_ms: int = Field(2, ge=0)
     kafka_max_batch_bytes: int = Field(256 * 1024, ge=1024)
     kafka_compression: str = Field("lz4", pattern="^(none|lz4|zstd|snappy|gzip)$")
+    # The inbox consumer (bus/kafka.py): offsets are committed at most this often (a
+    # commit is a broker round trip; what a crash leaves uncommitted is redelivered and
+    # skipped by the inbox appends), and a fetch waits up to kafka_fetch_wait_ms for
+    # kafka_fetch_min_bytes to gather (fewer, fuller fetches under load).
+    kafka_commit_interval_ms: int = Field(200, ge=0)
+    kafka_fetch_wait_ms: int = Field(5, ge=0)
+    kafka_fetch_min_bytes: int = Field(4096, ge=1)
     # The chat servers' inbox consumer group (docs/architecture.md, "Failover"): a chat
     # server that stops heartbeating for kafka_session_timeout_s is dropped from the
     # group and its partitions move, so this bounds failover after a crash; too short

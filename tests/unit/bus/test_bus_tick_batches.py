@@ -99,3 +99,27 @@ async def test_no_producer_fails_the_publish_instead_of_hanging() -> None:
     batches = TickBatches("inbox", closed, lambda: PARTITIONS)
     with pytest.raises(RuntimeError, match="not started"):
         await asyncio.wait_for(asyncio.gather(*batches.add([(1, b"x")])), 5)
+
+
+async def test_records_arriving_while_a_batch_waits_gather_into_the_next_one() -> None:
+    """The producer takes one batch per partition at a time: ten publishes made while
+    the first batch waits go out together, as one second batch, not as ten."""
+    producer = FakeProducer()
+    gate = asyncio.Event()
+    plain_send = producer.send_batch
+
+    async def slow_send_batch(batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        await gate.wait()
+        return await plain_send(batch, topic, partition=partition)
+
+    producer.send_batch = slow_send_batch  # type: ignore[method-assign]
+    batches = TickBatches("inbox", lambda: producer, lambda: PARTITIONS)
+    (a,) = users_on_distinct_partitions(1)
+    first = batches.add([(a, b"first")])
+    later = []
+    for n in range(10):
+        await asyncio.sleep(0)  # a later tick each
+        later += batches.add([(a, str(n).encode())])
+    gate.set()
+    await asyncio.gather(*first, *later)
+    assert [len(records) for _, records in producer.sent] == [1, 10]

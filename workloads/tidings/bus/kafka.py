@@ -155,6 +155,8 @@ class KafkaBus:
         # a revocation waits for the batch in flight and no batch runs during one.
         self._lock = asyncio.Lock()
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._commit_interval_s = settings.kafka_commit_interval_ms / 1000
+        self._committed_at = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -199,6 +201,11 @@ class KafkaBus:
             # group moves on without it.
             rebalance_timeout_ms=self._max_poll_interval_ms,
             max_poll_records=self._batch_size,
+            # The broker answers a fetch once this much has gathered or after the wait:
+            # under load fewer, fuller fetches (each is a request to encode and a
+            # response to decode here); idle, a few milliseconds more per event.
+            fetch_max_wait_ms=self._settings.kafka_fetch_wait_ms,
+            fetch_min_bytes=self._settings.kafka_fetch_min_bytes,
             # Exactly one assignor. aiokafka (0.14) sends one JoinGroup per configured
             # assignor, each with one protocol more than the last (aio-libs/aiokafka#1168);
             # the broker takes the later ones for a member changing its metadata and starts
@@ -380,6 +387,10 @@ class KafkaBus:
                 await asyncio.sleep(1.0)
                 continue
             if not batches:
+                if self._uncommitted:  # quiet now: commit what the last batches left
+                    async with self._lock:
+                        if self._consumer is consumer:
+                            await self._commit_uncommitted(consumer)
                 continue
             # No await between getmany returning and taking a free lock: the records are
             # from the current assignment. If a rebalance callback holds the lock, it is
@@ -432,7 +443,13 @@ class KafkaBus:
                     consumer.seek(tp, offset)
             raise
         self._uncommitted.update(upto)
-        await self._commit_uncommitted(consumer)
+        # Committed at most every kafka_commit_interval_ms (and when the consumer goes
+        # quiet, and on every revocation): a crash redelivers what came since the last
+        # commit, and inbox appends skip the ids their inboxes hold.
+        now = asyncio.get_running_loop().time()
+        if now - self._committed_at >= self._commit_interval_s:
+            self._committed_at = now
+            await self._commit_uncommitted(consumer)
 
     async def _commit_uncommitted(self, consumer: Any) -> None:
         if not self._uncommitted:
