@@ -26,6 +26,21 @@ from tidings.storage.directory_cache import CachedDirectory
 log = logging.getLogger(__name__)
 
 
+async def warm_directory(directory: CachedDirectory, settings: Settings) -> None:
+    """Load devices and presence audiences into the cache in two reads, so the
+    ``hello``s and ``/v1/discover``s that follow (a start, a failover, a drained peer's
+    clients arriving) find them in memory instead of each waiting for a query."""
+    try:
+        devices = await directory.warm_devices(settings.directory_cache_users)
+        audiences = await directory.warm_audiences(
+            directory.warmed_users, settings.presence_fanout_limit
+        )
+    except Exception:
+        log.warning("warming the directory cache failed; reads fill it", exc_info=True)
+        return
+    log.info("directory cache warmed", extra={"devices": devices, "audiences": audiences})
+
+
 class SettingsError(Exception):
     """The settings cannot work; the message says which one to fix."""
 
@@ -49,6 +64,7 @@ def require_cluster_settings(settings: Settings, *, chat: bool) -> tuple[str, st
 async def open_api(settings: Settings) -> Runtime:
     secret, postgres_url = require_cluster_settings(settings, chat=False)
     directory = await CachedDirectory.from_settings(postgres_url, settings, migrate=False)
+    await warm_directory(directory, settings)
     messages = await CassandraMessageStore.open(settings)
     bus = KafkaBus(settings)  # publish only: the API is in no consumer group
     await bus.start()
@@ -74,6 +90,7 @@ async def open_chat(settings: Settings) -> Runtime:
     secret, postgres_url = require_cluster_settings(settings, chat=True)
     assert settings.public_chat_url is not None
     directory = await CachedDirectory.from_settings(postgres_url, settings, migrate=False)
+    await warm_directory(directory, settings)
     messages = await CassandraMessageStore.open(settings)
     messages.cache_heads()  # the single writer of its owned partitions' inboxes
     view = MembershipView(settings)
@@ -101,12 +118,16 @@ async def open_chat(settings: Settings) -> Runtime:
         # Dedupe entries of senders now elsewhere would go stale: forget them.
         sent_cache.forget(tenure.assigned(partitions))
         gained = partitions - owned_before
+        had_partitions = bool(owned_before)  # not this server's first assignment
         owned_before.clear()
         owned_before.update(partitions)
         runtime = holder.get("runtime")
         if runtime is not None and runtime.gateway is not None:
             gateway = runtime.gateway
             gateway.release_unowned()
+            if gained and had_partitions:
+                # Users moved here (a peer drained or died): their hellos are coming.
+                gateway.spawn(warm_directory(directory, settings))
             if gained:
                 # Give the moved users half the presence window to come back first.
                 delay = settings.presence_offline_after_s / 2
