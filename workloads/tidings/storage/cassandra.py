@@ -767,25 +767,21 @@ class CassandraMessageStore:
         """
         ttl = self._presence_lease_s
         calls = []
-        for lease in leases:
-            calls.append(
-                self._cql.run(self._q["lease_online"], (ttl, lease.user_id), what="lease presence")
+        for lease in leases:  # each user's status and last_seen: one partition, one batch
+            status = (self._q["lease_online"], (ttl, lease.user_id))
+            if lease.last_seen is None:
+                calls.append(self._cql.run(*status, what="lease presence"))
+            else:
+                seen = (self._q["update_last_seen"], (lease.last_seen, lease.user_id))
+                calls.append(self._cql.run(self._cql.batch([status, seen]), what="lease presence"))
+        index_rows = _grouped(
+            (
+                lease.partition,
+                (lease.partition, lease.user_id, lease.last_seen, ttl + ORPHAN_WINDOW_S),
             )
-            calls.append(
-                self._cql.run(
-                    self._q["lease_online_index"],
-                    (lease.partition, lease.user_id, lease.last_seen, ttl + ORPHAN_WINDOW_S),
-                    what="lease presence",
-                )
-            )
-            if lease.last_seen is not None:
-                calls.append(
-                    self._cql.run(
-                        self._q["update_last_seen"],
-                        (lease.last_seen, lease.user_id),
-                        what="lease presence",
-                    )
-                )
+            for lease in leases
+        )
+        calls.extend(self._batches("lease_online_index", index_rows.values()))
         await self._cql.gather(calls)
 
     async def online_in_partition(self, partition: int) -> dict[int, int | None]:
