@@ -23,7 +23,7 @@ import json
 from typing import Any, NotRequired, TypedDict
 
 from tidings_operator import names
-from tidings_operator.spec import ClusterSpec, Resources, SecretKeyRef
+from tidings_operator.spec import ClusterSpec, Resources, SecretKeyRef, seconds_text
 
 __all__ = [
     "DRAIN_MARGIN_S",
@@ -245,6 +245,27 @@ def _pod_template(
 _TMP_MOUNT = [{"name": "tmp", "mountPath": "/tmp"}]
 
 
+def _group_timing_env(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """The chat servers' consumer-group timings, only those the spec sets (unset: the
+    servers' own defaults). Chat only: api joins no group, push has its own."""
+    env = []
+    if spec.kafka.session_timeout_s is not None:
+        env.append(
+            {
+                "name": "TIDINGS_KAFKA_SESSION_TIMEOUT_S",
+                "value": seconds_text(spec.kafka.session_timeout_s),
+            }
+        )
+    if spec.kafka.heartbeat_interval_s is not None:
+        env.append(
+            {
+                "name": "TIDINGS_KAFKA_HEARTBEAT_INTERVAL_S",
+                "value": seconds_text(spec.kafka.heartbeat_interval_s),
+            }
+        )
+    return env
+
+
 def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, config: str) -> Manifest:
     """The chat servers: ``OnDelete`` (the operator replaces pods), parallel scaling."""
     name, chat = names.chat_name(owner["name"]), spec.chat
@@ -262,6 +283,7 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
             {"name": "TIDINGS_PORT", "value": str(chat.port)},
             {"name": "TIDINGS_PUBLIC_CHAT_URL", "value": public_url},
             _secret_env("TIDINGS_JWT_SECRET", spec.jwt_secret),
+            *_group_timing_env(spec),
         ],
         "startupProbe": _http_probe("/healthz", period=2, failures=60),
         # /readyz answers 503 while the server drains: it leaves the Service at once.

@@ -133,9 +133,15 @@ class ClusterState:
             await reader.close()
 
 
+# Parts of spec.kafka that only reach the chat pods' environment: changing them re-wires
+# nothing (the new StatefulSet revision rolls the chat servers).
+_NOT_WIRED = ("session_timeout_s", "heartbeat_interval_s")
+
+
 def wiring_key(spec: ClusterSpec) -> str:
     """What wiring depends on: the kafka and cassandra parts of the spec."""
-    return json.dumps([asdict(spec.kafka), asdict(spec.cassandra)], sort_keys=True)
+    kafka = {k: v for k, v in asdict(spec.kafka).items() if k not in _NOT_WIRED}
+    return json.dumps([kafka, asdict(spec.cassandra)], sort_keys=True)
 
 
 def _decode(secret: Mapping[str, Any]) -> dict[str, str]:

@@ -27,11 +27,27 @@ __all__ = [
     "SpecError",
     "check_name",
     "parse_spec",
+    "seconds_text",
 ]
 
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _TOPIC_PREFIX = re.compile(r"^[a-zA-Z0-9._-]{1,100}$")
 _KEYSPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,47}$")
+
+# The chat servers' inbox consumer group (spec.kafka.sessionTimeoutSeconds and
+# heartbeatIntervalSeconds). Unset, nothing is passed and the servers run their own
+# defaults, these (the workloads' Settings.kafka_session_timeout_s and
+# kafka_heartbeat_interval_s; tests/unit/operator/test_operator_kafka_group.py pins them).
+CHAT_SESSION_TIMEOUT_S = 6.0
+CHAT_HEARTBEAT_INTERVAL_S = 1.0
+# The session's bounds, as the CRD's. At least the chat servers' membership TTL (3 s, the
+# operator does not change it: discovery must stop naming a dead server before its
+# partitions move) and more than Cassandra's write_request_timeout (2 s: a dead server's
+# writes are applied or dropped before a new owner reads; docs/architecture.md).
+MIN_SESSION_TIMEOUT_S = 3.0
+MAX_SESSION_TIMEOUT_S = 300.0
+MIN_HEARTBEAT_INTERVAL_S = 0.1
+MAX_HEARTBEAT_INTERVAL_S = 100.0
 
 
 class SpecError(ValueError):
@@ -94,6 +110,9 @@ class KafkaSpec:
     replication_factor: int = 3
     retention_hours: int = 168
     auth_secret: str | None = None
+    # The chat servers' consumer group; None: the servers' default (not passed).
+    session_timeout_s: float | None = None
+    heartbeat_interval_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +186,25 @@ def _int(raw: Mapping[str, Any], key: str, default: int, path: str, lo: int, hi:
     if not lo <= value <= hi:
         raise SpecError(f"{path}.{key} must be within {lo}..{hi}, got {value}")
     return value
+
+
+def _seconds(raw: Mapping[str, Any], key: str, path: str, lo: float, hi: float) -> float | None:
+    """An optional number of seconds (an integer or not); None when unset."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"{path}.{key} must be a number, got {value!r}")
+    if not lo <= value <= hi:  # NaN fails too
+        raise SpecError(
+            f"{path}.{key} must be within {seconds_text(lo)}..{seconds_text(hi)}, got {value}"
+        )
+    return float(value)
+
+
+def seconds_text(value: float) -> str:
+    """Seconds as the environment and messages show them: ``6``, ``2.5``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _str(raw: Mapping[str, Any], key: str, default: str | None, path: str) -> str | None:
@@ -249,6 +287,13 @@ def _kafka(raw: Mapping[str, Any]) -> KafkaSpec:
     prefix = _str(raw, "topicPrefix", d.topic_prefix, p) or d.topic_prefix
     if not _TOPIC_PREFIX.match(prefix):
         raise SpecError(f"{p}.topicPrefix {prefix!r} is not a valid Kafka topic name prefix")
+    session = _seconds(
+        raw, "sessionTimeoutSeconds", p, MIN_SESSION_TIMEOUT_S, MAX_SESSION_TIMEOUT_S
+    )
+    heartbeat = _seconds(
+        raw, "heartbeatIntervalSeconds", p, MIN_HEARTBEAT_INTERVAL_S, MAX_HEARTBEAT_INTERVAL_S
+    )
+    _check_group_timing(session, heartbeat)
     return KafkaSpec(
         bootstrap_servers=_required_str(raw, "bootstrapServers", p),
         topic_prefix=prefix,
@@ -256,7 +301,26 @@ def _kafka(raw: Mapping[str, Any]) -> KafkaSpec:
         replication_factor=_int(raw, "replicationFactor", d.replication_factor, p, 1, 10),
         retention_hours=_int(raw, "retentionHours", d.retention_hours, p, 1, 87_600),
         auth_secret=_secret_name(raw, "authSecretRef", p),
+        session_timeout_s=session,
+        heartbeat_interval_s=heartbeat,
     )
+
+
+def _check_group_timing(session: float | None, heartbeat: float | None) -> None:
+    """The chat servers' own check (Settings refuses to start otherwise), on the values
+    they would run: a field left unset is their default."""
+    run_session = CHAT_SESSION_TIMEOUT_S if session is None else session
+    run_heartbeat = CHAT_HEARTBEAT_INTERVAL_S if heartbeat is None else heartbeat
+    if run_heartbeat * 3 > run_session:
+        unset = " (unset: the chat servers' default)"
+        raise SpecError(
+            f"spec.kafka.heartbeatIntervalSeconds ({seconds_text(run_heartbeat)}"
+            f"{unset if heartbeat is None else ''}) must be at most a third of "
+            f"spec.kafka.sessionTimeoutSeconds ({seconds_text(run_session)}"
+            f"{unset if session is None else ''}): a chat server must be able to miss a "
+            "heartbeat without being dropped from the consumer group (and its clients "
+            "sent away); lower the heartbeat or raise the session"
+        )
 
 
 def _cassandra(raw: Mapping[str, Any]) -> CassandraSpec:
