@@ -1,13 +1,8 @@
-"""The Cassandra plumbing without a Cassandra: write grouping per partition, the stated
-retry and speculative-execution policies."""
+"""cassandra-driver's plumbing (tidings migrate and tools) without a Cassandra: the
+stated retry and speculative-execution policies."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from typing import Any
-
-import pytest
 from cassandra import ConsistencyLevel
 from cassandra.policies import (
     ConstantSpeculativeExecutionPolicy,
@@ -15,82 +10,14 @@ from cassandra.policies import (
     RetryPolicy,
     WriteType,
 )
-from cassandra.query import BatchStatement, SimpleStatement
+from cassandra.query import SimpleStatement
 
 from tidings.settings import Settings
 from tidings.storage._cassandra_io import (
     IdempotentWriteRetryPolicy,
-    PartitionWrites,
     build_cluster,
     speculative_policy,
 )
-from tidings.storage.base import StorageUnavailable
-
-
-class FakeCql:
-    def __init__(self, fail: bool = False) -> None:
-        self.requests: list[tuple[Any, Sequence[Any] | None]] = []
-        self.fail = fail
-
-    async def run(self, statement: Any, params: Sequence[Any] | None = None, **_: Any) -> None:
-        self.requests.append((statement, params))
-        await asyncio.sleep(0)
-        if self.fail:
-            raise StorageUnavailable("down")
-
-
-async def test_writes_of_one_tick_go_out_as_one_request_per_partition() -> None:
-    cql = FakeCql()
-    writes = PartitionWrites(cql, max_rows=3)  # type: ignore[arg-type]
-    insert = "INSERT INTO ks.t (p, c) VALUES (%s, %s)"
-    futures = [writes.write(insert, ("a", n), ("t", "a")) for n in range(4)]
-    futures.append(writes.write(insert, ("b", 0), ("t", "b")))
-    await asyncio.wait_for(asyncio.gather(*futures), 5)
-    kinds = sorted(
-        (type(statement).__name__, len(statement._statements_and_parameters))
-        if isinstance(statement, BatchStatement)
-        else ("single", 1)
-        for statement, _ in cql.requests
-    )
-    # Partition a: a batch of 3 and a lone write (max_rows); partition b: a lone write.
-    assert kinds == [("BatchStatement", 3), ("single", 1), ("single", 1)]
-    for statement, _ in cql.requests:
-        if isinstance(statement, BatchStatement):
-            assert statement.is_idempotent
-
-
-async def test_batches_stay_under_their_byte_bound_and_big_rows_go_alone() -> None:
-    cql = FakeCql()
-    writes = PartitionWrites(cql, max_rows=50, max_bytes=1000)  # type: ignore[arg-type]
-    insert = "INSERT INTO ks.t (p, c) VALUES (%s, %s)"
-    sizes = [400, 400, 400, 5000, 100]
-    futures = [writes.write(insert, ("a", n), "a", size=s) for n, s in enumerate(sizes)]
-    await asyncio.wait_for(asyncio.gather(*futures), 5)
-    shapes = [
-        len(statement._statements_and_parameters) if isinstance(statement, BatchStatement) else 1
-        for statement, _ in cql.requests
-    ]
-    assert sorted(shapes) == [1, 1, 1, 2]  # [400, 400] [400] [5000] [100]
-
-
-async def test_a_failed_partition_write_fails_its_own_callers_only() -> None:
-    failing, working = FakeCql(fail=True), FakeCql()
-    bad = PartitionWrites(failing)  # type: ignore[arg-type]
-    good = PartitionWrites(working)  # type: ignore[arg-type]
-    lost = [bad.write("INSERT INTO ks.t (p) VALUES (%s)", (n,), "p") for n in range(2)]
-    kept = good.write("INSERT INTO ks.t (p) VALUES (%s)", (1,), "q")
-    for future in lost:
-        with pytest.raises(StorageUnavailable):
-            await asyncio.wait_for(future, 5)
-    await asyncio.wait_for(kept, 5)
-
-
-async def test_a_write_that_cannot_be_built_fails_instead_of_hanging() -> None:
-    writes = PartitionWrites(FakeCql())  # type: ignore[arg-type]
-    broken = [writes.write("INSERT INTO ks.t (p) VALUES (%s)", (1, 2, 3), "p") for _ in range(2)]
-    for future in broken:
-        with pytest.raises(TypeError):
-            await asyncio.wait_for(future, 5)
 
 
 def test_a_timed_out_idempotent_write_is_retried_once() -> None:

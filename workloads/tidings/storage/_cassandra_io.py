@@ -1,5 +1,9 @@
 """cassandra-driver on asyncio: the cluster from settings, statements as awaitables.
 
+Used by ``tidings migrate`` (:mod:`tidings.storage.cassandra_schema`: DDL waits for
+schema agreement), tools and tests. The message store itself runs on the C++ driver
+(:mod:`tidings.storage._cassandra_async`), about a quarter of this one's CPU per request.
+
 The driver does its I/O on its own threads and reports through callbacks; :class:`Cql`
 turns ``Session.execute_async`` into an awaitable (``ResponseFuture.add_callbacks`` ->
 ``loop.call_soon_threadsafe``), follows every result page, and wraps the driver's errors
@@ -46,7 +50,7 @@ from cassandra.policies import (
     WriteType,
 )
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
-from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory
+from cassandra.query import PreparedStatement, dict_factory
 
 from tidings.settings import Settings
 from tidings.storage.base import StorageError, StorageUnavailable
@@ -307,97 +311,3 @@ class Cql:
     async def gather(work: Iterable[Awaitable[T]]) -> list[T]:
         """Await many operations at once (requests stay bounded by the semaphore)."""
         return list(await asyncio.gather(*work))
-
-
-class PartitionWrites:
-    """Writes queued during one event-loop tick, grouped by partition.
-
-    :meth:`write` queues a statement under its partition (any hashable naming the table
-    and its partition key) and returns a future;
-    at the end of the tick every partition's rows go out as **one** request: the lone
-    statement itself, or an unlogged batch of up to ``max_rows`` statements that all
-    write that one partition (a single-partition batch is a single mutation: one round
-    trip, applied atomically, and token-aware routing sends it to a replica). Never a
-    batch across partitions: that would make the coordinator fan out on its own. The
-    partitions' requests run side by side, bounded by the :class:`Cql` in-flight limit.
-    Every statement queued here must be idempotent (the batch is marked so, for the retry
-    and speculative-execution policies).
-    """
-
-    def __init__(self, cql: Cql, *, max_rows: int = 50, max_bytes: int = 24 * 1024) -> None:
-        self._cql = cql
-        self._max_rows = max_rows
-        self._max_bytes = max_bytes
-        self._queued: dict[Any, list[tuple[Any, Sequence[Any], asyncio.Future[None], int]]] = {}
-        self._what: dict[Any, str] = {}
-        self._scheduled = False
-        self._running: set[asyncio.Future[None]] = set()
-
-    def write(
-        self,
-        statement: Any,
-        params: Sequence[Any],
-        partition: Any,
-        *,
-        size: int = 100,
-        what: str = "write",
-    ) -> asyncio.Future[None]:
-        """Queue a write; ``size`` is about its bytes (a batch is kept under
-        ``max_bytes``, far below Cassandra's 50 KiB batch limit; a larger row goes alone,
-        as a plain statement)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._queued.setdefault(partition, []).append((statement, params, fut, size))
-        self._what.setdefault(partition, what)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return fut
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        queued, self._queued = self._queued, {}
-        names, self._what = self._what, {}
-        for partition, rows in queued.items():
-            chunk: list[tuple[Any, Sequence[Any], asyncio.Future[None]]] = []
-            chunk_bytes = 0
-            for statement, params, fut, size in rows:
-                if chunk and (len(chunk) >= self._max_rows or chunk_bytes + size > self._max_bytes):
-                    self._start(chunk, names[partition])
-                    chunk, chunk_bytes = [], 0
-                chunk.append((statement, params, fut))
-                chunk_bytes += size
-            self._start(chunk, names[partition])
-
-    def _start(
-        self, rows: list[tuple[Any, Sequence[Any], asyncio.Future[None]]], what: str
-    ) -> None:
-        task = asyncio.ensure_future(self._run(rows, what))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _run(
-        self, rows: list[tuple[Any, Sequence[Any], asyncio.Future[None]]], what: str
-    ) -> None:
-        try:
-            if len(rows) == 1:
-                statement, params, _ = rows[0]
-                request: Any = statement
-                bound: Sequence[Any] | None = params
-            else:
-                request = BatchStatement(batch_type=BatchType.UNLOGGED)
-                request.is_idempotent = True
-                for statement, params, _ in rows:
-                    request.add(statement, params)
-                bound = None
-            await self._cql.run(request, bound, what=what)
-        except Exception as exc:
-            for _, _, fut in rows:
-                _fail(fut, exc)
-            return
-        except BaseException:  # cancelled (the loop is closing): so are the writers
-            for _, _, fut in rows:
-                fut.cancel()
-            raise
-        for _, _, fut in rows:
-            _resolve(fut, None)
