@@ -679,32 +679,41 @@ class CassandraMessageStore:
     async def inbox_head(self, user_id: int) -> int:
         """The highest seq whose entry (and every one below it) is written.
 
-        ``inbox_heads`` names a seq at or below the head (it moves when an append enters
-        a new inbox partition; before schema version 4 it was the head itself). From that
-        partition on, each partition's static ``head`` is read; a full partition's head
-        is its last seq, and then the next partition may hold more.
+        Each inbox partition holds its own static ``head``. Nearly every user's inbox is
+        in its first partition (65,536 entries), so that head is read first and, when the
+        partition is not full, is the answer: one read. Otherwise ``inbox_heads`` names a
+        seq at or below the head (it moves when an append enters a new partition; before
+        schema version 4 it was the head itself), and from that partition on each
+        partition's head is read; a full partition's head is its last seq, and then the
+        next partition may hold more.
         """
         heads = self._heads
         if heads is not None and (cached := heads.get(user_id)) is not None:
             return cached
-        row = await self._cql.first(self._q["select_head"], (user_id,), what="inbox head")
-        head = int(row["seq"]) if row and row["seq"] is not None else 0
-        part = _part_of(head)
-        while True:
-            row = await self._cql.first(
-                self._q["select_part_head"], (user_id, part), what="inbox head"
-            )
-            if row is None or row["head"] is None:
-                break
-            head = max(head, int(row["head"]))
-            if head < _last_seq_of(part):
-                break
-            part += 1
+        first = await self._part_head(user_id, 0)
+        if first is not None and first < _last_seq_of(0):
+            head = first
+        else:
+            row = await self._cql.first(self._q["select_head"], (user_id,), what="inbox head")
+            head = max(int(row["seq"]) if row and row["seq"] is not None else 0, first or 0)
+            part = _part_of(head)
+            while True:
+                part_head = first if part == 0 else await self._part_head(user_id, part)
+                if part_head is None:
+                    break
+                head = max(head, part_head)
+                if head < _last_seq_of(part):
+                    break
+                part += 1
         if heads is not None:
             if len(heads) >= HEAD_CACHE_SIZE:
                 heads.clear()  # crude but bounded; refilled one read per user
             heads[user_id] = head
         return head
+
+    async def _part_head(self, user_id: int, part: int) -> int | None:
+        row = await self._cql.first(self._q["select_part_head"], (user_id, part), what="inbox head")
+        return int(row["head"]) if row is not None and row["head"] is not None else None
 
     # --- receipts and presence -----------------------------------------------------
 
