@@ -447,7 +447,8 @@ async def test_inbox_ignores_and_overwrites_leftovers_of_a_crashed_append(
     m1, x, y, z = (msg(id_at(now_ms(), n), ch, f"m{n}") for n in range(4))
     await save_all(cstore, [m1, x, y, z])
     assert [e.seq for e in await bounded(cstore.append_inbox(user, [m1]))] == [1]
-    # An append of x, y that died before moving the head: entries and index rows at 2, 3.
+    # An append of x, y whose first batch landed and whose last (the one with the head)
+    # did not: entries and index rows at 2, 3 beyond the head.
     for seq, m in [(2, x), (3, y)]:
         session.execute(
             f"INSERT INTO {ks}.inbox (user_id, part, seq, message_id, channel_id) "
@@ -455,9 +456,8 @@ async def test_inbox_ignores_and_overwrites_leftovers_of_a_crashed_append(
             (user, seq, m.message_id, ch),
         )
         session.execute(
-            f"INSERT INTO {ks}.inbox_by_message (user_id, bucket, message_id, seq) "
-            "VALUES (%s, %s, %s, %s)",
-            (user, bucket_of(m.message_id), m.message_id, seq),
+            f"INSERT INTO {ks}.inbox_ids (user_id, part, message_id, seq) VALUES (%s, 0, %s, %s)",
+            (user, m.message_id, seq),
         )
     assert await bounded(cstore.inbox_head(user)) == 1
     assert [e.seq for e in await bounded(cstore.inbox_after(user, 0, 10))] == [1]

@@ -108,9 +108,16 @@ _STATEMENTS: dict[str, str] = {
     "select_inbox_seqs": (
         "SELECT seq, message_id FROM {ks}.inbox WHERE user_id = ? AND part = ? AND seq IN ?"
     ),
-    "insert_inbox_by_message": (
-        "INSERT INTO {ks}.inbox_by_message (user_id, bucket, message_id, seq) VALUES (?, ?, ?, ?)"
+    # the id -> seq index of an inbox part, under the same partition key as the part's
+    # entries: written in the entries' own batch (schema version 5)
+    "insert_inbox_id": (
+        "INSERT INTO {ks}.inbox_ids (user_id, part, message_id, seq) VALUES (?, ?, ?, ?)"
     ),
+    "select_inbox_ids": (
+        "SELECT message_id, seq FROM {ks}.inbox_ids WHERE user_id = ? AND part = ? "
+        "AND message_id IN ?"
+    ),
+    # the index before version 5 (still read, never written)
     "select_inbox_by_message": (
         "SELECT message_id, seq FROM {ks}.inbox_by_message "
         "WHERE user_id = ? AND bucket = ? AND message_id IN ?"
@@ -513,22 +520,22 @@ class CassandraMessageStore:
         """Append to a user's inbox with the next gapless seqs; present ids are skipped.
 
         Only the owner of the user's partition calls this (single writer), so the head
-        needs no lightweight transaction. The head lives in the inbox partition itself (a
-        static column), so the entries and the head move in **one** single-partition
-        batch, applied atomically. The order of writes keeps the inbox gapless for
-        readers, who read only up to the head (:meth:`inbox_after`):
+        needs no lightweight transaction. The head (a static column) and the id index
+        (``inbox_ids``) share the partition key ``(user_id, part)`` of the entries, so
+        an append is **one** unlogged batch of one partition key: one request, applied
+        atomically, and readers (who read only up to the head, :meth:`inbox_after`) see
+        all of it or none of it.
 
         1. read the head ``h``; find which ids are already in the inbox at a seq ``<= h``
            (ids in ``new`` are known not to be: no lookup for them);
-        2. write the index rows (``inbox_by_message``) of the new entries ``h+1 .. h+n``;
-        3. write the entries with the head in the same batch (:meth:`_write_entries`).
+        2. write the new entries ``h+1 .. h+n``, their index rows and the head in one
+           batch (:meth:`_write_entries`).
 
-        A crash before step 3 leaves index rows that point at seqs the next append will
-        fill with other messages, so step 1 trusts an index row only when the ``inbox``
-        row at that seq holds the same message id. (An append of more entries than one
-        batch takes, or one that crosses into the next inbox partition, writes the extra
-        batches first, without the head: a crash leaves them beyond the head, invisible
-        to readers and overwritten by the next append.)
+        An append of more entries than one batch takes, or one that crosses into the
+        next inbox partition, writes the extra batches first, without the head: a crash
+        leaves them beyond the head, invisible to readers and overwritten by the next
+        append; their index rows then point at seqs holding other messages, so step 1
+        trusts an index row only when the entry at that seq holds the same id.
         """
         first_of: dict[int, Message] = {}
         for m in messages:
@@ -545,14 +552,6 @@ class CassandraMessageStore:
         ]
         if not entries:
             return []
-        index_rows = _grouped(
-            (
-                (user_id, bucket_of(e.message.message_id)),
-                (user_id, bucket_of(e.message.message_id), e.message.message_id, e.seq),
-            )
-            for e in entries
-        )
-        await self._cql.gather(self._batches("insert_inbox_by_message", index_rows.values()))
         await self._write_entries(user_id, entries)
         last = entries[-1].seq
         if _part_of(last) != _part_of(head):
@@ -563,24 +562,44 @@ class CassandraMessageStore:
         return entries
 
     async def _write_entries(self, user_id: int, entries: Sequence[InboxEntry]) -> None:
-        """Each inbox partition's entries with its head: a partition's last batch carries
-        its head (the last seq written there) and goes only after the partition's other
-        batches succeeded; partitions in order. So the head never names a missing
-        entry, and a head in a full partition sends readers on to the next one."""
-        for part, rows in _grouped(
+        """Each inbox partition's entries and index rows, with its head: a partition's
+        last batch carries its head (the last seq written there) and goes only after
+        the partition's other batches succeeded; partitions in order. So the head never
+        names a missing entry, and a head in a full partition sends readers on to the
+        next one. (Rows are counted in pairs: an entry and its index row.)"""
+        entry, index = self._q["insert_inbox"], self._q["insert_inbox_id"]
+        for part, pairs in _grouped(
             (
                 _part_of(e.seq),
-                (user_id, _part_of(e.seq), e.seq, e.message.message_id, e.message.channel_id),
+                [
+                    (
+                        entry,
+                        (
+                            user_id,
+                            _part_of(e.seq),
+                            e.seq,
+                            e.message.message_id,
+                            e.message.channel_id,
+                        ),
+                    ),
+                    (index, (user_id, _part_of(e.seq), e.message.message_id, e.seq)),
+                ],
             )
             for e in entries
         ).items():
-            chunks = [rows[i : i + _BATCH_ROWS] for i in range(0, len(rows), _BATCH_ROWS)]
-            await self._cql.gather(self._batches("insert_inbox", chunks[:-1]))
-            statement = self._q["insert_inbox"]
+            size = _BATCH_ROWS // 2
+            chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+            await self._cql.gather(
+                self._cql.run(
+                    self._cql.batch(row for pair in chunk for row in pair), what="append inbox"
+                )
+                for chunk in chunks[:-1]
+            )
+            last_seq = chunks[-1][-1][0][1][2]
             final = self._cql.batch(
                 [
-                    *((statement, row) for row in chunks[-1]),
-                    (self._q["set_part_head"], (chunks[-1][-1][2], user_id, part)),
+                    *(row for pair in chunks[-1] for row in pair),
+                    (self._q["set_part_head"], (last_seq, user_id, part)),
                 ]
             )
             await self._cql.run(final, what="append inbox")
@@ -601,15 +620,30 @@ class CassandraMessageStore:
     async def _present_in_inbox(
         self, user_id: int, messages: Sequence[Message], head: int
     ) -> set[int]:
-        """The ids among ``messages`` already in the inbox at a seq up to ``head``."""
+        """The ids among ``messages`` already in the inbox at a seq up to ``head``: the
+        index of every part up to the head's (nearly always just one), and the index
+        written before schema version 5 (``inbox_by_message``, by time bucket)."""
         if head <= 0:
             return set()
+        ids = [m.message_id for m in messages]
         by_bucket = _grouped((bucket_of(m.message_id), m.message_id) for m in messages)
         pages = await self._cql.gather(
-            self._cql.rows(
-                self._q["select_inbox_by_message"], (user_id, bucket, ids), what="inbox lookup"
-            )
-            for bucket, ids in by_bucket.items()
+            [
+                *(
+                    self._cql.rows(
+                        self._q["select_inbox_ids"], (user_id, part, ids), what="inbox lookup"
+                    )
+                    for part in range(_part_of(head) + 1)
+                ),
+                *(
+                    self._cql.rows(
+                        self._q["select_inbox_by_message"],
+                        (user_id, bucket, bucket_ids),
+                        what="inbox lookup",
+                    )
+                    for bucket, bucket_ids in by_bucket.items()
+                ),
+            ]
         )
         claimed = {
             int(r["message_id"]): int(r["seq"])

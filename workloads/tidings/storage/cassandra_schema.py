@@ -20,9 +20,11 @@ The table layout (``bucket`` is a 30-day time bucket of the Snowflake id, see
   so history walks back without probing empty months;
 - ``sent_messages ((sender_id, client_msg_id))``: the dedupe record (a plain write: the
   sender's chat server is its only writer, see docs/architecture.md);
-- ``inbox ((user_id, part), seq)`` with the static ``head`` (version 4),
-  ``inbox_by_message ((user_id, bucket), message_id)``, ``inbox_heads (user_id)`` (from
-  which part to look for the head): per-user inboxes with gapless sequence numbers;
+- ``inbox ((user_id, part), seq)`` with the static ``head`` (version 4) and
+  ``inbox_ids ((user_id, part), message_id)`` (version 5; same partition key, so an
+  append is one batch), ``inbox_heads (user_id)`` (from which part to look for the
+  head), ``inbox_by_message ((user_id, bucket), message_id)`` (the index before version
+  5, still read): per-user inboxes with gapless sequence numbers;
 - ``watermarks ((channel_id, user_id))``: receipt watermarks;
 - ``presence (user_id)``: status and last seen.
 """
@@ -143,6 +145,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "inbox.head: the head as a static column, written in the entries' own batch",
         ("ALTER TABLE {ks}.inbox ADD IF NOT EXISTS head bigint static",),
+    ),
+    Migration(
+        5,
+        "inbox_ids: an inbox part's id -> seq index under the part's own partition key",
+        (
+            """CREATE TABLE IF NOT EXISTS {ks}.inbox_ids (
+                user_id bigint,
+                part bigint,
+                message_id bigint,
+                seq bigint,
+                PRIMARY KEY ((user_id, part), message_id)
+            )""",
+        ),
     ),
 )
 
