@@ -43,7 +43,8 @@ import acsylla
 from acsylla import errors as cass
 
 from tidings.settings import Settings
-from tidings.storage.base import StorageError, StorageUnavailable
+from tidings.storage._cassandra_io import wrap_error as wrap_driver_error
+from tidings.storage.base import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,7 @@ _WRITE_TIMEOUTS: tuple[type[BaseException], ...] = (cass.CassErrorServerWriteTim
 
 def wrap_error(exc: BaseException, what: str) -> StorageError:
     """The storage error for a driver error (the caller raises it ``from exc``)."""
-    if isinstance(exc, StorageError):
-        return exc
-    if isinstance(exc, _RETRIABLE):
-        return StorageUnavailable(f"cassandra unavailable during {what}: {exc}")
-    return StorageError(f"cassandra error during {what}: {exc}")
+    return wrap_driver_error(exc, what, _RETRIABLE)
 
 
 def consistency(name: str) -> Any:

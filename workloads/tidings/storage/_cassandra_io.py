@@ -88,11 +88,14 @@ def consistency_level(name: str) -> int:
     return level
 
 
-def wrap_error(exc: BaseException, what: str) -> StorageError:
-    """The storage error for a driver error (the caller raises it ``from exc``)."""
+def wrap_error(
+    exc: BaseException, what: str, retriable: tuple[type[BaseException], ...] = _RETRIABLE
+) -> StorageError:
+    """The storage error for a driver error (the caller raises it ``from exc``):
+    :class:`StorageUnavailable` for the ``retriable`` kinds (this driver's by default)."""
     if isinstance(exc, StorageError):
         return exc
-    if isinstance(exc, _RETRIABLE):
+    if isinstance(exc, retriable):
         return StorageUnavailable(f"cassandra unavailable during {what}: {exc}")
     return StorageError(f"cassandra error during {what}: {exc}")
 
