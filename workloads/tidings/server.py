@@ -16,6 +16,7 @@ import uvicorn
 from tidings.api.app import RuntimeOpener, create_app
 from tidings.gateway.connection import Connection
 from tidings.gateway.gateway import Gateway
+from tidings.gc_policy import tune_for_serving
 from tidings.runtime import Runtime
 from tidings.settings import Settings
 
@@ -32,6 +33,10 @@ class DrainingServer(uvicorn.Server):
     uvicorn's own shutdown (which closes what is left)."""
 
     signalled_at: float | None = None  # perf_counter of the first SIGTERM/SIGINT
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the runtime is open: caches warmed
+        tune_for_serving()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
