@@ -86,6 +86,42 @@ async def test_unknown_username_is_401_bad_credentials(http: httpx.AsyncClient) 
     assert error_code(response) == "bad_credentials"
 
 
+ACCOUNT_FAILURES = 10  # login_failures_per_account's default
+
+
+async def test_failed_logins_lock_the_account_for_a_while_even_for_the_right_password(
+    http: httpx.AsyncClient,
+) -> None:
+    """Guessing stops after ACCOUNT_FAILURES wrong passwords: then every login of that
+    account, the right password too, gets 429 rate_limited with Retry-After; another
+    account from the same address still logs in."""
+    username = unique_name("guessed")
+    await signup(http, username)
+    for _ in range(ACCOUNT_FAILURES):
+        wrong = await http.post("/v1/sessions", json={"username": username, "password": "nope!"})
+        assert wrong.status_code == 401, wrong.text
+    right = await http.post("/v1/sessions", json={"username": username, "password": PASSWORD})
+    assert right.status_code == 429, right.text
+    assert error_code(right) == "rate_limited"
+    assert 1 <= int(right.headers["Retry-After"]) <= 60
+    assert 0 < right.json()["after_ms"] <= 60_000
+    bystander = await new_account(http, "bystander")  # signs up and logs in
+    assert bystander.token
+
+
+async def test_failed_logins_for_a_name_nobody_has_are_throttled_the_same(
+    http: httpx.AsyncClient,
+) -> None:
+    """An unknown username fails like a wrong password, also in how it is throttled, so
+    the answers do not tell which names exist."""
+    ghost = unique_name("ghost")
+    for _ in range(ACCOUNT_FAILURES):
+        miss = await http.post("/v1/sessions", json={"username": ghost, "password": PASSWORD})
+        assert miss.status_code == 401 and error_code(miss) == "bad_credentials"
+    throttled = await http.post("/v1/sessions", json={"username": ghost, "password": PASSWORD})
+    assert throttled.status_code == 429 and error_code(throttled) == "rate_limited"
+
+
 @pytest.mark.parametrize(
     "payload",
     [

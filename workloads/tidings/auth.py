@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,7 @@ class Passwords:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._limit = workers + waiting
         self.in_use = 0
+        self._decoy: str | None = None  # a hash of nothing anyone knows, made on first use
 
     async def _run(self, fn: Callable[[], T]) -> T:
         if self.in_use >= self._limit:
@@ -80,6 +82,14 @@ class Passwords:
                 return False
 
         return await self._run(check)
+
+    async def verify_unknown(self, password: str) -> bool:
+        """For a login naming no account: the same argon2 work as a wrong password
+        (False), so the answer's timing does not tell which usernames exist."""
+        if self._decoy is None:
+            self._decoy = await self.hash(secrets.token_urlsafe(16))
+        await self.verify(self._decoy, password)
+        return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -22,6 +22,7 @@ from tidings.chat.delivery import InboxProcessor
 from tidings.chat.ports import MessageLog, Ownership, PushSink
 from tidings.chat.service import ChatService
 from tidings.core.ids import SnowflakeGenerator
+from tidings.core.login_throttle import LoginThrottle
 from tidings.gateway.gateway import Gateway
 from tidings.push.dispatcher import PushDispatcher
 from tidings.push.grace import GracefulPushSink
@@ -78,6 +79,7 @@ class Runtime:
     tokens: Tokens
     service: ChatService
     ownership: Ownership
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     gateway: Gateway | None = None
     inbox: InboxProcessor | None = None
     background: list[Background] = field(default_factory=list)
@@ -252,6 +254,12 @@ def assemble(
         tokens=tokens,
         service=service,
         ownership=ownership,
+        login_throttle=LoginThrottle(
+            account_burst=settings.login_failures_per_account,
+            account_per_s=1 / settings.login_failure_account_every_s,
+            address_burst=settings.login_failures_per_address,
+            address_per_s=1 / settings.login_failure_address_every_s,
+        ),
         restarts_in_place=restart_in_place,
     )
     if serve_websockets:

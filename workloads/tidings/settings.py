@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # many more wait; the rest of a login flood is answered 503 with Retry-After.
     argon2_workers: int = Field(2, ge=1)
     argon2_waiting: int = Field(64, ge=0)
+    # Failed logins (wrong password or unknown user) per account and per source address:
+    # this many at once, then one more every *_every_s; while either is used up every
+    # login of that account or from that address gets 429 rate_limited (core/login_throttle.py).
+    login_failures_per_account: int = Field(10, ge=1)
+    login_failure_account_every_s: float = Field(60.0, gt=0)
+    login_failures_per_address: int = Field(100, ge=1)
+    login_failure_address_every_s: float = Field(1.0, gt=0)
 
     # Presence (seconds).
     heartbeat_s: int = Field(5, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -51,8 +52,23 @@ async def signup(body: SignupBody, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post("/sessions", status_code=201)
 async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+    throttle, now = runtime.login_throttle, time.monotonic()
+    address = request.client.host if request.client is not None else "unknown"
+    wait_ms = throttle.retry_after_ms(body.username, address, now)
+    if wait_ms > 0:
+        raise ApiError(
+            429,
+            errors.RATE_LIMITED,
+            "too many failed logins for this account or from this address; try again later",
+            retry_after_ms=wait_ms,
+        )
     user = await runtime.directory.get_user_by_name(body.username)
-    if user is None or not await runtime.passwords.verify(user.password_hash, body.password):
+    if user is None:
+        ok = await runtime.passwords.verify_unknown(body.password)  # same time as a miss
+    else:
+        ok = await runtime.passwords.verify(user.password_hash, body.password)
+    if user is None or not ok:
+        throttle.failed(body.username, address, time.monotonic())
         raise ApiError(401, errors.BAD_CREDENTIALS, "wrong username or password")
     url = chat_url(runtime, request, user.user_id)  # before a device is made: may be 503
     if body.device_id is not None:

@@ -12,6 +12,12 @@ class TokenBucket:
         self._tokens = burst
         self._last = now
 
+    @property
+    def tokens(self) -> float:
+        """Tokens saved up as of the last :meth:`take` (``take(now, 0)`` brings it up to
+        date without spending)."""
+        return self._tokens
+
     def take(self, now: float, cost: float = 1.0) -> bool:
         """Spend ``cost`` tokens if there are enough; False means: rate limited."""
         elapsed = max(0.0, now - self._last)
