@@ -123,6 +123,38 @@ async def test_failed_logins_for_a_name_nobody_has_are_throttled_the_same(
 
 
 @pytest.mark.parametrize(
+    "name",
+    ["Al\u202eecila", "Ali\u200bce", "Al\u2066ice\u2069", "Bob\u0007", "\u200b"],
+    ids=["right-to-left-override", "zero-width-space", "bidi-isolate", "control", "only-invisible"],
+)
+async def test_a_display_name_that_could_pose_as_someone_else_is_422(
+    http: httpx.AsyncClient, name: str
+) -> None:
+    response = await http.post(
+        "/v1/users",
+        json={"username": unique_name("poser"), "password": PASSWORD, "display_name": name},
+    )
+    assert response.status_code == 422, response.text
+    assert error_code(response) == "invalid_request"
+
+
+async def test_a_display_name_is_stored_in_its_plain_form(http: httpx.AsyncClient) -> None:
+    """NFKC: full-width letters and ligatures read as the plain ones, spaces trimmed."""
+    body = await signup_with_name(http, "  \uff21lice \ufb01ne ")
+    assert body["display_name"] == "Alice fine"
+
+
+async def signup_with_name(http: httpx.AsyncClient, display_name: str) -> dict[str, str]:
+    response = await http.post(
+        "/v1/users",
+        json={"username": unique_name("plain"), "password": PASSWORD, "display_name": display_name},
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, str] = response.json()
+    return body
+
+
+@pytest.mark.parametrize(
     "payload",
     [
         {"username": "ab", "password": PASSWORD},  # too short

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,6 +71,26 @@ async def test_unknown_route_has_the_error_shape(http: httpx.AsyncClient) -> Non
     assert response.status_code == 404
     error = response.json()["error"]
     assert isinstance(error["code"], str) and isinstance(error["message"], str)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+async def test_the_api_description_is_not_served_by_default(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    """It lists every endpoint to anyone, and /docs loads scripts from a CDN: off unless
+    TIDINGS_API_DOCS is set."""
+    response = await http.get(path)
+    assert response.status_code == 404
+
+
+def test_the_api_description_is_served_when_asked_for(tmp_path: Path) -> None:
+    with (
+        owned_server(tmp_path, TIDINGS_API_DOCS="true") as server,
+        httpx.Client(base_url=server.api_urls[0], trust_env=False, timeout=10) as http,
+    ):
+        described = http.get("/openapi.json")
+    assert described.status_code == 200
+    assert "/v1/sessions" in described.json()["paths"]
 
 
 @pytest.fixture
@@ -276,3 +298,23 @@ async def test_restart_in_place_tells_every_client_at_once_and_loses_nothing(
         await asyncio.sleep(0.3)
         assert b2.pending("msg") == [], "a message was delivered twice"
         stop_server(server)
+
+
+def test_the_data_directory_and_its_files_are_private(tmp_path: Path) -> None:
+    """The data directory holds password hashes, every message and the signing secret:
+    0700, its files 0600 — also files an older version left readable."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    leftover = data / "left-by-an-older-version.txt"
+    leftover.write_text("x")
+    leftover.chmod(0o644)
+    with owned_server(tmp_path):
+        modes = {
+            path.name: stat.S_IMODE(path.stat().st_mode)
+            for path in [data, *data.rglob("*")]
+            if not path.is_symlink()
+        }
+    assert modes[data.name] == 0o700
+    assert "directory.db" in modes and "messages.db" in modes
+    loose = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    assert not loose, f"readable by others: {loose}"

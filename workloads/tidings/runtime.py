@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tidings.auth import Passwords, Tokens
@@ -155,7 +157,7 @@ async def open_embedded(settings: Settings) -> Runtime:
     the inboxes (one transaction holds both), an in-memory one for ephemeral events."""
     steps = Steps()
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(data_dir)
     secret = settings.jwt_secret or _dev_secret(data_dir)
     # One process: every write goes through this cache, so it needs no refresher.
     directory = await CachedDirectory.from_settings(
@@ -303,6 +305,19 @@ def assemble(
 
     runtime.closers += [bus.close, messages.close, directory.close, close_passwords]
     return runtime
+
+
+def make_private(data_dir: Path) -> None:
+    """The data directory holds password hashes, every message and the signing secret:
+    it is created (or made) 0700 and every file in it 0600, and this process creates new
+    files without group or other permissions (umask 077) from now on."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    for path in data_dir.rglob("*"):
+        if path.is_symlink():
+            continue
+        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def _dev_secret(data_dir: Any) -> str:

@@ -106,7 +106,7 @@ def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
     loop = event_loop_choice(settings.event_loop)
     log.info("event loop: %s", loop)
     config = uvicorn.Config(
-        create_app(open_runtime),
+        create_app(open_runtime, api_docs=settings.api_docs),
         host=settings.host,
         port=settings.port,
         ws=Connection,  # our Sans-I/O protocol class: no task per connection

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     hello_timeout_s: float = Field(10.0, gt=0)
     sweep_interval_s: float = Field(1.0, gt=0)
 
+    # /docs, /redoc and /openapi.json on the API port (off: docs/security.md).
+    api_docs: bool = False
+
     # Limits.
     max_frame_bytes: int = 1 << 20
     rate_limit_per_s: float = Field(20.0, gt=0)

@@ -17,7 +17,10 @@ from tidings.web import mount_web
 RuntimeOpener = Callable[[], Awaitable[Runtime]]
 
 
-def create_app(open_runtime: RuntimeOpener) -> FastAPI:
+def create_app(open_runtime: RuntimeOpener, *, api_docs: bool = False) -> FastAPI:
+    """``api_docs``: serve ``/docs``, ``/redoc`` and ``/openapi.json`` (off by default:
+    they describe every endpoint to anyone, and ``/docs`` loads scripts from a CDN)."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         runtime = await open_runtime()
@@ -28,7 +31,10 @@ def create_app(open_runtime: RuntimeOpener) -> FastAPI:
         finally:
             await runtime.close()
 
-    app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan)
+    docs: dict[str, Any] = (
+        {} if api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    )
+    app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan, **docs)
     install_error_handlers(app)
     for module in (routes_accounts, routes_social, routes_history, routes_ops):
         app.include_router(module.router)

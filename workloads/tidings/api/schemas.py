@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tidings.core.model import Message, PresenceStatus
+from tidings.core.names import clean_display_name
 from tidings.storage.base import Channel, User
 
 USERNAME_PATTERN = r"^[a-z0-9_.]{3,32}$"
@@ -17,6 +18,11 @@ class SignupBody(BaseModel):
     username: str = Field(pattern=USERNAME_PATTERN)
     password: str = Field(min_length=8, max_length=256)
     display_name: str | None = Field(None, min_length=1, max_length=128)
+
+    @field_validator("display_name")
+    @classmethod
+    def _clean_display_name(cls, value: str | None) -> str | None:
+        return None if value is None else clean_display_name(value)
 
 
 class LoginBody(BaseModel):
