@@ -435,8 +435,9 @@ class WsClient:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(frame))
 
-    async def send_raw(self, data: str | bytes) -> None:
-        await self.ws.send(data)
+    async def send_raw(self, data: str | bytes, *, text: bool | None = None) -> None:
+        """``text=True`` sends bytes as a text frame (as they are: valid UTF-8 or not)."""
+        await self.ws.send(data, text=text)
 
     async def send_msg(
         self,

@@ -243,6 +243,25 @@ async def test_frame_over_one_mib_is_closed_1009(http: httpx.AsyncClient, client
     assert conn.pending("ack") == []
 
 
+async def test_a_text_frame_that_is_not_utf8_is_closed_1007(
+    http: httpx.AsyncClient, clients: Clients
+) -> None:
+    """RFC 6455: a text frame's payload must be UTF-8; the server closes 1007."""
+    conn = await clients.connect(await new_account(http, "bytes"))
+    await conn.send_raw(b'{"type":"heartbeat","x":"\xff\xfe"}', text=True)
+    assert await conn.wait_closed() == 1007
+
+
+async def test_deeply_nested_json_is_an_invalid_frame_and_the_connection_stays(
+    http: httpx.AsyncClient, clients: Clients
+) -> None:
+    conn = await clients.connect(await new_account(http, "nested"))
+    await conn.send_raw('{"type":"heartbeat","x":' + "[" * 5000 + "]" * 5000 + "}")
+    error = await conn.recv_until("error")
+    assert error["code"] == "invalid_frame"
+    await conn.heartbeat()
+
+
 async def test_frame_of_exactly_one_mib_is_read(http: httpx.AsyncClient, clients: Clients) -> None:
     """At the limit the frame is read (and refused for its body, not for its size)."""
     me, peer = await new_account(http, "big"), await new_account(http, "peer")

@@ -66,6 +66,7 @@ class Connection(asyncio.Protocol):
         "server_state",
         "state",
         "sync_buffer",
+        "text_frame",
         "transport",
         "user_id",
     )
@@ -100,6 +101,7 @@ class Connection(asyncio.Protocol):
         self.busy = False
         self.dirty = False
         self.hello_pending = False
+        self.text_frame = True  # the frame being handled came as text (not binary)
         # Sends stored or being stored, answered in this order (None while there are none).
         self.answers: deque[tuple[str, asyncio.Future[Message]]] | None = None
         self.sent_seq = 0
@@ -126,6 +128,7 @@ class Connection(asyncio.Protocol):
             return
         for opcode, payload in messages:
             if opcode in DATA_OPCODES:
+                self.text_frame = opcode == OP_TEXT
                 self._frame(payload)
             elif opcode == OP_PING:
                 self._write_frame(OP_PONG, payload)

@@ -209,6 +209,10 @@ class Gateway:
             frame = parse_client_frame(data)
         except ProtocolError as exc:
             metrics.FRAMES_IN.labels("invalid").inc()
+            if conn.text_frame and not _is_utf8(data):
+                # RFC 6455 5.6/8.1: a text frame must be UTF-8; the endpoint closes 1007.
+                conn.close(errors.CLOSE_INVALID_PAYLOAD, "text frame is not valid UTF-8")
+                return
             conn.send_error(exc.code, exc.message, exc.ref)
             return
         _FRAMES_IN[type(frame)].inc()
@@ -543,3 +547,11 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
