@@ -8,6 +8,7 @@ errors (or a success), never a 5xx, an ``unavailable`` or a silently dropped fra
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -175,3 +176,57 @@ async def test_lone_surrogate_in_a_hello_token_is_refused(
     if error["code"] == "unauthorized":
         assert await conn.wait_closed() == 4001
     assert conn.pending("welcome") == []
+
+
+# --- HTTP edges --------------------------------------------------------------------------
+
+MAX_BODY = 1 << 20  # max_body_bytes' default
+
+
+async def test_a_body_over_the_limit_is_413_before_it_is_parsed(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/users",
+        content=b"{" + b" " * (10 << 20) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert error_code(response) == "payload_too_large"
+
+
+async def test_a_chunked_body_over_the_limit_is_413(http: httpx.AsyncClient) -> None:
+    async def chunks() -> Any:
+        for _ in range(3):
+            yield b" " * (MAX_BODY // 2)
+
+    response = await http.post(
+        "/v1/users", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert error_code(response) == "payload_too_large"
+
+
+async def test_json_nested_too_deep_is_422_invalid_request(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/users",
+        content=b"[" * 100_000 + b"]" * 100_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert error_code(response) == "invalid_request"
+
+
+async def test_a_request_with_both_transfer_encoding_and_content_length_is_refused(
+    http: httpx.AsyncClient,
+) -> None:
+    """Request smuggling: two framings in one request. The server refuses it (400) and
+    closes, rather than pick one."""
+    url = httpx.URL(str(http.base_url))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -318,3 +319,21 @@ def test_the_data_directory_and_its_files_are_private(tmp_path: Path) -> None:
     assert "directory.db" in modes and "messages.db" in modes
     loose = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
     assert not loose, f"readable by others: {loose}"
+
+
+def test_a_request_head_that_never_completes_is_closed(tmp_path: Path) -> None:
+    """Slowloris: a head sent a header at a time, and a socket that sends nothing, are
+    closed once TIDINGS_HTTP_HEAD_TIMEOUT_S has passed; a normal request still works."""
+    with owned_server(tmp_path, TIDINGS_HTTP_HEAD_TIMEOUT_S="1") as server:
+        host, port = httpx.URL(server.api_urls[0]).host, httpx.URL(server.api_urls[0]).port
+        assert port is not None
+        silent = socket.create_connection((host, port), timeout=5)
+        slow = socket.create_connection((host, port), timeout=5)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        for sock in (silent, slow):
+            assert sock.recv(1024) == b""  # closed by the server
+            sock.close()
+        assert time.monotonic() - started < 4
+        with httpx.Client(base_url=server.api_urls[0], trust_env=False, timeout=5) as http:
+            assert http.get("/healthz").status_code == 200

@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 
 from tidings.api.app import RuntimeOpener, create_app
+from tidings.api.http_protocol import http_protocol
 from tidings.gateway.connection import Connection
 from tidings.gateway.gateway import Gateway
 from tidings.gc_policy import tune_for_serving
@@ -106,10 +107,14 @@ def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
     loop = event_loop_choice(settings.event_loop)
     log.info("event loop: %s", loop)
     config = uvicorn.Config(
-        create_app(open_runtime, api_docs=settings.api_docs),
+        create_app(
+            open_runtime, api_docs=settings.api_docs, max_body_bytes=settings.max_body_bytes
+        ),
         host=settings.host,
         port=settings.port,
         ws=Connection,  # our Sans-I/O protocol class: no task per connection
+        http=http_protocol(settings.http_head_timeout_s),
+        timeout_keep_alive=int(max(settings.http_idle_timeout_s, 1)),
         loop=loop,
         lifespan="on",
         log_config=None,

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
 
     # /docs, /redoc and /openapi.json on the API port (off: docs/security.md).
     api_docs: bool = False
+    # HTTP: a request's head must arrive within http_head_timeout_s (slowloris, silent
+    # sockets); a keep-alive connection idle for http_idle_timeout_s is closed.
+    http_head_timeout_s: float = Field(10.0, gt=0)
+    http_idle_timeout_s: float = Field(5.0, gt=0)
+    # A request body over this is refused (413 payload_too_large) before it is parsed.
+    max_body_bytes: int = Field(1 << 20, ge=1024)
 
     # Limits.
     max_frame_bytes: int = 1 << 20

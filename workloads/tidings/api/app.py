@@ -10,14 +10,16 @@ from fastapi import FastAPI
 
 from tidings import __version__
 from tidings.api import routes_accounts, routes_history, routes_ops, routes_social
-from tidings.api.errors import install_error_handlers
+from tidings.api.errors import BodyLimit, install_error_handlers
 from tidings.runtime import Runtime
 from tidings.web import mount_web
 
 RuntimeOpener = Callable[[], Awaitable[Runtime]]
 
 
-def create_app(open_runtime: RuntimeOpener, *, api_docs: bool = False) -> FastAPI:
+def create_app(
+    open_runtime: RuntimeOpener, *, api_docs: bool = False, max_body_bytes: int = 1 << 20
+) -> FastAPI:
     """``api_docs``: serve ``/docs``, ``/redoc`` and ``/openapi.json`` (off by default:
     they describe every endpoint to anyone, and ``/docs`` loads scripts from a CDN)."""
 
@@ -36,6 +38,7 @@ def create_app(open_runtime: RuntimeOpener, *, api_docs: bool = False) -> FastAP
     )
     app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan, **docs)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for module in (routes_accounts, routes_social, routes_history, routes_ops):
         app.include_router(module.router)
     mount_web(app)  # the web client at /, its assets under /web/

@@ -14,6 +14,7 @@ NOT_A_MEMBER = "not_a_member"
 UNKNOWN_USER = "unknown_user"
 UNKNOWN_CHANNEL = "unknown_channel"
 RATE_LIMITED = "rate_limited"
+PAYLOAD_TOO_LARGE = "payload_too_large"  # HTTP 413: a request body over the limit
 DUPLICATE_CLIENT_MSG_ID = "duplicate_client_msg_id"  # reused for another target or body
 # WebSocket errors that close it.
 UNAUTHORIZED = "unauthorized"
