@@ -18,6 +18,7 @@ from ._harness import (
     Clients,
     Deployment,
     ServerProcess,
+    another_device,
     dm_id,
     http_client,
     make_token,
@@ -327,3 +328,42 @@ async def test_burst_over_the_bucket_is_rate_limited(
     await asyncio.sleep(2 / RATE_PER_S)  # the bucket refills...
     ack = await conn.send_and_ack("calm again", to=peer)  # ...and sending works again
     assert ack["message_id"].isdigit()
+
+
+async def test_the_send_rate_is_per_user_across_all_its_sockets(
+    limited_server: ServerProcess, clients: Clients
+) -> None:
+    """Opening more sockets (here: two devices, two sockets each) does not multiply a
+    user's send rate: together they get one bucket."""
+    async with http_client(limited_server) as http:
+        me, peer = await new_account(http, "many"), await new_account(http, "peer")
+        tablet = await another_device(http, me)
+    conns = [await clients.connect(a, keepalive=False) for a in (me, me, tablet, tablet)]
+    sent = {
+        i: [await c.send_msg(f"s{i}-{n}", to=peer) for n in range(BURST)]
+        for i, c in enumerate(conns)
+    }
+    acked = limited = 0
+    for i, conn in enumerate(conns):
+        for _ in sent[i]:
+            answer = await conn.recv_until_any(("ack", "error"))
+            if answer["type"] == "ack":
+                acked += 1
+            else:
+                assert answer["code"] == "rate_limited", answer
+                limited += 1
+    assert acked + limited == 4 * BURST
+    assert acked <= BURST + 2, f"{acked} acked: the sockets had a bucket each"
+
+
+async def test_a_device_keeps_at_most_two_sockets_and_the_oldest_goes(
+    http: httpx.AsyncClient, clients: Clients
+) -> None:
+    """A phone that changed networks leaves sockets behind: a new hello of the same device
+    closes its oldest beyond max_sockets_per_device (2) with 4011."""
+    me = await new_account(http, "sockets")
+    first, second, third = [await clients.connect(me) for _ in range(3)]
+    assert await first.wait_closed() == 4011
+    for live in (second, third):
+        await live.heartbeat()
+        assert live.close_code is None

@@ -71,8 +71,11 @@ class Settings(BaseSettings):
 
     # Limits.
     max_frame_bytes: int = 1 << 20
+    # Sends per user (all its sockets on the server together).
     rate_limit_per_s: float = Field(20.0, gt=0)
     rate_limit_burst: float = Field(40.0, ge=1)
+    # A device's sockets at once; a new hello closes the oldest beyond this (4011).
+    max_sockets_per_device: int = Field(2, ge=1)
     max_write_buffer_bytes: int = 4 << 20
     # Admission control: while the event loop runs later than this (ms, smoothed) or this
     # many hellos are being answered, new hellos and /v1/discover are told to come back

@@ -33,6 +33,7 @@ UNAVAILABLE = "unavailable"
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_REDIRECT = 4003
 CLOSE_HELLO_TIMEOUT = 4008
+CLOSE_SUPERSEDED = 4011  # an addition: a newer socket of the same device took over
 CLOSE_SILENT = 4009  # an addition: the device sent nothing for the presence window
 CLOSE_INVALID_PAYLOAD = 1007  # a text frame that is not UTF-8 (RFC 6455)
 CLOSE_TOO_BIG = 1009

@@ -83,6 +83,8 @@ class Gateway:
         self.presence = PresenceTracker(self.offline_after_ms)
         self.connections: set[Connection] = set()
         self.by_user: dict[int, list[Connection]] = {}
+        # One send bucket per user, shared by all its sockets (while it has one here).
+        self.user_buckets: dict[int, TokenBucket] = {}
         self.draining = False
         self.admission = Admission(
             settings.admission_max_lag_ms, settings.admission_max_hellos, clock_ms
@@ -150,6 +152,7 @@ class Gateway:
             metrics.AUTHENTICATED.dec()
             if not devices:
                 del self.by_user[conn.user_id]
+                self.user_buckets.pop(conn.user_id, None)
             heard = last_heard if last_heard is not None else self.clock_ms()
             self.presence.disconnect(conn.user_id, heard)
 
@@ -332,10 +335,14 @@ class Gateway:
             self._send_elsewhere(conn, identity.user_id)
             return
         now = self.clock_ms()
+        self._supersede_old_sockets(identity.user_id, identity.device_id)
         conn.user_id, conn.device_id = identity.user_id, identity.device_id
-        conn.bucket = TokenBucket(
-            self.settings.rate_limit_per_s, self.settings.rate_limit_burst, now / 1000
-        )
+        bucket = self.user_buckets.get(conn.user_id)
+        if bucket is None:
+            bucket = self.user_buckets[conn.user_id] = TokenBucket(
+                self.settings.rate_limit_per_s, self.settings.rate_limit_burst, now / 1000
+            )
+        conn.bucket = bucket
         conn.sync_buffer = []
         self.by_user.setdefault(conn.user_id, []).append(conn)
         metrics.AUTHENTICATED.inc()
@@ -434,6 +441,16 @@ class Gateway:
             return random.randint(*window_ms)
         spread_s = self.settings.drain_spread_s(len(self.connections))
         return random.randint(0, int(spread_s * 1000))
+
+    def _supersede_old_sockets(self, user_id: int, device_id: int) -> None:
+        """A device keeps at most ``max_sockets_per_device`` sockets: a new ``hello``
+        closes its oldest ones (4011) — a phone that changed networks left them behind."""
+        same = [c for c in self.by_user.get(user_id, ()) if c.device_id == device_id]
+        for old in sorted(same, key=lambda c: c.opened_at)[
+            : max(0, len(same) - self.settings.max_sockets_per_device + 1)
+        ]:
+            old.close(errors.CLOSE_SUPERSEDED, "a newer connection of this device")
+            self.closed(old)
 
     def _send_elsewhere(self, conn: Connection, user_id: int) -> None:
         """``redirect`` to the owner when it is known and not us, else ``reconnect``.
