@@ -667,10 +667,14 @@ async def test_a_deleted_chat_pod_is_reported_as_a_disruption(
         return d if d.get("recoveredAt") else None
 
     disruption = await eventually("the clients to be back", recovered, 60)
-    # The fleet brings the lost clients back after 2 s; records and ticks add a few.
-    assert 1.0 <= disruption["recoverySeconds"] <= 30, disruption
     at = disruption["at"]
     assert abs(_epoch(at) - deleted_at) <= 5, (at, deleted_at)
+    # The fleet brings the lost clients back 2 s after the deletion; records and ticks add
+    # a few. The operator counts from when it saw the pod gone (`at`), which a loaded
+    # machine may make a second or more after the deletion: judge the recovery's moment
+    # (`at` is written to the second, so it reads up to 1 s early: hence 2 s - 1.1).
+    back_after = _epoch(at) + disruption["recoverySeconds"] - deleted_at
+    assert 0.9 <= back_after <= 30, (disruption, deleted_at)
     assert "back" in disruption["message"]
     await ready(kube, namespace, within=30)
 
