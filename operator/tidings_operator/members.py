@@ -17,14 +17,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ["MEMBER_TTL_S", "Member", "MembershipReader", "decode_member"]
+from tidings_operator.observe import PodView
+
+__all__ = ["MEMBER_TTL_S", "Member", "MembershipReader", "current_members", "decode_member"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,29 @@ class Member:
     connections: int
     draining: bool
     ts_ms: int
+
+
+def current_members(members: Mapping[str, Member], pods: Sequence[PodView]) -> dict[str, Member]:
+    """The records that still describe a running chat server.
+
+    A record published before the creation of the pod its server id names came from a
+    pod that was replaced since (deleted, evicted, crashed): its last count is not
+    connected any more, even while the record is fresh. A terminating pod's record is
+    left out too. A record naming no pod (a server run outside the StatefulSet) is kept.
+    (Creation times are whole seconds: a replaced pod's record from within the same
+    second as its successor's creation is still counted, until its tombstone or TTL.)
+    """
+    by_name = {pod.name: pod for pod in pods}
+    out: dict[str, Member] = {}
+    for server_id, member in members.items():
+        pod = by_name.get(server_id)
+        if pod is not None:
+            if pod.terminating:
+                continue
+            if pod.created is not None and member.ts_ms / 1000 < pod.created:
+                continue
+        out[server_id] = member
+    return out
 
 
 def decode_member(value: bytes) -> Member | None:

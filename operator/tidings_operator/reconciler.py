@@ -49,7 +49,7 @@ from tidings_operator.autoscale import Recommendation, ScaleDecision, decide, ma
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
 from tidings_operator.disruption import PodSeen, lost_pods, progress, start
 from tidings_operator.kube import KINDS, Kube, KubeError
-from tidings_operator.members import Member, MembershipReader
+from tidings_operator.members import Member, MembershipReader, current_members
 from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
 from tidings_operator.report import (
     Look,
@@ -421,7 +421,7 @@ class Reconciler:
             state.reader, state.reader_key = reader, state.kafka_key
         if not state.reader.caught_up:
             return None, None
-        members = state.reader.members()
+        members = current_members(state.reader.members(), pods)
         if not members and any(p.ready for p in pods):
             # Ready chat servers always publish: no record means we cannot see them
             # (Kafka down, say), not that nobody is connected.

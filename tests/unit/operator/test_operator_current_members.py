@@ -1,0 +1,56 @@
+"""Which membership records count towards the connections a ChatCluster reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidings_operator.members import Member, current_members
+from tidings_operator.observe import PodView
+
+T = 1_800_000_000.0
+
+
+def pod(ordinal: int, **kw: Any) -> PodView:
+    values: dict[str, Any] = {
+        "name": f"c-chat-{ordinal}",
+        "uid": f"u{ordinal}",
+        "ordinal": ordinal,
+        "revision": "rev-1",
+        "ready": True,
+        "terminating": False,
+        "ready_since": T - 100,
+        "failing": None,
+        "created": T - 200,
+        "terminating_since": None,
+        "not_ready_since": None,
+    }
+    values.update(kw)
+    return PodView(**values)
+
+
+def member(name: str, connections: int, ts: float) -> Member:
+    return Member(server_id=name, connections=connections, draining=False, ts_ms=int(ts * 1000))
+
+
+def test_a_replaced_pods_last_record_no_longer_counts() -> None:
+    """chat-1 was deleted and its successor created at T: the record the old pod
+    published at T - 1 (70,000 clients) is fresh but no longer connected."""
+    pods = [pod(0), pod(1, uid="new", created=T), pod(2)]
+    members = {
+        "c-chat-0": member("c-chat-0", 70_000, T),
+        "c-chat-1": member("c-chat-1", 70_000, T - 1),
+        "c-chat-2": member("c-chat-2", 70_000, T),
+    }
+    assert set(current_members(members, pods)) == {"c-chat-0", "c-chat-2"}
+    # ...until the new pod publishes its own.
+    members["c-chat-1"] = member("c-chat-1", 0, T + 1)
+    assert set(current_members(members, pods)) == {"c-chat-0", "c-chat-1", "c-chat-2"}
+
+
+def test_a_terminating_pod_is_left_out_and_a_record_without_a_pod_is_kept() -> None:
+    pods = [pod(0, terminating=True, terminating_since=T)]
+    members = {
+        "c-chat-0": member("c-chat-0", 5, T),
+        "outside": member("outside", 7, T),
+    }
+    assert set(current_members(members, pods)) == {"outside"}
