@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from test_operator_report import T, pod  # (this directory is on sys.path)
 
 from tidings_operator.members import Member, current_members
-from tidings_operator.observe import PodView
-
-T = 1_800_000_000.0
-
-
-def pod(ordinal: int, **kw: Any) -> PodView:
-    values: dict[str, Any] = {
-        "name": f"c-chat-{ordinal}",
-        "uid": f"u{ordinal}",
-        "ordinal": ordinal,
-        "revision": "rev-1",
-        "ready": True,
-        "terminating": False,
-        "ready_since": T - 100,
-        "failing": None,
-        "created": T - 200,
-        "terminating_since": None,
-        "not_ready_since": None,
-    }
-    values.update(kw)
-    return PodView(**values)
 
 
 def member(name: str, connections: int, ts: float) -> Member:
