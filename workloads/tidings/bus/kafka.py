@@ -50,8 +50,8 @@ from aiokafka.errors import (
     KafkaError,
 )
 
+from tidings.bus._producer_batches import ProducerBatches
 from tidings.bus._sticky import StickyAssignor
-from tidings.bus._tick_batches import TickBatches
 from tidings.bus.base import EventHandler, InboxEvent
 from tidings.kafka_config import inbox_topic, kafka_client_options
 from tidings.settings import Settings
@@ -100,10 +100,10 @@ class KafkaBus:
     (``kafka_session_timeout_s``, 6 s by default: the broker's default minimum,
     ``group.min.session.timeout.ms``); ``heartbeat_interval_s``
     (``kafka_heartbeat_interval_s``) is how soon members notice a rebalance and how
-    often they say they are alive; ``max_poll_interval_s`` is also the rebalance timeout: a member
-    whose batch is still running that long after a rebalance began is dropped from the
-    group, and its partitions move while it is still handling them (its commit then
-    fails, so the new owner redelivers) -- keep batches far shorter than that.
+    often they say they are alive; ``max_poll_interval_s`` is also the rebalance
+    timeout: a member whose batch is still running that long after a rebalance began is
+    dropped from the group, and its partitions move while it is still handling them (its
+    commit then fails, so the new owner redelivers) -- keep batches far shorter than that.
 
     ``partition_weights`` (optional, called once per join) says how much each owned
     partition is worth keeping across a rebalance (a chat server: its sockets on it);
@@ -145,7 +145,7 @@ class KafkaBus:
         self._producer: Any = None
         self._consumer: Any = None
         self._partition_count = settings.kafka_inbox_partitions
-        self._batches = TickBatches(
+        self._batches = ProducerBatches(
             self.topic,
             lambda: self._require(self._producer, "publish"),
             lambda: self._partition_count,
@@ -319,9 +319,8 @@ class KafkaBus:
             raise BusUnavailable(
                 f"an inbox event is larger than {MAX_RECORD_BYTES} bytes; nothing was sent"
             )
-        # The events join this tick's batch of their partition (one producer batch per
-        # partition and tick, see _tick_batches.py); then every batch's acknowledgement
-        # is awaited together.
+        # The events join the next producer batch of their partition
+        # (_producer_batches.py); then every batch's acknowledgement is awaited together.
         acks = self._batches.add(records)
         results = await asyncio.gather(*acks, return_exceptions=True)
         failed = [result for result in results if isinstance(result, BaseException)]

@@ -42,9 +42,10 @@ class NewIds:
     time only when its poll failed and was sought back (a failure restarts the tenure
     too, so every id of the failed poll is looked for again) or when its sender resent
     it (the event is marked ``resent``, and :meth:`among` leaves it out). Before the
-    first tenure nothing is known new. (The message id's time is the sending server's clock; the
-    margin covers their skew. A server that keeps consuming after the group dropped it
-    breaks the single-writer rule for the heads as well; see docs/architecture.md.)
+    first tenure nothing is known new. (The message id's time is the sending server's
+    clock; the margin covers their skew. A server that keeps consuming after the group
+    dropped it breaks the single-writer rule for the heads as well; see
+    docs/architecture.md.)
     """
 
     def __init__(self, clock_ms: Callable[[], int] = _wall_ms) -> None:

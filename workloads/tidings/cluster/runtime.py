@@ -108,12 +108,14 @@ async def open_chat(settings: Settings) -> Runtime:
     sent_cache = SentCache(settings.sent_cache_size, settings.kafka_inbox_partitions)
 
     def new_tenure() -> None:
+        """Ownership changes: heads cached for users another server may have appended to
+        are stale, and which message ids are known new starts over."""
+        messages.forget_heads()
         runtime = holder.get("runtime")
         if runtime is not None and runtime.inbox is not None:
             runtime.inbox.new_ids.restart()
 
     async def on_assigned(partitions: set[int]) -> None:
-        messages.forget_heads()  # another server may have appended while we did not own
         new_tenure()
         # Dedupe entries of senders now elsewhere would go stale: forget them.
         sent_cache.forget(tenure.assigned(partitions))
@@ -142,7 +144,6 @@ async def open_chat(settings: Settings) -> Runtime:
         log.info("owning inbox partitions", extra={"partitions": sorted(partitions)})
 
     async def on_revoked(partitions: set[int]) -> None:
-        messages.forget_heads()
         new_tenure()
         tenure.revoked()  # sends write and publish again once we know what we hold
         # Eager rebalancing takes everything away before handing the new set out; the
@@ -159,15 +160,14 @@ async def open_chat(settings: Settings) -> Runtime:
             return {}
         return runtime.gateway.connections_by_partition()
 
-    # The group's session timeout bounds how long a crashed server's partitions, and so
-    # its clients, wait for a new owner (docs/architecture.md, "Failover").
+    # The group's session timeout (kafka_session_timeout_s, read by the bus) bounds how
+    # long a crashed server's partitions, and so its clients, wait for a new owner
+    # (docs/architecture.md, "Failover").
     bus = KafkaBus(
         settings,
         group_id=f"{settings.kafka_topic_prefix}.chat",
         on_assigned=on_assigned,
         on_revoked=on_revoked,
-        session_timeout_s=settings.kafka_session_timeout_s,
-        heartbeat_interval_s=settings.kafka_heartbeat_interval_s,
         partition_weights=sockets_by_partition,
     )
     buses.append(bus)

@@ -176,16 +176,14 @@ class AsyncCql:
     ) -> list[Row]:
         """Run a statement (every page) and return its rows."""
         async with self._in_flight:
-            for attempt in (1, 2):
+            try:
                 try:
                     return await self._rows(statement, params)
-                except _WRITE_TIMEOUTS as exc:
-                    if attempt == 2:
-                        raise wrap_error(exc, what) from exc
+                except _WRITE_TIMEOUTS:
                     log.debug("retrying a timed-out idempotent request", extra={"what": what})
-                except Exception as exc:
-                    raise wrap_error(exc, what) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+                    return await self._rows(statement, params)
+            except Exception as exc:
+                raise wrap_error(exc, what) from exc
 
     async def _rows(self, statement: Any, params: Sequence[Any] | None) -> list[Row]:
         if isinstance(statement, _BATCH):

@@ -566,43 +566,31 @@ class CassandraMessageStore:
         last batch carries its head (the last seq written there) and goes only after
         the partition's other batches succeeded; partitions in order. So the head never
         names a missing entry, and a head in a full partition sends readers on to the
-        next one. (Rows are counted in pairs: an entry and its index row.)"""
-        entry, index = self._q["insert_inbox"], self._q["insert_inbox_id"]
-        for part, pairs in _grouped(
-            (
-                _part_of(e.seq),
-                [
-                    (
-                        entry,
-                        (
-                            user_id,
-                            _part_of(e.seq),
-                            e.seq,
-                            e.message.message_id,
-                            e.message.channel_id,
-                        ),
-                    ),
-                    (index, (user_id, _part_of(e.seq), e.message.message_id, e.seq)),
-                ],
-            )
-            for e in entries
-        ).items():
-            size = _BATCH_ROWS // 2
-            chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        next one."""
+        per_batch = _BATCH_ROWS // 2  # an entry and its index row each
+        for part, in_part in _grouped((_part_of(e.seq), e) for e in entries).items():
+            chunks = [in_part[i : i + per_batch] for i in range(0, len(in_part), per_batch)]
             await self._cql.gather(
                 self._cql.run(
-                    self._cql.batch(row for pair in chunk for row in pair), what="append inbox"
+                    self._cql.batch(self._entry_rows(user_id, part, chunk)), what="append inbox"
                 )
                 for chunk in chunks[:-1]
             )
-            last_seq = chunks[-1][-1][0][1][2]
-            final = self._cql.batch(
-                [
-                    *(row for pair in chunks[-1] for row in pair),
-                    (self._q["set_part_head"], (last_seq, user_id, part)),
-                ]
-            )
+            head = (self._q["set_part_head"], (chunks[-1][-1].seq, user_id, part))
+            final = self._cql.batch([*self._entry_rows(user_id, part, chunks[-1]), head])
             await self._cql.run(final, what="append inbox")
+
+    def _entry_rows(
+        self, user_id: int, part: int, entries: Sequence[InboxEntry]
+    ) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The ``inbox`` and ``inbox_ids`` rows of entries of one inbox partition."""
+        entry, index = self._q["insert_inbox"], self._q["insert_inbox_id"]
+        rows: list[tuple[Any, tuple[Any, ...]]] = []
+        for e in entries:
+            mid = e.message.message_id
+            rows.append((entry, (user_id, part, e.seq, mid, e.message.channel_id)))
+            rows.append((index, (user_id, part, mid, e.seq)))
+        return rows
 
     def _batches(self, name: str, partitions: Iterable[list[tuple[Any, ...]]]) -> list[Any]:
         """Each partition's rows as unlogged single-partition batches of at most

@@ -2,7 +2,7 @@
 
 ``AIOKafkaProducer.send`` costs tens of µs of Python per record (metadata lookups that
 copy the topic's partition set three times, a partitioner call, a coroutine); a 1:1
-message is two records and a group message up to a hundred. :class:`TickBatches` groups
+message is two records and a group message up to a hundred. :class:`ProducerBatches` groups
 records by partition (computed with :func:`tidings.bus.partitioning.partition_for_user`,
 the producer's own murmur2), fills one ``BatchBuilder`` per partition and hands it over
 with ``send_batch``: one metadata check per batch instead of three per record. Records
@@ -26,7 +26,7 @@ from tidings.bus.partitioning import partition_for_user, user_key
 Record = tuple[bytes, bytes]  # key, value
 
 
-class TickBatches:
+class ProducerBatches:
     """See the module docstring. ``producer`` is called for each batch, so a renewed
     producer is picked up; ``partitions`` gives the topic's partition count.
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tidings.bus._tick_batches import TickBatches
+from tidings.bus._producer_batches import ProducerBatches
 from tidings.bus.partitioning import partition_for_user, user_key
 
 PARTITIONS = 8
@@ -57,7 +57,7 @@ def users_on_distinct_partitions(n: int) -> list[int]:
 
 async def test_one_tick_of_publishes_is_one_batch_per_partition_in_order() -> None:
     producer = FakeProducer()
-    batches = TickBatches("inbox", lambda: producer, lambda: PARTITIONS)
+    batches = ProducerBatches("inbox", lambda: producer, lambda: PARTITIONS)
     a, b = users_on_distinct_partitions(2)
     first = batches.add([(a, b"1"), (b, b"2")])
     second = batches.add([(a, b"3")])
@@ -73,7 +73,7 @@ async def test_one_tick_of_publishes_is_one_batch_per_partition_in_order() -> No
 
 async def test_a_full_batch_continues_in_another_and_both_are_awaited() -> None:
     producer = FakeProducer(capacity=2)
-    batches = TickBatches("inbox", lambda: producer, lambda: PARTITIONS)
+    batches = ProducerBatches("inbox", lambda: producer, lambda: PARTITIONS)
     (a,) = users_on_distinct_partitions(1)
     await asyncio.gather(*batches.add([(a, str(i).encode()) for i in range(5)]))
     assert [len(records) for _, records in producer.sent] == [2, 2, 1]
@@ -82,7 +82,7 @@ async def test_a_full_batch_continues_in_another_and_both_are_awaited() -> None:
 
 async def test_a_failed_partition_fails_only_the_publishers_with_records_in_it() -> None:
     producer = FakeProducer()
-    batches = TickBatches("inbox", lambda: producer, lambda: PARTITIONS)
+    batches = ProducerBatches("inbox", lambda: producer, lambda: PARTITIONS)
     a, b = users_on_distinct_partitions(2)
     producer.failing.add(partition_for_user(b, PARTITIONS))
     only_a = batches.add([(a, b"x")])
@@ -96,7 +96,7 @@ async def test_no_producer_fails_the_publish_instead_of_hanging() -> None:
     def closed() -> Any:
         raise RuntimeError("KafkaBus cannot publish: not started")
 
-    batches = TickBatches("inbox", closed, lambda: PARTITIONS)
+    batches = ProducerBatches("inbox", closed, lambda: PARTITIONS)
     with pytest.raises(RuntimeError, match="not started"):
         await asyncio.wait_for(asyncio.gather(*batches.add([(1, b"x")])), 5)
 
@@ -113,7 +113,7 @@ async def test_records_arriving_while_a_batch_waits_gather_into_the_next_one() -
         return await plain_send(batch, topic, partition=partition)
 
     producer.send_batch = slow_send_batch  # type: ignore[method-assign]
-    batches = TickBatches("inbox", lambda: producer, lambda: PARTITIONS)
+    batches = ProducerBatches("inbox", lambda: producer, lambda: PARTITIONS)
     (a,) = users_on_distinct_partitions(1)
     first = batches.add([(a, b"first")])
     later = []
