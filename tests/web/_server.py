@@ -25,6 +25,10 @@ SERVER_ENV = {
     "TIDINGS_ARGON2_MEMORY_KIB": "1024",
     "TIDINGS_JWT_SECRET": "web-client-tests-jwt-secret-0123456789abcdef012345",
     "TIDINGS_DRAIN_BUDGET_S": "1",
+    # A restart in place tells pages to come back within 0.2 s, before the next process
+    # listens: the page must keep to the same URL until it does (not ask /v1/discover).
+    "TIDINGS_RESTART_RECONNECT_MIN_S": "0",
+    "TIDINGS_RESTART_RECONNECT_MAX_S": "0.2",
     "TIDINGS_RATE_LIMIT_PER_S": "1000",
     "TIDINGS_RATE_LIMIT_BURST": "1000",
 }

@@ -6,6 +6,10 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 8000;
 const HELLO_TIMEOUT_MS = 10000;
 const CLOSE_UNAUTHORIZED = 4001;
+// After a restart in place (`reconnect{same_url}`) the server is back on the same URL in
+// a second or two: attempts that find it not yet listening try that URL again, this many
+// times, before asking /v1/discover.
+const SAME_URL_ATTEMPTS = 5;
 
 /** Full jitter over an exponential backoff: 0.5 s, 1 s, 2 s, ... up to 8 s. */
 export function backoffMs(attempt) {
@@ -31,6 +35,7 @@ export class ChatSocket {
     this.stopped = true;
     this.timers = {};
     this.next = null; // {url, delay} from a redirect or reconnect frame
+    this.sameUrl = null; // the URL a restart in place asked to come back to, until welcome
   }
 
   start() {
@@ -127,6 +132,7 @@ export class ChatSocket {
       case "welcome": {
         this.welcomed = true;
         this.attempt = 0;
+        this.sameUrl = null;
         clearTimeout(this.timers.hello);
         const period = Math.max(1, Number(frame.heartbeat_s) || 5) * 1000;
         this.timers.heartbeat = setInterval(() => this.#heartbeat(ws, period), period);
@@ -142,6 +148,7 @@ export class ChatSocket {
         // The server drains (close 1012 follows): come back after `after_ms`, to the same
         // URL when it says so (a restart in place), else wherever discover says.
         const url = frame.same_url === true && this.ws ? this.ws.url : null;
+        this.sameUrl = url;
         this.next = { url, delay: Math.max(0, Number(frame.after_ms) || 0) };
         break;
       }
@@ -184,7 +191,10 @@ export class ChatSocket {
       const { url, delay } = this.next;
       this.next = null;
       this.#retry(delay, url);
+    } else if (this.sameUrl && this.attempt < SAME_URL_ATTEMPTS) {
+      this.#retry(backoffMs(this.attempt++), this.sameUrl); // the restart is not done yet
     } else {
+      this.sameUrl = null;
       this.#retry(backoffMs(this.attempt++));
     }
   }
