@@ -150,6 +150,7 @@ class Fleet:
         prefix: str,
         *,
         reconnect_delay_s: float = 2.0,
+        startup_s: float = 1.0,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -157,8 +158,13 @@ class Fleet:
         self.bootstrap = bootstrap
         self.topic = names.members_topic(prefix)
         self.reconnect_delay_s = reconnect_delay_s
+        # A new pod's server takes this long to start and publish its first record (kwok
+        # marks a recreated pod ready at once; a real server takes seconds).
+        self.startup_s = startup_s
+        self._born: dict[str, float] = {}  # pod uid -> when this fleet first saw it
         self.clients = 0  # how many clients want to be connected
         self.connected: dict[str, int] = {}
+        self.uids: dict[str, str] = {}  # the pod each name's connections are on
         self.away = 0  # clients of a lost pod, not back yet
         self.away_since = 0.0
         # A pod for which this says True does not publish (a server that never joins).
@@ -206,15 +212,24 @@ class Fleet:
         )
         views = [(pod_view(p), p) for p in raw]
         live = {v.name: p for v, p in views if v.ready and not v.terminating}
+        uids = {v.name: v.uid for v, _ in views}
         now = time.time()
-        for pod in [p for p in self.connected if p not in live]:
+        # A pod deleted and recreated under the same name between two steps is a new server:
+        # its clients were dropped with the old one, so they count as lost too.
+        replaced = [p for p in self.connected if p in live and uids.get(p) != self.uids.get(p)]
+        for pod in [p for p in self.connected if p not in live] + replaced:
             lost = self.connected.pop(pod)
+            self.uids.pop(pod, None)
             if lost:
                 self.away += lost
                 self.away_since = now
         for pod in live:
             self.connected.setdefault(pod, 0)
-        serving = [p for p in live if not self.silent(live[p])]
+            self.uids[pod] = uids[pod]
+        for uid in uids.values():
+            self._born.setdefault(uid, now)
+        starting = {p for p in live if now - self._born[uids[p]] < self.startup_s}
+        serving = [p for p in live if p not in starting and not self.silent(live[p])]
         if serving and self.away and now - self.away_since >= self.reconnect_delay_s:
             for pod, n in self._spread(self.away, serving).items():
                 self.connected[pod] += n
@@ -229,7 +244,7 @@ class Fleet:
                 take = min(surplus, self.connected[pod])
                 self.connected[pod] -= take
                 surplus -= take
-        gone = self._published - set(serving)
+        gone = self._published - set(serving) - starting
         for server_id in sorted(gone):
             await self._producer.send_and_wait(self.topic, None, key=server_id.encode())
             self._published.discard(server_id)
