@@ -16,7 +16,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from tidings.client import ApiClient
-from tidings.client._cli import add_chat_commands, run_listen, run_login, run_send
+from tidings.client._cli import (
+    add_chat_commands,
+    run_account,
+    run_listen,
+    run_login,
+    run_logout,
+    run_send,
+)
 from tidings.client._state import ChatState, StateError, find_state_path
 
 
@@ -248,3 +255,99 @@ def test_handler_reports_tidings_errors_on_stderr_with_exit_code_1(
     args = parse("listen", "--state", str(tmp_path / "missing.json"))
     assert args.handler(args) == 1
     assert "tidings client login" in capsys.readouterr().err
+
+
+# -- account commands (sessions, devices, friends, blocks, invites) ---------------------------
+
+
+def recording_api(
+    answers: dict[tuple[str, str], httpx.Response], seen: list[httpx.Request]
+) -> ApiClient:
+    def route(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers[(request.method, request.url.path)]
+
+    state = ChatState.load(find_state_path(None, None))
+    return ApiClient(state.url, session=state.session, transport=httpx.MockTransport(route))
+
+
+async def test_logout_ends_the_session_and_deletes_the_state_file(
+    config_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config_home / "ada.json"
+    make_state(path, "ws://x/v1/ws")
+    seen: list[httpx.Request] = []
+    api = recording_api({("DELETE", "/v1/sessions/current"): httpx.Response(204)}, seen)
+    assert await run_logout(parse("logout"), api) == 0
+    assert [(r.method, r.url.path, r.headers["authorization"]) for r in seen] == [
+        ("DELETE", "/v1/sessions/current", "Bearer tok")
+    ]
+    assert not path.exists()
+    assert json.loads(capsys.readouterr().out) == {"logged_out": "d1", "state": str(path)}
+
+
+async def test_befriend_by_username_looks_the_user_up_first(
+    config_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_state(config_home / "ada.json", "ws://x/v1/ws")
+    seen: list[httpx.Request] = []
+    answers = {
+        ("GET", "/v1/users"): httpx.Response(
+            200, json={"user_id": "4611686018427387904", "username": "bo", "display_name": None}
+        ),
+        ("PUT", "/v1/friends/4611686018427387904"): httpx.Response(204),
+        ("PUT", "/v1/friends/7"): httpx.Response(204),
+    }
+    assert await run_account(parse("befriend", "bo"), recording_api(answers, seen)) == 0
+    assert await run_account(parse("befriend", "7"), recording_api(answers, seen)) == 0
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("GET", "/v1/users"),
+        ("PUT", "/v1/friends/4611686018427387904"),
+        ("PUT", "/v1/friends/7"),
+    ]
+    assert seen[0].url.params["username"] == "bo"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"friend_request": "4611686018427387904"}, {"friend_request": "7"}]
+
+
+async def test_friends_lists_friends_and_requests_one_line_each(
+    config_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_state(config_home / "ada.json", "ws://x/v1/ws")
+
+    def person(uid: str, name: str) -> dict[str, Any]:
+        return {"user_id": uid, "username": name, "display_name": None, "presence": None}
+
+    answers = {
+        ("GET", "/v1/friends"): httpx.Response(200, json={"friends": [person("2", "bo")]}),
+        ("GET", "/v1/friends/requests"): httpx.Response(
+            200, json={"incoming": [person("3", "cy")], "outgoing": [person("4", "di")]}
+        ),
+    }
+    assert await run_account(parse("friends"), recording_api(answers, [])) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["relation"], line["username"]) for line in lines] == [
+        ("friend", "bo"),
+        ("incoming", "cy"),
+        ("outgoing", "di"),
+    ]
+
+
+def test_a_refused_token_says_to_log_in_again(
+    config_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_state(config_home / "ada.json", "ws://x/v1/ws")
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": {"code": "unauthorized", "message": "gone"}})
+
+    real = httpx.AsyncClient.__init__
+
+    def with_mock(self: httpx.AsyncClient, *a: Any, **kw: Any) -> None:
+        kw["transport"] = httpx.MockTransport(route)
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", with_mock)
+    args = parse("devices")
+    assert args.handler(args) == 1
+    assert "log in again" in capsys.readouterr().err

@@ -26,10 +26,13 @@ from tidings.client import (
     Msg,
     Presence,
     Receipt,
+    SessionEnded,
     Synced,
     TidingsApiError,
     TidingsChatError,
     TidingsConnectionError,
+    TidingsSessionEndedError,
+    TidingsSupersededError,
     TidingsUnauthorizedError,
     Typing,
     Welcome,
@@ -495,6 +498,54 @@ async def test_attempts_failing_after_a_reconnect_use_the_restart_backoff() -> N
     assert (usual.attempts, restart.attempts) == (0, 2)
 
 
+async def test_a_restart_in_place_keeps_to_the_same_url_while_the_new_process_starts() -> None:
+    """The attempt after ``after_ms`` and 4 of its 5 retries fail (the new process is not
+    listening yet); the last retry finds it, at the same url: no discover."""
+    handler, attempts = restarting_server(failures=5)
+    discovers = 0
+
+    async def discover() -> str:
+        nonlocal discovers
+        discovers += 1
+        return "ws://127.0.0.1:9/v1/ws"  # nobody there: asking would have been wrong
+
+    restart = Backoff(0.01, 0.02, rng=random.Random(0))
+    async with (
+        fake_server(handler) as url,
+        chat(url, discover=discover, restart=restart) as conn,
+    ):
+        assert [m.seq for m in await take(conn, 1)] == [1]
+    assert (attempts[0], discovers) == (7, 0)
+    assert restart.attempts == 5
+
+
+async def test_a_restart_in_place_that_does_not_come_back_falls_back_to_discover() -> None:
+    """After the first attempt and 5 retries at the same url, the client asks discover."""
+    handler, attempts = restarting_server(failures=100)
+    asked_after: list[int] = []
+
+    async def new_home(ws: ServerConnection) -> None:
+        await welcome(ws)
+        await send(ws, **msg_frame(1))
+        await serve_until_closed(ws)
+
+    async with fake_server(new_home) as new_url:
+
+        async def discover() -> str:
+            asked_after.append(attempts[0])
+            return new_url
+
+        restart = Backoff(0.01, 0.02, rng=random.Random(0))
+        async with (
+            fake_server(handler) as url,
+            chat(url, discover=discover, restart=restart) as conn,
+        ):
+            assert [m.seq for m in await take(conn, 1)] == [1]
+    # The welcome, then 1 + 5 failed attempts at the same url, then discover.
+    assert asked_after == [7]
+    assert attempts[0] == 7
+
+
 async def test_after_the_restart_window_the_usual_backoff_applies_again() -> None:
     handler, attempts = restarting_server(failures=2)
     usual = fast_backoff()
@@ -597,6 +648,94 @@ async def test_4001_after_welcome_ends_events_with_unauthorized() -> None:
         with pytest.raises(TidingsUnauthorizedError):
             await conn.wait_closed()
     assert attempts == 1
+
+
+async def test_4001_after_welcome_is_session_ended_and_nothing_reconnects() -> None:
+    """Logged out elsewhere, device unlinked, token superseded: the server closes 4001."""
+    attempts = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await welcome(ws)
+        await asyncio.sleep(0.05)
+        await ws.close(4001, "session ended")
+
+    discovers = 0
+
+    async def discover() -> str:
+        nonlocal discovers
+        discovers += 1
+        raise AssertionError("a session that ended is not rediscovered")
+
+    async with fake_server(handler) as url, chat(url, discover=discover) as conn:
+        with pytest.raises(SessionEnded) as caught:
+            await take(conn, 1)
+        with pytest.raises(TidingsSessionEndedError):
+            await conn.send("too late", to="2")
+        await asyncio.sleep(0.2)
+    assert isinstance(caught.value, TidingsUnauthorizedError)  # older handlers still match
+    assert not caught.value.retriable
+    assert "session ended" in str(caught.value)
+    assert (attempts, discovers) == (1, 0)
+
+
+async def test_discover_answering_401_is_session_ended() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await welcome(ws)
+        await ws.close(1011, "oops")  # an ordinary drop: the client rediscovers
+
+    async def discover() -> str:
+        raise TidingsApiError(401, "unauthorized", "device unlinked")
+
+    async with fake_server(handler) as url, chat(url, discover=discover) as conn:
+        with pytest.raises(TidingsSessionEndedError):
+            await conn.wait_closed()
+
+
+async def test_close_4011_superseded_does_not_reconnect() -> None:
+    """A newer socket of the same device took over: this one stays closed."""
+    attempts = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await welcome(ws)
+        await send(ws, **msg_frame(1))
+        await ws.close(4011, "superseded")
+
+    async with fake_server(handler) as url, chat(url) as conn:
+        got: list[Event] = []
+        with pytest.raises(TidingsSupersededError):
+            async with asyncio.timeout(5):
+                async for event in conn.events():
+                    got.append(event)
+        assert [e.seq for e in got if isinstance(e, Msg)] == [1]
+        assert not conn.connected
+        await asyncio.sleep(0.2)
+    assert attempts == 1
+
+
+async def test_a_blocked_send_raises_and_is_not_sent_again() -> None:
+    sends: list[JSON] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await welcome(ws)
+        while True:
+            frame = await recv(ws)
+            if frame["type"] == "send":
+                sends.append(frame)
+                await send(
+                    ws, type="error", code="blocked", message="blocked", ref=frame["client_msg_id"]
+                )
+
+    async with fake_server(handler) as url, chat(url) as conn:
+        with pytest.raises(TidingsChatError) as caught:
+            await conn.send("hi", to="2", client_msg_id="m1")
+        assert (caught.value.code, caught.value.ref) == ("blocked", "m1")
+        assert not caught.value.retriable
+        await asyncio.sleep(0.1)
+    assert len(sends) == 1
 
 
 async def test_gives_up_after_max_attempts_when_nobody_listens() -> None:

@@ -17,11 +17,14 @@ from ._cli import add_chat_commands
 from ._connection import ChatConnection, DiscoverFn, ws_url
 from ._cursor import Inbox, InboxTracker, Step, SyncPlan
 from ._errors import (
+    SessionEnded,
     TidingsApiError,
     TidingsChatError,
     TidingsConnectionError,
     TidingsError,
     TidingsProtocolError,
+    TidingsSessionEndedError,
+    TidingsSupersededError,
     TidingsUnauthorizedError,
 )
 from ._frames import (
@@ -41,7 +44,18 @@ from ._frames import (
     parse_server_frame,
 )
 from ._http import ApiClient
-from ._models import Channel, Group, Message, PresenceInfo, Profile, Session, User
+from ._models import (
+    Channel,
+    Device,
+    FriendRequests,
+    Group,
+    Invite,
+    Message,
+    PresenceInfo,
+    Profile,
+    Session,
+    User,
+)
 
 __all__ = [
     "Ack",
@@ -49,13 +63,16 @@ __all__ = [
     "Backoff",
     "Channel",
     "ChatConnection",
+    "Device",
     "DiscoverFn",
     "ErrorFrame",
     "Event",
+    "FriendRequests",
     "Group",
     "HeartbeatAck",
     "Inbox",
     "InboxTracker",
+    "Invite",
     "Message",
     "Msg",
     "Presence",
@@ -66,6 +83,7 @@ __all__ = [
     "Redirect",
     "ServerFrame",
     "Session",
+    "SessionEnded",
     "Step",
     "SyncPlan",
     "Synced",
@@ -74,6 +92,8 @@ __all__ = [
     "TidingsConnectionError",
     "TidingsError",
     "TidingsProtocolError",
+    "TidingsSessionEndedError",
+    "TidingsSupersededError",
     "TidingsUnauthorizedError",
     "Typing",
     "User",

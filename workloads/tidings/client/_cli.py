@@ -1,4 +1,10 @@
-"""``tidings client signup|login|send|listen``: the client library from a shell.
+"""``tidings client signup|login|send|listen|...``: the client library from a shell.
+
+Beside the chat commands: ``logout``, ``devices``, ``unlink``, ``find``, ``friends``,
+``befriend``, ``unfriend``, ``block``, ``unblock``, ``blocked``, ``invites``, ``join`` and
+``decline`` (sessions, devices, friend requests, blocks and group invites: issue #15 in
+docs/protocol.md). A USER argument is a user id or, when it is not a number, an exact
+username (looked up with ``GET /v1/users?username=``).
 
 :func:`add_chat_commands` adds the ``chat`` command to the ``tidings`` parser; each
 subcommand sets ``handler`` (``Namespace -> int`` exit code). Output is JSON, one object
@@ -19,7 +25,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from ._errors import TidingsConnectionError, TidingsError, TidingsUnauthorizedError
+from ._errors import (
+    TidingsApiError,
+    TidingsConnectionError,
+    TidingsError,
+    TidingsSessionEndedError,
+    TidingsUnauthorizedError,
+)
 from ._frames import (
     Ack,
     ErrorFrame,
@@ -37,8 +49,10 @@ from ._state import ChatState, StateError, default_state_path, find_state_path
 __all__ = [
     "add_chat_commands",
     "event_to_json",
+    "run_account",
     "run_listen",
     "run_login",
+    "run_logout",
     "run_send",
     "run_signup",
 ]
@@ -82,7 +96,7 @@ def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     """Add ``client signup|login|send|listen`` to the ``tidings`` command."""
     chat = subparsers.add_parser(
         "client",
-        help="use a Tidings deployment as a user (signup, login, send, listen)",
+        help="use a Tidings deployment as a user (signup, login, send, listen, friends, ...)",
         description="Talk to a Tidings deployment. `login` keeps the session and the inbox "
         "cursor in a state file (default ~/.config/tidings/<user>.json) for `send` and `listen`.",
     )
@@ -157,6 +171,37 @@ def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     common(listen)
     listen.set_defaults(handler=_sync(run_listen))
 
+    logout = commands.add_parser(
+        "logout",
+        help="log this device out (the server unlinks it) and delete the state file",
+    )
+    state(logout)
+    common(logout)
+    logout.set_defaults(handler=_sync(run_logout))
+
+    def account(name: str, help_text: str, *arguments: tuple[str, str]) -> None:
+        """A command that makes one call of the logged-in user's and prints the answer."""
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        state(parser)
+        for metavar, what in arguments:
+            parser.add_argument("target", metavar=metavar, help=what)
+        common(parser)
+        parser.set_defaults(handler=_sync(run_account), account_command=name)
+
+    user = ("USER", "a user id, or an exact username")
+    account("devices", "list this user's devices (current: this one)")
+    account("unlink", "unlink one of this user's devices", ("DEVICE_ID", "from `devices`"))
+    account("find", "look a user up by exact username", ("USERNAME", "the exact username"))
+    account("friends", "list friends and pending friend requests (incoming, outgoing)")
+    account("befriend", "send a friend request, or accept theirs", user)
+    account("unfriend", "end a friendship, withdraw a request or decline theirs", user)
+    account("block", "block a user", user)
+    account("unblock", "unblock a user", user)
+    account("blocked", "list the users this user has blocked")
+    account("invites", "list group invites")
+    account("join", "accept a group invite", ("CHANNEL_ID", "from `invites`"))
+    account("decline", "decline a group invite", ("CHANNEL_ID", "from `invites`"))
+
 
 def _sync(
     run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
@@ -171,8 +216,15 @@ def _sync(
         except TimeoutError:
             print("tidings client: timed out", file=sys.stderr)
             return 1
+        except TidingsSessionEndedError as exc:
+            print(f"tidings client: {exc}: tidings client login", file=sys.stderr)
+            return 1
         except TidingsUnauthorizedError as exc:
             print(f"tidings client: {exc} (log in again: tidings client login)", file=sys.stderr)
+            return 1
+        except TidingsApiError as exc:
+            hint = " (log in again: tidings client login)" if exc.status == 401 else ""
+            print(f"tidings client: {exc}{hint}", file=sys.stderr)
             return 1
         except TidingsError as exc:
             print(f"tidings client: {exc}", file=sys.stderr)
@@ -278,6 +330,89 @@ async def run_listen(args: argparse.Namespace) -> int:
                     break
             elif args.all_events:
                 _print_json(event_to_json(event))
+    return 0
+
+
+async def run_logout(args: argparse.Namespace, api: ApiClient | None = None) -> int:
+    """Log the device out; its state file goes too (the device is unlinked, so neither
+    its token nor its cursor is of use any more)."""
+    path, state = await asyncio.to_thread(_load, args)
+    async with api or ApiClient(state.url, session=state.session) as client:
+        try:
+            await client.logout()
+        except TidingsApiError as exc:
+            if exc.status != 401:
+                raise  # a 401: the session had ended already; forget it all the same
+    await asyncio.to_thread(path.unlink, missing_ok=True)
+    _print_json({"logged_out": state.device_id, "state": str(path)})
+    return 0
+
+
+async def run_account(args: argparse.Namespace, api: ApiClient | None = None) -> int:
+    """One call of the logged-in user's (``args.account_command``); prints the answer as
+    JSON lines (one per item for lists)."""
+    _, state = await asyncio.to_thread(_load, args)
+    command: str = args.account_command
+    target: str | None = getattr(args, "target", None)
+    async with api or ApiClient(state.url, session=state.session) as client:
+
+        async def user_id() -> str:
+            assert target is not None
+            if target.isascii() and target.isdigit():
+                return target
+            return (await client.find_user(target)).user_id
+
+        match command:
+            case "devices":
+                for device in await client.list_devices():
+                    _print_json(dataclasses.asdict(device))
+            case "unlink":
+                assert target is not None
+                await client.unlink_device(target)
+                _print_json({"unlinked": target})
+            case "find":
+                assert target is not None
+                _print_json(dataclasses.asdict(await client.find_user(target)))
+            case "friends":
+                requests = await client.friend_requests()
+                for relation, people in (
+                    ("friend", await client.friends()),
+                    ("incoming", requests.incoming),
+                    ("outgoing", requests.outgoing),
+                ):
+                    for person in people:
+                        _print_json({"relation": relation, **dataclasses.asdict(person)})
+            case "befriend":
+                uid = await user_id()
+                await client.friend_request(uid)
+                _print_json({"friend_request": uid})
+            case "unfriend":
+                uid = await user_id()
+                await client.remove_friend(uid)
+                _print_json({"unfriended": uid})
+            case "block":
+                uid = await user_id()
+                await client.block(uid)
+                _print_json({"blocked": uid})
+            case "unblock":
+                uid = await user_id()
+                await client.unblock(uid)
+                _print_json({"unblocked": uid})
+            case "blocked":
+                for person in await client.blocked():
+                    _print_json(dataclasses.asdict(person))
+            case "invites":
+                for invite in await client.invites():
+                    _print_json(dataclasses.asdict(invite))
+            case "join":
+                assert target is not None
+                _print_json(dataclasses.asdict(await client.accept_invite(target)))
+            case "decline":
+                assert target is not None
+                await client.decline_invite(target)
+                _print_json({"declined": target})
+            case _:
+                raise ValueError(f"unknown command {command!r}")
     return 0
 
 

@@ -10,13 +10,18 @@ One supervisor task runs attempts in a loop. An attempt ends in one of four ways
   delay (full jitter, capped), ask ``discover`` for the current url, try again;
 * ``redirect{chat_url}``: connect there at once (with backoff if redirects repeat);
 * ``reconnect{after_ms}``: keep using the connection until the server closes it or the
-  delay ends, then ask ``discover`` (not with ``same_url``: the server restarts in place,
-  so come back to the same url) and connect; attempts that fail after that (a restarting
-  server refuses connections for a moment) retry with the restart backoff (full jitter,
-  capped at 2 s) for ``restart_window`` seconds, then with the usual one;
-* unauthorized (close 4001, ``error{unauthorized}``, 401 from discover), a bad url, or
-  ``max_attempts`` failed attempts in a row: the connection fails for good and the error
-  is raised from :meth:`ChatConnection.events`, :meth:`~ChatConnection.send`,
+  delay ends, then ask ``discover`` and connect; attempts that fail after that (a
+  restarting server refuses connections for a moment) retry with the restart backoff
+  (full jitter, capped at 2 s) for ``restart_window`` seconds, then with the usual one.
+  With ``same_url`` (the server restarts in place) the first attempt goes to the same url
+  without ``discover``, and so do up to ``same_url_retries`` (5) failed attempts after it,
+  until the new process listens; then ``discover`` again;
+* the session ended (close 4001, ``error{unauthorized}``, 401 from discover: logged out,
+  device unlinked, token superseded or refused): :class:`TidingsSessionEndedError`;
+  superseded by a newer socket of the same device (close 4011):
+  :class:`TidingsSupersededError`; a bad url, or ``max_attempts`` failed attempts in a
+  row: :class:`TidingsConnectionError`. Each ends the connection for good (no reconnect)
+  and is raised from :meth:`ChatConnection.events`, :meth:`~ChatConnection.send`,
   :meth:`~ChatConnection.start` and :meth:`~ChatConnection.wait_closed`.
 """
 
@@ -42,7 +47,8 @@ from ._errors import (
     TidingsConnectionError,
     TidingsError,
     TidingsProtocolError,
-    TidingsUnauthorizedError,
+    TidingsSessionEndedError,
+    TidingsSupersededError,
 )
 from ._frames import (
     Ack,
@@ -77,6 +83,8 @@ DiscoverFn = Callable[[], Awaitable[str]]
 """Returns the ``chat_url`` this user's devices should connect to now (``/v1/discover``)."""
 
 CLOSE_UNAUTHORIZED = 4001
+CLOSE_SUPERSEDED = 4011  # a newer socket of the same device took over
+SAME_URL_RETRIES = 5  # failed attempts at the same url after reconnect{same_url}, then discover
 _SILENCE_HEARTBEATS = 3  # a server silent this many heartbeat periods is gone
 _MIN_HEARTBEAT_S = 0.05
 _MAX_REDIRECTS = 10
@@ -151,6 +159,7 @@ class ChatConnection:
         stable_after: float = 10.0,
         restart: Backoff | None = None,
         restart_window: float = RESTART_WINDOW_S,
+        same_url_retries: int = SAME_URL_RETRIES,
     ) -> None:
         """
         :param chat_url: where to connect first (from login or ``/v1/discover``).
@@ -165,6 +174,9 @@ class ChatConnection:
             (default :func:`~._backoff.restart_backoff`: full jitter, 0.5 s doubling to
             2 s), used for ``restart_window`` seconds after the server's delay, then
             ``backoff`` again.
+        :param same_url_retries: after ``reconnect{same_url: true}``, failed attempts
+            that try the same url again (with the restart backoff) before asking
+            ``discover``.
         """
         self._chat_url = chat_url
         self._token = token
@@ -172,6 +184,7 @@ class ChatConnection:
         self._backoff = backoff if backoff is not None else Backoff()
         self._restart = restart if restart is not None else restart_backoff()
         self._restart_window = restart_window
+        self._same_url_retries = same_url_retries
         self._max_attempts = max_attempts
         self._welcome_timeout = welcome_timeout
         self._open_timeout = open_timeout
@@ -358,10 +371,11 @@ class ChatConnection:
         redirects = 0  # redirects in a row without a welcome
         restart_until: float | None = None  # after a reconnect{after_ms}: retry briskly
         same_url = False  # ... and, if it said so, at the same url (no discover)
+        same_url_failed = 0  # attempts at that url that failed since
         while True:
             attempt = await self._attempt(url)
             if attempt.welcomed_at is not None:
-                failed = redirects = 0
+                failed = redirects = same_url_failed = 0
                 restart_until, same_url = None, False
                 if loop.time() - attempt.welcomed_at >= self._stable_after:
                     self._backoff.reset()
@@ -379,7 +393,7 @@ class ChatConnection:
                 # The server is expected back (or elsewhere) right away: if the next
                 # attempts fail, it is restarting, so they retry briskly for a while.
                 restart_until = loop.time() + delay + self._restart_window
-                same_url = attempt.same_url
+                same_url, same_url_failed = attempt.same_url, 0
                 self._restart.reset()
                 await asyncio.sleep(delay)
                 if not same_url:
@@ -397,6 +411,12 @@ class ChatConnection:
                 else:
                     delay = self._backoff.next_delay()
                     same_url = False
+                if same_url:
+                    same_url_failed += 1
+                    if same_url_failed > self._same_url_retries:
+                        # The restart in place did not come back here: ask where to go.
+                        logger.info("chat: %s not back after a restart; discovering", url)
+                        same_url = False
                 logger.info(
                     "chat: connection to %s lost (%r); retry in %.3fs", url, attempt.error, delay
                 )
@@ -415,7 +435,9 @@ class ChatConnection:
                     return await self._discover()
             except TidingsApiError as exc:
                 if exc.status == 401:
-                    raise TidingsUnauthorizedError(f"discover refused the token: {exc}") from exc
+                    raise TidingsSessionEndedError(
+                        f"discover refused the token (session ended): {exc}"
+                    ) from exc
                 if exc.after_ms is None:
                     logger.warning("chat: discover failed (%s); keeping %s", exc, url)
                     return url
@@ -432,9 +454,15 @@ class ChatConnection:
             async with connect(ws_url(url), open_timeout=self._open_timeout) as ws:
                 await self._session(ws, attempt)
         except ConnectionClosed as exc:
-            if exc.rcvd is not None and exc.rcvd.code == CLOSE_UNAUTHORIZED:
-                raise TidingsUnauthorizedError(
-                    f"server closed with 4001: {exc.rcvd.reason}"
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            if code == CLOSE_UNAUTHORIZED:
+                assert exc.rcvd is not None
+                raise self._session_ended(exc.rcvd.reason, attempt) from exc
+            if code == CLOSE_SUPERSEDED:
+                assert exc.rcvd is not None
+                raise TidingsSupersededError(
+                    "a newer connection of this device took over (close 4011"
+                    f"{': ' + exc.rcvd.reason if exc.rcvd.reason else ''}); not reconnecting"
                 ) from exc
             attempt.error = exc
         except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -442,6 +470,19 @@ class ChatConnection:
         finally:
             self._ws = None
         return attempt
+
+    @staticmethod
+    def _session_ended(reason: str, attempt: _Attempt) -> TidingsSessionEndedError:
+        why = f" ({reason})" if reason else ""
+        if attempt.welcomed_at is not None:
+            return TidingsSessionEndedError(
+                f"the session ended{why}: this device logged out or was unlinked, or a "
+                "newer login superseded its token; log in again"
+            )
+        return TidingsSessionEndedError(
+            f"the server refused the token{why}: it expired, or this device logged out or "
+            "was unlinked; log in again"
+        )
 
     async def _session(self, ws: ClientConnection, attempt: _Attempt) -> None:
         loop = asyncio.get_running_loop()
@@ -524,7 +565,7 @@ class ChatConnection:
                             TidingsChatError(frame.code, frame.message, frame.ref)
                         )
                 elif frame.code == "unauthorized":
-                    raise TidingsUnauthorizedError(f"server refused the token: {frame.message}")
+                    raise self._session_ended(frame.message, attempt)
                 else:
                     logger.info("chat: error frame %s: %s", frame.code, frame.message)
                     self._queue.put_nowait(frame)

@@ -7,7 +7,11 @@ Hierarchy::
     ├── TidingsChatError              an ``error`` frame answering one of our frames (code, ref)
     ├── TidingsProtocolError          the server sent something that breaks the wire contract
     └── TidingsConnectionError        the server could not be reached or the connection ended
-        └── TidingsUnauthorizedError  the token was refused (close 4001): reconnecting won't help
+        ├── TidingsUnauthorizedError  the token was refused (close 4001): reconnecting won't help
+        │   └── TidingsSessionEndedError  (also ``SessionEnded``) the session was ended: this
+        │                             device logged out or was unlinked, or a newer login of
+        │                             it superseded the token (close 4001)
+        └── TidingsSupersededError    a newer socket of the same device took over (close 4011)
 
 Each error says whether retrying the same call later may succeed (``retriable``).
 """
@@ -15,11 +19,14 @@ Each error says whether retrying the same call later may succeed (``retriable``)
 from __future__ import annotations
 
 __all__ = [
+    "SessionEnded",
     "TidingsApiError",
     "TidingsChatError",
     "TidingsConnectionError",
     "TidingsError",
     "TidingsProtocolError",
+    "TidingsSessionEndedError",
+    "TidingsSupersededError",
     "TidingsUnauthorizedError",
 ]
 
@@ -80,6 +87,27 @@ class TidingsConnectionError(TidingsError):
 
 class TidingsUnauthorizedError(TidingsConnectionError):
     """The server refused the token (close 4001 or HTTP 401): log in again."""
+
+    @property
+    def retriable(self) -> bool:
+        return False
+
+
+class TidingsSessionEndedError(TidingsUnauthorizedError):
+    """The server ended this device's session (close 4001): the device logged out
+    (``DELETE /v1/sessions/current``) or was unlinked (``DELETE /v1/devices/{id}``), or a
+    newer login of the same device superseded the token. The connection does not come
+    back; log in again (a new device if this one was unlinked)."""
+
+
+SessionEnded = TidingsSessionEndedError
+"""Short name of :class:`TidingsSessionEndedError`."""
+
+
+class TidingsSupersededError(TidingsConnectionError):
+    """A newer socket of the same device took over (close 4011, at most
+    ``max_sockets_per_device`` sockets per device): the device is connected there, so
+    this connection does not reconnect."""
 
     @property
     def retriable(self) -> bool:

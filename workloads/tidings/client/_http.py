@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import quote, urljoin
 
 import httpx
@@ -15,7 +15,10 @@ from ._connection import ChatConnection, ws_url
 from ._errors import TidingsApiError, TidingsConnectionError, TidingsProtocolError
 from ._models import (
     Channel,
+    Device,
+    FriendRequests,
     Group,
+    Invite,
     Message,
     Profile,
     Session,
@@ -99,6 +102,17 @@ class ApiClient:
         json: Mapping[str, Any] | None = None,
         params: Mapping[str, str | int] | None = None,
     ) -> object:
+        return (await self._call(method, path, json=json, params=params))[1]
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> tuple[int, object]:
+        """The status and the JSON body (None for none) of a successful call."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             response = await self._http.request(
@@ -109,9 +123,9 @@ class ApiClient:
         if response.status_code >= 400:
             raise _api_error(response)
         if response.status_code == 204 or not response.content:
-            return None
+            return response.status_code, None
         try:
-            return response.json()
+            return response.status_code, response.json()
         except ValueError as exc:
             raise TidingsProtocolError(f"{method} {path}: body is not JSON") from exc
 
@@ -158,6 +172,25 @@ class ApiClient:
         self.token = session.access_token
         return session
 
+    async def logout(self) -> None:
+        """Log this device out (``DELETE /v1/sessions/current``): the server unlinks it, its
+        tokens stop working and its sockets close with 4001. The client forgets the
+        session."""
+        await self._request("DELETE", "/v1/sessions/current")
+        self.session = None
+        self.token = None
+
+    async def list_devices(self) -> list[Device]:
+        """The caller's devices; ``current`` marks the calling one."""
+        body = await self._request("GET", "/v1/devices")
+        return [Device.from_json(item) for item in _list(body, "devices")]
+
+    async def unlink_device(self, device_id: str) -> None:
+        """Unlink one of the caller's devices: its tokens stop working (401), its open
+        sockets close with 4001, its push token is forgotten. 404 ``not_found`` when it
+        is not one of the caller's."""
+        await self._request("DELETE", f"/v1/devices/{_seg(device_id)}")
+
     async def discover(self) -> str:
         """Where this user's devices connect now."""
         body = as_object(await self._request("GET", "/v1/discover"))
@@ -167,19 +200,66 @@ class ApiClient:
         return Profile.from_json(await self._request("GET", "/v1/me"))
 
     async def get_user(self, user_id: str) -> Profile:
+        """A user the caller is related to (404 ``unknown_user`` for anyone else)."""
         return Profile.from_json(await self._request("GET", f"/v1/users/{_seg(user_id)}"))
+
+    async def find_user(self, username: str) -> User:
+        """The user with exactly this username (``GET /v1/users?username=``); 404
+        ``unknown_user`` when there is none, 429 ``rate_limited`` after too many misses."""
+        body = await self._request("GET", "/v1/users", params={"username": username})
+        return User.from_json(body)
 
     # -- friends ---------------------------------------------------------------------------------
 
     async def add_friend(self, user_id: str) -> None:
+        """``PUT /v1/friends/{user_id}``: a friend request, or accepting theirs (the two
+        are friends once both asked). Idempotent."""
         await self._request("PUT", f"/v1/friends/{_seg(user_id)}")
 
     async def remove_friend(self, user_id: str) -> None:
+        """``DELETE /v1/friends/{user_id}``: ends the friendship, withdraws the caller's
+        request, or declines theirs."""
         await self._request("DELETE", f"/v1/friends/{_seg(user_id)}")
 
+    async def friend_request(self, user_id: str) -> None:
+        """Ask ``user_id`` to be friends (accepts their request if they sent one)."""
+        await self.add_friend(user_id)
+
+    async def accept_friend(self, user_id: str) -> None:
+        """Accept ``user_id``'s friend request."""
+        await self.add_friend(user_id)
+
+    async def decline_friend(self, user_id: str) -> None:
+        """Decline ``user_id``'s friend request."""
+        await self.remove_friend(user_id)
+
+    async def withdraw_friend_request(self, user_id: str) -> None:
+        """Withdraw the caller's friend request to ``user_id``."""
+        await self.remove_friend(user_id)
+
     async def friends(self) -> list[Profile]:
+        """Accepted friends only."""
         body = await self._request("GET", "/v1/friends")
         return [Profile.from_json(item) for item in _list(body, "friends")]
+
+    async def friend_requests(self) -> FriendRequests:
+        """Pending friend requests: ``incoming`` (to accept or decline) and ``outgoing``."""
+        return FriendRequests.from_json(await self._request("GET", "/v1/friends/requests"))
+
+    # -- blocks ----------------------------------------------------------------------------------
+
+    async def block(self, user_id: str) -> None:
+        """Block a user: ends a friendship or request between the two, drops their group
+        invites to the caller; their sends to the caller are refused (``blocked``)."""
+        await self._request("PUT", f"/v1/blocks/{_seg(user_id)}")
+
+    async def unblock(self, user_id: str) -> None:
+        await self._request("DELETE", f"/v1/blocks/{_seg(user_id)}")
+
+    async def blocked(self) -> list[Profile]:
+        """The users the caller has blocked."""
+        body = await self._request("GET", "/v1/blocks")
+        return [Profile.from_json(item) for item in _list(body, "blocked")]
 
     # -- groups and channels -----------------------------------------------------------------
 
@@ -190,11 +270,31 @@ class ApiClient:
     async def get_group(self, channel_id: str) -> Group:
         return Group.from_json(await self._request("GET", f"/v1/groups/{_seg(channel_id)}"))
 
-    async def add_group_member(self, channel_id: str, user_id: str) -> None:
-        await self._request("PUT", f"/v1/groups/{_seg(channel_id)}/members/{_seg(user_id)}")
+    async def add_group_member(self, channel_id: str, user_id: str) -> Literal["added", "invited"]:
+        """Add a member: ``"added"`` (204, a friend of the caller's) or ``"invited"`` (202:
+        anyone else gets an invite to accept or decline)."""
+        path = f"/v1/groups/{_seg(channel_id)}/members/{_seg(user_id)}"
+        status, _ = await self._call("PUT", path)
+        return "invited" if status == 202 else "added"
 
     async def remove_group_member(self, channel_id: str, user_id: str) -> None:
         await self._request("DELETE", f"/v1/groups/{_seg(channel_id)}/members/{_seg(user_id)}")
+
+    # -- group invites ---------------------------------------------------------------------
+
+    async def invites(self) -> list[Invite]:
+        """Group invites waiting for the caller."""
+        body = await self._request("GET", "/v1/invites")
+        return [Invite.from_json(item) for item in _list(body, "invites")]
+
+    async def accept_invite(self, channel_id: str) -> Group:
+        """Join the group the caller was invited to (404 ``not_found``: no such invite,
+        409 ``group_full``)."""
+        body = await self._request("POST", f"/v1/invites/{_seg(channel_id)}/accept")
+        return Group.from_json(body)
+
+    async def decline_invite(self, channel_id: str) -> None:
+        await self._request("DELETE", f"/v1/invites/{_seg(channel_id)}")
 
     async def channels(self) -> list[Channel]:
         body = await self._request("GET", "/v1/channels")

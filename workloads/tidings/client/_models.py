@@ -15,7 +15,10 @@ from ._errors import TidingsProtocolError
 
 __all__ = [
     "Channel",
+    "Device",
+    "FriendRequests",
     "Group",
+    "Invite",
     "Message",
     "PresenceInfo",
     "Profile",
@@ -164,10 +167,14 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Group:
+    """A group. ``invited``: from ``POST /v1/groups``, the members named who are not the
+    caller's friends, invited instead of added (empty elsewhere)."""
+
     channel_id: str
     name: str
     owner_id: str
     member_ids: tuple[str, ...]
+    invited: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, value: object) -> Self:
@@ -177,7 +184,82 @@ class Group:
             get_str(obj, "name"),
             get_id(obj, "owner_id"),
             get_id_list(obj, "member_ids"),
+            get_id_list(obj, "invited") if obj.get("invited") is not None else (),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One of the caller's devices, as ``GET /v1/devices`` lists it. ``last_seen``: when
+    it last connected or disconnected (to the minute), or None; ``current``: the calling
+    device; ``push``: whether (or with which provider) it has a push token."""
+
+    device_id: str
+    name: str | None
+    platform: str | None
+    push: bool | str | None
+    created_at: int | None
+    last_seen: int | None
+    current: bool
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "device")
+        push = obj.get("push")
+        if push is not None and not isinstance(push, bool | str):
+            push = True  # an object describing the registration: the device has one
+        return cls(
+            get_id(obj, "device_id"),
+            get_opt_str(obj, "name"),
+            get_opt_str(obj, "platform"),
+            push,
+            None if obj.get("created_at") is None else get_int(obj, "created_at"),
+            None if obj.get("last_seen") is None else get_int(obj, "last_seen"),
+            get_bool(obj, "current") if "current" in obj else False,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRequests:
+    """``GET /v1/friends/requests``: who asked the caller, and whom the caller asked."""
+
+    incoming: tuple[Profile, ...]
+    outgoing: tuple[Profile, ...]
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "friend requests")
+        return cls(_profiles(obj, "incoming"), _profiles(obj, "outgoing"))
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """A group invite to the caller (``GET /v1/invites``)."""
+
+    channel_id: str
+    name: str
+    inviter_id: str
+    inviter: Profile | None
+    created_at: int | None
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "invite")
+        inviter = obj.get("inviter")
+        return cls(
+            get_id(obj, "channel_id"),
+            get_str(obj, "name"),
+            get_id(obj, "inviter_id"),
+            None if inviter is None else Profile.from_json(inviter),
+            None if obj.get("created_at") is None else get_int(obj, "created_at"),
+        )
+
+
+def _profiles(obj: Mapping[str, object], key: str) -> tuple[Profile, ...]:
+    items = obj.get(key)
+    if not isinstance(items, list):
+        raise _missing(obj, key, "a list of profiles")
+    return tuple(Profile.from_json(item) for item in items)
 
 
 @dataclass(frozen=True, slots=True)
