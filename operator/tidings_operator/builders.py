@@ -27,6 +27,7 @@ from tidings_operator.spec import ClusterSpec, Resources, SecretKeyRef, seconds_
 
 __all__ = [
     "DRAIN_MARGIN_S",
+    "JWT_PREVIOUS_SECRETS_KEY",
     "PRESTOP_PAUSE_S",
     "PUSH_METRICS_PORT",
     "Manifest",
@@ -156,6 +157,20 @@ def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
+# The key, in the Secret jwtSecretRef names, of the earlier signing secrets that are still
+# accepted (comma-separated; optional). Rotation: docs/security.md, "Tokens".
+JWT_PREVIOUS_SECRETS_KEY = "jwt-previous-secrets"
+
+
+def _jwt_env(ref: SecretKeyRef) -> list[dict[str, Any]]:
+    """The signing secret, and the previous ones from the same Secret if it has them."""
+    previous = {"name": ref.name, "key": JWT_PREVIOUS_SECRETS_KEY, "optional": True}
+    return [
+        _secret_env("TIDINGS_JWT_SECRET", ref),
+        {"name": "TIDINGS_JWT_PREVIOUS_SECRETS", "valueFrom": {"secretKeyRef": previous}},
+    ]
+
+
 def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
@@ -282,7 +297,7 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
             _field_env("TIDINGS_WORKER_ID", f"metadata.labels['{names.LABEL_POD_INDEX}']"),
             {"name": "TIDINGS_PORT", "value": str(chat.port)},
             {"name": "TIDINGS_PUBLIC_CHAT_URL", "value": public_url},
-            _secret_env("TIDINGS_JWT_SECRET", spec.jwt_secret),
+            *_jwt_env(spec.jwt_secret),
             *_group_timing_env(spec),
         ],
         "startupProbe": _http_probe("/healthz", period=2, failures=60),
@@ -363,7 +378,7 @@ def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manif
             *_common_env(spec),
             _field_env("TIDINGS_WORKER_ID", f"metadata.labels['{names.LABEL_POD_INDEX}']"),
             {"name": "TIDINGS_PORT", "value": str(api.port)},
-            _secret_env("TIDINGS_JWT_SECRET", spec.jwt_secret),
+            *_jwt_env(spec.jwt_secret),
         ],
         "startupProbe": _http_probe("/healthz", period=2, failures=60),
         "readinessProbe": _http_probe("/readyz", period=5, failures=2),

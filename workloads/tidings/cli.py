@@ -38,6 +38,32 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_jwt_key(args: argparse.Namespace) -> int:
+    from tidings.auth import key_id
+    from tidings.runtime import rotate_dev_secret
+
+    settings = _settings(args)
+    if settings.jwt_secret:
+        print(
+            "tidings rotate-jwt-key: TIDINGS_JWT_SECRET is set, and a server with it signs "
+            "with that, not with the data directory's key. Rotate it by moving it into "
+            "TIDINGS_JWT_PREVIOUS_SECRETS and setting a new one (docs/security.md, Tokens).",
+            file=sys.stderr,
+        )
+        return 2
+    if not settings.data_dir.is_dir():
+        print(f"tidings rotate-jwt-key: no data directory {settings.data_dir}", file=sys.stderr)
+        return 2
+    new, previous = rotate_dev_secret(settings.data_dir, args.keep)
+    print(json.dumps({"kid": key_id(new), "previous_kids": [key_id(key) for key in previous]}))
+    print(
+        "tidings rotate-jwt-key: a running `tidings up` signs with the new key once it is "
+        "restarted; tokens of the previous keys keep working until they expire.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cluster_process(args: argparse.Namespace) -> int:
     from tidings.cluster.runtime import SettingsError, open_api, open_chat, require_cluster_settings
     from tidings.server import serve
@@ -89,6 +115,13 @@ def _exec_operator(operator_args: Sequence[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "tidings_operator", *operator_args])
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _add_listen_flags(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--host", help=f"address {what} listens on (TIDINGS_HOST)")
     parser.add_argument("--port", type=int, help="port (TIDINGS_PORT)")
@@ -111,6 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="where data lives (default ./tidings-data, TIDINGS_DATA_DIR)"
     )
     up.set_defaults(handler=_up)
+
+    rotate = commands.add_parser(
+        "rotate-jwt-key",
+        help="embedded: a new generated token signing key; tokens of the old one keep working",
+        description="For `tidings up` without TIDINGS_JWT_SECRET: generate a new signing key "
+        "in the data directory and keep the current one as a previous key, which still "
+        "verifies tokens (at most --keep previous keys; the tokens of older ones stop "
+        "working). A running `tidings up` picks the new key up when it restarts.",
+    )
+    rotate.add_argument(
+        "--data-dir", type=Path, help="the server's data (default ./tidings-data, TIDINGS_DATA_DIR)"
+    )
+    rotate.add_argument(
+        "--keep",
+        type=_non_negative,
+        default=3,
+        help="previous keys to keep accepting (default 3; 0 logs every device out)",
+    )
+    rotate.set_defaults(handler=_rotate_jwt_key)
 
     add_chat_commands(commands)
 

@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,11 @@ async def open_embedded(settings: Settings) -> Runtime:
     steps = Steps()
     data_dir = settings.data_dir
     make_private(data_dir)
-    secret = settings.jwt_secret or _dev_secret(data_dir)
+    if settings.jwt_secret:
+        secret, previous = settings.jwt_secret, settings.jwt_previous_secrets
+    else:  # generated: the data directory's key, and the ones it had before
+        secret = _dev_secret(data_dir)
+        previous = [*_dev_previous_secrets(data_dir), *settings.jwt_previous_secrets]
     # One process: every write goes through this cache, so it needs no refresher.
     directory = await CachedDirectory.from_settings(
         f"sqlite+aiosqlite:///{data_dir / 'directory.db'}", settings
@@ -193,6 +197,7 @@ async def open_embedded(settings: Settings) -> Runtime:
         push,
         message_log=StoreMessageLog(messages),
         restart_in_place=True,
+        previous_secrets=previous,
     )
     if runtime.inbox is not None:
         messages.on_appended = runtime.inbox.appended
@@ -214,6 +219,7 @@ def assemble(
     serve_websockets: bool = True,
     message_log: MessageLog | None = None,
     restart_in_place: bool = False,
+    previous_secrets: Sequence[str] | None = None,
 ) -> Runtime:
     """Wire the parts; with ``serve_websockets`` add the gateway and the inbox consumer.
 
@@ -228,6 +234,9 @@ def assemble(
     ``Settings.drain_spread_s`` (as long as the peers need to admit that many clients,
     within half of ``drain_budget_s``) so the peers are not stampeded, and clients
     discover their new server.
+
+    ``secret`` signs access tokens; it and ``previous_secrets`` (by default
+    ``settings.jwt_previous_secrets``) verify them.
     """
     ids = SnowflakeGenerator(settings.worker_id)
     service = ChatService(
@@ -240,7 +249,9 @@ def assemble(
         partition_of=ownership.partition_of,
         log=message_log,
     )
-    tokens = Tokens(secret, settings.token_ttl_s)
+    if previous_secrets is None:
+        previous_secrets = settings.jwt_previous_secrets
+    tokens = Tokens(secret, settings.token_ttl_s, previous=previous_secrets)
     runtime = Runtime(
         settings=settings,
         directory=directory,
@@ -320,11 +331,60 @@ def make_private(data_dir: Path) -> None:
         path.chmod(0o700 if path.is_dir() else 0o600)
 
 
+# `tidings up` without TIDINGS_JWT_SECRET: the generated signing key, and the keys it
+# replaced (newest first, one a line), which still verify (`tidings rotate-jwt-key`).
+DEV_SECRET_FILE = "dev-jwt-secret"
+DEV_PREVIOUS_SECRETS_FILE = "dev-jwt-previous-secrets"
+KEEP_PREVIOUS_SECRETS = 3
+
+
 def _dev_secret(data_dir: Any) -> str:
     """`tidings up` only: a generated secret kept in the data dir, so tokens survive restarts."""
-    path = data_dir / "dev-jwt-secret"
+    path = data_dir / DEV_SECRET_FILE
     if not path.exists():
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
         log.warning("no TIDINGS_JWT_SECRET set: generated a development secret in %s", path)
     return str(path.read_text().strip())
+
+
+def _dev_previous_secrets(data_dir: Path) -> list[str]:
+    """The generated keys `tidings rotate-jwt-key` replaced, newest first."""
+    path = data_dir / DEV_PREVIOUS_SECRETS_FILE
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def rotate_dev_secret(data_dir: Path, keep: int = KEEP_PREVIOUS_SECRETS) -> tuple[str, list[str]]:
+    """`tidings rotate-jwt-key`: a new generated signing key for the data directory; the
+    current one becomes the newest previous key, and only the ``keep`` newest previous
+    keys are kept (the tokens of any older key stop working). The new key and the kept
+    ones. A running `tidings up` reads the keys when it starts: it signs with the new key
+    from its next restart, and meanwhile keeps signing with the old one, which stays
+    valid as a previous key."""
+    current_path = data_dir / DEV_SECRET_FILE
+    current = current_path.read_text().strip() if current_path.exists() else ""
+    kept: list[str] = []
+    for key in (current, *_dev_previous_secrets(data_dir)):
+        if key and key not in kept:
+            kept.append(key)
+    del kept[keep:]
+    new = secrets.token_urlsafe(48)
+    # The previous keys first: a process starting in between verifies with the old key
+    # either way.
+    _write_private(data_dir / DEV_PREVIOUS_SECRETS_FILE, "".join(f"{key}\n" for key in kept))
+    _write_private(current_path, new)
+    return new, kept
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once (a temporary file renamed over it), 0600."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)

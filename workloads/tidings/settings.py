@@ -5,10 +5,12 @@ One :class:`Settings` is built in ``main()`` and passed down; none is made at im
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -34,6 +36,10 @@ class Settings(BaseSettings):
 
     # Auth: HS256 signing secret for access tokens; `tidings up` generates one if unset.
     jwt_secret: str | None = None
+    # Earlier signing secrets, still accepted (each at least 32 bytes): tokens they signed
+    # keep working until they expire. Env: comma-separated (or a JSON list). Rotating is
+    # moving jwt_secret here and setting a new one (docs/security.md, "Tokens").
+    jwt_previous_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     token_ttl_s: int = Field(30 * 24 * 3600, gt=0)
     # argon2 cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
     argon2_time_cost: int = Field(3, ge=1)
@@ -217,6 +223,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @field_validator("jwt_previous_secrets", mode="before")
+    @classmethod
+    def _split_previous_secrets(cls, value: object) -> object:
+        """``TIDINGS_JWT_PREVIOUS_SECRETS=a,b`` (secrets are base64 or hex: no commas) or a
+        JSON list; blanks are dropped, so an empty variable means none."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list | tuple):
+            items = [item.strip() if isinstance(item, str) else item for item in value]
+            return [item for item in items if item != ""]
+        return value
 
     @model_validator(mode="after")
     def _check_group_timing(self) -> Settings:

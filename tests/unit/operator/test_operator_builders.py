@@ -9,6 +9,7 @@ import pytest
 from tidings_operator import names
 from tidings_operator.builders import (
     DRAIN_MARGIN_S,
+    JWT_PREVIOUS_SECRETS_KEY,
     PRESTOP_PAUSE_S,
     Owner,
     build_all,
@@ -105,6 +106,7 @@ def test_chat_statefulset_is_on_delete_with_drain_hook_and_readiness() -> None:
     )
     assert env["TIDINGS_POSTGRES_URL"] == {"secretKeyRef": {"name": "pg", "key": "url"}}
     assert env["TIDINGS_JWT_SECRET"] == {"secretKeyRef": {"name": "jwt", "key": "secret"}}
+    assert env["TIDINGS_JWT_PREVIOUS_SECRETS"] == PREVIOUS_SECRETS
     # $(TIDINGS_SERVER_ID) expands only if it is defined before the URL.
     order = [e["name"] for e in container["env"]]
     assert order.index("TIDINGS_SERVER_ID") < order.index("TIDINGS_PUBLIC_CHAT_URL")
@@ -115,6 +117,27 @@ def test_chat_service_is_headless() -> None:
     svc = build_chat_service(OWNER, spec())
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == names.selector_labels("demo", names.CHAT)
+
+
+# Signing keys rotate by editing the jwtSecretRef's Secret: the previous keys come from it
+# too, and a Secret without them is fine.
+PREVIOUS_SECRETS = {
+    "secretKeyRef": {"name": "jwt", "key": JWT_PREVIOUS_SECRETS_KEY, "optional": True}
+}
+
+
+def test_api_pods_sign_and_verify_with_the_same_keys_as_chat_servers() -> None:
+    s = spec()
+    chat = env_of(
+        build_chat_statefulset(OWNER, s, 1, "cafe")["spec"]["template"]["spec"]["containers"][0]
+    )
+    api = env_of(
+        build_api_statefulset(OWNER, s, "cafe")["spec"]["template"]["spec"]["containers"][0]
+    )
+    for name in ("TIDINGS_JWT_SECRET", "TIDINGS_JWT_PREVIOUS_SECRETS"):
+        assert api[name] == chat[name]
+    assert api["TIDINGS_JWT_PREVIOUS_SECRETS"] == PREVIOUS_SECRETS
+    assert JWT_PREVIOUS_SECRETS_KEY == "jwt-previous-secrets"
 
 
 def test_api_pods_get_worker_ids_after_the_chat_range() -> None:
