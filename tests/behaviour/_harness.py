@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -331,6 +331,36 @@ async def new_account(http: httpx.AsyncClient, prefix: str = "u") -> Account:
 async def another_device(http: httpx.AsyncClient, account: Account) -> Account:
     """Log the same user in again: a second device."""
     return await login(http, account.username)
+
+
+async def befriend(http: httpx.AsyncClient, a: Account, b: Account) -> None:
+    """Make two users friends: one asks, the other accepts."""
+    for who, whom in ((a, b), (b, a)):
+        response = await http.put(f"/v1/friends/{whom.user_id}", headers=who.auth)
+        assert response.status_code == 204, response.text
+
+
+async def make_group(
+    http: httpx.AsyncClient, owner: Account, members: Sequence[Account], name: str = "team"
+) -> dict[str, Any]:
+    """A group of the owner and ``members``: those who are not the owner's friends were
+    invited, and accept. Returns the group as ``GET /v1/groups/{id}`` shows it."""
+    response = await http.post(
+        "/v1/groups",
+        json={"name": name, "member_ids": [m.user_id for m in members]},
+        headers=owner.auth,
+    )
+    assert response.status_code == 201, response.text
+    channel_id = response.json()["channel_id"]
+    invited = set(response.json()["invited"])
+    for member in members:
+        if member.user_id in invited:
+            joined = await http.post(f"/v1/invites/{channel_id}/accept", headers=member.auth)
+            assert joined.status_code == 200, joined.text
+    group = await http.get(f"/v1/groups/{channel_id}", headers=owner.auth)
+    assert group.status_code == 200, group.text
+    body: dict[str, Any] = group.json()
+    return body
 
 
 def dm_id(a: Account | str, b: Account | str) -> str:

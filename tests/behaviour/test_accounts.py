@@ -12,6 +12,7 @@ import pytest
 from ._harness import (
     PASSWORD,
     Account,
+    befriend,
     error_code,
     login,
     make_token,
@@ -306,6 +307,7 @@ async def test_discover_points_at_the_chat_url(http: httpx.AsyncClient) -> None:
 async def test_get_user_shows_profile_and_presence(http: httpx.AsyncClient) -> None:
     viewer = await new_account(http, "viewer")
     target = await new_account(http, "target")
+    await befriend(http, viewer, target)
     response = await http.get(f"/v1/users/{target.user_id}", headers=viewer.auth)
     assert response.status_code == 200
     body = response.json()
@@ -344,12 +346,16 @@ async def test_push_token_only_for_own_device(http: httpx.AsyncClient) -> None:
 async def test_friends_are_listed_and_removed(http: httpx.AsyncClient) -> None:
     me = await new_account(http, "fr")
     friend = await new_account(http, "frnd")
-    for _ in range(2):  # idempotent
+    for _ in range(2):  # idempotent: one request
         put = await http.put(f"/v1/friends/{friend.user_id}", headers=me.auth)
         assert put.status_code == 204, put.text
-    listed = (await http.get("/v1/friends", headers=me.auth)).json()["friends"]
-    assert [f["user_id"] for f in listed] == [friend.user_id]
-    assert listed[0]["username"] == friend.username
+    assert (await http.get("/v1/friends", headers=me.auth)).json()["friends"] == []
+    accepted = await http.put(f"/v1/friends/{me.user_id}", headers=friend.auth)
+    assert accepted.status_code == 204, accepted.text
+    for who, whom in ((me, friend), (friend, me)):
+        listed = (await http.get("/v1/friends", headers=who.auth)).json()["friends"]
+        assert [f["user_id"] for f in listed] == [whom.user_id]
+        assert listed[0]["username"] == whom.username
     gone = await http.delete(f"/v1/friends/{friend.user_id}", headers=me.auth)
     assert gone.status_code == 204
     assert (await http.get("/v1/friends", headers=me.auth)).json()["friends"] == []

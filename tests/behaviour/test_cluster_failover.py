@@ -29,6 +29,7 @@ from ._harness import (
     TidingsProcess,
     WsClient,
     another_device,
+    befriend,
     dm_id,
     http_client,
     new_account,
@@ -423,7 +424,7 @@ async def test_friends_see_the_users_of_a_killed_server_go_offline(
         carol = await new_account(http, "carol")
         victim = cluster.chat_at(carol.chat_url)
         bob = await account_where(http, lambda u: u != victim.ws_url, "bob")
-        assert (await http.put(f"/v1/friends/{carol.user_id}", headers=bob.auth)).status_code == 204
+        await befriend(http, bob, carol)
         b = await clients.connect(bob)
         connected_ms = now_ms()
         await clients.connect(carol)

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 
-from ._harness import Account, Clients, error_code, new_account, signup
+from ._harness import Account, Clients, befriend, error_code, make_group, new_account
 
-
-async def create_group(
-    http: httpx.AsyncClient, owner: Account, members: list[Account], name: str = "team"
-) -> dict[str, Any]:
-    response = await http.post(
-        "/v1/groups",
-        json={"name": name, "member_ids": [m.user_id for m in members]},
-        headers=owner.auth,
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+create_group = make_group
 
 
 async def test_create_group_returns_it_with_the_caller_as_owner(http: httpx.AsyncClient) -> None:
@@ -124,6 +112,7 @@ async def test_added_member_receives_later_messages(
     owner_conn = await clients.connect(owner)
     late_conn = await clients.connect(late)
     before = await owner_conn.send_and_ack("before you came", channel_id=channel)
+    await befriend(http, owner, late)  # a friend is added at once (others are invited)
     added = await http.put(f"/v1/groups/{channel}/members/{late.user_id}", headers=owner.auth)
     assert added.status_code == 204, added.text
     after = await owner_conn.send_and_ack("welcome aboard", channel_id=channel)
@@ -172,17 +161,18 @@ async def test_member_removal_rules(http: httpx.AsyncClient, clients: Clients) -
     assert (await b_conn.recv_until("msg"))["message_id"] == direct["message_id"]
 
 
-async def _users(http: httpx.AsyncClient, count: int) -> list[str]:
-    """`count` real users (sign-up only: no sessions needed), created concurrently."""
-    created: list[dict[str, Any]] = []
+async def _users(http: httpx.AsyncClient, count: int) -> list[Account]:
+    """`count` real users with a device each, created concurrently."""
+    created: list[Account] = []
     for start in range(0, count, 25):
-        created += await asyncio.gather(*(signup(http) for _ in range(min(25, count - start))))
-    return [u["user_id"] for u in created]
+        created += await asyncio.gather(*(new_account(http) for _ in range(min(25, count - start))))
+    return created
 
 
 async def test_group_size_limits(http: httpx.AsyncClient) -> None:
     owner = await new_account(http, "big")
-    others = await _users(http, 100)
+    people = await _users(http, 100)
+    others = [a.user_id for a in people]
 
     # 100 others plus the caller is 101 members: too large.
     too_large = await http.post(
@@ -192,20 +182,20 @@ async def test_group_size_limits(http: httpx.AsyncClient) -> None:
     assert error_code(too_large) == "group_too_large"
 
     # 99 others plus the caller is exactly 100: allowed.
-    full = await http.post(
-        "/v1/groups", json={"name": "crowd", "member_ids": others[:99]}, headers=owner.auth
-    )
-    assert full.status_code == 201, full.text
-    channel = full.json()["channel_id"]
-    assert len(full.json()["member_ids"]) == 100
+    full = await create_group(http, owner, people[:99], name="crowd")
+    channel = full["channel_id"]
+    assert len(full["member_ids"]) == 100
 
-    # The 101st member does not fit.
+    # The 101st member does not fit, neither invited nor as a friend.
     refused = await http.put(f"/v1/groups/{channel}/members/{others[99]}", headers=owner.auth)
     assert refused.status_code == 409
     assert error_code(refused) == "group_full"
     view = (await http.get(f"/v1/groups/{channel}", headers=owner.auth)).json()
     assert len(view["member_ids"]) == 100
     assert others[99] not in view["member_ids"]
+    await befriend(http, owner, people[99])
+    refused = await http.put(f"/v1/groups/{channel}/members/{others[99]}", headers=owner.auth)
+    assert refused.status_code == 409
     # Adding someone who is already in is not growing the group.
     again = await http.put(f"/v1/groups/{channel}/members/{others[5]}", headers=owner.auth)
     assert again.status_code == 204, again.text

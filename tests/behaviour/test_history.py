@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from ._harness import MESSAGE_FIELDS, Account, Clients, dm_id, error_code, new_account
+from ._harness import MESSAGE_FIELDS, Account, Clients, dm_id, error_code, make_group, new_account
 
 
 def assert_message(message: dict[str, Any]) -> None:
@@ -83,13 +83,7 @@ async def test_channels_lists_dm_and_group_with_last_message(
     http: httpx.AsyncClient, clients: Clients
 ) -> None:
     alice, bob, carol = [await new_account(http, n) for n in ("alice", "bob", "carol")]
-    group = (
-        await http.post(
-            "/v1/groups",
-            json={"name": "trio", "member_ids": [bob.user_id, carol.user_id]},
-            headers=alice.auth,
-        )
-    ).json()
+    group = await make_group(http, alice, [bob, carol], name="trio")
     a1 = await clients.connect(alice)
     await a1.send_and_ack("first", to=bob)
     last_dm = await a1.send_and_ack("second", to=bob)

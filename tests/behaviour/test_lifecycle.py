@@ -19,11 +19,14 @@ from ._harness import (
     PRESENCE_OFFLINE_AFTER_S,
     Account,
     Clients,
+    Deployment,
     ServerProcess,
     another_device,
     at,
+    befriend,
     dm_id,
     http_client,
+    make_group,
     new_account,
     owned_server,
     stop_server,
@@ -48,12 +51,21 @@ def chat_http_url(account: Account) -> str:
     return url.removesuffix("/v1/ws")
 
 
-async def test_metrics_are_prometheus_text(http: httpx.AsyncClient, clients: Clients) -> None:
+async def test_metrics_are_prometheus_text(
+    server: Deployment, http: httpx.AsyncClient, clients: Clients
+) -> None:
+    """On the metrics port of the API process and of the chat server (each process serves
+    its own); their public ports answer /metrics 404 like any unknown path."""
     alice, bob = await new_account(http, "m"), await new_account(http, "m")
     conn = await clients.connect(alice)
     await conn.send_and_ack("count me", to=bob)
     texts = []
-    for url in (f"{http.base_url}/metrics", f"{chat_http_url(alice)}/metrics"):
+    api_url = str(http.base_url).rstrip("/")
+    for public, url in (
+        (api_url, server.metrics_url_of(api_url)),
+        (chat_http_url(alice), server.metrics_url_of(alice.chat_url)),
+    ):
+        assert (await http.get(f"{public}/metrics")).status_code == 404
         response = await http.get(url)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
@@ -107,13 +119,7 @@ async def test_every_acked_message_survives_sigkill(
     async with http_client(own_server) as http:
         alice, bob, carol = [await new_account(http, n) for n in ("alice", "bob", "carol")]
         alice_phone = await another_device(http, alice)
-        group = (
-            await http.post(
-                "/v1/groups",
-                json={"name": "d", "member_ids": [bob.user_id, carol.user_id]},
-                headers=alice.auth,
-            )
-        ).json()["channel_id"]
+        group = (await make_group(http, alice, [bob, carol], name="d"))["channel_id"]
     a1 = await clients.connect(alice)
 
     # Pipeline the sends, wait for every ack, then kill the server at once.
@@ -206,6 +212,7 @@ async def test_presence_does_not_stay_online_across_a_restart(
     """A user connected when the server went away is offline once it is back."""
     async with http_client(own_server) as http:
         user, viewer = await new_account(http, "user"), await new_account(http, "viewer")
+        await befriend(http, viewer, user)
     conn = await clients.connect(user)
     async with http_client(own_server) as http:
         for _ in range(40):  # the status is stored just after the fan-out

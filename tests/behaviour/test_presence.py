@@ -17,6 +17,8 @@ from ._harness import (
     Clients,
     WsClient,
     another_device,
+    befriend,
+    make_group,
     new_account,
 )
 
@@ -25,11 +27,6 @@ SLACK_S = 1.5  # scheduling slack on top of the window
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-async def befriend(http: httpx.AsyncClient, who: Account, whom: Account) -> None:
-    response = await http.put(f"/v1/friends/{whom.user_id}", headers=who.auth)
-    assert response.status_code == 204, response.text
 
 
 async def presence_of(conn: WsClient, user: Account, within: float) -> dict[str, Any]:
@@ -71,7 +68,7 @@ async def test_presence_goes_both_ways_of_a_friendship(
     http: httpx.AsyncClient, clients: Clients
 ) -> None:
     watcher, user = await new_account(http, "watch"), await new_account(http, "user")
-    await befriend(http, user, watcher)  # the user befriended the watcher
+    await befriend(http, user, watcher)  # the user asked, the watcher accepted
     w = await clients.connect(watcher)
     await clients.connect(user)
     assert (await presence_of(w, user, within=3))["status"] == "online"
@@ -79,10 +76,7 @@ async def test_presence_goes_both_ways_of_a_friendship(
 
 async def test_group_peer_sees_presence(http: httpx.AsyncClient, clients: Clients) -> None:
     peer, user = await new_account(http, "peer"), await new_account(http, "user")
-    response = await http.post(
-        "/v1/groups", json={"name": "p", "member_ids": [user.user_id]}, headers=peer.auth
-    )
-    assert response.status_code == 201
+    await make_group(http, peer, [user], name="p")
     p = await clients.connect(peer)
     await clients.connect(user)
     assert (await presence_of(p, user, within=3))["status"] == "online"

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from ._harness import Clients, WsClient, another_device, dm_id, new_account
+from ._harness import Clients, WsClient, another_device, dm_id, make_group, new_account
 
 
 async def receipt(conn: WsClient, channel_id: str, message_id: str, status: str) -> None:
@@ -88,10 +88,7 @@ async def test_read_implies_delivered(http: httpx.AsyncClient, clients: Clients)
 
 async def test_group_receipts_reach_every_member(http: httpx.AsyncClient, clients: Clients) -> None:
     owner, a, b = [await new_account(http, "g") for _ in range(3)]
-    response = await http.post(
-        "/v1/groups", json={"name": "r", "member_ids": [a.user_id, b.user_id]}, headers=owner.auth
-    )
-    channel = response.json()["channel_id"]
+    channel = (await make_group(http, owner, [a, b], name="r"))["channel_id"]
     conns = [await clients.connect(x) for x in (owner, a, b)]
     ack = await conns[0].send_and_ack("read me", channel_id=channel)
     await receipt(conns[1], channel, ack["message_id"], "read")

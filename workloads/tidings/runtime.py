@@ -278,6 +278,8 @@ def assemble(
     if serve_websockets:
         assert push is not None, "a process that serves WebSockets asks for pushes"
         gateway = Gateway(settings, service, tokens, ownership, wall_ms)
+        if isinstance(directory, CachedDirectory):
+            directory.device_listeners.append(gateway.device_changed)
         graceful = GracefulPushSink(push, gateway.connected_devices, settings.push_grace_s)
         processor = InboxProcessor(messages, directory, gateway, graceful, ownership)
 

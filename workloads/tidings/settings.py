@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     # A device's sockets at once; a new hello closes the oldest beyond this (4011).
     max_sockets_per_device: int = Field(2, ge=1)
     max_write_buffer_bytes: int = 4 << 20
+    # Per user, shared by every API process (counted in the directory): devices at once,
+    # and actions per sliding hour; more get 409 too_many_devices / 429 rate_limited.
+    max_devices_per_user: int = Field(10, ge=1)
+    groups_per_hour: int = Field(20, ge=1)
+    friend_requests_per_hour: int = Field(50, ge=1)
+    # Username look-ups, and profile look-ups that find nobody (enumeration), per hour.
+    user_lookups_per_hour: int = Field(100, ge=1)
     # Admission control: while the event loop runs later than this (ms, smoothed) or this
     # many hellos are being answered, new hellos and /v1/discover are told to come back
     # later (reconnect{after_ms} with jitter) instead of queueing. max_hellos 0 admits no

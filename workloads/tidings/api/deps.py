@@ -11,6 +11,7 @@ from tidings.auth import Identity
 from tidings.core import errors
 from tidings.core.ids import parse_decimal_id
 from tidings.runtime import Runtime
+from tidings.sessions import check_session
 
 
 # Dependencies are ``async def``: FastAPI runs a plain ``def`` one on a worker thread,
@@ -29,9 +30,11 @@ async def get_identity(request: Request, runtime: RuntimeDep) -> Identity:
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, errors.UNAUTHORIZED, "missing bearer token")
     try:
-        return runtime.tokens.verify(token.strip())
+        identity = runtime.tokens.verify(token.strip())
+        await check_session(runtime.directory, identity)
     except errors.ProtocolError as exc:
         raise ApiError(401, errors.UNAUTHORIZED, exc.message) from exc
+    return identity
 
 
 IdentityDep = Annotated[Identity, Depends(get_identity)]

@@ -9,16 +9,17 @@ from fastapi import APIRouter, Request, Response
 
 from tidings.api.deps import IdentityDep, RuntimeDep, parse_id
 from tidings.api.errors import ApiError
-from tidings.api.schemas import LoginBody, PushTokenBody, SignupBody, user_out
+from tidings.api.schemas import LoginBody, PushTokenBody, SignupBody, device_out, user_out
 from tidings.auth import Identity
 from tidings.core import errors
-from tidings.core.ids import parse_decimal_id
+from tidings.core.ids import parse_decimal_id, random_user_id
 from tidings.core.model import PresenceStatus
 from tidings.runtime import Runtime, wall_ms
 from tidings.storage.base import UsernameTaken
 
 router = APIRouter(prefix="/v1")
 OFFLINE = PresenceStatus("offline", None)
+HOUR_MS = 3_600_000
 
 
 def chat_url(runtime: Runtime, request: Request, user_id: int) -> str:
@@ -39,7 +40,7 @@ async def signup(body: SignupBody, runtime: RuntimeDep) -> dict[str, Any]:
     password_hash = await runtime.passwords.hash(body.password)
     try:
         user = await runtime.directory.create_user(
-            runtime.ids.next_id(),
+            random_user_id(),
             body.username,
             password_hash,
             body.display_name or body.username,
@@ -71,20 +72,34 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
         throttle.failed(body.username, address, time.monotonic())
         raise ApiError(401, errors.BAD_CREDENTIALS, "wrong username or password")
     url = chat_url(runtime, request, user.user_id)  # before a device is made: may be 503
+    directory = runtime.directory
     if body.device_id is not None:
         wanted = parse_decimal_id(body.device_id)
-        device = await runtime.directory.get_device(wanted) if wanted is not None else None
+        device = await directory.get_device(wanted) if wanted is not None else None
         if device is None or device.user_id != user.user_id:
             raise ApiError(403, errors.FORBIDDEN, "that device is not yours")
+        # Logged in again: the device's earlier tokens (and their sockets) end now.
+        version = await directory.bump_token_version(device.device_id)
+        if version is None:
+            raise ApiError(403, errors.FORBIDDEN, "that device is not yours")
     else:
-        device = await runtime.directory.create_device(
+        limit = runtime.settings.max_devices_per_user
+        if len(await directory.list_devices(user.user_id)) >= limit:
+            raise ApiError(
+                409,
+                errors.TOO_MANY_DEVICES,
+                f"this account has {limit} devices; unlink one (DELETE /v1/devices/{{id}}) first",
+            )
+        device = await directory.create_device(
             runtime.ids.next_id(),
             user.user_id,
             body.device_name or body.platform or "device",
             body.platform,
             wall_ms(),
         )
-    token, expires_at = runtime.tokens.issue(Identity(user.user_id, device.device_id))
+        version = device.token_version
+    identity = Identity(user.user_id, device.device_id, token_version=version)
+    token, expires_at = runtime.tokens.issue(identity)
     return {
         "access_token": token,
         "expires_at": expires_at,
@@ -127,13 +142,67 @@ async def profile(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
     return out
 
 
+@router.delete("/sessions/current", status_code=204)
+async def logout(me: IdentityDep, runtime: RuntimeDep) -> Response:
+    await runtime.directory.delete_device(me.device_id)
+    return Response(status_code=204)
+
+
+@router.get("/devices")
+async def list_devices(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    devices = await runtime.directory.list_devices_now(me.user_id)
+    return {"devices": [device_out(d, me.device_id) for d in devices]}
+
+
+@router.delete("/devices/{device_id}", status_code=204)
+async def unlink_device(device_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    wanted = parse_decimal_id(device_id)
+    device = await runtime.directory.get_device(wanted) if wanted is not None else None
+    if device is None or device.user_id != me.user_id:
+        raise ApiError(404, errors.NOT_FOUND, "no such device of yours")
+    await runtime.directory.delete_device(device.device_id)
+    return Response(status_code=204)
+
+
+async def _spend_lookup(runtime: Runtime, me: Identity) -> None:
+    """Count a look-up that could find strangers against the caller's hourly allowance."""
+    wait_ms = await runtime.directory.use_allowance(
+        me.user_id, "lookup", wall_ms(), HOUR_MS, runtime.settings.user_lookups_per_hour
+    )
+    if wait_ms:
+        raise ApiError(
+            429, errors.RATE_LIMITED, "too many user look-ups; try later", retry_after_ms=wait_ms
+        )
+
+
+@router.get("/users")
+async def find_user(username: str, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Exactly one username (no prefixes, no patterns): finding people, not listing them."""
+    await _spend_lookup(runtime, me)
+    user = await runtime.directory.get_user_by_name(username) if len(username) <= 32 else None
+    if user is None:
+        raise ApiError(404, errors.UNKNOWN_USER, "no user with that username")
+    return user_out(user)
+
+
 @router.get("/users/{user_id}")
 async def get_user(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
-    user = await runtime.directory.get_user(parse_id(user_id))
-    if user is None:
+    wanted = parse_decimal_id(user_id)
+    directory = runtime.directory
+    user = await directory.get_user(wanted) if wanted is not None else None
+    if user is None or not await directory.related(me.user_id, user.user_id):
+        await _spend_lookup(runtime, me)  # a scan for ids finds nobody, and slowly
         raise ApiError(404, errors.UNKNOWN_USER, f"no user {user_id}")
-    presence = (await runtime.messages.get_presence([user.user_id])).get(user.user_id, OFFLINE)
-    return user_out(user, presence)
+    out = user_out(user)
+    audience = await directory.presence_audience(
+        user.user_id, runtime.settings.presence_fanout_limit
+    )
+    if me.user_id in audience or me.user_id == user.user_id:
+        presence = await runtime.messages.get_presence([user.user_id])
+        out["presence"] = presence.get(user.user_id, OFFLINE).to_wire()
+    else:
+        out["presence"] = None  # presence is for friends and group peers
+    return out
 
 
 @router.put("/devices/{device_id}/push", status_code=204)

@@ -1,29 +1,66 @@
-"""Friends and groups."""
+"""Friends (with consent), blocks, groups and group invites."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 
 from tidings.api.deps import IdentityDep, RuntimeDep, parse_id
 from tidings.api.errors import ApiError
-from tidings.api.schemas import GroupBody, group_out, user_out
+from tidings.api.schemas import GroupBody, group_out, invite_out, user_out
 from tidings.core import errors
 from tidings.core.channels import MAX_GROUP_MEMBERS, group_channel_id, parse_channel_id
 from tidings.core.ids import parse_decimal_id
 from tidings.runtime import Runtime, wall_ms
-from tidings.storage.base import Channel, GroupFull
+from tidings.storage.base import Channel, GroupFull, User
 
 router = APIRouter(prefix="/v1")
+HOUR_MS = 3_600_000
+
+
+async def _spend(runtime: Runtime, user_id: int, kind: str, per_hour: int, what: str) -> None:
+    """One ``kind`` action of the user's hourly allowance (shared by every API process),
+    or 429 ``rate_limited`` with ``Retry-After``."""
+    wait_ms = await runtime.directory.use_allowance(user_id, kind, wall_ms(), HOUR_MS, per_hour)
+    if wait_ms:
+        raise ApiError(
+            429,
+            errors.RATE_LIMITED,
+            f"at most {per_hour} {what} an hour; try later",
+            retry_after_ms=wait_ms,
+        )
+
+
+async def _other_user(runtime: Runtime, me: int, user_id: str) -> User:
+    other = parse_id(user_id)
+    user = await runtime.directory.get_user(other) if other != me else None
+    if user is None:
+        raise ApiError(404, errors.UNKNOWN_USER, f"no user {user_id}")
+    return user
+
+
+# --- friends -----------------------------------------------------------------------
 
 
 @router.put("/friends/{user_id}", status_code=204)
-async def add_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
-    friend_id = parse_id(user_id)
-    if friend_id == me.user_id or await runtime.directory.get_user(friend_id) is None:
-        raise ApiError(404, errors.UNKNOWN_USER, f"no user {user_id} to befriend")
-    await runtime.directory.add_friend(me.user_id, friend_id)
+async def request_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    """Accept their request, or ask them. A user who blocks the caller (or whom the
+    caller blocks) gets nothing, and the answer is the same."""
+    friend = await _other_user(runtime, me.user_id, user_id)
+    directory = runtime.directory
+    incoming, _ = await directory.friend_requests(me.user_id)
+    accepting = any(u.user_id == friend.user_id for u in incoming)
+    if not accepting and not await directory.is_friend(me.user_id, friend.user_id):
+        await _spend(
+            runtime,
+            me.user_id,
+            "friend_request",
+            runtime.settings.friend_requests_per_hour,
+            "friend requests",
+        )
+    await directory.request_friend(me.user_id, friend.user_id, wall_ms())
     return Response(status_code=204)
 
 
@@ -40,25 +77,79 @@ async def list_friends(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
     return {"friends": [user_out(u) for u in await runtime.directory.list_friends(me.user_id)]}
 
 
+@router.get("/friends/requests")
+async def list_friend_requests(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    incoming, outgoing = await runtime.directory.friend_requests(me.user_id)
+    return {
+        "incoming": [user_out(u) for u in incoming],
+        "outgoing": [user_out(u) for u in outgoing],
+    }
+
+
+# --- blocks ------------------------------------------------------------------------
+
+
+@router.put("/blocks/{user_id}", status_code=204)
+async def block(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    blocked = await _other_user(runtime, me.user_id, user_id)
+    await runtime.directory.block(me.user_id, blocked.user_id, wall_ms())
+    return Response(status_code=204)
+
+
+@router.delete("/blocks/{user_id}", status_code=204)
+async def unblock(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    blocked_id = parse_decimal_id(user_id)
+    if blocked_id is not None:
+        await runtime.directory.unblock(me.user_id, blocked_id)
+    return Response(status_code=204)
+
+
+@router.get("/blocks")
+async def list_blocked(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    return {"blocked": [user_out(u) for u in await runtime.directory.list_blocked(me.user_id)]}
+
+
+# --- groups ------------------------------------------------------------------------
+
+
+async def _add_or_invite(runtime: Runtime, channel_id: str, adder: int, user_id: int) -> bool:
+    """Add a friend of the adder at once; invite anyone else. True when added."""
+    directory = runtime.directory
+    if await directory.is_friend(adder, user_id):
+        await directory.add_member(channel_id, user_id, MAX_GROUP_MEMBERS)
+        return True
+    await directory.invite(channel_id, user_id, adder, wall_ms())
+    return False
+
+
 @router.post("/groups", status_code=201)
 async def create_group(body: GroupBody, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
-    member_ids = {parse_id(m, errors.UNKNOWN_USER, 404) for m in body.member_ids} | {me.user_id}
-    if len(member_ids) > MAX_GROUP_MEMBERS:
+    named = {parse_id(m, errors.UNKNOWN_USER, 404) for m in body.member_ids} - {me.user_id}
+    if len(named) + 1 > MAX_GROUP_MEMBERS:
         raise ApiError(
             422, errors.GROUP_TOO_LARGE, f"a group has at most {MAX_GROUP_MEMBERS} members"
         )
-    found = {u.user_id for u in await runtime.directory.get_users(member_ids)}
-    missing = sorted(member_ids - found)
+    directory = runtime.directory
+    found = {u.user_id for u in await directory.get_users(named)}
+    missing = sorted(named - found)
     if missing:
         raise ApiError(404, errors.UNKNOWN_USER, f"no user {missing[0]}")
-    channel = await runtime.directory.create_group(
+    settings = runtime.settings
+    await _spend(runtime, me.user_id, "group", settings.groups_per_hour, "new groups")
+    friends = [uid for uid in sorted(named) if await directory.is_friend(me.user_id, uid)]
+    channel = await directory.create_group(
         group_channel_id(runtime.ids.next_id()),
         body.name,
         me.user_id,
-        sorted(member_ids),
+        sorted({me.user_id, *friends}),
         wall_ms(),
     )
-    return group_out(channel)
+    invited = sorted(named - set(friends))
+    for uid in invited:
+        await directory.invite(channel.channel_id, uid, me.user_id, wall_ms())
+    out = group_out(channel)
+    out["invited"] = [str(uid) for uid in invited]
+    return out
 
 
 async def _group_of_member(channel_id: str, user_id: int, runtime: Runtime) -> Channel:
@@ -76,19 +167,26 @@ async def get_group(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> di
     return group_out(await _group_of_member(channel_id, me.user_id, runtime))
 
 
-@router.put("/groups/{channel_id}/members/{user_id}", status_code=204)
+@router.put("/groups/{channel_id}/members/{user_id}", status_code=204, response_model=None)
 async def add_member(
     channel_id: str, user_id: str, me: IdentityDep, runtime: RuntimeDep
-) -> Response:
-    await _group_of_member(channel_id, me.user_id, runtime)
+) -> Response | dict[str, Any]:
+    """A friend of the caller is added (204); anyone else is invited (202)."""
+    channel = await _group_of_member(channel_id, me.user_id, runtime)
     new_member = parse_id(user_id)
     if await runtime.directory.get_user(new_member) is None:
         raise ApiError(404, errors.UNKNOWN_USER, f"no user {user_id}")
+    if new_member in channel.member_ids:
+        return Response(status_code=204)
+    if len(channel.member_ids) >= MAX_GROUP_MEMBERS:  # no room to invite into either
+        raise ApiError(409, errors.GROUP_FULL, "the group has 100 members")
     try:
-        await runtime.directory.add_member(channel_id, new_member, MAX_GROUP_MEMBERS)
+        added = await _add_or_invite(runtime, channel_id, me.user_id, new_member)
     except GroupFull as exc:
         raise ApiError(409, errors.GROUP_FULL, "the group has 100 members") from exc
-    return Response(status_code=204)
+    if added:
+        return Response(status_code=204)
+    return JSONResponse({"invited": True}, status_code=202)
 
 
 @router.delete("/groups/{channel_id}/members/{user_id}", status_code=204)
@@ -100,4 +198,35 @@ async def remove_member(
     if target != me.user_id and channel.owner_id != me.user_id:
         raise ApiError(403, errors.FORBIDDEN, "only the owner removes other members")
     await runtime.directory.remove_member(channel_id, target)
+    return Response(status_code=204)
+
+
+# --- invites -----------------------------------------------------------------------
+
+
+@router.get("/invites")
+async def list_invites(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    invites = await runtime.directory.list_invites(me.user_id)
+    inviters = {
+        u.user_id: u for u in await runtime.directory.get_users(i.inviter_id for i in invites)
+    }
+    return {"invites": [invite_out(i, inviters.get(i.inviter_id)) for i in invites]}
+
+
+@router.post("/invites/{channel_id}/accept")
+async def accept_invite(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    directory = runtime.directory
+    try:
+        joined = await directory.accept_invite(channel_id, me.user_id, MAX_GROUP_MEMBERS)
+    except GroupFull as exc:
+        raise ApiError(409, errors.GROUP_FULL, "the group has 100 members") from exc
+    channel = await directory.get_channel(channel_id) if joined else None
+    if channel is None:
+        raise ApiError(404, errors.NOT_FOUND, "no invite to that group")
+    return group_out(channel)
+
+
+@router.delete("/invites/{channel_id}", status_code=204)
+async def decline_invite(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    await runtime.directory.decline_invite(channel_id, me.user_id)
     return Response(status_code=204)

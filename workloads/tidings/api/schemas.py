@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tidings.core.model import Message, PresenceStatus
 from tidings.core.names import clean_display_name
-from tidings.storage.base import Channel, User
+from tidings.storage.base import Channel, Device, Invite, User
 
 USERNAME_PATTERN = r"^[a-z0-9_.]{3,32}$"
 
@@ -33,11 +33,21 @@ class LoginBody(BaseModel):
     platform: Literal["ios", "android", "web", "desktop"] | None = None
     device_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
 
+    @field_validator("device_name")
+    @classmethod
+    def _clean_device_name(cls, value: str | None) -> str | None:
+        return None if value is None else clean_display_name(value)
+
 
 class GroupBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
-    member_ids: list[str] = Field(default_factory=list)
+    member_ids: list[str] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, value: str) -> str:
+        return clean_display_name(value)
 
 
 class PushTokenBody(BaseModel):
@@ -55,6 +65,28 @@ def user_out(user: User, presence: PresenceStatus | None = None) -> dict[str, An
     if presence is not None:
         out["presence"] = presence.to_wire()
     return out
+
+
+def device_out(device: Device, current_device_id: int) -> dict[str, Any]:
+    return {
+        "device_id": str(device.device_id),
+        "name": device.name,
+        "platform": device.platform,
+        "push": device.push_provider,
+        "created_at": device.created_at,
+        "last_seen": device.last_seen,
+        "current": device.device_id == current_device_id,
+    }
+
+
+def invite_out(invite: Invite, inviter: User | None) -> dict[str, Any]:
+    return {
+        "channel_id": invite.channel_id,
+        "name": invite.name,
+        "inviter_id": str(invite.inviter_id),
+        "inviter": user_out(inviter) if inviter is not None else None,
+        "created_at": invite.created_at,
+    }
 
 
 def channel_out(channel: Channel, last_message_id: int | None = None) -> dict[str, Any]:

@@ -97,7 +97,15 @@ async def create_groups(base_url: str, members: list[list[Account]]) -> list[str
             )
             if r.status_code != 201:
                 raise RuntimeError(f"group: {r.status_code} {r.text}")
-            channels.append(str(r.json()["channel_id"]))
+            channel_id = str(r.json()["channel_id"])
+            for member in rest:  # strangers are invited, and join by accepting
+                r = await http.post(
+                    f"/v1/invites/{channel_id}/accept",
+                    headers={"Authorization": f"Bearer {member['token']}"},
+                )
+                if r.status_code != 200:
+                    raise RuntimeError(f"joining a group: {r.status_code} {r.text}")
+            channels.append(channel_id)
     return channels
 
 

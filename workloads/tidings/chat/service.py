@@ -112,9 +112,18 @@ class ChatService:
             channel_id = frame.channel_id
             members = await self.channel_members(user_id, channel_id, ref)
         if channel_id.startswith("dm:"):
+            await self._refuse_if_blocked(user_id, members, ref)
             low, high = sorted(members)
             await self.directory.ensure_dm(channel_id, low, high, self.clock_ms())
         return channel_id, members
+
+    async def _refuse_if_blocked(self, user_id: int, members: list[int], ref: str | None) -> None:
+        """1:1 only: nothing passes between two users when either blocked the other."""
+        peer = members[1] if members[0] == user_id else members[0]
+        if user_id in await self.directory.block_set(peer):
+            raise ProtocolError(
+                errors.BLOCKED, "messages between you and this user are blocked", ref=ref
+            )
 
     async def send(self, user_id: int, device_id: int, frame: Send) -> Message:
         """Store and publish a message; returns it once durable (the caller acks)."""
@@ -160,6 +169,8 @@ class ChatService:
 
     async def typing(self, user_id: int, channel_id: str) -> None:
         members = await self.channel_members(user_id, channel_id, None)
+        if channel_id.startswith("dm:"):
+            await self._refuse_if_blocked(user_id, members, None)
         out = typing_frame(channel_id, user_id)
         await self.bus.publish_ephemeral(
             [InboxEvent(m, "typing", out) for m in members if m != user_id]

@@ -16,6 +16,7 @@ UNKNOWN_CHANNEL = "unknown_channel"
 RATE_LIMITED = "rate_limited"
 PAYLOAD_TOO_LARGE = "payload_too_large"  # HTTP 413: a request body over the limit
 DUPLICATE_CLIENT_MSG_ID = "duplicate_client_msg_id"  # reused for another target or body
+BLOCKED = "blocked"  # an addition: the 1:1 peer blocked the sender
 # WebSocket errors that close it.
 UNAUTHORIZED = "unauthorized"
 HELLO_TIMEOUT = "hello_timeout"
@@ -26,6 +27,7 @@ BAD_CREDENTIALS = "bad_credentials"
 GROUP_TOO_LARGE = "group_too_large"
 GROUP_FULL = "group_full"
 FORBIDDEN = "forbidden"
+TOO_MANY_DEVICES = "too_many_devices"  # an addition: unlink a device first
 NOT_FOUND = "not_found"
 UNAVAILABLE = "unavailable"
 

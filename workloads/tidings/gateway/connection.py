@@ -67,6 +67,7 @@ class Connection(asyncio.Protocol):
         "state",
         "sync_buffer",
         "text_frame",
+        "token_version",
         "transport",
         "user_id",
     )
@@ -92,6 +93,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.user_id = 0
         self.device_id = 0
+        self.token_version = 0
         self.state = AWAIT_HELLO
         now = gateway.clock_ms()
         self.opened_at = now

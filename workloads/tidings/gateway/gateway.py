@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from tidings import metrics
-from tidings.auth import Tokens
+from tidings.auth import Identity, Tokens
 from tidings.chat.message_log import SenderMoved
 from tidings.chat.ports import Ownership
 from tidings.chat.service import ChatService
@@ -43,6 +43,7 @@ from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.admission import Admission
 from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
 from tidings.gateway.framing import OP_TEXT, encode_frame
+from tidings.sessions import check_session, session_live
 from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ HEARTBEAT = b'{"type":"heartbeat"}'
 SYNC_PAGE = 500
 MAX_SENDS_IN_FLIGHT = 256  # per connection; more are answered rate_limited
 CLOSE_GRACE_MS = 5_000
+LAST_SEEN_EVERY_MS = 60_000  # devices' last_seen is written this often (to the minute)
 # reconnect{after_ms} for a hello whose user's partition has no live owner right now.
 RECONNECT_UNOWNED_MS = (200, 1000)
 
@@ -83,6 +85,10 @@ class Gateway:
         self.presence = PresenceTracker(self.offline_after_ms)
         self.connections: set[Connection] = set()
         self.by_user: dict[int, list[Connection]] = {}
+        self.by_device: dict[int, list[Connection]] = {}
+        # When devices were last seen (connected or disconnected), written now and then.
+        self._seen: dict[int, int] = {}
+        self._seen_flushed_ms = 0
         # One send bucket per user, shared by all its sockets (while it has one here).
         self.user_buckets: dict[int, TokenBucket] = {}
         self.draining = False
@@ -149,6 +155,12 @@ class Gateway:
         devices = self.by_user.get(conn.user_id)
         if devices is not None and conn in devices:
             devices.remove(conn)
+            same_device = self.by_device.get(conn.device_id)
+            if same_device is not None and conn in same_device:
+                same_device.remove(conn)
+                if not same_device:
+                    del self.by_device[conn.device_id]
+            self._seen[conn.device_id] = self.clock_ms()
             metrics.AUTHENTICATED.dec()
             if not devices:
                 del self.by_user[conn.user_id]
@@ -324,11 +336,7 @@ class Gateway:
 
     async def _hello(self, conn: Connection, hello: Hello) -> None:
         identity = self.tokens.verify(hello.token)
-        device = await self.service.directory.get_device(identity.device_id)
-        if device is None or device.user_id != identity.user_id:
-            raise ProtocolError(
-                errors.UNAUTHORIZED, "unknown device", close_code=errors.CLOSE_UNAUTHORIZED
-            )
+        await check_session(self.service.directory, identity)
         if conn.state == CLOSING:
             return
         if self.draining or not self.ownership.owns(identity.user_id):
@@ -337,6 +345,7 @@ class Gateway:
         now = self.clock_ms()
         self._supersede_old_sockets(identity.user_id, identity.device_id)
         conn.user_id, conn.device_id = identity.user_id, identity.device_id
+        conn.token_version = identity.token_version
         bucket = self.user_buckets.get(conn.user_id)
         if bucket is None:
             bucket = self.user_buckets[conn.user_id] = TokenBucket(
@@ -345,6 +354,8 @@ class Gateway:
         conn.bucket = bucket
         conn.sync_buffer = []
         self.by_user.setdefault(conn.user_id, []).append(conn)
+        self.by_device.setdefault(conn.device_id, []).append(conn)
+        self._seen[conn.device_id] = now
         metrics.AUTHENTICATED.inc()
         change = self.presence.connect(conn.user_id, now)
         if change is not None:
@@ -379,6 +390,29 @@ class Gateway:
         buffered, conn.sync_buffer = conn.sync_buffer, None
         conn.state = LIVE
         conn.deliver(buffered)
+
+    # --- sessions that end ---------------------------------------------------------
+
+    def device_changed(self, device_id: int) -> None:
+        """A device changed, here or in another process (logged out, unlinked, logged in
+        again): close its sockets here whose session has ended (4001)."""
+        if device_id in self.by_device:
+            self.spawn(self._end_sessions(device_id))
+
+    async def _end_sessions(self, device_id: int) -> None:
+        device = await self.service.directory.get_device(device_id)
+        for conn in list(self.by_device.get(device_id, ())):
+            identity = Identity(conn.user_id, conn.device_id, token_version=conn.token_version)
+            if not session_live(device, identity):
+                conn.send_error(errors.UNAUTHORIZED, "this session has ended")
+                conn.close(errors.CLOSE_UNAUTHORIZED, "session ended")
+                self.closed(conn)
+
+    async def flush_last_seen(self) -> None:
+        """Write when devices were last seen (batched: once a minute, not per hello)."""
+        seen, self._seen = self._seen, {}
+        if seen:
+            await self.service.directory.touch_devices(seen)
 
     async def _sync(self, conn: Connection, cursor: int, limit: int) -> None:
         page = await self.service.sync(conn.user_id, cursor, limit)
@@ -420,6 +454,9 @@ class Gateway:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
                 self.sweep()
+                if self.clock_ms() >= self._seen_flushed_ms + LAST_SEEN_EVERY_MS:
+                    self._seen_flushed_ms = self.clock_ms()
+                    await self.flush_last_seen()
                 if self.clock_ms() >= next_lease:
                     next_lease = self.clock_ms() + lease_every_ms
                     await self.service.messages.refresh_presence(
@@ -564,6 +601,13 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in self.connections:
+            if conn.device_id:
+                self._seen[conn.device_id] = self.clock_ms()
+        try:
+            await self.flush_last_seen()
+        except Exception:
+            log.warning("could not record when devices were last seen", exc_info=True)
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,6 +53,9 @@ class Device:
     platform: str | None
     push_provider: str | None = None
     push_token: str | None = None
+    token_version: int = 0
+    created_at: int = 0
+    last_seen: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,25 @@ class Channel:
     name: str | None
     owner_id: int | None
     member_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """A pending invitation of ``user_id`` into a group, made by ``inviter_id``."""
+
+    channel_id: str
+    name: str | None
+    user_id: int
+    inviter_id: int
+    created_at: int
+
+
+class FriendOutcome:
+    """What a friend request did (:meth:`Directory.request_friend`)."""
+
+    FRIENDS = "friends"  # they had asked first, or were friends already
+    REQUESTED = "requested"  # a request now waits for them
+    IGNORED = "ignored"  # one of the two blocks the other: nothing stored
 
 
 class Directory(Protocol):
@@ -79,13 +101,69 @@ class Directory(Protocol):
     ) -> Device: ...
     async def get_device(self, device_id: int) -> Device | None: ...
     async def list_devices(self, user_id: int) -> list[Device]: ...
+    async def list_devices_now(self, user_id: int) -> list[Device]:
+        """As stored now, with last_seen (no cache)."""
+        ...
+
     async def set_push_token(self, device_id: int, provider: str, token: str) -> None: ...
     async def clear_push_token(self, device_id: int, token: str) -> None: ...
+    async def bump_token_version(self, device_id: int) -> int | None:
+        """Supersede the device's tokens; its new version (None: no such device)."""
+        ...
 
-    async def add_friend(self, user_id: int, friend_id: int) -> None: ...
-    async def remove_friend(self, user_id: int, friend_id: int) -> None: ...
+    async def delete_device(self, device_id: int) -> bool: ...
+    async def touch_devices(self, seen: Mapping[int, int]) -> None:
+        """Record when devices were last seen (device id -> epoch ms)."""
+        ...
+
+    async def add_friend(self, user_id: int, friend_id: int) -> None:
+        """Make the two friends at once, both ways (tests and seeding; the API asks
+        through :meth:`request_friend`)."""
+        ...
+
+    async def request_friend(self, user_id: int, friend_id: int, now: int) -> str:
+        """Ask ``friend_id`` to be friends, or accept their request: a
+        :class:`FriendOutcome` value."""
+        ...
+
+    async def remove_friend(self, user_id: int, friend_id: int) -> None:
+        """End a friendship, withdraw a request or decline one, whichever there is."""
+        ...
+
     async def list_friends(self, user_id: int) -> list[User]: ...
+    async def friend_requests(self, user_id: int) -> tuple[list[User], list[User]]:
+        """(incoming, outgoing) pending friend requests of the user."""
+        ...
+
+    async def is_friend(self, user_id: int, other_id: int) -> bool: ...
+    async def related(self, user_id: int, other_id: int) -> bool:
+        """Whether the user may look ``other_id`` up: friends, a request either way, a
+        shared channel, or an invite between them."""
+        ...
+
     async def presence_audience(self, user_id: int, limit: int) -> set[int]: ...
+
+    async def block(self, user_id: int, blocked_id: int, now: int) -> None: ...
+    async def unblock(self, user_id: int, blocked_id: int) -> None: ...
+    async def list_blocked(self, user_id: int) -> list[User]: ...
+    async def block_set(self, user_id: int) -> frozenset[int]:
+        """Everyone the user blocked or was blocked by."""
+        ...
+
+    async def invite(self, channel_id: str, user_id: int, inviter_id: int, now: int) -> None: ...
+    async def list_invites(self, user_id: int) -> list[Invite]: ...
+    async def accept_invite(self, channel_id: str, user_id: int, max_members: int) -> bool:
+        """Join the group the user was invited to; False if there is no such invite."""
+        ...
+
+    async def decline_invite(self, channel_id: str, user_id: int) -> None: ...
+
+    async def use_allowance(
+        self, user_id: int, kind: str, now: int, window_ms: int, limit: int
+    ) -> int:
+        """Count one ``kind`` action of the user if fewer than ``limit`` were counted in
+        the last ``window_ms``: 0; else how many ms until one is allowed (nothing counted)."""
+        ...
 
     async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None: ...
     async def create_group(

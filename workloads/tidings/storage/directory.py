@@ -10,24 +10,36 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tidings.storage import directory_schema
-from tidings.storage.base import Channel, Device, GroupFull, User, UsernameTaken
+from tidings.storage.base import (
+    Channel,
+    Device,
+    FriendOutcome,
+    GroupFull,
+    Invite,
+    User,
+    UsernameTaken,
+)
 from tidings.storage.tables import (
+    blocks,
     channel_members,
     channels,
     devices,
     directory_changes,
     directory_readers,
+    friend_requests,
     friends,
+    group_invites,
+    usage_events,
     users,
 )
 
@@ -39,7 +51,8 @@ log = logging.getLogger(__name__)
 #   user_devices  the list of a user's devices
 #   channel       the channel row and its members
 #   audience      a user's presence audience (friends either way, peers in shared groups)
-CHANGE_KINDS = frozenset({"user", "device", "user_devices", "channel", "audience"})
+#   blocks        whom a user blocked and who blocked them (schema version 4)
+CHANGE_KINDS = frozenset({"user", "device", "user_devices", "channel", "audience", "blocks"})
 
 # The schema versions that have directory_changes and directory_readers.
 CHANGE_LOG_VERSION = 2
@@ -87,7 +100,15 @@ def _user(row: Any) -> User:
 
 def _device(row: Any) -> Device:
     return Device(
-        row.device_id, row.user_id, row.name, row.platform, row.push_provider, row.push_token
+        row.device_id,
+        row.user_id,
+        row.name,
+        row.platform,
+        row.push_provider,
+        row.push_token,
+        row.token_version,
+        row.created_at,
+        row.last_seen,
     )
 
 
@@ -289,6 +310,8 @@ class SqlDirectory:
                 )
                 write.changed("user", user_id)
         except IntegrityError as exc:
+            if await self.get_user_by_name(username) is None:
+                raise  # the id was taken (random ids collide once in ~10^18 sign-ups)
             raise UsernameTaken(username) from exc
         return User(user_id, username, display_name, password_hash, now)
 
@@ -327,7 +350,7 @@ class SqlDirectory:
             )
             write.changed("device", device_id)
             write.changed("user_devices", user_id)
-        return Device(device_id, user_id, name, platform)
+        return Device(device_id, user_id, name, platform, created_at=now)
 
     async def newest_devices(self, limit: int) -> list[Device]:
         """Up to ``limit`` devices, the newest first (to warm a cache at start-up)."""
@@ -350,6 +373,9 @@ class SqlDirectory:
                 select(devices).where(devices.c.user_id == user_id).order_by(devices.c.device_id)
             )
         return [_device(row) for row in rows]
+
+    async def list_devices_now(self, user_id: int) -> list[Device]:
+        return await self.list_devices(user_id)
 
     async def set_push_token(self, device_id: int, provider: str, token: str) -> None:
         async with self._write() as write:
@@ -379,32 +405,135 @@ class SqlDirectory:
                 write.changed("device", device_id)
                 write.changed("user_devices", owner)
 
+    async def bump_token_version(self, device_id: int) -> int | None:
+        async with self._write() as write:
+            row = (
+                await write.conn.execute(
+                    update(devices)
+                    .where(devices.c.device_id == device_id)
+                    .values(token_version=devices.c.token_version + 1)
+                    .returning(devices.c.user_id, devices.c.token_version)
+                )
+            ).first()
+            if row is None:
+                return None
+            write.changed("device", device_id)
+            write.changed("user_devices", row.user_id)
+            return int(row.token_version)
+
+    async def delete_device(self, device_id: int) -> bool:
+        async with self._write() as write:
+            owner = (
+                await write.conn.execute(
+                    delete(devices)
+                    .where(devices.c.device_id == device_id)
+                    .returning(devices.c.user_id)
+                )
+            ).scalar_one_or_none()
+            if owner is None:
+                return False
+            write.changed("device", device_id)
+            write.changed("user_devices", owner)
+            return True
+
+    async def touch_devices(self, seen: Mapping[int, int]) -> None:
+        if not seen:
+            return
+        # Not logged: nothing cached depends on last_seen (the device list reads it here).
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(devices)
+                .where(devices.c.device_id == bindparam("id"))
+                .values(last_seen=bindparam("at")),
+                [{"id": device_id, "at": at} for device_id, at in seen.items()],
+            )
+
     # --- friends -------------------------------------------------------------------
+
+    @staticmethod
+    async def _blocked_between(conn: AsyncConnection, a: int, b: int) -> bool:
+        row = await conn.execute(
+            select(blocks.c.user_id).where(
+                or_(
+                    and_(blocks.c.user_id == a, blocks.c.blocked_id == b),
+                    and_(blocks.c.user_id == b, blocks.c.blocked_id == a),
+                )
+            )
+        )
+        return row.first() is not None
+
+    @staticmethod
+    async def _unfriend(write: _Write, a: int, b: int) -> None:
+        """Remove the friendship and any request between the two."""
+        conn = write.conn
+        gone = await conn.execute(
+            delete(friends).where(
+                or_(
+                    and_(friends.c.user_id == a, friends.c.friend_id == b),
+                    and_(friends.c.user_id == b, friends.c.friend_id == a),
+                )
+            )
+        )
+        await conn.execute(
+            delete(friend_requests).where(
+                or_(
+                    and_(friend_requests.c.from_id == a, friend_requests.c.to_id == b),
+                    and_(friend_requests.c.from_id == b, friend_requests.c.to_id == a),
+                )
+            )
+        )
+        if gone.rowcount:
+            write.changed("audience", a, b)
+
+    @staticmethod
+    async def _befriend(write: _Write, a: int, b: int) -> None:
+        await SqlDirectory._unfriend(write, a, b)
+        await write.conn.execute(
+            insert(friends), [{"user_id": a, "friend_id": b}, {"user_id": b, "friend_id": a}]
+        )
+        write.changed("audience", a, b)
 
     async def add_friend(self, user_id: int, friend_id: int) -> None:
         async with self._write() as write:
-            exists = (
-                await write.conn.execute(
-                    select(friends.c.user_id).where(
-                        friends.c.user_id == user_id, friends.c.friend_id == friend_id
-                    )
+            if not await self._friends(write.conn, user_id, friend_id):
+                await self._befriend(write, user_id, friend_id)
+
+    @staticmethod
+    async def _friends(conn: AsyncConnection, a: int, b: int) -> bool:
+        row = await conn.execute(
+            select(friends.c.user_id).where(friends.c.user_id == a, friends.c.friend_id == b)
+        )
+        return row.first() is not None
+
+    async def request_friend(self, user_id: int, friend_id: int, now: int) -> str:
+        async with self._write() as write:
+            conn = write.conn
+            if await self._blocked_between(conn, user_id, friend_id):
+                return FriendOutcome.IGNORED
+            if await self._friends(conn, user_id, friend_id):
+                return FriendOutcome.FRIENDS
+            asked = await conn.execute(
+                select(friend_requests.c.from_id).where(
+                    friend_requests.c.from_id == friend_id, friend_requests.c.to_id == user_id
                 )
-            ).first()
-            if not exists:
-                await write.conn.execute(
-                    insert(friends).values(user_id=user_id, friend_id=friend_id)
+            )
+            if asked.first() is not None:
+                await self._befriend(write, user_id, friend_id)
+                return FriendOutcome.FRIENDS
+            pending = await conn.execute(
+                select(friend_requests.c.from_id).where(
+                    friend_requests.c.from_id == user_id, friend_requests.c.to_id == friend_id
                 )
-                write.changed("audience", user_id, friend_id)
+            )
+            if pending.first() is None:
+                await conn.execute(
+                    insert(friend_requests).values(from_id=user_id, to_id=friend_id, created_at=now)
+                )
+            return FriendOutcome.REQUESTED
 
     async def remove_friend(self, user_id: int, friend_id: int) -> None:
         async with self._write() as write:
-            result = await write.conn.execute(
-                delete(friends).where(
-                    friends.c.user_id == user_id, friends.c.friend_id == friend_id
-                )
-            )
-            if result.rowcount:
-                write.changed("audience", user_id, friend_id)
+            await self._unfriend(write, user_id, friend_id)
 
     async def list_friends(self, user_id: int) -> list[User]:
         async with self.engine.connect() as conn:
@@ -415,6 +544,193 @@ class SqlDirectory:
                 .order_by(users.c.username)
             )
         return [_user(row) for row in rows]
+
+    async def friend_requests(self, user_id: int) -> tuple[list[User], list[User]]:
+        async with self.engine.connect() as conn:
+            incoming = await conn.execute(
+                select(users)
+                .join(friend_requests, friend_requests.c.from_id == users.c.user_id)
+                .where(friend_requests.c.to_id == user_id)
+                .order_by(friend_requests.c.created_at)
+            )
+            ins = [_user(row) for row in incoming]
+            outgoing = await conn.execute(
+                select(users)
+                .join(friend_requests, friend_requests.c.to_id == users.c.user_id)
+                .where(friend_requests.c.from_id == user_id)
+                .order_by(friend_requests.c.created_at)
+            )
+            return ins, [_user(row) for row in outgoing]
+
+    async def is_friend(self, user_id: int, other_id: int) -> bool:
+        async with self.engine.connect() as conn:
+            return await self._friends(conn, user_id, other_id)
+
+    async def related(self, user_id: int, other_id: int) -> bool:
+        if user_id == other_id:
+            return True
+        mine = select(channel_members.c.channel_id).where(channel_members.c.user_id == user_id)
+        checks = [
+            select(friends.c.user_id).where(
+                friends.c.user_id == user_id, friends.c.friend_id == other_id
+            ),
+            select(friend_requests.c.from_id).where(
+                or_(
+                    and_(friend_requests.c.from_id == user_id, friend_requests.c.to_id == other_id),
+                    and_(friend_requests.c.from_id == other_id, friend_requests.c.to_id == user_id),
+                )
+            ),
+            select(channel_members.c.user_id).where(
+                channel_members.c.user_id == other_id, channel_members.c.channel_id.in_(mine)
+            ),
+            select(group_invites.c.user_id).where(
+                or_(
+                    and_(
+                        group_invites.c.user_id == user_id, group_invites.c.inviter_id == other_id
+                    ),
+                    and_(
+                        group_invites.c.user_id == other_id, group_invites.c.inviter_id == user_id
+                    ),
+                )
+            ),
+        ]
+        async with self.engine.connect() as conn:
+            for check in checks:
+                if (await conn.execute(check.limit(1))).first() is not None:
+                    return True
+        return False
+
+    # --- blocks --------------------------------------------------------------------
+
+    async def block(self, user_id: int, blocked_id: int, now: int) -> None:
+        async with self._write() as write:
+            conn = write.conn
+            exists = await conn.execute(
+                select(blocks.c.user_id).where(
+                    blocks.c.user_id == user_id, blocks.c.blocked_id == blocked_id
+                )
+            )
+            if exists.first() is None:
+                await conn.execute(
+                    insert(blocks).values(user_id=user_id, blocked_id=blocked_id, created_at=now)
+                )
+            await self._unfriend(write, user_id, blocked_id)
+            await conn.execute(
+                delete(group_invites).where(
+                    group_invites.c.user_id == user_id, group_invites.c.inviter_id == blocked_id
+                )
+            )
+            # Neither sees the other's presence any more, even as group peers.
+            write.changed("blocks", user_id, blocked_id)
+            write.changed("audience", user_id, blocked_id)
+
+    async def unblock(self, user_id: int, blocked_id: int) -> None:
+        async with self._write() as write:
+            gone = await write.conn.execute(
+                delete(blocks).where(blocks.c.user_id == user_id, blocks.c.blocked_id == blocked_id)
+            )
+            if gone.rowcount:
+                write.changed("blocks", user_id, blocked_id)
+                write.changed("audience", user_id, blocked_id)
+
+    async def list_blocked(self, user_id: int) -> list[User]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(users)
+                .join(blocks, blocks.c.blocked_id == users.c.user_id)
+                .where(blocks.c.user_id == user_id)
+                .order_by(users.c.username)
+            )
+        return [_user(row) for row in rows]
+
+    async def block_set(self, user_id: int) -> frozenset[int]:
+        async with self.engine.connect() as conn:
+            return await self._block_set(conn, user_id)
+
+    @staticmethod
+    async def _block_set(conn: AsyncConnection, user_id: int) -> frozenset[int]:
+        theirs = await conn.execute(select(blocks.c.blocked_id).where(blocks.c.user_id == user_id))
+        found = {row[0] for row in theirs}
+        mine = await conn.execute(select(blocks.c.user_id).where(blocks.c.blocked_id == user_id))
+        found.update(row[0] for row in mine)
+        return frozenset(found)
+
+    # --- group invites -------------------------------------------------------------
+
+    async def invite(self, channel_id: str, user_id: int, inviter_id: int, now: int) -> None:
+        async with self._write() as write:
+            conn = write.conn
+            if await self._blocked_between(conn, user_id, inviter_id):
+                return
+            if user_id in await self._members(conn, channel_id):
+                return
+            pending = await conn.execute(
+                select(group_invites.c.user_id).where(
+                    group_invites.c.channel_id == channel_id, group_invites.c.user_id == user_id
+                )
+            )
+            if pending.first() is None:
+                await conn.execute(
+                    insert(group_invites).values(
+                        channel_id=channel_id,
+                        user_id=user_id,
+                        inviter_id=inviter_id,
+                        created_at=now,
+                    )
+                )
+
+    async def list_invites(self, user_id: int) -> list[Invite]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(group_invites, channels.c.name)
+                .join(channels, channels.c.channel_id == group_invites.c.channel_id)
+                .where(group_invites.c.user_id == user_id)
+                .order_by(group_invites.c.created_at)
+            )
+            return [
+                Invite(r.channel_id, r.name, r.user_id, r.inviter_id, r.created_at) for r in rows
+            ]
+
+    async def accept_invite(self, channel_id: str, user_id: int, max_members: int) -> bool:
+        async with self._write() as write:
+            gone = await write.conn.execute(
+                delete(group_invites).where(
+                    group_invites.c.channel_id == channel_id, group_invites.c.user_id == user_id
+                )
+            )
+            if not gone.rowcount:
+                return False
+            await self._add_member(write, channel_id, user_id, max_members)
+            return True
+
+    async def decline_invite(self, channel_id: str, user_id: int) -> None:
+        async with self.engine.begin() as conn:  # nothing cached depends on invites
+            await conn.execute(
+                delete(group_invites).where(
+                    group_invites.c.channel_id == channel_id, group_invites.c.user_id == user_id
+                )
+            )
+
+    # --- allowances ------------------------------------------------------------------
+
+    async def use_allowance(
+        self, user_id: int, kind: str, now: int, window_ms: int, limit: int
+    ) -> int:
+        since = now - window_ms
+        mine = and_(usage_events.c.user_id == user_id, usage_events.c.kind == kind)
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(usage_events).where(mine, usage_events.c.at <= since))
+            used = (
+                await conn.execute(
+                    select(func.count(), func.min(usage_events.c.at)).where(
+                        mine, usage_events.c.at > since
+                    )
+                )
+            ).one()
+            if used[0] >= limit:
+                return max(1, int(used[1]) + window_ms - now)
+            await conn.execute(insert(usage_events).values(user_id=user_id, kind=kind, at=now))
+            return 0
 
     async def presence_audience(self, user_id: int, limit: int) -> set[int]:
         """Friends (either direction) and members of groups shared with the user."""
@@ -434,6 +750,7 @@ class SqlDirectory:
             ):
                 rows = await conn.execute(query.limit(limit))
                 audience.update(row[0] for row in rows)
+            audience -= await self._block_set(conn, user_id)
         audience.discard(user_id)
         return set(sorted(audience)[:limit])
 
@@ -453,9 +770,13 @@ class SqlDirectory:
             )
             for channel_id, uid in rows:
                 members.setdefault(channel_id, []).append(uid)
+            blocked = (await conn.execute(select(blocks.c.user_id, blocks.c.blocked_id))).all()
         for group in members.values():
             for uid in group:
                 audiences.setdefault(uid, set()).update(group)
+        for a, b in blocked:
+            audiences.get(a, set()).discard(b)
+            audiences.get(b, set()).discard(a)
         for uid, audience in audiences.items():
             audience.discard(uid)
         return audiences
@@ -535,17 +856,27 @@ class SqlDirectory:
 
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
         async with self._write() as write:
-            members = await self._members(write.conn, channel_id)
-            if user_id in members:
-                return
-            if len(members) >= max_members:
-                raise GroupFull(channel_id)
-            await write.conn.execute(
-                insert(channel_members).values(channel_id=channel_id, user_id=user_id)
+            await self._add_member(write, channel_id, user_id, max_members)
+
+    async def _add_member(
+        self, write: _Write, channel_id: str, user_id: int, max_members: int
+    ) -> None:
+        members = await self._members(write.conn, channel_id)
+        if user_id in members:
+            return
+        if len(members) >= max_members:
+            raise GroupFull(channel_id)
+        await write.conn.execute(
+            insert(channel_members).values(channel_id=channel_id, user_id=user_id)
+        )
+        await write.conn.execute(
+            delete(group_invites).where(
+                group_invites.c.channel_id == channel_id, group_invites.c.user_id == user_id
             )
-            # The newcomer now sees every member and every member sees the newcomer.
-            write.changed("channel", channel_id)
-            write.changed("audience", user_id, *members)
+        )
+        # The newcomer now sees every member and every member sees the newcomer.
+        write.changed("channel", channel_id)
+        write.changed("audience", user_id, *members)
 
     async def remove_member(self, channel_id: str, user_id: int) -> None:
         async with self._write() as write:

@@ -69,7 +69,15 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -77,7 +85,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tidings import metrics
 from tidings.settings import Settings
 from tidings.storage import directory_schema
-from tidings.storage.base import Channel, Device, User
+from tidings.storage.base import Channel, Device, Invite, User
 from tidings.storage.directory import (
     CHANGE_LOG_VERSION,
     Change,
@@ -298,6 +306,10 @@ class CachedDirectory:
         self._devices: _Cache[int, Device | None] = _Cache("devices", users, absent_users)
         self._user_devices: _Cache[int, tuple[Device, ...]] = _Cache("user_devices", users)
         self._audiences: _Cache[int, tuple[int, frozenset[int]]] = _Cache("audiences", users)
+        self._blocks: _Cache[int, frozenset[int]] = _Cache("blocks", users)
+        # Called with a device id whenever the device changed, here or in another process
+        # (the gateway closes sockets whose session ended).
+        self.device_listeners: list[Callable[[int], None]] = []
         self._channels: _Cache[str, Channel | None] = _Cache(
             "channels", channels, max(1, channels // 4)
         )
@@ -408,6 +420,7 @@ class CachedDirectory:
             self._devices,
             self._user_devices,
             self._audiences,
+            self._blocks,
             self._channels,
         ):
             cache.clear()
@@ -419,6 +432,7 @@ class CachedDirectory:
             "devices": len(self._devices),
             "user_devices": len(self._user_devices),
             "audiences": len(self._audiences),
+            "blocks": len(self._blocks),
             "channels": len(self._channels),
             "dms": len(self._dms),
         }
@@ -436,10 +450,14 @@ class CachedDirectory:
             self._users.invalidate(number)
         elif kind == "device":
             self._devices.invalidate(number)
+            for listener in self.device_listeners:
+                listener(number)
         elif kind == "user_devices":
             self._user_devices.invalidate(number)
         elif kind == "audience":
             self._audiences.invalidate(number)
+        elif kind == "blocks":
+            self._blocks.invalidate(number)
         else:
             return False
         return True
@@ -739,16 +757,80 @@ class CachedDirectory:
     async def clear_push_token(self, device_id: int, token: str) -> None:
         await self._confirmed(self.inner.clear_push_token(device_id, token))
 
+    async def bump_token_version(self, device_id: int) -> int | None:
+        return await self._confirmed(self.inner.bump_token_version(device_id))
+
+    async def delete_device(self, device_id: int) -> bool:
+        return await self._confirmed(self.inner.delete_device(device_id))
+
+    async def touch_devices(self, seen: Mapping[int, int]) -> None:
+        await self.inner.touch_devices(seen)
+
+    async def list_devices_now(self, user_id: int) -> list[Device]:
+        """The user's devices as stored now, with last_seen (the device list's read)."""
+        return await self.inner.list_devices(user_id)
+
     # --- friends ---------------------------------------------------------------------
 
     async def add_friend(self, user_id: int, friend_id: int) -> None:
         await self._confirmed(self.inner.add_friend(user_id, friend_id))
 
+    async def request_friend(self, user_id: int, friend_id: int, now: int) -> str:
+        return await self._confirmed(self.inner.request_friend(user_id, friend_id, now))
+
     async def remove_friend(self, user_id: int, friend_id: int) -> None:
         await self._confirmed(self.inner.remove_friend(user_id, friend_id))
 
+    # The API's reads, not the hot path's: straight to the database.
+
     async def list_friends(self, user_id: int) -> list[User]:
-        return await self.inner.list_friends(user_id)  # the API's, not the hot path's
+        return await self.inner.list_friends(user_id)
+
+    async def friend_requests(self, user_id: int) -> tuple[list[User], list[User]]:
+        return await self.inner.friend_requests(user_id)
+
+    async def is_friend(self, user_id: int, other_id: int) -> bool:
+        return await self.inner.is_friend(user_id, other_id)
+
+    async def related(self, user_id: int, other_id: int) -> bool:
+        return await self.inner.related(user_id, other_id)
+
+    # --- blocks ----------------------------------------------------------------------
+
+    async def block(self, user_id: int, blocked_id: int, now: int) -> None:
+        await self._confirmed(self.inner.block(user_id, blocked_id, now))
+
+    async def unblock(self, user_id: int, blocked_id: int) -> None:
+        await self._confirmed(self.inner.unblock(user_id, blocked_id))
+
+    async def list_blocked(self, user_id: int) -> list[User]:
+        return await self.inner.list_blocked(user_id)
+
+    async def block_set(self, user_id: int) -> frozenset[int]:
+        """Cached: a 1:1 send checks it."""
+        found = self._blocks.lookup(user_id)
+        if not isinstance(found, Missing):
+            return found
+        return await self._blocks.load(user_id, lambda: self.inner.block_set(user_id))
+
+    # --- invites and allowances ------------------------------------------------------
+
+    async def invite(self, channel_id: str, user_id: int, inviter_id: int, now: int) -> None:
+        await self.inner.invite(channel_id, user_id, inviter_id, now)
+
+    async def list_invites(self, user_id: int) -> list[Invite]:
+        return await self.inner.list_invites(user_id)
+
+    async def accept_invite(self, channel_id: str, user_id: int, max_members: int) -> bool:
+        return await self._confirmed(self.inner.accept_invite(channel_id, user_id, max_members))
+
+    async def decline_invite(self, channel_id: str, user_id: int) -> None:
+        await self.inner.decline_invite(channel_id, user_id)
+
+    async def use_allowance(
+        self, user_id: int, kind: str, now: int, window_ms: int, limit: int
+    ) -> int:
+        return await self.inner.use_allowance(user_id, kind, now, window_ms, limit)
 
     async def presence_audience(self, user_id: int, limit: int) -> set[int]:
         entry = self._audiences.lookup(user_id)

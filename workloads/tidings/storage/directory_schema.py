@@ -24,7 +24,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tidings.storage.tables import V1_TABLES, directory_changes, directory_readers, metadata
+from tidings.storage.tables import (
+    V1_TABLES,
+    V4_TABLES,
+    directory_changes,
+    directory_readers,
+    friend_requests,
+    friends,
+    metadata,
+)
 
 _bookkeeping = MetaData()
 schema_migrations = Table(
@@ -56,10 +64,46 @@ def _readers(conn: Connection) -> None:
     metadata.create_all(conn, tables=[directory_readers], checkfirst=True)
 
 
+def _consent_and_sessions(conn: Connection) -> None:
+    # A database made by version 1 of this code has devices without these columns; one
+    # made since has them (create_all builds the table as it is defined now).
+    have = {column["name"] for column in inspect(conn).get_columns("devices")}
+    if "token_version" not in have:
+        conn.execute(
+            text("ALTER TABLE devices ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
+        )
+    if "last_seen" not in have:
+        conn.execute(text("ALTER TABLE devices ADD COLUMN last_seen BIGINT"))
+    metadata.create_all(conn, tables=V4_TABLES, checkfirst=True)
+    # Friendship was one-sided ("A added B") and made without B's consent: a pair added
+    # both ways stays friends; a one-sided add becomes a request B may accept.
+    mine, theirs = friends.alias("mine"), friends.alias("theirs")
+    one_sided = select(mine.c.user_id, mine.c.friend_id).where(
+        ~select(theirs.c.user_id)
+        .where(theirs.c.user_id == mine.c.friend_id, theirs.c.friend_id == mine.c.user_id)
+        .exists()
+    )
+    pairs = conn.execute(one_sided).all()
+    now = int(time.time() * 1000)
+    for user_id, friend_id in pairs:
+        conn.execute(
+            friend_requests.insert().values(from_id=user_id, to_id=friend_id, created_at=now)
+        )
+        conn.execute(
+            friends.delete().where(friends.c.user_id == user_id, friends.c.friend_id == friend_id)
+        )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
     Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
     Migration(3, "directory_readers: where each directory cache stands in the log", _readers),
+    Migration(
+        4,
+        "consent and sessions: friend requests, blocks, group invites, usage events; "
+        "devices.token_version and last_seen",
+        _consent_and_sessions,
+    ),
 ]
 
 

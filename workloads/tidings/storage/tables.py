@@ -36,6 +36,11 @@ devices = Table(
     Column("push_provider", String(16)),
     Column("push_token", String(4096)),
     Column("created_at", BigInteger, nullable=False),
+    # Schema version 4: tokens carry the version they were issued at; logging the device
+    # in again bumps it, so earlier tokens stop working. last_seen: when it last connected
+    # or disconnected (epoch ms, to the minute; not in the change log).
+    Column("token_version", Integer, nullable=False, server_default="0"),
+    Column("last_seen", BigInteger),
 )
 
 friends = Table(
@@ -62,6 +67,48 @@ channel_members = Table(
     Column("channel_id", String(64), ForeignKey("channels.channel_id"), primary_key=True),
     Column("user_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
     Index("ix_channel_members_user_id", "user_id"),
+)
+
+# Schema version 4: consent. A friend request waits here until the other side accepts
+# (both rows then go into ``friends``) or declines; ``friends`` holds accepted pairs only,
+# one row each way.
+friend_requests = Table(
+    "friend_requests",
+    metadata,
+    Column("from_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
+    Column("to_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_friend_requests_to_id", "to_id"),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
+    Column("blocked_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_blocks_blocked_id", "blocked_id"),
+)
+
+group_invites = Table(
+    "group_invites",
+    metadata,
+    Column("channel_id", String(64), ForeignKey("channels.channel_id"), primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
+    Column("inviter_id", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_group_invites_user_id", "user_id"),
+)
+
+# Rate-limited actions per user over a sliding window (groups made, friend requests,
+# look-ups), shared by every API process: kind names the action, at is epoch ms.
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index("ix_usage_events_user_kind_at", "user_id", "kind", "at"),
 )
 
 # Every Directory write appends what it changed here, in its own transaction (schema
@@ -98,5 +145,6 @@ directory_readers = Table(
     Column("seen_at", BigInteger, nullable=False),
 )
 
-# The tables of schema version 1.
+# The tables of schema version 1 (devices as version 4 left it: see directory_schema).
 V1_TABLES = [users, devices, friends, channels, channel_members]
+V4_TABLES = [friend_requests, blocks, group_invites, usage_events]
