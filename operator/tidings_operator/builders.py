@@ -13,6 +13,9 @@ deletes them (the Kafka topics and the Cassandra keyspace stay: data is never dr
   its unique Snowflake worker id (a Deployment has no stable, unique number per pod), and
   a Service ``<name>-api``.
 - push: a Deployment ``<name>-push``.
+- Every workload pod serves Prometheus metrics on its container port ``metrics``
+  (``names.METRICS_PORT``, from the ConfigMap's ``TIDINGS_METRICS_*``), never on ``http``;
+  the chat and api Services carry that port too, for a ServiceMonitor.
 - PodDisruptionBudgets for chat and api: one pod at a time.
 """
 
@@ -29,7 +32,6 @@ __all__ = [
     "DRAIN_MARGIN_S",
     "JWT_PREVIOUS_SECRETS_KEY",
     "PRESTOP_PAUSE_S",
-    "PUSH_METRICS_PORT",
     "Manifest",
     "Owner",
     "OwnerReference",
@@ -55,7 +57,6 @@ Manifest = dict[str, Any]
 PRESTOP_PAUSE_S = 3
 # On top of the drain budget: time to flush, leave the group and exit.
 DRAIN_MARGIN_S = 10
-PUSH_METRICS_PORT = 9090
 RUN_AS = 10001
 
 
@@ -119,6 +120,9 @@ def config_data(spec: ClusterSpec, inbox_partitions: int) -> dict[str, str]:
     kafka, cassandra = spec.kafka, spec.cassandra
     data = {
         "TIDINGS_HOST": "0.0.0.0",
+        # Metrics on a port of their own (the public port does not serve them).
+        "TIDINGS_METRICS_HOST": "0.0.0.0",
+        "TIDINGS_METRICS_PORT": str(names.METRICS_PORT),
         "TIDINGS_LOG_JSON": "true",
         "TIDINGS_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
         "TIDINGS_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
@@ -228,6 +232,33 @@ def _http_probe(path: str, period: int, failures: int, timeout: int = 2) -> dict
     }
 
 
+_METRICS_CONTAINER_PORT = {
+    "name": names.METRICS_PORT_NAME,
+    "containerPort": names.METRICS_PORT,
+    "protocol": "TCP",
+}
+
+
+def _ports(http_port: int) -> list[dict[str, Any]]:
+    """The public port and the metrics port of a chat or api container."""
+    return [
+        {"name": "http", "containerPort": http_port, "protocol": "TCP"},
+        dict(_METRICS_CONTAINER_PORT),
+    ]
+
+
+def _service_ports(http_port: int) -> list[dict[str, Any]]:
+    return [
+        {"name": "http", "port": http_port, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": names.METRICS_PORT_NAME,
+            "port": names.METRICS_PORT,
+            "targetPort": names.METRICS_PORT_NAME,
+            "protocol": "TCP",
+        },
+    ]
+
+
 def _with_resources(container: dict[str, Any], resources: Resources) -> dict[str, Any]:
     as_dict = resources.as_dict()
     if as_dict:
@@ -290,7 +321,7 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tidings", "chat"],
-        "ports": [{"name": "http", "containerPort": chat.port, "protocol": "TCP"}],
+        "ports": _ports(chat.port),
         "envFrom": _env_from(owner, spec),
         "env": [
             *_common_env(spec),
@@ -342,9 +373,7 @@ def build_chat_service(owner: Owner, spec: ClusterSpec) -> Manifest:
         "spec": {
             "clusterIP": "None",
             "selector": names.selector_labels(owner["name"], names.CHAT),
-            "ports": [
-                {"name": "http", "port": spec.chat.port, "targetPort": "http", "protocol": "TCP"}
-            ],
+            "ports": _service_ports(spec.chat.port),
         },
     }
 
@@ -372,7 +401,7 @@ def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manif
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tidings", "api"],
-        "ports": [{"name": "http", "containerPort": api.port, "protocol": "TCP"}],
+        "ports": _ports(api.port),
         "envFrom": _env_from(owner, spec),
         "env": [
             *_common_env(spec),
@@ -420,9 +449,7 @@ def build_api_service(owner: Owner, spec: ClusterSpec) -> Manifest:
         "spec": {
             "type": "ClusterIP",
             "selector": names.selector_labels(owner["name"], names.API),
-            "ports": [
-                {"name": "http", "port": spec.api.port, "targetPort": "http", "protocol": "TCP"}
-            ],
+            "ports": _service_ports(spec.api.port),
         },
     }
 
@@ -434,11 +461,12 @@ def build_push_deployment(owner: Owner, spec: ClusterSpec, config: str) -> Manif
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["tidings", "push"],
-        "ports": [{"name": "metrics", "containerPort": PUSH_METRICS_PORT, "protocol": "TCP"}],
+        # Its only port: the metrics (TIDINGS_METRICS_* from the ConfigMap), also probed.
+        "ports": [dict(_METRICS_CONTAINER_PORT)],
         "envFrom": _env_from(owner, spec, push.credentials_secret),
-        "env": [*_common_env(spec), {"name": "TIDINGS_PORT", "value": str(PUSH_METRICS_PORT)}],
-        "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 5},
-        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
+        "env": _common_env(spec),
+        "readinessProbe": {"tcpSocket": {"port": names.METRICS_PORT_NAME}, "periodSeconds": 5},
+        "livenessProbe": {"tcpSocket": {"port": names.METRICS_PORT_NAME}, "periodSeconds": 10},
         "securityContext": _container_security(),
         "volumeMounts": _TMP_MOUNT,
     }

@@ -34,6 +34,12 @@ CHAT = "chat"
 API = "api"
 PUSH = "push"
 
+# Every workload pod (chat, api, push) serves its Prometheus metrics on this container
+# port, named ``metrics`` (TIDINGS_METRICS_PORT; the public ``http`` port never serves
+# them). spec.chat.port and spec.api.port may not take it.
+METRICS_PORT = 9464
+METRICS_PORT_NAME = "metrics"
+
 # Snowflake worker ids are 10 bits (0..1023). Chat pods use their ordinal (0..895); api
 # pods are a StatefulSet whose ordinals start at 896, so their ordinal is their worker id
 # too (896..1023). The CRD bounds the replica counts to fit.

@@ -368,6 +368,7 @@ def parse_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         credentials_secret=_secret_name(push_raw, "credentialsSecretRef", "spec.push"),
         resources=_resources(push_raw),
     )
+    chat = _chat(_obj(raw, "chat"))
     heartbeat = _int(presence, "heartbeatSeconds", 5, "spec.presence", 1, 60)
     offline = _int(presence, "offlineAfterSeconds", 30, "spec.presence", 5, 600)
     if offline <= heartbeat:
@@ -375,11 +376,16 @@ def parse_spec(raw: Mapping[str, Any]) -> ClusterSpec:
             f"spec.presence.offlineAfterSeconds ({offline}) must be more than "
             f"heartbeatSeconds ({heartbeat}), or every device would flap offline"
         )
+    for path, port in (("spec.chat.port", chat.port), ("spec.api.port", api.port)):
+        if port == names.METRICS_PORT:
+            raise SpecError(
+                f"{path} {port} is the port the pods serve their metrics on; choose another"
+            )
     postgres = _obj(raw, "postgres")
     return ClusterSpec(
         image=image,
         image_pull_policy=pull,
-        chat=_chat(_obj(raw, "chat")),
+        chat=chat,
         api=api,
         push=push,
         heartbeat_s=heartbeat,

@@ -190,6 +190,12 @@ class Cluster:
         env.update(extra)
         return env
 
+    def metrics_url_of(self, url: str) -> str:
+        for process in self.processes:
+            if url.rstrip("/") in (process.base_url, process.ws_url):
+                return process.metrics_url
+        raise AssertionError(f"{url} is none of this cluster's processes")
+
     def chat_at(self, url: str) -> TidingsProcess:
         for chat in self.chats:
             if chat.ws_url == url:

@@ -92,7 +92,9 @@ class TidingsProcess:
     """One `tidings <command>` subprocess on a loopback port, logging to its own file.
 
     ``keep_port`` makes every start use the same port (a chat server's URL is who it is);
-    otherwise each start takes a fresh free port.
+    otherwise each start takes a fresh free port. With ``metrics`` (the default, as the
+    operator runs its pods) each start also serves Prometheus metrics on a fresh free port
+    of their own (``TIDINGS_METRICS_PORT``, :attr:`metrics_url`).
     """
 
     name: str
@@ -101,6 +103,8 @@ class TidingsProcess:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     keep_port: bool = False
+    metrics: bool = True
+    metrics_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,6 +116,16 @@ class TidingsProcess:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
     @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port is not None, f"{self.name} serves no metrics"
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metrics_url_of(self, url: str) -> str:
+        """The metrics of the process behind ``url`` (one of its API or WebSocket URLs)."""
+        assert url.rstrip("/") in (self.base_url, self.ws_url), (url, self.name)
+        return self.metrics_url
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -120,6 +134,10 @@ class TidingsProcess:
         assert not self.running, f"{self.name} is already running"
         if not (self.keep_port and self.port):
             self.port = free_port()
+        env = child_env(self.env)
+        self.metrics_port = free_port() if self.metrics else None
+        if self.metrics_port is not None:
+            env["TIDINGS_METRICS_PORT"] = str(self.metrics_port)
         command = [
             *_tidings_command(),
             *self.args,
@@ -131,9 +149,7 @@ class TidingsProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {' '.join(command)}\n".encode())
-            self.proc = subprocess.Popen(
-                command, env=child_env(self.env), stdout=log, stderr=subprocess.STDOUT
-            )
+            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         assert self.proc is not None
@@ -235,21 +251,28 @@ class Deployment(Protocol):
     @property
     def chat_urls(self) -> list[str]: ...
 
+    def metrics_url_of(self, url: str) -> str:
+        """The Prometheus metrics of the process behind one of the deployment's API or
+        WebSocket URLs (served on a port of their own, never on ``url``'s)."""
+        ...
+
     def log_sections(self) -> list[tuple[str, str]]: ...
 
 
-def start_server(tmp_dir: Path, **env: str) -> ServerProcess:
+def start_server(tmp_dir: Path, *, metrics: bool = True, **env: str) -> ServerProcess:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     server = ServerProcess(tmp_dir / "data", tmp_dir / "server.log", dict(env))
+    server.metrics = metrics
     server.start()
     return server
 
 
 @contextlib.contextmanager
-def owned_server(tmp_dir: Path, **env: str) -> Iterator[ServerProcess]:
+def owned_server(tmp_dir: Path, *, metrics: bool = True, **env: str) -> Iterator[ServerProcess]:
     """A `tidings up` of the test's own, which it may kill, restart or drain; killed at
-    the end whatever happened."""
-    server = start_server(tmp_dir, **env)
+    the end whatever happened. ``metrics=False``: no metrics port (the default of a
+    `tidings up` started by hand)."""
+    server = start_server(tmp_dir, metrics=metrics, **env)
     try:
         yield server
     finally:

@@ -669,9 +669,12 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 
 def test_monitors_select_the_operators_workloads(helm: Run) -> None:
-    """The ServiceMonitor finds the chat and api Services the operator builds (port http),
-    the PodMonitor the push pods (port metrics) - with the labels the dashboard filters on."""
+    """The ServiceMonitor finds the chat and api Services the operator builds, the
+    PodMonitor the push pods - each on the port named metrics, where the pods serve
+    TIDINGS_METRICS_PORT (never the public port http) - with the labels the dashboard
+    filters on."""
     from tidings_operator.builders import Owner, build_all
+    from tidings_operator.names import LABEL_COMPONENT
     from tidings_operator.spec import parse_spec
 
     kinds = by_kind(render(helm, "--values", str(FULL_VALUES)))
@@ -693,19 +696,28 @@ def test_monitors_select_the_operators_workloads(helm: Run) -> None:
     ]
     components = sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected)
     assert components == ["api", "chat"]
-    (endpoint,) = service_monitor["endpoints"]
-    for service in selected:
-        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
-    assert endpoint["path"] == "/metrics"
-
+    (config_map,) = [m for m in built if m["kind"] == "ConfigMap"]
+    metrics_port = int(config_map["data"]["TIDINGS_METRICS_PORT"])
+    assert config_map["data"]["TIDINGS_METRICS_HOST"] == "0.0.0.0"
     pods = [m["spec"]["template"] for m in built if m["kind"] in ("Deployment", "StatefulSet")]
+
+    def container_ports(component: str) -> dict[str, int]:
+        (pod,) = [p for p in pods if p["metadata"]["labels"][LABEL_COMPONENT] == component]
+        return {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+
+    (endpoint,) = service_monitor["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    for service in selected:
+        (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+        served = container_ports(service["metadata"]["labels"][LABEL_COMPONENT])
+        assert served[port["targetPort"]] == metrics_port != served["http"]
+
     selected_pods = [p for p in pods if _selects(pod_monitor["selector"], p["metadata"]["labels"])]
     assert [p["metadata"]["labels"]["app.kubernetes.io/component"] for p in selected_pods] == [
         "push"
     ]
     (pod_endpoint,) = pod_monitor["podMetricsEndpoints"]
-    ports = {p["name"] for c in selected_pods[0]["spec"]["containers"] for p in c.get("ports", [])}
-    assert pod_endpoint["port"] in ports
+    assert container_ports("push")[pod_endpoint["port"]] == metrics_port
 
     # The dashboard's variables come from these labels (app.kubernetes.io/instance is the
     # ChatCluster's name on every child).

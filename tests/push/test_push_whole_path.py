@@ -39,11 +39,17 @@ PASSWORD = "correct horse battery"
 class Server:
     proc: subprocess.Popen[bytes]
     port: int
+    metrics_port: int
     log: Path
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus text, on a port of its own (the public port does not serve it)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def log_tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
@@ -59,7 +65,7 @@ async def apns() -> AsyncIterator[tuple[ApnsStandin, str]]:
 @pytest.fixture
 async def server(tmp_path: Path, apns: tuple[ApnsStandin, str]) -> AsyncIterator[Server]:
     standin, pem = apns
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env.update(
         TIDINGS_JWT_SECRET=secrets.token_urlsafe(48),
@@ -74,12 +80,13 @@ async def server(tmp_path: Path, apns: tuple[ApnsStandin, str]) -> AsyncIterator
         TIDINGS_APNS_TOPIC=TOPIC,
         TIDINGS_APNS_ENDPOINT=standin.url,
         TIDINGS_DRAIN_BUDGET_S="1",
+        TIDINGS_METRICS_PORT=str(metrics_port),
     )
     log = tmp_path / "server.log"
     command = [*tidings_command(), "up", "--port", str(port), "--data-dir", str(tmp_path / "data")]
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
-    server = Server(proc, port, log)
+    server = Server(proc, port, metrics_port, log)
     try:
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(base_url=server.url, timeout=1, trust_env=False) as http:
@@ -258,11 +265,14 @@ async def test_a_device_back_within_the_grace_gets_no_push(
         try:
             await first.close()  # a drain, a failover, a network switch...
             await asyncio.sleep(0.2)
-            before = metric((await http.get("/metrics")).text, "tidings_push_requests_total")
+            before = metric(
+                (await http.get(server.metrics_url)).text, "tidings_push_requests_total"
+            )
             ack = await sender.send(bob.user_id, "while away")
             deadline = time.monotonic() + WAIT
             while (
-                metric((await http.get("/metrics")).text, "tidings_push_requests_total") == before
+                metric((await http.get(server.metrics_url)).text, "tidings_push_requests_total")
+                == before
             ):
                 assert time.monotonic() < deadline, "no push was asked for the offline device"
                 await asyncio.sleep(0.02)
@@ -272,7 +282,7 @@ async def test_a_device_back_within_the_grace_gets_no_push(
                 assert time.monotonic() < deadline, "the message never reached the device"
                 await asyncio.sleep(0.02)
             await asyncio.sleep(GRACE_S + 1.0)
-            text = (await http.get("/metrics")).text
+            text = (await http.get(server.metrics_url)).text
         finally:
             for sock in (again, sender):
                 if sock is not None:

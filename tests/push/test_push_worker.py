@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
@@ -113,7 +115,15 @@ async def test_push_worker_sends_collapses_and_prunes(
             TIDINGS_APNS_ENDPOINT=standin.url,
         )
         log = tmp_path / "push.log"
-        command = [*tidings_command(), "push", "--host", "127.0.0.1", "--port", str(free_port())]
+        metrics_port = free_port()
+        command = [
+            *tidings_command(),
+            "push",
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(metrics_port),
+        ]
         with log.open("wb") as out:
             proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
 
@@ -137,6 +147,11 @@ async def test_push_worker_sends_collapses_and_prunes(
                 assert time.monotonic() < deadline, f"dead token not removed:\n{tail()}"
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)  # any extra push would show up now
+            # Its metrics: on the metrics port (its only HTTP server).
+            async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+                scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            assert re.search(r'^tidings_push_sent_total\{provider="apns"\} [1-9]', scraped, re.M)
+            assert re.search(r'^tidings_push_pruned_total\{provider="apns"\} 1', scraped, re.M)
         finally:
             await sink.close()
             await directory.close()

@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
     overrides: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("host", "port", "data_dir")
+        for name in ("host", "port", "data_dir", "metrics_host", "metrics_port")
         if getattr(args, name, None) is not None
     }
     settings = Settings(**overrides)
@@ -127,6 +127,21 @@ def _add_listen_flags(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--port", type=int, help="port (TIDINGS_PORT)")
 
 
+def _add_metrics_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on a port of their own, GET /metrics "
+        "(TIDINGS_METRICS_PORT; default: no metrics endpoint at all)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address the metrics port listens on (default 127.0.0.1, TIDINGS_METRICS_HOST)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
@@ -136,13 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
         "up",
         help="run everything in one process on SQLite (the embedded default)",
         description="HTTP API, WebSocket gateway and push dispatch on one port, stored in "
-        "SQLite under the data directory. Every option also reads TIDINGS_<NAME>.",
+        "SQLite under the data directory (Prometheus metrics only on --metrics-port). Every "
+        "option also reads TIDINGS_<NAME>.",
     )
     up.add_argument("--host", help="address to listen on (default 127.0.0.1, TIDINGS_HOST)")
     up.add_argument("--port", type=int, help="port (default 8080, TIDINGS_PORT)")
     up.add_argument(
         "--data-dir", type=Path, help="where data lives (default ./tidings-data, TIDINGS_DATA_DIR)"
     )
+    _add_metrics_flags(up)
     up.set_defaults(handler=_up)
 
     rotate = commands.add_parser(
@@ -174,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TIDINGS_CASSANDRA_*, TIDINGS_KAFKA_*.",
     )
     _add_listen_flags(api, "the API")
+    _add_metrics_flags(api)
     api.set_defaults(handler=_cluster_process, command="api")
 
     chat_server = commands.add_parser(
@@ -184,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TIDINGS_SERVER_ID / TIDINGS_WORKER_ID unique per server.",
     )
     _add_listen_flags(chat_server, "the chat server")
+    _add_metrics_flags(chat_server)
     chat_server.set_defaults(handler=_cluster_process, command="chat")
 
     push = commands.add_parser(
@@ -191,9 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster: consume push requests and send them through APNs, FCM or a webhook",
         description="Consumes push requests from Kafka and sends them to devices (see "
         "docs/push.md). Needs TIDINGS_POSTGRES_URL, TIDINGS_KAFKA_* and the credentials of "
-        "the providers in use (TIDINGS_APNS_*, TIDINGS_FCM_*, TIDINGS_WEBHOOK_*).",
+        "the providers in use (TIDINGS_APNS_*, TIDINGS_FCM_*, TIDINGS_WEBHOOK_*). It serves "
+        "no HTTP but its metrics, and those only with --metrics-port.",
     )
-    _add_listen_flags(push, "/metrics")
+    _add_metrics_flags(push)
     push.set_defaults(handler=_push)
 
     migrate = commands.add_parser(

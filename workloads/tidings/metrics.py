@@ -1,8 +1,17 @@
-"""Prometheus metrics of the workloads (served on /metrics)."""
+"""Prometheus metrics of the workloads, served on a metrics port of their own.
+
+:func:`serve_metrics` serves them on ``http://<metrics_host>:<metrics_port>/metrics`` when
+``TIDINGS_METRICS_PORT`` is set; the public API/WebSocket port never serves them
+(docs/security.md).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
 
 CONNECTIONS = Gauge("tidings_connections", "Open WebSocket connections (authenticated or not)")
 AUTHENTICATED = Gauge("tidings_connections_authenticated", "Connections past hello")
@@ -69,3 +78,19 @@ PUSH_LATENCY = Histogram(
 DIRECTORY_CACHE = Counter(
     "tidings_directory_cache_total", "Directory cache lookups", ["cache", "result"]
 )
+
+
+def serve_metrics(host: str, port: int | None) -> bool:
+    """Serve the registry as Prometheus text on ``http://host:port/metrics``; nothing when
+    ``port`` is None (the default: no metrics endpoint at all).
+
+    prometheus_client's own server, on a daemon thread: a scrape never runs on the event
+    loop, and between scrapes the thread only polls its socket (twice a second). A port
+    that cannot be bound raises (OSError), like the public port: a misconfigured process
+    fails at start.
+    """
+    if port is None:
+        return False
+    start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return True

@@ -1,4 +1,5 @@
-"""Serving a runtime: the FastAPI app and the WebSocket gateway on one port (uvicorn)."""
+"""Serving a runtime: the FastAPI app and the WebSocket gateway on one port (uvicorn);
+Prometheus metrics on a port of their own when ``metrics_port`` is set."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tidings.api.http_protocol import http_protocol
 from tidings.gateway.connection import Connection
 from tidings.gateway.gateway import Gateway
 from tidings.gc_policy import tune_for_serving
+from tidings.metrics import serve_metrics
 from tidings.runtime import Runtime
 from tidings.settings import Settings
 
@@ -123,7 +125,9 @@ def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
         server_header=False,
     )
     server = DrainingServer(config)
-    server.run(sockets=[listen_now(config)])
+    sockets = [listen_now(config)]
+    serve_metrics(settings.metrics_host, settings.metrics_port)  # off unless set
+    server.run(sockets=sockets)
     if server.signalled_at is not None:
         log.info("stopped", extra={"ms": round((time.perf_counter() - server.signalled_at) * 1000)})
     runtime = server.lifespan.state.get("runtime") if hasattr(server, "lifespan") else None

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     public_chat_url: str | None = None
     server_id: str = "tidings-0"
     worker_id: int = Field(0, ge=0, le=1023)
+    # Prometheus text on http://<metrics_host>:<metrics_port>/metrics, a port of its own
+    # (never the public one); unset: no metrics endpoint at all. Loopback unless told
+    # otherwise; in a pod the operator sets 0.0.0.0 and 9464.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
 
     # Embedded storage.
     data_dir: Path = Path("tidings-data")

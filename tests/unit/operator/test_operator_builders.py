@@ -13,6 +13,7 @@ from tidings_operator.builders import (
     PRESTOP_PAUSE_S,
     Owner,
     build_all,
+    build_api_service,
     build_api_statefulset,
     build_chat_service,
     build_chat_statefulset,
@@ -20,7 +21,7 @@ from tidings_operator.builders import (
     build_push_deployment,
     config_hash,
 )
-from tidings_operator.spec import ClusterSpec, parse_spec
+from tidings_operator.spec import ClusterSpec, SpecError, parse_spec
 
 OWNER: Owner = {"name": "demo", "namespace": "chat", "uid": "0000-1111"}
 
@@ -94,7 +95,10 @@ def test_chat_statefulset_is_on_delete_with_drain_hook_and_readiness() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": PRESTOP_PAUSE_S}}
-    assert container["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 9000, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
+    ]
     env = env_of(container)
     assert env["TIDINGS_SERVER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["TIDINGS_WORKER_ID"] == {
@@ -117,6 +121,48 @@ def test_chat_service_is_headless() -> None:
     svc = build_chat_service(OWNER, spec())
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == names.selector_labels("demo", names.CHAT)
+
+
+def test_metrics_are_served_on_a_port_of_their_own_in_every_pod() -> None:
+    """The public port (http) serves no metrics: every workload container has a port named
+    metrics (TIDINGS_METRICS_PORT from the ConfigMap), and the Services carry it for a
+    ServiceMonitor."""
+    s = spec(chat={"port": 9000}, api={"port": 9001})
+    metrics_port = {"name": "metrics", "containerPort": 9464, "protocol": "TCP"}
+    children = build_all(OWNER, s, chat_replicas=1, inbox_partitions=32)
+    containers = {
+        c["metadata"]["name"]: c["spec"]["template"]["spec"]["containers"][0]
+        for c in children
+        if c["kind"] in ("StatefulSet", "Deployment")
+    }
+    assert set(containers) == {"demo-chat", "demo-api", "demo-push"}
+    for container in containers.values():
+        assert metrics_port in container["ports"]
+        assert "TIDINGS_METRICS_PORT" not in env_of(container)  # one place: the ConfigMap
+    assert containers["demo-api"]["ports"][0] == {
+        "name": "http",
+        "containerPort": 9001,
+        "protocol": "TCP",
+    }
+    push = containers["demo-push"]
+    assert push["ports"] == [metrics_port]
+    assert "TIDINGS_PORT" not in env_of(push)
+    assert push["readinessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert push["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    for service, http_port in (
+        (build_chat_service(OWNER, s), 9000),
+        (build_api_service(OWNER, s), 9001),
+    ):
+        assert service["spec"]["ports"] == [
+            {"name": "http", "port": http_port, "targetPort": "http", "protocol": "TCP"},
+            {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"},
+        ]
+
+
+@pytest.mark.parametrize("component", ["chat", "api"])
+def test_the_metrics_port_is_not_a_public_port(component: str) -> None:
+    with pytest.raises(SpecError, match=f"spec.{component}.port 9464 is the port"):
+        spec(**{component: {"port": names.METRICS_PORT}})
 
 
 # Signing keys rotate by editing the jwtSecretRef's Secret: the previous keys come from it
@@ -178,6 +224,8 @@ def test_config_map_carries_the_real_partition_count_and_settings() -> None:
     assert data["TIDINGS_HEARTBEAT_S"] == "4"
     assert data["TIDINGS_PRESENCE_OFFLINE_AFTER_S"] == "20"
     assert data["TIDINGS_HOST"] == "0.0.0.0"
+    assert data["TIDINGS_METRICS_HOST"] == "0.0.0.0"
+    assert data["TIDINGS_METRICS_PORT"] == "9464"
     assert all(isinstance(v, str) for v in data.values())
 
 
@@ -193,6 +241,7 @@ def test_config_map_data_parses_as_the_workloads_settings(
     assert settings.cassandra_contact_points == ["cass-0", "cass-1"]
     assert settings.kafka_inbox_partitions == 32
     assert settings.drain_budget_s == 30
+    assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", names.METRICS_PORT)
 
 
 def test_a_config_change_changes_the_pod_templates() -> None:

@@ -1,9 +1,9 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness. Prometheus metrics are not on this port: see
+``tidings.metrics.serve_metrics`` (``TIDINGS_METRICS_PORT``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tidings.api.deps import RuntimeDep
 from tidings.api.errors import error_response
@@ -25,8 +25,3 @@ async def readyz(runtime: RuntimeDep) -> dict[str, object] | Response:
     if gateway.draining:
         return error_response(503, errors.UNAVAILABLE, "draining")
     return {"status": "ready", "connections": gateway.connection_count}
-
-
-@router.get("/metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -7,8 +7,6 @@ import logging
 import signal
 import time
 
-from prometheus_client import start_http_server
-
 from tidings import metrics
 from tidings.push.dispatcher import PushDispatcher
 from tidings.push.kafka import PushRequest, consume_push_requests
@@ -30,14 +28,15 @@ def fresh_requests(requests: list[PushRequest], now_ms: int, max_age_s: float) -
 
 
 async def run_push_worker(settings: Settings) -> None:
-    """Until SIGTERM/SIGINT; metrics on ``settings.port`` (``/metrics``).
+    """Until SIGTERM/SIGINT; metrics on ``metrics_host:metrics_port`` (``/metrics``) when
+    ``metrics_port`` is set, else no HTTP server at all.
 
     Devices (provider, token) come from the Directory on PostgreSQL, which is also where
     dead tokens are removed.
     """
     if not settings.postgres_url:
         raise ValueError("TIDINGS_POSTGRES_URL is not set (postgresql+asyncpg://...)")
-    start_http_server(settings.port, addr=settings.host)
+    metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
     directory = await SqlDirectory.open(settings.postgres_url, migrate=False)
     dispatcher = PushDispatcher.from_settings(settings, directory)
 

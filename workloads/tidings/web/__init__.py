@@ -1,7 +1,8 @@
 """The web client: plain ES modules under ``static/``, served by every HTTP process.
 
 ``/`` answers the page and ``/web/...`` its scripts and styles; nothing else is claimed, so
-no path of the contract (``/v1/...``, ``/healthz``, ``/readyz``, ``/metrics``) is shadowed.
+no path of the contract (``/v1/...``, ``/healthz``, ``/readyz``) is shadowed, and an unknown
+path (``/metrics`` too: it is on the metrics port only) stays 404 ``not_found``.
 The page speaks only the public contract (docs/web.md).
 """
 
