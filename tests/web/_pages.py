@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,30 +67,84 @@ class ChatPage:
         self.channel(title).click()
         expect(self.page.locator("#conversation-title")).to_have_text(title)
 
-    def start_chat(self, user_id: str, before_submit: Callable[[], object] = lambda: None) -> None:
+    def start_chat(self, username: str, before_submit: Callable[[], object] = lambda: None) -> None:
+        """ "New chat" with the user of exactly this username."""
         self.page.get_by_role("button", name="New chat").click()
         dialog = self.page.get_by_role("dialog")
-        expect(dialog.get_by_label("User id")).to_be_focused()
-        dialog.get_by_label("User id").fill(user_id)
+        expect(dialog.get_by_label("Username")).to_be_focused()
+        dialog.get_by_label("Username").fill(username)
         before_submit()
         dialog.get_by_role("button", name="Start chat").click()
         expect(dialog).to_have_count(0)
 
-    def create_group(self, name: str, member_ids: list[str]) -> None:
+    def create_group(
+        self,
+        name: str,
+        friends: Sequence[str] = (),
+        invite: Sequence[str] = (),
+    ) -> None:
+        """A group with some friends (display names, ticked) and others invited by username."""
         self.page.get_by_role("button", name="New group").click()
         dialog = self.page.get_by_role("dialog")
         dialog.get_by_label("Group name").fill(name)
-        dialog.get_by_label("Other members' user ids").fill(", ".join(member_ids))
+        for friend in friends:
+            dialog.get_by_label(friend, exact=True).check()
+        dialog.get_by_label("Invite others by username").fill(", ".join(invite))
         dialog.get_by_role("button", name="Create group").click()
         expect(dialog).to_have_count(0)
         expect(self.page.locator("#conversation-title")).to_have_text(name)
 
-    def add_member(self, user_id: str, display_name: str) -> None:
+    def add_member(self, username: str, outcome: str) -> None:
+        """ "Members" → add by username; `outcome` is what the page says ("... was added.")."""
         self.page.get_by_role("button", name="Members").click()
         dialog = self.page.get_by_role("dialog")
-        dialog.get_by_label("User id").fill(user_id)
+        dialog.get_by_label("Username").fill(username)
         dialog.get_by_role("button", name="Add member").click()
-        expect(dialog.get_by_role("list", name="Members")).to_contain_text(display_name)
+        expect(dialog.locator(".form-result")).to_have_text(outcome)
+
+    # --- friends, requests, settings --------------------------------------------------
+
+    def refresh_lists(self) -> None:
+        """What the page does when its window gets focus: friends, requests, invites."""
+        self.page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+
+    def send_friend_request(self, username: str) -> None:
+        self.page.get_by_role("button", name="Friends").click()
+        dialog = self.page.get_by_role("dialog")
+        dialog.get_by_label("Username").fill(username)
+        dialog.get_by_role("button", name="Send friend request").click()
+        expect(dialog.locator(".form-result")).to_contain_text("Friend request sent to")
+        self.close_dialog()
+
+    @property
+    def requests(self) -> Locator:
+        """The sidebar's list of friend requests and group invites waiting for an answer."""
+        return self.page.locator("#requests")
+
+    def accept_friend(self, display_name: str) -> None:
+        self.refresh_lists()
+        self.requests.get_by_role("button", name=f"Accept {display_name}").click()
+        expect(self.requests.get_by_role("button", name=f"Accept {display_name}")).to_have_count(0)
+
+    def befriend(self, other: ChatPage, other_name: str, my_name: str) -> None:
+        """This person asks `other` to be friends and `other` accepts; both pages know."""
+        self.send_friend_request(other.username)
+        other.accept_friend(my_name)
+        self.refresh_lists()
+        self.page.get_by_role("button", name="Friends").click()
+        dialog = self.page.get_by_role("dialog")
+        expect(dialog.get_by_role("list", name="Friends", exact=True)).to_contain_text(other_name)
+        self.close_dialog()
+
+    def open_settings(self) -> Locator:
+        self.page.get_by_role("button", name="Settings").click()
+        dialog = self.page.get_by_role("dialog")
+        expect(dialog.get_by_role("heading", name="Settings")).to_be_visible()
+        return dialog
+
+    @property
+    def auth_message(self) -> Locator:
+        return self.page.locator("#auth-message")
 
     def close_dialog(self) -> None:
         self.page.keyboard.press("Escape")

@@ -38,6 +38,7 @@ SERVER_ENV = {
 class WebServer:
     data_dir: Path
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # beyond SERVER_ENV
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -49,6 +50,7 @@ class WebServer:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
         env.update(SERVER_ENV)
+        env.update(self.env)
         command = [*_tidings_command(), "up", "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--data-dir", str(self.data_dir)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

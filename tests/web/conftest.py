@@ -56,9 +56,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[WebServer]:
+def server_env() -> dict[str, str]:
+    """Settings for this test's server beyond SERVER_ENV: a test asks for others with
+    ``@pytest.mark.parametrize("server_env", [{"TIDINGS_...": "..."}])``."""
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[WebServer]:
     """A `tidings up` of this test's own, on a free port with its own data directory."""
-    proc = WebServer(tmp_path / "data", tmp_path / "server.log")
+    proc = WebServer(tmp_path / "data", tmp_path / "server.log", env=server_env)
     proc.start()
     try:
         yield proc

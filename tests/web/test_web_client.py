@@ -51,8 +51,9 @@ def test_one_to_one_chat_ticks_typing_and_presence(people: People, shots: Shots)
     shots(alice, "log-in")
     alice.sign_up(unique("alice"), "Alice")
     bob.sign_up(unique("bob"), "Bob")
+    alice.befriend(bob, "Bob", "Alice")  # presence is for friends
 
-    alice.start_chat(bob.user_id, before_submit=lambda: shots(alice, "new-chat"))
+    alice.start_chat(bob.username, before_submit=lambda: shots(alice, "new-chat"))
     expect(alice.page.locator("#conversation-title")).to_have_text("Bob")
     expect(alice.composer).to_be_focused()
     expect(alice.status).to_have_text("online")
@@ -109,27 +110,39 @@ def test_one_to_one_chat_ticks_typing_and_presence(people: People, shots: Shots)
     assert alice.errors == []
 
 
-def test_log_out_and_back_in_on_the_same_device(people: People, shots: Shots) -> None:
+def test_log_out_ends_the_session_and_a_new_login_is_a_new_device(
+    people: People, shots: Shots, server: WebServer
+) -> None:
     alice, bob = people("alice"), people("bob")
     alice.sign_up(unique("alice"), "Alice")
     bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.user_id)
+    alice.start_chat(bob.username)
     alice.send("see you later")
     bob.open("Alice")
     bob.expect_message("see you later")
-    device_before = alice.stored_session()["device_id"]
+    before = alice.stored_session()
 
     alice.log_out()
+    expect(alice.auth_message).to_have_text("You are logged out.")
+    shots(alice, "logged-out")
+    assert alice.page.evaluate("() => localStorage.getItem('tidings.session')") is None
+    # Logging out unlinked the device on the server: its token is refused now.
+    with httpx.Client(base_url=server.url, trust_env=False) as http:
+        me = http.get("/v1/me", headers={"Authorization": f"Bearer {before['access_token']}"})
+    assert me.status_code == 401, me.text
     bob.send("while you were away")
     # Stored (acked) but no device of Alice's has it yet: one tick.
     expect(bob.tick("while you were away")).to_have_attribute("data-state", "sent")
     shots(bob, "sent-not-delivered")
+
     alice.log_in(password="not the password")
     expect(alice.page.get_by_role("alert")).to_have_text("Wrong username or password.")
     shots(alice, "wrong-password")
     alice.log_in()
+    # A new device, which starts from what the old one held in this browser: the
+    # message that came meanwhile is unread.
     expect(alice.channel("Bob").locator(".badge")).to_have_text("1")
-    assert alice.stored_session()["device_id"] == device_before  # the same device again
+    assert alice.stored_session()["device_id"] != before["device_id"]
     alice.open("Bob")
     alice.expect_message("see you later")
     alice.expect_message("while you were away")
@@ -164,9 +177,11 @@ def test_group_search_history_paging_and_reload(
     alice.sign_up(unique("alice"), "Alice")
     bob.sign_up(unique("bob"), "Bob")
     carol.sign_up(unique("carol"), "Carol")
+    alice.befriend(bob, "Bob", "Alice")
 
-    # A group made in the page, with Bob; Carol is added later through "Members".
-    alice.create_group("Weekend plans", [bob.user_id])
+    # A group made in the page with Bob, a friend (added at once); Carol is invited
+    # later through "Members" and joins.
+    alice.create_group("Weekend plans", friends=["Bob"])
     expect(alice.status).to_have_text("2 members")
     alice.send("Who is in for a hike on Saturday?")
     expect(bob.channel("Weekend plans").locator(".badge")).to_have_text("1")
@@ -176,9 +191,15 @@ def test_group_search_history_paging_and_reload(
     bob.send("Count me in")
     alice.expect_message("Count me in")
 
-    alice.add_member(carol.user_id, "Carol")
+    alice.add_member(carol.username, "Carol was invited: they join once they accept.")
     shots(alice, "members")
     alice.close_dialog()
+    expect(alice.status).to_have_text("2 members")
+    carol.refresh_lists()
+    expect(carol.requests).to_contain_text("Alice invited you to “Weekend plans”")
+    carol.requests.get_by_role("button", name="Join Weekend plans").click()
+    expect(carol.channel("Weekend plans")).to_be_visible()
+    alice.open("Weekend plans")  # asks for the group again (there is no membership frame)
     expect(alice.status).to_have_text("3 members")
     alice.send("Welcome Carol")
     expect(carol.channel("Weekend plans").locator(".badge")).to_have_text("1")
@@ -201,7 +222,7 @@ def test_group_search_history_paging_and_reload(
 
     # History paging: 45 messages from another of Bob's devices, then Alice reloads (her
     # cursor resumes from storage) and pages back through the conversation.
-    alice.start_chat(bob.user_id)
+    alice.start_chat(bob.username)
     alice.send("ready for a long story")
     bob.open("Alice")
     bob.expect_message("ready for a long story")
@@ -239,7 +260,7 @@ def test_conversation_resumes_after_a_server_restart(
     alice, bob = people("alice"), people("bob")
     alice.sign_up(unique("alice"), "Alice")
     bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.user_id)
+    alice.start_chat(bob.username)
     alice.send("before the crash")
     bob.open("Alice")
     bob.expect_message("before the crash")
@@ -283,7 +304,7 @@ def test_a_restart_in_place_brings_the_page_back_to_the_same_url(
     alice, bob = people("alice"), people("bob")
     alice.sign_up(unique("alice"), "Alice")
     bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.user_id)
+    alice.start_chat(bob.username)
     alice.send("before the restart")
     bob.open("Alice")
     bob.expect_message("before the restart")

@@ -1,10 +1,11 @@
 // The HTTP half of the contract (shared/PROTOCOL.md, "HTTP API (/v1)"): nothing else.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, afterMs = null) {
     super(message);
     this.status = status; // 0: the server could not be reached
     this.code = code;
+    this.afterMs = afterMs; // a 429/503 said when to come back (ms), else null
   }
 }
 
@@ -13,7 +14,8 @@ const enc = encodeURIComponent;
 export class Api {
   /**
    * @param {() => string|null} getToken the access token, when logged in
-   * @param {(e: ApiError) => void} onUnauthorized called on a 401 for a call that sent a token
+   * @param {(e: ApiError, token: string) => void} onUnauthorized a 401 for a call that sent
+   *   `token`
    */
   constructor(getToken, onUnauthorized, base = "") {
     this.getToken = getToken;
@@ -46,12 +48,19 @@ export class Api {
     }
     if (!response.ok) {
       const error = data?.error ?? {};
+      const retryAfter = Number(response.headers.get("Retry-After"));
+      const afterMs = Number.isFinite(data?.after_ms)
+        ? data.after_ms
+        : retryAfter > 0
+          ? retryAfter * 1000
+          : null;
       const failure = new ApiError(
         response.status,
         error.code ?? `http_${response.status}`,
         error.message ?? response.statusText,
+        afterMs,
       );
-      if (response.status === 401 && token) this.onUnauthorized(failure);
+      if (response.status === 401 && token) this.onUnauthorized(failure, token);
       throw failure;
     }
     return data;
@@ -65,9 +74,23 @@ export class Api {
 
   /** A session for this browser: `deviceId` logs the same device in again. */
   login(username, password, deviceId) {
-    const body = { username, password, platform: "web", device_name: "Web browser" };
+    const body = { username, password, platform: "web", device_name: browserName() };
     if (deviceId) body.device_id = deviceId;
     return this.request("POST", "/v1/sessions", body);
+  }
+
+  /** Log this device out: the server unlinks it (its tokens and sockets end). */
+  logout() {
+    return this.request("DELETE", "/v1/sessions/current");
+  }
+
+  /** [{device_id, name, platform, push, created_at, last_seen, current}] */
+  async devices() {
+    return (await this.request("GET", "/v1/devices")).devices;
+  }
+
+  unlinkDevice(deviceId) {
+    return this.request("DELETE", `/v1/devices/${enc(deviceId)}`);
   }
 
   discover() {
@@ -78,18 +101,62 @@ export class Api {
     return this.request("GET", "/v1/me");
   }
 
+  /** A user the caller is related to (404 unknown_user for anyone else). */
   user(userId) {
     return this.request("GET", `/v1/users/${enc(userId)}`);
   }
 
+  /** {user_id, username, display_name} of exactly this username; 404 unknown_user, 429. */
+  findUser(username) {
+    return this.request("GET", `/v1/users?${new URLSearchParams({ username })}`);
+  }
+
+  /** A friend request, or accepting theirs (idempotent). */
   addFriend(userId) {
     return this.request("PUT", `/v1/friends/${enc(userId)}`);
+  }
+
+  /** Ends a friendship, withdraws our request, or declines theirs. */
+  removeFriend(userId) {
+    return this.request("DELETE", `/v1/friends/${enc(userId)}`);
   }
 
   async friends() {
     return (await this.request("GET", "/v1/friends")).friends;
   }
 
+  /** {incoming: [profile], outgoing: [profile]} */
+  friendRequests() {
+    return this.request("GET", "/v1/friends/requests");
+  }
+
+  block(userId) {
+    return this.request("PUT", `/v1/blocks/${enc(userId)}`);
+  }
+
+  unblock(userId) {
+    return this.request("DELETE", `/v1/blocks/${enc(userId)}`);
+  }
+
+  async blocked() {
+    return (await this.request("GET", "/v1/blocks")).blocked;
+  }
+
+  /** [{channel_id, name, inviter_id, inviter, created_at}] */
+  async invites() {
+    return (await this.request("GET", "/v1/invites")).invites;
+  }
+
+  /** The group, now with the caller as a member. */
+  acceptInvite(channelId) {
+    return this.request("POST", `/v1/invites/${enc(channelId)}/accept`);
+  }
+
+  declineInvite(channelId) {
+    return this.request("DELETE", `/v1/invites/${enc(channelId)}`);
+  }
+
+  /** The group, plus `invited`: the members named who were invited instead of added. */
   createGroup(name, memberIds) {
     return this.request("POST", "/v1/groups", { name, member_ids: memberIds });
   }
@@ -98,8 +165,13 @@ export class Api {
     return this.request("GET", `/v1/groups/${enc(channelId)}`);
   }
 
-  addMember(channelId, userId) {
-    return this.request("PUT", `/v1/groups/${enc(channelId)}/members/${enc(userId)}`);
+  /** "added" (204: a friend) or "invited" (202: anyone else gets an invite). */
+  async addMember(channelId, userId) {
+    const answer = await this.request(
+      "PUT",
+      `/v1/groups/${enc(channelId)}/members/${enc(userId)}`,
+    );
+    return answer?.invited ? "invited" : "added";
   }
 
   async channels() {
@@ -119,4 +191,29 @@ export class Api {
     if (channelId) query.set("channel_id", channelId);
     return (await this.request("GET", `/v1/search?${query}`)).messages;
   }
+}
+
+/** "Chrome on Linux": how this browser names itself in the list of devices. */
+export function browserName(ua = navigator.userAgent) {
+  const browser = /Edg\//.test(ua)
+    ? "Edge"
+    : /Firefox\//.test(ua)
+      ? "Firefox"
+      : /Chrom(e|ium)\//.test(ua)
+        ? "Chrome"
+        : /Safari\//.test(ua)
+          ? "Safari"
+          : "Web browser";
+  const os = /Android/.test(ua)
+    ? "Android"
+    : /iPhone|iPad/.test(ua)
+      ? "iOS"
+      : /Windows/.test(ua)
+        ? "Windows"
+        : /Mac OS/.test(ua)
+          ? "macOS"
+          : /Linux|X11/.test(ua)
+            ? "Linux"
+            : "";
+  return os ? `${browser} on ${os}` : browser;
 }

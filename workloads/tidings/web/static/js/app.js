@@ -9,12 +9,24 @@ import * as storage from "./storage.js";
 import { Store } from "./store.js";
 import { renderAuth } from "./views/auth.js";
 import { Conversation } from "./views/conversation.js";
-import { groupInfoDialog, newChatDialog, newGroupDialog } from "./views/dialogs.js";
+import {
+  errorText,
+  friendsDialog,
+  groupInfoDialog,
+  namesList,
+  newChatDialog,
+  newGroupDialog,
+  settingsDialog,
+} from "./views/dialogs.js";
 import { Sidebar } from "./views/sidebar.js";
 
 const PAGE = 30; // history page size
 const TYPING_EVERY_MS = 3000;
 const RECEIPT_DELAY_MS = 150;
+const SOCIAL_EVERY_MS = 30_000; // friend requests, invites, blocks: no frames tell us
+const SESSION_ENDED =
+  "Your session has ended: you logged out on another device, this device was unlinked, " +
+  "or you logged in again elsewhere. Please log in again.";
 
 const root = document.getElementById("root");
 const banner = document.getElementById("banner");
@@ -23,9 +35,16 @@ const notice = document.getElementById("notice");
 let session = storage.loadSession();
 const api = new Api(
   () => session?.access_token ?? null,
-  () => logout("Your session has ended. Please log in again."),
+  (failure, token) => {
+    // Only for the session we hold now (not an answer to one that ended already, nor
+    // to a call that crossed our own "Log out").
+    if (session && token === session.access_token && session !== loggingOut) {
+      logout(SESSION_ENDED);
+    }
+  },
 );
 let chat = null; // the running chat: {store, socket, views, timers}
+let loggingOut = null; // the session "Log out" is ending right now
 
 function start() {
   if (session) startChat();
@@ -45,8 +64,7 @@ function showAuth(message) {
       await api.signup(username, password, displayName);
       await logIn(username, password);
     },
-  });
-  if (message) showNotice(message);
+  }, message);
 }
 
 async function logIn(username, password) {
@@ -56,26 +74,61 @@ async function logIn(username, password) {
     answer = await api.login(username, password, known);
   } catch (failure) {
     if (!known || failure.code !== "forbidden") throw failure;
-    storage.forgetDevice(username); // that device is gone: log in as a new one
+    // That device is gone (unlinked from another device): log in as a new one.
+    storage.forgetDevice(username);
+    storage.retireDevice(known, username);
     answer = await api.login(username, password, null);
   }
+  if (answer.device_id !== known) storage.adoptRetired(username, answer.device_id);
   session = { ...answer, username };
   storage.saveSession(session);
   startChat();
 }
 
+function endChat() {
+  if (!chat) return;
+  chat.socket.stop();
+  persistNow();
+  for (const timer of Object.values(chat.timers)) clearTimeout(timer);
+  clearInterval(chat.socialTimer);
+  document.querySelectorAll("dialog[open]").forEach((d) => d.close());
+  chat = null;
+}
+
+/** Back to the login screen: the session ended (4001, a 401) or was logged out. */
 function logout(message) {
-  if (chat) {
-    chat.socket.stop();
-    persistNow();
-    for (const timer of Object.values(chat.timers)) clearTimeout(timer);
-    chat = null;
-  }
+  endChat();
   session = null;
   storage.clearSession();
   banner.hidden = true;
   history.replaceState(null, "", location.pathname);
   showAuth(message);
+}
+
+/** "Log out": the server unlinks this device (DELETE /v1/sessions/current), and this
+ * browser forgets its token, its device and what it kept for that device. */
+async function logOutHere() {
+  const ending = session;
+  if (!ending || loggingOut === ending) return;
+  loggingOut = ending;
+  chat?.socket.stop(); // its 4001 is expected now: not "your session has ended"
+  let message = "You are logged out.";
+  try {
+    await api.logout();
+  } catch (failure) {
+    if (failure.status !== 401) {
+      message =
+        "You are logged out on this browser, but the server could not be told: unlink " +
+        "this device in Settings on another device.";
+    }
+  } finally {
+    loggingOut = null;
+  }
+  if (session !== ending) return; // already logged out meanwhile
+  endChat();
+  storage.retireDevice(ending.device_id, ending.username);
+  storage.forgetDevice(ending.username);
+  logout(message);
 }
 
 // --- the chat ------------------------------------------------------------------------
@@ -98,7 +151,8 @@ function startChat() {
     cursor: () => store.cursor,
     onFrame,
     onState: (state) => store.setConnection(state),
-    onUnauthorized: () => logout("Your session has ended. Please log in again."),
+    onUnauthorized: () => logout(SESSION_ENDED),
+    onSuperseded: () => {}, // the banner says so, with "Use here"
   });
   chat = {
     store,
@@ -109,6 +163,7 @@ function startChat() {
     lastTyping: new Map(),
     fetching: new Set(),
   };
+  chat.socialTimer = setInterval(refreshSocial, SOCIAL_EVERY_MS);
   root.className = "chat-root";
   root.replaceChildren(h("div", { class: "app" }, sidebar.el, conversation.el));
   store.subscribe(scheduleRender);
@@ -118,6 +173,7 @@ function startChat() {
 
   api.me().then(
     (profile) => {
+      if (chat?.store !== store) return; // logged out meanwhile
       Object.assign(store.me, { display_name: profile.display_name, username: profile.username });
       session.display_name = profile.display_name;
       storage.saveSession(session);
@@ -126,7 +182,7 @@ function startChat() {
     () => {}, // offline right now: the socket retries; a 401 logs out
   );
   refreshChannels();
-  refreshFriends();
+  refreshSocial();
   socket.start();
   const wanted = decodeURIComponent(location.hash.replace(/^#\/c\//, ""));
   if (location.hash.startsWith("#/c/") && wanted) openChannel(wanted);
@@ -146,18 +202,39 @@ function chatActions() {
     discard: (clientMsgId) => chat.store.discardFailed(clientMsgId),
     search,
     clearSearch: () => chat.store.setSearch(null),
-    logout: () => logout(),
+    logout: logOutHere,
     newChat: () => newChatDialog(chat.store, chatActions()),
     newGroup: () => newGroupDialog(chat.store, chatActions()),
+    friends: () => {
+      refreshSocial();
+      friendsDialog(chat.store, chatActions());
+    },
+    settings: () => settingsDialog(chat.store, chatActions()),
     groupInfo: (channelId) => {
       refreshGroup(channelId);
       groupInfoDialog(chat.store, chatActions(), channelId);
     },
     startChat: startDm,
+    startChatWith,
     createGroup,
     addMember,
+    requestFriend,
+    befriend: (userId) => answer(befriend(userId)),
+    acceptFriend: (userId) => answer(acceptFriend(userId)),
+    declineFriend: (userId) => answer(declineFriend(userId)),
+    block: (userId) => answer(block(userId)),
+    unblock: (userId) => answer(unblock(userId)),
+    acceptInvite: (channelId) => answer(acceptInvite(channelId)),
+    declineInvite: (channelId) => answer(declineInvite(channelId)),
+    loadDevices,
+    unlinkDevice,
     notify: showNotice,
   };
+}
+
+/** Run an action from a button: its failure becomes a notice. */
+function answer(work) {
+  return work.catch((failure) => showNotice(errorText(failure)));
 }
 
 let renderQueued = false;
@@ -188,6 +265,17 @@ function render() {
 
 function renderBanner(store) {
   const { status, retryAt } = store.connection;
+  const button = banner.querySelector("button");
+  if (status === "superseded") {
+    // Close 4011: this device's newer socket (another tab or window) took over.
+    banner.hidden = false;
+    const text = "Tidings is open in another tab or window.";
+    const label = banner.querySelector(".banner-text");
+    if (label.textContent !== text) label.textContent = text;
+    if (button.textContent !== "Use here") button.textContent = "Use here";
+    return;
+  }
+  if (button.textContent !== "Retry now") button.textContent = "Retry now";
   // Shown once a connection was lost, or when the first one could not be made.
   const down = status !== "online" && (store.everOnline || status === "waiting");
   banner.hidden = !down;
@@ -287,6 +375,8 @@ function onError(frame) {
       clearTimeout(chat.timers.resend); // not stored: send again with the same client_msg_id
       chat.timers.resend = setTimeout(flushOutbox, 1000);
     } else {
+      // Refused for good (`blocked`: the peer blocked us): shown as not delivered, and
+      // never sent again by itself.
       store.onSendFailed(frame.ref, frame.code);
     }
     return;
@@ -345,8 +435,9 @@ function openChannel(channelId, revealMessageId) {
   history.replaceState(null, "", `#/c/${encodeURIComponent(channelId)}`);
   const peer = store.peerOf(channelId);
   if (peer) {
-    ensureUser(peer, true);
-    befriend(peer);
+    // A profile look-up of someone we share nothing with yet (a draft found by
+    // username) answers 404 and counts against our look-ups: only once there is a chat.
+    if (!store.channels.get(channelId)?.draft) ensureUser(peer, true);
   } else {
     refreshGroup(channelId);
   }
@@ -425,25 +516,134 @@ async function search(q) {
   }
 }
 
+/** A 1:1 chat with someone we know (a friend, a peer). */
 async function startDm(userId) {
-  const profile = await api.user(userId); // 404 unknown_user: the dialog says so
-  chat.store.setUser(profile);
-  await befriend(userId);
   openChannel(chat.store.openDraft(userId));
 }
 
-async function createGroup(name, memberIds) {
-  const group = await api.createGroup(name, memberIds);
-  chat.store.upsertGroup(group);
-  for (const id of group.member_ids) ensureUser(id);
-  openChannel(group.channel_id);
+/** A 1:1 chat with the user of exactly this username (404 unknown_user, 429). */
+async function startChatWith(username) {
+  const c = chat;
+  const user = await api.findUser(username); // the dialog shows a failure
+  if (chat !== c) return;
+  c.store.setUser(user);
+  openChannel(c.store.openDraft(user.user_id));
 }
 
-async function addMember(channelId, userId) {
-  await api.addMember(channelId, userId);
-  await ensureUser(userId, true);
+/** Usernames to user ids, remembering who they are; throws the first failure. */
+async function resolveUsernames(usernames) {
+  const ids = [];
+  for (const username of usernames) {
+    const user = await api.findUser(username);
+    chat?.store.setUser(user);
+    ids.push(user.user_id);
+  }
+  return ids;
+}
+
+async function createGroup(name, friendIds, usernames) {
+  const c = chat;
+  const ids = [...new Set([...friendIds, ...(await resolveUsernames(usernames))])];
+  const group = await api.createGroup(name, ids);
+  if (chat !== c) return;
+  const invited = group.invited ?? [];
+  c.store.upsertGroup(group);
+  for (const id of group.member_ids) ensureUser(id);
+  openChannel(group.channel_id);
+  if (invited.length) {
+    const names = namesList(invited.map((id) => c.store.displayName(id)));
+    showNotice(`Invited ${names}: they join once they accept.`);
+  }
+}
+
+/** Add `who` ({user_id} or {username}) to a group; says whether added or invited. */
+async function addMember(channelId, who) {
+  const [userId] = who.user_id ? [who.user_id] : await resolveUsernames([who.username]);
+  const outcome = await api.addMember(channelId, userId);
   await refreshGroup(channelId);
-  showNotice(`${chat.store.displayName(userId)} was added.`);
+  const name = chat?.store.displayName(userId) ?? "They";
+  const text =
+    outcome === "invited"
+      ? `${name} was invited: they join once they accept.`
+      : `${name} was added.`;
+  showNotice(text);
+  return text;
+}
+
+// --- friends, blocks, invites, devices ---------------------------------------------------
+
+/** Ask the user of this username to be friends (or accept their request). */
+async function requestFriend(username) {
+  const [userId] = await resolveUsernames([username]);
+  const accepting = chat?.store.requests.incoming.includes(userId);
+  await api.addFriend(userId);
+  await refreshSocial();
+  const name = chat?.store.displayName(userId) ?? username;
+  return accepting ? `You and ${name} are friends now.` : `Friend request sent to ${name}.`;
+}
+
+/** The friend button of a 1:1 chat: ask, or accept their request. */
+async function befriend(userId) {
+  const accepting = chat.store.requests.incoming.includes(userId);
+  await api.addFriend(userId);
+  await refreshSocial();
+  const name = chat?.store.displayName(userId);
+  showNotice(accepting ? `You and ${name} are friends now.` : `Friend request sent to ${name}.`);
+}
+
+async function acceptFriend(userId) {
+  await api.addFriend(userId);
+  await refreshSocial();
+  showNotice(`You and ${chat?.store.displayName(userId)} are friends now.`);
+}
+
+/** Decline their request, withdraw ours, or end the friendship: one call. */
+async function declineFriend(userId) {
+  await api.removeFriend(userId);
+  await refreshSocial();
+}
+
+async function block(userId) {
+  await api.block(userId);
+  await refreshSocial();
+  showNotice(`You blocked ${chat?.store.displayName(userId)}.`);
+}
+
+async function unblock(userId) {
+  await api.unblock(userId);
+  await refreshSocial();
+  showNotice(`You unblocked ${chat?.store.displayName(userId)}.`);
+}
+
+async function acceptInvite(channelId) {
+  const c = chat;
+  const group = await api.acceptInvite(channelId);
+  if (chat !== c) return;
+  c.store.upsertGroup(group);
+  for (const id of group.member_ids) ensureUser(id);
+  await Promise.all([refreshSocial(), refreshChannels()]);
+  showNotice(`You joined ${group.name}.`);
+}
+
+async function declineInvite(channelId) {
+  await api.declineInvite(channelId);
+  await refreshSocial();
+}
+
+async function loadDevices() {
+  const c = chat;
+  try {
+    const devices = await api.devices();
+    if (chat === c) c.store.setDevices(devices);
+  } catch (failure) {
+    if (failure.status !== 401) showNotice(`Could not load devices: ${errorText(failure)}`);
+  }
+}
+
+async function unlinkDevice(deviceId) {
+  await api.unlinkDevice(deviceId);
+  await loadDevices();
+  showNotice("The device is unlinked: it is logged out now.");
 }
 
 // --- data from the HTTP API ------------------------------------------------------------
@@ -489,21 +689,46 @@ async function refreshGroup(channelId) {
   }
 }
 
-async function refreshFriends() {
+/**
+ * Friends, friend requests both ways, group invites and blocks: no frame announces them,
+ * so they are fetched at login, when the window gets focus, and every 30 s.
+ */
+async function refreshSocial() {
   const c = chat;
-  try {
-    const friends = await api.friends();
-    if (chat === c) c?.store.setFriends(friends);
-  } catch {
-    // offline
-  }
+  if (!c) return;
+  if (c.socialRefreshing) return c.socialRefreshing;
+  c.socialRefreshing = (async () => {
+    try {
+      const [friends, requests, invites, blocked] = await Promise.all([
+        api.friends(),
+        api.friendRequests(),
+        api.invites(),
+        api.blocked(),
+      ]);
+      if (chat !== c) return;
+      const before = new Set(c.store.friendIds);
+      c.store.setFriends(friends);
+      c.store.setFriendRequests(requests);
+      c.store.setInvites(invites);
+      c.store.setBlocked(blocked);
+      // A new friend: their presence is ours to see now.
+      for (const f of friends) if (!before.has(f.user_id)) ensureUser(f.user_id, true);
+    } catch {
+      // offline, or logged out meanwhile (a 401 logs out): the next refresh catches up
+    } finally {
+      c.socialRefreshing = null;
+    }
+  })();
+  return c.socialRefreshing;
 }
 
 /** Presence we may have missed while disconnected: 1:1 peers and the open group. */
 function refreshPresence() {
   const { store } = chat;
   const ids = new Set();
-  for (const c of store.channels.values()) if (c.kind === "dm") ids.add(store.peerOf(c.channel_id));
+  for (const c of store.channels.values()) {
+    if (c.kind === "dm" && !c.draft) ids.add(store.peerOf(c.channel_id));
+  }
   if (store.current && !isDm(store.current))
     for (const id of store.memberIds(store.current)) ids.add(id);
   ids.delete(store.me.user_id);
@@ -526,17 +751,6 @@ async function ensureUser(userId, fresh = false) {
   }
 }
 
-/** Befriend a 1:1 peer, so presence flows between us (PUT is idempotent). */
-async function befriend(userId) {
-  if (chat.store.friendIds.includes(userId)) return;
-  try {
-    await api.addFriend(userId);
-    await refreshFriends();
-  } catch {
-    // offline: try next time the chat is opened
-  }
-}
-
 // --- the page ---------------------------------------------------------------------------
 
 document.addEventListener("visibilitychange", () => {
@@ -546,13 +760,22 @@ document.addEventListener("visibilitychange", () => {
     chat.socket.retryNow(); // timers of hidden tabs are throttled: do not wait for them
     scheduleReceipts();
     refreshChannels(); // groups we were added to meanwhile (there is no membership frame)
+    refreshSocial();
   } else {
     persistNow();
   }
 });
+window.addEventListener("focus", () => {
+  if (!chat) return;
+  refreshChannels();
+  refreshSocial();
+});
 window.addEventListener("pagehide", persistNow);
 window.addEventListener("online", () => chat?.socket.retryNow());
-banner.querySelector("button").addEventListener("click", () => chat?.socket.retryNow());
+banner.querySelector("button").addEventListener("click", () => {
+  if (chat?.store.connection.status === "superseded") chat.socket.resume();
+  else chat?.socket.retryNow();
+});
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && chat?.store.current && !document.querySelector("dialog[open]")) {
     closeChannel();

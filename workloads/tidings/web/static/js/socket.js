@@ -1,11 +1,14 @@
 // The WebSocket half of the contract: hello with the stored cursor, heartbeats, and
 // reconnecting with backoff (through /v1/discover) after any drop, a `redirect` or a
-// `reconnect`. Frames other than heartbeat_ack go to `onFrame`.
+// `reconnect`. Frames other than heartbeat_ack go to `onFrame`. Two closes end it for
+// good: 4001 (the session ended: logged out, device unlinked, token superseded) and 4011
+// (a newer socket of this device took over, e.g. another tab): no reconnect after either.
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 8000;
 const HELLO_TIMEOUT_MS = 10000;
 const CLOSE_UNAUTHORIZED = 4001;
+const CLOSE_SUPERSEDED = 4011;
 // After a restart in place (`reconnect{same_url}`) the server is back on the same URL in
 // a second or two: attempts that find it not yet listening try that URL again, this many
 // times, before asking /v1/discover.
@@ -26,7 +29,8 @@ export class ChatSocket {
    * @param {() => string} o.cursor the last inbox seq this device holds
    * @param {(frame: object) => void} o.onFrame
    * @param {(state: object) => void} o.onState {status: connecting|online|waiting, retryAt}
-   * @param {() => void} o.onUnauthorized the token was refused (close 4001)
+   * @param {() => void} o.onUnauthorized the session ended or the token was refused (4001)
+   * @param {() => void} o.onSuperseded a newer socket of this device took over (4011)
    */
   constructor(o) {
     Object.assign(this, o);
@@ -63,6 +67,14 @@ export class ChatSocket {
     if (!this.online || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(frame));
     return true;
+  }
+
+  /** Connect again after a 4011: the person wants this tab to be the live one. */
+  resume() {
+    if (this.status !== "superseded") return;
+    this.stopped = false;
+    this.attempt = 0;
+    this.#connect(null);
   }
 
   /** Skip the rest of a backoff wait (the "Retry now" button, the browser going online). */
@@ -185,6 +197,13 @@ export class ChatSocket {
     if (code === CLOSE_UNAUTHORIZED) {
       this.stopped = true;
       this.onUnauthorized();
+      return;
+    }
+    if (code === CLOSE_SUPERSEDED) {
+      // The device is connected on its newer socket: this one stays closed until asked.
+      this.stopped = true;
+      this.#setState("superseded");
+      this.onSuperseded?.();
       return;
     }
     if (this.next) {

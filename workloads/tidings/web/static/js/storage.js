@@ -1,10 +1,13 @@
 // What survives a reload, in localStorage: the session, the device id per username (so a
 // new login on this browser is the same device again), and per device the inbox cursor,
-// read marks, unread counts, receipt watermarks and unacknowledged sends.
+// read marks, unread counts, receipt watermarks and unacknowledged sends. A device that
+// logged out is gone on the server; what it kept is carried over to the next device of
+// the same user on this browser (the inbox cursor is per user, so it stays meaningful).
 
 const SESSION_KEY = "tidings.session";
 const DEVICES_KEY = "tidings.devices";
 const deviceKey = (deviceId) => `tidings.device.${deviceId}`;
+const carryKey = (username) => `tidings.carry.${username}`;
 
 function read(key) {
   try {
@@ -53,7 +56,7 @@ export function forgetDevice(username) {
 }
 
 export function emptyDeviceState() {
-  return { cursor: "0", channels: {}, receipts: {}, outbox: [], drafts: [] };
+  return { cursor: "0", channels: {}, receipts: {}, outbox: [], drafts: [], people: {} };
 }
 
 export function loadDeviceState(deviceId) {
@@ -62,4 +65,21 @@ export function loadDeviceState(deviceId) {
 
 export function saveDeviceState(deviceId, state) {
   write(deviceKey(deviceId), state);
+}
+
+/**
+ * A device that is gone (logged out, unlinked): keep what it held for the next device of
+ * `username` on this browser, under the user rather than the device.
+ */
+export function retireDevice(deviceId, username) {
+  const state = read(deviceKey(deviceId));
+  if (state) write(carryKey(username), state);
+  write(deviceKey(deviceId), null);
+}
+
+/** A new device of `username`: start from what its predecessor here held, if any. */
+export function adoptRetired(username, deviceId) {
+  const state = read(carryKey(username));
+  write(carryKey(username), null);
+  if (state && !read(deviceKey(deviceId))) write(deviceKey(deviceId), state);
 }

@@ -35,7 +35,13 @@ export class Store {
     this.messages = new Map(); // channel_id -> Map(message_id -> message)
     this.history = new Map(); // channel_id -> {loading, done}
     this.users = new Map(); // user_id -> {user_id, username, display_name, presence?}
+    // Draft 1:1 peers found by username: we may not look them up by id before a message.
+    for (const p of Object.values(saved.people ?? {})) this.users.set(p.user_id, { ...p });
     this.friendIds = [];
+    this.requests = { incoming: [], outgoing: [] }; // user ids of pending friend requests
+    this.invites = []; // [{channel_id, name, inviter_id, inviter, created_at}]
+    this.blockedIds = [];
+    this.devices = null; // [{device_id, name, platform, last_seen, current}] once loaded
     this.typing = new Map(); // channel_id -> Map(user_id -> shown until, ms)
     this.current = null;
     this.visible = true;
@@ -61,12 +67,21 @@ export class Store {
 
   persisted() {
     const drafts = [...this.channels.values()].filter((c) => c.draft).map((c) => c.channel_id);
+    const people = {};
+    for (const id of drafts) {
+      const user = this.users.get(dmPeer(id, this.me.user_id));
+      if (user?.username) {
+        const { user_id, username, display_name } = user;
+        people[user_id] = { user_id, username, display_name };
+      }
+    }
     return {
       cursor: this.cursor,
       channels: this.meta,
       receipts: this.receipts,
       outbox: this.outbox,
       drafts,
+      people,
     };
   }
 
@@ -123,10 +138,55 @@ export class Store {
     this.changed();
   }
 
+  #remember(profiles) {
+    for (const p of profiles) {
+      const old = this.users.get(p.user_id);
+      // A list without presence (null) keeps the presence we already know.
+      const presence = p.presence ?? old?.presence;
+      this.users.set(p.user_id, { ...old, ...p, ...(presence ? { presence } : {}) });
+    }
+  }
+
   setFriends(profiles) {
-    for (const p of profiles) this.users.set(p.user_id, { ...this.users.get(p.user_id), ...p });
+    this.#remember(profiles);
     this.friendIds = profiles.map((p) => p.user_id);
     this.changed();
+  }
+
+  /** GET /v1/friends/requests: {incoming: [profile], outgoing: [profile]}. */
+  setFriendRequests({ incoming, outgoing }) {
+    this.#remember([...incoming, ...outgoing]);
+    this.requests = {
+      incoming: incoming.map((p) => p.user_id),
+      outgoing: outgoing.map((p) => p.user_id),
+    };
+    this.changed();
+  }
+
+  setBlocked(profiles) {
+    this.#remember(profiles);
+    this.blockedIds = profiles.map((p) => p.user_id);
+    this.changed();
+  }
+
+  setInvites(invites) {
+    this.#remember(invites.map((i) => i.inviter).filter(Boolean));
+    this.invites = invites;
+    this.changed();
+  }
+
+  setDevices(devices) {
+    this.devices = devices;
+    this.changed();
+  }
+
+  /** "blocked", "friend", "incoming" (they asked us), "outgoing" (we asked them) or null. */
+  relationOf(userId) {
+    if (this.blockedIds.includes(userId)) return "blocked";
+    if (this.friendIds.includes(userId)) return "friend";
+    if (this.requests.incoming.includes(userId)) return "incoming";
+    if (this.requests.outgoing.includes(userId)) return "outgoing";
+    return null;
   }
 
   displayName(userId) {

@@ -5,16 +5,25 @@ import { h } from "../dom.js";
 const MESSAGES = {
   bad_credentials: "Wrong username or password.",
   username_taken: "That username is taken.",
+  too_many_devices:
+    "This account has too many devices. Unlink one in Settings on another device first.",
+  rate_limited: "Too many attempts. Wait a minute and try again.",
   network: "The server cannot be reached. Try again in a moment.",
 };
 
 /**
  * @param {HTMLElement} root
  * @param {{login: Function, signup: Function}} actions async; they throw ApiError
+ * @param {string} [message] why the login screen is shown (e.g. the session ended)
  */
-export function renderAuth(root, actions) {
+export function renderAuth(root, actions, message) {
   let mode = "login";
   const error = h("p", { class: "form-error", id: "auth-error", role: "alert" });
+  const reason = h(
+    "p",
+    { class: "auth-message", id: "auth-message", role: "status", hidden: !message },
+    message ?? "",
+  );
   const title = h("h2", { id: "auth-title" });
   const username = h("input", {
     id: "auth-username",
@@ -106,6 +115,7 @@ export function renderAuth(root, actions) {
       "section",
       { class: "auth" },
       h("h1", { class: "brand" }, "Tidings"),
+      reason,
       form,
       h("p", { class: "auth-switch" }, switchText, switchButton),
     ),

@@ -1,13 +1,24 @@
-// The open conversation: header (name, presence or members), history paging, messages
-// with ticks, the typing line and the composer (Enter sends, Shift+Enter is a new line).
+// The open conversation: header (name, presence or members; in a 1:1 chat the friend
+// request and block buttons), history paging, messages with ticks, the typing line and
+// the composer (Enter sends, Shift+Enter is a new line).
 
 import { h, reconcile, setText } from "../dom.js";
 import { clockTime, fullTime, lastSeen } from "../format.js";
 import { messageKey } from "../store.js";
 
+// Why a send was refused for good, for people ("Not sent (code)" for the rest).
+const FAILED = {
+  blocked: "Not delivered: this person has blocked you.",
+  not_a_member: "Not sent: you are not a member of this chat.",
+  unknown_channel: "Not sent: this chat does not exist.",
+  unknown_user: "Not sent: there is no such user.",
+  body_too_long: "Not sent: the message is too long.",
+};
+const NO_RETRY = new Set(["blocked"]); // sending it again cannot work
+
 const TICKS = {
   pending: ["◷", "Sending"],
-  failed: ["!", "Not sent"],
+  failed: ["!", "Not delivered"],
   sent: ["✓", "Sent"],
   delivered: ["✓✓", "Delivered"],
   read: ["✓✓", "Read"],
@@ -25,6 +36,20 @@ export class Conversation {
       { type: "button", class: "ghost", onclick: () => actions.groupInfo(this.channelId) },
       "Members",
     );
+    // 1:1 chats: ask to be friends (or accept), and block / unblock.
+    this.friendButton = h("button", {
+      type: "button",
+      class: "ghost",
+      id: "friend-button",
+      onclick: () => this.friendAction(),
+    });
+    this.blockButton = h("button", {
+      type: "button",
+      class: "ghost",
+      id: "block-button",
+      onclick: () => this.blockAction(),
+    });
+    this.blockedNote = h("p", { class: "blocked-note", role: "status" });
     this.older = h(
       "button",
       { type: "button", class: "link older", onclick: () => this.loadOlder() },
@@ -80,8 +105,11 @@ export class Conversation {
           "←",
         ),
         h("div", { class: "conversation-heading" }, this.title, this.status),
+        this.friendButton,
+        this.blockButton,
         this.groupButton,
       ),
+      this.blockedNote,
       this.scroller,
       this.typing,
       this.form,
@@ -127,6 +155,7 @@ export class Conversation {
       );
       this.status.dataset.presence = online ? "online" : "offline";
     }
+    this.renderRelation(store, group ? null : store.peerOf(id));
     const history = store.history.get(id);
     this.older.hidden = !history || history.done;
     this.older.disabled = Boolean(history?.loading);
@@ -143,6 +172,43 @@ export class Conversation {
           ? `${typing[0]} is typing…`
           : `${typing.join(", ")} are typing…`,
     );
+  }
+
+  /** The friend and block buttons of a 1:1 chat (hidden in groups). */
+  renderRelation(store, peer) {
+    this.peer = peer;
+    this.relation = peer ? store.relationOf(peer) : null;
+    this.friendButton.hidden = !peer || this.relation === "blocked";
+    this.blockButton.hidden = !peer;
+    this.blockedNote.hidden = this.relation !== "blocked";
+    if (!peer) return;
+    const name = store.displayName(peer);
+    const [label, enabled] = {
+      friend: ["Friends ✓", false],
+      outgoing: ["Friend request sent", false],
+      incoming: ["Accept friend request", true],
+    }[this.relation] ?? ["Add friend", true];
+    setText(this.friendButton, label);
+    this.friendButton.disabled = !enabled;
+    setText(this.blockButton, this.relation === "blocked" ? "Unblock" : "Block");
+    this.blockButton.setAttribute(
+      "aria-label",
+      `${this.relation === "blocked" ? "Unblock" : "Block"} ${name}`,
+    );
+    setText(
+      this.blockedNote,
+      `You blocked ${name}: they cannot message you, and you do not see each other's presence.`,
+    );
+  }
+
+  friendAction() {
+    if (this.peer && this.relation !== "friend") this.actions.befriend(this.peer);
+  }
+
+  blockAction() {
+    if (!this.peer) return;
+    if (this.relation === "blocked") this.actions.unblock(this.peer);
+    else this.actions.block(this.peer);
   }
 
   renderMessages(store, id, group) {
@@ -204,16 +270,18 @@ export class Conversation {
         h(
           "span",
           { class: "retry" },
-          `Not sent (${m.failed}). `,
-          h(
-            "button",
-            {
-              type: "button",
-              class: "link small",
-              onclick: () => this.actions.retry(m.client_msg_id),
-            },
-            "Retry",
-          ),
+          `${FAILED[m.failed] ?? `Not sent (${m.failed}).`} `,
+          NO_RETRY.has(m.failed)
+            ? null
+            : h(
+                "button",
+                {
+                  type: "button",
+                  class: "link small",
+                  onclick: () => this.actions.retry(m.client_msg_id),
+                },
+                "Retry",
+              ),
           " ",
           h(
             "button",

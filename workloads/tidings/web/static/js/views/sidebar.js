@@ -1,5 +1,6 @@
-// The left column: who I am, search, new chat / new group, and the channel list with
-// unread counts, last message and (for 1:1 chats) a presence dot.
+// The left column: who I am, settings and log out, search, new chat / new group /
+// friends, friend requests and group invites waiting for an answer, and the channel list
+// with unread counts, last message and (for 1:1 chats) a presence dot.
 
 import { h, reconcile, setText } from "../dom.js";
 import { shortTime } from "../format.js";
@@ -22,7 +23,15 @@ export class Sidebar {
   constructor(actions) {
     this.actions = actions;
     this.myName = h("strong", { class: "me-name" });
+    this.myUsername = h("span", { class: "me-username", id: "my-username" });
     this.myId = h("code", { class: "me-id", id: "my-user-id" });
+    this.friendsBadge = h("span", { class: "badge", hidden: true });
+    this.requests = h("section", {
+      class: "requests",
+      id: "requests",
+      "aria-labelledby": "requests-title",
+      hidden: true,
+    });
     this.list = h("ul", { class: "channel-list", id: "channel-list" });
     this.empty = h("p", { class: "hint" }, "No chats yet. Start one with “New chat”.");
     this.searchInput = h("input", {
@@ -51,17 +60,32 @@ export class Sidebar {
           h(
             "span",
             { class: "me-id-row" },
-            "Your id: ",
-            this.myId,
+            this.myUsername,
             " ",
             h(
               "button",
-              { type: "button", class: "link small", onclick: () => this.copyId() },
+              { type: "button", class: "link small", onclick: () => this.copyUsername() },
               "Copy",
             ),
+            h("span", { class: "visually-hidden" }, " Your id: "),
+            h("span", { class: "me-id-label", "aria-hidden": "true" }, " · id "),
+            this.myId,
           ),
         ),
-        h("button", { type: "button", class: "ghost", onclick: () => actions.logout() }, "Log out"),
+        h(
+          "div",
+          { class: "me-buttons" },
+          h(
+            "button",
+            { type: "button", class: "ghost", id: "settings", onclick: () => actions.settings() },
+            "Settings",
+          ),
+          h(
+            "button",
+            { type: "button", class: "ghost", onclick: () => actions.logout() },
+            "Log out",
+          ),
+        ),
       ),
       h(
         "form",
@@ -83,16 +107,23 @@ export class Sidebar {
           { type: "button", id: "new-group", onclick: () => actions.newGroup() },
           "New group",
         ),
+        h(
+          "button",
+          { type: "button", id: "friends", onclick: () => actions.friends() },
+          "Friends",
+          this.friendsBadge,
+        ),
       ),
+      this.requests,
       this.results,
       h("nav", { "aria-label": "Conversations", class: "channels" }, this.list, this.empty),
     );
   }
 
-  copyId() {
-    navigator.clipboard?.writeText(this.myId.textContent).then(
-      () => this.actions.notify("Your id is copied."),
-      () => this.actions.notify("Select the id and copy it."),
+  copyUsername() {
+    navigator.clipboard?.writeText(this.myUsername.textContent.replace(/^@/, "")).then(
+      () => this.actions.notify("Your username is copied."),
+      () => this.actions.notify("Select the username and copy it."),
     );
   }
 
@@ -104,7 +135,16 @@ export class Sidebar {
 
   render(store) {
     setText(this.myName, store.me.display_name || store.me.username);
+    setText(this.myUsername, `@${store.me.username}`);
     setText(this.myId, store.me.user_id);
+    const incoming = store.requests.incoming.length;
+    this.friendsBadge.hidden = incoming === 0;
+    setText(this.friendsBadge, String(incoming));
+    this.friendsBadge.setAttribute(
+      "aria-label",
+      `${incoming} friend request${incoming === 1 ? "" : "s"}`,
+    );
+    this.renderRequests(store);
     this.renderSearch(store);
     const channels = store.sortedChannels();
     this.empty.hidden = channels.length > 0;
@@ -164,6 +204,66 @@ export class Sidebar {
     if (presence) parts.push(presence);
     if (unread) parts.push(`${unread} unread message${unread === 1 ? "" : "s"}`);
     button.setAttribute("aria-label", parts.join(", "));
+  }
+
+  /** Friend requests to us and group invites, each with its two answers. */
+  renderRequests(store) {
+    const { incoming } = store.requests;
+    const invites = store.invites;
+    this.requests.hidden = incoming.length + invites.length === 0;
+    const version = JSON.stringify([
+      incoming.map((id) => [id, store.displayName(id)]),
+      invites.map((i) => [i.channel_id, i.name, store.displayName(i.inviter_id)]),
+    ]);
+    if (this.requests.dataset.for === version) return;
+    this.requests.dataset.for = version;
+    const button = (label, name, onclick, primary = false) =>
+      h(
+        "button",
+        { type: "button", class: primary ? "primary small" : "small", "aria-label": name, onclick },
+        label,
+      );
+    const rows = [
+      ...incoming.map((id) => {
+        const who = store.displayName(id);
+        return h(
+          "li",
+          { class: "request", dataset: { userId: id } },
+          h("span", { class: "request-text" }, `${who} wants to be friends`),
+          h(
+            "span",
+            { class: "person-actions" },
+            button("Accept", `Accept ${who}`, () => this.actions.acceptFriend(id), true),
+            button("Decline", `Decline ${who}`, () => this.actions.declineFriend(id)),
+          ),
+        );
+      }),
+      ...invites.map((invite) => {
+        const who = store.displayName(invite.inviter_id);
+        return h(
+          "li",
+          { class: "request invite", dataset: { channelId: invite.channel_id } },
+          h("span", { class: "request-text" }, `${who} invited you to “${invite.name}”`),
+          h(
+            "span",
+            { class: "person-actions" },
+            button(
+              "Join",
+              `Join ${invite.name}`,
+              () => this.actions.acceptInvite(invite.channel_id),
+              true,
+            ),
+            button("Decline", `Decline the invite to ${invite.name}`, () =>
+              this.actions.declineInvite(invite.channel_id),
+            ),
+          ),
+        );
+      }),
+    ];
+    this.requests.replaceChildren(
+      h("h2", { id: "requests-title" }, "Requests"),
+      h("ul", { class: "request-list", "aria-labelledby": "requests-title" }, rows),
+    );
   }
 
   renderSearch(store) {
