@@ -374,6 +374,7 @@ async def test_login_and_discover_keep_answering_while_a_chat_server_drains(
 
     async def ask(api: str) -> None:
         nonlocal answers
+        logouts: list[asyncio.Task[None]] = []
         async with httpx.AsyncClient(base_url=api, timeout=10.0, trust_env=False) as http:
             while not done.is_set():
                 for user in users:
@@ -394,6 +395,19 @@ async def test_login_and_discover_keep_answering_while_a_chat_server_drains(
                         f"{loop.time() - started:.2f}s {api} login "
                         f"{response.status_code} {response.text}"
                     )
+                    continue
+                # Log the new device out again (a user has at most 10 devices), beside
+                # the asking: a logout waits until every server has seen it.
+                logouts.append(asyncio.create_task(logout(http, response.json())))
+            await asyncio.gather(*logouts)
+
+    async def logout(http: httpx.AsyncClient, session: dict[str, str]) -> None:
+        token = session["access_token"]
+        out = await http.delete(
+            "/v1/sessions/current", headers={"Authorization": f"Bearer {token}"}
+        )
+        if out.status_code != 204:
+            failures.append(f"{loop.time() - started:.2f}s logout {out.status_code} {out.text}")
 
     askers = [asyncio.create_task(ask(api)) for api in cluster.api_urls]
     try:

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     friend_requests_per_hour: int = Field(50, ge=1)
     # Username look-ups, and profile look-ups that find nobody (enumeration), per hour.
     user_lookups_per_hour: int = Field(100, ge=1)
+    # How often a chat server writes when its devices were last seen (a batch).
+    device_last_seen_every_s: float = Field(60.0, gt=0)
     # Admission control: while the event loop runs later than this (ms, smoothed) or this
     # many hellos are being answered, new hellos and /v1/discover are told to come back
     # later (reconnect{after_ms} with jitter) instead of queueing. max_hellos 0 admits no

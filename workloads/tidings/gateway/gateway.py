@@ -59,7 +59,6 @@ HEARTBEAT = b'{"type":"heartbeat"}'
 SYNC_PAGE = 500
 MAX_SENDS_IN_FLIGHT = 256  # per connection; more are answered rate_limited
 CLOSE_GRACE_MS = 5_000
-LAST_SEEN_EVERY_MS = 60_000  # devices' last_seen is written this often (to the minute)
 # reconnect{after_ms} for a hello whose user's partition has no live owner right now.
 RECONNECT_UNOWNED_MS = (200, 1000)
 
@@ -454,7 +453,8 @@ class Gateway:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
                 self.sweep()
-                if self.clock_ms() >= self._seen_flushed_ms + LAST_SEEN_EVERY_MS:
+                every_ms = self.settings.device_last_seen_every_s * 1000
+                if self.clock_ms() >= self._seen_flushed_ms + every_ms:
                     self._seen_flushed_ms = self.clock_ms()
                     await self.flush_last_seen()
                 if self.clock_ms() >= next_lease:
