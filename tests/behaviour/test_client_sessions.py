@@ -1,0 +1,120 @@
+"""The bundled client (`tidings.client`) against a real deployment: logging out,
+unlinking a device and logging a device in again end the session, and an open
+ChatConnection stops with SessionEnded (close 4001) instead of reconnecting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from tidings.client import (
+    ApiClient,
+    ChatConnection,
+    SessionEnded,
+    TidingsApiError,
+    TidingsSessionEndedError,
+)
+
+from ._harness import PASSWORD, Deployment, unique_name
+
+ENDED_WITHIN_S = 10.0  # a cluster's chat servers learn it from the directory's change log
+
+Opener = Callable[..., Coroutine[Any, Any, ApiClient]]
+
+
+@pytest.fixture
+async def open_api(server: Deployment) -> AsyncIterator[Opener]:
+    """open_api(username=None, **login) signs a user up (when new) and logs a device in."""
+    opened: list[ApiClient] = []
+
+    async def open_client(username: str | None = None, **login: Any) -> ApiClient:
+        api = ApiClient(server.api_urls[len(opened) % len(server.api_urls)])
+        opened.append(api)
+        if username is None:
+            username = unique_name("cli")
+            await api.signup(username, PASSWORD)
+        await api.login(username, PASSWORD, **login)
+        return api
+
+    yield open_client
+    for api in opened:
+        await api.aclose()
+
+
+async def ended(conn: ChatConnection) -> BaseException:
+    """Read the connection's events until it fails; the error that ended it."""
+    with pytest.raises(TidingsSessionEndedError) as caught:
+        async with asyncio.timeout(ENDED_WITHIN_S):
+            async for _ in conn.events():
+                pass
+    return caught.value
+
+
+async def test_logout_ends_the_session_and_its_connection(open_api: Opener) -> None:
+    ada = await open_api(device_name="laptop", platform="desktop")
+    old_token = ada.token
+    assert old_token is not None
+    async with ada.chat() as conn:
+        assert conn.welcome is not None and conn.welcome.device_id == ada.device_id
+        await ada.logout()
+        assert (ada.token, ada.session) == (None, None)
+        error = await ended(conn)
+        assert isinstance(error, SessionEnded) and not error.retriable
+        with pytest.raises(TidingsSessionEndedError):
+            await conn.send("too late", to="1")
+    async with ApiClient(ada.base_url, token=old_token) as stale:
+        with pytest.raises(TidingsApiError) as refused:
+            await stale.me()
+    assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+
+
+async def test_unlinking_a_device_ends_its_connection(open_api: Opener) -> None:
+    laptop = await open_api(device_name="laptop", platform="desktop")
+    me = await laptop.me()
+    phone = await open_api(me.username, device_name="phone", platform="ios")
+    assert phone.device_id is not None and laptop.device_id is not None
+
+    devices = await laptop.list_devices()
+    assert {d.device_id for d in devices} == {laptop.device_id, phone.device_id}
+    assert [d.device_id for d in devices if d.current] == [laptop.device_id]
+    by_id = {d.device_id: d for d in devices}
+    assert (by_id[phone.device_id].name, by_id[phone.device_id].platform) == ("phone", "ios")
+
+    async with phone.chat() as conn:
+        await laptop.unlink_device(phone.device_id)
+        await ended(conn)
+    with pytest.raises(TidingsApiError) as refused:
+        await phone.me()
+    assert refused.value.status == 401
+    with pytest.raises(TidingsApiError) as again:
+        await laptop.unlink_device(phone.device_id)
+    assert (again.value.status, again.value.code) == (404, "not_found")
+    assert [d.device_id for d in await laptop.list_devices()] == [laptop.device_id]
+
+
+async def test_a_new_login_of_the_same_device_supersedes_the_old_token(
+    open_api: Opener,
+) -> None:
+    first = await open_api()
+    me = await first.me()
+    async with first.chat() as conn:
+        second = await open_api(me.username, device_id=first.device_id)
+        assert second.device_id == first.device_id and second.token != first.token
+        error = await ended(conn)
+    assert "log in again" in str(error)
+    assert (await second.me()).user_id == me.user_id  # the newer token works
+
+
+async def test_a_connection_started_with_an_ended_token_fails_at_once(open_api: Opener) -> None:
+    ada = await open_api()
+    assert ada.session is not None and ada.token is not None
+    session, token = ada.session, ada.token
+    await ada.logout()
+    conn = ChatConnection(session.chat_url, token)
+    with pytest.raises(TidingsSessionEndedError):
+        async with asyncio.timeout(ENDED_WITHIN_S):
+            await conn.start()
+    await conn.aclose()
