@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tidings.storage.directory import SqlDirectory
 from tidings.storage.directory_cache import MISSING, CachedDirectory
 from tidings.storage.directory_schema import applied_versions, migrate
-from tidings.storage.tables import devices, directory_changes
+from tidings.storage.tables import devices, directory_changes, friends
 
 pytestmark = pytest.mark.postgres
 
@@ -197,10 +197,10 @@ async def test_migrations_2_and_3_apply_to_a_version_1_database(engines: Engines
     await old.create_user(1, "u1", "h", "U1", 0)
     assert await applied_versions(engine) == {1}
 
-    # `tidings migrate` from several pods at once: one applies 2 and 3, the others find them.
+    # `tidings migrate` from several pods at once: one applies 2 to 4, the others find them.
     results = await asyncio.gather(*(migrate(engines()) for _ in range(3)))
-    assert sorted(results) == [[], [], [2, 3]]
-    assert await applied_versions(engine) == {1, 2, 3}
+    assert sorted(results) == [[], [], [2, 3, 4]]
+    assert await applied_versions(engine) == {1, 2, 3, 4}
     async with engine.connect() as conn:
         assert await conn.run_sync(has_log)
     new = SqlDirectory(engine)
@@ -216,10 +216,44 @@ async def test_a_database_at_version_2_gets_the_readers_table(engines: Engines) 
     assert await migrate(engine, upto=2) == [1, 2]
     behind = SqlDirectory(engine, has_readers=False)
     await behind.create_user(1, "u1", "h", "U1", 0)  # logged, not confirmed
-    assert await migrate(engine) == [3]
-    assert await applied_versions(engine) == {1, 2, 3}
+    assert await migrate(engine) == [3, 4]
+    assert await applied_versions(engine) == {1, 2, 3, 4}
     await behind.report_reader("r", 1, 0)
     assert await behind.readers_behind(2, -1, "other") == 1
+
+
+async def test_version_4_makes_one_sided_friendships_requests(engines: Engines) -> None:
+    """Friendship was one-sided and made without consent before version 4: a pair added
+    both ways stays friends, a one-sided add becomes a request the other may accept. A
+    devices table without the session columns gets them."""
+    engine = engines()
+    assert await migrate(engine, upto=3) == [1, 2, 3]
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE devices DROP COLUMN token_version"))
+        await conn.execute(text("ALTER TABLE devices DROP COLUMN last_seen"))
+    old = SqlDirectory(engine)
+    for uid in (1, 2, 3):
+        await old.create_user(uid, f"u{uid}", "h", "U", 0)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(friends),
+            [
+                {"user_id": 1, "friend_id": 2},
+                {"user_id": 2, "friend_id": 1},
+                {"user_id": 3, "friend_id": 1},
+            ],
+        )
+        await conn.execute(
+            text("INSERT INTO devices (device_id, user_id, name, created_at) VALUES (9, 1, 'p', 0)")
+        )
+    assert await migrate(engine) == [4]
+    new = SqlDirectory(engine)
+    assert [u.user_id for u in await new.list_friends(1)] == [2]
+    assert await new.list_friends(3) == []
+    incoming, outgoing = await new.friend_requests(1)
+    assert ([u.user_id for u in incoming], outgoing) == ([3], [])
+    device = await new.get_device(9)
+    assert device is not None and (device.token_version, device.last_seen) == (0, None)
 
 
 async def test_a_confirmed_write_is_applied_by_every_reader_when_it_returns(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tidings.storage.base import GroupFull, UsernameTaken
+from tidings.storage.base import FriendOutcome, GroupFull, Invite, UsernameTaken
 from tidings.storage.directory import SqlDirectory, make_engine
 from tidings.storage.directory_cache import CachedDirectory
 from tidings.storage.directory_schema import MIGRATIONS, migrate
@@ -97,13 +97,90 @@ async def test_friends_and_presence_audience(directory: AnyDirectory) -> None:
         await directory.create_user(uid, name, "h", name, 0)
     await directory.add_friend(1, 2)
     await directory.add_friend(1, 2)  # idempotent
-    await directory.add_friend(3, 1)  # cat follows ann
+    assert await directory.request_friend(3, 1, 0) == FriendOutcome.REQUESTED  # cat asks ann
     await directory.create_group("g:9", "club", 4, [1, 4], 0)
     assert [u.user_id for u in await directory.list_friends(1)] == [2]
-    assert await directory.presence_audience(1, 100) == {2, 3, 4}
+    assert [u.user_id for u in await directory.list_friends(2)] == [1]  # both ways
+    assert await directory.presence_audience(1, 100) == {2, 4}  # a request is no friendship
     assert await directory.presence_audience(5, 100) == set()
+    incoming, outgoing = await directory.friend_requests(1)
+    assert ([u.user_id for u in incoming], outgoing) == ([3], [])
+    assert await directory.request_friend(1, 3, 0) == FriendOutcome.FRIENDS  # ann accepts
+    assert await directory.friend_requests(1) == ([], [])
+    assert await directory.presence_audience(3, 100) == {1}
     await directory.remove_friend(1, 2)
+    assert [u.user_id for u in await directory.list_friends(1)] == [3]
+    assert await directory.list_friends(2) == []
+
+
+async def test_blocks_end_friendship_and_hide_presence(directory: AnyDirectory) -> None:
+    for uid, name in [(1, "ann"), (2, "bob"), (3, "cat")]:
+        await directory.create_user(uid, name, "h", name, 0)
+    await directory.add_friend(1, 2)
+    await directory.create_group("g:1", "club", 3, [1, 2], 0)
+    await directory.invite("g:1", 1, 2, 0)  # (a member already: no invite)
+    await directory.block(1, 2, 0)
+    await directory.block(1, 2, 0)  # idempotent
+    assert await directory.block_set(1) == frozenset({2})
+    assert await directory.block_set(2) == frozenset({1})
     assert await directory.list_friends(1) == []
+    assert await directory.presence_audience(1, 100) == {3}  # a group peer, not bob
+    assert await directory.presence_audience(2, 100) == {3}
+    assert await directory.request_friend(2, 1, 0) == FriendOutcome.IGNORED
+    assert await directory.friend_requests(1) == ([], [])
+    assert [u.user_id for u in await directory.list_blocked(1)] == [2]
+    assert await directory.related(1, 3)  # group peers are related
+    await directory.unblock(1, 2)
+    assert await directory.block_set(1) == frozenset()
+    assert await directory.presence_audience(1, 100) == {2, 3}
+
+
+async def test_group_invites(directory: AnyDirectory) -> None:
+    for uid, name in [(1, "ann"), (2, "bob"), (3, "cat")]:
+        await directory.create_user(uid, name, "h", name, 0)
+    await directory.create_group("g:1", "club", 1, [1], 0)
+    assert not await directory.related(1, 2)
+    await directory.invite("g:1", 2, 1, 5)
+    await directory.invite("g:1", 2, 1, 6)  # once
+    assert await directory.related(2, 1)
+    assert await directory.list_invites(2) == [Invite("g:1", "club", 2, 1, 5)]
+    assert await directory.accept_invite("g:1", 2, 100)
+    assert not await directory.accept_invite("g:1", 2, 100)  # used up
+    channel = await directory.get_channel("g:1")
+    assert channel is not None and channel.member_ids == [1, 2]
+    await directory.invite("g:1", 3, 1, 7)
+    with pytest.raises(GroupFull):
+        await directory.accept_invite("g:1", 3, 2)
+    await directory.decline_invite("g:1", 3)
+    assert await directory.list_invites(3) == []
+    await directory.block(3, 1, 0)
+    await directory.invite("g:1", 3, 1, 8)  # from someone cat blocked: dropped
+    assert await directory.list_invites(3) == []
+
+
+async def test_device_sessions_and_last_seen(directory: AnyDirectory) -> None:
+    await directory.create_user(1, "ann", "h", "ann", 0)
+    await directory.create_device(10, 1, "phone", "ios", 100)
+    assert (await directory.get_device(10)).token_version == 0  # type: ignore[union-attr]
+    assert await directory.bump_token_version(10) == 1
+    assert (await directory.get_device(10)).token_version == 1  # type: ignore[union-attr]
+    assert await directory.bump_token_version(404) is None
+    await directory.touch_devices({10: 12345})
+    (listed,) = await directory.list_devices_now(1)
+    assert (listed.created_at, listed.last_seen, listed.platform) == (100, 12345, "ios")
+    assert await directory.delete_device(10)
+    assert not await directory.delete_device(10)
+    assert await directory.get_device(10) is None
+    assert await directory.list_devices(1) == []
+
+
+async def test_allowances_count_a_sliding_window(directory: AnyDirectory) -> None:
+    assert await directory.use_allowance(1, "group", 1_000, 100, 2) == 0
+    assert await directory.use_allowance(1, "group", 1_050, 100, 2) == 0
+    assert await directory.use_allowance(1, "group", 1_060, 100, 2) == 40  # 1_000 + 100
+    assert await directory.use_allowance(2, "group", 1_060, 100, 2) == 0  # per user
+    assert await directory.use_allowance(1, "lookup", 1_060, 100, 2) == 0  # per kind
+    assert await directory.use_allowance(1, "group", 1_101, 100, 2) == 0  # the first aged out
 
 
 async def test_groups_members_and_the_cap(directory: AnyDirectory) -> None:
