@@ -25,8 +25,8 @@ const TYPING_EVERY_MS = 3000;
 const RECEIPT_DELAY_MS = 150;
 const SOCIAL_EVERY_MS = 30_000; // friend requests, invites, blocks: no frames tell us
 const SESSION_ENDED =
-  "Your session has ended: you logged out on another device, this device was unlinked, " +
-  "or you logged in again elsewhere. Please log in again.";
+  "Your session has ended: this browser was logged out (perhaps in another tab) or " +
+  "unlinked from another of your devices. Please log in again.";
 
 const root = document.getElementById("root");
 const banner = document.getElementById("banner");

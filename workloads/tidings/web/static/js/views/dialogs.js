@@ -479,7 +479,7 @@ export function settingsDialog(store, actions) {
     h(
       "p",
       { class: "hint" },
-      "Logging out unlinks this browser: its messages stay on your other devices.",
+      "Logging out unlinks this browser from your account; your other devices stay logged in.",
     ),
     logoutButton,
   );
@@ -506,8 +506,8 @@ export function settingsDialog(store, actions) {
               h(
                 "span",
                 { class: "muted" },
-                ` · ${platformText(d.platform)} · ${
-                  d.current ? "this device" : d.last_seen ? lastSeen(d.last_seen) : "never connected"
+                ` · ${platformText(d.platform)}${
+                  d.current ? "" : ` · ${d.last_seen ? lastSeen(d.last_seen) : "not seen yet"}`
                 }`,
               ),
             ),
