@@ -12,8 +12,10 @@ import pytest
 from ._harness import (
     PASSWORD,
     Account,
+    Deployment,
     befriend,
     error_code,
+    http_client,
     login,
     make_token,
     new_account,
@@ -108,6 +110,28 @@ async def test_failed_logins_lock_the_account_for_a_while_even_for_the_right_pas
     assert 0 < right.json()["after_ms"] <= 60_000
     bystander = await new_account(http, "bystander")  # signs up and logs in
     assert bystander.token
+
+
+async def test_failed_logins_count_on_every_api_process_together(server: Deployment) -> None:
+    """A cluster's API processes share the counts (in the directory), so spreading the
+    guesses over them gains nothing: ACCOUNT_FAILURES in all, then 429 on every one."""
+    username = unique_name("spread")
+    apis = [http_client(server, i) for i in range(len(server.api_urls))]
+    try:
+        await signup(apis[0], username)
+        for n in range(ACCOUNT_FAILURES):
+            wrong = await apis[n % len(apis)].post(
+                "/v1/sessions", json={"username": username, "password": "nope!"}
+            )
+            assert wrong.status_code == 401, wrong.text
+        for api in apis:
+            right = await api.post(
+                "/v1/sessions", json={"username": username, "password": PASSWORD}
+            )
+            assert right.status_code == 429, (str(api.base_url), right.text)
+    finally:
+        for api in apis:
+            await api.aclose()
 
 
 async def test_failed_logins_for_a_name_nobody_has_are_throttled_the_same(

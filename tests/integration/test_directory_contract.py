@@ -275,3 +275,14 @@ async def test_writes_log_what_they_change(directory: AnyDirectory) -> None:
     with pytest.raises(UsernameTaken):  # rolled back: nothing logged
         await directory.create_user(5, "ann", "h", "Ann", 0)
     assert await _changes_since(directory, before) == []
+
+
+async def test_throttle_buckets_are_shared_and_refill(directory: AnyDirectory) -> None:
+    assert await directory.bucket_levels(["a", "b"]) == {}  # no row: full
+    await directory.spend_bucket("a", 2, 0.5, 100.0)
+    await directory.spend_bucket("a", 2, 0.5, 100.0)
+    assert await directory.bucket_levels(["a", "b"]) == {"a": (0.0, 100.0)}
+    await directory.spend_bucket("a", 2, 0.5, 101.0)  # refilled 0.5, then spent: none left
+    assert await directory.bucket_levels(["a"]) == {"a": (0.0, 101.0)}
+    await directory.spend_bucket("b", 2, 0.5, 200_000.0)  # a day on: "a" is trimmed
+    assert await directory.bucket_levels(["a", "b"]) == {"b": (1.0, 200_000.0)}

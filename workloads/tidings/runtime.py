@@ -81,7 +81,7 @@ class Runtime:
     tokens: Tokens
     service: ChatService
     ownership: Ownership
-    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    login_throttle: LoginThrottle
     gateway: Gateway | None = None
     inbox: InboxProcessor | None = None
     background: list[Background] = field(default_factory=list)
@@ -268,6 +268,7 @@ def assemble(
         service=service,
         ownership=ownership,
         login_throttle=LoginThrottle(
+            directory,
             account_burst=settings.login_failures_per_account,
             account_per_s=1 / settings.login_failure_account_every_s,
             address_burst=settings.login_failures_per_address,

@@ -53,9 +53,9 @@ async def signup(body: SignupBody, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post("/sessions", status_code=201)
 async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
-    throttle, now = runtime.login_throttle, time.monotonic()
+    throttle = runtime.login_throttle
     address = request.client.host if request.client is not None else "unknown"
-    wait_ms = throttle.retry_after_ms(body.username, address, now)
+    wait_ms = await throttle.retry_after_ms(body.username, address, time.time())
     if wait_ms > 0:
         raise ApiError(
             429,
@@ -69,7 +69,7 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
     else:
         ok = await runtime.passwords.verify(user.password_hash, body.password)
     if user is None or not ok:
-        throttle.failed(body.username, address, time.monotonic())
+        await throttle.failed(body.username, address, time.time())
         raise ApiError(401, errors.BAD_CREDENTIALS, "wrong username or password")
     url = chat_url(runtime, request, user.user_id)  # before a device is made: may be 503
     directory = runtime.directory

@@ -12,41 +12,47 @@ more a minute; an address 100 at once and one more a second. Locking an account 
 failing on purpose is possible (the usual trade-off) and lasts about a minute per
 attempt wanted.
 
-This holds the buckets of one process; a cluster's API processes each keep their own,
-so an attacker spread over N of them gets N times the attempts (docs/security.md).
-Memory is bounded: at most ``max_keys`` buckets, the least recently used dropped first
-(a dropped bucket starts full again).
+The buckets live in a :class:`BucketStore` — the directory (SQLite for `tidings up`,
+PostgreSQL for a cluster) — so every API process of a cluster counts the same failures.
+This module holds the arithmetic; a bucket is ``(tokens, at)``: the tokens left as of
+``at`` (seconds), refilling at ``per_s`` up to ``burst``. No row means a full bucket.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from tidings.core.ratelimit import TokenBucket
+Level = tuple[float, float]  # (tokens, as of this time in seconds)
 
 
-class _Buckets:
-    def __init__(self, burst: float, per_s: float, max_keys: int) -> None:
-        self.burst, self.per_s, self.max_keys = burst, per_s, max_keys
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+@dataclass(frozen=True, slots=True)
+class BucketRule:
+    burst: float
+    per_s: float
 
-    def wait_s(self, key: str, now: float) -> float:
-        """Seconds until this key may try again (0: now)."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            return 0.0
-        bucket.take(now, 0.0)  # refilled up to now, nothing spent
-        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.per_s
+    def tokens(self, level: Level | None, now: float) -> float:
+        if level is None:
+            return self.burst
+        tokens, at = level
+        return min(self.burst, tokens + max(0.0, now - at) * self.per_s)
 
-    def fail(self, key: str, now: float) -> None:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self.per_s, self.burst, now)
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-        self._buckets.move_to_end(key)
-        bucket.take(now)
+    def wait_s(self, level: Level | None, now: float) -> float:
+        """Seconds until the bucket holds a token again (0: now)."""
+        tokens = self.tokens(level, now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.per_s
+
+    def after_failure(self, level: Level | None, now: float) -> Level:
+        return max(0.0, self.tokens(level, now) - 1.0), now
+
+
+class BucketStore(Protocol):
+    async def bucket_levels(self, keys: Sequence[str]) -> Mapping[str, Level]: ...
+    async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None:
+        """Take one token from the bucket, in one transaction (see :class:`BucketRule`)."""
+        ...
 
 
 class LoginThrottle:
@@ -54,24 +60,32 @@ class LoginThrottle:
 
     def __init__(
         self,
+        store: BucketStore,
         *,
         account_burst: float = 10,
         account_per_s: float = 1 / 60,
         address_burst: float = 100,
         address_per_s: float = 1.0,
-        max_keys: int = 100_000,
     ) -> None:
-        self._accounts = _Buckets(account_burst, account_per_s, max_keys)
-        self._addresses = _Buckets(address_burst, address_per_s, max_keys)
+        self.store = store
+        self.account = BucketRule(account_burst, account_per_s)
+        self.address = BucketRule(address_burst, address_per_s)
 
-    def retry_after_ms(self, username: str, address: str, now: float) -> int:
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[str, str]:
+        return f"login-account:{username.casefold()}", f"login-address:{address}"
+
+    async def retry_after_ms(self, username: str, address: str, now: float) -> int:
         """0 when a login may be tried now, else how long to wait (ms, rounded up)."""
+        account_key, address_key = self._keys(username, address)
+        levels = await self.store.bucket_levels([account_key, address_key])
         wait = max(
-            self._accounts.wait_s(username.casefold(), now),
-            self._addresses.wait_s(address, now),
+            self.account.wait_s(levels.get(account_key), now),
+            self.address.wait_s(levels.get(address_key), now),
         )
         return math.ceil(wait * 1000)
 
-    def failed(self, username: str, address: str, now: float) -> None:
-        self._accounts.fail(username.casefold(), now)
-        self._addresses.fail(address, now)
+    async def failed(self, username: str, address: str, now: float) -> None:
+        account_key, address_key = self._keys(username, address)
+        await self.store.spend_bucket(account_key, self.account.burst, self.account.per_s, now)
+        await self.store.spend_bucket(address_key, self.address.burst, self.address.per_s, now)

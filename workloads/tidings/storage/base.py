@@ -158,6 +158,12 @@ class Directory(Protocol):
 
     async def decline_invite(self, channel_id: str, user_id: int) -> None: ...
 
+    async def bucket_levels(self, keys: Sequence[str]) -> Mapping[str, tuple[float, float]]:
+        """Shared leaky buckets (core/login_throttle.py): key -> (tokens, at)."""
+        ...
+
+    async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None: ...
+
     async def use_allowance(
         self, user_id: int, kind: str, now: int, window_ms: int, limit: int
     ) -> int:

@@ -19,6 +19,7 @@ from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from tidings.core.login_throttle import BucketRule
 from tidings.storage import directory_schema
 from tidings.storage.base import (
     Channel,
@@ -39,6 +40,7 @@ from tidings.storage.tables import (
     friend_requests,
     friends,
     group_invites,
+    throttle_buckets,
     usage_events,
     users,
 )
@@ -710,6 +712,37 @@ class SqlDirectory:
                     group_invites.c.channel_id == channel_id, group_invites.c.user_id == user_id
                 )
             )
+
+    # --- throttles -------------------------------------------------------------------
+
+    async def bucket_levels(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(throttle_buckets).where(throttle_buckets.c.key.in_(list(keys)))
+            )
+            return {row.key: (row.tokens, row.at) for row in rows}
+
+    async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None:
+        rule = BucketRule(burst, per_s)
+        where = throttle_buckets.c.key == key
+        async with self.engine.begin() as conn:
+            # Idle for a day: full again long since (no row means a full bucket).
+            await conn.execute(delete(throttle_buckets).where(throttle_buckets.c.at < now - 86400))
+            query = select(throttle_buckets.c.tokens, throttle_buckets.c.at).where(where)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()  # two API processes failing it at once
+            row = (await conn.execute(query)).first()
+            tokens, at = rule.after_failure((row.tokens, row.at) if row else None, now)
+            if row is None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            insert(throttle_buckets).values(key=key, tokens=tokens, at=at)
+                        )
+                    return
+                except IntegrityError:
+                    pass  # made at the same moment by another process: spend from it
+            await conn.execute(update(throttle_buckets).where(where).values(tokens=tokens, at=at))
 
     # --- allowances ------------------------------------------------------------------
 

@@ -827,6 +827,12 @@ class CachedDirectory:
     async def decline_invite(self, channel_id: str, user_id: int) -> None:
         await self.inner.decline_invite(channel_id, user_id)
 
+    async def bucket_levels(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+        return await self.inner.bucket_levels(keys)
+
+    async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None:
+        await self.inner.spend_bucket(key, burst, per_s, now)
+
     async def use_allowance(
         self, user_id: int, kind: str, now: int, window_ms: int, limit: int
     ) -> int:

@@ -32,6 +32,7 @@ from tidings.storage.tables import (
     friend_requests,
     friends,
     metadata,
+    throttle_buckets,
 )
 
 _bookkeeping = MetaData()
@@ -94,6 +95,10 @@ def _consent_and_sessions(conn: Connection) -> None:
         )
 
 
+def _throttle_buckets(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[throttle_buckets], checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
     Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
@@ -104,6 +109,7 @@ MIGRATIONS: list[Migration] = [
         "devices.token_version and last_seen",
         _consent_and_sessions,
     ),
+    Migration(5, "throttle_buckets: failed logins counted by every API process", _throttle_buckets),
 ]
 
 

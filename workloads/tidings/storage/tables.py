@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -109,6 +110,18 @@ usage_events = Table(
     Column("kind", String(16), nullable=False),
     Column("at", BigInteger, nullable=False),
     Index("ix_usage_events_user_kind_at", "user_id", "kind", "at"),
+)
+
+# Schema version 5: leaky buckets shared by every API process (failed logins per account
+# and per address; core/login_throttle.py): the tokens left as of at (epoch seconds). No
+# row is a full bucket; rows idle for a day are trimmed.
+throttle_buckets = Table(
+    "throttle_buckets",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_throttle_buckets_at", "at"),
 )
 
 # Every Directory write appends what it changed here, in its own transaction (schema
