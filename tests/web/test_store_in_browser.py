@@ -1,5 +1,6 @@
 """The client's state rules (store.js, ids.js, socket.js backoff), run in the browser itself:
-inbox order and repeats, unread counts, ticks in a group, the outbox, 64-bit ids."""
+inbox order and repeats, unread counts, ticks in a group, the outbox, 64-bit ids, friend
+requests and blocks, a draft chat's peer kept across a reload."""
 
 from __future__ import annotations
 
@@ -73,6 +74,29 @@ async () => {
   reset.onWelcome({ cursor: "3" });
   out.resetCursor = reset.cursor;
 
+  // Friends, requests both ways and blocks, with 62-bit random user ids.
+  const big = { user_id: "4611686018427387904", username: "big", display_name: "Big" };
+  const social = new Store(me, empty());
+  social.setFriends([{ user_id: "20", username: "bo", display_name: "Bo" }]);
+  social.setFriendRequests({
+    incoming: [{ user_id: "30", username: "cy", display_name: null }],
+    outgoing: [big],
+  });
+  social.setBlocked([{ user_id: "40", username: "di", display_name: null }]);
+  out.relations = ["20", "30", "4611686018427387904", "40", "50"].map((id) =>
+    social.relationOf(id),
+  );
+  social.onPresence({ user_id: "20", status: "online", last_seen: 5 });
+  social.setFriends([{ user_id: "20", username: "bo", display_name: "Bo", presence: null }]);
+  out.presenceKept = social.users.get("20").presence?.status ?? null;
+  // A draft chat with someone found by username keeps their name across a reload.
+  social.setUser(big);
+  const draft = social.openDraft(big.user_id);
+  const saved = social.persisted();
+  const reloaded = new Store(me, saved);
+  out.draft = draft;
+  out.draftTitle = reloaded.title(draft);
+
   out.backoff = [0, 1, 2, 3, 4, 10, 30].map(backoffMs);
   return out;
 }
@@ -105,6 +129,12 @@ def test_store_rules(browser: Browser, server: WebServer) -> None:
     assert out["freshUnread"] == 1
     # A stored cursor past the server's head (its data was reset) follows the server.
     assert out["resetCursor"] == "3"
+    # Friends, requests both ways, blocks; a list without presence keeps what we know.
+    assert out["relations"] == ["friend", "incoming", "outgoing", "blocked", None]
+    assert out["presenceKept"] == "online"
+    # A draft 1:1 chat with a 62-bit id, and its peer's name after a reload.
+    assert out["draft"] == "dm:10:4611686018427387904"
+    assert out["draftTitle"] == "Big"
     # Backoff: jittered, doubling from 0.5 s, capped at 8 s.
     low_high = [(250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000)]
     for value, (low, high) in zip(

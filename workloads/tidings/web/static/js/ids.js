@@ -1,4 +1,5 @@
-// Ids are decimal strings on the wire (64-bit Snowflakes and sequences): compare as BigInt.
+// Ids are decimal strings on the wire (64-bit Snowflakes, random 62-bit user ids, and
+// sequences): never Numbers (they lose digits past 2^53); compare as BigInt.
 
 export function cmpId(a, b) {
   const x = BigInt(a);
@@ -26,12 +27,6 @@ export function isDm(channelId) {
 export function dmPeer(channelId, me) {
   const [, a, b] = channelId.split(":");
   return a === me ? b : a;
-}
-
-/** A decimal user id as typed by a person (spaces trimmed), or null. */
-export function parseUserId(text) {
-  const id = String(text).trim();
-  return /^[0-9]{1,20}$/.test(id) ? String(BigInt(id)) : null;
 }
 
 /** A fresh client_msg_id: 128 random bits (works outside secure contexts too). */
