@@ -1,7 +1,7 @@
 // Tidings web client: wires the HTTP API, the WebSocket, the store and the views.
 // Speaks only the public contract (shared/PROTOCOL.md); see docs/web.md.
 
-import { Api } from "./api.js";
+import { Api, ApiError } from "./api.js";
 import { h } from "./dom.js";
 import { isDm } from "./ids.js";
 import { ChatSocket } from "./socket.js";
@@ -24,6 +24,7 @@ const PAGE = 30; // history page size
 const TYPING_EVERY_MS = 3000;
 const RECEIPT_DELAY_MS = 150;
 const SOCIAL_EVERY_MS = 30_000; // friend requests, invites, blocks: no frames tell us
+const LOGOUT_WAIT_MS = 5000;
 const SESSION_ENDED =
   "Your session has ended: this browser was logged out (perhaps in another tab) or " +
   "unlinked from another of your devices. Please log in again.";
@@ -114,7 +115,13 @@ async function logOutHere() {
   chat?.socket.stop(); // its 4001 is expected now: not "your session has ended"
   let message = "You are logged out.";
   try {
-    await api.logout();
+    // A server that does not answer must not keep the person here: 5 s at most.
+    await Promise.race([
+      api.logout(),
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new ApiError(0, "network", "no answer")), LOGOUT_WAIT_MS),
+      ),
+    ]);
   } catch (failure) {
     if (failure.status !== 401) {
       message =
