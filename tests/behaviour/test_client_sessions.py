@@ -1,11 +1,15 @@
 """The bundled client (`tidings.client`) against a real deployment: logging out,
 unlinking a device and logging a device in again end the session, and an open
-ChatConnection stops with SessionEnded (close 4001) instead of reconnecting."""
+ChatConnection stops with SessionEnded (close 4001) instead of reconnecting; the CLI's
+befriend, friends, devices and logout."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +20,9 @@ from tidings.client import (
     SessionEnded,
     TidingsApiError,
     TidingsSessionEndedError,
+    add_chat_commands,
 )
+from tidings.client._cli import run_account, run_login, run_logout, run_signup
 
 from ._harness import PASSWORD, Deployment, unique_name
 
@@ -118,3 +124,47 @@ async def test_a_connection_started_with_an_ended_token_fails_at_once(open_api: 
         async with asyncio.timeout(ENDED_WITHIN_S):
             await conn.start()
     await conn.aclose()
+
+
+async def test_the_cli_befriends_by_username_and_logs_out(
+    server: Deployment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tidings client login|befriend|friends|devices|logout` against the deployment."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("TIDINGS_PASSWORD", PASSWORD)
+    url = server.api_urls[0]
+    ada, bo = unique_name("cla"), unique_name("clb")
+    for name in (ada, bo):
+        assert await run_signup(parse("signup", "--url", url, name)) == 0
+        assert await run_login(parse("login", "--url", url, name)) == 0
+    capsys.readouterr()
+
+    assert await run_account(parse("befriend", "--user", ada, bo)) == 0
+    assert await run_account(parse("befriend", "--user", bo, ada)) == 0  # accepts
+    assert await run_account(parse("friends", "--user", ada)) == 0
+    assert await run_account(parse("devices", "--user", ada)) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    friends = [line for line in lines if "relation" in line]
+    assert [(f["relation"], f["username"]) for f in friends] == [("friend", bo)]
+    devices = [line for line in lines if "device_id" in line and "relation" not in line]
+    assert [(d["name"], d["platform"], d["current"]) for d in devices] == [
+        ("tidings-cli", "desktop", True)
+    ]
+
+    state_path = tmp_path / "config" / "tidings" / f"{ada}.json"
+    token = json.loads(state_path.read_text())["access_token"]
+    assert await run_logout(parse("logout", "--user", ada)) == 0
+    assert not state_path.exists()
+    async with ApiClient(url, token=token) as stale:
+        with pytest.raises(TidingsApiError) as refused:
+            await stale.me()
+    assert refused.value.status == 401
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tidings")
+    add_chat_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["client", *argv])
