@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # Sends per user (all its sockets on the server together).
     rate_limit_per_s: float = Field(20.0, gt=0)
     rate_limit_burst: float = Field(40.0, ge=1)
+    # A message to a group also costs this many tokens of that bucket per recipient beyond
+    # a 1:1's two inboxes: at the defaults a message to 100 members costs 10.8, so one
+    # sender reaches at most ~1,900 inboxes a second (a 1:1 sender ~40). 0: off.
+    send_cost_per_recipient: float = Field(0.1, ge=0)
     # A device's sockets at once; a new hello closes the oldest beyond this (4011).
     max_sockets_per_device: int = Field(2, ge=1)
     max_write_buffer_bytes: int = 4 << 20

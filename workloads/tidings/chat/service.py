@@ -125,6 +125,15 @@ class ChatService:
                 errors.BLOCKED, "messages between you and this user are blocked", ref=ref
             )
 
+    async def recipients(self, user_id: int, frame: Send) -> int:
+        """How many inboxes a send reaches (the sender's own included): 2 for a 1:1, the
+        member count for a group (from the cache; an unknown channel counts 1, and the
+        send itself then says what is wrong)."""
+        if frame.channel_id is None or not frame.channel_id.startswith("g:"):
+            return 2
+        channel = await self.directory.get_channel(frame.channel_id)
+        return len(channel.member_ids) if channel is not None else 1
+
     async def send(self, user_id: int, device_id: int, frame: Send) -> Message:
         """Store and publish a message; returns it once durable (the caller acks)."""
         return await (await self.begin_send(user_id, device_id, frame))

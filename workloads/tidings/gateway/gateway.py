@@ -267,6 +267,8 @@ class Gateway:
                 errors.RATE_LIMITED, "too many sends in flight", ref=frame.client_msg_id
             )
         try:
+            if frame.channel_id is not None and self.settings.send_cost_per_recipient:
+                await self._charge_fanout(conn, frame)
             durable = await self.service.begin_send(conn.user_id, conn.device_id, frame)
         except ProtocolError as exc:
             if not conn.answers:
@@ -279,6 +281,20 @@ class Gateway:
             answers = conn.answers = deque()
         answers.append((frame.client_msg_id, durable))
         durable.add_done_callback(lambda _: self._answer_sends(conn))
+
+    async def _charge_fanout(self, conn: Connection, frame: Send) -> None:
+        """A group message also costs its fan-out from the sender's bucket: one sender
+        cannot fill the message path (and everyone's deliveries behind it) by writing to
+        big groups; ``rate_limited`` when the bucket cannot pay."""
+        recipients = await self.service.recipients(conn.user_id, frame)
+        extra = max(0, recipients - 2) * self.settings.send_cost_per_recipient
+        assert conn.bucket is not None
+        if extra and not conn.bucket.take(self.clock_ms() / 1000, extra):
+            raise ProtocolError(
+                errors.RATE_LIMITED,
+                "too many messages to large groups; slow down",
+                ref=frame.client_msg_id,
+            )
 
     def _answer_sends(self, conn: Connection) -> None:
         """Answer the connection's sends that are done, in the order they came."""
