@@ -68,11 +68,15 @@ def test_seeded_accounts_are_what_signup_and_login_make(tmp_path: Path) -> None:
                 },
             )
             assert login.status_code == 201, login.text
+            # Logging the device in again supersedes its seeded token.
+            stale = {"Authorization": f"Bearer {seeded[-1]['token']}"}
+            assert http.get("/v1/me", headers=stale).status_code == 401
+            seeded[-1]["token"] = login.json()["access_token"]
             wrong = http.post(
                 "/v1/sessions", json={"username": seeded[0]["username"], "password": "nope"}
             )
             assert wrong.status_code == 401
-        for account in seeded:
+        for account in [front, *seeded]:  # (each device then has a last_seen too)
             welcome = asyncio.run(_hello(target.ws_url, account["token"]))
             assert welcome["type"] == "welcome", welcome
             assert welcome["user_id"] == account["user_id"]
@@ -101,8 +105,10 @@ def test_seeded_accounts_are_what_signup_and_login_make(tmp_path: Path) -> None:
 
     # Signup logs the user; login the device and the user's device list.
     assert changes(front) == ["user", "device", "user_devices"]
-    for account in seeded:
+    for account in seeded[:-1]:
         assert changes(account) == changes(front)
+    # The last one's device was logged in again: its token version moved.
+    assert changes(seeded[-1]) == [*changes(front), "device", "user_devices"]
 
     def shape(table: str, key: str, account: dict[str, str]) -> list[Any]:
         (row,) = _rows(db, f"SELECT * FROM {table} WHERE {key} = ?", account[key])
