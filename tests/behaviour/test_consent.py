@@ -242,3 +242,44 @@ async def test_friend_requests_per_hour_are_limited(http: httpx.AsyncClient) -> 
     assert accepted.status_code == 204
     friends = (await http.get("/v1/friends", headers=me.auth)).json()["friends"]
     assert [f["user_id"] for f in friends] == [fan.user_id]
+
+
+async def test_invites_of_strangers_per_hour_are_limited(http: httpx.AsyncClient) -> None:
+    """200 an hour (group_invites_per_hour): a group of 99 strangers takes 99 of them."""
+    owner = await new_account(http, "inviter")
+    strangers = [(await signup(http))["user_id"] for _ in range(99)]
+    for _ in range(2):
+        made = await http.post(
+            "/v1/groups", json={"name": "g", "member_ids": strangers}, headers=owner.auth
+        )
+        assert made.status_code == 201, made.text
+        assert len(made.json()["invited"]) == 99
+    refused = await http.post(
+        "/v1/groups", json={"name": "g", "member_ids": strangers[:3]}, headers=owner.auth
+    )
+    assert refused.status_code == 429 and error_code(refused) == "rate_limited"
+    assert "invites" in refused.json()["error"]["message"]
+
+
+async def test_group_and_device_names_are_cleaned_like_display_names(
+    http: httpx.AsyncClient,
+) -> None:
+    owner = await new_account(http, "names")
+    for bad in ("Team\u202eevil", "a\u200bb"):
+        refused = await http.post("/v1/groups", json={"name": bad}, headers=owner.auth)
+        assert refused.status_code == 422, bad
+        assert error_code(refused) == "invalid_request"
+    made = await http.post("/v1/groups", json={"name": "  \uff21ces "}, headers=owner.auth)
+    assert made.status_code == 201 and made.json()["name"] == "Aces"
+    device = await http.post(
+        "/v1/sessions",
+        json={"username": owner.username, "password": owner.password, "device_name": "x\u202ey"},
+    )
+    assert device.status_code == 422
+    named = await http.post(
+        "/v1/sessions",
+        json={"username": owner.username, "password": owner.password, "device_name": "\uff30hone"},
+    )
+    assert named.status_code == 201
+    devices = (await http.get("/v1/devices", headers=owner.auth)).json()["devices"]
+    assert "Phone" in [d["name"] for d in devices]

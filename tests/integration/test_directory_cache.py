@@ -256,6 +256,31 @@ async def test_version_4_makes_one_sided_friendships_requests(engines: Engines) 
     assert device is not None and (device.token_version, device.last_seen) == (0, None)
 
 
+async def test_blocks_and_sessions_made_in_one_process_reach_the_other(
+    pair: tuple[CachedDirectory, CachedDirectory],
+) -> None:
+    """The chat server holds the blocks table in memory and hears of device changes:
+    a block made through the API is seen by its next 1:1 check, and a logout is told to
+    its gateway (which closes the device's sockets)."""
+    api, chat = pair
+    assert await chat.block_set(1) == frozenset()  # loads the (empty) table
+    changed: list[int] = []
+    chat.device_listeners.append(changed.append)
+    await api.block(1, 2, 0)
+    await api.delete_device(10)
+    await chat.refresh()
+    assert await chat.block_set(2) == frozenset({1})
+    assert await chat.block_set(1) == frozenset({2})
+    assert changed == [10]
+    assert await chat.get_device(10) is None
+    await api.unblock(1, 2)
+    await chat.refresh()
+    assert await chat.block_set(2) == frozenset()
+    chat.flush()  # a gap in the log: everything is read again
+    await api.block(3, 4, 0)
+    assert await chat.block_set(4) == frozenset({3})
+
+
 async def test_a_confirmed_write_is_applied_by_every_reader_when_it_returns(
     pair: tuple[CachedDirectory, CachedDirectory], engines: Engines
 ) -> None:

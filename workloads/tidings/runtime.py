@@ -175,6 +175,8 @@ async def open_embedded(settings: Settings) -> Runtime:
         directory.warmed_users, settings.presence_fanout_limit
     )
     steps.done("warm_audiences")
+    await directory.warm_blocks()
+    steps.done("warm_blocks")
     fault = settings.fault_kill_before_commit_after
     messages = await SqliteMessageStore.open(
         data_dir / "messages.db",

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_devices_per_user: int = Field(10, ge=1)
     groups_per_hour: int = Field(20, ge=1)
     friend_requests_per_hour: int = Field(50, ge=1)
+    # Invitations of people who are not the inviter's friends (a group of 100 strangers
+    # takes 99), per sliding hour.
+    group_invites_per_hour: int = Field(200, ge=1)
     # Username look-ups, and profile look-ups that find nobody (enumeration), per hour.
     user_lookups_per_hour: int = Field(100, ge=1)
     # How often a chat server writes when its devices were last seen (a batch).

@@ -20,10 +20,14 @@ router = APIRouter(prefix="/v1")
 HOUR_MS = 3_600_000
 
 
-async def _spend(runtime: Runtime, user_id: int, kind: str, per_hour: int, what: str) -> None:
-    """One ``kind`` action of the user's hourly allowance (shared by every API process),
-    or 429 ``rate_limited`` with ``Retry-After``."""
-    wait_ms = await runtime.directory.use_allowance(user_id, kind, wall_ms(), HOUR_MS, per_hour)
+async def _spend(
+    runtime: Runtime, user_id: int, kind: str, per_hour: int, what: str, cost: int = 1
+) -> None:
+    """``cost`` ``kind`` actions of the user's hourly allowance (shared by every API
+    process), or 429 ``rate_limited`` with ``Retry-After``."""
+    wait_ms = await runtime.directory.use_allowance(
+        user_id, kind, wall_ms(), HOUR_MS, per_hour, cost
+    )
     if wait_ms:
         raise ApiError(
             429,
@@ -118,8 +122,14 @@ async def _add_or_invite(runtime: Runtime, channel_id: str, adder: int, user_id:
     if await directory.is_friend(adder, user_id):
         await directory.add_member(channel_id, user_id, MAX_GROUP_MEMBERS)
         return True
+    await _spend_invites(runtime, adder, 1)
     await directory.invite(channel_id, user_id, adder, wall_ms())
     return False
+
+
+async def _spend_invites(runtime: Runtime, user_id: int, count: int) -> None:
+    per_hour = runtime.settings.group_invites_per_hour
+    await _spend(runtime, user_id, "invite", per_hour, "group invites", cost=count)
 
 
 @router.post("/groups", status_code=201)
@@ -135,8 +145,11 @@ async def create_group(body: GroupBody, me: IdentityDep, runtime: RuntimeDep) ->
     if missing:
         raise ApiError(404, errors.UNKNOWN_USER, f"no user {missing[0]}")
     settings = runtime.settings
-    await _spend(runtime, me.user_id, "group", settings.groups_per_hour, "new groups")
     friends = [uid for uid in sorted(named) if await directory.is_friend(me.user_id, uid)]
+    strangers = len(named) - len(friends)
+    if strangers:
+        await _spend_invites(runtime, me.user_id, strangers)
+    await _spend(runtime, me.user_id, "group", settings.groups_per_hour, "new groups")
     channel = await directory.create_group(
         group_channel_id(runtime.ids.next_id()),
         body.name,

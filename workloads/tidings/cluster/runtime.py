@@ -35,6 +35,7 @@ async def warm_directory(directory: CachedDirectory, settings: Settings) -> None
         audiences = await directory.warm_audiences(
             directory.warmed_users, settings.presence_fanout_limit
         )
+        await directory.warm_blocks()
     except Exception:
         log.warning("warming the directory cache failed; reads fill it", exc_info=True)
         return

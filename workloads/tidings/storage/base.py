@@ -165,10 +165,11 @@ class Directory(Protocol):
     async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None: ...
 
     async def use_allowance(
-        self, user_id: int, kind: str, now: int, window_ms: int, limit: int
+        self, user_id: int, kind: str, now: int, window_ms: int, limit: int, cost: int = 1
     ) -> int:
-        """Count one ``kind`` action of the user if fewer than ``limit`` were counted in
-        the last ``window_ms``: 0; else how many ms until one is allowed (nothing counted)."""
+        """Count ``cost`` ``kind`` actions of the user if they fit under ``limit`` with
+        those counted in the last ``window_ms``: 0; else how many ms until the oldest
+        counted ages out (nothing counted). A cost over the limit never fits."""
         ...
 
     async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None: ...

@@ -649,6 +649,15 @@ class SqlDirectory:
         async with self.engine.connect() as conn:
             return await self._block_set(conn, user_id)
 
+    async def all_blocks(self) -> dict[int, frozenset[int]]:
+        """Every user's :meth:`block_set` that is not empty, from one read."""
+        found: dict[int, set[int]] = {}
+        async with self.engine.connect() as conn:
+            for a, b in await conn.execute(select(blocks.c.user_id, blocks.c.blocked_id)):
+                found.setdefault(a, set()).add(b)
+                found.setdefault(b, set()).add(a)
+        return {user: frozenset(peers) for user, peers in found.items()}
+
     @staticmethod
     async def _block_set(conn: AsyncConnection, user_id: int) -> frozenset[int]:
         theirs = await conn.execute(select(blocks.c.blocked_id).where(blocks.c.user_id == user_id))
@@ -747,7 +756,7 @@ class SqlDirectory:
     # --- allowances ------------------------------------------------------------------
 
     async def use_allowance(
-        self, user_id: int, kind: str, now: int, window_ms: int, limit: int
+        self, user_id: int, kind: str, now: int, window_ms: int, limit: int, cost: int = 1
     ) -> int:
         since = now - window_ms
         mine = and_(usage_events.c.user_id == user_id, usage_events.c.kind == kind)
@@ -760,9 +769,12 @@ class SqlDirectory:
                     )
                 )
             ).one()
-            if used[0] >= limit:
-                return max(1, int(used[1]) + window_ms - now)
-            await conn.execute(insert(usage_events).values(user_id=user_id, kind=kind, at=now))
+            if used[0] + cost > limit:
+                oldest = int(used[1]) if used[1] is not None else now
+                return max(1, oldest + window_ms - now)
+            await conn.execute(
+                insert(usage_events), [{"user_id": user_id, "kind": kind, "at": now}] * cost
+            )
             return 0
 
     async def presence_audience(self, user_id: int, limit: int) -> set[int]:

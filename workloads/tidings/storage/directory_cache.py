@@ -263,6 +263,9 @@ class _Cache(Generic[K, V]):
         return len(self._values) + (len(self._absent) if self._absent is not None else 0)
 
 
+_NO_BLOCKS: frozenset[int] = frozenset()
+
+
 def _audience_within(entry: tuple[int, frozenset[int]], limit: int) -> set[int] | None:
     """A cached audience read with ``entry[0]`` as its limit, cut to ``limit``; None when it
     may lack members a larger limit would find."""
@@ -306,7 +309,11 @@ class CachedDirectory:
         self._devices: _Cache[int, Device | None] = _Cache("devices", users, absent_users)
         self._user_devices: _Cache[int, tuple[Device, ...]] = _Cache("user_devices", users)
         self._audiences: _Cache[int, tuple[int, frozenset[int]]] = _Cache("audiences", users)
-        self._blocks: _Cache[int, frozenset[int]] = _Cache("blocks", users)
+        # Blocks are few: the whole table is held (loaded on first use or by
+        # warm_blocks()), so a 1:1 send never waits for a query to learn there is none.
+        self._blocks: dict[int, frozenset[int]] | None = None
+        self._blocks_stale: set[int] = set()  # users whose entry a change named
+        self._blocks_load: asyncio.Task[dict[int, frozenset[int]]] | None = None
         # Called with a device id whenever the device changed, here or in another process
         # (the gateway closes sockets whose session ended).
         self.device_listeners: list[Callable[[int], None]] = []
@@ -420,10 +427,10 @@ class CachedDirectory:
             self._devices,
             self._user_devices,
             self._audiences,
-            self._blocks,
             self._channels,
         ):
             cache.clear()
+        self._blocks = None
         self._dms.clear()
 
     def sizes(self) -> dict[str, int]:
@@ -432,7 +439,7 @@ class CachedDirectory:
             "devices": len(self._devices),
             "user_devices": len(self._user_devices),
             "audiences": len(self._audiences),
-            "blocks": len(self._blocks),
+            "blocks": len(self._blocks or ()),
             "channels": len(self._channels),
             "dms": len(self._dms),
         }
@@ -457,7 +464,7 @@ class CachedDirectory:
         elif kind == "audience":
             self._audiences.invalidate(number)
         elif kind == "blocks":
-            self._blocks.invalidate(number)
+            self._blocks_stale.add(number)
         else:
             return False
         return True
@@ -807,11 +814,34 @@ class CachedDirectory:
         return await self.inner.list_blocked(user_id)
 
     async def block_set(self, user_id: int) -> frozenset[int]:
-        """Cached: a 1:1 send checks it."""
-        found = self._blocks.lookup(user_id)
-        if not isinstance(found, Missing):
+        """From memory (a 1:1 send checks it); a user a change named is read again."""
+        blocks = self._blocks
+        if blocks is None:
+            blocks = await self.warm_blocks()
+        if self._blocks_stale and user_id in self._blocks_stale:
+            self._blocks_stale.discard(user_id)
+            found = await self.inner.block_set(user_id)
+            if self._blocks is not None:
+                if found:
+                    self._blocks[user_id] = found
+                else:
+                    self._blocks.pop(user_id, None)
             return found
-        return await self._blocks.load(user_id, lambda: self.inner.block_set(user_id))
+        return blocks.get(user_id, _NO_BLOCKS)
+
+    async def warm_blocks(self) -> dict[int, frozenset[int]]:
+        """Load the whole blocks table (one read, shared by concurrent callers)."""
+        if self._blocks_load is None:
+            self._blocks_stale.clear()  # the whole table is read after this point
+            self._blocks_load = asyncio.ensure_future(self.inner.all_blocks())
+        load = self._blocks_load
+        try:
+            blocks = await asyncio.shield(load)
+        finally:
+            if self._blocks_load is load and load.done():
+                self._blocks_load = None
+        self._blocks = blocks
+        return blocks
 
     # --- invites and allowances ------------------------------------------------------
 
@@ -834,9 +864,9 @@ class CachedDirectory:
         await self.inner.spend_bucket(key, burst, per_s, now)
 
     async def use_allowance(
-        self, user_id: int, kind: str, now: int, window_ms: int, limit: int
+        self, user_id: int, kind: str, now: int, window_ms: int, limit: int, cost: int = 1
     ) -> int:
-        return await self.inner.use_allowance(user_id, kind, now, window_ms, limit)
+        return await self.inner.use_allowance(user_id, kind, now, window_ms, limit, cost)
 
     async def presence_audience(self, user_id: int, limit: int) -> set[int]:
         entry = self._audiences.lookup(user_id)
