@@ -24,6 +24,7 @@ from tidings.bench._openloop import run_open_loop
 from tidings.bench._procstat import raise_nofile
 from tidings.bench._wsclient import WsConn, connect, http_get
 from tidings.client._backoff import RESTART_WINDOW_S, Backoff, restart_backoff
+from tidings.client._connection import SAME_URL_RETRIES
 
 Account = dict[str, str]
 
@@ -343,7 +344,8 @@ class Worker:
         """What our client library (tidings.client.ChatConnection) does after a drop:
         wait the ``after_ms`` the server said, ``/v1/discover`` (not when the reconnect
         said ``same_url``: the server restarts in place, come back to the same url),
-        connect, ``hello`` with the cursor. A failed attempt after a ``reconnect``
+        connect, ``hello`` with the cursor (after ``same_url``, up to SAME_URL_RETRIES
+        failed attempts at that url, then discover). A failed attempt after a ``reconnect``
         (refused while the next process starts) retries with the restart backoff — full
         jitter, 0.5 s doubling to a 2 s cap — for RESTART_WINDOW_S, then with the usual
         one (0.5 s doubling to 30 s) and discover again; a server that says
@@ -366,7 +368,7 @@ class Worker:
             restart_until = loop.time() + delay + RESTART_WINDOW_S
             same_url = peer.same_url
         peer.reconnect_ms, peer.same_url = None, False
-        attempts = 0
+        attempts = same_url_failed = 0
         while self.storming:
             await asyncio.sleep(delay)
             attempts += 1
@@ -385,9 +387,13 @@ class Worker:
                     delay, peer.reconnect_ms = peer.reconnect_ms / 1000, None
                     restart_until = loop.time() + delay + RESTART_WINDOW_S
                     same_url, peer.same_url = peer.same_url, False
+                    same_url_failed = 0
                     restart.reset()
                 elif restart_until is not None and loop.time() < restart_until:
                     delay = restart.next_delay()
+                    if same_url:  # as the client: a few tries at the same url, then discover
+                        same_url_failed += 1
+                        same_url = same_url_failed <= SAME_URL_RETRIES
                 else:
                     delay = lost.next_delay()
                     same_url = False
