@@ -283,6 +283,7 @@ def assemble(
         gateway = Gateway(settings, service, tokens, ownership, wall_ms)
         if isinstance(directory, CachedDirectory):
             directory.device_listeners.append(gateway.device_changed)
+            directory.flush_listeners.append(gateway.devices_unknown)
         graceful = GracefulPushSink(push, gateway.connected_devices, settings.push_grace_s)
         processor = InboxProcessor(messages, directory, gateway, graceful, ownership)
 

@@ -518,8 +518,11 @@ async def test_an_unknown_change_kind_flushes(cached: CachedDirectory) -> None:
     await warm(cached)
     async with cached.engine.begin() as conn:
         await conn.execute(insert(directory_changes).values(kind="reaction", key="1", at=0))
+    told: list[str] = []
+    cached.flush_listeners.append(lambda: told.append("any device may have changed"))
     await cached.refresh()
     assert cached.sizes() == dict.fromkeys(cached.sizes(), 0)
+    assert told == ["any device may have changed"]  # the gateway checks every session
 
 
 async def test_the_refresher_follows_the_log_until_close(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ HEARTBEAT = b'{"type":"heartbeat"}'
 SYNC_PAGE = 500
 MAX_SENDS_IN_FLIGHT = 256  # per connection; more are answered rate_limited
 CLOSE_GRACE_MS = 5_000
+SESSION_CHECKS_AT_ONCE = 64  # device reads at once when every session is checked again
 # reconnect{after_ms} for a hello whose user's partition has no live owner right now.
 RECONNECT_UNOWNED_MS = (200, 1000)
 
@@ -413,6 +414,17 @@ class Gateway:
         again): close its sockets here whose session has ended (4001)."""
         if device_id in self.by_device:
             self.spawn(self._end_sessions(device_id))
+
+    def devices_unknown(self) -> None:
+        """The directory cache may have missed changes: check every device here again."""
+        if self.by_device:
+            self.spawn(self._check_all_sessions())
+
+    async def _check_all_sessions(self) -> None:
+        devices = list(self.by_device)
+        for start in range(0, len(devices), SESSION_CHECKS_AT_ONCE):
+            batch = devices[start : start + SESSION_CHECKS_AT_ONCE]
+            await asyncio.gather(*(self._end_sessions(d) for d in batch))
 
     async def _end_sessions(self, device_id: int) -> None:
         device = await self.service.directory.get_device(device_id)

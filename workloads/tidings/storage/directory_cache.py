@@ -317,6 +317,9 @@ class CachedDirectory:
         # Called with a device id whenever the device changed, here or in another process
         # (the gateway closes sockets whose session ended).
         self.device_listeners: list[Callable[[int], None]] = []
+        # Called when changes may have been missed (a gap in the log): every device may
+        # have changed.
+        self.flush_listeners: list[Callable[[], None]] = []
         self._channels: _Cache[str, Channel | None] = _Cache(
             "channels", channels, max(1, channels // 4)
         )
@@ -552,7 +555,7 @@ class CachedDirectory:
             return False
         if not known:
             log.warning("directory cache: a change of an unknown kind, flushing")
-            self.flush()
+            self._lost_track()
         return True
 
     async def _reposition(self) -> None:
@@ -562,7 +565,14 @@ class CachedDirectory:
         self._holes = dict.fromkeys(holes, deadline)
         # After reading the position: whatever was read before it is dropped, and reads
         # under way do not fill.
+        self._lost_track()
+
+    def _lost_track(self) -> None:
+        """Changes may have been missed: drop everything, and tell whoever acts on device
+        changes that any device may have changed."""
         self.flush()
+        for listener in self.flush_listeners:
+            listener()
 
     async def trim(self) -> int:
         """Delete change rows older than the retention (any process may; idempotent)."""
