@@ -47,13 +47,29 @@ def desired_for(total: int, target: int, min_replicas: int, max_replicas: int) -
     return max(min_replicas, min(max_replicas, wanted))
 
 
-def manual_replicas(spec_replicas: int | None, min_replicas: int) -> int:
-    """With autoscaling off: ``spec.chat.replicas`` (set through ``/scale``), else the minimum.
+def manual_replicas(
+    spec_replicas: int | None,
+    min_replicas: int,
+    *,
+    current: int | None = None,
+    can_scale_down: bool = True,
+) -> int:
+    """With autoscaling off, the size for now: towards ``spec.chat.replicas`` (set through
+    ``/scale`` by ``kubectl scale``, an HPA or KEDA), else the size it has (the minimum for
+    a new cluster: turning autoscaling off keeps the size it reached).
 
+    Growing is at once; shrinking is one chat server at a time, and only while none is
+    terminating and no rollout step is in flight (``can_scale_down``), so that no two
+    servers drain together: every size change goes through the one-at-a-time drain path.
     Not clamped to ``[min, max]``: those bound the built-in autoscaler; an HPA or KEDA
     driving ``/scale`` has bounds of its own (and may scale to zero).
     """
-    return spec_replicas if spec_replicas is not None else min_replicas
+    if current is None:
+        return spec_replicas if spec_replicas is not None else min_replicas
+    wanted = spec_replicas if spec_replicas is not None else current
+    if wanted >= current:
+        return wanted
+    return current - 1 if can_scale_down else current
 
 
 def decide(

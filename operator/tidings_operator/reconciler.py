@@ -59,6 +59,7 @@ from tidings_operator.report import (
     iso,
     look_verdicts,
     rollout_status,
+    scale_ignored_message,
     summary,
     workload_part,
 )
@@ -66,6 +67,7 @@ from tidings_operator.rollout import InFlight, RolloutStep, next_step
 from tidings_operator.spec import ClusterSpec, SpecError, check_name, parse_spec
 from tidings_operator.status import (
     Verdict,
+    find,
     merge_conditions,
     merge_patch,
 )
@@ -569,7 +571,16 @@ class Reconciler:
             desired = decision.replicas
         else:
             state.history = None
-            desired = manual_replicas(spec.chat.replicas, spec.chat.min_replicas)
+            desired = manual_replicas(
+                spec.chat.replicas,
+                spec.chat.min_replicas,
+                current=current,
+                can_scale_down=not terminating and in_flight is None,
+            )
+        ignored = spec.chat.replicas if spec.chat.autoscaling else None
+        was_ignored = find(status.get("conditions") or [], "ScaleIgnored")
+        if ignored is not None and (was_ignored is None or was_ignored["status"] != "True"):
+            events.append(("Warning", "ScaleIgnored", scale_ignored_message(ignored)))
 
         # --- rollout ----------------------------------------------------------------------
         step: RolloutStep | None = None
@@ -666,6 +677,7 @@ class Reconciler:
             desired=desired,
             step=step,
             decision=decision,
+            ignored_replicas=ignored,
             failing=sorted(
                 f"{p['metadata']['name']} ({reason})"
                 for p in raw_pods

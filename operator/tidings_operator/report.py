@@ -160,14 +160,24 @@ class Look:
     step: RolloutStep | None
     decision: ScaleDecision | None
     failing: Sequence[str]  # "pod (reason)" for pods that will not get better by waiting
+    # spec.chat.replicas while autoscaling is on (a `kubectl scale` that does nothing)
+    ignored_replicas: int | None = None
 
     @property
     def ready(self) -> int:
         return sum(1 for p in self.pods if p.ready and p.ordinal < self.desired)
 
 
+def scale_ignored_message(replicas: int) -> str:
+    return (
+        f"spec.chat.replicas is {replicas} (set through /scale, e.g. kubectl scale) but "
+        "spec.chat.autoscaling is true, so the operator sizes the chat servers from their "
+        "connections and ignores it; set spec.chat.autoscaling to false to size them by hand"
+    )
+
+
 def look_verdicts(look: Look) -> list[Verdict]:
-    """``ChatServersReady``, ``Progressing`` and ``Degraded``."""
+    """``ChatServersReady``, ``Progressing``, ``Degraded`` and ``ScaleIgnored``."""
     desired, ready, step, decision = look.desired, look.ready, look.step, look.decision
     if not look.chat_exists:
         why = (
@@ -212,4 +222,10 @@ def look_verdicts(look: Look) -> list[Verdict]:
         )
     else:
         degraded = Verdict("Degraded", "False", "AsExpected", "")
-    return [chat, progressing, degraded]
+    if look.ignored_replicas is not None:
+        ignored = Verdict(
+            "ScaleIgnored", "True", "AutoscalingOn", scale_ignored_message(look.ignored_replicas)
+        )
+    else:
+        ignored = Verdict("ScaleIgnored", "False", "AsRequested", "")
+    return [chat, progressing, degraded, ignored]

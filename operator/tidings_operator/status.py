@@ -11,6 +11,8 @@ The ChatCluster's conditions:
 - ``Progressing``: a rollout or a scale is under way;
 - ``Degraded``: something needs a human (a spec that cannot work, a rollout that
   stopped, pods that keep failing);
+- ``ScaleIgnored``: ``spec.chat.replicas`` was set (``kubectl scale``, an HPA) while the
+  operator's own autoscaler is on, so it has no effect;
 - ``Ready``: the summary: all of the above fine, not degraded.
 """
 
@@ -43,6 +45,7 @@ CONDITION_TYPES = (
     "ChatServersReady",
     "Progressing",
     "Degraded",
+    "ScaleIgnored",
 )
 
 

@@ -508,6 +508,70 @@ async def test_autoscales_on_reported_connections(
     assert scale[2] == names.selector_string(NAME, names.CHAT)
 
 
+async def test_kubectl_scale_is_said_ignored_while_autoscaling_and_shrinks_one_at_a_time(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    assert await sts_replicas(kube, namespace) == 2
+
+    # Autoscaling on (the default): `kubectl scale` is accepted by the API but changes
+    # nothing, and the operator says so, as a condition and an Event.
+    _kubectl(testenv, "scale", "chatcluster", NAME, "-n", namespace, "--replicas=5")
+
+    async def said_ignored() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        return obj if condition(obj, "ScaleIgnored").get("status") == "True" else None
+
+    obj = await eventually("the ScaleIgnored condition", said_ignored, 30)
+    assert "spec.chat.replicas is 5" in condition(obj, "ScaleIgnored")["message"]
+
+    async def warned() -> bool:
+        listed = await kube.request("GET", f"/api/v1/namespaces/{namespace}/events")
+        return any(
+            e.get("reason") == "ScaleIgnored" and e.get("type") == "Warning"
+            for e in listed.get("items") or []
+        )
+
+    await eventually("a ScaleIgnored Event", warned, 15)
+    assert await sts_replicas(kube, namespace) == 2
+
+    # Autoscaling off: /scale sizes the servers; 3 at once, then down to 1 one at a time.
+    await patch_spec(kube, namespace, NAME, {"chat": {"autoscaling": False, "replicas": 3}})
+
+    async def three() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        status = (obj or {}).get("status") or {}
+        return status.get("readyReplicas") == 3 and await sts_replicas(kube, namespace) == 3
+
+    await eventually("3 chat servers", three, 60)
+    obj = await get_cluster(kube, namespace, NAME)
+    assert condition(obj, "ScaleIgnored")["status"] == "False"
+    _kubectl(testenv, "scale", "chatcluster", NAME, "-n", namespace, "--replicas=1")
+    sizes: list[int] = []
+    most_terminating = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        size = await sts_replicas(kube, namespace)
+        assert size is not None
+        if not sizes or sizes[-1] != size:
+            sizes.append(size)
+        pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
+        most_terminating = max(most_terminating, sum(1 for p in pods if p.terminating))
+        if size == 1 and len(pods) == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert sizes == [3, 2, 1], sizes
+    assert most_terminating <= 1, "two chat servers drained at once"
+
+
 async def test_rollout_replaces_chat_servers_one_at_a_time(
     kube: Kube,
     namespace: str,

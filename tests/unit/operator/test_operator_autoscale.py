@@ -108,6 +108,19 @@ def test_history_keeps_only_the_window() -> None:
 
 
 def test_manual_replicas_follow_the_scale_subresource() -> None:
-    assert manual_replicas(7, 1) == 7
+    assert manual_replicas(7, 1) == 7  # a new cluster
     assert manual_replicas(0, 1) == 0  # an HPA or KEDA may scale to zero
     assert manual_replicas(None, 3) == 3
+    assert manual_replicas(7, 1, current=2) == 7  # growing is at once
+
+
+def test_manual_scale_down_is_one_server_at_a_time() -> None:
+    """`kubectl scale --replicas=1` on 3: 3 -> 2, and 2 -> 1 only once nothing drains."""
+    assert manual_replicas(1, 1, current=3) == 2
+    assert manual_replicas(1, 1, current=2, can_scale_down=False) == 2  # one is draining
+    assert manual_replicas(1, 1, current=2) == 1
+    assert manual_replicas(0, 1, current=1) == 0
+
+
+def test_turning_autoscaling_off_keeps_the_size_it_reached() -> None:
+    assert manual_replicas(None, 1, current=4) == 4  # not minReplicas

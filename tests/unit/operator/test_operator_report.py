@@ -65,6 +65,7 @@ def test_a_healthy_look() -> None:
         "ChatServersReady": ("True", "AllReady"),
         "Progressing": ("False", "Stable"),
         "Degraded": ("False", "AsExpected"),
+        "ScaleIgnored": ("False", "AsRequested"),
     }
 
 
@@ -74,8 +75,16 @@ def test_before_the_chat_servers_exist() -> None:
         "ChatServersReady": ("False", "NotCreated"),
         "Progressing": ("True", "Reconciling"),
         "Degraded": ("False", "AsExpected"),
+        "ScaleIgnored": ("False", "AsRequested"),
     }
     assert "Kafka and Cassandra" in verdicts[0].message
+
+
+def test_a_scale_while_autoscaling_is_on_is_said_to_be_ignored() -> None:
+    ignored = look_verdicts(look(ignored_replicas=5))
+    assert by_type(ignored)["ScaleIgnored"] == ("True", "AutoscalingOn")
+    message = next(v.message for v in ignored if v.type == "ScaleIgnored")
+    assert "spec.chat.replicas is 5" in message and "autoscaling to false" in message
 
 
 def test_scaling_and_rolling() -> None:
