@@ -20,7 +20,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Recommendation", "ScaleDecision", "decide", "desired_for", "manual_replicas"]
+__all__ = [
+    "Recommendation",
+    "ScaleDecision",
+    "clients_back",
+    "decide",
+    "desired_for",
+    "manual_replicas",
+]
+
+# After a scale-down step, the next waits until the reported connections are back to this
+# share of what they were before it (the drained server's clients found the others).
+CLIENTS_BACK_FRACTION = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,21 @@ class ScaleDecision:
 def desired_for(total: int, target: int, min_replicas: int, max_replicas: int) -> int:
     wanted = math.ceil(max(total, 0) / max(target, 1))
     return max(min_replicas, min(max_replicas, wanted))
+
+
+def clients_back(
+    shrink: tuple[int, float] | None, total: int | None, now: float, wait_s: float
+) -> bool:
+    """Whether the next scale-down step may go: no step before (``shrink`` is None), or
+    the clients of the server the last step drained are back — the reported connections
+    at :data:`CLIENTS_BACK_FRACTION` of ``shrink``'s total — or ``wait_s`` has passed since
+    it (clients that do not come back, people closing the app, must not hold the size)."""
+    if shrink is None:
+        return True
+    before, at = shrink
+    if now - at >= wait_s:
+        return True
+    return total is not None and total >= CLIENTS_BACK_FRACTION * before
 
 
 def manual_replicas(

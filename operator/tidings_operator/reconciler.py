@@ -45,7 +45,13 @@ from typing import Any
 import kopf
 
 from tidings_operator import metrics, names
-from tidings_operator.autoscale import Recommendation, ScaleDecision, decide, manual_replicas
+from tidings_operator.autoscale import (
+    Recommendation,
+    ScaleDecision,
+    clients_back,
+    decide,
+    manual_replicas,
+)
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
 from tidings_operator.disruption import PodSeen, lost_pods, progress, start
 from tidings_operator.kube import KINDS, Kube, KubeError
@@ -118,6 +124,8 @@ class ClusterState:
     reported_uids: set[str] = field(default_factory=set)
     last_connections: dict[str, int] = field(default_factory=dict)
     last_total: int | None = None
+    # The last scale-down step: (reported connections before it, monotonic time).
+    shrink: tuple[int, float] | None = None
     applied_generation: int | None = None
     last_apply: float = -math.inf
 
@@ -551,6 +559,21 @@ class Reconciler:
 
         # --- size -------------------------------------------------------------------------
         terminating = any(p.terminating for p in pods)
+        # The last resize carried out: no pod beyond the size left (the StatefulSet
+        # controller deletes it a moment after the size changes).
+        settled = current is None or sum(1 for p in pods if not p.terminating) <= current
+        # Back means on the servers that remain: a gone pod's last record (until its
+        # tombstone) must not count its clients as back.
+        on_pods = (
+            sum(m.connections for sid, m in members.items() if sid in by_name)
+            if members is not None and total is not None
+            else None
+        )
+        if settled and clients_back(state.shrink, on_pods, mono, 2 * spec.chat.drain_budget_s):
+            state.shrink = None
+        # No two chat servers drain together, and the next goes only when the clients of
+        # the last one are back (or it waited two drain budgets).
+        can_scale_down = settled and not terminating and in_flight is None and state.shrink is None
         decision: ScaleDecision | None = None
         if spec.chat.autoscaling:
             base = current if current is not None else spec.chat.min_replicas
@@ -565,7 +588,7 @@ class Reconciler:
                 window_s=spec.chat.scale_down_stabilization_s,
                 history=state.history,
                 now=mono,
-                can_scale_down=not terminating and in_flight is None,
+                can_scale_down=can_scale_down,
             )
             state.history = decision.history
             desired = decision.replicas
@@ -575,7 +598,7 @@ class Reconciler:
                 spec.chat.replicas,
                 spec.chat.min_replicas,
                 current=current,
-                can_scale_down=not terminating and in_flight is None,
+                can_scale_down=can_scale_down,
             )
         ignored = spec.chat.replicas if spec.chat.autoscaling else None
         was_ignored = find(status.get("conditions") or [], "ScaleIgnored")
@@ -661,6 +684,8 @@ class Reconciler:
                 {"spec": {"replicas": desired}},
                 content_type="application/merge-patch+json",
             )
+        if current is not None and desired < current:
+            state.shrink = (total if total is not None else state.last_total or 0, mono)
         if current is not None and current != desired:
             why = decision.reason if decision is not None else "ScaleSubresource"
             last_scale = {"from": current, "to": desired, "at": iso(now), "reason": why}

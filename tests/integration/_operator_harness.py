@@ -244,7 +244,9 @@ class Fleet:
                 take = min(surplus, self.connected[pod])
                 self.connected[pod] -= take
                 surplus -= take
-        gone = self._published - set(serving) - starting
+        # A server that went (or whose pod was replaced: the new one is still starting)
+        # leaves the membership, as a chat server's drain on SIGTERM does.
+        gone = self._published - set(serving)
         for server_id in sorted(gone):
             await self._producer.send_and_wait(self.topic, None, key=server_id.encode())
             self._published.discard(server_id)

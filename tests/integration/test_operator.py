@@ -554,15 +554,29 @@ async def test_kubectl_scale_is_said_ignored_while_autoscaling_and_shrinks_one_a
     await eventually("3 chat servers", three, 60)
     obj = await get_cluster(kube, namespace, NAME)
     assert condition(obj, "ScaleIgnored")["status"] == "False"
+    fleet.clients = 30_000
+
+    async def counted() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        spread = len(fleet.connected) == 3 and all(fleet.connected.values())
+        return spread and ((obj or {}).get("status") or {}).get("connections") == 30_000
+
+    await eventually("30,000 connections on the 3 servers, counted", counted, 30)
     _kubectl(testenv, "scale", "chatcluster", NAME, "-n", namespace, "--replicas=1")
     sizes: list[int] = []
     most_terminating = 0
+    last_away = 0.0  # when some drained clients were last still away
+    second_step = 0.0
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         size = await sts_replicas(kube, namespace)
         assert size is not None
         if not sizes or sizes[-1] != size:
             sizes.append(size)
+            if size == 1:
+                second_step = time.monotonic()
+        if fleet.away and size == 2:
+            last_away = time.monotonic()
         pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
         most_terminating = max(most_terminating, sum(1 for p in pods if p.terminating))
         if size == 1 and len(pods) == 1:
@@ -570,6 +584,10 @@ async def test_kubectl_scale_is_said_ignored_while_autoscaling_and_shrinks_one_a
         await asyncio.sleep(0.1)
     assert sizes == [3, 2, 1], sizes
     assert most_terminating <= 1, "two chat servers drained at once"
+    # The first drained server's clients (the fleet brings them back 2 s after) were
+    # back before the second server went.
+    assert last_away > 0, "the first step drained nobody"
+    assert second_step > last_away, "the next server drained before the clients were back"
 
 
 async def test_rollout_replaces_chat_servers_one_at_a_time(
@@ -645,10 +663,12 @@ async def test_rollout_replaces_chat_servers_one_at_a_time(
     # Trouble stops it: the new chat servers never join (no membership record).
     _, before = await revisions()
     uids = {name: uid for name, (uid, _) in before.items()}
-    new_revision = ""
+    old_revisions = {r for _, r in before.values()}
 
     def on_new_revision(pod: dict[str, Any]) -> bool:
-        return bool(new_revision) and pod_view(pod).revision == new_revision
+        # Any revision but the old ones: silent from the new pod's first look, whenever
+        # the test itself learns the new revision's name.
+        return pod_view(pod).revision not in old_revisions
 
     fleet.silent = on_new_revision
     await patch_spec(kube, namespace, NAME, {"image": "registry.invalid/tidings:3"})

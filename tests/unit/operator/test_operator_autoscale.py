@@ -7,6 +7,7 @@ from typing import Any
 from tidings_operator.autoscale import (
     Recommendation,
     ScaleDecision,
+    clients_back,
     decide,
     desired_for,
     manual_replicas,
@@ -124,3 +125,12 @@ def test_manual_scale_down_is_one_server_at_a_time() -> None:
 
 def test_turning_autoscaling_off_keeps_the_size_it_reached() -> None:
     assert manual_replicas(None, 1, current=4) == 4  # not minReplicas
+
+
+def test_the_next_scale_down_waits_for_the_drained_clients() -> None:
+    assert clients_back(None, 0, 0.0, 60)  # no step before
+    shrink = (30_000, 100.0)
+    assert not clients_back(shrink, 20_000, 101.0, 60)  # a third still away
+    assert clients_back(shrink, 29_800, 103.0, 60)  # back (99%)
+    assert not clients_back(shrink, None, 103.0, 60)  # no counts: wait
+    assert clients_back(shrink, 10_000, 160.0, 60)  # gone for good: waited long enough
