@@ -743,7 +743,7 @@ function refreshPresence() {
 }
 
 /** A profile (with presence) we do not have yet, or again when `fresh`. */
-async function ensureUser(userId, fresh = false) {
+async function ensureUser(userId, fresh = false, tries = 3) {
   const c = chat;
   if (!c || !userId || userId === c.store.me.user_id) return;
   if (c.fetching.has(userId) || (!fresh && c.store.users.get(userId)?.username)) return;
@@ -752,7 +752,8 @@ async function ensureUser(userId, fresh = false) {
     const profile = await api.user(userId);
     if (chat === c) c.store.setUser(profile);
   } catch {
-    // unknown or offline: shown by id
+    // Unknown, not related yet, or offline: shown by id meanwhile; a couple more tries.
+    if (tries > 1) setTimeout(() => ensureUser(userId, fresh, tries - 1), 1000);
   } finally {
     c.fetching.delete(userId);
   }
