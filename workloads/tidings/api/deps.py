@@ -10,7 +10,7 @@ from tidings.api.errors import ApiError
 from tidings.auth import Identity
 from tidings.core import errors
 from tidings.core.ids import parse_decimal_id
-from tidings.runtime import Runtime
+from tidings.runtime import Runtime, wall_ms
 from tidings.sessions import check_session
 
 
@@ -46,3 +46,23 @@ def parse_id(value: str, code: str = errors.UNKNOWN_USER, status: int = 404) -> 
     if parsed is None:
         raise ApiError(status, code, f"no such id {value!r}")
     return parsed
+
+
+HOUR_MS = 3_600_000
+
+
+async def spend_hourly(
+    runtime: Runtime, user_id: int, kind: str, per_hour: int, what: str, cost: int = 1
+) -> None:
+    """``cost`` ``kind`` actions of the user's hourly allowance (counted in the directory,
+    so shared by every API process), or 429 ``rate_limited`` with ``Retry-After``."""
+    wait_ms = await runtime.directory.use_allowance(
+        user_id, kind, wall_ms(), HOUR_MS, per_hour, cost
+    )
+    if wait_ms:
+        raise ApiError(
+            429,
+            errors.RATE_LIMITED,
+            f"at most {per_hour} {what} an hour; try later",
+            retry_after_ms=wait_ms,
+        )

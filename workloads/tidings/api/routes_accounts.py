@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from tidings.api.deps import IdentityDep, RuntimeDep, parse_id
+from tidings.api.deps import IdentityDep, RuntimeDep, parse_id, spend_hourly
 from tidings.api.errors import ApiError
 from tidings.api.schemas import LoginBody, PushTokenBody, SignupBody, device_out, user_out
 from tidings.auth import Identity
@@ -19,7 +19,6 @@ from tidings.storage.base import UsernameTaken
 
 router = APIRouter(prefix="/v1")
 OFFLINE = PresenceStatus("offline", None)
-HOUR_MS = 3_600_000
 
 
 def chat_url(runtime: Runtime, request: Request, user_id: int) -> str:
@@ -166,13 +165,8 @@ async def unlink_device(device_id: str, me: IdentityDep, runtime: RuntimeDep) ->
 
 async def _spend_lookup(runtime: Runtime, me: Identity) -> None:
     """Count a look-up that could find strangers against the caller's hourly allowance."""
-    wait_ms = await runtime.directory.use_allowance(
-        me.user_id, "lookup", wall_ms(), HOUR_MS, runtime.settings.user_lookups_per_hour
-    )
-    if wait_ms:
-        raise ApiError(
-            429, errors.RATE_LIMITED, "too many user look-ups; try later", retry_after_ms=wait_ms
-        )
+    per_hour = runtime.settings.user_lookups_per_hour
+    await spend_hourly(runtime, me.user_id, "lookup", per_hour, "user look-ups")
 
 
 @router.get("/users")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from tidings.api.deps import IdentityDep, RuntimeDep, parse_id
+from tidings.api.deps import IdentityDep, RuntimeDep, parse_id, spend_hourly
 from tidings.api.errors import ApiError
 from tidings.api.schemas import GroupBody, group_out, invite_out, user_out
 from tidings.core import errors
@@ -17,24 +17,6 @@ from tidings.runtime import Runtime, wall_ms
 from tidings.storage.base import Channel, GroupFull, User
 
 router = APIRouter(prefix="/v1")
-HOUR_MS = 3_600_000
-
-
-async def _spend(
-    runtime: Runtime, user_id: int, kind: str, per_hour: int, what: str, cost: int = 1
-) -> None:
-    """``cost`` ``kind`` actions of the user's hourly allowance (shared by every API
-    process), or 429 ``rate_limited`` with ``Retry-After``."""
-    wait_ms = await runtime.directory.use_allowance(
-        user_id, kind, wall_ms(), HOUR_MS, per_hour, cost
-    )
-    if wait_ms:
-        raise ApiError(
-            429,
-            errors.RATE_LIMITED,
-            f"at most {per_hour} {what} an hour; try later",
-            retry_after_ms=wait_ms,
-        )
 
 
 async def _other_user(runtime: Runtime, me: int, user_id: str) -> User:
@@ -57,7 +39,7 @@ async def request_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> 
     incoming, _ = await directory.friend_requests(me.user_id)
     accepting = any(u.user_id == friend.user_id for u in incoming)
     if not accepting and not await directory.is_friend(me.user_id, friend.user_id):
-        await _spend(
+        await spend_hourly(
             runtime,
             me.user_id,
             "friend_request",
@@ -129,7 +111,7 @@ async def _add_or_invite(runtime: Runtime, channel_id: str, adder: int, user_id:
 
 async def _spend_invites(runtime: Runtime, user_id: int, count: int) -> None:
     per_hour = runtime.settings.group_invites_per_hour
-    await _spend(runtime, user_id, "invite", per_hour, "group invites", cost=count)
+    await spend_hourly(runtime, user_id, "invite", per_hour, "group invites", cost=count)
 
 
 @router.post("/groups", status_code=201)
@@ -149,7 +131,7 @@ async def create_group(body: GroupBody, me: IdentityDep, runtime: RuntimeDep) ->
     strangers = len(named) - len(friends)
     if strangers:
         await _spend_invites(runtime, me.user_id, strangers)
-    await _spend(runtime, me.user_id, "group", settings.groups_per_hour, "new groups")
+    await spend_hourly(runtime, me.user_id, "group", settings.groups_per_hour, "new groups")
     channel = await directory.create_group(
         group_channel_id(runtime.ids.next_id()),
         body.name,

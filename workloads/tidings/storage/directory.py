@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -94,6 +94,11 @@ def make_engine(url: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_pre_ping=True)
+
+
+def _either_way(first: Any, second: Any, a: int, b: int) -> ColumnElement[bool]:
+    """A row pairing ``a`` and ``b`` in these two columns, in either order."""
+    return or_(and_(first == a, second == b), and_(first == b, second == a))
 
 
 def _user(row: Any) -> User:
@@ -455,12 +460,7 @@ class SqlDirectory:
     @staticmethod
     async def _blocked_between(conn: AsyncConnection, a: int, b: int) -> bool:
         row = await conn.execute(
-            select(blocks.c.user_id).where(
-                or_(
-                    and_(blocks.c.user_id == a, blocks.c.blocked_id == b),
-                    and_(blocks.c.user_id == b, blocks.c.blocked_id == a),
-                )
-            )
+            select(blocks.c.user_id).where(_either_way(blocks.c.user_id, blocks.c.blocked_id, a, b))
         )
         return row.first() is not None
 
@@ -469,19 +469,11 @@ class SqlDirectory:
         """Remove the friendship and any request between the two."""
         conn = write.conn
         gone = await conn.execute(
-            delete(friends).where(
-                or_(
-                    and_(friends.c.user_id == a, friends.c.friend_id == b),
-                    and_(friends.c.user_id == b, friends.c.friend_id == a),
-                )
-            )
+            delete(friends).where(_either_way(friends.c.user_id, friends.c.friend_id, a, b))
         )
         await conn.execute(
             delete(friend_requests).where(
-                or_(
-                    and_(friend_requests.c.from_id == a, friend_requests.c.to_id == b),
-                    and_(friend_requests.c.from_id == b, friend_requests.c.to_id == a),
-                )
+                _either_way(friend_requests.c.from_id, friend_requests.c.to_id, a, b)
             )
         )
         if gone.rowcount:
@@ -577,23 +569,13 @@ class SqlDirectory:
                 friends.c.user_id == user_id, friends.c.friend_id == other_id
             ),
             select(friend_requests.c.from_id).where(
-                or_(
-                    and_(friend_requests.c.from_id == user_id, friend_requests.c.to_id == other_id),
-                    and_(friend_requests.c.from_id == other_id, friend_requests.c.to_id == user_id),
-                )
+                _either_way(friend_requests.c.from_id, friend_requests.c.to_id, user_id, other_id)
             ),
             select(channel_members.c.user_id).where(
                 channel_members.c.user_id == other_id, channel_members.c.channel_id.in_(mine)
             ),
             select(group_invites.c.user_id).where(
-                or_(
-                    and_(
-                        group_invites.c.user_id == user_id, group_invites.c.inviter_id == other_id
-                    ),
-                    and_(
-                        group_invites.c.user_id == other_id, group_invites.c.inviter_id == user_id
-                    ),
-                )
+                _either_way(group_invites.c.user_id, group_invites.c.inviter_id, user_id, other_id)
             ),
         ]
         async with self.engine.connect() as conn:
