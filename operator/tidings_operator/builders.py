@@ -26,6 +26,8 @@ import json
 from typing import Any, NotRequired, TypedDict
 
 from tidings_operator import names
+from tidings_operator.expose import TLS_MOUNT, build_expose, chat_url_template, tls_at_pods
+from tidings_operator.podtemplate import PodTemplate, default_resources, default_spread
 from tidings_operator.spec import ClusterSpec, Resources, SecretKeyRef, seconds_text
 
 __all__ = [
@@ -223,9 +225,12 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
-def _http_probe(path: str, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
+def _http_probe(
+    path: str, period: int, failures: int, timeout: int = 2, *, tls: bool = False
+) -> dict[str, Any]:
+    get = {"path": path, "port": "http", **({"scheme": "HTTPS"} if tls else {})}
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": get,
         "periodSeconds": period,
         "failureThreshold": failures,
         "timeoutSeconds": timeout,
@@ -259,10 +264,18 @@ def _service_ports(http_port: int) -> list[dict[str, Any]]:
     ]
 
 
-def _with_resources(container: dict[str, Any], resources: Resources) -> dict[str, Any]:
-    as_dict = resources.as_dict()
-    if as_dict:
-        container["resources"] = as_dict
+def resources_of(
+    spec: ClusterSpec, component: str, resources: Resources, template: PodTemplate
+) -> dict[str, Any]:
+    """podTemplate.resources, else the component's ``resources``, else the defaults."""
+    if template.resources is not None:
+        return template.resources
+    return resources.as_dict() or default_resources(component, spec.chat.target_connections_per_pod)
+
+
+def _with_resources(container: dict[str, Any], resources: dict[str, Any]) -> dict[str, Any]:
+    if resources:
+        container["resources"] = resources
     return container
 
 
@@ -271,24 +284,70 @@ def _pod_template(
     component: str,
     containers: list[dict[str, Any]],
     config: str,
+    template: PodTemplate,
+    *,
+    tls_secret: str | None = None,
     **pod_spec: Any,
 ) -> dict[str, Any]:
+    selector = names.selector_labels(owner["name"], component)
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if tls_secret is not None:
+        volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
     return {
         "metadata": {
-            "labels": names.labels(owner["name"], component),
-            "annotations": {names.ANNOTATION_CONFIG_HASH: config},
+            # The operator's own keys win: selectors and the config hash depend on them.
+            "labels": {**template.labels, **names.labels(owner["name"], component)},
+            "annotations": {**template.annotations, names.ANNOTATION_CONFIG_HASH: config},
         },
         "spec": {
             "enableServiceLinks": False,
             "securityContext": _pod_security(),
             "containers": containers,
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": volumes,
+            **template.pod_spec_fields(default_spread(selector)),
             **pod_spec,
         },
     }
 
 
 _TMP_MOUNT = [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def _tls_secret(spec: ClusterSpec) -> str | None:
+    """The Secret the chat and api pods mount, when they end TLS themselves."""
+    if spec.tls is not None and tls_at_pods(spec.chat.expose, spec.tls):
+        return spec.tls.secret_name
+    return None
+
+
+def _tls_env(secret: str | None) -> list[dict[str, Any]]:
+    if secret is None:
+        return []
+    return [
+        {"name": "TIDINGS_TLS_CERT_FILE", "value": f"{TLS_MOUNT}/tls.crt"},
+        {"name": "TIDINGS_TLS_KEY_FILE", "value": f"{TLS_MOUNT}/tls.key"},
+    ]
+
+
+def _mounts(secret: str | None) -> list[dict[str, Any]]:
+    if secret is None:
+        return list(_TMP_MOUNT)
+    return [*_TMP_MOUNT, {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True}]
+
+
+def _public_url_env(owner: Owner, spec: ClusterSpec) -> list[dict[str, Any]]:
+    """The chat server's public URL (a template it fills in at start) and what it needs
+    for that: the node's address and the node port base in mode nodePort."""
+    chat, expose = spec.chat, spec.chat.expose
+    url = chat_url_template(
+        expose, spec.tls, cluster=owner["name"], namespace=owner["namespace"], port=chat.port
+    )
+    env = [{"name": "TIDINGS_PUBLIC_CHAT_URL", "value": url}]
+    if "{hostIP}" in url:
+        env.append(_field_env("TIDINGS_HOST_IP", "status.hostIP"))
+    if "{nodePort}" in url and expose.node_port_base is not None:
+        env.append({"name": "TIDINGS_PUBLIC_NODE_PORT_BASE", "value": str(expose.node_port_base)})
+    return env
 
 
 def _group_timing_env(spec: ClusterSpec) -> list[dict[str, Any]]:
@@ -315,7 +374,7 @@ def _group_timing_env(spec: ClusterSpec) -> list[dict[str, Any]]:
 def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, config: str) -> Manifest:
     """The chat servers: ``OnDelete`` (the operator replaces pods), parallel scaling."""
     name, chat = names.chat_name(owner["name"]), spec.chat
-    public_url = f"ws://$(TIDINGS_SERVER_ID).{name}.{owner['namespace']}.svc:{chat.port}/v1/ws"
+    tls = _tls_secret(spec)
     container = {
         "name": names.CHAT,
         "image": spec.image,
@@ -327,20 +386,24 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
             *_common_env(spec),
             _field_env("TIDINGS_WORKER_ID", f"metadata.labels['{names.LABEL_POD_INDEX}']"),
             {"name": "TIDINGS_PORT", "value": str(chat.port)},
-            {"name": "TIDINGS_PUBLIC_CHAT_URL", "value": public_url},
+            *_public_url_env(owner, spec),
+            *_tls_env(tls),
             *_jwt_env(spec.jwt_secret),
             *_group_timing_env(spec),
         ],
-        "startupProbe": _http_probe("/healthz", period=2, failures=60),
+        "startupProbe": _http_probe("/healthz", period=2, failures=60, tls=tls is not None),
         # /readyz answers 503 while the server drains: it leaves the Service at once.
-        "readinessProbe": _http_probe("/readyz", period=2, failures=1),
-        "livenessProbe": _http_probe("/healthz", period=10, failures=3, timeout=5),
+        "readinessProbe": _http_probe("/readyz", period=2, failures=1, tls=tls is not None),
+        "livenessProbe": _http_probe(
+            "/healthz", period=10, failures=3, timeout=5, tls=tls is not None
+        ),
         # SIGTERM starts the drain (hand partitions over, send clients away, exit 0);
         # the pause first lets endpoints and load balancers forget the pod.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_PAUSE_S}}},
         "securityContext": _container_security(),
-        "volumeMounts": _TMP_MOUNT,
+        "volumeMounts": _mounts(tls),
     }
+    resources = resources_of(spec, names.CHAT, chat.resources, chat.pod_template)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -355,8 +418,10 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
             "template": _pod_template(
                 owner,
                 names.CHAT,
-                [_with_resources(container, chat.resources)],
+                [_with_resources(container, resources)],
                 config,
+                chat.pod_template,
+                tls_secret=tls,
                 terminationGracePeriodSeconds=termination_grace_seconds(spec),
             ),
         },
@@ -396,6 +461,7 @@ def _postgres_migration(spec: ClusterSpec) -> dict[str, Any]:
 def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manifest:
     """The HTTP API. A StatefulSet for its ordinals: the worker ids of its Snowflakes."""
     name, api = names.api_name(owner["name"]), spec.api
+    tls = _tls_secret(spec)
     container = {
         "name": names.API,
         "image": spec.image,
@@ -407,14 +473,18 @@ def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manif
             *_common_env(spec),
             _field_env("TIDINGS_WORKER_ID", f"metadata.labels['{names.LABEL_POD_INDEX}']"),
             {"name": "TIDINGS_PORT", "value": str(api.port)},
+            *_tls_env(tls),
             *_jwt_env(spec.jwt_secret),
         ],
-        "startupProbe": _http_probe("/healthz", period=2, failures=60),
-        "readinessProbe": _http_probe("/readyz", period=5, failures=2),
-        "livenessProbe": _http_probe("/healthz", period=10, failures=3, timeout=5),
+        "startupProbe": _http_probe("/healthz", period=2, failures=60, tls=tls is not None),
+        "readinessProbe": _http_probe("/readyz", period=5, failures=2, tls=tls is not None),
+        "livenessProbe": _http_probe(
+            "/healthz", period=10, failures=3, timeout=5, tls=tls is not None
+        ),
         "securityContext": _container_security(),
-        "volumeMounts": _TMP_MOUNT,
+        "volumeMounts": _mounts(tls),
     }
+    resources = resources_of(spec, names.API, api.resources, api.pod_template)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -431,10 +501,12 @@ def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manif
             "template": _pod_template(
                 owner,
                 names.API,
-                [_with_resources(container, api.resources)],
+                [_with_resources(container, resources)],
                 config,
+                api.pod_template,
+                tls_secret=tls,
                 terminationGracePeriodSeconds=30,
-                initContainers=[_with_resources(_postgres_migration(spec), api.resources)],
+                initContainers=[_with_resources(_postgres_migration(spec), resources)],
             ),
         },
     }
@@ -470,6 +542,7 @@ def build_push_deployment(owner: Owner, spec: ClusterSpec, config: str) -> Manif
         "securityContext": _container_security(),
         "volumeMounts": _TMP_MOUNT,
     }
+    resources = resources_of(spec, names.PUSH, push.resources, push.pod_template)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -481,8 +554,9 @@ def build_push_deployment(owner: Owner, spec: ClusterSpec, config: str) -> Manif
             "template": _pod_template(
                 owner,
                 names.PUSH,
-                [_with_resources(container, push.resources)],
+                [_with_resources(container, resources)],
                 config,
+                push.pod_template,
                 terminationGracePeriodSeconds=30,
             ),
         },
@@ -513,12 +587,31 @@ def build_api_pdb(owner: Owner) -> Manifest:
 
 
 def build_all(
-    owner: Owner, spec: ClusterSpec, *, chat_replicas: int, inbox_partitions: int
+    owner: Owner,
+    spec: ClusterSpec,
+    *,
+    chat_replicas: int,
+    inbox_partitions: int,
+    exposed_ordinals: int | None = None,
 ) -> list[Manifest]:
-    """Every child, in the order to apply them (config first, workloads after)."""
+    """Every child, in the order to apply them (config first, workloads after).
+
+    ``exposed_ordinals``: how many chat pods (0..n-1) get their own external address; by
+    default ``chat_replicas`` (the reconciler keeps a shrinking pod's until it is gone)."""
     config_map = build_config_map(owner, spec, inbox_partitions)
     digest = config_hash(config_map["data"])
+    exposed = build_expose(
+        owner,
+        build_owner_reference(owner),
+        spec.chat.expose,
+        spec.tls,
+        chat_port=spec.chat.port,
+        api_port=spec.api.port,
+        ordinals=chat_replicas if exposed_ordinals is None else exposed_ordinals,
+        max_replicas=max(spec.chat.max_replicas, spec.chat.replicas or 0),
+    )
     return [
+        *[m for m in exposed if m["kind"] == "Certificate"],
         config_map,
         build_chat_service(owner, spec),
         build_chat_statefulset(owner, spec, chat_replicas, digest),
@@ -527,4 +620,5 @@ def build_all(
         build_api_statefulset(owner, spec, digest),
         build_api_pdb(owner),
         build_push_deployment(owner, spec, digest),
+        *[m for m in exposed if m["kind"] != "Certificate"],
     ]

@@ -70,6 +70,10 @@ KINDS: dict[str, Kind] = {
     "StatefulSet": Kind("apps/v1", "statefulsets"),
     "Deployment": Kind("apps/v1", "deployments"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
+    "Ingress": Kind("networking.k8s.io/v1", "ingresses"),
+    "HTTPRoute": Kind("gateway.networking.k8s.io/v1", "httproutes"),
+    "TLSRoute": Kind("gateway.networking.k8s.io/v1", "tlsroutes"),
+    "Certificate": Kind("cert-manager.io/v1", "certificates"),
     names.KIND: Kind(names.API_VERSION, names.PLURAL),
 }
 

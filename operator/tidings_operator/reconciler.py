@@ -54,6 +54,7 @@ from tidings_operator.autoscale import (
 )
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
 from tidings_operator.disruption import PodSeen, lost_pods, progress, start
+from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.members import Member, MembershipReader, current_members
 from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
@@ -279,7 +280,7 @@ class Reconciler:
             return
         try:
             check_name(name)
-            spec = parse_spec(obj.get("spec") or {})
+            spec = parse_spec(obj.get("spec") or {}, default_tls_secret=certificate_name(name))
         except SpecError as exc:
             state.spec_error = str(exc)
             await self._report(namespace, name, state, [])
@@ -461,6 +462,25 @@ class Reconciler:
         except _WireFailed as exc:
             return exc.report(state, "kopf retries with backoff")
 
+    async def _prune_exposed(
+        self, namespace: str, name: str, manifests: list[dict[str, Any]]
+    ) -> None:
+        """Delete the exposure children (per-pod Services, Ingress, routes, Certificate)
+        the spec no longer asks for: a pod gone for good, a mode or TLS turned off."""
+        wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+        for kind in PRUNED_KINDS:
+            try:
+                found = await self.kube.list(kind, namespace, expose_selector(name))
+            except KubeError as exc:
+                if exc.status == 404:  # that API is not installed: nothing of it to prune
+                    continue
+                raise
+            for obj in found:
+                meta = obj["metadata"]
+                if (kind, meta["name"]) not in wanted:
+                    log.info("%s/%s: deleting %s %s", namespace, name, kind, meta["name"])
+                    await self.kube.delete(kind, namespace, meta["name"], uid=meta.get("uid"))
+
     async def sync(self, *, name: str, namespace: str, uid: str, force_apply: bool = False) -> None:
         state = self._states.get(uid)
         if state is None:  # forgotten: deleted meanwhile
@@ -480,7 +500,7 @@ class Reconciler:
         now, mono, stamp = time.time(), time.monotonic(), datetime.now(UTC)
         try:
             check_name(name)
-            spec = parse_spec(obj.get("spec") or {})
+            spec = parse_spec(obj.get("spec") or {}, default_tls_secret=certificate_name(name))
         except SpecError as exc:
             state.spec_error = str(exc)
             conditions = merge_conditions(
@@ -672,10 +692,18 @@ class Reconciler:
                 or current != desired
             )
         ):
-            for manifest in build_all(
-                owner, spec, chat_replicas=desired, inbox_partitions=state.inbox_partitions
-            ):
+            # A shrinking server keeps its own address until its pod is gone.
+            exposed = max(desired, current or 0, *(p.ordinal + 1 for p in pods))
+            manifests = build_all(
+                owner,
+                spec,
+                chat_replicas=desired,
+                inbox_partitions=state.inbox_partitions,
+                exposed_ordinals=exposed,
+            )
+            for manifest in manifests:
                 await self.kube.apply(manifest)
+            await self._prune_exposed(namespace, name, manifests)
             state.applied_generation, state.last_apply = generation, mono
         elif sts is not None and current != desired:
             await self.kube.request(

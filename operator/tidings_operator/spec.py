@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings_operator import names
+from tidings_operator.expose import ExposeError, ExposeSpec, TlsSpec, parse_expose, parse_tls
+from tidings_operator.podtemplate import PodTemplate, PodTemplateError, parse_pod_template
 
 __all__ = [
     "ApiSpec",
@@ -86,6 +88,8 @@ class ChatSpec:
     progress_deadline_s: int = 600
     port: int = 8080
     resources: Resources = field(default_factory=Resources)
+    pod_template: PodTemplate = field(default_factory=PodTemplate)
+    expose: ExposeSpec = field(default_factory=ExposeSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class ApiSpec:
     replicas: int = 2
     port: int = 8080
     resources: Resources = field(default_factory=Resources)
+    pod_template: PodTemplate = field(default_factory=PodTemplate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,7 @@ class PushSpec:
     replicas: int = 1
     credentials_secret: str | None = None
     resources: Resources = field(default_factory=Resources)
+    pod_template: PodTemplate = field(default_factory=PodTemplate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +154,7 @@ class ClusterSpec:
     push: PushSpec = field(default_factory=PushSpec)
     heartbeat_s: int = 5
     offline_after_s: int = 30
+    tls: TlsSpec | None = None
 
     def secret_names(self) -> list[str]:
         """Every Secret the spec refers to, sorted."""
@@ -157,6 +164,8 @@ class ClusterSpec:
                 found.add(optional)
         if self.push.credentials_secret:
             found.add(self.push.credentials_secret)
+        if self.tls is not None and self.tls.issuer is None:
+            found.add(self.tls.secret_name)
         return sorted(found)
 
 
@@ -272,6 +281,8 @@ def _chat(raw: Mapping[str, Any]) -> ChatSpec:
         ),
         port=_int(raw, "port", d.port, p, 1, 65535),
         resources=_resources(raw),
+        pod_template=_pod_template(raw, p),
+        expose=_checked(parse_expose, _obj(raw, "expose"), max_replicas=_max_ordinals(raw)),
     )
     if chat.min_replicas > chat.max_replicas:
         raise SpecError(
@@ -279,6 +290,29 @@ def _chat(raw: Mapping[str, Any]) -> ChatSpec:
             f"{p}.maxReplicas ({chat.max_replicas})"
         )
     return chat
+
+
+def _max_ordinals(raw: Mapping[str, Any]) -> int:
+    """How many chat pods may need an address: maxReplicas, or replicas if more."""
+    most = raw.get("maxReplicas", ChatSpec().max_replicas)
+    replicas = raw.get("replicas")
+    if isinstance(replicas, int) and isinstance(most, int):
+        return max(most, replicas)
+    return int(most) if isinstance(most, int) else ChatSpec().max_replicas
+
+
+def _checked(parse: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return parse(*args, **kwargs)
+    except (ExposeError, PodTemplateError) as exc:
+        raise SpecError(str(exc)) from None
+
+
+def _pod_template(raw: Mapping[str, Any], path: str) -> PodTemplate:
+    template: PodTemplate = _checked(
+        parse_pod_template, raw.get("podTemplate"), f"{path}.podTemplate"
+    )
+    return template
 
 
 def _kafka(raw: Mapping[str, Any]) -> KafkaSpec:
@@ -350,8 +384,9 @@ def _cassandra(raw: Mapping[str, Any]) -> CassandraSpec:
     )
 
 
-def parse_spec(raw: Mapping[str, Any]) -> ClusterSpec:
-    """The typed spec; :class:`SpecError` when it cannot work."""
+def parse_spec(raw: Mapping[str, Any], *, default_tls_secret: str = "tidings-tls") -> ClusterSpec:
+    """The typed spec; :class:`SpecError` when it cannot work. ``default_tls_secret`` names
+    the Secret cert-manager writes when ``spec.tls`` gives an issuer and no secretName."""
     image = _required_str(raw, "image", "spec")
     pull = _str(raw, "imagePullPolicy", "IfNotPresent", "spec") or "IfNotPresent"
     if pull not in ("Always", "IfNotPresent", "Never"):
@@ -362,11 +397,13 @@ def parse_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         replicas=_int(api_raw, "replicas", d_api.replicas, "spec.api", 0, names.MAX_API_REPLICAS),
         port=_int(api_raw, "port", d_api.port, "spec.api", 1, 65535),
         resources=_resources(api_raw),
+        pod_template=_pod_template(api_raw, "spec.api"),
     )
     push = PushSpec(
         replicas=_int(push_raw, "replicas", d_push.replicas, "spec.push", 0, 100),
         credentials_secret=_secret_name(push_raw, "credentialsSecretRef", "spec.push"),
         resources=_resources(push_raw),
+        pod_template=_pod_template(push_raw, "spec.push"),
     )
     chat = _chat(_obj(raw, "chat"))
     heartbeat = _int(presence, "heartbeatSeconds", 5, "spec.presence", 1, 60)
@@ -382,6 +419,8 @@ def parse_spec(raw: Mapping[str, Any]) -> ClusterSpec:
                 f"{path} {port} is the port the pods serve their metrics on; choose another"
             )
     postgres = _obj(raw, "postgres")
+    tls: TlsSpec | None = _checked(parse_tls, _obj(raw, "tls"), default_secret=default_tls_secret)
+    _check_tls_names(chat.expose, tls)
     return ClusterSpec(
         image=image,
         image_pull_policy=pull,
@@ -394,4 +433,16 @@ def parse_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         cassandra=_cassandra(_obj(raw, "cassandra")),
         postgres_url=_key_ref(postgres, "urlSecretRef", "spec.postgres"),
         jwt_secret=_key_ref(raw, "jwtSecretRef", "spec"),
+        tls=tls,
     )
+
+
+def _check_tls_names(expose: ExposeSpec, tls: TlsSpec | None) -> None:
+    if tls is None or tls.issuer is None:
+        return
+    if not (expose.host_template or expose.api.host or tls.dns_names or tls.ip_addresses):
+        raise SpecError(
+            "spec.tls.issuerRef: the certificate would name no host; set "
+            "spec.chat.expose.hostTemplate, spec.chat.expose.api.host, spec.tls.dnsNames or "
+            "spec.tls.ipAddresses"
+        )

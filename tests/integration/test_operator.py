@@ -1059,3 +1059,248 @@ async def test_of_two_operators_one_is_active_and_the_other_takes_over(
             op.stop()
             print(f"---- operator {i} log (tail) ----")
             print("\n".join(op.log().splitlines()[-60:]))
+
+
+# --- spec.chat.expose and spec.tls: accepted by the real API server, pruned when dropped --
+
+
+def _contains(expected: Any, actual: Any, path: str = "") -> None:
+    """``actual`` has every field ``expected`` has, equal (the API server adds defaults)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{path}: {actual!r} is not an object"
+        for key, value in expected.items():
+            assert key in actual, f"{path}.{key} missing in {actual!r}"
+            _contains(value, actual[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual!r}"
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            _contains(e, a, f"{path}[{i}]")
+    else:
+        assert expected == actual, f"{path}: {actual!r} != {expected!r}"
+
+
+async def _exposed(kube: Kube, namespace: str) -> set[tuple[str, str]]:
+    found = set()
+    for kind in ("Service", "Ingress", "HTTPRoute", "TLSRoute", "Certificate"):
+        for obj in await kube.list(kind, namespace, f"{names.LABEL_INSTANCE}={NAME}"):
+            if obj["metadata"]["labels"].get("tidings.dev/role") == "expose":
+                found.add((kind, obj["metadata"]["name"]))
+    return found
+
+
+async def _wait_exposed(kube: Kube, namespace: str, want: set[tuple[str, str]]) -> None:
+    async def exactly() -> bool:
+        return await _exposed(kube, namespace) == want
+
+    try:
+        await eventually(f"exactly {sorted(want)}", exactly, 60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; found {sorted(await _exposed(kube, namespace))}") from None
+
+
+async def test_every_exposure_mode_is_accepted_and_what_is_dropped_is_pruned(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    testenv: Any,
+) -> None:
+    """Each mode's objects as the real API server stored them (Gateway API and
+    cert-manager CRDs installed from their modules, e2e/env/certmanager.sh), field by
+    field; a mode change deletes the last mode's objects."""
+    hosts = "chat-{ordinal}.example.test"
+    parent = {"name": "edge", "namespace": "gateways", "sectionName": "wss"}
+    tls = {"issuerRef": {"name": "ca", "kind": "ClusterIssuer"}, "secretName": "chat-cert"}
+    ingress = {
+        "mode": "ingress",
+        "hostTemplate": hosts,
+        "ingress": {"className": "nginx"},
+        "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"},
+        "api": {"host": "api.example.test"},
+    }
+    body = chat_cluster(testenv, prefix, keyspace, chat={"expose": ingress}, tls=tls)
+    await create(kube, namespace, body)
+    await ready(kube, namespace)
+    pods = {("Service", f"{NAME}-chat-{i}") for i in range(2)}
+    await _wait_exposed(kube, namespace, {*pods, ("Ingress", NAME), ("Certificate", f"{NAME}-tls")})
+    got = await kube.get("Ingress", namespace, NAME)
+    assert got is not None
+    _contains(
+        {
+            "metadata": {"annotations": ingress["annotations"]},
+            "spec": {
+                "ingressClassName": "nginx",
+                "tls": [
+                    {
+                        "hosts": ["api.example.test", "chat-0.example.test", "chat-1.example.test"],
+                        "secretName": "chat-cert",
+                    }
+                ],
+                "rules": [
+                    {
+                        "host": host,
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {"name": service, "port": {"number": 8080}}
+                                    },
+                                }
+                            ]
+                        },
+                    }
+                    for host, service in (
+                        ("api.example.test", f"{NAME}-api"),
+                        ("chat-0.example.test", f"{NAME}-chat-0"),
+                        ("chat-1.example.test", f"{NAME}-chat-1"),
+                    )
+                ],
+            },
+        },
+        got,
+    )
+    cert = await kube.get("Certificate", namespace, f"{NAME}-tls")
+    assert cert is not None
+    _contains(
+        {
+            "spec": {
+                "secretName": "chat-cert",
+                "issuerRef": {"name": "ca", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+                "dnsNames": [*(f"chat-{i}.example.test" for i in range(4)), "api.example.test"],
+            }
+        },
+        cert,
+    )
+    svc = await kube.get("Service", namespace, f"{NAME}-chat-1")
+    assert svc is not None
+    _contains(
+        {
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {"statefulset.kubernetes.io/pod-name": f"{NAME}-chat-1"},
+                "ports": [{"name": "http", "port": 8080, "targetPort": "http"}],
+            }
+        },
+        svc,
+    )
+    # The controller ends TLS: the chat servers serve plain WebSockets behind it.
+    sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
+    assert sts is not None
+    env = {
+        e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TIDINGS_PUBLIC_CHAT_URL"] == "wss://chat-{ordinal}.example.test/v1/ws"
+    assert "TIDINGS_TLS_CERT_FILE" not in env
+
+    # Gateway API, TLS passthrough: a TLSRoute per pod and the API's; the Ingress goes.
+    gateway = {
+        "mode": "gateway",
+        "gateway": {"parentRefs": [parent], "routeKind": "TLSRoute"},
+    }
+    await patch_spec(kube, namespace, NAME, {"chat": {"expose": gateway}})
+    routes = {("TLSRoute", f"{NAME}-chat-{i}") for i in range(2)} | {("TLSRoute", f"{NAME}-api")}
+    await _wait_exposed(kube, namespace, {*pods, *routes, ("Certificate", f"{NAME}-tls")})
+    route = await kube.get("TLSRoute", namespace, f"{NAME}-chat-0")
+    assert route is not None
+    _contains(
+        {
+            "spec": {
+                "parentRefs": [parent],
+                "hostnames": ["chat-0.example.test"],
+                "rules": [{"backendRefs": [{"name": f"{NAME}-chat-0", "port": 8080}]}],
+            }
+        },
+        route,
+    )
+
+    # Passthrough: the pods end TLS with the Secret cert-manager writes.
+    async def pods_end_tls() -> bool:
+        sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
+        assert sts is not None
+        pod = sts["spec"]["template"]["spec"]
+        return {"name": "tls", "secret": {"secretName": "chat-cert"}} in [
+            {"name": v["name"], "secret": {"secretName": v["secret"]["secretName"]}}
+            for v in pod["volumes"]
+            if "secret" in v
+        ]
+
+    await eventually("the chat pods to mount the TLS Secret", pods_end_tls, 30)
+
+    # HTTPRoutes: TLS at the Gateway.
+    await patch_spec(
+        kube, namespace, NAME, {"chat": {"expose": {"gateway": {"routeKind": "HTTPRoute"}}}}
+    )
+    http_routes = {("HTTPRoute", n) for _, n in routes}
+    await _wait_exposed(kube, namespace, {*pods, *http_routes, ("Certificate", f"{NAME}-tls")})
+    route = await kube.get("HTTPRoute", namespace, f"{NAME}-api")
+    assert route is not None
+    _contains(
+        {
+            "spec": {
+                "parentRefs": [parent],
+                "hostnames": ["api.example.test"],
+                "rules": [{"backendRefs": [{"name": f"{NAME}-api", "port": 8080}]}],
+            }
+        },
+        route,
+    )
+
+    # A load balancer per pod and one for the API; no cert-manager (a Secret of our own).
+    lb = {
+        "mode": "loadBalancer",
+        "annotations": {"external-dns.alpha.kubernetes.io/hostname": hosts},
+        "loadBalancer": {"sourceRanges": ["192.0.2.0/24"]},
+        "gateway": None,
+        "ingress": None,
+    }
+    await patch_spec(kube, namespace, NAME, {"chat": {"expose": lb}, "tls": {"issuerRef": None}})
+    await _wait_exposed(kube, namespace, {*pods, ("Service", f"{NAME}-api-external")})
+    svc = await kube.get("Service", namespace, f"{NAME}-chat-0")
+    assert svc is not None
+    _contains(
+        {
+            "metadata": {
+                "annotations": {"external-dns.alpha.kubernetes.io/hostname": "chat-0.example.test"}
+            },
+            "spec": {
+                "type": "LoadBalancer",
+                "externalTrafficPolicy": "Local",
+                "loadBalancerSourceRanges": ["192.0.2.0/24"],
+                "ports": [{"name": "http", "port": 443, "targetPort": "http"}],
+            },
+        },
+        svc,
+    )
+
+    # NodePorts: chat pod N on basePort+N, the API on its own; then none removes them all.
+    node_port = {
+        "mode": "nodePort",
+        "nodePort": {"basePort": 31700},
+        "api": {"nodePort": 31699, "host": None},
+        "annotations": None,
+        "loadBalancer": None,
+    }
+    await patch_spec(kube, namespace, NAME, {"chat": {"expose": node_port}})
+
+    async def node_ports() -> dict[str, int] | None:
+        found = {}
+        for svc_name in (f"{NAME}-chat-0", f"{NAME}-chat-1", f"{NAME}-api-external"):
+            svc = await kube.get("Service", namespace, svc_name)
+            if svc is None or svc["spec"]["type"] != "NodePort":
+                return None
+            found[svc_name] = svc["spec"]["ports"][0]["nodePort"]
+        return found
+
+    assert await eventually("NodePort Services", node_ports, 60) == {
+        f"{NAME}-chat-0": 31700,
+        f"{NAME}-chat-1": 31701,
+        f"{NAME}-api-external": 31699,
+    }
+    await patch_spec(kube, namespace, NAME, {"chat": {"expose": {"mode": "none"}}, "tls": None})
+    await _wait_exposed(kube, namespace, set())
+    # The cluster-internal Services stay.
+    assert await kube.get("Service", namespace, names.chat_name(NAME)) is not None
+    assert await kube.get("Service", namespace, names.api_name(NAME)) is not None

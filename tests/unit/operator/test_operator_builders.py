@@ -275,9 +275,13 @@ def test_auth_secrets_and_push_credentials_reach_the_pods() -> None:
     assert container["command"] == ["tidings", "push"]
 
 
-def test_resources_only_when_given() -> None:
-    plain = build_chat_statefulset(OWNER, spec(), 1, "x")
-    assert "resources" not in plain["spec"]["template"]["spec"]["containers"][0]
+def test_resources_default_from_the_target_unless_given() -> None:
+    plain = build_chat_statefulset(OWNER, spec(chat={"targetConnectionsPerPod": 50_000}), 1, "x")
+    # 256 MiB + 16 KiB and 250m + 10 us/s per connection (docs/operator.md), no CPU limit.
+    assert plain["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "750m", "memory": "1038Mi"},
+        "limits": {"memory": "2076Mi"},
+    }
     sized = build_chat_statefulset(
         OWNER, spec(chat={"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}), 1, "x"
     )
