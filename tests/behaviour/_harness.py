@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any, Protocol
 
 import httpx
@@ -96,6 +97,9 @@ class TidingsProcess:
     otherwise each start takes a fresh free port. With ``metrics`` (the default, as the
     operator runs its pods) each start also serves Prometheus metrics on a fresh free port
     of their own (``TIDINGS_METRICS_PORT``, :attr:`metrics_url`).
+
+    ``client_ssl``: the process serves TLS (``TIDINGS_TLS_*`` in ``env``) and this context
+    verifies it; the URLs are then ``https://`` and ``wss://``.
     """
 
     name: str
@@ -107,14 +111,17 @@ class TidingsProcess:
     metrics: bool = True
     metrics_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
+    client_ssl: SSLContext | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.client_ssl is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/ws"
+        scheme = "wss" if self.client_ssl is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/v1/ws"
 
     @property
     def metrics_url(self) -> str:
@@ -155,7 +162,9 @@ class TidingsProcess:
     def wait_healthy(self, timeout: float = 30.0) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base_url, timeout=1.0, trust_env=False) as http:
+        with httpx.Client(
+            base_url=self.base_url, timeout=1.0, trust_env=False, verify=self.client_ssl or True
+        ) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise AssertionError(
@@ -260,20 +269,27 @@ class Deployment(Protocol):
     def log_sections(self) -> list[tuple[str, str]]: ...
 
 
-def start_server(tmp_dir: Path, *, metrics: bool = True, **env: str) -> ServerProcess:
+def start_server(
+    tmp_dir: Path, *, metrics: bool = True, client_ssl: SSLContext | None = None, **env: str
+) -> ServerProcess:
+    """``client_ssl``: the server serves TLS (give ``TIDINGS_TLS_CERT_FILE`` and
+    ``TIDINGS_TLS_KEY_FILE`` in ``env``) and this context trusts its certificate."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
     server = ServerProcess(tmp_dir / "data", tmp_dir / "server.log", dict(env))
     server.metrics = metrics
+    server.client_ssl = client_ssl
     server.start()
     return server
 
 
 @contextlib.contextmanager
-def owned_server(tmp_dir: Path, *, metrics: bool = True, **env: str) -> Iterator[ServerProcess]:
+def owned_server(
+    tmp_dir: Path, *, metrics: bool = True, client_ssl: SSLContext | None = None, **env: str
+) -> Iterator[ServerProcess]:
     """A `tidings up` of the test's own, which it may kill, restart or drain; killed at
     the end whatever happened. ``metrics=False``: no metrics port (the default of a
-    `tidings up` started by hand)."""
-    server = start_server(tmp_dir, metrics=metrics, **env)
+    `tidings up` started by hand); ``client_ssl``: as :func:`start_server`."""
+    server = start_server(tmp_dir, metrics=metrics, client_ssl=client_ssl, **env)
     try:
         yield server
     finally:
@@ -312,10 +328,17 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def http_client(server: Deployment, api: int = 0) -> httpx.AsyncClient:
-    """An HTTP client of the deployment's ``api``-th API process (modulo how many it has)."""
+def http_client(
+    server: Deployment, api: int = 0, *, ssl: SSLContext | None = None
+) -> httpx.AsyncClient:
+    """An HTTP client of the deployment's ``api``-th API process (modulo how many it has).
+    ``ssl`` verifies an HTTPS deployment (default: the deployment's ``client_ssl`` if it
+    has one, else the system's trust store)."""
     urls = server.api_urls
-    return httpx.AsyncClient(base_url=urls[api % len(urls)], timeout=10.0, trust_env=False)
+    verify = ssl or getattr(server, "client_ssl", None) or True
+    return httpx.AsyncClient(
+        base_url=urls[api % len(urls)], timeout=10.0, trust_env=False, verify=verify
+    )
 
 
 async def signup(http: httpx.AsyncClient, username: str | None = None) -> dict[str, Any]:
@@ -447,7 +470,10 @@ class WsClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str) -> WsClient:
+    async def open(cls, url: str, *, ssl: SSLContext | None = None) -> WsClient:
+        """Connect to ``url``; a ``wss://`` one is verified with ``ssl`` (default: the
+        system's trust store). ``ssl`` is ignored for ``ws://``."""
+        tls: dict[str, Any] = {"ssl": ssl} if ssl is not None and url.startswith("wss:") else {}
         ws = await connect(
             url,
             open_timeout=WAIT,
@@ -456,8 +482,15 @@ class WsClient:
             max_size=None,
             proxy=None,
             compression=None,
+            **tls,
         )
         return cls(ws)
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The server's certificate (DER) on a ``wss://`` connection, else None."""
+        ssl_object = self.ws.transport.get_extra_info("ssl_object")
+        return None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
 
     async def _read(self) -> None:
         try:
@@ -665,13 +698,15 @@ class WsClient:
 
 
 class Clients:
-    """Opens WebSocket clients for a test and closes all of them at its end."""
+    """Opens WebSocket clients for a test and closes all of them at its end. ``ssl``
+    verifies ``wss://`` servers (each :meth:`open` may give its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl: SSLContext | None = None) -> None:
         self.opened: list[WsClient] = []
+        self.ssl = ssl
 
-    async def open(self, url: str) -> WsClient:
-        client = await WsClient.open(url)
+    async def open(self, url: str, *, ssl: SSLContext | None = None) -> WsClient:
+        client = await WsClient.open(url, ssl=ssl or self.ssl)
         self.opened.append(client)
         return client
 

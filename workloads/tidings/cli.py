@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from tidings import __version__
 from tidings.client import add_chat_commands
-from tidings.settings import Settings
+from tidings.settings import Settings, SettingsError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -30,10 +32,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from tidings.public_url import with_public_chat_url
     from tidings.runtime import open_embedded
     from tidings.server import serve
 
-    settings = _settings(args)
+    settings = with_public_chat_url(_settings(args))
     serve(settings, lambda: open_embedded(settings))
     return 0
 
@@ -65,16 +68,12 @@ def _rotate_jwt_key(args: argparse.Namespace) -> int:
 
 
 def _cluster_process(args: argparse.Namespace) -> int:
-    from tidings.cluster.runtime import SettingsError, open_api, open_chat, require_cluster_settings
+    from tidings.cluster.runtime import open_api, open_chat, require_cluster_settings
     from tidings.server import serve
 
     settings = _settings(args)
     chat = args.command == "chat"
-    try:
-        require_cluster_settings(settings, chat=chat)
-    except SettingsError as exc:
-        print(f"tidings {args.command}: {exc}", file=sys.stderr)
-        return 2
+    require_cluster_settings(settings, chat=chat)  # SettingsError: main() says what is wrong
     opener = open_chat if chat else open_api
     serve(settings, lambda: opener(settings))
     return 0
@@ -257,7 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["operator"]:
         _exec_operator(argv[1:])
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except SettingsError as exc:  # settings that cannot work: say which, exit 2
+        print(f"tidings {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"tidings {args.command}: {where or 'settings'}: {message}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -79,6 +79,17 @@ DIRECTORY_CACHE = Counter(
     "tidings_directory_cache_total", "Directory cache lookups", ["cache", "result"]
 )
 
+# TLS on the public port (tls.py): certificate reloads, and when the one served expires.
+TLS_RELOADS = Counter(
+    "tidings_tls_reloads_total",
+    "Changed certificate/key files: loaded (ok) or refused, the old certificate kept (failed)",
+    ["result"],
+)
+TLS_CERT_NOT_AFTER = Gauge(
+    "tidings_tls_certificate_not_after_seconds",
+    "notAfter of the certificate served to new connections, in seconds since the epoch",
+)
+
 
 def serve_metrics(host: str, port: int | None) -> bool:
     """Serve the registry as Prometheus text on ``http://host:port/metrics``; nothing when

@@ -1,5 +1,6 @@
-"""Serving a runtime: the FastAPI app and the WebSocket gateway on one port (uvicorn);
-Prometheus metrics on a port of their own when ``metrics_port`` is set."""
+"""Serving a runtime: the FastAPI app and the WebSocket gateway on one port (uvicorn),
+over TLS when ``tls_cert_file``/``tls_key_file`` are set (tls.py); Prometheus metrics on a
+port of their own (plain HTTP) when ``metrics_port`` is set."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from types import FrameType
@@ -22,6 +24,7 @@ from tidings.gc_policy import tune_for_serving
 from tidings.metrics import serve_metrics
 from tidings.runtime import Runtime
 from tidings.settings import Settings
+from tidings.tls import CertReloader
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,18 @@ class DrainingServer(uvicorn.Server):
 
     signalled_at: float | None = None  # perf_counter of the first SIGTERM/SIGINT
 
+    def __init__(
+        self, config: uvicorn.Config, *, tls: CertReloader | None = None, tls_every_s: float = 10
+    ) -> None:
+        super().__init__(config)
+        self.tls = tls
+        self.tls_every_s = tls_every_s
+        self._tls_task: asyncio.Task[None] | None = None
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # the runtime is open: caches warmed
+        if self.tls is not None and not self.should_exit:  # (a failed start is not shut down)
+            self._tls_task = asyncio.create_task(self.tls.run(self.tls_every_s))
         tune_for_serving()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -61,7 +74,21 @@ class DrainingServer(uvicorn.Server):
             await runtime.drain()
             if runtime.restarts_in_place and runtime.gateway is not None:
                 await _let_clients_close(runtime.gateway, RESTART_CLOSE_WAIT_S)
+        if self._tls_task is not None:
+            self._tls_task.cancel()
         await super().shutdown(sockets)
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's config, serving our own SSL context when there is one: the context the
+    :class:`CertReloader` reloads in place (uvicorn would make a context of its own)."""
+
+    tls_context: ssl.SSLContext | None = None
+
+    def load(self) -> None:
+        super().load()
+        if self.tls_context is not None:
+            self.ssl = self.tls_context
 
 
 async def _let_clients_close(gateway: Gateway, within_s: float) -> None:
@@ -108,7 +135,8 @@ def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
     """Run until SIGTERM/SIGINT; then drain WebSockets, flush and exit."""
     loop = event_loop_choice(settings.event_loop)
     log.info("event loop: %s", loop)
-    config = uvicorn.Config(
+    tls = CertReloader.from_settings(settings)  # None: plain HTTP (raises for a bad pair)
+    config = _Config(
         create_app(
             open_runtime, api_docs=settings.api_docs, max_body_bytes=settings.max_body_bytes
         ),
@@ -124,7 +152,13 @@ def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
         timeout_graceful_shutdown=int(max(settings.drain_budget_s, 1)),
         server_header=False,
     )
-    server = DrainingServer(config)
+    config.tls_context = tls.context if tls is not None else None
+    server = DrainingServer(config, tls=tls, tls_every_s=settings.tls_reload_every_s)
+    if tls is not None:
+        log.info(
+            "TLS on the public port",
+            extra={"serial": f"{tls.info.serial:x}", "not_after": int(tls.info.not_after)},
+        )
     sockets = [listen_now(config)]
     serve_metrics(settings.metrics_host, settings.metrics_port)  # off unless set
     server.run(sockets=sockets)

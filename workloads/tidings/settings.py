@@ -13,16 +13,34 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+class SettingsError(Exception):
+    """The settings cannot work; the message says which one to fix."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
 
     # Where to listen (tidings up / api / chat).
     host: str = "127.0.0.1"
     port: int = 8080
-    # The WebSocket URL clients are told to use; derived from the request when unset.
+    # The WebSocket URL clients are told to use; derived from the request when unset. It
+    # may hold placeholders, filled in once at start (public_url.py): {ordinal} (worker_id,
+    # a chat pod's StatefulSet ordinal), {pod} (server_id), {hostIP} (host_ip) and
+    # {nodePort} (public_node_port_base + ordinal).
     public_chat_url: str | None = None
     server_id: str = "tidings-0"
     worker_id: int = Field(0, ge=0, le=1023)
+    # The node's address (the operator fills it from the downward API, status.hostIP) and
+    # the first of a range of node ports, one per chat server: for {hostIP} and {nodePort}.
+    host_ip: str | None = None
+    public_node_port_base: int | None = Field(None, ge=1, le=65535)
+    # TLS on the public port (HTTPS and WSS; the metrics port stays plain HTTP): a PEM
+    # certificate chain and its private key, both or neither. The files are read again
+    # every tls_reload_every_s and a changed, valid pair is served to new connections
+    # (tls.py; docs/security.md, "TLS").
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_reload_every_s: float = Field(10.0, gt=0)
     # Prometheus text on http://<metrics_host>:<metrics_port>/metrics, a port of its own
     # (never the public one); unset: no metrics endpoint at all. Loopback unless told
     # otherwise; in a pod the operator sets 0.0.0.0 and 9464.
@@ -257,6 +275,20 @@ class Settings(BaseSettings):
             items = [item.strip() if isinstance(item, str) else item for item in value]
             return [item for item in items if item != ""]
         return value
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("TIDINGS_TLS_CERT_FILE", "TIDINGS_TLS_KEY_FILE")
+                if self.tls_key_file is None
+                else ("TIDINGS_TLS_KEY_FILE", "TIDINGS_TLS_CERT_FILE")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: TLS needs both the certificate "
+                "and its private key (or neither, for plain HTTP)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_group_timing(self) -> Settings:

@@ -56,6 +56,7 @@ from ._models import (
     Session,
     User,
 )
+from ._tls import client_ssl_context
 
 __all__ = [
     "Ack",
@@ -99,6 +100,7 @@ __all__ = [
     "User",
     "Welcome",
     "add_chat_commands",
+    "client_ssl_context",
     "parse_server_frame",
     "ws_url",
 ]

@@ -104,6 +104,14 @@ def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+        parser.add_argument(
+            "--ca-file",
+            type=Path,
+            metavar="PEM",
+            help="verify the server's HTTPS/WSS certificate against this CA (e.g. a private "
+            "one; default $TIDINGS_CA_FILE, else the one saved at login, else the system's "
+            "trust store)",
+        )
 
     def server(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -239,6 +247,20 @@ def _url(args: argparse.Namespace) -> str:
     return url
 
 
+def _ca_file(args: argparse.Namespace, state: ChatState | None = None) -> str | None:
+    """--ca-file, else $TIDINGS_CA_FILE (made absolute: login saves it), else the state
+    file's."""
+    given = getattr(args, "ca_file", None) or os.environ.get("TIDINGS_CA_FILE")
+    if given:
+        return os.path.abspath(given)
+    return state.ca_file if state is not None else None
+
+
+def _state_client(args: argparse.Namespace, state: ChatState) -> ApiClient:
+    """A client of the logged-in session in ``state``."""
+    return ApiClient(state.url, session=state.session, ca_file=_ca_file(args, state))
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password is not None:
         password: str = args.password
@@ -254,7 +276,7 @@ def _password(args: argparse.Namespace) -> str:
 
 
 async def run_signup(args: argparse.Namespace, api: ApiClient | None = None) -> int:
-    async with api or ApiClient(_url(args)) as client:
+    async with api or ApiClient(_url(args), ca_file=_ca_file(args)) as client:
         user = await client.signup(args.username, _password(args), display_name=args.display_name)
     _print_json(dataclasses.asdict(user))
     return 0
@@ -267,7 +289,8 @@ async def run_login(args: argparse.Namespace, api: ApiClient | None = None) -> i
     if previous is not None and (previous.url != url or previous.username != args.username):
         previous = None  # another deployment or user: start over
     device_id = previous.device_id if previous is not None and not args.new_device else None
-    async with api or ApiClient(url) as client:
+    ca_file = _ca_file(args)
+    async with api or ApiClient(url, ca_file=ca_file) as client:
         session = await client.login(
             args.username,
             _password(args),
@@ -284,6 +307,7 @@ async def run_login(args: argparse.Namespace, api: ApiClient | None = None) -> i
         expires_at=session.expires_at,
         chat_url=session.chat_url,
         cursor=previous.cursor if previous is not None else 0,
+        ca_file=ca_file,
     )
     await asyncio.to_thread(state.save, path)
     _print_json({"user_id": state.user_id, "device_id": state.device_id, "state": str(path)})
@@ -294,7 +318,7 @@ async def run_send(args: argparse.Namespace) -> int:
     _, state = await asyncio.to_thread(_load, args)
     async with (
         asyncio.timeout(args.timeout),
-        ApiClient(state.url, session=state.session) as api,
+        _state_client(args, state) as api,
         # The cursor is not saved here: messages arriving now are for `listen`.
         api.chat(cursor=state.cursor, max_attempts=3) as conn,
     ):
@@ -311,7 +335,7 @@ async def run_listen(args: argparse.Namespace) -> int:
     if args.count is not None and args.count <= 0:
         return 0
     async with (
-        ApiClient(state.url, session=state.session) as api,
+        _state_client(args, state) as api,
         api.chat(cursor=state.cursor, max_attempts=5) as conn,
     ):
         async for event in conn.events():
@@ -337,7 +361,7 @@ async def run_logout(args: argparse.Namespace, api: ApiClient | None = None) -> 
     """Log the device out; its state file goes too (the device is unlinked, so neither
     its token nor its cursor is of use any more)."""
     path, state = await asyncio.to_thread(_load, args)
-    async with api or ApiClient(state.url, session=state.session) as client:
+    async with api or _state_client(args, state) as client:
         try:
             await client.logout()
         except TidingsApiError as exc:
@@ -354,7 +378,7 @@ async def run_account(args: argparse.Namespace, api: ApiClient | None = None) ->
     _, state = await asyncio.to_thread(_load, args)
     command: str = args.account_command
     target: str | None = getattr(args, "target", None)
-    async with api or ApiClient(state.url, session=state.session) as client:
+    async with api or _state_client(args, state) as client:
 
         async def user_id() -> str:
             assert target is not None

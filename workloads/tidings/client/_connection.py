@@ -33,8 +33,9 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -160,6 +161,7 @@ class ChatConnection:
         restart: Backoff | None = None,
         restart_window: float = RESTART_WINDOW_S,
         same_url_retries: int = SAME_URL_RETRIES,
+        ssl: SSLContext | None = None,
     ) -> None:
         """
         :param chat_url: where to connect first (from login or ``/v1/discover``).
@@ -177,8 +179,12 @@ class ChatConnection:
         :param same_url_retries: after ``reconnect{same_url: true}``, failed attempts
             that try the same url again (with the restart backoff) before asking
             ``discover``.
+        :param ssl: the TLS context for ``wss://`` urls, e.g.
+            :func:`~._tls.client_ssl_context` with a private CA (default: the system's
+            trust store); unused for ``ws://``.
         """
         self._chat_url = chat_url
+        self._ssl = ssl
         self._token = token
         self._discover = discover
         self._backoff = backoff if backoff is not None else Backoff()
@@ -451,7 +457,12 @@ class ChatConnection:
     async def _attempt(self, url: str) -> _Attempt:
         attempt = _Attempt()
         try:
-            async with connect(ws_url(url), open_timeout=self._open_timeout) as ws:
+            target = ws_url(url)
+            # websockets refuses a context for ws:// (and makes a default one for wss://).
+            tls: dict[str, Any] = (
+                {"ssl": self._ssl} if self._ssl is not None and target.startswith("wss:") else {}
+            )
+            async with connect(target, open_timeout=self._open_timeout, **tls) as ws:
                 await self._session(ws, attempt)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import quote, urljoin
@@ -26,6 +28,7 @@ from ._models import (
     as_object,
     get_str,
 )
+from ._tls import client_ssl_context
 
 __all__ = ["ApiClient"]
 
@@ -50,6 +53,10 @@ class ApiClient:
     session can be given back through ``session=``.
 
     ``async with ApiClient("http://127.0.0.1:8080") as api: ...``
+
+    Over HTTPS and WSS the server is verified against the system's trust store, or
+    against ``ca_file`` (a private CA's PEM certificate), or with the ``ssl`` context
+    given (:func:`~._tls.client_ssl_context`); the same trust serves :meth:`chat`.
     """
 
     def __init__(
@@ -60,11 +67,21 @@ class ApiClient:
         session: Session | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.token = token if token is not None or session is None else session.access_token
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        if ssl is None and ca_file is not None:
+            ssl = client_ssl_context(ca_file)
+        self.ssl = ssl  # None: the system's trust store
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            verify=ssl if ssl is not None else _system_trust(self.base_url),
+        )
 
     @property
     def user_id(self) -> str | None:
@@ -353,7 +370,14 @@ class ApiClient:
             discover=self.discover,
             backoff=backoff,
             max_attempts=max_attempts,
+            ssl=self.ssl,
         )
+
+
+def _system_trust(base_url: str) -> SSLContext | bool:
+    """httpx's ``verify`` without a CA of our own: the system's trust store, as the
+    WebSocket gets (httpx would use its bundled one); nothing to load for plain HTTP."""
+    return client_ssl_context() if base_url.startswith("https:") else True
 
 
 def _api_error(response: httpx.Response) -> TidingsApiError:

@@ -34,6 +34,8 @@ class ChatState:
     expires_at: int
     chat_url: str
     cursor: int = 0
+    # The CA the server's certificate was verified against at login (None: the system's).
+    ca_file: str | None = None
 
     @property
     def session(self) -> Session:
@@ -60,6 +62,7 @@ class ChatState:
                 expires_at=get_int(obj, "expires_at"),
                 chat_url=get_str(obj, "chat_url"),
                 cursor=get_int(obj, "cursor") if "cursor" in obj else 0,
+                ca_file=get_str(obj, "ca_file") if obj.get("ca_file") is not None else None,
             )
         except TidingsError as exc:
             raise StateError(f"{path} is not a Tidings state file: {exc}") from exc

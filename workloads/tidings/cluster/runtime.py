@@ -17,9 +17,10 @@ from tidings.chat.message_log import BusMessageLog, SentCache, Tenure
 from tidings.cluster.membership import MemberRecord, MembershipPublisher, MembershipView
 from tidings.cluster.ownership import PartitionOwnership
 from tidings.kafka_config import push_topic
+from tidings.public_url import with_public_chat_url
 from tidings.push.kafka import KafkaPushSink
 from tidings.runtime import Runtime, assemble
-from tidings.settings import Settings
+from tidings.settings import Settings, SettingsError
 from tidings.storage.cassandra import CassandraMessageStore
 from tidings.storage.directory_cache import CachedDirectory
 
@@ -42,10 +43,6 @@ async def warm_directory(directory: CachedDirectory, settings: Settings) -> None
     log.info("directory cache warmed", extra={"devices": devices, "audiences": audiences})
 
 
-class SettingsError(Exception):
-    """The settings cannot work; the message says which one to fix."""
-
-
 def require_cluster_settings(settings: Settings, *, chat: bool) -> tuple[str, str]:
     if not settings.jwt_secret:
         raise SettingsError(
@@ -59,6 +56,8 @@ def require_cluster_settings(settings: Settings, *, chat: bool) -> tuple[str, st
             "TIDINGS_PUBLIC_CHAT_URL is not set: a chat server must tell clients its own "
             "WebSocket URL (e.g. ws://chat-0.chat.ns.svc:8080/v1/ws)"
         )
+    if chat:
+        with_public_chat_url(settings)  # its placeholders can be filled in, or say why not
     return settings.jwt_secret, settings.postgres_url
 
 
@@ -89,6 +88,8 @@ async def open_api(settings: Settings) -> Runtime:
 
 async def open_chat(settings: Settings) -> Runtime:
     secret, postgres_url = require_cluster_settings(settings, chat=True)
+    # Filled in once: the membership record, login, discover and redirects all say this.
+    settings = with_public_chat_url(settings)
     assert settings.public_chat_url is not None
     directory = await CachedDirectory.from_settings(postgres_url, settings, migrate=False)
     await warm_directory(directory, settings)
