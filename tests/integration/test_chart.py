@@ -44,6 +44,8 @@ CRD_SOURCE = REPO / "crds" / "chatclusters.tidings.dev.yaml"
 CRD_IN_CHART = CHART / "crds" / "chatclusters.tidings.dev.yaml"
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
 EXAMPLE = REPO / "examples" / "chatcluster.yaml"
+# One worked example per exposure mode (spec.chat.expose), besides the main example.
+EXPOSE_EXAMPLES = sorted((REPO / "examples" / "expose").glob("*.yaml"))
 CRD_NAME = "chatclusters.tidings.dev"
 
 COMMAND_TIMEOUT = 120  # seconds, for any one helm or kubectl run
@@ -525,6 +527,7 @@ def _granted(rules: list[dict[str, Any]], group: str, resource: str, verb: str) 
 def _operator_needs() -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) the operator uses in a watched namespace."""
     from tidings_operator.builders import Owner, build_all
+    from tidings_operator.expose import PRUNED_KINDS
     from tidings_operator.kube import KINDS
     from tidings_operator.spec import parse_spec
 
@@ -532,16 +535,22 @@ def _operator_needs() -> set[tuple[str, str, str]]:
     for kind in KINDS.values():
         group = kind.api_version.rpartition("/")[0]
         needs.add((group, kind.plural, "get"))
-    chat_cluster = next(
-        d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] == "ChatCluster"
-    )
     owner: Owner = {"name": "chat", "namespace": "chat", "uid": "0"}
-    for manifest in build_all(
-        owner, parse_spec(chat_cluster["spec"]), chat_replicas=2, inbox_partitions=64
-    ):
-        group = manifest["apiVersion"].rpartition("/")[0]
-        plural = KINDS[manifest["kind"]].plural
-        needs |= {(group, plural, verb) for verb in ("create", "patch")}
+    for example in (EXAMPLE, *EXPOSE_EXAMPLES):
+        chat_cluster = next(
+            d for d in yaml.safe_load_all(example.read_text()) if d["kind"] == "ChatCluster"
+        )
+        for manifest in build_all(
+            owner, parse_spec(chat_cluster["spec"]), chat_replicas=2, inbox_partitions=64
+        ):
+            group = manifest["apiVersion"].rpartition("/")[0]
+            plural = KINDS[manifest["kind"]].plural
+            needs |= {(group, plural, verb) for verb in ("create", "patch")}
+    # The exposure children no longer wanted are found by label and deleted.
+    for kind_name in PRUNED_KINDS:
+        kind = KINDS[kind_name]
+        group = kind.api_version.rpartition("/")[0]
+        needs |= {(group, kind.plural, verb) for verb in ("list", "delete")}
     needs |= {
         ("tidings.dev", "chatclusters", "list"),
         ("tidings.dev", "chatclusters", "watch"),
@@ -584,8 +593,25 @@ GRANTED = {
             ("", "services"),
             ("", "configmaps"),
             ("policy", "poddisruptionbudgets"),
+            ("networking.k8s.io", "ingresses"),
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("gateway.networking.k8s.io", "tlsroutes"),
+            ("cert-manager.io", "certificates"),
         ]
         for verb in ("get", "create", "patch")
+    },
+    # The exposure children (per-pod Services, Ingress, routes, Certificate) are listed by
+    # label and those no longer wanted deleted.
+    *{
+        (group, resource, verb)
+        for group, resource in [
+            ("", "services"),
+            ("networking.k8s.io", "ingresses"),
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("gateway.networking.k8s.io", "tlsroutes"),
+            ("cert-manager.io", "certificates"),
+        ]
+        for verb in ("list", "delete")
     },
     ("apps", "statefulsets/scale", "patch"),
     ("", "pods", "get"),
@@ -607,7 +633,8 @@ def test_rbac_covers_what_the_operator_does(helm: Run, listed: bool) -> None:
     namespaced_rules = roles["chat"]["rules"] if listed else cluster_rules
     missing = sorted(n for n in _operator_needs() if not _granted(namespaced_rules, *n))
     assert not missing, f"the operator needs {missing}"
-    # Nothing more: no deletes, no updates, no list/watch on the children, no /scale.
+    # Nothing more: no updates, no watch on the children, no /scale; deletes and lists only
+    # of the exposure children.
     granted = _grants(namespaced_rules) - _grants(kinds["ClusterRole"][0]["rules"][:2])
     assert granted == GRANTED, (sorted(granted - GRANTED), sorted(GRANTED - granted))
     assert _operator_needs() <= GRANTED
@@ -1029,6 +1056,33 @@ def test_monitor_stand_ins_refuse_unknown_fields(kubectl: Run, crds: None, names
 def test_example_chatcluster_is_accepted(kubectl: Run, crds: None, namespace: str) -> None:
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     assert sorted(d["kind"] for d in docs) == ["ChatCluster"] + ["Secret"] * 5
+    _assert_all_accepted(_dry_run(kubectl, namespace, docs), docs)
+
+
+@pytest.mark.parametrize("example", EXPOSE_EXAMPLES, ids=lambda p: p.stem)
+def test_each_exposure_example_is_one_the_operator_accepts(example: Path) -> None:
+    from tidings_operator.builders import build_all
+    from tidings_operator.spec import parse_spec
+
+    (cluster,) = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    spec = parse_spec(cluster["spec"])
+    assert spec.chat.expose.mode == example.stem.replace("port", "Port").replace(
+        "balancer", "Balancer"
+    )
+    main = {d["metadata"]["name"] for d in yaml.safe_load_all(EXAMPLE.read_text()) if d}
+    tls = {spec.tls.secret_name} if spec.tls and not spec.tls.issuer else set()
+    assert set(spec.secret_names()) - tls <= main, "the main example ships the Secrets"
+    owner = {"name": "chat", "namespace": "chat", "uid": "0"}
+    kinds = {m["kind"] for m in build_all(owner, spec, chat_replicas=2, inbox_partitions=64)}  # type: ignore[arg-type]
+    assert "Service" in kinds
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize("example", EXPOSE_EXAMPLES, ids=lambda p: p.stem)
+def test_each_exposure_example_is_accepted(
+    kubectl: Run, crds: None, namespace: str, example: Path
+) -> None:
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
     _assert_all_accepted(_dry_run(kubectl, namespace, docs), docs)
 
 
