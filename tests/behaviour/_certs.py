@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 _KEY_PEM = {
@@ -37,7 +37,7 @@ class Leaf:
     """A server certificate and its key."""
 
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
     @property
     def serial(self) -> int:
@@ -108,9 +108,14 @@ class TestCA:
         path.write_bytes(self.cert_pem)
         return path
 
-    def issue(self, *hosts: str, days: float = 1.0) -> Leaf:
-        """A server certificate for ``hosts`` (IP addresses or DNS names)."""
-        key = ec.generate_private_key(ec.SECP256R1())
+    def issue(self, *hosts: str, days: float = 1.0, rsa_key: bool = False) -> Leaf:
+        """A server certificate for ``hosts`` (IP addresses or DNS names), with an EC key
+        (or an RSA one, as cert-manager's default)."""
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if rsa_key
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         now = datetime.datetime.now(datetime.UTC)
         names: list[x509.GeneralName] = []
         for host in hosts or ("127.0.0.1", "localhost"):

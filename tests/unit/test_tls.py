@@ -44,7 +44,7 @@ def test_check_pair_tells_the_leaf_and_refuses_a_key_of_another_cert(ca: TestCA)
         check_pair(CertPair(b"not a certificate", one.key_pem))
 
 
-def test_a_changed_valid_pair_is_loaded_into_the_same_context(tmp_path: Path, ca: TestCA) -> None:
+def test_a_changed_valid_pair_is_served_from_a_new_context(tmp_path: Path, ca: TestCA) -> None:
     first, second = ca.issue("127.0.0.1"), ca.issue("127.0.0.1")
     cert, key = _files(tmp_path, first)
     reloader = CertReloader(cert, key)
@@ -56,7 +56,8 @@ def test_a_changed_valid_pair_is_loaded_into_the_same_context(tmp_path: Path, ca
     assert reloader.poll() is Outcome.UNCHANGED
     second.write(cert, key)
     assert reloader.poll() is Outcome.RELOADED
-    assert reloader.context is context  # the listening socket's context, reloaded in place
+    assert reloader.context is context  # the listening socket's context, for good
+    assert reloader.serving is not context  # new handshakes move onto the new pair's
     assert reloader.info.serial == second.serial
     assert _reloads("ok") == ok_before + 1
     not_after = REGISTRY.get_sample_value("tidings_tls_certificate_not_after_seconds")
@@ -115,12 +116,14 @@ def test_settings_want_both_files_or_neither(tmp_path: Path) -> None:
     assert CertReloader.from_settings(plain) is None
 
 
+@pytest.mark.parametrize("rsa_after", [False, True], ids=["ec-to-ec", "ec-to-rsa"])
 async def test_open_connections_keep_their_cert_and_new_ones_get_the_new_one(
-    tmp_path: Path, ca: TestCA
+    tmp_path: Path, ca: TestCA, rsa_after: bool
 ) -> None:
     """Over real TLS sockets: after a reload, a connection made before still works (and
-    still has the old certificate); a new one is handed the new certificate."""
-    first, second = ca.issue("127.0.0.1"), ca.issue("127.0.0.1")
+    still has the old certificate); a new one is handed the new certificate — also when
+    the key type changes (an RSA certificate after an EC one: cert-manager's default)."""
+    first, second = ca.issue("127.0.0.1"), ca.issue("127.0.0.1", rsa_key=rsa_after)
     cert, key = _files(tmp_path, first)
     reloader = CertReloader(cert, key)
 

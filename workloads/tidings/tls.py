@@ -2,10 +2,13 @@
 
 One :class:`ssl.SSLContext` serves the listening socket for the life of the process. A
 :class:`CertReloader` reads the certificate and key files every ``tls_reload_every_s``
-and, when their content changed and they form a valid pair, loads them into that same
-context: every handshake after that presents the new certificate, while the connections
-already open keep the one they were made with (OpenSSL copies a context's certificate
-and key into each connection when it is made). Nobody is disconnected by a rotation.
+and, when their content changed and they form a valid pair, loads them into a new
+context; the listening context's server-name callback (run for every ClientHello, SNI or
+not) moves each new handshake onto it: every handshake after that presents the new
+certificate, while the connections already open keep the one they were made with.
+Nobody is disconnected by a rotation. (Loading the new pair into the old context is not
+enough: a context holds a certificate per key type, so after an RSA certificate replaced
+an EC one the EC one would still be offered to clients that prefer ECDSA.)
 
 A pair is checked on a scratch context before it goes near the live one: loading a
 certificate whose key does not match into a live context would leave it with no usable
@@ -165,8 +168,12 @@ class CertReloader:
                 f"TIDINGS_TLS_CERT_FILE {cert_file} and TIDINGS_TLS_KEY_FILE {key_file} "
                 f"do not make a usable pair: {exc}"
             ) from exc
+        # The listening socket's context, for good; each handshake is moved onto the
+        # context of the pair served now (_serve_current).
         self.context = server_context()
         _load(self.context, pair)
+        self.serving = self.context
+        self.context.sni_callback = self._serve_current
         self.info = info
         self._digest = pair.digest
         self._failed: str | None = None  # the digest (or read error) last refused
@@ -198,9 +205,11 @@ class CertReloader:
             return Outcome.UNCHANGED
         try:
             info = check_pair(pair)
+            fresh = server_context()
+            _load(fresh, pair)
         except ValueError as exc:
             return self._refuse(digest, f"do not make a usable pair: {exc}")
-        _load(self.context, pair)
+        self.serving = fresh
         self._digest = digest
         self._failed = None
         self.info = info
@@ -211,6 +220,17 @@ class CertReloader:
             extra={"serial": f"{info.serial:x}", "not_after": int(info.not_after)},
         )
         return Outcome.RELOADED
+
+    def _serve_current(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, context: ssl.SSLContext
+    ) -> None:
+        """OpenSSL's server-name callback, run in every ClientHello (with or without SNI):
+        the handshake goes on with the context of the pair served now. A new context
+        rather than a new pair loaded into the old one, because a context keeps one
+        certificate per key type: an EC certificate loaded before an RSA one would go on
+        being offered to every client that prefers ECDSA."""
+        if context is not self.serving:
+            connection.context = self.serving
 
     def _refuse(self, key: str, why: str) -> Outcome:
         if key != self._failed:
