@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -203,8 +204,8 @@ def example_for_node(env: NodeEnv, *, tag: str, target_connections: int) -> list
 class NodeClients(Clients):
     """Clients whose chat URLs (cluster DNS names) resolve to pod IPs through the API."""
 
-    def __init__(self, platform: Platform) -> None:
-        super().__init__()
+    def __init__(self, platform: Platform, ssl: SSLContext | None = None) -> None:
+        super().__init__(ssl)
         self.platform = platform
         self._lock = asyncio.Lock()
 
@@ -222,8 +223,8 @@ class NodeClients(Clients):
             raise OSError(f"pod {namespace}/{pod} has no IP (yet)")
         return urlunsplit(parts._replace(netloc=f"{ip}:{parts.port or 80}"))
 
-    async def open(self, url: str) -> WsClient:
-        client = await WsClient.open(await self.resolve(url))
+    async def open(self, url: str, *, ssl: SSLContext | None = None) -> WsClient:
+        client = await WsClient.open(await self.resolve(url), ssl=ssl or self.ssl)
         self.opened.append(client)
         return client
 
