@@ -671,6 +671,25 @@ def test_rbac_covers_what_the_operator_does(helm: Run, listed: bool) -> None:
     ]
 
 
+def test_exposure_grants_can_be_left_out(helm: Run) -> None:
+    """rbac.expose: a site without an ingress controller, the Gateway API or cert-manager
+    grants the operator nothing on them (Services stay: every mode but none uses them)."""
+    kinds = by_kind(
+        render(
+            helm,
+            "--set",
+            "rbac.expose.ingresses=false",
+            "--set",
+            "rbac.expose.gatewayRoutes=false",
+            "--set",
+            "rbac.expose.certificates=false",
+        )
+    )
+    groups = {g for rule in kinds["ClusterRole"][0]["rules"] for g in rule["apiGroups"]}
+    assert not groups & {"networking.k8s.io", "gateway.networking.k8s.io", "cert-manager.io"}
+    assert _granted(kinds["ClusterRole"][0]["rules"], "", "services", "delete")
+
+
 def test_rbac_and_service_account_can_be_left_out(helm: Run) -> None:
     docs = render(
         helm,

@@ -141,15 +141,21 @@ the release's namespace (operator-lease-role.yaml).
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, create, patch, delete]
+{{- if .Values.rbac.expose.ingresses }}
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [get, list, create, patch, delete]
+{{- end }}
+{{- if .Values.rbac.expose.gatewayRoutes }}
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes, tlsroutes]
   verbs: [get, list, create, patch, delete]
+{{- end }}
+{{- if .Values.rbac.expose.certificates }}
 - apiGroups: [cert-manager.io]
   resources: [certificates]
   verbs: [get, list, create, patch, delete]
+{{- end }}
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch]
