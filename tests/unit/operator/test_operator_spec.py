@@ -57,6 +57,9 @@ def test_defaults_are_the_crds() -> None:
     assert spec.api.port == default("api", "port")
     assert spec.push.replicas == default("push", "replicas")
     assert spec.heartbeat_s == default("presence", "heartbeatSeconds")
+    assert chat.expose.mode == default("chat", "expose", "mode")
+    assert chat.expose.route_kind == default("chat", "expose", "gateway", "routeKind")
+    assert spec.tls is None
     assert spec.offline_after_s == default("presence", "offlineAfterSeconds")
     kafka = spec.kafka
     assert kafka.topic_prefix == default("kafka", "topicPrefix")
