@@ -385,6 +385,9 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
         "env": [
             *_common_env(spec),
             _field_env("TIDINGS_WORKER_ID", f"metadata.labels['{names.LABEL_POD_INDEX}']"),
+            # In its membership record: the operator tells a replaced pod's record from
+            # its successor's (same name) by it.
+            _field_env("TIDINGS_POD_UID", "metadata.uid"),
             {"name": "TIDINGS_PORT", "value": str(chat.port)},
             *_public_url_env(owner, spec),
             *_tls_env(tls),

@@ -40,6 +40,7 @@ class Member:
     connections: int
     draining: bool
     ts_ms: int
+    pod_uid: str | None = None  # the pod the server ran in (servers before 0.2: None)
 
 
 def current_members(members: Mapping[str, Member], pods: Sequence[PodView]) -> dict[str, Member]:
@@ -49,8 +50,9 @@ def current_members(members: Mapping[str, Member], pods: Sequence[PodView]) -> d
     pod that was replaced since (deleted, evicted, crashed): its last count is not
     connected any more, even while the record is fresh. A terminating pod's record is
     left out too. A record naming no pod (a server run outside the StatefulSet) is kept.
-    (Creation times are whole seconds: a replaced pod's record from within the same
-    second as its successor's creation is still counted, until its tombstone or TTL.)
+    A record that names its pod's uid is matched by it; one without (an older server)
+    by time (creation times are whole seconds: such a record from within the same second
+    as its successor's creation is still counted, until its tombstone or TTL).
     """
     by_name = {pod.name: pod for pod in pods}
     out: dict[str, Member] = {}
@@ -59,6 +61,8 @@ def current_members(members: Mapping[str, Member], pods: Sequence[PodView]) -> d
         if pod is not None:
             if pod.terminating:
                 continue
+            if member.pod_uid is not None and member.pod_uid != pod.uid:
+                continue  # the replaced pod's record, whenever it was published
             if pod.created is not None and member.ts_ms / 1000 < pod.created:
                 continue
         out[server_id] = member
@@ -73,6 +77,7 @@ def decode_member(value: bytes) -> Member | None:
             server_id=str(data["server_id"]),
             connections=max(0, int(data.get("connections", 0))),
             draining=bool(data.get("draining", False)),
+            pod_uid=str(data["pod_uid"]) if data.get("pod_uid") else None,
             ts_ms=int(data.get("ts", 0)),
         )
     except (ValueError, KeyError, TypeError):

@@ -257,6 +257,7 @@ class Fleet:
                 connections=self.connected.get(pod, 0),
                 ts=int(time.time() * 1000),
                 partition_count=6,
+                pod_uid=self.uids[pod],
             )
             await self._producer.send_and_wait(self.topic, record.encode(), key=pod.encode())
             self._published.add(pod)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     # {nodePort} (public_node_port_base + ordinal).
     public_chat_url: str | None = None
     server_id: str = "tidings-0"
+    # The pod's uid (the operator sets it from the downward API); in the membership record.
+    pod_uid: str | None = None
     worker_id: int = Field(0, ge=0, le=1023)
     # The node's address (the operator fills it from the downward API, status.hostIP) and
     # the first of a range of node ports, one per chat server: for {hostIP} and {nodePort}.

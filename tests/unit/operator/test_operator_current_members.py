@@ -33,3 +33,14 @@ def test_a_terminating_pod_is_left_out_and_a_record_without_a_pod_is_kept() -> N
         "outside": member("outside", 7, T),
     }
     assert set(current_members(members, pods)) == {"outside"}
+
+
+def test_a_record_naming_its_pod_uid_counts_only_for_that_pod() -> None:
+    """The old pod's last record, published within the second its successor was created
+    (so not older than the successor by creation time), still is not the successor's: it
+    names the old pod's uid. The successor's own record counts."""
+    pods = [pod(1, uid="new", created=T)]
+    stale = Member("c-chat-1", 70_000, False, int((T + 0.4) * 1000), pod_uid="old")
+    assert current_members({"c-chat-1": stale}, pods) == {}
+    own = Member("c-chat-1", 0, False, int((T + 0.4) * 1000), pod_uid="new")
+    assert current_members({"c-chat-1": own}, pods) == {"c-chat-1": own}

@@ -50,6 +50,9 @@ class MemberRecord:
     ts: int = 0  # ms since the epoch; the publisher stamps it
     # The inbox topic's partition count as this server sees it (0: not known).
     partition_count: int = 0
+    # The uid of the pod the server runs in ("": not in a pod): a record of a replaced
+    # pod is told from its successor's, which has the same server id.
+    pod_uid: str = ""
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -61,6 +64,7 @@ class MemberRecord:
                 "draining": self.draining,
                 "ts": self.ts,
                 "partition_count": self.partition_count,
+                **({"pod_uid": self.pod_uid} if self.pod_uid else {}),
             },
             separators=(",", ":"),
         ).encode()
@@ -76,6 +80,7 @@ class MemberRecord:
             draining=bool(data.get("draining", False)),
             ts=int(data.get("ts", 0)),
             partition_count=int(data.get("partition_count", 0)),
+            pod_uid=str(data.get("pod_uid", "")),
         )
 
 

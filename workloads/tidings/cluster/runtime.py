@@ -191,6 +191,7 @@ async def open_chat(settings: Settings) -> Runtime:
             connections=gateway.connection_count,
             draining=gateway.draining,
             partition_count=bus.partition_count,
+            pod_uid=settings.pod_uid or "",
         )
 
     publisher = MembershipPublisher(settings, snapshot)
