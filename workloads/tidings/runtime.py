@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from tidings.auth import Passwords, Tokens
 from tidings.bus.base import InboxBus
 from tidings.bus.memory import MemoryBus
@@ -31,7 +33,9 @@ from tidings.push.grace import GracefulPushSink
 from tidings.settings import Settings
 from tidings.storage._sqlite_writer import kill_before_commit_after
 from tidings.storage.base import Directory, MessageStore
+from tidings.storage.directory import SqlDirectory
 from tidings.storage.directory_cache import CachedDirectory
+from tidings.storage.keys import KeyDirectory
 from tidings.storage.sqlite import SqliteMessageStore, StoreMessageLog
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,7 @@ class Runtime:
     service: ChatService
     ownership: Ownership
     login_throttle: LoginThrottle
+    keys: KeyDirectory
     gateway: Gateway | None = None
     inbox: InboxProcessor | None = None
     background: list[Background] = field(default_factory=list)
@@ -209,6 +214,13 @@ async def open_embedded(settings: Settings) -> Runtime:
     return runtime
 
 
+def _engine_of(directory: Directory) -> AsyncEngine:
+    """The database the directory is in: the key directory's too."""
+    if isinstance(directory, CachedDirectory | SqlDirectory):
+        return directory.engine
+    raise TypeError(f"no database behind {type(directory).__name__}")
+
+
 def assemble(
     settings: Settings,
     directory: Directory,
@@ -276,6 +288,7 @@ def assemble(
             address_burst=settings.login_failures_per_address,
             address_per_s=1 / settings.login_failure_address_every_s,
         ),
+        keys=KeyDirectory(_engine_of(directory)),
         restarts_in_place=restart_in_place,
     )
     if serve_websockets:

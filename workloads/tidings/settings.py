@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     group_invites_per_hour: int = Field(200, ge=1)
     # Username look-ups, and profile look-ups that find nobody (enumeration), per hour.
     user_lookups_per_hour: int = Field(100, ge=1)
+    # End-to-end encryption's key directory: uploads per user, and bundle claims (each
+    # uses up a peer device's one-time prekey: a flood would drain them) per user.
+    key_uploads_per_hour: int = Field(60, ge=1)
+    key_claims_per_hour: int = Field(1000, ge=1)
     # How often a chat server writes when its devices were last seen (a batch).
     device_last_seen_every_s: float = Field(60.0, gt=0)
     # Admission control: while the event loop runs later than this (ms, smoothed) or this

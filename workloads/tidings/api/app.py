@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from tidings import __version__
-from tidings.api import routes_accounts, routes_history, routes_ops, routes_social
+from tidings.api import routes_accounts, routes_history, routes_keys, routes_ops, routes_social
 from tidings.api.errors import BodyLimit, install_error_handlers
 from tidings.runtime import Runtime
 from tidings.web import mount_web
@@ -39,7 +39,7 @@ def create_app(
     app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan, **docs)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    for module in (routes_accounts, routes_social, routes_history, routes_ops):
+    for module in (routes_accounts, routes_social, routes_history, routes_keys, routes_ops):
         app.include_router(module.router)
     mount_web(app)  # the web client at /, its assets under /web/
     return app

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from tidings.api.deps import IdentityDep, RuntimeDep, parse_id, spend_hourly
 from tidings.api.errors import ApiError
+from tidings.api.routes_keys import announce_devices_changed
 from tidings.api.schemas import LoginBody, PushTokenBody, SignupBody, device_out, user_out
 from tidings.auth import Identity
 from tidings.core import errors
@@ -141,9 +142,17 @@ async def profile(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
     return out
 
 
+async def _unlink(runtime: Runtime, user_id: int, device_id: int) -> None:
+    """Delete the device (its keys go with it); peers of an end-to-end device hear of it."""
+    had_keys = await runtime.keys.has_keys(device_id)
+    await runtime.directory.delete_device(device_id)
+    if had_keys:
+        await announce_devices_changed(runtime, user_id, device_id, "removed")
+
+
 @router.delete("/sessions/current", status_code=204)
 async def logout(me: IdentityDep, runtime: RuntimeDep) -> Response:
-    await runtime.directory.delete_device(me.device_id)
+    await _unlink(runtime, me.user_id, me.device_id)
     return Response(status_code=204)
 
 
@@ -159,7 +168,7 @@ async def unlink_device(device_id: str, me: IdentityDep, runtime: RuntimeDep) ->
     device = await runtime.directory.get_device(wanted) if wanted is not None else None
     if device is None or device.user_id != me.user_id:
         raise ApiError(404, errors.NOT_FOUND, "no such device of yours")
-    await runtime.directory.delete_device(device.device_id)
+    await _unlink(runtime, me.user_id, device.device_id)
     return Response(status_code=204)
 
 

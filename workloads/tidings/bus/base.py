@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-EventKind = Literal["msg", "receipt", "presence", "typing"]
+# "keys": the key directory's devices_changed and prekeys_low frames (api/routes_keys.py).
+EventKind = Literal["msg", "receipt", "presence", "typing", "keys"]
 
 
 # In a "msg" event's payload: the message was published before (a resend of a stored

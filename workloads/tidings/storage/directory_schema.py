@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tidings.storage.tables import (
     V1_TABLES,
     V4_TABLES,
+    V6_TABLES,
     directory_changes,
     directory_readers,
     friend_requests,
@@ -99,6 +100,10 @@ def _throttle_buckets(conn: Connection) -> None:
     metadata.create_all(conn, tables=[throttle_buckets], checkfirst=True)
 
 
+def _key_directory(conn: Connection) -> None:
+    metadata.create_all(conn, tables=V6_TABLES, checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
     Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
@@ -110,6 +115,11 @@ MIGRATIONS: list[Migration] = [
         _consent_and_sessions,
     ),
     Migration(5, "throttle_buckets: failed logins counted by every API process", _throttle_buckets),
+    Migration(
+        6,
+        "device_keys, one_time_prekeys: the key directory of end-to-end encryption",
+        _key_directory,
+    ),
 ]
 
 

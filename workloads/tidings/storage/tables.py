@@ -158,6 +158,43 @@ directory_readers = Table(
     Column("seen_at", BigInteger, nullable=False),
 )
 
+# Schema version 6, end-to-end encryption's key directory (storage/keys.py): a device's
+# public keys — its identity (Curve25519) and signing (Ed25519) keys and a signed prekey
+# (its signature checked on upload) — and its one-time prekeys, each handed out once.
+device_keys = Table(
+    "device_keys",
+    metadata,
+    Column(
+        "device_id",
+        BigInteger,
+        ForeignKey("devices.device_id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("user_id", BigInteger, nullable=False, index=True),
+    Column("identity_key", String(64), nullable=False),
+    Column("signing_key", String(64), nullable=False),
+    Column("signed_prekey_id", String(32), nullable=False),
+    Column("signed_prekey", String(64), nullable=False),
+    Column("signed_prekey_signature", String(128), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+one_time_prekeys = Table(
+    "one_time_prekeys",
+    metadata,
+    Column(
+        "device_id",
+        BigInteger,
+        ForeignKey("devices.device_id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("key_id", String(32), primary_key=True),
+    Column("public_key", String(64), nullable=False),
+)
+
 # The tables of schema version 1 (devices as version 4 left it: see directory_schema).
 V1_TABLES = [users, devices, friends, channels, channel_members]
 V4_TABLES = [friend_requests, blocks, group_invites, usage_events]
+V6_TABLES = [device_keys, one_time_prekeys]
