@@ -6,49 +6,13 @@ run low, and peers hear of a new device, an identity key change and an unlinked 
 from __future__ import annotations
 
 import asyncio
-import base64
-from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tidings.api.routes_keys import PREKEYS_LOW
-from tidings.storage.keys import signed_prekey_message
 
-from ._harness import Account, Clients, another_device, befriend, error_code, new_account
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode().rstrip("=")
-
-
-def curve_key() -> str:
-    return b64(
-        X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    )
-
-
-def keys_body(account: Account, prekeys: int, *, start: int = 0) -> dict[str, Any]:
-    signer = Ed25519PrivateKey.generate()
-    spk = {"key_id": "spk1", "public_key": curve_key()}
-    message = signed_prekey_message(int(account.device_id), spk["key_id"], spk["public_key"])
-    return {
-        "identity_key": curve_key(),
-        "signing_key": b64(signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)),
-        "signed_prekey": {**spk, "signature": b64(signer.sign(message))},
-        "one_time_prekeys": [
-            {"key_id": f"k{i}", "public_key": curve_key()} for i in range(start, start + prekeys)
-        ],
-    }
-
-
-async def upload(http: httpx.AsyncClient, account: Account, body: dict[str, Any]) -> int:
-    response = await http.put("/v1/keys", json=body, headers=account.auth)
-    assert response.status_code == 200, response.text
-    count: int = response.json()["one_time_prekeys"]
-    return count
+from ._harness import Clients, another_device, befriend, error_code, new_account
+from ._keys import b64, curve_key, keys_body, upload
 
 
 async def test_a_friend_claims_a_bundle_per_device_each_prekey_once(

@@ -253,6 +253,7 @@ def assemble(
     ``settings.jwt_previous_secrets``) verify them.
     """
     ids = SnowflakeGenerator(settings.worker_id)
+    keys = KeyDirectory(_engine_of(directory))
     service = ChatService(
         directory,
         messages,
@@ -262,6 +263,7 @@ def assemble(
         presence_fanout_limit=settings.presence_fanout_limit,
         partition_of=ownership.partition_of,
         log=message_log,
+        keys=keys,
     )
     if previous_secrets is None:
         previous_secrets = settings.jwt_previous_secrets
@@ -288,7 +290,7 @@ def assemble(
             address_burst=settings.login_failures_per_address,
             address_per_s=1 / settings.login_failure_address_every_s,
         ),
-        keys=KeyDirectory(_engine_of(directory)),
+        keys=keys,
         restarts_in_place=restart_in_place,
     )
     if serve_websockets:

@@ -38,7 +38,7 @@ async def history(
         raise ApiError(status, exc.code, exc.message) from exc
     before_id = min(int(before), MAX_ID) if before is not None else None
     found = await runtime.messages.history(channel_id, before_id, limit)
-    return messages_out(found)
+    return messages_out(found, me.device_id)
 
 
 @router.get("/search")
@@ -49,7 +49,10 @@ async def search(
     channel_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    mine = [c.channel_id for c in await runtime.directory.list_channels(me.user_id)]
+    # End-to-end channels are never searched: the server has nothing it could search
+    # (docs/e2ee.md); the client keeps its own index of what it decrypted.
+    channels = await runtime.directory.list_channels(me.user_id)
+    mine = [c.channel_id for c in channels if not c.e2e]
     if channel_id is not None:
         mine = [c for c in mine if c == channel_id]  # not the caller's: no results
-    return messages_out(await runtime.messages.search(mine, q, limit))
+    return messages_out(await runtime.messages.search(mine, q, limit), me.device_id)

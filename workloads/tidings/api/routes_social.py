@@ -138,6 +138,7 @@ async def create_group(body: GroupBody, me: IdentityDep, runtime: RuntimeDep) ->
         me.user_id,
         sorted({me.user_id, *friends}),
         wall_ms(),
+        body.e2e,
     )
     invited = sorted(named - set(friends))
     for uid in invited:

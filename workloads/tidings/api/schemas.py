@@ -43,6 +43,8 @@ class GroupBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
     member_ids: list[str] = Field(default_factory=list, max_length=1000)
+    # End-to-end (docs/e2ee.md): fixed for the group's life.
+    e2e: bool = False
 
     @field_validator("name")
     @classmethod
@@ -94,6 +96,7 @@ def channel_out(channel: Channel, last_message_id: int | None = None) -> dict[st
         "channel_id": channel.channel_id,
         "kind": channel.kind,
         "member_ids": [str(m) for m in channel.member_ids],
+        "e2e": channel.e2e,
     }
     if channel.kind == "group":
         out["name"] = channel.name
@@ -109,8 +112,10 @@ def group_out(channel: Channel) -> dict[str, Any]:
         "name": channel.name,
         "owner_id": str(channel.owner_id),
         "member_ids": [str(m) for m in channel.member_ids],
+        "e2e": channel.e2e,
     }
 
 
-def messages_out(messages: list[Message]) -> dict[str, Any]:
-    return {"messages": [m.to_wire() for m in messages]}
+def messages_out(messages: list[Message], device_id: int) -> dict[str, Any]:
+    """Messages as ``device_id`` may see them (its own envelope of end-to-end ones)."""
+    return {"messages": [m.to_wire_for(device_id) for m in messages]}

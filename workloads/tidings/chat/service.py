@@ -13,6 +13,7 @@ from tidings.chat.message_log import BusMessageLog
 from tidings.chat.ports import MessageLog
 from tidings.core import errors
 from tidings.core.channels import dm_channel_id, parse_channel_id
+from tidings.core.e2ee import check_devices, encode_body
 from tidings.core.errors import ProtocolError
 from tidings.core.frames import Receipt, Send, presence_frame, receipt_frame, typing_frame
 from tidings.core.ids import SnowflakeGenerator
@@ -24,6 +25,7 @@ from tidings.core.model import (
 )
 from tidings.core.presence import PresenceChange
 from tidings.storage.base import ClientMsgIdReused, Directory, MessageStore
+from tidings.storage.keys import KeyDirectory
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,9 @@ class ChatService:
         presence_fanout_limit: int = 1000,
         partition_of: Callable[[int], int] = lambda _: 0,
         log: MessageLog | None = None,
+        keys: KeyDirectory | None = None,
     ) -> None:
+        self.keys = keys
         self.partition_of = partition_of
         self.directory = directory
         self.messages = messages
@@ -79,6 +83,14 @@ class ChatService:
 
     async def channel_members(self, user_id: int, channel_id: str, ref: str | None) -> list[int]:
         """The members of a channel the user belongs to, or the contract's error."""
+        members, _ = await self._members_and_mode(user_id, channel_id, ref)
+        return members
+
+    async def _members_and_mode(
+        self, user_id: int, channel_id: str, ref: str | None
+    ) -> tuple[list[int], bool]:
+        """The members, and whether the channel is end-to-end (a DM's mode is learnt when
+        a send makes or finds it: False here)."""
         parsed = parse_channel_id(channel_id)
         if parsed is None:
             raise ProtocolError(errors.UNKNOWN_CHANNEL, f"no channel {channel_id!r}", ref=ref)
@@ -88,16 +100,19 @@ class ChatService:
             peer = parsed.dm_users[0] if parsed.dm_users[1] == user_id else parsed.dm_users[1]
             if await self.directory.get_user(peer) is None:
                 raise ProtocolError(errors.UNKNOWN_CHANNEL, f"no channel {channel_id!r}", ref=ref)
-            return [user_id, peer]
+            return [user_id, peer], False
         channel = await self.directory.get_channel(channel_id)
         if channel is None:
             raise ProtocolError(errors.UNKNOWN_CHANNEL, f"no channel {channel_id!r}", ref=ref)
         if user_id not in channel.member_ids:
             raise ProtocolError(errors.NOT_A_MEMBER, "not a member of this channel", ref=ref)
-        return channel.member_ids
+        return channel.member_ids, channel.e2e
 
-    async def _resolve_send_target(self, user_id: int, frame: Send) -> tuple[str, list[int]]:
+    async def _resolve_send_target(self, user_id: int, frame: Send) -> tuple[str, list[int], bool]:
+        """The channel, its members and whether it is end-to-end. A 1:1 channel is made
+        by its first send: end-to-end if that send carries envelopes."""
         ref = frame.client_msg_id
+        e2e = False
         if frame.to is not None:
             if frame.to == user_id:
                 raise ProtocolError(
@@ -110,12 +125,46 @@ class ChatService:
         else:
             assert frame.channel_id is not None
             channel_id = frame.channel_id
-            members = await self.channel_members(user_id, channel_id, ref)
+            members, e2e = await self._members_and_mode(user_id, channel_id, ref)
         if channel_id.startswith("dm:"):
             await self._refuse_if_blocked(user_id, members, ref)
             low, high = sorted(members)
-            await self.directory.ensure_dm(channel_id, low, high, self.clock_ms())
-        return channel_id, members
+            e2e = await self.directory.ensure_dm(
+                channel_id, low, high, self.clock_ms(), frame.envelopes is not None
+            )
+        return channel_id, members, e2e
+
+    async def _stored_body(
+        self, device_id: int, frame: Send, channel_id: str, members: list[int], e2e: bool
+    ) -> str:
+        """The body to store: the frame's, or in an end-to-end channel its envelopes,
+        once they address exactly the members' devices with keys (the sending one
+        aside): else ``devices_mismatch`` and nothing is stored (core/e2ee.py)."""
+        ref = frame.client_msg_id
+        if not e2e:
+            if frame.envelopes is not None:
+                raise ProtocolError(
+                    errors.NOT_E2E,
+                    "this channel is not end-to-end: send a plain body, no envelopes",
+                    ref=ref,
+                )
+            return frame.body
+        if frame.envelopes is None:
+            if channel_id.startswith("dm:") or not frame.body:
+                raise ProtocolError(
+                    errors.E2E_REQUIRED,
+                    "this channel is end-to-end: send envelopes (docs/e2ee.md)",
+                    ref=ref,
+                )
+            return encode_body(frame.body, ())  # a group's sender-key ciphertext alone
+        if self.keys is None:
+            raise ProtocolError(errors.E2E_REQUIRED, "no key directory here", ref=ref)
+        with_keys = await self.keys.devices_with_keys(members)
+        wanted = {d: (k.user_id, k.identity_key) for d, k in with_keys.items() if d != device_id}
+        mismatch = check_devices(frame.envelopes, wanted)
+        if mismatch is not None:
+            raise mismatch.error(ref)
+        return encode_body(frame.body, frame.envelopes)
 
     async def _refuse_if_blocked(self, user_id: int, members: list[int], ref: str | None) -> None:
         """1:1 only: nothing passes between two users when either blocked the other."""
@@ -149,7 +198,8 @@ class ChatService:
         nothing twice; a reuse for another channel or body fails with
         ``duplicate_client_msg_id`` and delivers nothing.
         """
-        channel_id, members = await self._resolve_send_target(user_id, frame)
+        channel_id, members, e2e = await self._resolve_send_target(user_id, frame)
+        body = await self._stored_body(device_id, frame, channel_id, members, e2e)
         # No await between taking the id and queueing the write: writes queue in id order.
         candidate = Message(
             message_id=self.ids.next_id(),
@@ -157,7 +207,7 @@ class ChatService:
             sender_id=user_id,
             sender_device_id=device_id,
             client_msg_id=frame.client_msg_id,
-            body=frame.body,
+            body=body,
             ts=self.clock_ms(),
         )
         answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()

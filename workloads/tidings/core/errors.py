@@ -7,6 +7,8 @@ into an HTTP error body or a WebSocket ``error`` frame (closing the socket when
 
 from __future__ import annotations
 
+from typing import Any
+
 # WebSocket errors that keep the connection open.
 INVALID_FRAME = "invalid_frame"
 BODY_TOO_LONG = "body_too_long"
@@ -17,6 +19,11 @@ RATE_LIMITED = "rate_limited"
 PAYLOAD_TOO_LARGE = "payload_too_large"  # HTTP 413: a request body over the limit
 DUPLICATE_CLIENT_MSG_ID = "duplicate_client_msg_id"  # reused for another target or body
 BLOCKED = "blocked"  # an addition: the 1:1 peer blocked the sender
+# Additions, end-to-end channels (docs/e2ee.md): envelopes that do not address exactly the
+# recipients' devices; a plaintext send to an end-to-end channel, or envelopes to another.
+DEVICES_MISMATCH = "devices_mismatch"
+E2E_REQUIRED = "e2e_required"
+NOT_E2E = "not_e2e"
 # WebSocket errors that close it.
 UNAUTHORIZED = "unauthorized"
 HELLO_TIMEOUT = "hello_timeout"
@@ -47,10 +54,17 @@ class ProtocolError(Exception):
     """A request the contract refuses, with the code and message the client sees."""
 
     def __init__(
-        self, code: str, message: str, *, ref: str | None = None, close_code: int | None = None
+        self,
+        code: str,
+        message: str,
+        *,
+        ref: str | None = None,
+        close_code: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
         self.close_code = close_code
+        self.details = details  # more fields of the error frame (devices_mismatch's lists)

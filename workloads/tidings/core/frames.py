@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
+from tidings.core.e2ee import MARK, Envelope, parse_envelopes
 from tidings.core.errors import BODY_TOO_LONG, INVALID_FRAME, ProtocolError
 from tidings.core.ids import MAX_ID, parse_decimal_id
 
@@ -35,6 +36,8 @@ class Send:
     body: str
     channel_id: str | None = None
     to: int | None = None
+    # End-to-end channels: one ciphertext per recipient device (core/e2ee.py).
+    envelopes: tuple[Envelope, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +137,16 @@ def _parse_send(frame: dict[str, Any]) -> Send:
         raise ProtocolError(
             BODY_TOO_LONG, f"body is longer than {MAX_BODY_CHARS} characters", ref=ref
         )
+    if body.startswith(MARK):
+        raise _invalid("body may not start with a NUL character", ref)
+    envelopes = parse_envelopes(frame["envelopes"], ref) if "envelopes" in frame else None
     has_channel, has_to = "channel_id" in frame, "to" in frame
     if has_channel == has_to:
         raise _invalid("send needs exactly one of 'channel_id' and 'to'", ref)
     if has_channel:
-        return Send(client_msg_id, body, channel_id=_string(frame, "channel_id", ref))
-    return Send(client_msg_id, body, to=_decimal(frame, "to", ref))
+        channel_id = _string(frame, "channel_id", ref)
+        return Send(client_msg_id, body, channel_id=channel_id, envelopes=envelopes)
+    return Send(client_msg_id, body, to=_decimal(frame, "to", ref), envelopes=envelopes)
 
 
 def _parse_receipt(frame: dict[str, Any]) -> Receipt:
@@ -188,10 +195,14 @@ def encode(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame)
 
 
-def error_frame(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
+def error_frame(
+    code: str, message: str, ref: str | None = None, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if ref is not None:
         frame["ref"] = ref
+    if details:
+        frame.update(details)
     return frame
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.core.e2ee import is_envelopes, view_for
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -15,6 +17,13 @@ class Message:
     client_msg_id: str
     body: str
     ts: int
+
+    def to_wire_for(self, device_id: int) -> dict[str, Any]:
+        """As :meth:`InboxEntry.to_wire_for` (history, search)."""
+        wire = self.to_wire()
+        if is_envelopes(self.body):
+            wire.update(view_for(self.body, device_id))
+        return wire
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -49,6 +58,14 @@ class InboxEntry:
 
     def to_wire(self) -> dict[str, Any]:
         return {"type": "msg", "seq": str(self.seq), **self.message.to_wire()}
+
+    def to_wire_for(self, device_id: int) -> dict[str, Any]:
+        """The ``msg`` frame one device is sent: an end-to-end message shows it only its
+        own envelope (core/e2ee.py); any other is the same for every device."""
+        wire = self.to_wire()
+        if is_envelopes(self.message.body):
+            wire.update(view_for(self.message.body, device_id))
+        return wire
 
 
 @dataclass(frozen=True, slots=True)

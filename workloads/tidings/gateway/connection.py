@@ -258,9 +258,15 @@ class Connection(asyncio.Protocol):
         out.append(frame)
         self.gateway.want_flush(self)
 
-    def send_error(self, code: str, message: str, ref: str | None = None) -> None:
+    def send_error(
+        self,
+        code: str,
+        message: str,
+        ref: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         metrics.ERRORS_SENT.labels(code).inc()
-        self.send_frame(error_frame(code, message, ref))
+        self.send_frame(error_frame(code, message, ref, details))
 
     def close(self, code: int, reason: str = "") -> None:
         """Say close; the client answers with its close and the socket ends (the sweep
@@ -303,5 +309,5 @@ class Connection(asyncio.Protocol):
         for entry in entries:
             if entry.seq > self.sent_seq:
                 self.sent_seq = entry.seq
-                self.send_frame(entry.to_wire())
+                self.send_frame(entry.to_wire_for(self.device_id))
                 metrics.DELIVERIES.inc()

@@ -228,7 +228,7 @@ class Gateway:
                 # RFC 6455 5.6/8.1: a text frame must be UTF-8; the endpoint closes 1007.
                 conn.close(errors.CLOSE_INVALID_PAYLOAD, "text frame is not valid UTF-8")
                 return
-            conn.send_error(exc.code, exc.message, exc.ref)
+            conn.send_error(exc.code, exc.message, exc.ref, exc.details)
             return
         _FRAMES_IN[type(frame)].inc()
         if conn.state == AWAIT_HELLO:
@@ -315,7 +315,9 @@ class Gateway:
                 self._send_away(conn)
                 return
             elif isinstance(exc, ProtocolError):
-                conn.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
+                conn.send_error(
+                    exc.code, exc.message, exc.ref if exc.ref is not None else ref, exc.details
+                )
             else:
                 log.error("send failed", exc_info=exc, extra={"user_id": conn.user_id})
                 conn.send_error(errors.UNAVAILABLE, "the server could not do this now; retry", ref)
@@ -341,7 +343,9 @@ class Gateway:
             elif isinstance(frame, Sync):
                 await self._sync(conn, frame.cursor, frame.limit)
         except ProtocolError as exc:
-            conn.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
+            conn.send_error(
+                exc.code, exc.message, exc.ref if exc.ref is not None else ref, exc.details
+            )
             if exc.close_code is not None:
                 conn.close(exc.close_code, exc.code)
         except Exception:
@@ -393,7 +397,7 @@ class Gateway:
         while conn.state == SYNCING and cursor < head:
             page = await self.service.sync(conn.user_id, cursor, SYNC_PAGE)
             for entry in page.entries:
-                conn.send_frame(entry.to_wire())
+                conn.send_frame(entry.to_wire_for(conn.device_id))
             if page.cursor == cursor:
                 break
             cursor = page.cursor
@@ -444,7 +448,7 @@ class Gateway:
     async def _sync(self, conn: Connection, cursor: int, limit: int) -> None:
         page = await self.service.sync(conn.user_id, cursor, limit)
         for entry in page.entries:
-            conn.send_frame(entry.to_wire())
+            conn.send_frame(entry.to_wire_for(conn.device_id))
         conn.send_frame(synced_frame(page.cursor, page.more))
 
     # --- presence and timers -------------------------------------------------------

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.core.e2ee import is_envelopes
 from tidings.core.model import Message
 
 # APNs and FCM both refuse payloads over 4 KiB; a preview stays well inside that.
@@ -41,7 +42,12 @@ def build_notification(
         device_id=device_id,
         channel_id=message.channel_id,
         message_id=message.message_id,
-        preview=cut_preview(message.body, preview_chars) if preview else None,
+        # Never a preview of an end-to-end message: its body is ciphertext for devices.
+        preview=(
+            cut_preview(message.body, preview_chars)
+            if preview and not is_envelopes(message.body)
+            else None
+        ),
     )
 
 

@@ -65,6 +65,8 @@ class Channel:
     name: str | None
     owner_id: int | None
     member_ids: list[int] = field(default_factory=list)
+    # End-to-end: messages are envelopes per device (docs/e2ee.md); fixed at creation.
+    e2e: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +174,21 @@ class Directory(Protocol):
         counted ages out (nothing counted). A cost over the limit never fits."""
         ...
 
-    async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None: ...
+    async def ensure_dm(
+        self, channel_id: str, user_a: int, user_b: int, now: int, e2e: bool = False
+    ) -> bool:
+        """Make the 1:1 channel if it is new (end-to-end or not, as ``e2e`` says); returns
+        whether it is end-to-end (an existing channel keeps its mode)."""
+        ...
+
     async def create_group(
-        self, channel_id: str, name: str, owner_id: int, member_ids: Sequence[int], now: int
+        self,
+        channel_id: str,
+        name: str,
+        owner_id: int,
+        member_ids: Sequence[int],
+        now: int,
+        e2e: bool = False,
     ) -> Channel: ...
     async def get_channel(self, channel_id: str) -> Channel | None: ...
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None: ...

@@ -810,20 +810,24 @@ class SqlDirectory:
 
     # --- channels ------------------------------------------------------------------
 
-    async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None:
+    async def ensure_dm(
+        self, channel_id: str, user_a: int, user_b: int, now: int, e2e: bool = False
+    ) -> bool:
         async with self._write() as write:
             conn = write.conn
             exists = (
                 await conn.execute(
-                    select(channels.c.channel_id).where(channels.c.channel_id == channel_id)
+                    select(channels.c.e2e).where(channels.c.channel_id == channel_id)
                 )
             ).first()
             if exists:
-                return
+                return bool(exists.e2e)
             try:
                 async with conn.begin_nested():
                     await conn.execute(
-                        insert(channels).values(channel_id=channel_id, kind="dm", created_at=now)
+                        insert(channels).values(
+                            channel_id=channel_id, kind="dm", created_at=now, e2e=e2e
+                        )
                     )
                     await conn.execute(
                         insert(channel_members),
@@ -833,12 +837,23 @@ class SqlDirectory:
                         ],
                     )
             except IntegrityError:
-                return  # made at the same moment by another request (which logged it)
+                # Made at the same moment by another request (which logged it): its mode.
+                made = await conn.execute(
+                    select(channels.c.e2e).where(channels.c.channel_id == channel_id)
+                )
+                return bool(made.scalar_one())
             # A DM is in nobody's presence audience (only friends and groups are).
             write.changed("channel", channel_id)
+            return e2e
 
     async def create_group(
-        self, channel_id: str, name: str, owner_id: int, member_ids: Sequence[int], now: int
+        self,
+        channel_id: str,
+        name: str,
+        owner_id: int,
+        member_ids: Sequence[int],
+        now: int,
+        e2e: bool = False,
     ) -> Channel:
         members = sorted(set(member_ids) | {owner_id})
         async with self._write() as write:
@@ -849,6 +864,7 @@ class SqlDirectory:
                     name=name,
                     owner_id=owner_id,
                     created_at=now,
+                    e2e=e2e,
                 )
             )
             await write.conn.execute(
@@ -857,7 +873,7 @@ class SqlDirectory:
             )
             write.changed("channel", channel_id)
             write.changed("audience", *members)
-        return Channel(channel_id, "group", name, owner_id, members)
+        return Channel(channel_id, "group", name, owner_id, members, e2e)
 
     async def get_channel(self, channel_id: str) -> Channel | None:
         async with self.engine.connect() as conn:
@@ -872,7 +888,12 @@ class SqlDirectory:
                 .order_by(channel_members.c.user_id)
             )
             return Channel(
-                row.channel_id, row.kind, row.name, row.owner_id, [m[0] for m in members]
+                row.channel_id,
+                row.kind,
+                row.name,
+                row.owner_id,
+                [m[0] for m in members],
+                bool(row.e2e),
             )
 
     async def _members(self, conn: AsyncConnection, channel_id: str) -> list[int]:
@@ -938,6 +959,13 @@ class SqlDirectory:
             for channel_id, uid in member_rows:
                 members.setdefault(channel_id, []).append(uid)
         return [
-            Channel(r.channel_id, r.kind, r.name, r.owner_id, members.get(r.channel_id, []))
+            Channel(
+                r.channel_id,
+                r.kind,
+                r.name,
+                r.owner_id,
+                members.get(r.channel_id, []),
+                bool(r.e2e),
+            )
             for r in rows
         ]

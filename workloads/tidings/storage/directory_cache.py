@@ -911,22 +911,32 @@ class CachedDirectory:
 
     # --- channels --------------------------------------------------------------------
 
-    async def ensure_dm(self, channel_id: str, user_a: int, user_b: int, now: int) -> None:
-        if not isinstance(self._dms.get(channel_id), Missing):
+    async def ensure_dm(
+        self, channel_id: str, user_a: int, user_b: int, now: int, e2e: bool = False
+    ) -> bool:
+        known = self._dms.get(channel_id)
+        if not isinstance(known, Missing):
             self._dm_hit.inc()
-            return  # a DM, once made, is never removed
+            return bool(known)  # a DM, once made, is never removed; its mode never changes
         self._dm_miss.inc()
         try:
-            await self.inner.ensure_dm(channel_id, user_a, user_b, now)
+            mode = await self.inner.ensure_dm(channel_id, user_a, user_b, now, e2e)
         finally:
             await self._after_write()
-        self._dms.put(channel_id, True)
+        self._dms.put(channel_id, mode)
+        return mode
 
     async def create_group(
-        self, channel_id: str, name: str, owner_id: int, member_ids: Sequence[int], now: int
+        self,
+        channel_id: str,
+        name: str,
+        owner_id: int,
+        member_ids: Sequence[int],
+        now: int,
+        e2e: bool = False,
     ) -> Channel:
         return await self._confirmed(
-            self.inner.create_group(channel_id, name, owner_id, member_ids, now)
+            self.inner.create_group(channel_id, name, owner_id, member_ids, now, e2e)
         )
 
     async def get_channel(self, channel_id: str) -> Channel | None:
@@ -944,6 +954,7 @@ class CachedDirectory:
             channel.name,
             channel.owner_id,
             list(channel.member_ids),
+            channel.e2e,
         )
 
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:

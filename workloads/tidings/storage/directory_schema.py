@@ -104,6 +104,13 @@ def _key_directory(conn: Connection) -> None:
     metadata.create_all(conn, tables=V6_TABLES, checkfirst=True)
 
 
+def _channel_modes(conn: Connection) -> None:
+    # A database made since has the column (create_all builds the table as defined now).
+    have = {column["name"] for column in inspect(conn).get_columns("channels")}
+    if "e2e" not in have:
+        conn.execute(text("ALTER TABLE channels ADD COLUMN e2e BOOLEAN NOT NULL DEFAULT false"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
     Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
@@ -120,6 +127,7 @@ MIGRATIONS: list[Migration] = [
         "device_keys, one_time_prekeys: the key directory of end-to-end encryption",
         _key_directory,
     ),
+    Migration(7, "channels.e2e: a channel is end-to-end or not, from its creation", _channel_modes),
 ]
 
 

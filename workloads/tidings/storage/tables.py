@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -60,6 +62,8 @@ channels = Table(
     Column("name", String(128)),
     Column("owner_id", BigInteger),
     Column("created_at", BigInteger, nullable=False),
+    # Schema version 7: end-to-end (messages are per-device envelopes; docs/e2ee.md).
+    Column("e2e", Boolean, nullable=False, server_default=false()),
 )
 
 channel_members = Table(
