@@ -97,6 +97,8 @@ async def test_a_dm_gives_each_device_its_own_envelope_after_a_mismatch_retry(
         for device in p.devices():
             got = await p.ws[device.device_id].recv_until("msg", message_id=ack["message_id"])
             assert got["e2e"] is True and got["body"] == ""
+            # The sending device's identity key, as published: opens a first envelope.
+            assert got["sender_key"] == ann.keys[ann.phone.device_id]
             if device.device_id == ann.phone.device_id:
                 assert got["envelope"] is None  # the sender's own device made none for itself
             else:

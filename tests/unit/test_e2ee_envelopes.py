@@ -42,11 +42,12 @@ def test_missing_extra_and_stale_are_all_named() -> None:
 
 
 def test_one_stored_body_each_device_sees_its_own() -> None:
-    stored = encode_body("shared", [env(11, "k11"), env(21, "k21")])
+    stored = encode_body("shared", [env(11, "k11"), env(21, "k21")], "sender-key")
     assert is_envelopes(stored) and stored.startswith(MARK)
     assert view_for(stored, 21) == {
         "body": "shared",
         "e2e": True,
+        "sender_key": "sender-key",
         "envelope": {"type": 0, "body": "c21"},
     }
     assert view_for(stored, 12)["envelope"] is None

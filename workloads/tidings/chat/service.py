@@ -156,15 +156,23 @@ class ChatService:
                     "this channel is end-to-end: send envelopes (docs/e2ee.md)",
                     ref=ref,
                 )
-            return encode_body(frame.body, ())  # a group's sender-key ciphertext alone
+            # A group's sender-key ciphertext alone (its key came in an envelope before).
+            return encode_body(frame.body, ())
         if self.keys is None:
             raise ProtocolError(errors.E2E_REQUIRED, "no key directory here", ref=ref)
         with_keys = await self.keys.devices_with_keys(members)
+        own = with_keys.get(device_id)
+        if own is None:
+            raise ProtocolError(
+                errors.E2E_REQUIRED,
+                "publish this device's keys first (PUT /v1/keys): its peers need them",
+                ref=ref,
+            )
         wanted = {d: (k.user_id, k.identity_key) for d, k in with_keys.items() if d != device_id}
         mismatch = check_devices(frame.envelopes, wanted)
         if mismatch is not None:
             raise mismatch.error(ref)
-        return encode_body(frame.body, frame.envelopes)
+        return encode_body(frame.body, frame.envelopes, own.identity_key)
 
     async def _refuse_if_blocked(self, user_id: int, members: list[int], ref: str | None) -> None:
         """1:1 only: nothing passes between two users when either blocked the other."""

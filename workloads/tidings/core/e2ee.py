@@ -32,8 +32,8 @@ __all__ = [
 ]
 
 # The stored body of an end-to-end message starts with this (a plaintext body may not:
-# the send parser refuses it), then compact JSON {"b": shared body, "e": {device: [key,
-# type, ciphertext]}}.
+# the send parser refuses it), then compact JSON {"b": shared body, "s": the sending
+# device's identity key, "e": {device: [key, type, ciphertext]}}.
 MARK = "\x00e2e1:"
 # 100 members with 10 devices each.
 MAX_ENVELOPES = 1000
@@ -121,10 +121,12 @@ def check_devices(
     return None
 
 
-def encode_body(body: str, envelopes: Sequence[Envelope]) -> str:
-    """The one stored body of an end-to-end message."""
+def encode_body(body: str, envelopes: Sequence[Envelope], sender_key: str = "") -> str:
+    """The one stored body of an end-to-end message. ``sender_key``: the sending device's
+    identity key, which a recipient needs to open a first (pre-key) envelope."""
     packed = {
         "b": body,
+        "s": sender_key,
         "e": {str(e.device_id): [e.key, e.type, e.body] for e in envelopes},
     }
     return MARK + orjson.dumps(packed).decode()
@@ -140,4 +142,9 @@ def view_for(body: str, device_id: int) -> dict[str, Any]:
     packed = orjson.loads(body[len(MARK) :])
     mine = packed["e"].get(str(device_id))
     envelope = {"type": mine[1], "body": mine[2]} if mine is not None else None
-    return {"body": packed["b"], "e2e": True, "envelope": envelope}
+    return {
+        "body": packed["b"],
+        "e2e": True,
+        "sender_key": packed.get("s", ""),
+        "envelope": envelope,
+    }
