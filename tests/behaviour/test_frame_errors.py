@@ -367,3 +367,18 @@ async def test_a_device_keeps_at_most_two_sockets_and_the_oldest_goes(
     for live in (second, third):
         await live.heartbeat()
         assert live.close_code is None
+
+
+async def test_a_send_right_behind_the_hello_is_answered(
+    http: httpx.AsyncClient, clients: Clients
+) -> None:
+    """A client that does not wait for welcome (hello and send in one write) gets the
+    welcome, then the ack: frames behind a hello wait for it, the socket is not dropped."""
+    ann, bob = await new_account(http, "pipe"), await new_account(http, "pipe")
+    ws = await clients.open(ann.chat_url)
+    await ws.send({"type": "hello", "token": ann.token, "cursor": "0"})
+    await ws.send(
+        {"type": "send", "client_msg_id": "right-behind", "to": bob.user_id, "body": "hi"}
+    )
+    assert (await ws.recv_until("welcome"))["user_id"] == ann.user_id
+    assert (await ws.recv_send_answer("right-behind"))["type"] == "ack"

@@ -252,8 +252,11 @@ class Gateway:
         if isinstance(frame, Hello):
             conn.send_error(errors.INVALID_FRAME, "already said hello")
             return
-        assert conn.bucket is not None
-        if not conn.bucket.take(self.clock_ms() / 1000) or not conn.enqueue(frame):
+        # A frame right behind the hello (a client need not wait for welcome) waits in the
+        # connection's queue until the hello is done: no bucket yet, the queue's bound.
+        bucket = conn.bucket
+        allowed = bucket is None or bucket.take(self.clock_ms() / 1000)
+        if not allowed or not conn.enqueue(frame):
             ref = frame.client_msg_id if isinstance(frame, Send) else None
             conn.send_error(errors.RATE_LIMITED, "too many frames; slow down", ref)
 
