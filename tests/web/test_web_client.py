@@ -327,3 +327,74 @@ def test_a_restart_in_place_brings_the_page_back_to_the_same_url(
     bob.expect_message("after the restart")
     assert discovers == []
     assert alice.errors == bob.errors == []
+
+
+def test_an_end_to_end_chat_is_shown_read_only_with_a_notice(
+    people: People, shots: Shots, server: WebServer, tmp_path: Path
+) -> None:
+    """The web client holds no keys (docs/e2ee.md): an end-to-end message shows as
+    encrypted, never as a body, and the composer of that chat is off with a notice. Bob
+    and Alice's second device are Python clients with keys (tidings.client._e2ee)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tidings.client._e2ee import DeviceCrypto
+
+    alice = people("alice")
+    alice.sign_up(unique("alice"), "Alice")
+    secret = f"secret-{uuid.uuid4().hex[:8]}"
+
+    async def bob_writes_end_to_end(tmp: Path) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=20, trust_env=False) as http:
+            bob_name = unique("bob")
+            await http.post("/v1/users", json={"username": bob_name, "password": PASSWORD})
+            bob = (
+                await http.post("/v1/sessions", json={"username": bob_name, "password": PASSWORD})
+            ).json()
+            phone = (
+                await http.post(
+                    "/v1/sessions", json={"username": alice.username, "password": PASSWORD}
+                )
+            ).json()
+            auth = {"Authorization": f"Bearer {phone['access_token']}"}
+            bob_auth = {"Authorization": f"Bearer {bob['access_token']}"}
+            for who, whom in ((auth, bob["user_id"]), (bob_auth, alice.user_id)):
+                await http.put(f"/v1/friends/{whom}", headers=who)
+            keys = {}
+            for session, headers in ((phone, auth), (bob, bob_auth)):
+                crypto = DeviceCrypto(tmp / f"{session['device_id']}.json", session["device_id"])
+                await http.put("/v1/keys", json=crypto.keys_body(3), headers=headers)
+                keys[session["device_id"]] = crypto
+            sender = keys[bob["device_id"]]
+            (bundle,) = (
+                await http.get(f"/v1/users/{alice.user_id}/keys", headers=bob_auth)
+            ).json()["devices"]
+            sender.start_session(bundle)
+            envelope = sender.envelope(bundle["device_id"], bundle["identity_key"], secret.encode())
+            with connect(bob["chat_url"], open_timeout=5, proxy=None) as ws:
+                ws.send(json.dumps({"type": "hello", "token": bob["access_token"], "cursor": "0"}))
+                frame = {
+                    "type": "send",
+                    "client_msg_id": "e2e-1",
+                    "to": alice.user_id,
+                    "body": "",
+                    "envelopes": [envelope],
+                }
+                ws.send(json.dumps(frame))
+                while (answer := json.loads(ws.recv(timeout=10)))["type"] not in ("ack", "error"):
+                    pass
+                assert answer["type"] == "ack", answer
+
+    # Playwright's sync API runs a loop in this thread: Bob's clients run in another.
+    with ThreadPoolExecutor(1) as other_thread:
+        other_thread.submit(asyncio.run, bob_writes_end_to_end(tmp_path)).result()
+    alice.refresh_lists()
+    alice.open(alice.page.locator("#channel-list .channel .channel-name").first.inner_text())
+    alice.expect_message("🔒 Encrypted message: read it in the Tidings app")
+    expect(alice.page.locator("ol.messages")).not_to_contain_text(secret)
+    expect(alice.composer).to_be_disabled()
+    expect(alice.composer).to_have_attribute(
+        "placeholder", "End-to-end encrypted: send and read in the Tidings app"
+    )
+    shots(alice, "end-to-end-read-only")
+    assert alice.errors == []

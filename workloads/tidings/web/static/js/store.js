@@ -12,7 +12,15 @@ const MESSAGE_FIELDS = [
   "client_msg_id",
   "body",
   "ts",
+  "e2e",
 ];
+
+// End-to-end channels are read-only here: this client has no keys (docs/e2ee.md).
+export const ENCRYPTED_TEXT = "🔒 Encrypted message: read it in the Tidings app";
+
+export function shownBody(msg) {
+  return msg.e2e ? ENCRYPTED_TEXT : msg.body;
+}
 
 export function messageKey(msg) {
   return `${msg.sender_id}:${msg.client_msg_id}`;
@@ -227,7 +235,7 @@ export class Store {
       meta.last = {
         message_id: msg.message_id,
         sender_id: msg.sender_id,
-        body: msg.body,
+        body: shownBody(msg),
         ts: msg.ts,
       };
     }

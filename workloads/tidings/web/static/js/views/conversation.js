@@ -4,7 +4,7 @@
 
 import { h, reconcile, setText } from "../dom.js";
 import { clockTime, fullTime, lastSeen } from "../format.js";
-import { messageKey } from "../store.js";
+import { messageKey, shownBody } from "../store.js";
 
 // Why a send was refused for good, for people ("Not sent (code)" for the rest).
 const FAILED = {
@@ -140,6 +140,12 @@ export class Conversation {
     if (!id) return;
     const channel = store.channels.get(id);
     setText(this.title, store.title(id));
+    // End-to-end: read-only with a notice (the web client holds no keys).
+    const encrypted = Boolean(channel?.e2e);
+    this.input.disabled = encrypted;
+    this.input.placeholder = encrypted
+      ? "End-to-end encrypted: send and read in the Tidings app"
+      : "Type a message";
     const group = channel?.kind === "group";
     this.groupButton.hidden = !group;
     if (group) {
@@ -245,7 +251,7 @@ export class Conversation {
       "li",
       { class: mine ? "msg mine" : "msg theirs" },
       group && !mine ? h("span", { class: "sender" }, store.displayName(m.sender_id)) : null,
-      h("p", { class: "body" }, m.body),
+      h("p", { class: m.e2e ? "body encrypted" : "body" }, shownBody(m)),
       meta,
     );
   }
