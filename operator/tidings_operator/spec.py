@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings_operator import names
-from tidings_operator.expose import ExposeError, ExposeSpec, TlsSpec, parse_expose, parse_tls
+from tidings_operator.expose_spec import (
+    ExposeError,
+    ExposeSpec,
+    TlsSpec,
+    parse_expose,
+    parse_tls,
+)
 from tidings_operator.podtemplate import PodTemplate, PodTemplateError, parse_pod_template
 
 __all__ = [
