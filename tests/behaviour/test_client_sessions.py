@@ -164,6 +164,42 @@ async def test_the_cli_befriends_by_username_and_logs_out(
     assert refused.value.status == 401
 
 
+async def test_the_cli_publishes_keys_and_both_sides_see_one_safety_number(
+    server: Deployment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tidings client keys` and `tidings client safety-number`: the keys stay in a file
+    only the user reads, and the two sides compute the same number."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("TIDINGS_PASSWORD", PASSWORD)
+    url = server.api_urls[0]
+    ada, bo = unique_name("kya"), unique_name("kyb")
+    for name in (ada, bo):
+        assert await run_signup(parse("signup", "--url", url, name)) == 0
+        assert await run_login(parse("login", "--url", url, name)) == 0
+    assert await run_account(parse("befriend", "--user", ada, bo)) == 0
+    assert await run_account(parse("befriend", "--user", bo, ada)) == 0
+    capsys.readouterr()
+    for name in (ada, bo):
+        assert await run_account(parse("keys", "--user", name)) == 0
+        keys_file = tmp_path / "config" / "tidings" / f"{name}.keys.json"
+        assert keys_file.stat().st_mode & 0o777 == 0o600
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["one_time_prekeys"] for p in published] == [50, 50]
+    assert await run_account(parse("safety-number", "--user", ada, bo)) == 0
+    assert await run_account(parse("safety-number", "--user", bo, ada)) == 0
+    (ada_sees,), (bo_sees,) = ([json.loads(line)] for line in capsys.readouterr().out.splitlines())
+    assert ada_sees["safety_number"] == bo_sees["safety_number"]
+    assert len(ada_sees["safety_number"].replace(" ", "")) == 60
+    # Looking at keys takes no one-time prekey.
+    token = json.loads((tmp_path / "config" / "tidings" / f"{bo}.json").read_text())
+    async with ApiClient(url, token=token["access_token"]) as http:
+        counted = await http._request("GET", "/v1/keys/count")
+    assert counted == {"one_time_prekeys": 50}
+
+
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tidings")
     add_chat_commands(parser.add_subparsers(dest="command", required=True))

@@ -125,14 +125,24 @@ async def count_keys(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.get("/users/{user_id}/keys")
 async def claim_keys(
-    user_id: str, me: IdentityDep, runtime: RuntimeDep, device_id: str | None = None
+    user_id: str,
+    me: IdentityDep,
+    runtime: RuntimeDep,
+    device_id: str | None = None,
+    claim: bool = True,
 ) -> dict[str, Any]:
     """A bundle per device of the user that has keys (or of the one device named), each
     taking one of its one-time prekeys. Only of oneself or a related user (a friend, a
-    group peer), as profiles; claims are counted per hour (each one uses up a prekey)."""
+    group peer), as profiles; claims are counted per hour (each one uses up a prekey).
+    ``claim=false``: the devices' keys without a one-time prekey (safety numbers, the
+    device list), which takes nothing."""
     target = parse_id(user_id)
     if target != me.user_id and not await runtime.directory.related(me.user_id, target):
         raise ApiError(404, errors.UNKNOWN_USER, f"no user {user_id}")
+    if not claim:
+        found = await runtime.keys.devices_with_keys([target])
+        listed = [Bundle(k, None) for d, k in sorted(found.items()) if d != me.device_id]
+        return {"user_id": str(target), "devices": [bundle_out(b) for b in listed]}
     await spend_hourly(
         runtime, me.user_id, "key_claim", runtime.settings.key_claims_per_hour, "key claims"
     )

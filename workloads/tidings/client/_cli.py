@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from ._e2ee import DeviceCrypto, safety_number
 from ._errors import (
     TidingsApiError,
     TidingsConnectionError,
@@ -209,6 +210,16 @@ def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     account("invites", "list group invites")
     account("join", "accept a group invite", ("CHANNEL_ID", "from `invites`"))
     account("decline", "decline a group invite", ("CHANNEL_ID", "from `invites`"))
+    account(
+        "keys",
+        "publish this device's end-to-end keys (kept in <state>.keys.json, mode 0600)",
+    )
+    account(
+        "safety-number",
+        "the safety number of this device with each device of a user: compare it with "
+        "theirs out of band (docs/e2ee.md)",
+        user,
+    )
 
 
 def _sync(
@@ -254,6 +265,11 @@ def _ca_file(args: argparse.Namespace, state: ChatState | None = None) -> str | 
     if given:
         return os.path.abspath(given)
     return state.ca_file if state is not None else None
+
+
+def _device_crypto(state_path: Path, state: ChatState) -> DeviceCrypto:
+    """This device's end-to-end keys, in a file beside the state file (mode 0600)."""
+    return DeviceCrypto(state_path.with_suffix(".keys.json"), state.device_id)
 
 
 def _state_client(args: argparse.Namespace, state: ChatState) -> ApiClient:
@@ -375,7 +391,7 @@ async def run_logout(args: argparse.Namespace, api: ApiClient | None = None) -> 
 async def run_account(args: argparse.Namespace, api: ApiClient | None = None) -> int:
     """One call of the logged-in user's (``args.account_command``); prints the answer as
     JSON lines (one per item for lists)."""
-    _, state = await asyncio.to_thread(_load, args)
+    state_path, state = await asyncio.to_thread(_load, args)
     command: str = args.account_command
     target: str | None = getattr(args, "target", None)
     async with api or _state_client(args, state) as client:
@@ -431,6 +447,15 @@ async def run_account(args: argparse.Namespace, api: ApiClient | None = None) ->
             case "join":
                 assert target is not None
                 _print_json(dataclasses.asdict(await client.accept_invite(target)))
+            case "keys":
+                crypto = _device_crypto(state_path, state)
+                count = await client.publish_keys(crypto.keys_body())
+                _print_json({"identity_key": crypto.identity_key, "one_time_prekeys": count})
+            case "safety-number":
+                crypto = _device_crypto(state_path, state)
+                for peer in await client.device_keys(await user_id()):
+                    number = safety_number(crypto.identity_key, peer["identity_key"])
+                    _print_json({"device_id": peer["device_id"], "safety_number": number})
             case "decline":
                 assert target is not None
                 await client.decline_invite(target)

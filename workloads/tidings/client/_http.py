@@ -226,6 +226,22 @@ class ApiClient:
         body = await self._request("GET", "/v1/users", params={"username": username})
         return User.from_json(body)
 
+    # -- end-to-end keys (docs/e2ee.md) ------------------------------------------------------
+
+    async def publish_keys(self, body: Mapping[str, Any]) -> int:
+        """``PUT /v1/keys`` for this device; the one-time prekeys it has now."""
+        answer = await self._request("PUT", "/v1/keys", json=body)
+        assert isinstance(answer, dict)
+        return int(answer["one_time_prekeys"])
+
+    async def device_keys(self, user_id: str, *, claim: bool = False) -> list[dict[str, Any]]:
+        """The user's devices with keys; ``claim``: bundles, one one-time prekey each."""
+        params: dict[str, str | int] = {} if claim else {"claim": "false"}
+        answer = await self._request("GET", f"/v1/users/{user_id}/keys", params=params)
+        assert isinstance(answer, dict)
+        devices: list[dict[str, Any]] = answer["devices"]
+        return devices
+
     # -- friends ---------------------------------------------------------------------------------
 
     async def add_friend(self, user_id: str) -> None:
