@@ -16,6 +16,8 @@ from ._backoff import Backoff
 from ._cli import add_chat_commands
 from ._connection import ChatConnection, DiscoverFn, ws_url
 from ._cursor import Inbox, InboxTracker, Step, SyncPlan
+from ._e2ee import DeviceCrypto, E2eeError, safety_number
+from ._end_to_end import EndToEnd
 from ._errors import (
     SessionEnded,
     TidingsApiError,
@@ -65,7 +67,10 @@ __all__ = [
     "Channel",
     "ChatConnection",
     "Device",
+    "DeviceCrypto",
     "DiscoverFn",
+    "E2eeError",
+    "EndToEnd",
     "ErrorFrame",
     "Event",
     "FriendRequests",
@@ -102,5 +107,6 @@ __all__ = [
     "add_chat_commands",
     "client_ssl_context",
     "parse_server_frame",
+    "safety_number",
     "ws_url",
 ]

@@ -299,6 +299,7 @@ class ChatConnection:
         channel_id: str | None = None,
         to: str | None = None,
         client_msg_id: str | None = None,
+        envelopes: list[dict[str, Any]] | None = None,
     ) -> Ack:
         """Send a message to a channel or (``to``) a user; return the server's ``ack``.
 
@@ -308,7 +309,7 @@ class ChatConnection:
         cancelling stops the resending.
         """
         cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
-        frame = send_frame(cmid, body, channel_id=channel_id, to=to)
+        frame = send_frame(cmid, body, channel_id=channel_id, to=to, envelopes=envelopes)
         self._check_open()
         if cmid in self._pending:
             raise ValueError(f"a send with client_msg_id {cmid!r} is already in flight")
@@ -573,7 +574,7 @@ class ChatConnection:
                 if pending is not None:
                     if not pending.future.done():
                         pending.future.set_exception(
-                            TidingsChatError(frame.code, frame.message, frame.ref)
+                            TidingsChatError(frame.code, frame.message, frame.ref, frame.details)
                         )
                 elif frame.code == "unauthorized":
                     raise self._session_ended(frame.message, attempt)

@@ -66,6 +66,7 @@ class DeviceCrypto:
         self.path = path
         self.device_id = device_id
         self.sessions: dict[str, vodozemac.Session] = {}  # peer device -> Olm session
+        self.peer_keys: dict[str, str] = {}  # peer device -> the identity key of its session
         self.outbound: dict[str, vodozemac.GroupSession] = {}  # channel -> ours
         self.inbound: dict[str, vodozemac.InboundGroupSession] = {}  # "channel/device"
         self.shared_with: dict[str, list[str]] = {}  # channel -> devices given our key
@@ -98,6 +99,7 @@ class DeviceCrypto:
         }
         self.shared_with = state.get("shared_with", {})
         self.signed_prekey = state.get("signed_prekey")
+        self.peer_keys = state.get("peer_keys", {})
 
     def save(self) -> None:
         state = {
@@ -109,6 +111,7 @@ class DeviceCrypto:
             "inbound": {k: s.pickle(self._key) for k, s in self.inbound.items()},
             "shared_with": self.shared_with,
             "signed_prekey": self.signed_prekey,
+            "peer_keys": self.peer_keys,
         }
         _write_private(self.path, json.dumps(state))
 
@@ -169,6 +172,7 @@ class DeviceCrypto:
             vodozemac.Curve25519PublicKey.from_base64(bundle["identity_key"]),
             vodozemac.Curve25519PublicKey.from_base64(prekey),
         )
+        self.peer_keys[device_id] = bundle["identity_key"]
 
     # --- pairwise envelopes ------------------------------------------------------------
 
@@ -208,6 +212,7 @@ class DeviceCrypto:
         except vodozemac.SessionCreationException as exc:
             raise E2eeError(f"cannot open device {sender_device}'s envelope") from exc
         self.sessions[sender_device] = session
+        self.peer_keys[sender_device] = sender_key
         return plaintext
 
     # --- groups: sender keys (Megolm) ------------------------------------------------

@@ -18,6 +18,8 @@ Each error says whether retrying the same call later may succeed (``retriable``)
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "SessionEnded",
     "TidingsApiError",
@@ -62,11 +64,18 @@ class TidingsApiError(TidingsError):
 class TidingsChatError(TidingsError):
     """The chat server answered a frame with ``error`` (e.g. ``not_a_member``)."""
 
-    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        ref: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.ref = ref
+        self.details = details or {}  # e.g. devices_mismatch's missing, extra, stale
 
     @property
     def retriable(self) -> bool:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Self
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
 
 from ._errors import TidingsProtocolError
 from ._models import (
@@ -49,7 +49,8 @@ __all__ = [
     "typing_frame",
 ]
 
-ClientFrame = dict[str, str | int]
+# A client frame as JSON: strings and numbers, and a send's envelopes.
+ClientFrame = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class Welcome:
 class Msg(Message):
     """A message delivered to this device, at inbox position ``seq``."""
 
-    seq: int
+    seq: int = 0  # always given (from_json); a default as Message's last fields have one
 
     @classmethod
     def from_json(cls, value: object) -> Self:
@@ -127,6 +128,8 @@ class ErrorFrame:
     code: str
     message: str
     ref: str | None
+    # Fields beyond these (devices_mismatch's missing, extra and stale lists).
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +201,12 @@ def parse_server_frame(data: str | bytes) -> ServerFrame | None:
         case "reconnect":
             return Reconnect(get_int(obj, "after_ms"), obj.get("same_url") is True)
         case "error":
+            details = {k: v for k, v in obj.items() if k not in ("type", "code", "message", "ref")}
             return ErrorFrame(
-                get_str(obj, "code"), get_opt_str(obj, "message") or "", get_opt_id(obj, "ref")
+                get_str(obj, "code"),
+                get_opt_str(obj, "message") or "",
+                get_opt_id(obj, "ref"),
+                details,
             )
         case "heartbeat_ack":
             return HeartbeatAck(get_int(obj, "ts") if "ts" in obj else 0)
@@ -233,11 +240,18 @@ def hello_frame(token: str, cursor: int) -> ClientFrame:
 
 
 def send_frame(
-    client_msg_id: str, body: str, *, channel_id: str | None = None, to: str | None = None
+    client_msg_id: str,
+    body: str,
+    *,
+    channel_id: str | None = None,
+    to: str | None = None,
+    envelopes: list[dict[str, Any]] | None = None,
 ) -> ClientFrame:
     if (channel_id is None) == (to is None):
         raise ValueError("give exactly one of channel_id or to")
     frame: ClientFrame = {"type": "send", "client_msg_id": client_msg_id, "body": body}
+    if envelopes is not None:
+        frame["envelopes"] = envelopes
     if channel_id is not None:
         frame["channel_id"] = channel_id
     else:

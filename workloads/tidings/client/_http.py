@@ -296,8 +296,9 @@ class ApiClient:
 
     # -- groups and channels -----------------------------------------------------------------
 
-    async def create_group(self, name: str, member_ids: list[str]) -> Group:
-        body = {"name": name, "member_ids": list(member_ids)}
+    async def create_group(self, name: str, member_ids: list[str], *, e2e: bool = False) -> Group:
+        """A group; ``e2e``: end-to-end for good (docs/e2ee.md)."""
+        body = {"name": name, "member_ids": list(member_ids), "e2e": e2e}
         return Group.from_json(await self._request("POST", "/v1/groups", json=body))
 
     async def get_group(self, channel_id: str) -> Group:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 from ._errors import TidingsProtocolError
 
@@ -293,10 +293,16 @@ class Message:
     client_msg_id: str | None
     body: str
     ts: int
+    # End-to-end channels (docs/e2ee.md): this device's own envelope ({type, body}, or
+    # None: none was made for it) and the sending device's identity key.
+    e2e: bool = False
+    envelope: dict[str, Any] | None = None
+    sender_key: str | None = None
 
     @classmethod
     def from_json(cls, value: object) -> Self:
         obj = as_object(value, "message")
+        envelope = obj.get("envelope")
         return cls(
             get_id(obj, "message_id"),
             get_id(obj, "channel_id"),
@@ -305,4 +311,7 @@ class Message:
             get_opt_str(obj, "client_msg_id"),
             get_str(obj, "body"),
             get_int(obj, "ts"),
+            obj.get("e2e") is True,
+            dict(envelope) if isinstance(envelope, dict) else None,
+            get_opt_str(obj, "sender_key"),
         )
