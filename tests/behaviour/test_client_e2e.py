@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tidings.client import ApiClient, ChatConnection, DeviceCrypto, EndToEnd, Msg
+from tidings.client import ApiClient, ChatConnection, DeviceCrypto, EndToEnd, LocalIndex, Msg
 
 from ._harness import PASSWORD, Deployment, unique_name
 
@@ -39,7 +39,8 @@ async def phone(server: Deployment, tmp: Path, username: str, *, new: bool) -> P
     chat = api.chat()
     await chat.start()
     assert api.device_id is not None
-    e2e = EndToEnd(api, chat, DeviceCrypto(tmp / f"{api.device_id}.json", api.device_id))
+    crypto = DeviceCrypto(tmp / f"{api.device_id}.json", api.device_id)
+    e2e = EndToEnd(api, chat, crypto, LocalIndex(tmp / f"{api.device_id}.index.db"))
     await e2e.publish(5)
     return Phone(api, chat, e2e)
 
@@ -57,7 +58,7 @@ async def test_the_client_sends_and_opens_end_to_end_by_itself(
         ann_laptop = await phone(server, tmp_path, ann_name, new=False)
         phones.append(ann_laptop)
 
-        ack = await ann.e2e.send_direct(bob.user_id, "hello, privately")
+        ack_dm = ack = await ann.e2e.send_direct(bob.user_id, "hello, privately")
         for receiver in (bob, ann_laptop):
             got = await next_msg(receiver.chat, ack.message_id)
             assert got.e2e and receiver.e2e.open(got) == "hello, privately"
@@ -77,6 +78,15 @@ async def test_the_client_sends_and_opens_end_to_end_by_itself(
             for ack, text in ((first, "to us both"), (second, "and again")):
                 got = await next_msg(receiver.chat, ack.message_id)
                 assert receiver.e2e.open(got) == text
+        # The server finds nothing in end-to-end channels; the device's own index does.
+        assert (await bob.api.search("privately")) == []
+        (found,) = bob.e2e.search("privately")
+        assert (found.channel_id, found.sender_id, found.text) == (
+            ack_dm.channel_id,
+            ann.user_id,
+            "hello, privately",
+        )
+        assert [f.text for f in bob.e2e.search("again")] == ["and again"]
     finally:
         for p in phones:
             await p.chat.aclose()

@@ -46,6 +46,7 @@ from ._frames import (
     parse_server_frame,
 )
 from ._http import ApiClient
+from ._local_index import Found, LocalIndex
 from ._models import (
     Channel,
     Device,
@@ -73,12 +74,14 @@ __all__ = [
     "EndToEnd",
     "ErrorFrame",
     "Event",
+    "Found",
     "FriendRequests",
     "Group",
     "HeartbeatAck",
     "Inbox",
     "InboxTracker",
     "Invite",
+    "LocalIndex",
     "Message",
     "Msg",
     "Presence",

@@ -25,6 +25,7 @@ from ._e2ee import DeviceCrypto
 from ._errors import TidingsChatError
 from ._frames import Ack
 from ._http import ApiClient
+from ._local_index import Found, LocalIndex
 from ._models import Message
 
 __all__ = ["EndToEnd"]
@@ -33,8 +34,17 @@ MISMATCH_RETRIES = 3
 
 
 class EndToEnd:
-    def __init__(self, api: ApiClient, chat: ChatConnection, crypto: DeviceCrypto) -> None:
-        self.api, self.chat, self.crypto = api, chat, crypto
+    """``index``: where what this device opens is kept for :meth:`search` (the server
+    cannot search end-to-end channels)."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        chat: ChatConnection,
+        crypto: DeviceCrypto,
+        index: LocalIndex | None = None,
+    ) -> None:
+        self.api, self.chat, self.crypto, self.index = api, chat, crypto, index
 
     async def publish(self, one_time: int = 50) -> int:
         """Publish this device's keys (and ``one_time`` new one-time prekeys)."""
@@ -120,4 +130,11 @@ class EndToEnd:
                 raise ValueError("no envelope for this device in this message")
             text = self.crypto.open(sender, message.sender_key or "", message.envelope)
         self.crypto.save()
-        return text.decode()
+        plain = text.decode()
+        if self.index is not None:
+            self.index.add(message.message_id, message.channel_id, message.sender_id, plain)
+        return plain
+
+    def search(self, words: str, limit: int = 50) -> list[Found]:
+        """What this device opened with all these words, newest first."""
+        return self.index.search(words, limit) if self.index is not None else []
