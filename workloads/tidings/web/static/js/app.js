@@ -703,7 +703,15 @@ async function refreshGroup(channelId) {
 async function refreshSocial() {
   const c = chat;
   if (!c) return;
-  if (c.socialRefreshing) return c.socialRefreshing;
+  if (c.socialRefreshing) {
+    // One is under way, but it may have read before the change the caller just made
+    // (accept one request, then decline another at once): one more after it, shared.
+    c.socialAgain ??= c.socialRefreshing.then(() => {
+      c.socialAgain = null;
+      return refreshSocial();
+    });
+    return c.socialAgain;
+  }
   c.socialRefreshing = (async () => {
     try {
       const [friends, requests, invites, blocked] = await Promise.all([
