@@ -57,19 +57,27 @@ def _cassandra(cluster: Cluster) -> bytes:
 
 async def _kafka(cluster: Cluster) -> bytes:
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.backends.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(f"{cluster.namespace}.")]
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], p["partition"])
+        for topic in described
+        for p in topic["partitions"]
+    ]
+    assert partitions, f"no topics of {cluster.namespace} in Kafka"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=cluster.backends.kafka_bootstrap, enable_auto_commit=False
     )
     await consumer.start()
     out: list[bytes] = []
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in await consumer.topics()
-            if topic.startswith(f"{cluster.namespace}.")
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
