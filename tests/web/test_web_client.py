@@ -344,9 +344,10 @@ def test_an_end_to_end_chat_is_shown_read_only_with_a_notice(
     alice.sign_up(unique("alice"), "Alice")
     secret = f"secret-{uuid.uuid4().hex[:8]}"
 
+    bob_name = unique("bob")
+
     async def bob_writes_end_to_end(tmp: Path) -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=20, trust_env=False) as http:
-            bob_name = unique("bob")
             await http.post("/v1/users", json={"username": bob_name, "password": PASSWORD})
             bob = (
                 await http.post("/v1/sessions", json={"username": bob_name, "password": PASSWORD})
@@ -389,7 +390,7 @@ def test_an_end_to_end_chat_is_shown_read_only_with_a_notice(
     with ThreadPoolExecutor(1) as other_thread:
         other_thread.submit(asyncio.run, bob_writes_end_to_end(tmp_path)).result()
     alice.refresh_lists()
-    alice.open(alice.page.locator("#channel-list .channel .channel-name").first.inner_text())
+    alice.open(bob_name)  # his username: he gave no display name
     alice.expect_message("🔒 Encrypted message: read it in the Tidings app")
     expect(alice.page.locator("ol.messages")).not_to_contain_text(secret)
     expect(alice.composer).to_be_disabled()
