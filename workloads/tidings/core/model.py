@@ -19,7 +19,8 @@ class Message:
     ts: int
 
     def to_wire_for(self, device_id: int) -> dict[str, Any]:
-        """As :meth:`InboxEntry.to_wire_for` (history, search)."""
+        """As one device may see it: an end-to-end message shows only that device's own
+        envelope (core/e2ee.py); any other is the same for every device."""
         wire = self.to_wire()
         if is_envelopes(self.body):
             wire.update(view_for(self.body, device_id))
@@ -62,10 +63,7 @@ class InboxEntry:
     def to_wire_for(self, device_id: int) -> dict[str, Any]:
         """The ``msg`` frame one device is sent: an end-to-end message shows it only its
         own envelope (core/e2ee.py); any other is the same for every device."""
-        wire = self.to_wire()
-        if is_envelopes(self.message.body):
-            wire.update(view_for(self.message.body, device_id))
-        return wire
+        return {"type": "msg", "seq": str(self.seq), **self.message.to_wire_for(device_id)}
 
 
 @dataclass(frozen=True, slots=True)
