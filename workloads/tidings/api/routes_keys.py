@@ -149,8 +149,8 @@ async def claim_keys(
     only = parse_id(device_id, errors.NOT_FOUND) if device_id is not None else None
     bundles = await runtime.keys.claim(target, only, but=me.device_id)
     for bundle in bundles:
-        left = await runtime.keys.count(bundle.keys.device_id)
-        if left < PREKEYS_LOW:
+        left = bundle.one_time_left
+        if left is not None and left < PREKEYS_LOW:
             frame = {
                 "type": "prekeys_low",
                 "device_id": str(bundle.keys.device_id),

@@ -94,6 +94,7 @@ class Bundle:
 
     keys: DeviceKeys
     one_time_prekey: PreKey | None  # None: none left; the signed prekey alone
+    one_time_left: int | None = None  # after a claim: the device's prekeys still unclaimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,9 +265,11 @@ class KeyDirectory:
             if but is not None:
                 query = query.where(device_keys.c.device_id != but)
             found = [_keys(row) for row in await conn.execute(query)]
-        return [Bundle(keys, await self._take_one(keys.device_id)) for keys in found]
+        return [Bundle(keys, *await self._take_one(keys.device_id)) for keys in found]
 
-    async def _take_one(self, device_id: int) -> PreKey | None:
+    async def _take_one(self, device_id: int) -> tuple[PreKey | None, int]:
+        """One one-time prekey of the device (None when it has none left), and how many
+        it has left after it."""
         one = (
             select(one_time_prekeys.c.key_id)
             .where(one_time_prekeys.c.device_id == device_id)
@@ -286,4 +289,11 @@ class KeyDirectory:
                     .returning(one_time_prekeys.c.key_id, one_time_prekeys.c.public_key)
                 )
             ).first()
-        return PreKey(row.key_id, row.public_key) if row is not None else None
+            left = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(one_time_prekeys)
+                    .where(one_time_prekeys.c.device_id == device_id)
+                )
+            ).scalar_one()
+        return (PreKey(row.key_id, row.public_key) if row is not None else None), int(left)
