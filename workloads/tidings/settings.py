@@ -266,6 +266,46 @@ class Settings(BaseSettings):
     # member), waiting at most this long; 0 returns at once (seen within the bound above).
     directory_write_confirm_s: float = Field(5.0, ge=0)
 
+    # --- media (docs/media.md) ---------------------------------------------------------
+    # Where attachments' bytes live: "local" (under media_dir, default <data_dir>/media;
+    # uploads and downloads through HMAC-signed routes on the public port: one process
+    # only), "s3" (any S3-compatible store), "none" (media endpoints answer 503), or
+    # "auto": s3 when media_s3_bucket is set, else local for `tidings up`, else none.
+    media_store: str = Field("auto", pattern="^(auto|local|s3|none)$")
+    media_dir: Path | None = None
+    # Signs the local store's URLs; derived from the JWT secret when unset.
+    media_url_secret: SecretStr | None = None
+    # S3: the endpoint this process reaches (unset: AWS), the one clients reach (the
+    # presigned URLs name it; unset: the same), bucket, region, credentials (unset: the
+    # usual AWS chain) and addressing ("path" for SeaweedFS, MinIO and in-cluster names).
+    media_s3_endpoint: str | None = None
+    media_s3_public_endpoint: str | None = None
+    media_s3_bucket: str | None = None
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key_id: str | None = None
+    media_s3_secret_access_key: SecretStr | None = None
+    media_s3_addressing_style: str = Field("path", pattern="^(path|virtual|auto)$")
+    # Caps per kind (bytes), checked when the slot is made and again on completion.
+    media_max_image_bytes: int = Field(16 << 20, ge=1)
+    media_max_video_bytes: int = Field(100 << 20, ge=1)
+    media_max_audio_bytes: int = Field(16 << 20, ge=1)
+    media_max_file_bytes: int = Field(100 << 20, ge=1)
+    # Above media_multipart_threshold an upload is multipart, in parts of
+    # media_part_size (S3 refuses parts under 5 MiB but the last).
+    media_part_size: int = Field(8 << 20, ge=5 << 20)
+    media_multipart_threshold: int = Field(16 << 20, ge=1)
+    # How long an upload URL and a download URL are valid.
+    media_upload_ttl_s: float = Field(3600.0, gt=0)
+    media_download_ttl_s: float = Field(300.0, gt=0)
+    # An upload no message refers to is deleted this long after its slot was made; the
+    # sweeper looks every media_sweep_every_s.
+    media_unreferenced_ttl_s: float = Field(86_400.0, gt=0)
+    media_sweep_every_s: float = Field(600.0, gt=0)
+    # Per user: upload slots and MiB an hour, and bytes stored in all.
+    media_uploads_per_hour: int = Field(100, ge=1)
+    media_mib_per_hour: int = Field(2048, ge=1)
+    media_quota_bytes: int = Field(20 << 30, ge=1)
+
     log_level: str = "INFO"
     log_json: bool = False
 
