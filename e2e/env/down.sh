@@ -3,7 +3,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 services=("$@")
-((${#services[@]})) || services=(certmanager node kube cassandra kafka postgres podnet)
+((${#services[@]})) || services=(certmanager node kube seaweedfs cassandra kafka postgres podnet)
 status=0
 for service in "${services[@]}"; do
     [[ -f "$TESTENV_LIB_DIR/$service.sh" ]] || continue

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install (cached) and start every service the tests need; write their addresses.
 #
-#   e2e/env/up.sh [service...]     default: podnet postgres kafka cassandra kube node certmanager
+#   e2e/env/up.sh [service...]     default: podnet postgres kafka cassandra seaweedfs kube node certmanager
 #
 # Addresses land in $TESTENV_STATE/<service>.env (default .testenv/), which the tests read.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 services=("$@")
-((${#services[@]})) || services=(podnet postgres kafka cassandra kube node certmanager)
+((${#services[@]})) || services=(podnet postgres kafka cassandra seaweedfs kube node certmanager)
 
 started=$SECONDS
 for service in "${services[@]}"; do
