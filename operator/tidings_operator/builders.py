@@ -17,6 +17,8 @@ deletes them (the Kafka topics and the Cassandra keyspace stay: data is never dr
   (``names.METRICS_PORT``, from the ConfigMap's ``TIDINGS_METRICS_*``), never on ``http``;
   the chat and api Services carry that port too, for a ServiceMonitor.
 - PodDisruptionBudgets for chat and api: one pod at a time.
+- ``spec.media``: the chat and api containers get the ``TIDINGS_MEDIA_*`` settings
+  (:func:`~tidings_operator.media_spec.media_env`; the credentials by ``secretKeyRef``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, NotRequired, TypedDict
 
 from tidings_operator import names
 from tidings_operator.expose import TLS_MOUNT, build_expose, chat_url_template, tls_at_pods
+from tidings_operator.media_spec import media_env
 from tidings_operator.podtemplate import PodTemplate, default_resources, default_spread
 from tidings_operator.spec import ClusterSpec, Resources, SecretKeyRef, seconds_text
 
@@ -393,6 +396,7 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
             *_tls_env(tls),
             *_jwt_env(spec.jwt_secret),
             *_group_timing_env(spec),
+            *media_env(spec.media),
         ],
         "startupProbe": _http_probe("/healthz", period=2, failures=60, tls=tls is not None),
         # /readyz answers 503 while the server drains: it leaves the Service at once.
@@ -478,6 +482,7 @@ def build_api_statefulset(owner: Owner, spec: ClusterSpec, config: str) -> Manif
             {"name": "TIDINGS_PORT", "value": str(api.port)},
             *_tls_env(tls),
             *_jwt_env(spec.jwt_secret),
+            *media_env(spec.media),
         ],
         "startupProbe": _http_probe("/healthz", period=2, failures=60, tls=tls is not None),
         "readinessProbe": _http_probe("/readyz", period=5, failures=2, tls=tls is not None),

@@ -3,8 +3,9 @@
 Two entry points per ChatCluster:
 
 - :meth:`Reconciler.reconcile` on create, on spec change and when the operator starts:
-  check the spec, the Secrets it names, wire Kafka and Cassandra (only when their part of
-  the spec changed since the last success), then :meth:`sync`. It raises
+  check the spec, the Secrets it names, wire Kafka and Cassandra, and the media bucket
+  with ``spec.media.s3.createBucket`` (only when their part of the spec changed since the
+  last success), then :meth:`sync`. It raises
   ``kopf.TemporaryError`` (with backoff) while an engine or a Secret is missing and
   ``kopf.PermanentError`` when the spec cannot work, after writing a condition that says
   so.
@@ -56,6 +57,7 @@ from tidings_operator.builders import Owner, build_all, termination_grace_second
 from tidings_operator.disruption import PodSeen, lost_pods, progress, start
 from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
+from tidings_operator.media import ensure_bucket
 from tidings_operator.members import Member, MembershipReader, current_members
 from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
 from tidings_operator.report import (
@@ -150,9 +152,17 @@ _NOT_WIRED = ("session_timeout_s", "heartbeat_interval_s")
 
 
 def wiring_key(spec: ClusterSpec) -> str:
-    """What wiring depends on: the kafka and cassandra parts of the spec."""
+    """What wiring depends on: the kafka and cassandra parts of the spec, and the bucket's
+    (spec.media.s3 but publicEndpoint, which only the pods use; not the limits)."""
     kafka = {k: v for k, v in asdict(spec.kafka).items() if k not in _NOT_WIRED}
-    return json.dumps([kafka, asdict(spec.cassandra)], sort_keys=True)
+    media = None
+    if spec.media is not None:
+        media = {k: v for k, v in asdict(spec.media.s3).items() if k != "public_endpoint"}
+    return json.dumps([kafka, asdict(spec.cassandra), media], sort_keys=True)
+
+
+# The wiring conditions, by the engine they are about.
+_ENGINES = {"KafkaReady": "Kafka", "CassandraReady": "Cassandra", "MediaReady": "Media"}
 
 
 def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
@@ -193,7 +203,7 @@ class _WireFailed(Exception):
     def metrics_reason(self) -> str:
         if isinstance(self.error, EngineRejected):
             return "InvalidSpec"
-        return "KafkaUnavailable" if self.condition == "KafkaReady" else "CassandraUnavailable"
+        return f"{_ENGINES[self.condition]}Unavailable"
 
     def report(self, state: ClusterState, retrying: str) -> list[Verdict]:
         """The conditions to write (and the spec error to remember, when it is one)."""
@@ -201,7 +211,7 @@ class _WireFailed(Exception):
             state.spec_error = self.error.message
             failed = Verdict(self.condition, "False", "InvalidSpec", self.error.message)
         else:
-            engine = "Kafka" if self.condition == "KafkaReady" else "Cassandra"
+            engine = _ENGINES[self.condition]
             failed = Verdict(
                 self.condition,
                 "False",
@@ -309,7 +319,8 @@ class Reconciler:
             raise kopf.TemporaryError(str(exc), delay=self._backoff(retry)) from exc
 
     async def _wire(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> list[Verdict]:
-        """Wire Kafka and Cassandra for this spec unless done already; the conditions to write.
+        """Wire Kafka, Cassandra and the media bucket for this spec unless done already; the
+        conditions to write.
 
         One at a time per ChatCluster (two migrators at once can leave Cassandra's nodes
         disagreeing about the schema). Raises :class:`_Blocked` (a Secret is missing) or
@@ -342,10 +353,46 @@ class Reconciler:
             except (EngineUnavailable, EngineRejected) as exc:
                 raise _WireFailed("CassandraReady", exc, verdicts) from exc
             verdicts.append(Verdict("CassandraReady", "True", "SchemaReady", cassandra.message))
+            verdicts.append(await self._wire_media(spec, secrets, verdicts))
             state.wired_key, state.spec_error = key, None
             state.inbox_partitions = kafka.inbox_partitions
             log.info("%s wired: %s; %s", namespace, kafka.message, cassandra.message)
             return verdicts
+
+    @staticmethod
+    async def _wire_media(
+        spec: ClusterSpec, secrets: Mapping[str, Mapping[str, str]], verdicts: list[Verdict]
+    ) -> Verdict:
+        """``MediaReady``: the bucket made and its lifecycle rule kept (createBucket), or
+        what the pods are given; raises :class:`_WireFailed` when the store fails."""
+        media = spec.media
+        if media is None:
+            return Verdict(
+                "MediaReady",
+                "True",
+                "NotConfigured",
+                "spec.media is not set: no media store (the media endpoints answer 503)",
+            )
+        s3 = media.s3
+        where = f"bucket {s3.bucket} at {s3.endpoint or f'AWS ({s3.region})'}"
+        if not s3.create_bucket or s3.credentials is None:
+            return Verdict(
+                "MediaReady",
+                "True",
+                "BucketNotManaged",
+                f"{where}: passed to the servers; createBucket is false, so the operator "
+                "neither creates nor checks it",
+            )
+        creds = secrets.get(s3.credentials.name) or {}
+        try:
+            outcome = await ensure_bucket(
+                s3,
+                creds.get(s3.credentials.access_key_id_key, ""),
+                creds.get(s3.credentials.secret_access_key_key, ""),
+            )
+        except (EngineUnavailable, EngineRejected) as exc:
+            raise _WireFailed("MediaReady", exc, verdicts) from exc
+        return Verdict("MediaReady", "True", "BucketReady", f"{where}: {outcome.message}")
 
     async def _read_secrets(
         self, namespace: str, spec: ClusterSpec
@@ -365,6 +412,13 @@ class Reconciler:
         ):
             if ref.name in found and ref.key not in found[ref.name]:
                 missing.append(f"key {ref.key} in Secret {ref.name} ({what})")
+        creds = spec.media.s3.credentials if spec.media is not None else None
+        if creds is not None and creds.name in found:
+            for key in (creds.access_key_id_key, creds.secret_access_key_key):
+                if key not in found[creds.name]:
+                    missing.append(
+                        f"key {key} in Secret {creds.name} (media.s3.credentialsSecretRef)"
+                    )
         if missing:
             return f"waiting for {', '.join(missing)} in namespace {namespace}"
         return found

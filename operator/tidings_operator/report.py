@@ -143,7 +143,10 @@ def summary(
         degraded = Verdict("Degraded", "True", "InvalidSpec", spec_error)
     elif degraded.status == "Unknown":
         degraded = Verdict("Degraded", "False", "AsExpected", "")
-    parts = [*extra, part("KafkaReady"), part("CassandraReady"), part("ChatServersReady")]
+    parts = [*extra, part("KafkaReady"), part("CassandraReady")]
+    if find(conditions, "MediaReady") is not None:  # written by operators since issue #18
+        parts.append(part("MediaReady"))
+    parts.append(part("ChatServersReady"))
     return [degraded, ready_verdict(parts, degraded)]
 
 

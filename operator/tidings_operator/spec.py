@@ -22,6 +22,7 @@ from tidings_operator.expose_spec import (
     parse_expose,
     parse_tls,
 )
+from tidings_operator.media_spec import MediaError, MediaSpec, parse_media
 from tidings_operator.podtemplate import PodTemplate, PodTemplateError, parse_pod_template
 
 __all__ = [
@@ -161,6 +162,7 @@ class ClusterSpec:
     heartbeat_s: int = 5
     offline_after_s: int = 30
     tls: TlsSpec | None = None
+    media: MediaSpec | None = None  # spec.media: None, no media store
 
     def secret_names(self) -> list[str]:
         """Every Secret the spec refers to, sorted."""
@@ -172,6 +174,8 @@ class ClusterSpec:
             found.add(self.push.credentials_secret)
         if self.tls is not None and self.tls.issuer is None:
             found.add(self.tls.secret_name)
+        if self.media is not None:
+            found.update(self.media.secret_names())
         return sorted(found)
 
 
@@ -310,7 +314,7 @@ def _max_ordinals(raw: Mapping[str, Any]) -> int:
 def _checked(parse: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return parse(*args, **kwargs)
-    except (ExposeError, PodTemplateError) as exc:
+    except (ExposeError, PodTemplateError, MediaError) as exc:
         raise SpecError(str(exc)) from None
 
 
@@ -440,6 +444,7 @@ def parse_spec(raw: Mapping[str, Any], *, default_tls_secret: str = "tidings-tls
         postgres_url=_key_ref(postgres, "urlSecretRef", "spec.postgres"),
         jwt_secret=_key_ref(raw, "jwtSecretRef", "spec"),
         tls=tls,
+        media=_checked(parse_media, raw.get("media")),
     )
 
 

@@ -7,6 +7,8 @@ CamelCase, and ``lastTransitionTime`` moves only when ``status`` changes.
 The ChatCluster's conditions:
 
 - ``KafkaReady``, ``CassandraReady``: the topics, the keyspace and its schema are there;
+- ``MediaReady``: the media store (``spec.media``): the bucket is there with its lifecycle
+  rule (``createBucket``), or passed on unchecked, or not configured;
 - ``ChatServersReady``: every chat server the cluster should have is ready;
 - ``Progressing``: a rollout or a scale is under way;
 - ``Degraded``: something needs a human (a spec that cannot work, a rollout that
@@ -42,6 +44,7 @@ CONDITION_TYPES = (
     "Ready",
     "KafkaReady",
     "CassandraReady",
+    "MediaReady",
     "ChatServersReady",
     "Progressing",
     "Degraded",
