@@ -6,6 +6,7 @@
         await api.login("ada", "correct horse")
         async with api.chat(cursor=saved_cursor) as chat:
             ack = await chat.send("hello", to=bob_id)
+            photo, ack = await api.send_file(chat, "beach.jpg", to=bob_id, caption="the beach")
             async for event in chat.events():
                 if isinstance(event, Msg):
                     print(event.body)
@@ -47,12 +48,15 @@ from ._frames import (
 )
 from ._http import ApiClient
 from ._local_index import Found, LocalIndex
+from ._media import CONTENT_TYPES, MediaSource, guess_content_type, sniff_content_type
 from ._models import (
+    Attachment,
     Channel,
     Device,
     FriendRequests,
     Group,
     Invite,
+    MediaObject,
     Message,
     PresenceInfo,
     Profile,
@@ -62,8 +66,10 @@ from ._models import (
 from ._tls import client_ssl_context
 
 __all__ = [
+    "CONTENT_TYPES",
     "Ack",
     "ApiClient",
+    "Attachment",
     "Backoff",
     "Channel",
     "ChatConnection",
@@ -82,6 +88,8 @@ __all__ = [
     "InboxTracker",
     "Invite",
     "LocalIndex",
+    "MediaObject",
+    "MediaSource",
     "Message",
     "Msg",
     "Presence",
@@ -109,7 +117,9 @@ __all__ = [
     "Welcome",
     "add_chat_commands",
     "client_ssl_context",
+    "guess_content_type",
     "parse_server_frame",
     "safety_number",
+    "sniff_content_type",
     "ws_url",
 ]

@@ -1,6 +1,7 @@
 """``tidings client signup|login|send|listen|...``: the client library from a shell.
 
-Beside the chat commands: ``logout``, ``devices``, ``unlink``, ``find``, ``friends``,
+Beside the chat commands: ``send-file`` and ``fetch-file`` (media: docs/protocol.md),
+``logout``, ``devices``, ``unlink``, ``find``, ``friends``,
 ``befriend``, ``unfriend``, ``block``, ``unblock``, ``blocked``, ``invites``, ``join`` and
 ``decline`` (sessions, devices, friend requests, blocks and group invites: issue #15 in
 docs/protocol.md). A USER argument is a user id or, when it is not a number, an exact
@@ -51,10 +52,12 @@ __all__ = [
     "add_chat_commands",
     "event_to_json",
     "run_account",
+    "run_fetch_file",
     "run_listen",
     "run_login",
     "run_logout",
     "run_send",
+    "run_send_file",
     "run_signup",
 ]
 
@@ -82,7 +85,11 @@ def event_to_json(event: Event | Ack) -> dict[str, object]:
     if isinstance(event, Msg):
         data["seq"] = None  # right after the type, for readers of the output
     for key, value in dataclasses.asdict(event).items():
-        data[key] = str(value) if key in _DECIMAL_FIELDS else value
+        if key == "attachments" and not value:
+            continue  # as on the wire: absent when there are none
+        data[key] = list(value) if key == "attachments" else value
+        if key in _DECIMAL_FIELDS:
+            data[key] = str(value)
     return data
 
 
@@ -162,6 +169,45 @@ def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the ack")
     common(send)
     send.set_defaults(handler=_sync(run_send))
+
+    send_file = commands.add_parser(
+        "send-file",
+        help="upload a file and send it (a photo, video, voice note or document)",
+        description="Upload a file straight to the deployment's blob store and send it in a "
+        "message; prints the media id and the message's ack. TARGET is a channel id (it has "
+        "a colon: dm:…, g:…), a user id, or an exact username (the 1:1 channel).",
+    )
+    state(send_file)
+    send_file.add_argument("target", metavar="TARGET", help="a channel id, user id or username")
+    send_file.add_argument("path", type=Path, help="the file")
+    send_file.add_argument("--caption", default="", help="the message's text")
+    send_file.add_argument(
+        "--content-type", help="default: from the file's first bytes, else its extension"
+    )
+    send_file.add_argument("--name", help="the name the others see (default: the file's)")
+    send_file.add_argument("--client-msg-id", help="for retries: the server sends it once")
+    send_file.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds for the upload and the ack"
+    )
+    common(send_file)
+    send_file.set_defaults(handler=_sync(run_send_file))
+
+    fetch_file = commands.add_parser(
+        "fetch-file",
+        help="download a media (an attachment's media_id), checked against its SHA-256",
+        description="Download a media into DEST (a file, or a directory: then DEST/MEDIA_ID "
+        "with an extension from its type). The file appears only once its size and SHA-256 "
+        "match; prints where it is and its size.",
+    )
+    state(fetch_file)
+    fetch_file.add_argument("media_id", metavar="MEDIA_ID")
+    fetch_file.add_argument("dest", metavar="DEST", type=Path)
+    fetch_file.add_argument(
+        "--thumbnail", action="store_true", help="the preview (WebP) instead of the media"
+    )
+    fetch_file.add_argument("--timeout", type=float, default=600.0, help="seconds in all")
+    common(fetch_file)
+    fetch_file.set_defaults(handler=_sync(run_fetch_file))
 
     listen = commands.add_parser(
         "listen",
@@ -345,6 +391,90 @@ async def run_send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _resolve_user(client: ApiClient, target: str) -> str:
+    """A user id, or the id of the user with exactly this username."""
+    if target.isascii() and target.isdigit():
+        return target
+    return (await client.find_user(target)).user_id
+
+
+async def run_send_file(args: argparse.Namespace) -> int:
+    """Upload ``args.path`` and send it to ``args.target`` with ``--caption``."""
+    _, state = await asyncio.to_thread(_load, args)
+    path: Path = args.path
+    if not await asyncio.to_thread(path.is_file):
+        raise StateError(f"no file at {path}")
+    target: str = args.target
+    async with asyncio.timeout(args.timeout), _state_client(args, state) as api:
+        to = channel_id = None
+        if ":" in target:
+            channel_id = target
+        else:
+            to = await _resolve_user(api, target)
+        attachment = await api.upload(path, content_type=args.content_type, name=args.name)
+        # The cursor is not saved here: messages arriving now are for `listen`.
+        async with api.chat(cursor=state.cursor, max_attempts=3) as conn:
+            ack = await conn.send(
+                args.caption,
+                to=to,
+                channel_id=channel_id,
+                client_msg_id=args.client_msg_id,
+                attachments=[attachment],
+            )
+    _print_json(
+        {
+            "media_id": attachment.media_id,
+            "message_id": ack.message_id,
+            "channel_id": ack.channel_id,
+            "client_msg_id": ack.client_msg_id,
+            "ts": ack.ts,
+            "attachment": attachment.to_wire(),
+        }
+    )
+    return 0
+
+
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "audio/ogg": ".ogg",
+    "audio/mp4": ".m4a",
+    "audio/mpeg": ".mp3",
+    "application/pdf": ".pdf",
+}
+
+
+async def run_fetch_file(args: argparse.Namespace) -> int:
+    """Download ``args.media_id`` into ``args.dest`` (a file, or a directory)."""
+    _, state = await asyncio.to_thread(_load, args)
+    dest: Path = args.dest
+    async with asyncio.timeout(args.timeout), _state_client(args, state) as api:
+        if await asyncio.to_thread(dest.is_dir):
+            media = await api.get_media(args.media_id)
+            if args.thumbnail:
+                suffix = ".thumb.webp"
+            else:
+                suffix = _EXTENSIONS.get(media.content_type, ".bin")
+            dest = dest / f"{args.media_id}{suffix}"
+        if args.thumbnail:
+            media = await api.download_thumbnail(args.media_id, dest)
+        else:
+            media = await api.download(args.media_id, dest)
+    size = (await asyncio.to_thread(dest.stat)).st_size
+    fetched: dict[str, object] = {"media_id": media.media_id, "path": str(dest), "size": size}
+    if args.thumbnail:
+        fetched.update(content_type="image/webp", thumbnail=True)
+    else:
+        fetched.update(content_type=media.content_type, sha256=media.sha256, thumbnail=False)
+    _print_json(fetched)
+    return 0
+
+
 async def run_listen(args: argparse.Namespace) -> int:
     path, state = await asyncio.to_thread(_load, args)
     printed = 0
@@ -398,9 +528,7 @@ async def run_account(args: argparse.Namespace, api: ApiClient | None = None) ->
 
         async def user_id() -> str:
             assert target is not None
-            if target.isascii() and target.isdigit():
-                return target
-            return (await client.find_user(target)).user_id
+            return await _resolve_user(client, target)
 
         match command:
             case "devices":

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ssl import SSLContext
 from types import TracebackType
@@ -75,6 +75,7 @@ from ._frames import (
     sync_frame,
     typing_frame,
 )
+from ._models import Attachment
 
 __all__ = ["ChatConnection", "DiscoverFn", "ws_url"]
 
@@ -300,8 +301,11 @@ class ChatConnection:
         to: str | None = None,
         client_msg_id: str | None = None,
         envelopes: list[dict[str, Any]] | None = None,
+        attachments: Sequence[Attachment | Mapping[str, Any]] | None = None,
     ) -> Ack:
         """Send a message to a channel or (``to``) a user; return the server's ``ack``.
+        ``attachments``: completed uploads (:meth:`ApiClient.upload`), at most 10; the
+        ``body`` may then be empty.
 
         Unacknowledged sends are sent again, with the same ``client_msg_id``, after every
         reconnect until acked (the server dedupes). Raises :class:`TidingsChatError` for an
@@ -309,7 +313,14 @@ class ChatConnection:
         cancelling stops the resending.
         """
         cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
-        frame = send_frame(cmid, body, channel_id=channel_id, to=to, envelopes=envelopes)
+        frame = send_frame(
+            cmid,
+            body,
+            channel_id=channel_id,
+            to=to,
+            envelopes=envelopes,
+            attachments=attachments,
+        )
         self._check_open()
         if cmid in self._pending:
             raise ValueError(f"a send with client_msg_id {cmid!r} is already in flight")

@@ -78,7 +78,11 @@ class EndToEnd:
             shared, envelopes = body(keys)
             try:
                 ack = await self.chat.send(
-                    shared, client_msg_id=client_msg_id, envelopes=envelopes, **target
+                    shared,
+                    to=target.get("to"),
+                    channel_id=target.get("channel_id"),
+                    client_msg_id=client_msg_id,
+                    envelopes=envelopes,
                 )
             except TidingsChatError as exc:
                 if exc.code != "devices_mismatch" or attempt == MISMATCH_RETRIES:

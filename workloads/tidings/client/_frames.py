@@ -8,12 +8,13 @@ the ``*_frame`` builders produce the JSON objects the client sends.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
 from ._errors import TidingsProtocolError
 from ._models import (
+    Attachment,
     Message,
     as_object,
     get_bool,
@@ -246,12 +247,18 @@ def send_frame(
     channel_id: str | None = None,
     to: str | None = None,
     envelopes: list[dict[str, Any]] | None = None,
+    attachments: Sequence[Attachment | Mapping[str, Any]] | None = None,
 ) -> ClientFrame:
+    """A ``send``; ``attachments``: :class:`Attachment` descriptors (or their wire form)."""
     if (channel_id is None) == (to is None):
         raise ValueError("give exactly one of channel_id or to")
     frame: ClientFrame = {"type": "send", "client_msg_id": client_msg_id, "body": body}
     if envelopes is not None:
         frame["envelopes"] = envelopes
+    if attachments:
+        frame["attachments"] = [
+            item.to_wire() if isinstance(item, Attachment) else dict(item) for item in attachments
+        ]
     if channel_id is not None:
         frame["channel_id"] = channel_id
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -15,12 +15,16 @@ import httpx
 from ._backoff import Backoff
 from ._connection import ChatConnection, ws_url
 from ._errors import TidingsApiError, TidingsConnectionError, TidingsProtocolError
+from ._frames import Ack
+from ._media import MediaSource, download_media, upload_media
 from ._models import (
+    Attachment,
     Channel,
     Device,
     FriendRequests,
     Group,
     Invite,
+    MediaObject,
     Message,
     Profile,
     Session,
@@ -76,12 +80,19 @@ class ApiClient:
         if ssl is None and ca_file is not None:
             ssl = client_ssl_context(ca_file)
         self.ssl = ssl  # None: the system's trust store
+        self.timeout = timeout
+        self.transport = transport  # also the blob store's, when given (tests)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
             verify=ssl if ssl is not None else _system_trust(self.base_url),
         )
+
+    @property
+    def blob_verify(self) -> SSLContext | bool:
+        """How presigned blob-store URLs are verified: the API's trust."""
+        return self.ssl if self.ssl is not None else client_ssl_context()
 
     @property
     def user_id(self) -> str | None:
@@ -366,6 +377,110 @@ class ApiClient:
             raise ValueError("no device_id: log in first or pass device_id")
         body = {"provider": provider, "token": token}
         await self._request("PUT", f"/v1/devices/{_seg(device)}/push", json=body)
+
+    # -- media (docs/protocol.md, "Media") -----------------------------------------------------
+
+    async def create_upload(
+        self, content_type: str, size: int, sha256: str, *, e2e: bool = False
+    ) -> MediaObject:
+        """``POST /v1/media``: an upload slot (``upload``: the URLs to PUT the bytes to).
+        413 ``payload_too_large`` / ``quota_exceeded``, 415 ``unsupported_media_type``,
+        429 ``rate_limited``, 503 ``unavailable`` (no blob store)."""
+        body = {"content_type": content_type, "size": size, "sha256": sha256, "e2e": e2e}
+        return MediaObject.from_json(await self._request("POST", "/v1/media", json=body))
+
+    async def upload_status(self, media_id: str) -> MediaObject:
+        """``GET /v1/media/{id}/upload``: a pending upload with fresh URLs and the parts
+        the store holds (``done_parts``); 404 ``unknown_media``."""
+        return MediaObject.from_json(
+            await self._request("GET", f"/v1/media/{_seg(media_id)}/upload")
+        )
+
+    async def complete_upload(
+        self, media_id: str, parts: list[dict[str, Any]] | None = None
+    ) -> MediaObject:
+        """``POST /v1/media/{id}/complete`` (``parts``: ``[{part_number, etag}]`` of a
+        multipart upload): the media, ready. 409 ``upload_incomplete``, 413
+        ``payload_too_large``, 415 ``content_type_mismatch``, 422 ``sha256_mismatch``."""
+        body: dict[str, Any] = {} if parts is None else {"parts": parts}
+        path = f"/v1/media/{_seg(media_id)}/complete"
+        return MediaObject.from_json(await self._request("POST", path, json=body))
+
+    async def get_media(self, media_id: str) -> MediaObject:
+        """``GET /v1/media/{id}``: the media with presigned ``url`` and ``thumbnail_url``
+        (valid 5 minutes). 403 ``not_a_member``, 404 ``unknown_media``."""
+        return MediaObject.from_json(await self._request("GET", f"/v1/media/{_seg(media_id)}"))
+
+    async def upload(
+        self,
+        source: MediaSource,
+        *,
+        content_type: str | None = None,
+        name: str | None = None,
+        e2e: bool = False,
+        media_id: str | None = None,
+        etags: Mapping[int, str] | None = None,
+        on_part: Callable[[str, int, str], None] | None = None,
+    ) -> Attachment:
+        """Upload a file (a path, or bytes) and return the :class:`Attachment` to send.
+
+        ``content_type``: default from the first bytes, else the extension. ``name``:
+        default the file's name (None for bytes). ``e2e``: ciphertext for an end-to-end
+        channel (``application/octet-stream``; the attachment then has no name).
+        Resuming an upload a previous run began: ``media_id``, and the parts' ETags it
+        kept (``on_part(media_id, part_number, etag)`` is called as each part of a
+        multipart upload is stored: keep them); parts the store holds without a known
+        ETag are sent again. A media completed already is not sent again.
+        """
+        return await upload_media(
+            self,
+            source,
+            content_type=content_type,
+            name=name,
+            e2e=e2e,
+            media_id=media_id,
+            etags=etags,
+            on_part=on_part,
+        )
+
+    async def download(self, media_id: str, dest: str | os.PathLike[str]) -> MediaObject:
+        """Download a media into the file ``dest``, streamed and checked against the media
+        object's size and SHA-256 (:class:`TidingsProtocolError` on a mismatch: nothing is
+        written). The media object is returned."""
+        media, _ = await download_media(self, media_id, dest)
+        return media
+
+    async def download_thumbnail(self, media_id: str, dest: str | os.PathLike[str]) -> MediaObject:
+        """Download a media's thumbnail (WebP, at most 320 pixels a side) into ``dest``;
+        :class:`TidingsProtocolError` when it has none (``MediaObject.thumbnail``)."""
+        media, _ = await download_media(self, media_id, dest, thumbnail=True)
+        return media
+
+    async def send_file(
+        self,
+        chat: ChatConnection,
+        source: MediaSource,
+        *,
+        to: str | None = None,
+        channel_id: str | None = None,
+        caption: str = "",
+        content_type: str | None = None,
+        name: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> tuple[Attachment, Ack]:
+        """Upload a file, then send it on ``chat`` to a channel or (``to``) a user, with
+        ``caption`` as the body: the attachment and the ``ack``."""
+        if (channel_id is None) == (to is None):
+            raise ValueError("give exactly one of channel_id or to")
+        attachment = await self.upload(source, content_type=content_type, name=name)
+        ack = await chat.send(
+            caption,
+            to=to,
+            channel_id=channel_id,
+            client_msg_id=client_msg_id,
+            attachments=[attachment],
+        )
+        return attachment, ack
 
     # -- chat ------------------------------------------------------------------------------------
 

@@ -14,11 +14,13 @@ from typing import Any, Self
 from ._errors import TidingsProtocolError
 
 __all__ = [
+    "Attachment",
     "Channel",
     "Device",
     "FriendRequests",
     "Group",
     "Invite",
+    "MediaObject",
     "Message",
     "PresenceInfo",
     "Profile",
@@ -30,6 +32,7 @@ __all__ = [
     "get_id_list",
     "get_int",
     "get_opt_id",
+    "get_opt_int",
     "get_opt_str",
     "get_str",
 ]
@@ -85,6 +88,10 @@ def get_int(obj: Mapping[str, object], key: str) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise _missing(obj, key, "a non-negative integer")
+
+
+def get_opt_int(obj: Mapping[str, object], key: str) -> int | None:
+    return None if obj.get(key) is None else get_int(obj, key)
 
 
 def get_bool(obj: Mapping[str, object], key: str) -> bool:
@@ -283,6 +290,103 @@ class Channel:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a message carries (docs/protocol.md, "Media"): what :meth:`ApiClient.upload`
+    returns and what ``send(..., attachments=[...])`` takes. ``media_id``,
+    ``content_type``, ``size`` and ``sha256`` are the completed upload's; ``name``,
+    ``width``, ``height`` and ``duration_ms`` what the sender knows. ``thumbnail``: on a
+    received message, the server made a WebP preview (never sent)."""
+
+    media_id: str
+    content_type: str
+    size: int
+    sha256: str
+    name: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_ms: int | None = None
+    thumbnail: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        """The attachment as a ``send`` frame carries it (set fields only)."""
+        wire: dict[str, Any] = {
+            "media_id": self.media_id,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+        for key in ("name", "width", "height", "duration_ms"):
+            value = getattr(self, key)
+            if value is not None:
+                wire[key] = value
+        return wire
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "attachment")
+        return cls(
+            get_str(obj, "media_id"),
+            get_str(obj, "content_type"),
+            get_int(obj, "size"),
+            get_str(obj, "sha256"),
+            get_opt_str(obj, "name"),
+            get_opt_int(obj, "width"),
+            get_opt_int(obj, "height"),
+            get_opt_int(obj, "duration_ms"),
+            obj.get("thumbnail") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MediaObject:
+    """An upload as ``/v1/media`` describes it. ``state``: ``pending`` or ``ready``;
+    ``url`` / ``thumbnail_url`` (presigned, until ``url_expires_at``) come with
+    ``GET /v1/media/{id}``; ``upload`` (the slot: how to PUT the bytes), ``expires_at``
+    and ``done_parts`` with a pending upload's answers."""
+
+    media_id: str
+    state: str
+    content_type: str
+    size: int
+    sha256: str
+    e2e: bool = False
+    width: int | None = None
+    height: int | None = None
+    thumbnail: bool = False
+    url: str | None = None
+    thumbnail_url: str | None = None
+    url_expires_at: int | None = None
+    expires_at: int | None = None
+    upload: dict[str, Any] | None = None
+    done_parts: tuple[int, ...] = ()
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "media")
+        upload = obj.get("upload")
+        done = obj.get("done_parts")
+        if done is not None and not isinstance(done, list):
+            raise _missing(obj, "done_parts", "a list of part numbers")
+        return cls(
+            get_str(obj, "media_id"),
+            get_str(obj, "state"),
+            get_str(obj, "content_type"),
+            get_int(obj, "size"),
+            get_str(obj, "sha256"),
+            obj.get("e2e") is True,
+            get_opt_int(obj, "width"),
+            get_opt_int(obj, "height"),
+            obj.get("thumbnail") is True,
+            get_opt_str(obj, "url"),
+            get_opt_str(obj, "thumbnail_url"),
+            get_opt_int(obj, "url_expires_at"),
+            get_opt_int(obj, "expires_at"),
+            dict(upload) if isinstance(upload, dict) else None,
+            tuple(get_int({"n": n}, "n") for n in done or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A stored message, as history and search return it."""
 
@@ -298,11 +402,16 @@ class Message:
     e2e: bool = False
     envelope: dict[str, Any] | None = None
     sender_key: str | None = None
+    # Media (docs/protocol.md): the files it carries, as sent (empty: none).
+    attachments: tuple[Attachment, ...] = ()
 
     @classmethod
     def from_json(cls, value: object) -> Self:
         obj = as_object(value, "message")
         envelope = obj.get("envelope")
+        attachments = obj.get("attachments")
+        if attachments is not None and not isinstance(attachments, list):
+            raise _missing(obj, "attachments", "a list of attachments")
         return cls(
             get_id(obj, "message_id"),
             get_id(obj, "channel_id"),
@@ -314,4 +423,5 @@ class Message:
             obj.get("e2e") is True,
             dict(envelope) if isinstance(envelope, dict) else None,
             get_opt_str(obj, "sender_key"),
+            tuple(Attachment.from_json(item) for item in attachments or ()),
         )
