@@ -52,10 +52,21 @@ class Backends:
     kafka_bootstrap: str
     cassandra_hosts: tuple[str, ...]
     cassandra_port: int
+    # The S3 store for media (SeaweedFS): TIDINGS_MEDIA_S3_* for every process.
+    s3_env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_testenv(cls, testenv: Mapping[str, str]) -> Backends:
+        s3_env = (
+            ("TIDINGS_MEDIA_STORE", "s3"),
+            ("TIDINGS_MEDIA_S3_ENDPOINT", testenv["TIDINGS_TEST_S3_ENDPOINT"]),
+            ("TIDINGS_MEDIA_S3_BUCKET", testenv["TIDINGS_TEST_S3_BUCKET"]),
+            ("TIDINGS_MEDIA_S3_REGION", testenv["TIDINGS_TEST_S3_REGION"]),
+            ("TIDINGS_MEDIA_S3_ACCESS_KEY_ID", testenv["TIDINGS_TEST_S3_ACCESS_KEY"]),
+            ("TIDINGS_MEDIA_S3_SECRET_ACCESS_KEY", testenv["TIDINGS_TEST_S3_SECRET_KEY"]),
+        )
         return cls(
+            s3_env=s3_env,
             postgres_url=testenv["TIDINGS_TEST_POSTGRES_URL"],
             kafka_bootstrap=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"],
             cassandra_hosts=tuple(
@@ -185,6 +196,7 @@ class Cluster:
             # Membership records (1 s, stale after 3 s: the defaults) stop naming it by then.
             "TIDINGS_KAFKA_SESSION_TIMEOUT_S": str(KAFKA_SESSION_TIMEOUT_S),
             "TIDINGS_KAFKA_HEARTBEAT_INTERVAL_S": "1",
+            **dict(self.backends.s3_env),
         }
         env.update(self.extra_env)
         env.update(extra)

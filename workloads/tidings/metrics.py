@@ -105,3 +105,14 @@ def serve_metrics(host: str, port: int | None) -> bool:
     start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)
     return True
+
+
+MEDIA_UPLOADS = Counter(
+    "tidings_media_uploads_total",
+    "Media uploads by outcome (created, ready, or the code that refused one)",
+    ["outcome"],
+)
+MEDIA_BYTES = Counter("tidings_media_bytes_total", "Bytes of media uploads completed")
+MEDIA_SWEPT = Counter(
+    "tidings_media_swept_total", "Uploads deleted because no message referred to them in time"
+)

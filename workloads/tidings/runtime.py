@@ -28,6 +28,8 @@ from tidings.chat.service import ChatService
 from tidings.core.ids import SnowflakeGenerator
 from tidings.core.login_throttle import LoginThrottle
 from tidings.gateway.gateway import Gateway
+from tidings.media.factory import open_media
+from tidings.media.service import MediaService
 from tidings.push.dispatcher import PushDispatcher
 from tidings.push.grace import GracefulPushSink
 from tidings.settings import Settings
@@ -36,6 +38,7 @@ from tidings.storage.base import Directory, MessageStore
 from tidings.storage.directory import SqlDirectory
 from tidings.storage.directory_cache import CachedDirectory
 from tidings.storage.keys import KeyDirectory
+from tidings.storage.media import MediaStore
 from tidings.storage.sqlite import SqliteMessageStore, StoreMessageLog
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,8 @@ class Runtime:
     login_throttle: LoginThrottle
     keys: KeyDirectory
     gateway: Gateway | None = None
+    # Media uploads and downloads (None: no blob store here; docs/media.md).
+    media: MediaService | None = None
     inbox: InboxProcessor | None = None
     background: list[Background] = field(default_factory=list)
     drainers: list[Closer] = field(default_factory=list)
@@ -209,9 +214,29 @@ async def open_embedded(settings: Settings) -> Runtime:
     if runtime.inbox is not None:
         messages.on_appended = runtime.inbox.appended
     runtime.background.append(messages.run_indexer)
+    await add_media(runtime, embedded=True, secret=secret, sweep=True)
     steps.done("assemble")
     log.info("runtime open", extra={"devices": warmed, "audiences": audiences, **steps.timings()})
     return runtime
+
+
+async def add_media(runtime: Runtime, *, embedded: bool, secret: str, sweep: bool) -> None:
+    """Open the blob store the settings name (none: media stays off) and, with ``sweep``,
+    run the orphan sweeper in this process (docs/media.md)."""
+    media = await open_media(
+        runtime.settings,
+        _engine_of(runtime.directory),
+        runtime.directory,
+        wall_ms,
+        embedded=embedded,
+        jwt_secret=secret,
+    )
+    if media is None:
+        return
+    runtime.media = media
+    runtime.closers.append(media.close)
+    if sweep:
+        runtime.background.append(media.run_sweeper)
 
 
 def _engine_of(directory: Directory) -> AsyncEngine:
@@ -264,6 +289,7 @@ def assemble(
         partition_of=ownership.partition_of,
         log=message_log,
         keys=keys,
+        media=MediaStore(_engine_of(directory)),
     )
     if previous_secrets is None:
         previous_secrets = settings.jwt_previous_secrets

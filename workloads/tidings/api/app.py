@@ -9,8 +9,16 @@ from typing import Any
 from fastapi import FastAPI
 
 from tidings import __version__
-from tidings.api import routes_accounts, routes_history, routes_keys, routes_ops, routes_social
+from tidings.api import (
+    routes_accounts,
+    routes_history,
+    routes_keys,
+    routes_media,
+    routes_ops,
+    routes_social,
+)
 from tidings.api.errors import BodyLimit, install_error_handlers
+from tidings.media import local as local_media
 from tidings.runtime import Runtime
 from tidings.web import mount_web
 
@@ -38,8 +46,15 @@ def create_app(
     )
     app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan, **docs)
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    for module in (routes_accounts, routes_social, routes_history, routes_keys, routes_ops):
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, unlimited_puts=local_media.ROUTE)
+    for module in (
+        routes_accounts,
+        routes_social,
+        routes_history,
+        routes_keys,
+        routes_media,
+        routes_ops,
+    ):
         app.include_router(module.router)
     mount_web(app)  # the web client at /, its assets under /web/
     return app

@@ -49,12 +49,19 @@ class BodyLimit:
     ``payload_too_large`` before anything parses it — at once when ``Content-Length``
     says so, else (chunked) as soon as the bytes received pass the limit."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, unlimited_puts: str | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # PUTs under this path prefix count their bytes themselves (the embedded media
+        # store's signed uploads: exactly the size the URL names).
+        self.unlimited_puts = unlimited_puts
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.unlimited_puts is not None
+            and scope["method"] == "PUT"
+            and scope["path"].startswith(self.unlimited_puts)
+        ):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

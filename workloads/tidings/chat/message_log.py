@@ -35,8 +35,9 @@ SETTLE_WAIT_S = 30.0
 
 
 def same_target(stored: Message, message: Message) -> bool:
-    """A resend must name the channel and body the client_msg_id was first used for."""
-    return stored.channel_id == message.channel_id and stored.body == message.body
+    """A resend must name the channel, body and attachments the client_msg_id was first
+    used for."""
+    return stored.same_send(message)
 
 
 class SenderMoved(ProtocolError):

@@ -17,7 +17,9 @@ from tidings.core.e2ee import check_devices, encode_body
 from tidings.core.errors import ProtocolError
 from tidings.core.frames import Receipt, Send, presence_frame, receipt_frame, typing_frame
 from tidings.core.ids import SnowflakeGenerator
+from tidings.core.media import check_attachments
 from tidings.core.model import (
+    Attachments,
     InboxEntry,
     Message,
     PresenceStatus,
@@ -26,6 +28,7 @@ from tidings.core.model import (
 from tidings.core.presence import PresenceChange
 from tidings.storage.base import ClientMsgIdReused, Directory, MessageStore
 from tidings.storage.keys import KeyDirectory
+from tidings.storage.media import MediaStore
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,10 @@ class ChatService:
         partition_of: Callable[[int], int] = lambda _: 0,
         log: MessageLog | None = None,
         keys: KeyDirectory | None = None,
+        media: MediaStore | None = None,
     ) -> None:
         self.keys = keys
+        self.media = media
         self.partition_of = partition_of
         self.directory = directory
         self.messages = messages
@@ -174,6 +179,22 @@ class ChatService:
             raise mismatch.error(ref)
         return encode_body(frame.body, frame.envelopes, own.identity_key)
 
+    async def _attach(self, user_id: int, frame: Send, channel_id: str, e2e: bool) -> Attachments:
+        """The attachments to store, once each names a ready upload of the sender's that it
+        describes truly; the uploads are then readable to the channel's members and kept
+        (nothing is stored and no upload changes otherwise)."""
+        ref = frame.client_msg_id
+        if self.media is None:
+            raise ProtocolError(errors.UNKNOWN_MEDIA, "media is off here", ref=ref)
+        ids = [a.media_id for a in frame.attachments]
+        records = await self.media.get_many(ids)
+        stored = check_attachments(frame.attachments, records, user_id, e2e, ref)
+        if not await self.media.reference(ids, channel_id, self.clock_ms()):
+            raise ProtocolError(
+                errors.MEDIA_NOT_READY, "an upload was deleted meanwhile: upload it again", ref=ref
+            )
+        return stored
+
     async def _refuse_if_blocked(self, user_id: int, members: list[int], ref: str | None) -> None:
         """1:1 only: nothing passes between two users when either blocked the other."""
         peer = members[1] if members[0] == user_id else members[0]
@@ -208,6 +229,9 @@ class ChatService:
         """
         channel_id, members, e2e = await self._resolve_send_target(user_id, frame)
         body = await self._stored_body(device_id, frame, channel_id, members, e2e)
+        attachments: Attachments = ()
+        if frame.attachments:
+            attachments = await self._attach(user_id, frame, channel_id, e2e)
         # No await between taking the id and queueing the write: writes queue in id order.
         candidate = Message(
             message_id=self.ids.next_id(),
@@ -217,6 +241,7 @@ class ChatService:
             client_msg_id=frame.client_msg_id,
             body=body,
             ts=self.clock_ms(),
+            attachments=attachments,
         )
         answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self.log.append(candidate, members).add_done_callback(

@@ -19,7 +19,7 @@ from tidings.cluster.ownership import PartitionOwnership
 from tidings.kafka_config import push_topic
 from tidings.public_url import with_public_chat_url
 from tidings.push.kafka import KafkaPushSink
-from tidings.runtime import Runtime, assemble
+from tidings.runtime import Runtime, add_media, assemble
 from tidings.settings import Settings, SettingsError
 from tidings.storage.cassandra import CassandraMessageStore
 from tidings.storage.directory_cache import CachedDirectory
@@ -83,6 +83,7 @@ async def open_api(settings: Settings) -> Runtime:
     )
     runtime.closers.insert(0, view.close)
     runtime.background.append(directory.run_refresher)  # others' writes, within the bound
+    await add_media(runtime, embedded=False, secret=secret, sweep=True)
     return runtime
 
 
@@ -213,5 +214,6 @@ async def open_chat(settings: Settings) -> Runtime:
     # (assemble put the push sink behind the grace, whose close flushes and closes it)
     runtime.closers[:0] = [publisher.close, view.close]
     runtime.background.append(directory.run_refresher)  # others' writes, within the bound
+    await add_media(runtime, embedded=False, secret=secret, sweep=False)  # sweeps: the API's
     log.info("push requests go to %s", push_topic(settings.kafka_topic_prefix))
     return runtime

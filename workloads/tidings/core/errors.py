@@ -24,6 +24,11 @@ BLOCKED = "blocked"  # an addition: the 1:1 peer blocked the sender
 DEVICES_MISMATCH = "devices_mismatch"
 E2E_REQUIRED = "e2e_required"
 NOT_E2E = "not_e2e"
+# Additions, media (docs/media.md): an attachment that names no upload of the sender's, an
+# upload not completed, or one it does not describe truly (or of the other e2e mode).
+UNKNOWN_MEDIA = "unknown_media"
+MEDIA_NOT_READY = "media_not_ready"
+MEDIA_MISMATCH = "media_mismatch"
 # WebSocket errors that close it.
 UNAUTHORIZED = "unauthorized"
 HELLO_TIMEOUT = "hello_timeout"
@@ -37,6 +42,16 @@ FORBIDDEN = "forbidden"
 TOO_MANY_DEVICES = "too_many_devices"  # an addition: unlink a device first
 NOT_FOUND = "not_found"
 UNAVAILABLE = "unavailable"
+# Additions, media uploads (HTTP): a type we do not take, first bytes of another type, a
+# digest that differs, bytes missing, the user's stored bytes used up; the embedded
+# store's signed URLs: too late, or altered.
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+CONTENT_TYPE_MISMATCH = "content_type_mismatch"
+SHA256_MISMATCH = "sha256_mismatch"
+UPLOAD_INCOMPLETE = "upload_incomplete"
+QUOTA_EXCEEDED = "quota_exceeded"
+URL_EXPIRED = "url_expired"
+BAD_SIGNATURE = "bad_signature"
 
 # Close codes.
 CLOSE_UNAUTHORIZED = 4001

@@ -15,6 +15,7 @@ import orjson
 from tidings.core.e2ee import MARK, Envelope, parse_envelopes
 from tidings.core.errors import BODY_TOO_LONG, INVALID_FRAME, ProtocolError
 from tidings.core.ids import MAX_ID, parse_decimal_id
+from tidings.core.media import Attachment, parse_attachments
 
 MAX_BODY_CHARS = 100_000
 MAX_CLIENT_MSG_ID = 64
@@ -38,6 +39,8 @@ class Send:
     to: int | None = None
     # End-to-end channels: one ciphertext per recipient device (core/e2ee.py).
     envelopes: tuple[Envelope, ...] | None = None
+    # Media uploads sent with it (core/media.py).
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +143,22 @@ def _parse_send(frame: dict[str, Any]) -> Send:
     if body.startswith(MARK):
         raise _invalid("body may not start with a NUL character", ref)
     envelopes = parse_envelopes(frame["envelopes"], ref) if "envelopes" in frame else None
+    attachments = parse_attachments(frame["attachments"], ref) if "attachments" in frame else ()
     has_channel, has_to = "channel_id" in frame, "to" in frame
     if has_channel == has_to:
         raise _invalid("send needs exactly one of 'channel_id' and 'to'", ref)
     if has_channel:
         channel_id = _string(frame, "channel_id", ref)
-        return Send(client_msg_id, body, channel_id=channel_id, envelopes=envelopes)
-    return Send(client_msg_id, body, to=_decimal(frame, "to", ref), envelopes=envelopes)
+        return Send(
+            client_msg_id, body, channel_id=channel_id, envelopes=envelopes, attachments=attachments
+        )
+    return Send(
+        client_msg_id,
+        body,
+        to=_decimal(frame, "to", ref),
+        envelopes=envelopes,
+        attachments=attachments,
+    )
 
 
 def _parse_receipt(frame: dict[str, Any]) -> Receipt:

@@ -5,7 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from tidings.core.e2ee import is_envelopes, view_for
+
+Attachments = tuple[dict[str, Any], ...]
+
+
+def attachments_to_text(attachments: Attachments) -> str | None:
+    """How storage keeps a message's attachments: compact JSON, or NULL for none."""
+    return orjson.dumps(attachments).decode() if attachments else None
+
+
+def attachments_from_text(text: str | None) -> Attachments:
+    return tuple(orjson.loads(text)) if text else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +30,8 @@ class Message:
     client_msg_id: str
     body: str
     ts: int
+    # Media sent with it (core/media.py: as sent, with what the server measured).
+    attachments: Attachments = ()
 
     def to_wire_for(self, device_id: int) -> dict[str, Any]:
         """As one device may see it: an end-to-end message shows only that device's own
@@ -27,7 +42,7 @@ class Message:
         return wire
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "message_id": str(self.message_id),
             "channel_id": self.channel_id,
             "sender_id": str(self.sender_id),
@@ -36,6 +51,18 @@ class Message:
             "body": self.body,
             "ts": self.ts,
         }
+        if self.attachments:
+            wire["attachments"] = list(self.attachments)
+        return wire
+
+    def same_send(self, other: Message) -> bool:
+        """Whether ``other`` repeats this message's send (a resend of the same
+        client_msg_id must name the same channel, body and attachments)."""
+        return (
+            self.channel_id == other.channel_id
+            and self.body == other.body
+            and self.attachments == other.attachments
+        )
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Message:
@@ -47,6 +74,7 @@ class Message:
             client_msg_id=str(data["client_msg_id"]),
             body=str(data["body"]),
             ts=int(data["ts"]),
+            attachments=tuple(data.get("attachments") or ()),
         )
 
 

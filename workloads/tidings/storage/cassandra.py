@@ -37,7 +37,15 @@ from collections.abc import Awaitable, Callable, Container, Hashable, Iterable, 
 from typing import Any
 
 from tidings.core.ids import EPOCH_MS, timestamp_ms
-from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
+from tidings.core.model import (
+    InboxEntry,
+    Message,
+    OnlineLease,
+    PresenceStatus,
+    Watermarks,
+    attachments_from_text,
+    attachments_to_text,
+)
 from tidings.settings import Settings
 from tidings.storage._cassandra_async import AsyncCql, PartitionWrites, Row, connect
 from tidings.storage._cassandra_io import check_identifier
@@ -57,7 +65,9 @@ _MAX_BIGINT = 2**63 - 1
 _BATCH_ROWS = 50  # single-partition unlogged batches stay well under the 50 KiB limit
 _KNOWN_BUCKETS_MAX = 100_000
 
-_COLUMNS = "channel_id, message_id, sender_id, sender_device_id, client_msg_id, body, ts"
+_COLUMNS = (
+    "channel_id, message_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments"
+)
 
 _STATEMENTS: dict[str, str] = {
     # messages and dedupe
@@ -75,7 +85,8 @@ _STATEMENTS: dict[str, str] = {
     ),
     "insert_message": (
         "INSERT INTO {ks}.messages (channel_id, bucket, message_id, sender_id, "
-        "sender_device_id, client_msg_id, body, ts, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "sender_device_id, client_msg_id, body, ts, terms, attachments) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "select_message": (
         f"SELECT {_COLUMNS} FROM {{ks}}.messages "
@@ -181,6 +192,7 @@ def _message(row: Row) -> Message:
         client_msg_id=row["client_msg_id"],
         body=row["body"],
         ts=int(row["ts"]),
+        attachments=attachments_from_text(row["attachments"]),
     )
 
 
@@ -332,6 +344,7 @@ class CassandraMessageStore:
                 client_msg_id=m.client_msg_id,
                 body=m.body,
                 ts=int(row["ts"]),
+                attachments=m.attachments,
             )
             stored = await self._read_message(first.channel_id, first.message_id)
             if stored is not None:
@@ -394,6 +407,7 @@ class CassandraMessageStore:
                 m.body,
                 m.ts,
                 search_terms(m.body),
+                attachments_to_text(m.attachments),
             ),
             ("messages", m.channel_id, bucket),
             size=200 + 2 * len(m.body.encode()),  # the body twice: itself and its words

@@ -159,6 +159,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "messages.attachments: the media sent with a message (JSON; docs/media.md)",
+        ("ALTER TABLE {ks}.messages ADD IF NOT EXISTS attachments text",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

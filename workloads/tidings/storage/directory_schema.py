@@ -28,6 +28,7 @@ from tidings.storage.tables import (
     V1_TABLES,
     V4_TABLES,
     V6_TABLES,
+    V8_TABLES,
     directory_changes,
     directory_readers,
     friend_requests,
@@ -111,6 +112,10 @@ def _channel_modes(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE channels ADD COLUMN e2e BOOLEAN NOT NULL DEFAULT false"))
 
 
+def _media(conn: Connection) -> None:
+    metadata.create_all(conn, tables=V8_TABLES, checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
     Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
@@ -128,6 +133,7 @@ MIGRATIONS: list[Migration] = [
         _key_directory,
     ),
     Migration(7, "channels.e2e: a channel is end-to-end or not, from its creation", _channel_modes),
+    Migration(8, "media, media_refs: uploads and the channels they were sent to", _media),
 ]
 
 

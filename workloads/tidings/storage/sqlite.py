@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from tidings import metrics
-from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
+from tidings.core.model import (
+    InboxEntry,
+    Message,
+    OnlineLease,
+    PresenceStatus,
+    Watermarks,
+    attachments_from_text,
+    attachments_to_text,
+)
 from tidings.storage._sqlite_writer import BeforeCommit, GroupCommitWriter
 from tidings.storage.base import ClientMsgIdReused
 
@@ -40,7 +48,8 @@ CREATE TABLE IF NOT EXISTS messages (
     sender_device_id INTEGER NOT NULL,
     client_msg_id TEXT NOT NULL,
     body TEXT NOT NULL,
-    ts INTEGER NOT NULL
+    ts INTEGER NOT NULL,
+    attachments TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_messages_channel ON messages (channel_id, message_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_dedupe ON messages (sender_id, client_msg_id);
@@ -75,14 +84,17 @@ CREATE TABLE IF NOT EXISTS store_meta (
     value INTEGER NOT NULL
 );
 """
-SCHEMA_VERSION = 2  # 1: FTS kept by a trigger on insert; 2: indexed just behind the sends
+# 1: FTS kept by a trigger on insert; 2: indexed just behind the sends; 3: attachments
+SCHEMA_VERSION = 3
 FTS_WATERMARK = "fts_indexed_upto"
 FTS_CHUNK = 1000
 WATERMARK_CACHE = 100_000
 
-_MESSAGE_COLUMNS = "message_id, channel_id, sender_id, sender_device_id, client_msg_id, body, ts"
+_MESSAGE_COLUMNS = (
+    "message_id, channel_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments"
+)
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) "
     "ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
 )
 _FIND_SENT = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id=? AND client_msg_id=?"
@@ -94,7 +106,16 @@ _UPSERT_HEAD = (
 
 
 def _message(row: Sequence[Any]) -> Message:
-    return Message(int(row[0]), row[1], int(row[2]), int(row[3]), row[4], row[5], int(row[6]))
+    return Message(
+        int(row[0]),
+        row[1],
+        int(row[2]),
+        int(row[3]),
+        row[4],
+        row[5],
+        int(row[6]),
+        attachments_from_text(row[7]),
+    )
 
 
 def _row(m: Message) -> tuple[Any, ...]:
@@ -106,6 +127,7 @@ def _row(m: Message) -> tuple[Any, ...]:
         m.client_msg_id,
         m.body,
         m.ts,
+        attachments_to_text(m.attachments),
     )
 
 
@@ -217,6 +239,9 @@ class SqliteMessageStore:
                 "SELECT ?, COALESCE(MAX(message_id), 0) FROM messages",
                 (FTS_WATERMARK,),
             )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+        if "attachments" not in columns:  # made before version 3
+            conn.execute("ALTER TABLE messages ADD COLUMN attachments TEXT")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
         log.info("messages.db schema moved from version %s to %s", version, SCHEMA_VERSION)
@@ -263,7 +288,7 @@ class SqliteMessageStore:
         def op(conn: sqlite3.Connection) -> Appended:
             existing = self._insert_message(conn, message)
             if existing is not None:
-                if existing.channel_id != message.channel_id or existing.body != message.body:
+                if not existing.same_send(message):
                     raise ClientMsgIdReused(existing)
                 return Appended(existing)
             self._batch_messages += 1

@@ -198,7 +198,40 @@ one_time_prekeys = Table(
     Column("public_key", String(64), nullable=False),
 )
 
+# Schema version 8: media uploads (docs/media.md). A row per upload slot: pending until
+# completed (the store's multipart upload id meanwhile), then ready with what the server
+# measured; media_refs are the channels a message sent it to (who may download it).
+# referenced_at: the first send that named it (null: the sweeper deletes it after
+# media_unreferenced_ttl_s from created_at).
+media = Table(
+    "media",
+    metadata,
+    Column("media_id", String(32), primary_key=True),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("e2e", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("referenced_at", BigInteger),
+    Column("upload_id", String(1024)),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("thumbnail", Boolean, nullable=False, server_default=false()),
+    Index("ix_media_owner_created", "owner_id", "created_at"),
+    Index("ix_media_unreferenced", "referenced_at", "created_at"),
+)
+
+media_refs = Table(
+    "media_refs",
+    metadata,
+    Column("media_id", String(32), primary_key=True),
+    Column("channel_id", String(64), primary_key=True),
+)
+
 # The tables of schema version 1 (devices as version 4 left it: see directory_schema).
 V1_TABLES = [users, devices, friends, channels, channel_members]
 V4_TABLES = [friend_requests, blocks, group_invites, usage_events]
 V6_TABLES = [device_keys, one_time_prekeys]
+V8_TABLES = [media, media_refs]

@@ -1,0 +1,280 @@
+"""The embedded blob store (`tidings up`): files under the media directory, uploaded and
+downloaded through HMAC-signed routes on the API's own port (api/routes_media.py).
+
+A signed URL names its key, operation, exact size and content type (uploads), its
+expiry, and an HMAC-SHA256 over all of them: altering any part, or using it after
+``exp``, is refused. An upload is written to a temporary file and moved into place only
+when exactly the signed number of bytes arrived, so a truncated upload leaves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from tidings.media.blobs import SignedRequest, UploadIncomplete
+
+ROUTE = "/v1/media/blob/"
+_CHUNK = 1 << 20
+
+
+class LocalUploadError(Exception):
+    """A request to a signed route the store refuses: the HTTP status and the code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Signer:
+    secret: bytes
+
+    def sign(self, fields: Mapping[str, str]) -> str:
+        text = "\n".join(f"{k}={fields[k]}" for k in sorted(fields))
+        digest = hmac.new(self.secret, text.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def verify(self, fields: Mapping[str, str], signature: str, now: float) -> None:
+        """Raises :class:`LocalUploadError` (403) for a bad signature or an expired URL."""
+        if not hmac.compare_digest(self.sign(fields), signature):
+            raise LocalUploadError(403, "bad_signature", "the URL's signature does not match")
+        try:
+            expires = int(fields["exp"])
+        except (KeyError, ValueError):
+            raise LocalUploadError(403, "bad_signature", "the URL has no expiry") from None
+        if now > expires:
+            raise LocalUploadError(403, "url_expired", "the URL has expired: ask for a new one")
+
+
+_KEY = re.compile(r"^[0-9a-f]{32}(\.thumb)?$")
+
+
+def _key_ok(key: str) -> bool:
+    return bool(_KEY.match(key))
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path, secret: bytes, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.root = root
+        self.blobs = root / "blobs"
+        self.uploads = root / "uploads"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        self.signer = Signer(secret)
+
+    # --- URLs ------------------------------------------------------------------------
+
+    def _url(self, base_url: str, key: str, fields: dict[str, str], expires_s: float) -> str:
+        fields = {**fields, "key": key, "exp": str(int(self.clock() + expires_s))}
+        query = {k: v for k, v in fields.items() if k != "key"}
+        query["sig"] = self.signer.sign(fields)
+        return f"{base_url.rstrip('/')}{ROUTE}{key}?{urlencode(query)}"
+
+    async def upload_url(
+        self, key: str, content_type: str, size: int, expires_s: float, base_url: str
+    ) -> SignedRequest:
+        fields = {"op": "put", "size": str(size), "ct": content_type}
+        return SignedRequest(
+            self._url(base_url, key, fields, expires_s), {"Content-Type": content_type}
+        )
+
+    async def start_multipart(self, key: str, content_type: str) -> str:
+        upload_id = secrets.token_hex(16)
+        (self.uploads / upload_id).mkdir(mode=0o700)
+        return upload_id
+
+    async def part_urls(
+        self, key: str, upload_id: str, sizes: Sequence[int], expires_s: float, base_url: str
+    ) -> list[SignedRequest]:
+        return [
+            SignedRequest(
+                self._url(
+                    base_url,
+                    key,
+                    {"op": "part", "upload": upload_id, "part": str(n), "size": str(size)},
+                    expires_s,
+                )
+            )
+            for n, size in enumerate(sizes, start=1)
+        ]
+
+    async def download_url(
+        self, key: str, content_type: str, expires_s: float, base_url: str
+    ) -> str:
+        return self._url(base_url, key, {"op": "get", "ct": content_type}, expires_s)
+
+    # --- the signed routes -------------------------------------------------------------
+
+    def check(self, key: str, query: Mapping[str, str], op: str, now: float) -> dict[str, str]:
+        """The signed fields of a request to the route, verified."""
+        if not _key_ok(key):
+            raise LocalUploadError(404, "not_found", "no such blob")
+        fields = {k: v for k, v in query.items() if k != "sig"}
+        fields["key"] = key
+        self.signer.verify(fields, query.get("sig", ""), now)
+        if fields.get("op") != op:
+            raise LocalUploadError(403, "bad_signature", f"this URL is not for {op}")
+        return fields
+
+    async def receive(
+        self,
+        key: str,
+        fields: Mapping[str, str],
+        content_type: str | None,
+        content_length: str | None,
+        body: AsyncIterator[bytes],
+    ) -> str:
+        """Store one signed upload (a whole blob or a part) from ``body``; its ETag."""
+        size = int(fields["size"])
+        if fields["op"] == "put" and content_type != fields["ct"]:
+            raise LocalUploadError(
+                403, "bad_signature", f"Content-Type must be {fields['ct']!r}, as signed"
+            )
+        if content_length is None or not content_length.isdigit():
+            raise LocalUploadError(411, "invalid_request", "send Content-Length")
+        if int(content_length) > size:
+            raise LocalUploadError(413, "payload_too_large", f"this URL takes {size} bytes")
+        if int(content_length) < size:
+            raise LocalUploadError(400, "invalid_request", f"this URL takes {size} bytes")
+        if fields["op"] == "part":
+            upload = self.uploads / fields["upload"]
+            if not upload.is_dir() or not fields["part"].isdigit():
+                raise LocalUploadError(404, "not_found", "no such upload (aborted or done)")
+            final = upload / f"{int(fields['part']):05d}"
+        else:
+            final = self.blobs / key
+        temp = self.uploads / f"{key}.{secrets.token_hex(8)}.tmp"
+        md5 = hashlib.md5(usedforsecurity=False)
+        received = 0
+        # Writes go to the page cache (the fsync, which waits, runs on a thread).
+        out = await asyncio.to_thread(open, temp, "wb")
+        try:
+            async for chunk in body:
+                received += len(chunk)
+                if received > size:
+                    raise LocalUploadError(413, "payload_too_large", f"this URL takes {size} bytes")
+                out.write(chunk)
+                md5.update(chunk)
+            if received != size:
+                raise LocalUploadError(
+                    400, "invalid_request", f"{received} of {size} bytes arrived"
+                )
+            out.flush()
+            await asyncio.to_thread(os.fsync, out.fileno())
+            out.close()
+            os.replace(temp, final)
+        finally:
+            out.close()
+            temp.unlink(missing_ok=True)
+        return f'"{md5.hexdigest()}"'
+
+    def path_of(self, key: str) -> Path | None:
+        path = self.blobs / key
+        return path if path.is_file() else None
+
+    # --- the service's side ------------------------------------------------------------
+
+    async def done_parts(self, key: str, upload_id: str) -> dict[int, str]:
+        upload = self.uploads / upload_id
+        if not upload.is_dir():
+            return {}
+
+        def scan() -> dict[int, str]:
+            out = {}
+            for part in sorted(upload.iterdir()):
+                if part.name.isdigit():
+                    md5 = hashlib.md5(part.read_bytes(), usedforsecurity=False).hexdigest()
+                    out[int(part.name)] = f'"{md5}"'
+            return out
+
+        return await asyncio.to_thread(scan)
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        upload = self.uploads / upload_id
+        have = await self.done_parts(key, upload_id)
+        wanted = sorted(parts)
+        if not wanted or any(have.get(n) != etag.strip() for n, etag in wanted):
+            raise UploadIncomplete("a part is missing or its ETag differs")
+        if [n for n, _ in wanted] != list(range(1, len(wanted) + 1)):
+            raise UploadIncomplete("parts must be numbered 1..n without gaps")
+
+        def join() -> None:
+            temp = self.uploads / f"{key}.{secrets.token_hex(8)}.tmp"
+            try:
+                with open(temp, "wb") as out:
+                    for n, _ in wanted:
+                        with open(upload / f"{n:05d}", "rb") as part:
+                            shutil.copyfileobj(part, out, _CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temp, self.blobs / key)
+            finally:
+                temp.unlink(missing_ok=True)
+            shutil.rmtree(upload, ignore_errors=True)
+
+        await asyncio.to_thread(join)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.uploads / upload_id, True)
+
+    async def size_of(self, key: str) -> int | None:
+        path = self.path_of(key)
+        return path.stat().st_size if path is not None else None
+
+    async def head(self, key: str, length: int) -> bytes:
+        path = self.path_of(key)
+        if path is None:
+            return b""
+
+        def read_head() -> bytes:
+            with open(path, "rb") as f:
+                return f.read(length)
+
+        return await asyncio.to_thread(read_head)
+
+    async def sha256(self, key: str) -> str:
+        path = self.blobs / key
+
+        def digest() -> str:
+            with open(path, "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest()
+
+        return await asyncio.to_thread(digest)
+
+    async def read(self, key: str) -> bytes:
+        return await asyncio.to_thread((self.blobs / key).read_bytes)
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        temp = self.uploads / f"{key}.{secrets.token_hex(8)}.tmp"
+
+        def write() -> None:
+            temp.write_bytes(data)
+            os.replace(temp, self.blobs / key)
+
+        await asyncio.to_thread(write)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            if _key_ok(key):
+                (self.blobs / key).unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        return None
