@@ -299,3 +299,17 @@ def test_ready_takes_media_ready_only_once_written() -> None:
     fine = {**failing, "status": "True", "reason": "BucketReady"}
     _, ready = summary([*ok, fine], [], None)
     assert ready.status == "True"
+
+
+def test_the_example_is_one_the_operator_accepts() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "media" / "chatcluster-s3.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    (cluster,) = [d for d in docs if d["kind"] == "ChatCluster"]
+    s = parse_spec(cluster["spec"])
+    assert s.media is not None and s.media.s3.create_bucket
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in docs if d["kind"] == "Secret"}
+    creds = s.media.s3.credentials
+    assert creds is not None and set(secrets) == {creds.name}
+    assert {creds.access_key_id_key, creds.secret_access_key_key} <= set(secrets[creds.name])
+    env = {e["name"] for e in containers(s)[names.API]["env"]}
+    assert {"TIDINGS_MEDIA_STORE", "TIDINGS_MEDIA_S3_ACCESS_KEY_ID"} <= env
