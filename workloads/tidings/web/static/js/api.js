@@ -191,6 +191,28 @@ export class Api {
     if (channelId) query.set("channel_id", channelId);
     return (await this.request("GET", `/v1/search?${query}`)).messages;
   }
+
+  // --- media (docs/protocol.md, "Media: uploads, attachments and downloads") ---------
+
+  /** An upload slot: {media_id, state: "pending", ..., expires_at, upload}. */
+  createMedia(contentType, size, sha256) {
+    return this.request("POST", "/v1/media", { content_type: contentType, size, sha256 });
+  }
+
+  /** The same slot with fresh URLs and `done_parts` (to resume). */
+  mediaUpload(mediaId) {
+    return this.request("GET", `/v1/media/${enc(mediaId)}/upload`);
+  }
+
+  /** The media object, `state: "ready"`; `parts` [{part_number, etag}] for multipart. */
+  completeMedia(mediaId, parts) {
+    return this.request("POST", `/v1/media/${enc(mediaId)}/complete`, parts ? { parts } : {});
+  }
+
+  /** The media object with `url`, `thumbnail_url` and `url_expires_at`. */
+  media(mediaId) {
+    return this.request("GET", `/v1/media/${enc(mediaId)}`);
+  }
 }
 
 /** "Chrome on Linux": how this browser names itself in the list of devices. */

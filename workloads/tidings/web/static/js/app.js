@@ -4,6 +4,7 @@
 import { Api, ApiError } from "./api.js";
 import { h } from "./dom.js";
 import { isDm } from "./ids.js";
+import { MediaCache, uploadAttachments } from "./media.js";
 import { ChatSocket } from "./socket.js";
 import * as storage from "./storage.js";
 import { Store } from "./store.js";
@@ -169,6 +170,7 @@ function startChat() {
     timers: {},
     lastTyping: new Map(),
     fetching: new Set(),
+    media: new MediaCache(api), // media objects per media_id (download URLs)
   };
   chat.socialTimer = setInterval(refreshSocial, SOCIAL_EVERY_MS);
   root.className = "chat-root";
@@ -202,6 +204,12 @@ function chatActions() {
     loadOlder,
     send,
     typing,
+    // Attachments: upload the composer's pending items, and the media objects to show.
+    upload: (items, onProgress) => uploadAttachments(api, items, onProgress),
+    media: {
+      get: (mediaId, fresh) =>
+        chat ? chat.media.get(mediaId, fresh) : Promise.reject(new Error("logged out")),
+    },
     retry(clientMsgId) {
       const item = chat.store.retryFailed(clientMsgId);
       if (item) chat.socket.send(sendFrame(item));
@@ -395,12 +403,14 @@ function onError(frame) {
 }
 
 function sendFrame(item) {
-  return {
+  const frame = {
     type: "send",
     client_msg_id: item.client_msg_id,
     channel_id: item.channel_id,
     body: item.body,
   };
+  if (item.attachments?.length) frame.attachments = item.attachments;
+  return frame;
 }
 
 /** (Re)send every unacked message; the server answers a repeat with the same ack. */
@@ -495,8 +505,9 @@ async function loadOlder(channelId) {
   }
 }
 
-function send(channelId, body) {
-  const item = chat.store.queueSend(channelId, body);
+function send(channelId, body, attachments) {
+  if (!chat) return;
+  const item = chat.store.queueSend(channelId, body, attachments);
   chat.socket.send(sendFrame(item)); // when offline it waits in the outbox for the next hello
   chat.lastTyping.delete(channelId);
 }
@@ -788,6 +799,16 @@ window.addEventListener("focus", () => {
 });
 window.addEventListener("pagehide", persistNow);
 window.addEventListener("online", () => chat?.socket.retryNow());
+// A file dropped anywhere but on a conversation (which takes images) must not make the
+// browser leave the page to show it.
+window.addEventListener("dragover", (event) => {
+  if (!event.dataTransfer?.types?.includes("Files") || event.defaultPrevented) return;
+  event.preventDefault(); // not taken here: "none", and the browser keeps the page
+  event.dataTransfer.dropEffect = "none";
+});
+window.addEventListener("drop", (event) => {
+  if (event.dataTransfer?.types?.includes("Files")) event.preventDefault();
+});
 banner.querySelector("button").addEventListener("click", () => {
   if (chat?.store.connection.status === "superseded") chat.socket.resume();
   else chat?.socket.retryNow();

@@ -56,3 +56,23 @@ export function reconcile(parent, items, keyOf, create, update) {
   }
   for (const el of existing.values()) if (!kept.has(el)) el.remove();
 }
+
+/** A one-path SVG icon (24×24 view box), drawn in the current text colour. */
+export function icon(pathData, size = 22) {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  for (const [name, value] of Object.entries({
+    viewBox: "0 0 24 24",
+    width: size,
+    height: size,
+    "aria-hidden": "true",
+    focusable: "false",
+  })) {
+    svg.setAttribute(name, String(value));
+  }
+  const path = document.createElementNS(NS, "path");
+  path.setAttribute("d", pathData);
+  path.setAttribute("fill", "currentColor");
+  svg.append(path);
+  return svg;
+}

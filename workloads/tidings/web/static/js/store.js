@@ -13,6 +13,7 @@ const MESSAGE_FIELDS = [
   "body",
   "ts",
   "e2e",
+  "attachments",
 ];
 
 // End-to-end channels are read-only here: this client has no keys (docs/e2ee.md).
@@ -20,6 +21,19 @@ export const ENCRYPTED_TEXT = "🔒 Encrypted message: read it in the Tidings ap
 
 export function shownBody(msg) {
   return msg.e2e ? ENCRYPTED_TEXT : msg.body;
+}
+
+/** A message in one line (the channel list): its body, or what it carries. */
+export function previewText(msg) {
+  if (msg.e2e) return ENCRYPTED_TEXT;
+  if (msg.body) return msg.body;
+  const attachments = Array.isArray(msg.attachments) ? msg.attachments : [];
+  if (!attachments.length) return msg.body ?? "";
+  const images = attachments.filter((a) => String(a.content_type).startsWith("image/")).length;
+  if (images === attachments.length) return images === 1 ? "📷 Photo" : `📷 ${images} photos`;
+  return attachments.length === 1
+    ? `📎 ${attachments[0].name || "File"}`
+    : `📎 ${attachments.length} attachments`;
 }
 
 export function messageKey(msg) {
@@ -37,7 +51,7 @@ export class Store {
     this.fresh = saved.cursor === "0"; // a new device: its first backlog is old news
     this.meta = saved.channels; // channel_id -> {unread, readUpto, lastId, last}
     this.receipts = saved.receipts; // channel_id -> user_id -> {delivered, read}
-    this.outbox = saved.outbox; // sends not acked yet: [{client_msg_id, channel_id, body, ts}]
+    this.outbox = saved.outbox; // unacked sends: [{client_msg_id, channel_id, body, ts, attachments?}]
     this.channels = new Map(); // channel_id -> {channel_id, kind, name?, member_ids, owner_id?}
     for (const id of saved.drafts) this.openDraft(dmPeer(id, me.user_id));
     this.messages = new Map(); // channel_id -> Map(message_id -> message)
@@ -235,7 +249,7 @@ export class Store {
       meta.last = {
         message_id: msg.message_id,
         sender_id: msg.sender_id,
-        body: shownBody(msg),
+        body: previewText(msg),
         ts: msg.ts,
       };
     }
@@ -257,7 +271,9 @@ export class Store {
     if (seq <= held) return { status: "old" };
     if (seq !== held + 1n) return { status: "gap" };
     this.cursor = frame.seq;
-    const msg = Object.fromEntries(MESSAGE_FIELDS.map((k) => [k, frame[k]]));
+    const msg = Object.fromEntries(
+      MESSAGE_FIELDS.filter((k) => frame[k] !== undefined).map((k) => [k, frame[k]]),
+    );
     const unknownChannel = !this.channels.has(msg.channel_id);
     const added = this.#addMessage(msg);
     const meta = this.metaOf(msg.channel_id);
@@ -322,8 +338,10 @@ export class Store {
 
   // --- sending ------------------------------------------------------------------------
 
-  queueSend(channelId, body) {
+  /** A send waiting for its ack; `attachments` as the `send` frame carries them. */
+  queueSend(channelId, body, attachments) {
     const item = { client_msg_id: newClientMsgId(), channel_id: channelId, body, ts: Date.now() };
+    if (attachments?.length) item.attachments = attachments;
     this.outbox.push(item);
     this.changed();
     return item;
@@ -346,6 +364,7 @@ export class Store {
       client_msg_id: item.client_msg_id,
       body: item.body,
       ts: ack.ts,
+      ...(item.attachments ? { attachments: item.attachments } : {}),
     });
     const meta = this.metaOf(ack.channel_id);
     meta.readUpto = maxId(meta.readUpto, ack.message_id);

@@ -1,10 +1,21 @@
 // The open conversation: header (name, presence or members; in a 1:1 chat the friend
-// request and block buttons), history paging, messages with ticks, the typing line and
-// the composer (Enter sends, Shift+Enter is a new line).
+// request and block buttons), history paging, messages with ticks and attachments, the
+// typing line and the composer (Enter sends, Shift+Enter is a new line; photos attached
+// with the button, dropped on the conversation or pasted, uploaded when sent).
 
-import { h, reconcile, setText } from "../dom.js";
+import { h, icon, reconcile, setText } from "../dom.js";
 import { clockTime, fullTime, lastSeen } from "../format.js";
+import {
+  formatBytes,
+  IMAGE_MAX_BYTES,
+  IMAGE_TYPES,
+  MAX_ATTACHMENTS,
+  MAX_NAME,
+  uploadErrorText,
+} from "../media.js";
+import { ApiError } from "../api.js";
 import { messageKey, shownBody } from "../store.js";
+import { attachmentsView } from "./attachments.js";
 
 // Why a send was refused for good, for people ("Not sent (code)" for the rest).
 const FAILED = {
@@ -13,8 +24,17 @@ const FAILED = {
   unknown_channel: "Not sent: this chat does not exist.",
   unknown_user: "Not sent: there is no such user.",
   body_too_long: "Not sent: the message is too long.",
+  unknown_media: "Not sent: the attachment is gone (uploads are kept 24 hours).",
+  media_not_ready: "Not sent: the attachment's upload is not complete.",
+  media_mismatch: "Not sent: the attachment does not match its upload.",
 };
-const NO_RETRY = new Set(["blocked"]); // sending it again cannot work
+const NO_RETRY = new Set(["blocked", "unknown_media", "media_mismatch"]); // cannot work again
+
+// The attach button's paperclip (Material Icons "attach_file", Apache-2.0).
+const PAPERCLIP =
+  "M16.5 6v11.5c0 2.21-1.79 4-4 4s-4-1.79-4-4V5a2.5 2.5 0 0 1 5 0v10.5c0 .55-.45 1-1 " +
+  "1s-1-.45-1-1V6H10v9.5a2.5 2.5 0 0 0 5 0V5c0-2.21-1.79-4-4-4S7 2.79 7 5v12.5c0 3.04 " +
+  "2.46 5.5 5.5 5.5s5.5-2.46 5.5-5.5V6h-1.5z";
 
 const TICKS = {
   pending: ["◷", "Sending"],
@@ -81,12 +101,65 @@ export class Conversation {
       onkeydown: (e) => this.onKey(e),
       oninput: () => this.onInput(),
     });
+    this.input.addEventListener("paste", (e) => this.onPaste(e));
+    // Attachments: the button opens the picker; what is picked waits in `this.pending`
+    // (per chat, like drafts) until Send uploads it.
+    this.pending = new Map(); // channel_id -> {items: [{file, name, preview, ...}], status, ...}
+    this.fileInput = h("input", {
+      type: "file",
+      id: "attach-input",
+      accept: IMAGE_TYPES.join(","),
+      multiple: true,
+      hidden: true,
+      "aria-label": "Attach photos",
+      onchange: () => {
+        this.addFiles([...this.fileInput.files]);
+        this.fileInput.value = ""; // the same file again is a change too
+      },
+    });
+    this.attachButton = h(
+      "button",
+      {
+        type: "button",
+        class: "ghost attach",
+        id: "attach-button",
+        "aria-label": "Attach a photo",
+        title: "Attach a photo",
+        onclick: () => this.fileInput.click(),
+      },
+      icon(PAPERCLIP),
+    );
+    this.sendButton = h("button", { type: "submit", class: "primary" }, "Send");
+    this.pendingList = h("ul", { class: "pending-list", "aria-label": "Attachments to send" });
+    this.progress = h("progress", { max: 1, value: 0 });
+    this.uploadStatus = h("span", { class: "upload-text" });
+    this.uploadLine = h(
+      "p",
+      { class: "upload-status", role: "status" },
+      this.progress,
+      this.uploadStatus,
+    );
+    this.uploadError = h("p", { class: "form-error upload-error", role: "alert" });
+    this.pendingBox = h(
+      "div",
+      { class: "pending-attachments", hidden: true },
+      this.pendingList,
+      this.uploadLine,
+      this.uploadError,
+    );
     this.form = h(
       "form",
       { class: "composer", onsubmit: (e) => this.submit(e) },
+      this.attachButton,
+      this.fileInput,
       h("label", { for: "composer", class: "visually-hidden" }, "Message"),
       this.input,
-      h("button", { type: "submit", class: "primary" }, "Send"),
+      this.sendButton,
+    );
+    this.dropHint = h(
+      "div",
+      { class: "drop-hint", "aria-hidden": "true" },
+      h("p", {}, "Drop a photo to attach it"),
     );
     this.pane = h(
       "div",
@@ -112,8 +185,17 @@ export class Conversation {
       this.blockedNote,
       this.scroller,
       this.typing,
+      this.pendingBox,
       this.form,
+      this.dropHint,
     );
+    // Drag and drop of images onto the conversation.
+    this.pane.addEventListener("dragenter", (e) => this.onDrag(e));
+    this.pane.addEventListener("dragover", (e) => this.onDrag(e));
+    this.pane.addEventListener("dragleave", (e) => {
+      if (!this.pane.contains(e.relatedTarget)) this.pane.classList.remove("dragging");
+    });
+    this.pane.addEventListener("drop", (e) => this.onDrop(e));
     this.placeholder = h(
       "div",
       { class: "placeholder" },
@@ -142,10 +224,12 @@ export class Conversation {
     setText(this.title, store.title(id));
     // End-to-end: read-only with a notice (the web client holds no keys).
     const encrypted = Boolean(channel?.e2e);
+    this.encrypted = encrypted;
     this.input.disabled = encrypted;
-    this.input.placeholder = encrypted
-      ? "End-to-end encrypted: send and read in the Tidings app"
-      : "Type a message";
+    // No attachments in end-to-end chats here (they would have to be encrypted).
+    this.attachButton.hidden = encrypted;
+    this.fileInput.disabled = encrypted;
+    this.renderPending(); // and the placeholder
     const group = channel?.kind === "group";
     this.groupButton.hidden = !group;
     if (group) {
@@ -247,11 +331,15 @@ export class Conversation {
     );
     const meta = h("span", { class: "meta" }, time);
     if (mine) meta.append(h("span", { class: "tick", role: "img" }));
+    // End-to-end attachments are ciphertext: the encrypted notice stands for them.
+    const attachments = m.e2e ? null : attachmentsView(m.attachments, this.actions.media);
+    const text = shownBody(m);
     return h(
       "li",
-      { class: mine ? "msg mine" : "msg theirs" },
+      { class: `${mine ? "msg mine" : "msg theirs"}${attachments ? " with-attachments" : ""}` },
       group && !mine ? h("span", { class: "sender" }, store.displayName(m.sender_id)) : null,
-      h("p", { class: m.e2e ? "body encrypted" : "body" }, shownBody(m)),
+      attachments,
+      text || !attachments ? h("p", { class: m.e2e ? "body encrypted" : "body" }, text) : null,
       meta,
     );
   }
@@ -341,12 +429,221 @@ export class Conversation {
 
   submit(event) {
     event.preventDefault();
+    if (!this.channelId) return;
+    const pending = this.pending.get(this.channelId);
+    if (pending?.items.length) {
+      this.sendWithAttachments(this.channelId, pending);
+      return;
+    }
+    if (pending) {
+      this.pending.delete(this.channelId); // only a refusal was shown: it is read
+      this.renderPending();
+    }
     const body = this.input.value;
-    if (!body.trim() || !this.channelId) return;
+    if (!body.trim()) return;
     this.input.value = "";
     this.onInput();
     this.stickToBottom = true;
     this.actions.send(this.channelId, body);
     this.input.focus();
+  }
+
+  // --- attachments ------------------------------------------------------------------
+
+  pendingOf(channelId) {
+    let pending = this.pending.get(channelId);
+    if (!pending) {
+      pending = { items: [], status: "idle", progress: 0, error: "" };
+      this.pending.set(channelId, pending);
+    }
+    return pending;
+  }
+
+  /** Files picked, dropped or pasted: images wait in the composer, the rest is refused. */
+  addFiles(files) {
+    const channelId = this.channelId;
+    if (!channelId || !files.length) return;
+    if (this.encrypted) {
+      this.actions.notify("Attachments cannot be sent to end-to-end encrypted chats here.");
+      return;
+    }
+    const pending = this.pendingOf(channelId);
+    if (pending.status === "uploading") {
+      this.actions.notify("Wait until the upload is done to attach more.");
+      return;
+    }
+    const refused = [];
+    for (const file of files) {
+      const name = (file.name || "image").slice(0, MAX_NAME);
+      if (!IMAGE_TYPES.includes(file.type)) {
+        refused.push(`“${name}” is not a JPEG, PNG, GIF or WebP image.`);
+      } else if (file.size > IMAGE_MAX_BYTES) {
+        refused.push(
+          `“${name}” is too large (${formatBytes(file.size)}): images can be at most ` +
+            `${formatBytes(IMAGE_MAX_BYTES)}.`,
+        );
+      } else if (file.size === 0) {
+        refused.push(`“${name}” is empty.`);
+      } else if (pending.items.length >= MAX_ATTACHMENTS) {
+        refused.push(`At most ${MAX_ATTACHMENTS} photos go in one message.`);
+        break;
+      } else {
+        pending.items.push(this.pendingItem(file, name));
+      }
+    }
+    pending.status = "idle";
+    pending.error = refused.join(" ");
+    if (!pending.items.length && !refused.length) this.pending.delete(channelId);
+    this.renderPending();
+    this.input.focus();
+  }
+
+  /** A pending attachment: its preview (an object URL of the file) and its measured size. */
+  pendingItem(file, name) {
+    const preview = URL.createObjectURL(file);
+    const item = { file, name, preview };
+    const img = h("img", { class: "pending-preview", alt: name, src: preview });
+    // Width and height from the image element, for the `send` (the thumbnail's shape).
+    item.measured = new Promise((resolve, reject) => {
+      img.addEventListener("load", () =>
+        resolve({ width: img.naturalWidth, height: img.naturalHeight }),
+      );
+      img.addEventListener("error", () => {
+        item.el?.classList.add("broken");
+        reject(new ApiError(0, "not_an_image", "not an image this browser can read"));
+      });
+    });
+    item.measured.catch(() => {}); // reported when sending
+    item.el = h(
+      "li",
+      { class: "pending-item" },
+      img,
+      h(
+        "span",
+        { class: "pending-text" },
+        h("span", { class: "pending-name" }, name),
+        h("span", { class: "pending-size" }, formatBytes(file.size)),
+      ),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "ghost pending-remove",
+          "aria-label": `Remove ${name}`,
+          title: "Remove",
+          onclick: () => this.removeItem(item),
+        },
+        "✕",
+      ),
+    );
+    return item;
+  }
+
+  removeItem(item) {
+    const channelId = this.channelId;
+    const pending = this.pending.get(channelId);
+    if (!pending || pending.status === "uploading") return;
+    pending.items = pending.items.filter((i) => i !== item);
+    URL.revokeObjectURL(item.preview);
+    pending.error = "";
+    pending.status = "idle";
+    if (!pending.items.length) this.pending.delete(channelId);
+    this.renderPending();
+    this.input.focus();
+  }
+
+  /** The composer's pending attachments of the open chat, the progress and any error. */
+  renderPending() {
+    const pending = this.channelId ? this.pending.get(this.channelId) : null;
+    const items = pending?.items ?? [];
+    this.pendingBox.hidden = !pending || (!items.length && !pending.error);
+    const uploading = pending?.status === "uploading";
+    this.pendingBox.dataset.status = pending?.status ?? "idle";
+    const shown = items.map((i) => i.el);
+    if (
+      shown.length !== this.pendingList.children.length ||
+      shown.some((el, n) => this.pendingList.children[n] !== el)
+    ) {
+      this.pendingList.replaceChildren(...shown);
+    }
+    this.pendingList.hidden = !items.length;
+    for (const button of this.pendingList.querySelectorAll(".pending-remove")) {
+      button.disabled = uploading;
+    }
+    this.uploadLine.hidden = !uploading;
+    if (uploading) {
+      const percent = Math.round((pending.progress ?? 0) * 100);
+      this.progress.value = pending.progress ?? 0;
+      const n = items.length;
+      setText(this.uploadStatus, `Uploading ${n === 1 ? "the photo" : `${n} photos`}… ${percent}%`);
+    }
+    setText(this.uploadError, pending?.error ?? "");
+    // The caption stays as typed while its photos upload; the button says what happens.
+    this.input.readOnly = uploading;
+    this.sendButton.disabled = uploading || this.encrypted;
+    this.attachButton.disabled = uploading;
+    this.input.placeholder = this.encrypted
+      ? "End-to-end encrypted: send and read in the Tidings app"
+      : items.length
+        ? "Add a caption"
+        : "Type a message";
+  }
+
+  /** Upload the pending photos, then send them with the caption as one message. */
+  async sendWithAttachments(channelId, pending) {
+    if (pending.status === "uploading") return;
+    const caption = this.input.value;
+    pending.status = "uploading";
+    pending.progress = 0;
+    pending.error = "";
+    this.renderPending();
+    let attachments;
+    try {
+      attachments = await this.actions.upload(pending.items, (fraction) => {
+        pending.progress = fraction;
+        if (this.channelId === channelId) this.renderPending();
+      });
+    } catch (failure) {
+      const item = pending.items.find((i) => !i.media);
+      pending.status = "error";
+      pending.error = `${uploadErrorText(failure, item?.name)} Nothing was sent.`;
+      if (this.channelId === channelId) this.renderPending();
+      return;
+    }
+    if (this.pending.get(channelId) !== pending) return; // logged out meanwhile
+    this.pending.delete(channelId);
+    for (const item of pending.items) URL.revokeObjectURL(item.preview);
+    if (this.channelId === channelId) {
+      this.input.readOnly = false;
+      this.input.value = "";
+      this.onInput();
+      this.renderPending();
+      this.stickToBottom = true;
+    } else {
+      this.drafts.delete(channelId); // the caption went with the photos
+    }
+    this.actions.send(channelId, caption, attachments);
+  }
+
+  onDrag(event) {
+    if (!event.dataTransfer?.types?.includes("Files") || this.encrypted) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    this.pane.classList.add("dragging");
+  }
+
+  onDrop(event) {
+    this.pane.classList.remove("dragging");
+    if (!event.dataTransfer?.types?.includes("Files")) return;
+    event.preventDefault();
+    if (this.encrypted) return;
+    this.addFiles([...event.dataTransfer.files]);
+  }
+
+  onPaste(event) {
+    const files = [...(event.clipboardData?.files ?? [])];
+    if (!files.length) return;
+    event.preventDefault();
+    this.addFiles(files);
   }
 }

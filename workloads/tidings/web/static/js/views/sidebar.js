@@ -4,6 +4,7 @@
 
 import { h, reconcile, setText } from "../dom.js";
 import { shortTime } from "../format.js";
+import { previewText } from "../store.js";
 
 export function presenceText(user) {
   return user?.presence?.status === "online" ? "online" : "offline";
@@ -312,7 +313,7 @@ export class Sidebar {
                 { class: "channel-time", datetime: new Date(m.ts).toISOString() },
                 shortTime(m.ts),
               ),
-              h("span", { class: "result-body" }, m.body.slice(0, 200)),
+              h("span", { class: "result-body" }, previewText(m).slice(0, 200)),
             ),
           ),
         ),
