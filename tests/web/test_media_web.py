@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import random
 import re
 import uuid
@@ -194,6 +195,40 @@ def test_photo_attached_sent_shown_as_thumbnail_and_opened(
     wait_loaded(bob, bob.message("the beach").locator("img.thumb"))
     shots(alice, "sent")
     shots(bob, "after-reload")
+    assert alice.errors == [] and bob.errors == []
+
+
+@pytest.mark.parametrize(
+    "server_env",
+    [{"TIDINGS_MEDIA_MULTIPART_THRESHOLD": str(1 << 20), "TIDINGS_MEDIA_PART_SIZE": str(5 << 20)}],
+)
+def test_a_large_photo_goes_up_in_parts(people: People, shots: Shots, tmp_path: Path) -> None:
+    """Over the multipart threshold: the page PUTs each part, reads each answer's ETag and
+    completes with them; Bob opens the full image."""
+    alice, bob = people("alice"), people("bob")
+    begin_chat(alice, bob)
+    width, height = 1400, 1300  # random pixels: ~5.5 MB, two parts of 5 MiB and the rest
+    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    photo = tmp_path / "large.png"
+    image.save(photo, format="PNG")
+    assert (5 << 20) < photo.stat().st_size < (10 << 20)
+    puts: list[str] = []
+    alice.page.on(
+        "request",
+        lambda r: puts.append(r.url) if r.method == "PUT" and "/v1/media/" in r.url else None,
+    )
+    alice.page.locator("#attach-input").set_input_files(str(photo))
+    expect(alice.page.locator(".pending-item")).to_have_count(1)
+    alice.composer.fill("big one")
+    alice.composer.press("Enter")
+    expect(alice.page.locator(".pending-item")).to_have_count(0, timeout=60_000)
+    assert len(puts) == 2, puts
+    theirs = bob.message("big one")
+    wait_loaded(bob, theirs.locator("img.thumb"))
+    theirs.locator(".attachment-image").click()
+    full = wait_loaded(bob, bob.page.locator("dialog img.lightbox-image"))
+    assert full["natural"] == [width, height]
+    shots(bob, "large-lightbox")
     assert alice.errors == [] and bob.errors == []
 
 
