@@ -10,6 +10,7 @@ Uploads are signed with their exact ``Content-Length`` (and single PUTs with the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -188,8 +189,9 @@ class S3BlobStore:
         digest = hashlib.sha256()
         answer = await self.client.get_object(Bucket=self.bucket, Key=key)
         async with answer["Body"] as body:
-            async for chunk in body.content.iter_chunked(_READ_CHUNK):
-                digest.update(chunk)
+            async for chunk in body.iter_chunks(_READ_CHUNK):
+                # hashlib lets go of the GIL for big chunks: off the event loop.
+                await asyncio.to_thread(digest.update, chunk)
         return digest.hexdigest()
 
     async def read(self, key: str) -> bytes:

@@ -203,15 +203,7 @@ class MediaService:
         if record.state == READY:
             return record
         if record.upload_id is not None:
-            if not parts:
-                done = await self.store.done_parts(media_id, record.upload_id)
-                parts = sorted(done.items())
-            try:
-                await self.store.complete_multipart(media_id, record.upload_id, parts)
-            except UploadIncomplete as exc:
-                if await self.store.size_of(media_id) is None:
-                    raise self._refused(409, errors.UPLOAD_INCOMPLETE, str(exc)) from exc
-                # Completed before (a retry after a lost answer): check what is there.
+            await self._join_parts(record, parts)
         size = await self.store.size_of(media_id)
         if size is None or size < record.size:
             raise self._refused(
@@ -246,6 +238,35 @@ class MediaService:
         metrics.MEDIA_UPLOADS.labels("ready").inc()
         metrics.MEDIA_BYTES.inc(record.size)
         return replace(ready, state=READY, upload_id=None)
+
+    async def _join_parts(
+        self, record: MediaRecord, parts: Sequence[tuple[int, str]] | None
+    ) -> None:
+        """Complete a multipart upload once the store holds every part (S3 would join
+        any subset of them, and the upload would be gone)."""
+        assert record.upload_id is not None
+        media_id = record.media_id
+        wanted = range(1, len(part_sizes(record.size, self.config.part_size)) + 1)
+        done = await self.store.done_parts(media_id, record.upload_id)
+        if not done and await self.store.size_of(media_id) is not None:
+            return  # completed before (a retry after a lost answer): checked next
+        missing = [n for n in wanted if n not in done]
+        if missing:
+            raise self._refused(
+                409,
+                errors.UPLOAD_INCOMPLETE,
+                f"parts {missing} are missing: upload them (GET /v1/media/{{id}}/upload), "
+                "then complete again",
+            )
+        given = dict(parts) if parts else done
+        if sorted(given) != list(wanted):
+            raise self._refused(
+                409, errors.UPLOAD_INCOMPLETE, f"complete names parts 1..{len(wanted)}"
+            )
+        try:
+            await self.store.complete_multipart(media_id, record.upload_id, sorted(given.items()))
+        except UploadIncomplete as exc:
+            raise self._refused(409, errors.UPLOAD_INCOMPLETE, str(exc)) from exc
 
     def _refused(self, status: int, code: str, message: str) -> MediaError:
         metrics.MEDIA_UPLOADS.labels(code).inc()
