@@ -118,6 +118,33 @@ def _same_rule(have: dict[str, Any], want: dict[str, Any]) -> bool:
     )
 
 
+# Browsers PUT and GET presigned URLs from the web client's origin, and read a part's
+# ETag to complete a multipart upload. The URL's signature is the credential, so any
+# origin may use one (a CORS rule is no access control).
+CORS_RULES = [
+    {
+        "AllowedOrigins": ["*"],
+        "AllowedMethods": ["GET", "PUT", "HEAD"],
+        "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["ETag"],
+        "MaxAgeSeconds": 3600,
+    }
+]
+
+
+async def _ensure_cors(client: Any, bucket: str) -> None:
+    """Put :data:`CORS_RULES` on a bucket that has no CORS configuration (one set by
+    hand is left alone)."""
+    try:
+        await client.get_bucket_cors(Bucket=bucket)
+        return
+    except ClientError as exc:
+        if _code(exc) != "NoSuchCORSConfiguration":
+            raise
+    log.info("putting CORS rules on bucket %s", bucket)
+    await client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+
+
 def _code(exc: ClientError) -> str:
     return str((exc.response.get("Error") or {}).get("Code") or "")
 
@@ -192,6 +219,7 @@ async def _ensure_bucket(s3: S3Spec, access_key_id: str, secret_access_key: str)
             await client.put_bucket_lifecycle_configuration(
                 Bucket=s3.bucket, LifecycleConfiguration={"Rules": rules}
             )
+        await _ensure_cors(client, s3.bucket)
         return MediaOutcome(
             bucket=s3.bucket,
             created=created,

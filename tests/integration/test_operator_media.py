@@ -87,6 +87,9 @@ async def test_creates_the_bucket_with_the_abort_rule(
         assert rule["ID"] == ABORT_RULE_ID
         assert rule["Status"] == "Enabled"
         assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}
+        # Browsers may PUT to presigned URLs and read a part's ETag.
+        (cors,) = (await admin.get_bucket_cors(Bucket=bucket))["CORSRules"]
+        assert "PUT" in cors["AllowedMethods"] and "ETag" in cors["ExposeHeaders"]
 
         # Again: the bucket is there (BucketAlreadyOwnedByYou) and the rule in place.
         again = await ensure_bucket(spec, *creds(testenv))

@@ -25,6 +25,7 @@ from tidings.metrics import serve_metrics
 from tidings.runtime import Runtime
 from tidings.settings import Settings
 from tidings.tls import CertReloader
+from tidings.web import media_origin
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,24 @@ async def _let_clients_close(gateway: Gateway, within_s: float) -> None:
     )
 
 
+def s3_origins(settings: Settings) -> list[str]:
+    """The origin the presigned URLs of an S3 media store name (the web page may talk to
+    it): the public endpoint's, with the bucket as a subdomain under virtual addressing."""
+    if not settings.media_s3_bucket or settings.media_store not in ("auto", "s3"):
+        return []
+    endpoint = settings.media_s3_public_endpoint or settings.media_s3_endpoint
+    if endpoint is None:  # AWS itself
+        region = settings.media_s3_region
+        return [f"https://{settings.media_s3_bucket}.s3.{region}.amazonaws.com"]
+    origin = media_origin(endpoint)
+    if origin is None:
+        return []
+    if settings.media_s3_addressing_style == "virtual":
+        scheme, _, host = origin.partition("://")
+        origin = f"{scheme}://{settings.media_s3_bucket}.{host}"
+    return [origin]
+
+
 def event_loop_choice(wanted: str) -> str:
     """uvicorn's ``loop``: uvloop when asked for or ("auto") when it is installed."""
     if wanted == "asyncio":
@@ -138,7 +157,10 @@ def serve(settings: Settings, open_runtime: RuntimeOpener) -> None:
     tls = CertReloader.from_settings(settings)  # None: plain HTTP (raises for a bad pair)
     config = _Config(
         create_app(
-            open_runtime, api_docs=settings.api_docs, max_body_bytes=settings.max_body_bytes
+            open_runtime,
+            api_docs=settings.api_docs,
+            max_body_bytes=settings.max_body_bytes,
+            media_origins=s3_origins(settings),
         ),
         host=settings.host,
         port=settings.port,

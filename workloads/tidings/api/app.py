@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,10 +26,16 @@ RuntimeOpener = Callable[[], Awaitable[Runtime]]
 
 
 def create_app(
-    open_runtime: RuntimeOpener, *, api_docs: bool = False, max_body_bytes: int = 1 << 20
+    open_runtime: RuntimeOpener,
+    *,
+    api_docs: bool = False,
+    max_body_bytes: int = 1 << 20,
+    media_origins: Sequence[str] = (),
 ) -> FastAPI:
     """``api_docs``: serve ``/docs``, ``/redoc`` and ``/openapi.json`` (off by default:
-    they describe every endpoint to anyone, and ``/docs`` loads scripts from a CDN)."""
+    they describe every endpoint to anyone, and ``/docs`` loads scripts from a CDN).
+    ``media_origins``: a blob store of another origin the web client uploads to and shows
+    images from (its page's Content-Security-Policy allows them)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -56,5 +62,5 @@ def create_app(
         routes_ops,
     ):
         app.include_router(module.router)
-    mount_web(app)  # the web client at /, its assets under /web/
+    mount_web(app, media_origins)  # the web client at /, its assets under /web/
     return app
