@@ -237,6 +237,12 @@ async def test_the_cli_sends_a_file_and_fetches_it(
     assert sent["attachment"]["content_type"] == "application/pdf"
     assert sent["attachment"]["name"] == "minutes.pdf"
 
+    (heard,) = await cli(config, "listen", "--user", bo, "--count", "1", lines=True)
+    assert (heard["message_id"], heard["body"]) == (sent["message_id"], "minutes")
+    assert [(a["media_id"], a["name"]) for a in heard["attachments"]] == [
+        (sent["media_id"], "minutes.pdf")
+    ]
+
     fetched = await cli(config, "fetch-file", "--user", bo, sent["media_id"], str(tmp_path))
     path = Path(fetched["path"])
     assert path == tmp_path / f"{sent['media_id']}.pdf"
@@ -251,8 +257,9 @@ async def test_the_cli_sends_a_file_and_fetches_it(
     assert "unknown_media" in refused["stderr"]
 
 
-async def cli(config: Path, *argv: str, ok: bool = True) -> dict[str, Any]:
-    """``tidings client ARGV``: its one JSON line (or, failing, its stderr)."""
+async def cli(config: Path, *argv: str, ok: bool = True, lines: bool = False) -> Any:
+    """``tidings client ARGV``: its one JSON line (``lines``: all of them), or, failing,
+    its stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env["XDG_CONFIG_HOME"] = str(config)
     proc = await asyncio.create_subprocess_exec(
@@ -271,8 +278,10 @@ async def cli(config: Path, *argv: str, ok: bool = True) -> dict[str, Any]:
         assert proc.returncode == 1, out
         return {"stderr": err.decode()}
     assert proc.returncode == 0, err.decode()
-    (line,) = out.decode().splitlines()
-    result: dict[str, Any] = json.loads(line)
+    printed = [json.loads(line) for line in out.decode().splitlines()]
+    if lines:
+        return printed
+    (result,) = printed
     return result
 
 

@@ -497,7 +497,7 @@ async def download_media(
     media = await api.get_media(media_id)
     url = media.thumbnail_url if thumbnail else media.url
     if url is None:
-        what = "a thumbnail" if thumbnail else "a download url"
+        what = "thumbnail" if thumbnail else "download url"
         raise TidingsProtocolError(f"media {media_id} has no {what}")
     target = Path(dest)
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
