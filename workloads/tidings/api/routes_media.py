@@ -6,9 +6,13 @@ Upload slots, completion and download URLs for every store; with the embedded st
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +25,7 @@ from tidings.media.local import LocalBlobStore, LocalUploadError
 from tidings.media.service import MediaError, MediaService
 from tidings.runtime import Runtime
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
 MIB = 1 << 20
@@ -66,6 +71,21 @@ def _api_error(exc: MediaError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
 
 
+@asynccontextmanager
+async def _answering() -> AsyncIterator[None]:
+    """The media service's refusals as the contract's errors; a blob store that cannot
+    be reached (or answers with an error of its own) as 503 ``unavailable``."""
+    try:
+        yield
+    except MediaError as exc:
+        raise _api_error(exc) from exc
+    except (BotoCoreError, ClientError, OSError) as exc:
+        log.warning("blob store unavailable: %s", exc)
+        raise ApiError(
+            503, errors.UNAVAILABLE, "the blob store is unavailable: try again", retry_after_ms=1000
+        ) from exc
+
+
 def _base_url(request: Request) -> str:
     return str(request.base_url)
 
@@ -76,7 +96,7 @@ async def create_media(
 ) -> dict[str, Any]:
     service = _service(runtime)
     settings = runtime.settings
-    try:
+    async with _answering():
         service.check(body.content_type, body.size, body.e2e)
         await spend_hourly(runtime, me.user_id, "media", settings.media_uploads_per_hour, "uploads")
         await spend_hourly(
@@ -90,20 +110,16 @@ async def create_media(
         return await service.create(
             me.user_id, body.content_type, body.size, body.sha256, body.e2e, _base_url(request)
         )
-    except MediaError as exc:
-        raise _api_error(exc) from exc
 
 
 @router.get("/media/{media_id}/upload")
 async def upload_info(
     media_id: str, request: Request, me: IdentityDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    try:
+    async with _answering():
         return await _service(runtime).upload_info(
             me.user_id, _media_id(media_id), _base_url(request)
         )
-    except MediaError as exc:
-        raise _api_error(exc) from exc
 
 
 @router.post("/media/{media_id}/complete")
@@ -113,10 +129,8 @@ async def complete_media(
     parts = None
     if body is not None and body.parts:
         parts = [(p.part_number, p.etag) for p in body.parts]
-    try:
+    async with _answering():
         record = await _service(runtime).complete(me.user_id, _media_id(media_id), parts)
-    except MediaError as exc:
-        raise _api_error(exc) from exc
     return record.to_wire()
 
 
@@ -129,12 +143,10 @@ async def describe_media(
     ttl_s: Annotated[int | None, Query(ge=1, le=86_400)] = None,
 ) -> dict[str, Any]:
     """``ttl_s``: URLs valid this long, if shorter than the server's download TTL."""
-    try:
+    async with _answering():
         return await _service(runtime).describe(
             me.user_id, _media_id(media_id), _base_url(request), ttl_s
         )
-    except MediaError as exc:
-        raise _api_error(exc) from exc
 
 
 # --- the embedded store's signed routes (no bearer token: the URL is the credential) ---
