@@ -302,7 +302,10 @@ def test_content_types_from_the_first_bytes_then_the_extension() -> None:
     assert guess_content_type(MP4_HEAD) == "video/mp4"
     assert guess_content_type(b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00") == "video/quicktime"
     assert guess_content_type(b"\x00\x00\x00\x1cftypM4A \x00\x00\x00\x00") == "audio/mp4"
-    assert guess_content_type(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81") == "video/webm"
+    webm = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm"
+    assert guess_content_type(webm) == "video/webm"
+    # Matroska that is not WebM is not a type the server takes: by its name, then.
+    assert guess_content_type(webm.replace(b"webm", b"mkv "), "a.webm") == "video/webm"
     assert guess_content_type(b"OggS\x00\x02") == "audio/ogg"
     assert guess_content_type(b"ID3\x04\x00") == "audio/mpeg"
     assert guess_content_type(b"\xff\xfb\x90\x64") == "audio/mpeg"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tidings.core.errors import PAYLOAD_TOO_LARGE
-from tidings.media.local import ROUTE, LocalBlobStore, LocalUploadError
+from tidings.media.local import ROUTE, LocalBlobStore
 from tidings.media.service import MediaConfig, MediaError, MediaService
 from tidings.storage.directory import SqlDirectory
 from tidings.storage.media import MediaStore
@@ -147,7 +147,7 @@ async def test_the_local_store_refuses_what_was_not_signed(
     key, query = signed(slot["upload"]["url"])
 
     def refused(q: dict[str, str], op: str = "put") -> str:
-        with pytest.raises(LocalUploadError) as caught:
+        with pytest.raises(MediaError) as caught:
             store.check(key, q, op, store.clock())
         return caught.value.code
 
@@ -158,10 +158,10 @@ async def test_the_local_store_refuses_what_was_not_signed(
     assert refused(query) == "url_expired"
     clock.ms -= 3601 * 1000
     fields = store.check(key, query, "put", store.clock())
-    with pytest.raises(LocalUploadError) as too_long:
+    with pytest.raises(MediaError) as too_long:
         await store.receive(key, fields, "image/png", str(len(data)), _chunks(data + b"xx"))
     assert too_long.value.status == 413 and too_long.value.code == PAYLOAD_TOO_LARGE
-    with pytest.raises(LocalUploadError) as short:
+    with pytest.raises(MediaError) as short:
         await store.receive(key, fields, "image/png", str(len(data)), _chunks(data[:-5]))
     assert short.value.status == 400
     assert store.path_of(key) is None  # nothing half-written is left as the blob

@@ -21,7 +21,7 @@ from tidings.api.deps import IdentityDep, RuntimeDep, spend_hourly
 from tidings.api.errors import ApiError
 from tidings.core import errors
 from tidings.core.media import is_media_id
-from tidings.media.local import LocalBlobStore, LocalUploadError
+from tidings.media.local import LocalBlobStore
 from tidings.media.service import MediaError, MediaService
 from tidings.runtime import Runtime
 
@@ -176,8 +176,8 @@ async def put_blob(key: str, request: Request, runtime: RuntimeDep) -> Any:
             request.headers.get("content-length"),
             request.stream(),
         )
-    except LocalUploadError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+    except MediaError as exc:
+        raise _api_error(exc) from exc
     return Response(status_code=200, headers={"ETag": etag})
 
 
@@ -194,8 +194,8 @@ async def get_blob(key: str, request: Request, runtime: RuntimeDep) -> Any:
     store = _local(runtime)
     try:
         fields = store.check(key, _query(request), "get", store.clock())
-    except LocalUploadError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+    except MediaError as exc:
+        raise _api_error(exc) from exc
     path = store.path_of(key)
     if path is None:
         raise ApiError(404, errors.NOT_FOUND, "no such blob (deleted)")

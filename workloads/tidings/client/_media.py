@@ -42,6 +42,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from tidings.core.media import sniff
+
 from ._errors import TidingsApiError, TidingsConnectionError, TidingsError, TidingsProtocolError
 from ._models import Attachment, MediaObject, as_object, get_int, get_str
 
@@ -101,36 +103,12 @@ _BY_EXTENSION = {
     ".mp3": "audio/mpeg",
     ".pdf": "application/pdf",
 }
-_AUDIO_BRANDS = (b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B ")
 
 
 def sniff_content_type(head: bytes) -> str | None:
-    """The type the first bytes of a file say it is, or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[4:8] == b"ftyp":  # ISO base media file: the major brand says which
-        brand = head[8:12]
-        if brand == b"qt  ":
-            return "video/quicktime"
-        return "audio/mp4" if brand in _AUDIO_BRANDS else "video/mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: WebM (Matroska)
-        return "video/webm"
-    if head.startswith(b"OggS"):
-        return "audio/ogg"
-    if head.startswith(b"ID3"):
-        return "audio/mpeg"
-    # An MPEG audio frame: 11 sync bits, then a layer that is not 00 (ADTS AAC's).
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
-        return "audio/mpeg"
-    if head.startswith(b"%PDF-"):
-        return "application/pdf"
-    return None
+    """The type the first bytes of a file say it is, of the types the server takes (the
+    server's own table, core/media.py: what it would accept is what it checks), or None."""
+    return sniff(head)
 
 
 def guess_content_type(head: bytes, name: str | None = None) -> str:

@@ -114,7 +114,10 @@ def sniff(head: bytes) -> str | None:
         return "video/webm" if b"webm" in head[:64] else None
     if head.startswith(b"OggS"):
         return "audio/ogg"
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+    if head.startswith(b"ID3"):
+        return "audio/mpeg"
+    # An MPEG audio frame: 11 sync bits, then a layer that is not 00 (ADTS AAC's).
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
         return "audio/mpeg"
     if head.startswith(b"%PDF-"):
         return "application/pdf"

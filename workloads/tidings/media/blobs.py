@@ -8,6 +8,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+class MediaError(Exception):
+    """A media request refused: the HTTP status, the contract's code and a message (the
+    service's refusals, and the embedded store's signed routes')."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
 class UploadIncomplete(Exception):
     """The store does not hold every byte of the upload (a part missing, none at all)."""
 

@@ -23,20 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from tidings.media.blobs import SignedRequest, UploadIncomplete
+from tidings.media.blobs import MediaError, SignedRequest, UploadIncomplete
 
 ROUTE = "/v1/media/blob/"
 _CHUNK = 1 << 20
-
-
-class LocalUploadError(Exception):
-    """A request to a signed route the store refuses: the HTTP status and the code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -49,15 +39,15 @@ class Signer:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def verify(self, fields: Mapping[str, str], signature: str, now: float) -> None:
-        """Raises :class:`LocalUploadError` (403) for a bad signature or an expired URL."""
+        """Raises :class:`MediaError` (403) for a bad signature or an expired URL."""
         if not hmac.compare_digest(self.sign(fields), signature):
-            raise LocalUploadError(403, "bad_signature", "the URL's signature does not match")
+            raise MediaError(403, "bad_signature", "the URL's signature does not match")
         try:
             expires = int(fields["exp"])
         except (KeyError, ValueError):
-            raise LocalUploadError(403, "bad_signature", "the URL has no expiry") from None
+            raise MediaError(403, "bad_signature", "the URL has no expiry") from None
         if now > expires:
-            raise LocalUploadError(403, "url_expired", "the URL has expired: ask for a new one")
+            raise MediaError(403, "url_expired", "the URL has expired: ask for a new one")
 
 
 _KEY = re.compile(r"^[0-9a-f]{32}(\.thumb)?$")
@@ -124,12 +114,12 @@ class LocalBlobStore:
     def check(self, key: str, query: Mapping[str, str], op: str, now: float) -> dict[str, str]:
         """The signed fields of a request to the route, verified."""
         if not _key_ok(key):
-            raise LocalUploadError(404, "not_found", "no such blob")
+            raise MediaError(404, "not_found", "no such blob")
         fields = {k: v for k, v in query.items() if k != "sig"}
         fields["key"] = key
         self.signer.verify(fields, query.get("sig", ""), now)
         if fields.get("op") != op:
-            raise LocalUploadError(403, "bad_signature", f"this URL is not for {op}")
+            raise MediaError(403, "bad_signature", f"this URL is not for {op}")
         return fields
 
     async def receive(
@@ -143,19 +133,19 @@ class LocalBlobStore:
         """Store one signed upload (a whole blob or a part) from ``body``; its ETag."""
         size = int(fields["size"])
         if fields["op"] == "put" and content_type != fields["ct"]:
-            raise LocalUploadError(
+            raise MediaError(
                 403, "bad_signature", f"Content-Type must be {fields['ct']!r}, as signed"
             )
         if content_length is None or not content_length.isdigit():
-            raise LocalUploadError(411, "invalid_request", "send Content-Length")
+            raise MediaError(411, "invalid_request", "send Content-Length")
         if int(content_length) > size:
-            raise LocalUploadError(413, "payload_too_large", f"this URL takes {size} bytes")
+            raise MediaError(413, "payload_too_large", f"this URL takes {size} bytes")
         if int(content_length) < size:
-            raise LocalUploadError(400, "invalid_request", f"this URL takes {size} bytes")
+            raise MediaError(400, "invalid_request", f"this URL takes {size} bytes")
         if fields["op"] == "part":
             upload = self.uploads / fields["upload"]
             if not upload.is_dir() or not fields["part"].isdigit():
-                raise LocalUploadError(404, "not_found", "no such upload (aborted or done)")
+                raise MediaError(404, "not_found", "no such upload (aborted or done)")
             final = upload / f"{int(fields['part']):05d}"
         else:
             final = self.blobs / key
@@ -168,13 +158,11 @@ class LocalBlobStore:
             async for chunk in body:
                 received += len(chunk)
                 if received > size:
-                    raise LocalUploadError(413, "payload_too_large", f"this URL takes {size} bytes")
+                    raise MediaError(413, "payload_too_large", f"this URL takes {size} bytes")
                 out.write(chunk)
                 md5.update(chunk)
             if received != size:
-                raise LocalUploadError(
-                    400, "invalid_request", f"{received} of {size} bytes arrived"
-                )
+                raise MediaError(400, "invalid_request", f"{received} of {size} bytes arrived")
             out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
             out.close()

@@ -15,7 +15,7 @@ from typing import Any
 from tidings import metrics
 from tidings.core import errors
 from tidings.core.media import E2E_CONTENT_TYPE, Limits, MediaRecord, kind_of, matches
-from tidings.media.blobs import BlobStore, UploadIncomplete
+from tidings.media.blobs import BlobStore, MediaError, UploadIncomplete
 from tidings.media.thumbnails import THUMBNAIL_TYPE, NotAnImage, make_thumbnail
 from tidings.settings import Settings
 from tidings.storage.media import DELETING, PENDING, READY, MediaStore
@@ -24,17 +24,8 @@ log = logging.getLogger(__name__)
 
 SNIFF_BYTES = 64
 SWEEP_BATCH = 500
+__all__ = ["MediaConfig", "MediaError", "MediaService"]
 IsMember = Callable[[int, str], Awaitable[bool]]
-
-
-class MediaError(Exception):
-    """A request the media service refuses: HTTP status, contract code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
