@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -161,6 +162,29 @@ async def test_save_then_resend_returns_the_first(store: MessageStore) -> None:
         other_sender.message_id,
         first.message_id,
     ]
+
+
+async def test_attachments_are_kept_with_the_message(store: MessageStore) -> None:
+    ch, sender = channel(), uid()
+    photo = {
+        "media_id": "0123456789abcdef" * 2,
+        "content_type": "image/jpeg",
+        "size": 5_000_000,
+        "sha256": "ab" * 32,
+        "name": "Strand \u2013 Sonne.jpg",
+        "width": 4000,
+        "height": 3000,
+        "thumbnail": True,
+    }
+    first = replace(msg(id_at(now_ms()), ch, "", sender=sender), attachments=(photo,))
+    assert await bounded(store.save_message(first)) == first
+    (stored,) = await bounded(store.history(ch, None, 10))
+    assert stored.attachments == (photo,) and stored == first
+    # A message without any reads back with none (and its wire form has no field).
+    plain = msg(first.message_id + 1, ch, "text only", sender=sender)
+    await bounded(store.save_message(plain))
+    newest = (await bounded(store.history(ch, None, 1)))[0]
+    assert newest.attachments == () and "attachments" not in newest.to_wire()
 
 
 async def test_concurrent_resends_all_get_the_same_message(store: MessageStore) -> None:
