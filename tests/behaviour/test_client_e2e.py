@@ -6,6 +6,7 @@ every device."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from tidings.client import ApiClient, ChatConnection, DeviceCrypto, EndToEnd, LocalIndex, Msg
@@ -87,6 +88,45 @@ async def test_the_client_sends_and_opens_end_to_end_by_itself(
             "hello, privately",
         )
         assert [f.text for f in bob.e2e.search("again")] == ["and again"]
+    finally:
+        for p in phones:
+            await p.chat.aclose()
+            await p.api.aclose()
+
+
+async def test_files_go_end_to_end_as_ciphertext_with_the_key_in_the_envelopes(
+    server: Deployment, tmp_path: Path
+) -> None:
+    ann = await phone(server, tmp_path, unique_name("fan"), new=True)
+    bob = await phone(server, tmp_path, unique_name("fbo"), new=True)
+    phones = [ann, bob]
+    try:
+        await ann.api.friend_request(bob.user_id)
+        await bob.api.accept_friend(ann.user_id)
+        secret = b"%PDF-1.7 the contract, signed " + os.urandom(300_000)
+        source = tmp_path / "contract.pdf"
+        source.write_bytes(secret)
+        ack = await ann.e2e.send_file(source, to=bob.user_id, caption="sign here")
+
+        got = await next_msg(bob.chat, ack.message_id)
+        # The server saw ciphertext only: no type, no name, no preview.
+        (seen,) = got.attachments
+        assert seen.content_type == "application/octet-stream" and seen.name is None
+        assert not seen.thumbnail and seen.size > len(secret)
+        opened = bob.e2e.open_message(got)
+        assert opened.text == "sign here"
+        (file,) = opened.files
+        assert (file.name, file.content_type, file.size) == (
+            "contract.pdf",
+            "application/pdf",
+            len(secret),
+        )
+        dest = await bob.e2e.download_file(file, tmp_path / "received.pdf")
+        assert dest.read_bytes() == secret
+        # What the store holds is not the file.
+        raw = tmp_path / "raw"
+        await bob.api.download(file.media_id, raw)
+        assert b"the contract" not in raw.read_bytes()
     finally:
         for p in phones:
             await p.chat.aclose()

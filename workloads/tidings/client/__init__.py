@@ -18,7 +18,7 @@ from ._cli import add_chat_commands
 from ._connection import ChatConnection, DiscoverFn, ws_url
 from ._cursor import Inbox, InboxTracker, Step, SyncPlan
 from ._e2ee import DeviceCrypto, E2eeError, safety_number
-from ._end_to_end import EndToEnd
+from ._end_to_end import EndToEnd, Opened, SecretFile
 from ._errors import (
     SessionEnded,
     TidingsApiError,
@@ -78,6 +78,8 @@ __all__ = [
     "DiscoverFn",
     "E2eeError",
     "EndToEnd",
+    "Opened",
+    "SecretFile",
     "ErrorFrame",
     "Event",
     "Found",
