@@ -3,7 +3,7 @@
 Every cluster gets its own PostgreSQL database, Cassandra keyspace and Kafka topic prefix
 (and so its own consumer group), named after a fresh uuid, so clusters never see each
 other's data; :meth:`Cluster.destroy` drops them again. The services themselves come from
-the test environment (``e2e/env/up.sh postgres kafka cassandra``).
+the test environment (``e2e/env/up.sh postgres kafka cassandra seaweedfs``; S3 for media).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pytest
 from ._cluster import Backends, close_cluster, open_cluster
 from ._harness import Clients, Deployment, http_client, start_server, stop_server
 
-CLUSTER_MARKS = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres]
+CLUSTER_MARKS = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres, pytest.mark.s3]
 
 
 @pytest.fixture(

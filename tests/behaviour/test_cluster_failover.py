@@ -36,7 +36,7 @@ from ._harness import (
     reconnect_through_discover,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres]
+pytestmark = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres, pytest.mark.s3]
 
 # Kafka notices a dead consumer after its session timeout (3 s in the test clusters,
 # _cluster.KAFKA_SESSION_TIMEOUT_S), then rebalances: back in about 4 s; the test allows

@@ -31,7 +31,7 @@ from ._cluster import Backends, Cluster, close_cluster, open_cluster
 from ._harness import Account, Clients, another_device, http_client, new_account
 from ._load import Device, Load, peers_elsewhere, percentile, poll_until, record, watch_port
 
-pytestmark = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres]
+pytestmark = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres, pytest.mark.s3]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_DIR = REPO_ROOT / "e2e" / "env"
