@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from tidings.core.model import Message
 from tidings.push.payload import (
@@ -33,6 +34,25 @@ def test_preview_when_asked() -> None:
     assert apns_payload(n)["aps"]["alert"]["body"] == "the secret…"
     assert fcm_message("tok", n)["notification"] == {"body": "the secret…"}
     assert webhook_body("tok", n)["preview"] == "the secret…"
+
+
+def test_a_preview_says_what_a_message_carries() -> None:
+    def photo(n: int, content_type: str = "image/jpeg") -> dict[str, object]:
+        return {"media_id": f"{n:032x}", "content_type": content_type, "size": 1, "sha256": ""}
+
+    with_photo = replace(MESSAGE, body="the beach", attachments=(photo(1),))
+    n = build_notification(2, 20, with_photo, preview=True, preview_chars=100)
+    assert n.preview == "📷 Photo the beach"
+    three = replace(MESSAGE, body="", attachments=(photo(1), photo(2), photo(3)))
+    assert build_notification(2, 20, three, preview=True, preview_chars=100).preview == (
+        "📷 3 photos"
+    )
+    mixed = replace(MESSAGE, body="", attachments=(photo(1), photo(2, "video/mp4")))
+    assert build_notification(2, 20, mixed, preview=True, preview_chars=100).preview == (
+        "📎 2 attachments"
+    )
+    # No preview asked for: nothing of it either.
+    assert build_notification(2, 20, with_photo, preview=False, preview_chars=100).preview is None
 
 
 def test_preview_is_bounded_in_bytes_too() -> None:

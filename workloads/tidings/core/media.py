@@ -320,5 +320,25 @@ def check_attachments(
     return tuple(stored)
 
 
+_KIND_LABELS = {
+    "image": ("📷", "Photo", "photos"),
+    "video": ("🎥", "Video", "videos"),
+    "audio": ("🎤", "Voice note", "voice notes"),
+    "file": ("📄", "File", "files"),
+}
+
+
+def summary(attachments: tuple[dict[str, Any], ...]) -> str:
+    """A line saying what a message carries, for previews: "📷 Photo", "📷 3 photos",
+    "📎 2 attachments" (mixed kinds), "" for none."""
+    if not attachments:
+        return ""
+    kinds = {kind_of(str(a.get("content_type"))) or "file" for a in attachments}
+    if len(kinds) > 1:
+        return f"📎 {len(attachments)} attachments"
+    icon, one, many = _KIND_LABELS[kinds.pop()]
+    return f"{icon} {one}" if len(attachments) == 1 else f"{icon} {len(attachments)} {many}"
+
+
 def attachment_ids(stored: tuple[dict[str, Any], ...]) -> list[str]:
     return [str(a["media_id"]) for a in stored]

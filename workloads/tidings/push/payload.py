@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidings.core.e2ee import is_envelopes
+from tidings.core.media import summary
 from tidings.core.model import Message
 
 # APNs and FCM both refuse payloads over 4 KiB; a preview stays well inside that.
@@ -44,11 +45,17 @@ def build_notification(
         message_id=message.message_id,
         # Never a preview of an end-to-end message: its body is ciphertext for devices.
         preview=(
-            cut_preview(message.body, preview_chars)
+            cut_preview(_preview_text(message), preview_chars)
             if preview and not is_envelopes(message.body)
             else None
         ),
     )
+
+
+def _preview_text(message: Message) -> str:
+    """The body, after what the message carries ("📷 Photo the beach")."""
+    carries = summary(message.attachments)
+    return f"{carries} {message.body}".strip() if carries else message.body
 
 
 def cut_preview(body: str, chars: int, max_bytes: int = MAX_PREVIEW_BYTES) -> str:
