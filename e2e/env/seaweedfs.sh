@@ -7,9 +7,11 @@
 #   seaweedfs.sh start     start `weed mini` on a fresh data dir, S3 on 127.0.0.1:18333 (every
 #                          other port moved off its default too), create the bucket
 #                          tidings-media, wait until a volume server has joined (writes work),
-#                          write $TESTENV_STATE/seaweedfs.env
-#   seaweedfs.sh stop      stop it, remove the gRPC sockets it leaves in /tmp (safe when not
-#                          running)
+#                          write $TESTENV_STATE/seaweedfs.env; when the pod bridge is up
+#                          (podnet.sh), also a second S3 gateway for the real node's pods
+#                          (below)
+#   seaweedfs.sh stop      stop both, remove the gRPC sockets they leave in /tmp (safe when
+#                          not running)
 #   seaweedfs.sh status    say whether it runs and answers
 #
 # Version: $TIDINGS_SEAWEEDFS_VERSION (default below; pinned: the CLI flags change between
@@ -22,6 +24,16 @@
 #     into an admin identity: they are set explicitly (an inherited value must not become a
 #     valid credential), AWS_SESSION_TOKEN and AWS_PROFILE are removed;
 #   * glog writes to /tmp unless -logdir is given.
+#
+# Pods: `weed mini` binds every component to one address (-ip.bind), and 0.0.0.0 would
+# expose the master, volume and filer too. So when the pod bridge is up, a separate S3
+# gateway (`weed s3`, process seaweedfs-pod) talks to the same filer over loopback and
+# listens on $POD_GATEWAY_IP:18334 only (its gRPC on $POD_GATEWAY_IP:28334; Iceberg, Lance,
+# metrics and debug off). It gets the same AWS_* identity, so the same credentials work on
+# both endpoints; buckets, objects, lifecycle rules and CORS live in the filer and are
+# shared. The host reaches $POD_GATEWAY_IP too (the bridge's own address), so a URL
+# presigned for http://$POD_GATEWAY_IP:18334 works from the tests as well as from pods:
+# TIDINGS_TEST_S3_POD_ENDPOINT.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SEAWEEDFS_VERSION="${TIDINGS_SEAWEEDFS_VERSION:-4.48}"
@@ -40,6 +52,10 @@ FILER_PORT=18888
 FILER_GRPC_PORT=28888
 ADMIN_PORT=18646
 ADMIN_GRPC_PORT=28646
+# The pods' S3 gateway (on $POD_GATEWAY_IP, only when the pod bridge is up).
+POD_S3_PORT=18334
+POD_S3_GRPC_PORT=28334
+SEAWEEDFS_POD_LOG="$TESTENV_LOGS/seaweedfs-pod.log"
 
 S3_ACCESS_KEY=tidings-test
 S3_SECRET_KEY=tidings-test-secret
@@ -93,8 +109,50 @@ seaweedfs_healthy() {
 seaweedfs_remove_sockets() {
     local port
     for port in "$MASTER_GRPC_PORT" "$VOLUME_GRPC_PORT" "$FILER_GRPC_PORT" "$S3_GRPC_PORT" \
-        "$ADMIN_GRPC_PORT"; do
+        "$ADMIN_GRPC_PORT" "$POD_S3_GRPC_PORT"; do
         rm -f /tmp/seaweedfs-*-grpc-"$port".sock
+    done
+}
+
+# The pods' gateway answers (it only needs the filer, which the mini process has).
+seaweedfs_pod_healthy() {
+    curl -fsS -m 2 -o /dev/null "http://$POD_GATEWAY_IP:$POD_S3_PORT/healthz"
+}
+
+# seaweedfs_pod_start <socket dir>: the second S3 gateway, for pods, on the bridge's address.
+seaweedfs_pod_start() {
+    local sockdir=$1
+    if pid_alive seaweedfs-pod; then
+        log "seaweedfs pod gateway already running (pid $(cat "$TESTENV_RUN/seaweedfs-pod.pid"))"
+    else
+        local port
+        for port in "$POD_S3_PORT" "$POD_S3_GRPC_PORT"; do
+            ! port_open "$POD_GATEWAY_IP" "$port" || die "port $POD_GATEWAY_IP:$port is taken by another process"
+        done
+        mkdir -p "$SEAWEEDFS_STATE/logs-pod"
+        : >"$SEAWEEDFS_POD_LOG"
+        log "starting the seaweedfs S3 gateway for pods on $POD_GATEWAY_IP:$POD_S3_PORT"
+        start_bg seaweedfs-pod "$SEAWEEDFS_POD_LOG" \
+            env -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN -u AWS_PROFILE -u S3_EXTERNAL_URL \
+            AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
+            "$WEED" -logdir="$SEAWEEDFS_STATE/logs-pod" s3 \
+            -filer="127.0.0.1:$FILER_PORT" \
+            -ip="$POD_GATEWAY_IP" -ip.bind="$POD_GATEWAY_IP" \
+            -port="$POD_S3_PORT" -port.grpc="$POD_S3_GRPC_PORT" \
+            -localSocket="$sockdir/s3-pod.sock" \
+            -port.iceberg=0 -port.lance=0 -metricsPort=0
+    fi
+    local deadline=$((SECONDS + 60))
+    until seaweedfs_pod_healthy >/dev/null 2>&1; do
+        if ! pid_alive seaweedfs-pod; then
+            tail -n 30 "$SEAWEEDFS_POD_LOG" >&2 || true
+            die "the seaweedfs pod gateway exited during start-up, see $SEAWEEDFS_POD_LOG"
+        fi
+        ((SECONDS < deadline)) || {
+            tail -n 30 "$SEAWEEDFS_POD_LOG" >&2
+            die "the seaweedfs pod gateway did not become ready within 60s, see $SEAWEEDFS_POD_LOG"
+        }
+        sleep 0.3
     done
 }
 
@@ -147,16 +205,27 @@ seaweedfs_start() {
         }
         sleep 0.3
     done
-    write_env seaweedfs \
-        "TIDINGS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT" \
-        "TIDINGS_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY" \
-        "TIDINGS_TEST_S3_SECRET_KEY=$S3_SECRET_KEY" \
-        "TIDINGS_TEST_S3_BUCKET=$S3_BUCKET" \
+    local env=(
+        "TIDINGS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+        "TIDINGS_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY"
+        "TIDINGS_TEST_S3_SECRET_KEY=$S3_SECRET_KEY"
+        "TIDINGS_TEST_S3_BUCKET=$S3_BUCKET"
         "TIDINGS_TEST_S3_REGION=$S3_REGION"
+    )
+    if pod_bridge_up; then
+        seaweedfs_pod_start "$sockdir"
+        env+=("TIDINGS_TEST_S3_POD_ENDPOINT=http://$POD_GATEWAY_IP:$POD_S3_PORT")
+    fi
+    write_env seaweedfs "${env[@]}"
     log "seaweedfs healthy in $((SECONDS - t0))s"
 }
 
 seaweedfs_stop() {
+    if pid_alive seaweedfs-pod; then
+        log "stopping the seaweedfs pod gateway"
+    fi
+    # The pods' gateway first (it holds gRPC streams to the filer).
+    stop_bg seaweedfs-pod 10
     if pid_alive seaweedfs; then
         log "stopping seaweedfs"
     fi
@@ -171,6 +240,14 @@ seaweedfs_status() {
     if pid_alive seaweedfs; then
         if seaweedfs_healthy >/dev/null 2>&1; then
             log "seaweedfs running (pid $(cat "$TESTENV_RUN/seaweedfs.pid")), S3 on 127.0.0.1:$S3_PORT"
+            if pid_alive seaweedfs-pod; then
+                if seaweedfs_pod_healthy >/dev/null 2>&1; then
+                    log "seaweedfs pod gateway running (pid $(cat "$TESTENV_RUN/seaweedfs-pod.pid")), S3 on $POD_GATEWAY_IP:$POD_S3_PORT"
+                else
+                    log "seaweedfs pod gateway running but not ready"
+                    return 1
+                fi
+            fi
         else
             log "seaweedfs running (pid $(cat "$TESTENV_RUN/seaweedfs.pid")) but not ready"
             return 1
