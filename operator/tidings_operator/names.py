@@ -29,6 +29,9 @@ LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
 LABEL_REVISION = "controller-revision-hash"
 # On pod templates: a hash of the ConfigMap, so a config change rolls the pods.
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+# On a ChatCluster: "true" stops every change the operator would make (an incident
+# control, like Strimzi's strimzi.io/pause-reconciliation; controls.py).
+ANNOTATION_PAUSE = f"{GROUP}/pause-reconciliation"
 
 CHAT = "chat"
 API = "api"

@@ -54,6 +54,7 @@ from tidings_operator.autoscale import (
     manual_replicas,
 )
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
+from tidings_operator.controls import newly_paused, pause_verdicts, paused
 from tidings_operator.disruption import PodSeen, lost_pods, progress, start
 from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
@@ -131,6 +132,9 @@ class ClusterState:
     shrink: tuple[int, float] | None = None
     applied_generation: int | None = None
     last_apply: float = -math.inf
+    # A reconcile kopf ran while paused did nothing: the ticks wire once resumed (kopf
+    # counts that reconcile as done and will not run it again).
+    skipped_while_paused: bool = False
 
     async def close(self) -> None:
         task, self.ticking = self.ticking, None
@@ -287,6 +291,10 @@ class Reconciler:
         obj = await self._get_cluster(namespace, name)
         if obj is None:
             await self.forget(uid)
+            return
+        if paused(obj):  # hands off: the tick says so in the status
+            log.info("%s/%s: reconciliation paused by annotation", namespace, name)
+            state.skipped_while_paused = True
             return
         try:
             check_name(name)
@@ -493,6 +501,24 @@ class Reconciler:
             return members, None
         return members, sum(m.connections for m in members.values())
 
+    async def _hold(
+        self, obj: dict[str, Any], status: dict[str, Any], generation: int, stamp: datetime
+    ) -> None:
+        """Paused: write the condition (an event when the pause begins), nothing else."""
+        meta = obj["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        conditions = merge_conditions(
+            status.get("conditions") or [], pause_verdicts(obj), generation=generation, now=stamp
+        )
+        patch = merge_patch(status, {"conditions": conditions})
+        if patch:
+            await self.kube.patch_status(namespace, name, patch)
+        if newly_paused(obj):
+            (verdict,) = pause_verdicts(obj)
+            await self.kube.post_event(
+                obj, type_="Normal", reason="ReconciliationPaused", message=verdict.message
+            )
+
     async def _wire_changed_spec(
         self, namespace: str, state: ClusterState, spec: ClusterSpec
     ) -> list[Verdict]:
@@ -500,21 +526,26 @@ class Reconciler:
 
         kopf retries a failed handler after its backoff even when the spec changed
         meanwhile; a fix should not wait for that. A spec that failed as it is keeps kopf's
-        backoff (a down engine is not hammered every tick).
+        backoff (a down engine is not hammered every tick). After a pause kopf's reconcile
+        was skipped and will not run again: the ticks wire (each tick, until it works).
         """
         key = wiring_key(spec)
+        if state.wired_key == key:
+            state.skipped_while_paused = False
+            return []
         if (
-            state.wired_key == key
-            or state.last_attempt_key in (None, key)
-            or state.wire_lock.locked()
-        ):
+            state.last_attempt_key in (None, key) and not state.skipped_while_paused
+        ) or state.wire_lock.locked():
             return []
         try:
-            return await self._wire(namespace, state, spec)
+            verdicts = await self._wire(namespace, state, spec)
         except _Blocked:
             return []
         except _WireFailed as exc:
-            return exc.report(state, "kopf retries with backoff")
+            retry = "the next tick retries" if state.skipped_while_paused else "kopf retries"
+            return exc.report(state, f"{retry} with backoff")
+        state.skipped_while_paused = False
+        return verdicts
 
     async def _prune_exposed(
         self, namespace: str, name: str, manifests: list[dict[str, Any]]
@@ -554,6 +585,9 @@ class Reconciler:
         generation = int(meta.get("generation") or 0)
         status: dict[str, Any] = obj.get("status") or {}
         now, mono, stamp = time.time(), time.monotonic(), datetime.now(UTC)
+        if paused(obj):
+            await self._hold(obj, status, generation, stamp)
+            return
         try:
             check_name(name)
             spec = parse_spec(obj.get("spec") or {}, default_tls_secret=certificate_name(name))
@@ -570,7 +604,7 @@ class Reconciler:
                 await self.kube.patch_status(namespace, name, patch)
             return
 
-        wired_now = await self._wire_changed_spec(namespace, state, spec)
+        wired_now = [*await self._wire_changed_spec(namespace, state, spec), *pause_verdicts(obj)]
 
         owner: Owner = {"name": name, "namespace": namespace, "uid": uid}
         chat_name = names.chat_name(name)

@@ -49,6 +49,7 @@ CONDITION_TYPES = (
     "Progressing",
     "Degraded",
     "ScaleIgnored",
+    "ReconciliationPaused",
 )
 
 

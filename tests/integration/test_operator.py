@@ -1304,3 +1304,69 @@ async def test_every_exposure_mode_is_accepted_and_what_is_dropped_is_pruned(
     # The cluster-internal Services stay.
     assert await kube.get("Service", namespace, names.chat_name(NAME)) is not None
     assert await kube.get("Service", namespace, names.api_name(NAME)) is not None
+
+
+async def _annotate(kube: Kube, namespace: str, annotations: dict[str, str | None]) -> None:
+    await kube.request(
+        "PATCH",
+        KINDS[names.KIND].path(namespace, NAME),
+        {"metadata": {"annotations": annotations}},
+        content_type="application/merge-patch+json",
+    )
+
+
+async def test_a_paused_cluster_is_left_alone_until_resumed(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    """tidings.dev/pause-reconciliation (issue #19, incident controls): while it is
+    "true" a spec change is not applied and a deleted child is not put back; the
+    condition says so; once removed, both happen."""
+    spec = {"chat": {"autoscaling": False, "replicas": 2}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    assert await sts_replicas(kube, namespace) == 2
+
+    await _annotate(kube, namespace, {names.ANNOTATION_PAUSE: "true"})
+
+    async def paused() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        return obj if condition(obj, "ReconciliationPaused").get("status") == "True" else None
+
+    obj = await eventually("the ReconciliationPaused condition", paused, 30)
+    assert condition(obj, "ReconciliationPaused")["reason"] == "PausedByAnnotation"
+    await patch_spec(kube, namespace, NAME, {"chat": {"replicas": 3}})
+    assert await kube.delete("Deployment", namespace, names.push_name(NAME))
+    await asyncio.sleep(5)  # five ticks, and kopf's handler for the spec change
+    assert await sts_replicas(kube, namespace) == 2
+    assert await kube.get("Deployment", namespace, names.push_name(NAME)) is None
+    reasons = _kubectl(
+        testenv,
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={NAME}",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ).stdout.split()
+    assert "ReconciliationPaused" in reasons
+
+    await _annotate(kube, namespace, {names.ANNOTATION_PAUSE: None})
+
+    async def resumed() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        push = await kube.get("Deployment", namespace, names.push_name(NAME))
+        if push is None or await sts_replicas(kube, namespace) != 3:
+            return None
+        return obj if condition(obj, "ReconciliationPaused").get("status") == "False" else None
+
+    obj = await eventually("the held change applied after the pause", resumed, 60)
+    assert condition(obj, "ReconciliationPaused")["reason"] == "Reconciling"

@@ -1,0 +1,50 @@
+"""Incident controls: annotations on a ChatCluster that a platform team sets by hand
+(docs/operator.md, "Incident controls"). No I/O.
+
+- ``tidings.dev/pause-reconciliation: "true"``: hands off. The operator changes nothing —
+  no wiring, applying, scaling, rollout step or repair — and says so in the condition
+  ``ReconciliationPaused``; removing the annotation (or any other value) resumes, and the
+  next tick applies whatever changed meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tidings_operator.names import ANNOTATION_PAUSE
+from tidings_operator.status import Verdict, find
+
+PAUSED = "ReconciliationPaused"
+
+
+def paused(obj: Mapping[str, Any]) -> bool:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_PAUSE, "")).strip().lower() == "true"
+
+
+def pause_verdicts(obj: Mapping[str, Any]) -> list[Verdict]:
+    """The ``ReconciliationPaused`` condition to write: True while paused; False once
+    resumed (only where it was written before: a cluster never paused has none)."""
+    if paused(obj):
+        return [
+            Verdict(
+                PAUSED,
+                "True",
+                "PausedByAnnotation",
+                f"{ANNOTATION_PAUSE}=true: the operator changes nothing (no wiring, applying, "
+                "scaling, rollout or repair) until the annotation is removed",
+            )
+        ]
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    if find(conditions, PAUSED) is not None:
+        return [Verdict(PAUSED, "False", "Reconciling", "")]
+    return []
+
+
+def newly_paused(obj: Mapping[str, Any]) -> bool:
+    """Paused now, and the status does not say so yet (an event is due)."""
+    if not paused(obj):
+        return False
+    condition = find((obj.get("status") or {}).get("conditions") or [], PAUSED)
+    return condition is None or condition["status"] != "True"
