@@ -290,9 +290,15 @@ def _pod_template(
     template: PodTemplate,
     *,
     tls_secret: str | None = None,
+    restart: str | None = None,
     **pod_spec: Any,
 ) -> dict[str, Any]:
+    """``restart``: the ChatCluster's ``tidings.dev/restart`` value, copied onto the
+    template, so a new value is a new revision: the paced rollout replaces every pod."""
     selector = names.selector_labels(owner["name"], component)
+    annotations = {**template.annotations, names.ANNOTATION_CONFIG_HASH: config}
+    if restart:
+        annotations[names.ANNOTATION_RESTART] = restart
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     if tls_secret is not None:
         volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
@@ -300,7 +306,7 @@ def _pod_template(
         "metadata": {
             # The operator's own keys win: selectors and the config hash depend on them.
             "labels": {**template.labels, **names.labels(owner["name"], component)},
-            "annotations": {**template.annotations, names.ANNOTATION_CONFIG_HASH: config},
+            "annotations": annotations,
         },
         "spec": {
             "enableServiceLinks": False,
@@ -374,7 +380,9 @@ def _group_timing_env(spec: ClusterSpec) -> list[dict[str, Any]]:
     return env
 
 
-def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, config: str) -> Manifest:
+def build_chat_statefulset(
+    owner: Owner, spec: ClusterSpec, replicas: int, config: str, restart: str | None = None
+) -> Manifest:
     """The chat servers: ``OnDelete`` (the operator replaces pods), parallel scaling."""
     name, chat = names.chat_name(owner["name"]), spec.chat
     tls = _tls_secret(spec)
@@ -429,6 +437,7 @@ def build_chat_statefulset(owner: Owner, spec: ClusterSpec, replicas: int, confi
                 config,
                 chat.pod_template,
                 tls_secret=tls,
+                restart=restart,
                 terminationGracePeriodSeconds=termination_grace_seconds(spec),
             ),
         },
@@ -601,11 +610,13 @@ def build_all(
     chat_replicas: int,
     inbox_partitions: int,
     exposed_ordinals: int | None = None,
+    restart: str | None = None,
 ) -> list[Manifest]:
     """Every child, in the order to apply them (config first, workloads after).
 
     ``exposed_ordinals``: how many chat pods (0..n-1) get their own external address; by
-    default ``chat_replicas`` (the reconciler keeps a shrinking pod's until it is gone)."""
+    default ``chat_replicas`` (the reconciler keeps a shrinking pod's until it is gone).
+    ``restart``: the ChatCluster's ``tidings.dev/restart`` (controls.py)."""
     config_map = build_config_map(owner, spec, inbox_partitions)
     digest = config_hash(config_map["data"])
     exposed = build_expose(
@@ -622,7 +633,7 @@ def build_all(
         *[m for m in exposed if m["kind"] == "Certificate"],
         config_map,
         build_chat_service(owner, spec),
-        build_chat_statefulset(owner, spec, chat_replicas, digest),
+        build_chat_statefulset(owner, spec, chat_replicas, digest, restart),
         build_chat_pdb(owner),
         build_api_service(owner, spec),
         build_api_statefulset(owner, spec, digest),

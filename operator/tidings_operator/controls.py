@@ -5,6 +5,10 @@
   no wiring, applying, scaling, rollout step or repair — and says so in the condition
   ``ReconciliationPaused``; removing the annotation (or any other value) resumes, and the
   next tick applies whatever changed meanwhile.
+- ``tidings.dev/restart: <timestamp>``: a paced roll of every chat pod now. The value is
+  copied onto the chat pod template, so a new value is a new revision, which the rollout
+  (rollout.py) replaces one pod at a time, each drained first — the same path as an image
+  upgrade. Setting the same value again does nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tidings_operator.names import ANNOTATION_PAUSE
+from tidings_operator.names import ANNOTATION_PAUSE, ANNOTATION_RESTART
 from tidings_operator.status import Verdict, find
 
 PAUSED = "ReconciliationPaused"
@@ -48,3 +52,10 @@ def newly_paused(obj: Mapping[str, Any]) -> bool:
         return False
     condition = find((obj.get("status") or {}).get("conditions") or [], PAUSED)
     return condition is None or condition["status"] != "True"
+
+
+def restart_requested(obj: Mapping[str, Any]) -> str | None:
+    """The ``tidings.dev/restart`` value (None when unset or blank)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = str(annotations.get(ANNOTATION_RESTART, "")).strip()
+    return value[:63] or None

@@ -32,6 +32,9 @@ ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 # On a ChatCluster: "true" stops every change the operator would make (an incident
 # control, like Strimzi's strimzi.io/pause-reconciliation; controls.py).
 ANNOTATION_PAUSE = f"{GROUP}/pause-reconciliation"
+# On a ChatCluster, copied onto the chat pod template: a new value (a timestamp) rolls
+# every chat pod through the paced rollout (controls.py).
+ANNOTATION_RESTART = f"{GROUP}/restart"
 
 CHAT = "chat"
 API = "api"

@@ -54,12 +54,13 @@ from tidings_operator.autoscale import (
     manual_replicas,
 )
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
-from tidings_operator.controls import newly_paused, pause_verdicts, paused
+from tidings_operator.controls import newly_paused, pause_verdicts, paused, restart_requested
 from tidings_operator.disruption import PodSeen, lost_pods, progress, start
 from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.media import ensure_bucket
 from tidings_operator.members import Member, MembershipReader, current_members
+from tidings_operator.names import ANNOTATION_RESTART
 from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
 from tidings_operator.report import (
     Look,
@@ -135,6 +136,9 @@ class ClusterState:
     # A reconcile kopf ran while paused did nothing: the ticks wire once resumed (kopf
     # counts that reconcile as done and will not run it again).
     skipped_while_paused: bool = False
+    # The tidings.dev/restart value the children were last applied with ("" before any
+    # apply: a first apply with a value set is no new restart).
+    applied_restart: str | None = ""
 
     async def close(self) -> None:
         task, self.ticking = self.ticking, None
@@ -769,6 +773,7 @@ class Reconciler:
 
         # --- apply ------------------------------------------------------------------------
         last_scale = status.get("lastScale")
+        restart = restart_requested(obj)
         due = mono - state.last_apply > self.options.resync_s
         missing = sts is None or api is None or push is None
         if (
@@ -779,6 +784,7 @@ class Reconciler:
                 or due
                 or missing
                 or state.applied_generation != generation
+                or state.applied_restart != restart
                 or current != desired
             )
         ):
@@ -790,11 +796,21 @@ class Reconciler:
                 chat_replicas=desired,
                 inbox_partitions=state.inbox_partitions,
                 exposed_ordinals=exposed,
+                restart=restart,
             )
             for manifest in manifests:
                 await self.kube.apply(manifest)
             await self._prune_exposed(namespace, name, manifests)
+            if restart is not None and state.applied_restart not in ("", restart):
+                events.append(
+                    (
+                        "Normal",
+                        "RestartRequested",
+                        f"{ANNOTATION_RESTART}={restart}: rolling every chat server",
+                    )
+                )
             state.applied_generation, state.last_apply = generation, mono
+            state.applied_restart = restart
         elif sts is not None and current != desired:
             await self.kube.request(
                 "PATCH",

@@ -1370,3 +1370,63 @@ async def test_a_paused_cluster_is_left_alone_until_resumed(
 
     obj = await eventually("the held change applied after the pause", resumed, 60)
     assert condition(obj, "ReconciliationPaused")["reason"] == "Reconciling"
+
+
+async def test_a_restart_annotation_rolls_every_chat_server_one_at_a_time(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    """tidings.dev/restart: <timestamp> (issue #19, incident controls): every chat pod is
+    replaced through the paced rollout, one at a time; the same value again does nothing."""
+    spec = {"chat": {"autoscaling": False, "replicas": 3}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    assert len(before) == 3
+
+    stamp = "2026-12-07T21:00:00Z"
+    await _annotate(kube, namespace, {names.ANNOTATION_RESTART: stamp})
+    replaced: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
+        out = {p.name for p in pods if p.terminating or not p.ready}
+        out |= {n for n in before if n not in {p.name for p in pods}}
+        assert len(out) <= 1, f"more than one chat server out at once: {sorted(out)}"
+        for p in pods:
+            if before.get(p.name) != p.uid and p.name not in replaced and p.ready:
+                replaced.append(p.name)
+        if len(replaced) == 3 and not out:
+            break
+        await asyncio.sleep(0.25)
+    else:
+        pytest.fail(f"the restart did not finish; replaced so far: {replaced}")
+    assert replaced == [f"{NAME}-chat-2", f"{NAME}-chat-1", f"{NAME}-chat-0"]
+    sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
+    assert sts is not None
+    assert sts["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_RESTART] == stamp
+    reasons = _kubectl(
+        testenv,
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={NAME}",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ).stdout.split()
+    assert "RestartRequested" in reasons
+
+    # The same value again (a re-applied manifest) restarts nothing.
+    after = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    await _annotate(kube, namespace, {names.ANNOTATION_RESTART: stamp, "unrelated": "x"})
+    await asyncio.sleep(4)
+    again = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    assert again == after

@@ -44,3 +44,41 @@ def test_an_event_only_when_the_pause_begins() -> None:
     assert newly_paused(cluster("true", condition="False"))
     assert not newly_paused(cluster("true", condition="True"))
     assert not newly_paused(cluster(None, condition="True"))
+
+
+def test_a_restart_value_is_a_new_chat_template_and_only_the_chat_one() -> None:
+    from tidings_operator.builders import build_all
+    from tidings_operator.controls import restart_requested
+    from tidings_operator.names import ANNOTATION_RESTART
+    from tidings_operator.spec import parse_spec
+
+    raw = {
+        "image": "registry.invalid/tidings:1",
+        "kafka": {"bootstrapServers": "k:9092"},
+        "cassandra": {"contactPoints": ["c"]},
+        "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
+        "jwtSecretRef": {"name": "jwt", "key": "secret"},
+    }
+    owner = {"name": "chat", "namespace": "ns", "uid": "u-1"}
+
+    def templates(restart: str | None) -> dict[str, dict[str, str]]:
+        out = {}
+        for m in build_all(
+            owner, parse_spec(raw), chat_replicas=2, inbox_partitions=6, restart=restart
+        ):
+            if m["kind"] in ("StatefulSet", "Deployment"):
+                out[m["metadata"]["name"]] = m["spec"]["template"]["metadata"]["annotations"]
+        return out
+
+    plain, restarted = templates(None), templates("2026-12-07T21:00:00Z")
+    assert all(ANNOTATION_RESTART not in a for a in plain.values())
+    assert restarted["chat-chat"][ANNOTATION_RESTART] == "2026-12-07T21:00:00Z"
+    # api and push are not rolled by it: their templates stay the same.
+    assert {k: v for k, v in restarted.items() if k != "chat-chat"} == {
+        k: v for k, v in plain.items() if k != "chat-chat"
+    }
+    assert restart_requested({"metadata": {"annotations": {ANNOTATION_RESTART: " now "}}}) == (
+        "now"
+    )
+    assert restart_requested({"metadata": {"annotations": {ANNOTATION_RESTART: " "}}}) is None
+    assert restart_requested({"metadata": {}}) is None
