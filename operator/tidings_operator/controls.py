@@ -9,6 +9,12 @@
   copied onto the chat pod template, so a new value is a new revision, which the rollout
   (rollout.py) replaces one pod at a time, each drained first — the same path as an image
   upgrade. Setting the same value again does nothing.
+- ``tidings.dev/drain: <pod>``: drain one chat pod for maintenance, once: evicted (the pod
+  drains its clients within the drain budget, the StatefulSet makes it again), reported
+  in ``status.lastDisruption`` with cause ``DrainRequested`` — when, how many clients, and
+  when they were back — and the annotation removed. It waits while a rollout step or
+  another pod is on its way out; a name that is no chat pod of the cluster is refused
+  with a Warning Event (and removed).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tidings_operator.names import ANNOTATION_PAUSE, ANNOTATION_RESTART
+from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_PAUSE, ANNOTATION_RESTART
 from tidings_operator.status import Verdict, find
 
 PAUSED = "ReconciliationPaused"
@@ -59,3 +65,10 @@ def restart_requested(obj: Mapping[str, Any]) -> str | None:
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     value = str(annotations.get(ANNOTATION_RESTART, "")).strip()
     return value[:63] or None
+
+
+def drain_requested(obj: Mapping[str, Any]) -> str | None:
+    """The chat pod ``tidings.dev/drain`` names (None when unset or blank)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = str(annotations.get(ANNOTATION_DRAIN, "")).strip()
+    return value or None

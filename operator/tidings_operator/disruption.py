@@ -45,6 +45,12 @@ class Disruption:
     connections_before: int
     recovered_at: float | None = None
     message: str = ""
+    # "Lost" (not the operator's doing) or "DrainRequested" (tidings.dev/drain).
+    cause: str = "Lost"
+
+    @property
+    def what(self) -> str:
+        return "drained on request" if self.cause == "DrainRequested" else "lost"
 
     @property
     def recovery_seconds(self) -> float | None:
@@ -92,6 +98,7 @@ def start(
     ongoing: Disruption | None,
     now: float,
     drain_budget_s: float,
+    cause: str = "Lost",
 ) -> Disruption:
     """A new disruption. One that comes while another is still recovering keeps the
     earlier baseline: recovered means back to where the cluster was before both."""
@@ -101,12 +108,14 @@ def start(
         and now - ongoing.at < give_up_after(drain_budget_s)
     ):
         connections_before = max(connections_before, ongoing.connections_before)
+    what = "drained on request" if cause == "DrainRequested" else "lost"
     return Disruption(
         pod,
         at,
         clients,
         connections_before,
-        message=f"{pod} lost with {clients} clients; waiting for them to come back",
+        message=f"{pod} {what} with {clients} clients; waiting for them to come back",
+        cause=cause,
     )
 
 
@@ -128,7 +137,8 @@ def progress(
         return replace(
             recovered,
             message=(
-                f"{disruption.pod} lost with {disruption.clients} clients; connections back to "
+                f"{disruption.pod} {disruption.what} with {disruption.clients} clients; "
+                "connections back to "
                 f"{total} of {disruption.connections_before} after "
                 f"{recovered.recovery_seconds}s"
             ),

@@ -35,6 +35,9 @@ ANNOTATION_PAUSE = f"{GROUP}/pause-reconciliation"
 # On a ChatCluster, copied onto the chat pod template: a new value (a timestamp) rolls
 # every chat pod through the paced rollout (controls.py).
 ANNOTATION_RESTART = f"{GROUP}/restart"
+# On a ChatCluster: a chat pod's name; the operator drains that pod once (an eviction,
+# paced like a rollout step), reports it in status.lastDisruption and removes this.
+ANNOTATION_DRAIN = f"{GROUP}/drain"
 
 CHAT = "chat"
 API = "api"

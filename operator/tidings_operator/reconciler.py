@@ -54,13 +54,19 @@ from tidings_operator.autoscale import (
     manual_replicas,
 )
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
-from tidings_operator.controls import newly_paused, pause_verdicts, paused, restart_requested
-from tidings_operator.disruption import PodSeen, lost_pods, progress, start
+from tidings_operator.controls import (
+    drain_requested,
+    newly_paused,
+    pause_verdicts,
+    paused,
+    restart_requested,
+)
+from tidings_operator.disruption import Disruption, PodSeen, lost_pods, progress, start
 from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.media import ensure_bucket
 from tidings_operator.members import Member, MembershipReader, current_members
-from tidings_operator.names import ANNOTATION_RESTART
+from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_RESTART
 from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
 from tidings_operator.report import (
     Look,
@@ -523,6 +529,62 @@ class Reconciler:
                 obj, type_="Normal", reason="ReconciliationPaused", message=verdict.message
             )
 
+    async def _drain_on_request(
+        self,
+        obj: dict[str, Any],
+        state: ClusterState,
+        spec: ClusterSpec,
+        pods: list[PodView],
+        disruption: Disruption | None,
+        total: int | None,
+        *,
+        busy: bool,
+        now: float,
+        events: list[tuple[str, str, str]],
+    ) -> Disruption | None:
+        """``tidings.dev/drain: <pod>`` (controls.py): evict that chat pod once, report it
+        as a disruption, remove the annotation. The disruption to track from here."""
+        wanted = drain_requested(obj)
+        if wanted is None:
+            return disruption
+        meta = obj["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        target = next((p for p in pods if p.name == wanted), None)
+        if target is None:
+            events.append(
+                ("Warning", "DrainRefused", f"{ANNOTATION_DRAIN}={wanted}: no such chat pod")
+            )
+            await self._remove_annotation(namespace, name, ANNOTATION_DRAIN)
+            return disruption
+        if busy or any(p.terminating for p in pods) or not target.ready:
+            return disruption  # one chat server out at a time: the next tick looks again
+        if not await self.kube.evict(namespace, target.name, target.uid):
+            return disruption  # the disruption budget says not now
+        state.reported_uids.add(target.uid)  # not a loss: a drain asked for
+        clients = state.last_connections.get(target.name, 0)
+        before = state.last_total if state.last_total is not None else (total or 0)
+        drained = start(
+            target.name,
+            at=now,
+            clients=clients,
+            connections_before=before,
+            ongoing=disruption,
+            now=now,
+            drain_budget_s=spec.chat.drain_budget_s,
+            cause="DrainRequested",
+        )
+        events.append(("Normal", "DrainRequested", drained.message))
+        await self._remove_annotation(namespace, name, ANNOTATION_DRAIN)
+        return drained
+
+    async def _remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        await self.kube.request(
+            "PATCH",
+            KINDS[names.KIND].path(namespace, name),
+            {"metadata": {"annotations": {key: None}}},
+            content_type="application/merge-patch+json",
+        )
+
     async def _wire_changed_spec(
         self, namespace: str, state: ClusterState, spec: ClusterSpec
     ) -> list[Verdict]:
@@ -662,6 +724,17 @@ class Reconciler:
             seen = state.pods_seen.get(pod_name)
             if seen is not None:
                 state.reported_uids.add(seen.uid)
+        disruption = await self._drain_on_request(
+            obj,
+            state,
+            spec,
+            pods,
+            disruption,
+            total,
+            busy=in_flight is not None,
+            now=now,
+            events=events,
+        )
         if disruption is not None:
             advanced = progress(
                 disruption, total=total, now=now, drain_budget_s=spec.chat.drain_budget_s

@@ -94,6 +94,7 @@ def disruption_from_status(raw: Any) -> Disruption | None:
         connections_before=int(raw.get("connectionsBefore") or 0),
         recovered_at=recovered_at,
         message=str(raw.get("message") or ""),
+        cause=str(raw.get("cause") or "Lost"),
     )
 
 
@@ -106,6 +107,7 @@ def disruption_status(d: Disruption) -> dict[str, Any]:
         "recoveredAt": iso(d.recovered_at) if d.recovered_at is not None else None,
         "recoverySeconds": d.recovery_seconds,
         "message": d.message,
+        "cause": d.cause,
     }
 
 

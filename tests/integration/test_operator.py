@@ -1430,3 +1430,69 @@ async def test_a_restart_annotation_rolls_every_chat_server_one_at_a_time(
     await asyncio.sleep(4)
     again = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
     assert again == after
+
+
+async def test_a_drain_annotation_drains_one_chat_server_and_reports_it(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    """tidings.dev/drain: <pod> (issue #19, incident controls): that pod alone is drained
+    once, status.lastDisruption says so (cause DrainRequested, its clients, when they
+    were back), and the annotation is removed; a name that is no chat pod is refused."""
+    spec = {"chat": {"autoscaling": False, "replicas": 3}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    fleet.clients = 210_000
+
+    async def counted() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        return ((obj or {}).get("status") or {}).get("connections") == 210_000
+
+    await eventually("210,000 connections counted", counted, 30)
+    await asyncio.sleep(2)  # a couple of ticks at the full count
+    before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    victim = f"{NAME}-chat-1"
+    asked_at = time.time()
+    await _annotate(kube, namespace, {names.ANNOTATION_DRAIN: victim})
+
+    async def reported() -> dict[str, Any] | None:
+        obj = await get_cluster(kube, namespace, NAME)
+        d = ((obj or {}).get("status") or {}).get("lastDisruption") or {}
+        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        done = d.get("pod") == victim and d.get("recoveredAt")
+        return d if done and names.ANNOTATION_DRAIN not in annotations else None
+
+    disruption = await eventually("the drain in the status, clients back", reported, 60)
+    assert disruption["cause"] == "DrainRequested"
+    assert disruption["clients"] == 70_000
+    assert disruption["connectionsBefore"] == 210_000
+    assert abs(_epoch(disruption["at"]) - asked_at) <= 5
+    assert "drained on request" in disruption["message"]
+
+    async def replaced() -> dict[str, str] | None:
+        pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
+        now = {p.name: p.uid for p in pods if p.ready and not p.terminating}
+        return now if len(now) == 3 and now[victim] != before[victim] else None
+
+    after = await eventually(f"{victim} made again", replaced, 60)
+    changed = sorted(n for n in before if after.get(n) != before[n])
+    assert changed == [victim], changed  # that pod alone, once
+
+    await _annotate(kube, namespace, {names.ANNOTATION_DRAIN: "nobody-7"})
+
+    async def refused() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        listed = await kube.request("GET", f"/api/v1/namespaces/{namespace}/events")
+        reasons = {e.get("reason") for e in listed.get("items") or []}
+        return names.ANNOTATION_DRAIN not in annotations and "DrainRefused" in reasons
+
+    await eventually("a drain of no chat pod refused", refused, 30)
+    again = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    assert again == after

@@ -82,3 +82,41 @@ def test_a_restart_value_is_a_new_chat_template_and_only_the_chat_one() -> None:
     )
     assert restart_requested({"metadata": {"annotations": {ANNOTATION_RESTART: " "}}}) is None
     assert restart_requested({"metadata": {}}) is None
+
+
+def test_a_requested_drain_is_a_disruption_of_its_own_cause_through_the_status() -> None:
+    from tidings_operator.controls import drain_requested
+    from tidings_operator.disruption import progress, start
+    from tidings_operator.names import ANNOTATION_DRAIN
+    from tidings_operator.report import disruption_from_status, disruption_status
+
+    assert drain_requested({"metadata": {"annotations": {ANNOTATION_DRAIN: " chat-chat-1 "}}}) == (
+        "chat-chat-1"
+    )
+    assert drain_requested({"metadata": {"annotations": {}}}) is None
+    drained = start(
+        "chat-chat-1",
+        at=1000.0,
+        clients=70,
+        connections_before=210,
+        ongoing=None,
+        now=1000.0,
+        drain_budget_s=30,
+        cause="DrainRequested",
+    )
+    assert drained.message.startswith("chat-chat-1 drained on request with 70 clients")
+    back = progress(drained, total=210, now=1004.0, drain_budget_s=30)
+    assert back.recovery_seconds == 4.0 and "drained on request" in back.message
+    # Written to the status and read back (an operator restart), the cause stays.
+    again = disruption_from_status(disruption_status(back))
+    assert again is not None and again.cause == "DrainRequested"
+    lost = start(
+        "chat-chat-2",
+        at=1.0,
+        clients=1,
+        connections_before=2,
+        ongoing=None,
+        now=1.0,
+        drain_budget_s=30,
+    )
+    assert lost.cause == "Lost" and "chat-chat-2 lost with 1 clients" in lost.message
