@@ -1169,6 +1169,48 @@ def test_broken_chatcluster_is_refused(
     assert expected in out, out
 
 
+@pytest.mark.kube
+def test_identity_fields_cannot_change_after_creation(
+    kubectl: Run, crds: None, namespace: str
+) -> None:
+    """Issue #19: the topic prefix and the keyspace name a cluster's data; the API server
+    refuses a change to either (CEL ``self == oldSelf``) with a message that says why,
+    and takes any other change."""
+    cluster = _example_cluster()
+    stream = yaml.safe_dump(cluster, sort_keys=False)
+    kubectl("apply", "-n", namespace, f"--field-manager={FIELD_MANAGER}", "-f", "-", input=stream)
+    name = cluster["metadata"]["name"]
+    for patch, said in (
+        ({"kafka": {"topicPrefix": "elsewhere"}}, "kafka.topicPrefix cannot change"),
+        ({"cassandra": {"keyspace": "elsewhere"}}, "cassandra.keyspace cannot change"),
+    ):
+        proc = kubectl(
+            "patch",
+            "chatcluster",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": patch}),
+            check=False,
+        )
+        assert proc.returncode != 0, f"the API server took {patch}"
+        assert said in proc.stderr and "make a new ChatCluster" in proc.stderr, proc.stderr
+    fine = kubectl(
+        "patch",
+        "chatcluster",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"api": {"replicas": 2}}}),
+        check=False,
+    )
+    assert fine.returncode == 0, fine.stderr
+
+
 def _can(kubectl: Run, who: str, verb: str, resource: str, namespace: str | None) -> bool:
     """`kubectl auth can-i` as ``who``; ``resource`` may name a subresource (pods/eviction)."""
     resource, _, sub = resource.partition("/")
