@@ -265,6 +265,25 @@ async def topics_ready(fleet: Fleet, kube: Kube, namespace: str) -> None:
     await fleet.start()
 
 
+async def three_servers_with_clients(
+    kube: Kube, namespace: str, prefix: str, keyspace: str, fleet: Fleet, testenv: Any
+) -> None:
+    """3 chat servers (autoscaling off) whose 210,000 clients the operator has counted
+    for a couple of ticks: the baseline of a disruption."""
+    spec = {"chat": {"autoscaling": False, "replicas": 3}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    fleet.clients = 210_000
+
+    async def counted() -> bool:
+        obj = await get_cluster(kube, namespace, NAME)
+        return ((obj or {}).get("status") or {}).get("connections") == 210_000
+
+    await eventually("210,000 connections counted", counted, 30)
+    await asyncio.sleep(2)  # a couple of ticks at the full count
+
+
 # --- tests --------------------------------------------------------------------------------
 
 
@@ -720,18 +739,7 @@ async def test_a_deleted_chat_pod_is_reported_as_a_disruption(
     fleet: Fleet,
     testenv: Any,
 ) -> None:
-    spec = {"chat": {"autoscaling": False, "replicas": 3}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
-    fleet.clients = 210_000
-
-    async def counted() -> bool:
-        obj = await get_cluster(kube, namespace, NAME)
-        return ((obj or {}).get("status") or {}).get("connections") == 210_000
-
-    await eventually("210,000 connections counted", counted, 30)
-    await asyncio.sleep(2)  # a couple of ticks at the full count
+    await three_servers_with_clients(kube, namespace, prefix, keyspace, fleet, testenv)
     victim = f"{NAME}-chat-1"
     deleted_at = time.time()
     assert await kube.delete("Pod", namespace, victim)
@@ -1444,18 +1452,7 @@ async def test_a_drain_annotation_drains_one_chat_server_and_reports_it(
     """tidings.dev/drain: <pod> (issue #19, incident controls): that pod alone is drained
     once, status.lastDisruption says so (cause DrainRequested, its clients, when they
     were back), and the annotation is removed; a name that is no chat pod is refused."""
-    spec = {"chat": {"autoscaling": False, "replicas": 3}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
-    fleet.clients = 210_000
-
-    async def counted() -> bool:
-        obj = await get_cluster(kube, namespace, NAME)
-        return ((obj or {}).get("status") or {}).get("connections") == 210_000
-
-    await eventually("210,000 connections counted", counted, 30)
-    await asyncio.sleep(2)  # a couple of ticks at the full count
+    await three_servers_with_clients(kube, namespace, prefix, keyspace, fleet, testenv)
     before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
     victim = f"{NAME}-chat-1"
     asked_at = time.time()
