@@ -34,12 +34,6 @@ SentKey = tuple[int, str]  # (sender_id, client_msg_id)
 SETTLE_WAIT_S = 30.0
 
 
-def same_target(stored: Message, message: Message) -> bool:
-    """A resend must name the channel, body and attachments the client_msg_id was first
-    used for."""
-    return stored.same_send(message)
-
-
 class SenderMoved(ProtocolError):
     """The sender's partition moved to another chat server while the send was stored:
     not acked, not published; the device resends to the new owner, which finds what
@@ -196,7 +190,7 @@ class BusMessageLog:
                 metrics.MESSAGES_SENT.inc()
             if tenure is None or not tenure.ended(partition, term):
                 self.sent.put(partition, key, stored)
-        if not same_target(stored, message):
+        if not stored.same_send(message):
             raise ClientMsgIdReused(stored)
         if before is not None and not before.done():
             await asyncio.wait([before])  # its outcome is its caller's; only the order matters

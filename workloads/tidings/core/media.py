@@ -338,7 +338,3 @@ def summary(attachments: tuple[dict[str, Any], ...]) -> str:
         return f"📎 {len(attachments)} attachments"
     icon, one, many = _KIND_LABELS[kinds.pop()]
     return f"{icon} {one}" if len(attachments) == 1 else f"{icon} {len(attachments)} {many}"
-
-
-def attachment_ids(stored: tuple[dict[str, Any], ...]) -> list[str]:
-    return [str(a["media_id"]) for a in stored]

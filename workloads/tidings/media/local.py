@@ -27,6 +27,7 @@ from tidings.media.blobs import MediaError, SignedRequest, UploadIncomplete
 
 ROUTE = "/v1/media/blob/"
 _CHUNK = 1 << 20
+_QUOTE = '"'
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class LocalBlobStore:
             upload = self.uploads / fields["upload"]
             if not upload.is_dir() or not fields["part"].isdigit():
                 raise MediaError(404, "not_found", "no such upload (aborted or done)")
-            final = upload / f"{int(fields['part']):05d}"
+            final = None  # named once its MD5 (the part's ETag) is known
         else:
             final = self.blobs / key
         temp = self.uploads / f"{key}.{secrets.token_hex(8)}.tmp"
@@ -166,11 +167,25 @@ class LocalBlobStore:
             out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
             out.close()
-            os.replace(temp, final)
+            if final is None:
+                final = self._place_part(upload, int(fields["part"]), md5.hexdigest(), temp)
+            else:
+                os.replace(temp, final)
         finally:
             out.close()
             temp.unlink(missing_ok=True)
         return f'"{md5.hexdigest()}"'
+
+    @staticmethod
+    def _place_part(upload: Path, number: int, md5: str, temp: Path) -> Path:
+        """A part is kept as ``<number>.<md5>``: its ETag is in its name, so listing the
+        parts never reads them; an earlier upload of the same part is dropped."""
+        final = upload / f"{number:05d}.{md5}"
+        os.replace(temp, final)
+        for earlier in upload.glob(f"{number:05d}.*"):
+            if earlier != final:
+                earlier.unlink(missing_ok=True)
+        return final
 
     def path_of(self, key: str) -> Path | None:
         path = self.blobs / key
@@ -186,9 +201,9 @@ class LocalBlobStore:
         def scan() -> dict[int, str]:
             out = {}
             for part in sorted(upload.iterdir()):
-                if part.name.isdigit():
-                    md5 = hashlib.md5(part.read_bytes(), usedforsecurity=False).hexdigest()
-                    out[int(part.name)] = f'"{md5}"'
+                number, _, md5 = part.name.partition(".")
+                if number.isdigit() and md5:
+                    out[int(number)] = f'"{md5}"'
             return out
 
         return await asyncio.to_thread(scan)
@@ -208,8 +223,9 @@ class LocalBlobStore:
             temp = self.uploads / f"{key}.{secrets.token_hex(8)}.tmp"
             try:
                 with open(temp, "wb") as out:
-                    for n, _ in wanted:
-                        with open(upload / f"{n:05d}", "rb") as part:
+                    for n, etag in wanted:
+                        name = f"{n:05d}.{etag.strip().strip(_QUOTE)}"
+                        with open(upload / name, "rb") as part:
                             shutil.copyfileobj(part, out, _CHUNK)
                     out.flush()
                     os.fsync(out.fileno())

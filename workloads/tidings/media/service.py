@@ -14,7 +14,14 @@ from typing import Any
 
 from tidings import metrics
 from tidings.core import errors
-from tidings.core.media import E2E_CONTENT_TYPE, Limits, MediaRecord, kind_of, matches
+from tidings.core.media import (
+    E2E_CONTENT_TYPE,
+    Limits,
+    MediaRecord,
+    kind_of,
+    matches,
+    new_media_id,
+)
 from tidings.media.blobs import BlobStore, MediaError, UploadIncomplete
 from tidings.media.thumbnails import THUMBNAIL_TYPE, NotAnImage, make_thumbnail
 from tidings.settings import Settings
@@ -90,20 +97,16 @@ class MediaService:
         """Refuse a slot for a type we do not take or a size over the kind's cap."""
         cap = self.config.limits.cap(content_type, e2e)
         if cap is None:
-            metrics.MEDIA_UPLOADS.labels(errors.UNSUPPORTED_MEDIA_TYPE).inc()
-            if e2e:
-                raise MediaError(
-                    415,
-                    errors.UNSUPPORTED_MEDIA_TYPE,
-                    f"an end-to-end upload is ciphertext: content_type {E2E_CONTENT_TYPE}",
-                )
-            raise MediaError(
-                415, errors.UNSUPPORTED_MEDIA_TYPE, f"{content_type!r} is not a type we take"
+            raise self._refused(
+                415,
+                errors.UNSUPPORTED_MEDIA_TYPE,
+                f"an end-to-end upload is ciphertext: content_type {E2E_CONTENT_TYPE}"
+                if e2e
+                else f"{content_type!r} is not a type we take",
             )
         if size > cap:
-            metrics.MEDIA_UPLOADS.labels(errors.PAYLOAD_TOO_LARGE).inc()
             what = "end-to-end uploads" if e2e else f"{kind_of(content_type)}s"
-            raise MediaError(
+            raise self._refused(
                 413, errors.PAYLOAD_TOO_LARGE, f"{what} may be at most {cap} bytes; this is {size}"
             )
 
@@ -114,13 +117,12 @@ class MediaService:
         self.check(content_type, size, e2e)
         stored = await self.records.stored_bytes(owner_id)
         if stored + size > self.config.quota_bytes:
-            metrics.MEDIA_UPLOADS.labels(errors.QUOTA_EXCEEDED).inc()
-            raise MediaError(
+            raise self._refused(
                 413,
                 errors.QUOTA_EXCEEDED,
                 f"your uploads would take more than {self.config.quota_bytes} bytes",
             )
-        media_id = self.random_bytes(16).hex()
+        media_id = new_media_id(self.random_bytes(16))
         upload_id = None
         if size > self.config.multipart_threshold:
             upload_id = await self.store.start_multipart(media_id, content_type)
