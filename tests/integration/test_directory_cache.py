@@ -314,3 +314,45 @@ async def test_a_confirmed_write_is_applied_by_every_reader_when_it_returns(
     started = time.monotonic()
     await api.add_friend(1, 2)
     assert time.monotonic() - started < 0.5
+
+
+async def test_a_block_check_during_a_reread_waits_for_it(
+    pair: tuple[CachedDirectory, CachedDirectory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends from two devices check the same user while their entry is read again after
+    an unblock: neither gets the entry from before the unblock, and a change that comes
+    during the read is read once more (a send after a block is refused)."""
+    api, chat = pair
+    await api.block(1, 2, 0)
+    await chat.refresh()
+    assert await chat.block_set(2) == frozenset({1})
+    await api.unblock(1, 2)
+    await chat.refresh()
+    gate = asyncio.Event()
+    read_now = chat.inner.block_set
+
+    async def slow_read(user_id: int) -> frozenset[int]:
+        found = await read_now(user_id)
+        await gate.wait()
+        return found
+
+    monkeypatch.setattr(chat.inner, "block_set", slow_read)
+    first = asyncio.create_task(chat.block_set(2))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(chat.block_set(2))
+    await asyncio.sleep(0.05)
+    assert not second.done()  # waits for the read under way, not the entry before it
+    gate.set()
+    assert (await first, await second) == (frozenset(), frozenset())
+
+    gate.clear()
+    await api.block(2, 3, 0)
+    await chat.refresh()
+    third = asyncio.create_task(chat.block_set(2))  # reads 2's entry again ...
+    await asyncio.sleep(0.05)
+    await api.block(1, 2, 0)  # ... and this comes after that read saw the table
+    await chat.refresh()
+    gate.set()
+    assert await third == frozenset({1, 3})
+    monkeypatch.undo()
+    assert await chat.block_set(2) == frozenset({1, 3})

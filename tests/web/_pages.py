@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, WebSocket, expect
 
 PASSWORD = "correct horse battery"
 WAIT_MS = 15_000
+TRAIL_FRAMES = 80  # the last WebSocket frames each page keeps for a failure's report
 expect.set_options(timeout=WAIT_MS)
 
 
@@ -30,8 +32,26 @@ class ChatPage:
 
     def __post_init__(self) -> None:
         self.errors: list[str] = []
+        self.trail: deque[str] = deque(maxlen=TRAIL_FRAMES)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("websocket", self._follow)
         self.page.set_default_timeout(WAIT_MS)
+
+    def _follow(self, socket: WebSocket) -> None:
+        """Keep the frames this page sends and receives (shown when a test fails)."""
+        start = time.monotonic()
+
+        def note(way: str) -> Callable[[str | bytes], None]:
+            def add(payload: str | bytes) -> None:
+                text = payload if isinstance(payload, str) else f"<{len(payload)} bytes>"
+                self.trail.append(f"{time.monotonic() - start:8.3f} {way} {text[:300]}")
+
+            return add
+
+        self.trail.append(f"   0.000 open {socket.url}")
+        socket.on("framesent", note(">>"))
+        socket.on("framereceived", note("<<"))
+        socket.on("close", lambda _: self.trail.append("         closed"))
 
     # --- account ----------------------------------------------------------------------
 

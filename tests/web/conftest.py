@@ -107,10 +107,12 @@ def people(
     yield open_person
     report = getattr(request.node, "rep_call", None)
     for context, page in contexts:
-        if report is not None and report.failed and not page.page.is_closed():
-            folder = SCREENSHOTS / _folder_name(request.node.name)
-            folder.mkdir(parents=True, exist_ok=True)
-            page.page.screenshot(path=str(folder / f"FAILED-{page.who}.png"))
+        if report is not None and report.failed:
+            report.sections.append((f"{page.who}'s WebSocket frames", "\n".join(page.trail)))
+            if not page.page.is_closed():
+                folder = SCREENSHOTS / _folder_name(request.node.name)
+                folder.mkdir(parents=True, exist_ok=True)
+                page.page.screenshot(path=str(folder / f"FAILED-{page.who}.png"))
         context.close()
 
 

@@ -147,6 +147,10 @@ def test_block_from_a_one_to_one_chat(people: People, shots: Shots) -> None:
     bob.page.get_by_role("button", name="Unblock Alice").click()
     expect(bob.page.get_by_role("button", name="Block Alice")).to_be_visible()
     alice.send("and now?")
+    # Stored (sent, delivered or read) — not refused as blocked, not waiting to go out.
+    expect(alice.tick("and now?")).to_have_attribute(
+        "data-state", re.compile("sent|delivered|read")
+    )
     bob.expect_message("and now?")
     expect(alice.tick("and now?")).to_have_attribute("data-state", "read")
     expect(bob.message("are you there?")).to_have_count(0)  # the refused one stays refused

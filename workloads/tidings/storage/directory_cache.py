@@ -314,6 +314,7 @@ class CachedDirectory:
         self._blocks: dict[int, frozenset[int]] | None = None
         self._blocks_stale: set[int] = set()  # users whose entry a change named
         self._blocks_load: asyncio.Task[dict[int, frozenset[int]]] | None = None
+        self._block_reads: dict[int, asyncio.Task[frozenset[int]]] = {}  # re-reads under way
         # Called with a device id whenever the device changed, here or in another process
         # (the gateway closes sockets whose session ended).
         self.device_listeners: list[Callable[[int], None]] = []
@@ -434,6 +435,7 @@ class CachedDirectory:
         ):
             cache.clear()
         self._blocks = None
+        self._blocks_load = None  # a load under way read before what made this flush
         self._dms.clear()
 
     def sizes(self) -> dict[str, int]:
@@ -824,33 +826,59 @@ class CachedDirectory:
         return await self.inner.list_blocked(user_id)
 
     async def block_set(self, user_id: int) -> frozenset[int]:
-        """From memory (a 1:1 send checks it); a user a change named is read again."""
+        """From memory (a 1:1 send checks it); a user a change named is read again, and a
+        check that comes while that read is under way waits for it (never the old entry)."""
         blocks = self._blocks
         if blocks is None:
             blocks = await self.warm_blocks()
-        if self._blocks_stale and user_id in self._blocks_stale:
-            self._blocks_stale.discard(user_id)
+        if not self._blocks_stale and not self._block_reads:
+            return blocks.get(user_id, _NO_BLOCKS)
+        while True:
+            read = self._block_reads.get(user_id)
+            if read is None:
+                if user_id not in self._blocks_stale:
+                    return (self._blocks or blocks).get(user_id, _NO_BLOCKS)
+                self._blocks_stale.discard(user_id)
+                read = asyncio.ensure_future(self._reread_block_set(user_id))
+                self._block_reads[user_id] = read
+            found = await asyncio.shield(read)
+            if user_id not in self._blocks_stale:  # no change named them during the read
+                return found
+
+    async def _reread_block_set(self, user_id: int) -> frozenset[int]:
+        table = self._blocks
+        try:
             found = await self.inner.block_set(user_id)
-            if self._blocks is not None:
-                if found:
-                    self._blocks[user_id] = found
-                else:
-                    self._blocks.pop(user_id, None)
-            return found
-        return blocks.get(user_id, _NO_BLOCKS)
+        except BaseException:
+            self._blocks_stale.add(user_id)  # still unknown: the next check reads again
+            raise
+        finally:
+            self._block_reads.pop(user_id, None)
+        if table is not None and self._blocks is table:  # not flushed meanwhile
+            if found:
+                table[user_id] = found
+            else:
+                table.pop(user_id, None)
+        return found
 
     async def warm_blocks(self) -> dict[int, frozenset[int]]:
         """Load the whole blocks table (one read, shared by concurrent callers)."""
-        if self._blocks_load is None:
-            self._blocks_stale.clear()  # the whole table is read after this point
-            self._blocks_load = asyncio.ensure_future(self.inner.all_blocks())
         load = self._blocks_load
+        if load is None:
+            self._blocks_stale.clear()  # the whole table is read after this point
+            load = self._blocks_load = asyncio.ensure_future(self._load_blocks())
+        return await asyncio.shield(load)
+
+    async def _load_blocks(self) -> dict[int, frozenset[int]]:
+        me = asyncio.current_task()
         try:
-            blocks = await asyncio.shield(load)
-        finally:
-            if self._blocks_load is load and load.done():
+            blocks = await self.inner.all_blocks()
+        except BaseException:
+            if self._blocks_load is me:
                 self._blocks_load = None
-        self._blocks = blocks
+            raise
+        if self._blocks_load is me:  # a flush meanwhile leaves the table to a newer load
+            self._blocks, self._blocks_load = blocks, None
         return blocks
 
     # --- invites and allowances ------------------------------------------------------
