@@ -49,7 +49,8 @@ def spec(media: Any = None, **overrides: Any) -> ClusterSpec:
 
 def media_schema() -> dict[str, Any]:
     crd = yaml.safe_load(CRD.read_text())
-    (version,) = crd["spec"]["versions"]
+    # The stored version; the others share its schema (test_operator_crd.py).
+    version = next(v for v in crd["spec"]["versions"] if v["storage"])
     node: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     return dict(node["properties"]["media"])
 
