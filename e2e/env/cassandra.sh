@@ -4,7 +4,9 @@
 #   cassandra.sh install   fetch cassandra-all and its dependencies from Maven Central into
 #                          $TESTENV_CACHE/cassandra/<version>/libs (skipped when present)
 #   cassandra.sh start     start a node on a fresh data dir, wait until it answers a CQL
-#                          query, write $TESTENV_STATE/cassandra.env
+#                          query, write $TESTENV_STATE/cassandra.env (the native port also
+#                          takes TLS clients, with the test CA's certificate from
+#                          tls-ca.sh: TIDINGS_TEST_TLS_CA_FILE)
 #   cassandra.sh stop      stop it (safe when not running)
 #   cassandra.sh restart [down_s]
 #                          SIGTERM the running node, stay down down_s seconds (default 0),
@@ -13,6 +15,7 @@
 #
 # Needs Java 17 and Maven. Version: $TIDINGS_CASSANDRA_VERSION (default below).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$TESTENV_LIB_DIR/tls-ca.sh"
 
 CASSANDRA_VERSION="${TIDINGS_CASSANDRA_VERSION:-5.0.9}"
 CASSANDRA_NATIVE_PORT=19042
@@ -79,7 +82,9 @@ cassandra_start() {
         # A fresh, throwaway node on every start.
         rm -rf "$CASSANDRA_STATE"
         mkdir -p "$CASSANDRA_STATE"/{data,commitlog,saved_caches,hints,cdc_raw,logs}
+        tls_ca_make
         sed -e "s|@STATE_DIR@|$CASSANDRA_STATE|g" \
+            -e "s|@TLS_DIR@|$TESTENV_TLS|g" \
             -e "s|@NATIVE_PORT@|$CASSANDRA_NATIVE_PORT|g" \
             -e "s|@STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
             "$CASSANDRA_SRC/cassandra.yaml" >"$CASSANDRA_STATE/cassandra.yaml"
@@ -93,7 +98,8 @@ cassandra_start() {
         cassandra_launch
     fi
     cassandra_wait
-    local env=(TIDINGS_TEST_CASSANDRA_HOSTS=127.0.0.1 "TIDINGS_TEST_CASSANDRA_PORT=$CASSANDRA_NATIVE_PORT")
+    local env=(TIDINGS_TEST_CASSANDRA_HOSTS=127.0.0.1 "TIDINGS_TEST_CASSANDRA_PORT=$CASSANDRA_NATIVE_PORT"
+        "TIDINGS_TEST_TLS_CA_FILE=$TESTENV_TLS/ca.crt")
     ! grep -q '^rpc_address: 0.0.0.0' "$CASSANDRA_STATE/cassandra.yaml" ||
         env+=("TIDINGS_TEST_CASSANDRA_POD_HOST=$POD_GATEWAY_IP")
     write_env cassandra "${env[@]}"
