@@ -12,6 +12,10 @@
 #                          SIGTERM the running node, stay down down_s seconds (default 0),
 #                          start it again on the same data dir, wait until it answers a
 #                          CQL query (for fault tests; keyspaces and data survive)
+#   cassandra.sh nodetool ARGS...
+#                          run nodetool against the node's JMX port (127.0.0.1:17199, local
+#                          only, no auth: jvm.options), e.g. `nodetool snapshot -t T ks`;
+#                          scripts/backup.sh and restore.sh use it as $NODETOOL in the tests
 #
 # Needs Java 17 and Maven. Version: $TIDINGS_CASSANDRA_VERSION (default below).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -20,6 +24,7 @@ source "$TESTENV_LIB_DIR/tls-ca.sh"
 CASSANDRA_VERSION="${TIDINGS_CASSANDRA_VERSION:-5.0.9}"
 CASSANDRA_NATIVE_PORT=19042
 CASSANDRA_STORAGE_PORT=17000
+CASSANDRA_JMX_PORT=17199 # as -Dcassandra.jmx.local.port in cassandra/jvm.options
 CASSANDRA_HOME="$TESTENV_CACHE/cassandra/$CASSANDRA_VERSION"
 CASSANDRA_SRC="$TESTENV_LIB_DIR/cassandra"
 CASSANDRA_STATE="$TESTENV_STATE/cassandra"
@@ -129,10 +134,24 @@ cassandra_restart() {
     log "cassandra restarted, healthy after $((SECONDS - t0))s"
 }
 
+# cassandra_nodetool ARGS...: nodetool (org.apache.cassandra.tools.NodeTool from the same
+# jars) against the running node. It needs the server's module options to start on Java 17.
+cassandra_nodetool() {
+    local -a opens
+    mapfile -t opens < <(grep -E '^--add-(exports|opens)=' "$CASSANDRA_SRC/jvm.options")
+    exec "$JAVA" "${opens[@]}" -Xmx256m -Dlogback.configurationFile="$CASSANDRA_SRC/logback.xml" \
+        -cp "$CASSANDRA_HOME/libs/*" org.apache.cassandra.tools.NodeTool \
+        -h 127.0.0.1 -p "$CASSANDRA_JMX_PORT" "$@"
+}
+
 case "${1:-}" in
     install) cassandra_install ;;
     start) cassandra_start ;;
     stop) cassandra_stop ;;
     restart) cassandra_restart "${2:-0}" ;;
-    *) die "usage: $0 install|start|stop|restart [down_s]" ;;
+    nodetool)
+        shift
+        cassandra_nodetool "$@"
+        ;;
+    *) die "usage: $0 install|start|stop|restart [down_s]|nodetool ARGS..." ;;
 esac
