@@ -9,11 +9,12 @@ copy of these three functions on purpose, pinned equal by a test.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 
-from tidings.settings import Settings
+from tidings.settings import Settings, SettingsError
 
 
 def inbox_topic(prefix: str) -> str:
@@ -34,8 +35,8 @@ def push_topic(prefix: str) -> str:
 def kafka_client_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client (producer, consumer, admin).
 
-    Connection, security (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL with PLAIN or SCRAM)
-    and the request timeout, all from ``settings``.
+    Connection, security (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL with PLAIN or SCRAM;
+    TLS from :func:`kafka_ssl_context`) and the request timeout, all from ``settings``.
     """
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
@@ -44,9 +45,37 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
         "security_protocol": settings.kafka_security_protocol,
     }
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
+        options["ssl_context"] = kafka_ssl_context(settings)
     if settings.kafka_security_protocol.startswith("SASL_"):
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password
     return options
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context for SSL and SASL_SSL: the brokers' certificates must chain to one
+    of ``kafka_ssl_cafile`` (the system's CAs when unset) and name the broker's address
+    (aiokafka always checks); ``kafka_ssl_certfile``/``kafka_ssl_keyfile`` are offered as
+    the client's certificate (mutual TLS).
+
+    A file that cannot be loaded is a :class:`SettingsError` naming the setting and the
+    file, raised when the first client is built (at start).
+    """
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=settings.kafka_ssl_cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"TIDINGS_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile}: cannot load CA "
+            f"certificates from it: {exc}"
+        ) from exc
+    if settings.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                f"TIDINGS_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile}, "
+                f"TIDINGS_KAFKA_SSL_KEYFILE={settings.kafka_ssl_keyfile}: cannot load the "
+                f"client certificate and its key: {exc}"
+            ) from exc
+    return context

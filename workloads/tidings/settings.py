@@ -207,6 +207,16 @@ class Settings(BaseSettings):
     cassandra_speculative_delay_ms: int = Field(0, ge=0)
     # Replication for `tidings migrate` when it creates the keyspace (CQL map literal).
     cassandra_replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    # TLS to Cassandra, both drivers (docs/security.md, "TLS to Kafka and Cassandra"): the
+    # nodes' certificates are checked against cassandra_ssl_cafile, a PEM bundle (every
+    # certificate in it is trusted), which TLS needs: the message store's C++ driver
+    # never reads the system's CAs. With cassandra_ssl_verify_hostname each node's
+    # certificate must also name the address the client connects to; nodes are found by
+    # IP address, so that takes IP SANs, and it is off by default (the chain is always
+    # checked). The C++ driver speaks TLS 1.2 at most.
+    cassandra_ssl: bool = False
+    cassandra_ssl_cafile: str | None = None
+    cassandra_ssl_verify_hostname: bool = False
     # Kafka for the inbox bus, membership and push requests.
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "tidings"
@@ -218,7 +228,14 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    # TLS to Kafka (kafka_security_protocol SSL or SASL_SSL): the brokers' certificates
+    # are checked against kafka_ssl_cafile (PEM, every certificate in it trusted; unset:
+    # the system's CAs) and must name the broker's address. kafka_ssl_certfile and
+    # kafka_ssl_keyfile: a client certificate and its key (PEM) for mutual TLS, e.g. a
+    # Strimzi KafkaUser's user.crt and user.key (the key may also sit in the certfile).
     kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
     kafka_request_timeout_s: float = Field(30.0, gt=0)
     # The inbox producer (bus/kafka.py): how long a batch may wait for more records, the
     # batch size per partition, and the codec ("lz4", "zstd", "snappy" need the cramjam
@@ -333,6 +350,40 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{given} is set but {missing} is not: TLS needs both the certificate "
                 "and its private key (or neither, for plain HTTP)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_backend_tls(self) -> Settings:
+        kafka_files = [
+            name
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+            if getattr(self, name)
+        ]
+        if kafka_files and self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"TIDINGS_{kafka_files[0].upper()} is set but TIDINGS_KAFKA_SECURITY_PROTOCOL "
+                f"is {self.kafka_security_protocol}, which does not use TLS: set it to SSL "
+                "(or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError(
+                "TIDINGS_KAFKA_SSL_KEYFILE is set but TIDINGS_KAFKA_SSL_CERTFILE is not: a "
+                "client key needs its certificate"
+            )
+        if not self.cassandra_ssl:
+            for name in ("cassandra_ssl_cafile", "cassandra_ssl_verify_hostname"):
+                if getattr(self, name):
+                    raise ValueError(
+                        f"TIDINGS_{name.upper()} is set but TIDINGS_CASSANDRA_SSL is not: set "
+                        "TIDINGS_CASSANDRA_SSL=true for TLS to Cassandra"
+                    )
+        elif not self.cassandra_ssl_cafile:
+            raise ValueError(
+                "TIDINGS_CASSANDRA_SSL needs TIDINGS_CASSANDRA_SSL_CAFILE, the CA certificates "
+                "(PEM) that signed the nodes' certificates (the C++ driver does not read the "
+                "system's CAs; for a publicly signed server, name the system bundle, e.g. "
+                "/etc/ssl/certs/ca-certificates.crt)"
             )
         return self
 

@@ -30,6 +30,9 @@ What this connection does, from the ``cassandra_*`` settings:
 - Speculative execution: ``cassandra_speculative_delay_ms`` (off by default).
 - ``cassandra_request_timeout_s`` per request; requests in flight bounded
   (:class:`AsyncCql`).
+- TLS with ``cassandra_ssl``: the same checks as cassandra-driver's
+  (:func:`~tidings.storage._cassandra_io.ssl_context`), TLS 1.2 at most (the C++
+  driver's limit).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import acsylla
 from acsylla import errors as cass
 
 from tidings.settings import Settings
+from tidings.storage._cassandra_io import trusted_ca_pem
 from tidings.storage._cassandra_io import wrap_error as wrap_driver_error
 from tidings.storage.base import StorageError
 
@@ -97,6 +101,33 @@ def consistency(name: str) -> Any:
         raise ValueError(f"unknown Cassandra consistency level: {name!r}") from None
 
 
+class _VerifyFlags:
+    """The C++ driver's ``CASS_SSL_VERIFY_*`` bits, passed through acsylla (which takes
+    anything with a ``value``): acsylla's own ``SSLVerifyFlags.PEER_IDENTITY`` carries
+    PEER_CERT's value (1), and its enum cannot combine flags."""
+
+    PEER_CERT = 0x01  # the chain verifies against the trusted certificates
+    PEER_IDENTITY = 0x02  # the node's IP address is in its certificate (CN or SAN)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def ssl_options(settings: Settings) -> dict[str, Any]:
+    """acsylla's TLS keyword arguments from the ``cassandra_ssl*`` settings (none
+    without ``cassandra_ssl``); a bad CA file is a SettingsError naming it."""
+    if not settings.cassandra_ssl:
+        return {}
+    flags = _VerifyFlags.PEER_CERT
+    if settings.cassandra_ssl_verify_hostname:
+        flags |= _VerifyFlags.PEER_IDENTITY
+    return {
+        "ssl_enabled": True,
+        "ssl_trusted_cert": trusted_ca_pem(settings),
+        "ssl_verify_flags": _VerifyFlags(flags),
+    }
+
+
 def build_cluster(settings: Settings) -> Any:
     """An acsylla cluster from the ``cassandra_*`` settings (see the module docstring);
     needs a running event loop."""
@@ -125,6 +156,7 @@ def build_cluster(settings: Settings) -> Any:
         exponential_reconnect_base_delay_ms=500,
         exponential_reconnect_max_delay_ms=5000,
         log_level="error",
+        **ssl_options(settings),
     )
 
 

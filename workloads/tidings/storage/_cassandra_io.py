@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -52,7 +53,7 @@ from cassandra.policies import (
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import PreparedStatement, dict_factory
 
-from tidings.settings import Settings
+from tidings.settings import Settings, SettingsError
 from tidings.storage.base import StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ _RETRIABLE: tuple[type[BaseException], ...] = (
     IsBootstrappingErrorMessage,
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL
+)
 
 
 def check_identifier(name: str) -> str:
@@ -149,6 +153,41 @@ def speculative_policy(delay_ms: int) -> SpeculativeExecutionPolicy:
     return ConstantSpeculativeExecutionPolicy(delay_ms / 1000, 1)
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for ``cassandra_ssl`` (None without it): the nodes' certificates
+    must chain to a certificate of ``cassandra_ssl_cafile`` (every one in the bundle is
+    trusted) and, with ``cassandra_ssl_verify_hostname``, name the address connected to.
+
+    A CA file that cannot be read or holds no certificate is a :class:`SettingsError`
+    naming the setting and the file, raised when the cluster is built (at start).
+    """
+    if not settings.cassandra_ssl:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED
+    context.check_hostname = settings.cassandra_ssl_verify_hostname
+    context.load_verify_locations(cadata=trusted_ca_pem(settings))
+    return context
+
+
+def trusted_ca_pem(settings: Settings) -> str:
+    """The certificates of ``cassandra_ssl_cafile`` as PEM text (the C++ driver takes the
+    PEM itself, not a path), each checked to parse; anything else in the file (comments,
+    keys) is left out."""
+    path = settings.cassandra_ssl_cafile
+    try:
+        with open(path or "", encoding="utf-8", errors="replace") as f:
+            blocks = _PEM_CERTIFICATE.findall(f.read())
+        if not blocks:
+            raise ValueError("no PEM certificate (-----BEGIN CERTIFICATE-----) in it")
+        pem = "\n".join(blocks) + "\n"
+        ssl.create_default_context(cadata=pem)  # parses every certificate
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"TIDINGS_CASSANDRA_SSL_CAFILE={path}: cannot load CA certificates from it: {exc}"
+        ) from exc
+    return pem
+
+
 def build_cluster(settings: Settings) -> Cluster:
     """A driver ``Cluster`` from the ``cassandra_*`` settings (not yet connected).
 
@@ -164,6 +203,7 @@ def build_cluster(settings: Settings) -> Cluster:
     - Speculative execution: ``cassandra_speculative_delay_ms`` (:func:`speculative_policy`),
       off by default.
     - Rows as dicts; ``cassandra_request_timeout_s`` per request.
+    - TLS with ``cassandra_ssl`` (:func:`ssl_context`).
     """
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(
@@ -192,6 +232,7 @@ def build_cluster(settings: Settings) -> Cluster:
         protocol_version=settings.cassandra_protocol_version,
         # Come back quickly after a node restart (the default backs off to 10 minutes).
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
+        ssl_context=ssl_context(settings),
     )
 
 
