@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-apply every child at least this often, repairing drift (60)",
     )
     parser.add_argument(
+        "--rewire-seconds",
+        type=float,
+        default=float(os.environ.get("TIDINGS_OPERATOR_REWIRE_S", "300")),
+        help="check the Kafka topics and the Cassandra keyspace again this often: a "
+        "deleted topic is made again, drift is reported (300; 0 never)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(os.environ.get("TIDINGS_OPERATOR_METRICS_PORT", "9100")),
@@ -134,7 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL,
     )
     logging.getLogger("kopf.objects").addFilter(_QuietEvents())
-    options = Options(tick_s=args.tick_seconds, resync_s=args.resync_seconds)
+    if args.rewire_seconds < 0:
+        raise SystemExit("--rewire-seconds must not be negative")
+    options = Options(
+        tick_s=args.tick_seconds, resync_s=args.resync_seconds, rewire_s=args.rewire_seconds
+    )
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     registry = kopf.OperatorRegistry()

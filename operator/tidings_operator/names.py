@@ -29,6 +29,9 @@ LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
 LABEL_REVISION = "controller-revision-hash"
 # On pod templates: a hash of the ConfigMap, so a config change rolls the pods.
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+# On pod templates: a hash of the Secret keys the pods read (secret_digest.py), so a
+# rotated password or signing key rolls them (the chat pods through the paced rollout).
+ANNOTATION_SECRETS_HASH = f"{GROUP}/secrets-hash"
 # On a ChatCluster: "true" stops every change the operator would make (an incident
 # control, like Strimzi's strimzi.io/pause-reconciliation; controls.py).
 ANNOTATION_PAUSE = f"{GROUP}/pause-reconciliation"

@@ -81,6 +81,7 @@ from tidings_operator.report import (
     workload_part,
 )
 from tidings_operator.rollout import InFlight, RolloutStep, next_step
+from tidings_operator.secret_digest import stamp_secrets_hash
 from tidings_operator.spec import ClusterSpec, SpecError, check_name, parse_spec
 from tidings_operator.status import (
     Verdict,
@@ -105,6 +106,7 @@ log = logging.getLogger(__name__)
 class Options:
     tick_s: float = 5.0  # how often each ChatCluster is looked at
     resync_s: float = 60.0  # re-apply every child at least this often (drift repair)
+    rewire_s: float = 300.0  # check the topics and keyspace again this often (0: never)
     retry_base_s: float = 5.0  # backoff while an engine or a Secret is missing
     retry_max_s: float = 60.0
     reader_retry_s: float = 10.0  # after the membership reader failed to start
@@ -138,6 +140,7 @@ class ClusterState:
     # The last scale-down step: (reported connections before it, monotonic time).
     shrink: tuple[int, float] | None = None
     applied_generation: int | None = None
+    secrets_kept: tuple[str, ...] = ()  # workloads whose Secrets could not be read
     last_apply: float = -math.inf
     # A reconcile kopf ran while paused did nothing: the ticks wire once resumed (kopf
     # counts that reconcile as done and will not run it again).
@@ -145,14 +148,30 @@ class ClusterState:
     # The tidings.dev/restart value the children were last applied with ("" before any
     # apply: a first apply with a value set is no new restart).
     applied_restart: str | None = ""
+    # The periodic re-wire (drift): when the last wiring ended, the one under way, what
+    # it found for the next tick to write, and the drift last told (said once).
+    wired_at: float = -math.inf
+    rewiring: asyncio.Task[None] | None = None
+    rewire_verdicts: list[Verdict] = field(default_factory=list)
+    wire_events: list[tuple[str, str, str]] = field(default_factory=list)
+    drift_told: dict[str, str] = field(default_factory=dict)
 
     async def close(self) -> None:
-        task, self.ticking = self.ticking, None
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for task in (self.ticking, self.rewiring):
+            if task is not None and task is not asyncio.current_task() and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self.ticking = self.rewiring = None
         await self.close_reader()
+
+    def tell_drift(self, reason: str, message: str | None) -> None:
+        """A Warning Event for what wiring found, once per distinct finding."""
+        if message is None:
+            self.drift_told.pop(reason, None)
+        elif self.drift_told.get(reason) != message:
+            self.drift_told[reason] = message
+            self.wire_events.append(("Warning", reason, message))
 
     async def close_reader(self) -> None:
         reader, self.reader = self.reader, None
@@ -173,6 +192,15 @@ def wiring_key(spec: ClusterSpec) -> str:
     if spec.media is not None:
         media = {k: v for k, v in asdict(spec.media.s3).items() if k != "public_endpoint"}
     return json.dumps([kafka, asdict(spec.cassandra), media], sort_keys=True)
+
+
+def _use_kafka_auth(state: ClusterState, spec: ClusterSpec, auth: Mapping[str, str] | None) -> None:
+    """The operator's own Kafka client options (the membership reader restarts when its
+    key changes: a rotated password reaches it too)."""
+    state.kafka_options = kafka_options(spec.kafka, auth)
+    state.kafka_key = json.dumps(
+        [spec.kafka.bootstrap_servers, spec.kafka.topic_prefix, auth], sort_keys=True
+    )
 
 
 # The wiring conditions, by the engine they are about.
@@ -336,18 +364,22 @@ class Reconciler:
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=self._backoff(retry)) from exc
 
-    async def _wire(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> list[Verdict]:
-        """Wire Kafka, Cassandra and the media bucket for this spec unless done already; the
-        conditions to write.
+    async def _wire(
+        self, namespace: str, state: ClusterState, spec: ClusterSpec, *, again: bool = False
+    ) -> list[Verdict]:
+        """Wire Kafka, Cassandra and the media bucket for this spec unless done already
+        (``again``: check it all again, the periodic re-wire); the conditions to write.
 
         One at a time per ChatCluster (two migrators at once can leave Cassandra's nodes
         disagreeing about the schema). Raises :class:`_Blocked` (a Secret is missing) or
-        :class:`_WireFailed`.
+        :class:`_WireFailed`. What it finds out of the ordinary (a topic gone, config or
+        partitions drifted, the keyspace's replication) goes out as Warning Events.
         """
         key = wiring_key(spec)
         async with state.wire_lock:
-            if state.wired_key == key:
+            if state.wired_key == key and not again:
                 return []
+            rewired = state.wired_key == key
             state.last_attempt_key = key
             secrets = await self._read_secrets(namespace, spec)
             if isinstance(secrets, str):
@@ -361,21 +393,65 @@ class Reconciler:
                 kafka = await ensure_kafka(spec.kafka, kafka_auth)
             except (EngineUnavailable, EngineRejected) as exc:
                 raise _WireFailed("KafkaReady", exc, verdicts) from exc
-            state.kafka_options = kafka_options(spec.kafka, kafka_auth)
-            state.kafka_key = json.dumps(
-                [spec.kafka.bootstrap_servers, spec.kafka.topic_prefix, kafka_auth], sort_keys=True
-            )
+            _use_kafka_auth(state, spec, kafka_auth)
             verdicts.append(Verdict("KafkaReady", "True", "TopicsReady", kafka.message))
+            if rewired and kafka.created:
+                state.wire_events.append(
+                    (
+                        "Warning",
+                        "TopicsRecreated",
+                        f"{', '.join(kafka.created)} had been deleted: created again (empty)",
+                    )
+                )
+            state.tell_drift("KafkaDrift", "; ".join(kafka.notes) or None)
             try:
                 cassandra = await ensure_cassandra(spec.cassandra, cassandra_auth)
             except (EngineUnavailable, EngineRejected) as exc:
                 raise _WireFailed("CassandraReady", exc, verdicts) from exc
             verdicts.append(Verdict("CassandraReady", "True", "SchemaReady", cassandra.message))
+            change = cassandra.replication
+            state.tell_drift(
+                "KeyspaceReplicationRefused",
+                cassandra.message if change is not None and change.refused else None,
+            )
+            if change is not None and not change.refused:
+                state.wire_events.append(
+                    ("Warning", "KeyspaceReplicationChanged", cassandra.message)
+                )
             verdicts.append(await self._wire_media(spec, secrets, verdicts))
             state.wired_key, state.spec_error = key, None
+            state.wired_at = time.monotonic()
             state.inbox_partitions = kafka.inbox_partitions
             log.info("%s wired: %s; %s", namespace, kafka.message, cassandra.message)
             return verdicts
+
+    def _rewire_when_due(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> None:
+        """Every ``rewire_s``, wire the same spec again in the background: a topic deleted
+        out of band is made again, drifted configs are set back, and ``KafkaReady`` and
+        ``CassandraReady`` say what the engines say now (the next tick writes them)."""
+        if self.options.rewire_s <= 0 or state.wired_key != wiring_key(spec):
+            return
+        if time.monotonic() - state.wired_at < self.options.rewire_s:
+            return
+        if state.rewiring is not None and not state.rewiring.done():
+            return
+        state.rewiring = asyncio.create_task(self._rewire(namespace, state, spec))
+
+    async def _rewire(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> None:
+        try:
+            state.rewire_verdicts = await self._wire(namespace, state, spec, again=True)
+        except _Blocked:
+            state.wired_at = time.monotonic()  # reported as SecretNotFound; try again later
+        except _WireFailed as exc:
+            state.wired_at = time.monotonic()
+            metrics.RECONCILE_ERRORS.labels("rewire", exc.metrics_reason).inc()
+            state.rewire_verdicts = exc.report(
+                state, f"checked again within {self.options.rewire_s:.0f}s"
+            )
+        except Exception as exc:
+            state.wired_at = time.monotonic()
+            metrics.RECONCILE_ERRORS.labels("rewire", metrics.error_reason(exc)).inc()
+            log.exception("%s/%s: re-wiring failed", namespace, state.name)
 
     @staticmethod
     async def _wire_media(
@@ -439,6 +515,21 @@ class Reconciler:
                     )
         if missing:
             return f"waiting for {', '.join(missing)} in namespace {namespace}"
+        return found
+
+    async def _pod_secrets(
+        self, namespace: str, state: ClusterState, spec: ClusterSpec
+    ) -> dict[str, dict[str, str]]:
+        """The Secrets the spec names that exist now, decoded (for the pods' secrets hash);
+        a changed Kafka auth Secret also goes to the operator's own Kafka client."""
+        found: dict[str, dict[str, str]] = {}
+        for secret_name in spec.secret_names():
+            raw = await self.kube.get("Secret", namespace, secret_name)
+            if raw is not None:
+                found[secret_name] = _decode(raw)
+        auth = spec.kafka.auth_secret
+        if auth and auth in found and state.kafka_options is not None:
+            _use_kafka_auth(state, spec, found[auth])
         return found
 
     # --- sync: observe, decide, apply, report ---------------------------------------------
@@ -670,7 +761,13 @@ class Reconciler:
                 await self.kube.patch_status(namespace, name, patch)
             return
 
-        wired_now = [*await self._wire_changed_spec(namespace, state, spec), *pause_verdicts(obj)]
+        wired_now = [
+            *await self._wire_changed_spec(namespace, state, spec),
+            *pause_verdicts(obj),
+            *state.rewire_verdicts,
+        ]
+        state.rewire_verdicts = []
+        self._rewire_when_due(namespace, state, spec)
 
         owner: Owner = {"name": name, "namespace": namespace, "uid": uid}
         chat_name = names.chat_name(name)
@@ -681,7 +778,7 @@ class Reconciler:
         api = await self.kube.get("StatefulSet", namespace, names.api_name(name))
         push = await self.kube.get("Deployment", namespace, names.push_name(name))
         wired = state.wired_key == wiring_key(spec)
-        events: list[tuple[str, str, str]] = []
+        events, state.wire_events = state.wire_events, []
 
         members, total = await self._connections(state, spec, pods)
         for sid, member in (members or {}).items():
@@ -871,6 +968,25 @@ class Reconciler:
                 exposed_ordinals=exposed,
                 restart=restart,
             )
+            kept = stamp_secrets_hash(
+                manifests,
+                await self._pod_secrets(namespace, state, spec),
+                {
+                    ("StatefulSet", chat_name): sts,
+                    ("StatefulSet", names.api_name(name)): api,
+                    ("Deployment", names.push_name(name)): push,
+                },
+            )
+            if tuple(kept) != state.secrets_kept and kept:
+                events.append(
+                    (
+                        "Warning",
+                        "SecretsUnreadable",
+                        f"a Secret or key the pods need is missing, so {', '.join(kept)} "
+                        "keep their current environment (no roll until it is back)",
+                    )
+                )
+            state.secrets_kept = tuple(kept)
             for manifest in manifests:
                 await self.kube.apply(manifest)
             await self._prune_exposed(namespace, name, manifests)

@@ -12,7 +12,10 @@ Kafka (aiokafka's admin client, the operator's own code):
 
 Cassandra: the workloads' own migrations (``tidings.storage.cassandra_schema``, the one
 source of truth for the schema; the operator runs in the same image), which create the
-keyspace if it is missing and apply every schema version not yet applied.
+keyspace if it is missing and apply every schema version not yet applied; then the
+keyspace's replication is made the spec's (``ALTER KEYSPACE``; the repair or cleanup it
+needs is said in the condition and an Event), unless the datacenter has fewer nodes than
+the replicas asked for (then it is reported and left).
 
 Errors come in two kinds, which the handlers turn into kopf's:
 
@@ -28,7 +31,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -47,6 +50,9 @@ from aiokafka.helpers import create_ssl_context
 
 from tidings_operator import names
 from tidings_operator.spec import CassandraSpec, KafkaSpec
+
+if TYPE_CHECKING:  # the workloads' storage is imported when wiring, not at start-up
+    from tidings.storage.cassandra_schema import ReplicationChange
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -133,11 +139,28 @@ class KafkaOutcome:
 class CassandraOutcome:
     keyspace: str
     versions: tuple[int, ...]
+    replication: ReplicationChange | None = None  # the spec's replication differed
 
     @property
     def message(self) -> str:
         latest = max(self.versions) if self.versions else 0
-        return f"keyspace {self.keyspace} at schema version {latest}"
+        text = f"keyspace {self.keyspace} at schema version {latest}"
+        change = self.replication
+        if change is None:
+            return text
+        if change.refused:
+            return (
+                f"{text}; its replication stays {_cql_map(change.before)}: the spec asks for "
+                f"{_cql_map(change.after)}, but {change.refused}"
+            )
+        return (
+            f"{text}; replication changed from {_cql_map(change.before)} to "
+            f"{_cql_map(change.after)}: {change.repair}"
+        )
+
+
+def _cql_map(replication: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(replication.items())) + "}"
 
 
 def topic_plan(spec: KafkaSpec) -> list[TopicPlan]:
@@ -232,7 +255,9 @@ async def _ensure_kafka(spec: KafkaSpec, auth: Mapping[str, str] | None) -> Kafk
                     f"{plan.name} keeps replication {sorted(replicas)} "
                     f"(changing it to {plan.replication} needs a partition reassignment)"
                 )
-            await _reconcile_configs(admin, plan)
+            restored = await _reconcile_configs(admin, plan)
+            if restored:
+                outcome.notes.append(f"{plan.name}: {', '.join(restored)} set back to the spec")
         await _wait_visible(admin, plans)
         return outcome
     finally:
@@ -283,8 +308,9 @@ async def _reconcile_partitions(
     return have
 
 
-async def _reconcile_configs(admin: Any, plan: TopicPlan) -> None:
-    """Set our overrides, keeping overrides set by hand (AlterConfigs replaces them all)."""
+async def _reconcile_configs(admin: Any, plan: TopicPlan) -> list[str]:
+    """Set our overrides, keeping overrides set by hand (AlterConfigs replaces them all);
+    returns the keys that differed."""
     resource = ConfigResource(ConfigResourceType.TOPIC, plan.name, None)
     (response,) = await admin.describe_configs([resource])
     (described,) = response.resources
@@ -295,8 +321,9 @@ async def _reconcile_configs(admin: Any, plan: TopicPlan) -> None:
         name, value, source = entry[0], entry[1], entry[3]
         if source == _DYNAMIC_TOPIC_CONFIG and value is not None:
             overrides[name] = value
-    if all(overrides.get(key) == value for key, value in plan.configs.items()):
-        return
+    differ = sorted(key for key, value in plan.configs.items() if overrides.get(key) != value)
+    if not differ:
+        return []
     log.info("updating the configs of %s: %s", plan.name, plan.configs)
     (altered,) = await admin.alter_configs(
         [ConfigResource(ConfigResourceType.TOPIC, plan.name, {**overrides, **plan.configs})]
@@ -304,6 +331,7 @@ async def _reconcile_configs(admin: Any, plan: TopicPlan) -> None:
     for code, message, *_ in altered.resources:
         if code:
             raise for_code(code)(f"cannot alter configs of {plan.name}: {message}")
+    return differ
 
 
 async def _wait_visible(admin: Any, plans: list[TopicPlan], timeout_s: float = 30.0) -> None:
@@ -333,7 +361,7 @@ async def ensure_cassandra(
     # The workloads' migrations are the one source of truth for the schema: the operator
     # runs them from the same image instead of keeping a copy.
     from tidings.settings import Settings
-    from tidings.storage.cassandra_schema import migrate_keyspace
+    from tidings.storage.cassandra_schema import wire_keyspace
 
     auth = auth or {}
     values: dict[str, Any] = {
@@ -351,7 +379,7 @@ async def ensure_cassandra(
     settings = Settings(**values)
     where = f"Cassandra at {', '.join(spec.contact_points)}:{spec.port}"
     try:
-        versions = await asyncio.wait_for(migrate_keyspace(settings), CASSANDRA_TIMEOUT_S)
+        versions, change = await asyncio.wait_for(wire_keyspace(settings), CASSANDRA_TIMEOUT_S)
     except TimeoutError as exc:
         raise EngineUnavailable(
             "cassandra", f"{where}: migrating {spec.keyspace} took too long"
@@ -364,4 +392,4 @@ async def ensure_cassandra(
         if getattr(exc, "retriable", True):
             raise EngineUnavailable("cassandra", f"{where}: {exc}") from exc
         raise EngineRejected("cassandra", f"{where}: {exc}") from exc
-    return CassandraOutcome(spec.keyspace.lower(), tuple(versions))
+    return CassandraOutcome(spec.keyspace.lower(), tuple(versions), change)

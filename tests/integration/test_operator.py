@@ -176,6 +176,22 @@ def operator(namespace: str, testenv: Any, tmp_path: Path) -> Iterator[OperatorP
 
 
 @pytest.fixture
+def quick_operator(namespace: str, testenv: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator re-applying every 2 s and re-wiring every 3 s (Secrets, drift)."""
+    proc = OperatorProcess(
+        namespace,
+        testenv["TIDINGS_TEST_KUBECONFIG"],
+        tmp_path / "operator.log",
+        extra_args=("--resync-seconds", "2", "--rewire-seconds", "3"),
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+    print("---- operator log (tail) ----")
+    print("\n".join(proc.log().splitlines()[-150:]))
+
+
+@pytest.fixture
 async def fleet(kube: Kube, namespace: str, prefix: str, testenv: Any) -> AsyncIterator[Fleet]:
     stand_in = Fleet(kube, namespace, NAME, testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"], prefix)
     # The operator creates the topics; wait for them before publishing (no auto-create).
@@ -1314,6 +1330,27 @@ async def test_every_exposure_mode_is_accepted_and_what_is_dropped_is_pruned(
     assert await kube.get("Service", namespace, names.api_name(NAME)) is not None
 
 
+async def rolled_one_at_a_time(
+    kube: Kube, namespace: str, before: dict[str, str], what: str, within: float = 120
+) -> list[str]:
+    """Watch every chat pod in ``before`` (name: uid) be replaced, never two out at once;
+    the names in the order they came back."""
+    replaced: list[str] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
+        out = {p.name for p in pods if p.terminating or not p.ready}
+        out |= {n for n in before if n not in {p.name for p in pods}}
+        assert len(out) <= 1, f"more than one chat server out at once: {sorted(out)}"
+        for p in pods:
+            if before.get(p.name) != p.uid and p.name not in replaced and p.ready:
+                replaced.append(p.name)
+        if len(replaced) == len(before) and not out:
+            return replaced
+        await asyncio.sleep(0.25)
+    pytest.fail(f"{what} did not finish; replaced so far: {replaced}")
+
+
 async def _annotate(kube: Kube, namespace: str, annotations: dict[str, str | None]) -> None:
     await kube.request(
         "PATCH",
@@ -1400,21 +1437,7 @@ async def test_a_restart_annotation_rolls_every_chat_server_one_at_a_time(
 
     stamp = "2026-12-07T21:00:00Z"
     await _annotate(kube, namespace, {names.ANNOTATION_RESTART: stamp})
-    replaced: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        pods = [pod_view(p) for p in await chat_pods(kube, namespace)]
-        out = {p.name for p in pods if p.terminating or not p.ready}
-        out |= {n for n in before if n not in {p.name for p in pods}}
-        assert len(out) <= 1, f"more than one chat server out at once: {sorted(out)}"
-        for p in pods:
-            if before.get(p.name) != p.uid and p.name not in replaced and p.ready:
-                replaced.append(p.name)
-        if len(replaced) == 3 and not out:
-            break
-        await asyncio.sleep(0.25)
-    else:
-        pytest.fail(f"the restart did not finish; replaced so far: {replaced}")
+    replaced = await rolled_one_at_a_time(kube, namespace, before, "the restart")
     assert replaced == [f"{NAME}-chat-2", f"{NAME}-chat-1", f"{NAME}-chat-0"]
     sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
     assert sts is not None
@@ -1493,3 +1516,128 @@ async def test_a_drain_annotation_drains_one_chat_server_and_reports_it(
     await eventually("a drain of no chat pod refused", refused, 30)
     again = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
     assert again == after
+
+
+async def _patch_secret(kube: Kube, namespace: str, name: str, values: dict[str, str]) -> None:
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    await kube.request(
+        "PATCH",
+        KINDS["Secret"].path(namespace, name),
+        {"data": data},
+        content_type="application/merge-patch+json",
+    )
+
+
+async def _secrets_hashes(kube: Kube, namespace: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for kind, name in (
+        ("StatefulSet", names.chat_name(NAME)),
+        ("StatefulSet", names.api_name(NAME)),
+        ("Deployment", names.push_name(NAME)),
+    ):
+        obj = await kube.get(kind, namespace, name)
+        template = ((obj or {}).get("spec") or {}).get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        out[name] = annotations.get(names.ANNOTATION_SECRETS_HASH)
+    return out
+
+
+async def _event_reasons(kube: Kube, namespace: str) -> list[str]:
+    listed = await kube.request("GET", f"/api/v1/namespaces/{namespace}/events")
+    return [str(e.get("reason")) for e in listed.get("items") or []]
+
+
+async def test_a_rotated_secret_rolls_the_pods_that_read_it_and_an_unread_key_nothing(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    quick_operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    """Secrets are hashed into the pod templates (issue #19, rotation): a new JWT signing
+    key (with the old one kept as previous) rolls the chat servers through the paced
+    rollout and the api pods; the push workers, which read no JWT key, stay; a key no pod
+    reads changes nothing."""
+    spec = {"chat": {"autoscaling": False, "replicas": 2}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+
+    async def stamped() -> dict[str, str | None] | None:
+        found = await _secrets_hashes(kube, namespace)
+        return found if all(found.values()) else None
+
+    first = await eventually("the secrets hash on every pod template", stamped, 30)
+    before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    await _patch_secret(kube, namespace, "tidings-jwt", {"note": "read by no pod"})
+    await asyncio.sleep(6)  # three re-applies
+    assert await _secrets_hashes(kube, namespace) == first
+    still = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    assert still == before
+
+    await _patch_secret(
+        kube,
+        namespace,
+        "tidings-jwt",
+        {"secret": "a-new-signing-key", "jwt-previous-secrets": "not-a-real-secret"},
+    )
+
+    async def rehashed() -> dict[str, str | None] | None:
+        found = await _secrets_hashes(kube, namespace)
+        return found if found[names.chat_name(NAME)] != first[names.chat_name(NAME)] else None
+
+    second = await eventually("a new secrets hash after the rotation", rehashed, 30)
+    assert second[names.api_name(NAME)] != first[names.api_name(NAME)]
+    assert second[names.push_name(NAME)] == first[names.push_name(NAME)]
+    replaced = await rolled_one_at_a_time(kube, namespace, before, "the roll after the rotation")
+    assert replaced == [f"{NAME}-chat-1", f"{NAME}-chat-0"]
+
+
+async def test_a_topic_deleted_or_changed_out_of_band_is_put_back_and_told(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    quick_operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    """The periodic re-wire (issue #19, drift): a topic deleted by hand is made again and a
+    topic config changed by hand is set back, each with a Warning Event; KafkaReady stays
+    true to what Kafka has."""
+    spec = {"chat": {"autoscaling": False, "replicas": 1}}
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+    push_topic, inbox_topic = f"{prefix}.push", f"{prefix}.inbox"
+    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
+    await admin.start()
+    try:
+        await admin.delete_topics([push_topic])
+        resource = ConfigResource(ConfigResourceType.TOPIC, inbox_topic, {"retention.ms": "1000"})
+        await admin.alter_configs([resource])
+
+        async def back() -> dict[str, Any] | None:
+            # Every topic: naming one would make the broker create it (auto-create is on).
+            topics = {t["topic"]: t for t in await admin.describe_topics()}
+            found = topics.get(push_topic)
+            if not found or found["error_code"] or len(found["partitions"]) != 6:
+                return None
+            (described,) = (await admin.describe_configs([ConfigResource(
+                ConfigResourceType.TOPIC, inbox_topic)]))[0].resources  # fmt: skip
+            retention = {e[0]: e[1] for e in described[4]}.get("retention.ms")
+            return found if retention == str(24 * 3600 * 1000) else None
+
+        await eventually("the push topic made again and the retention set back", back, 90)
+    finally:
+        await admin.close()
+
+    async def told() -> list[str] | None:
+        reasons = await _event_reasons(kube, namespace)
+        return reasons if {"TopicsRecreated", "KafkaDrift"} <= set(reasons) else None
+
+    await eventually("Warning Events for the recreated topic and the drift", told, 30)
+    obj = await get_cluster(kube, namespace, NAME)
+    assert condition(obj, "KafkaReady")["status"] == "True"

@@ -31,6 +31,7 @@ The table layout (``bucket`` is a 30-day time bucket of the Snowflake id, see
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import time
@@ -281,6 +282,122 @@ async def migrate_keyspace(settings: Settings) -> list[int]:
         await asyncio.to_thread(cluster.shutdown)
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicationChange:
+    """A keyspace's replication before and after :func:`set_replication` changed it."""
+
+    keyspace: str
+    before: dict[str, str]
+    after: dict[str, str]
+    refused: str | None = None  # why it was not changed (more replicas than nodes)
+
+    @property
+    def repair(self) -> str:
+        """What the change needs from whoever runs Cassandra."""
+        ks = self.keyspace
+        more = _total_replicas(self.after) > _total_replicas(self.before)
+        fewer = _total_replicas(self.after) < _total_replicas(self.before)
+        if fewer and self.after.get("class") == self.before.get("class"):
+            return f"run `nodetool cleanup {ks}` on every node to free the dropped replicas' space"
+        why = "the new replicas hold no data until repaired" if more else "replicas moved"
+        return (
+            f"run `nodetool repair -full {ks}` on every node, one at a time ({why}; reads "
+            f"above consistency ONE may miss rows until then), then `nodetool cleanup {ks}`"
+        )
+
+
+def replication_map(literal: str) -> dict[str, str]:
+    """A CQL replication map literal (``{'class': 'SimpleStrategy', ...}``) as Cassandra
+    reports it in ``system_schema.keyspaces``: strings, the class by its short name."""
+    try:
+        parsed = ast.literal_eval(literal.strip())
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"replication must be a CQL map literal, got {literal!r}") from exc
+    if not isinstance(parsed, dict):
+        raise ValueError(f"replication must be a CQL map literal, got {literal!r}")
+    return _normal(parsed)
+
+
+def _normal(replication: dict[object, object]) -> dict[str, str]:
+    out = {str(k): str(v) for k, v in replication.items()}
+    if "class" in out:
+        out["class"] = out["class"].rsplit(".", 1)[-1]
+    return out
+
+
+def _total_replicas(replication: dict[str, str]) -> int:
+    return sum(int(v) for k, v in replication.items() if k != "class" and v.isdigit())
+
+
+async def set_replication(
+    session: Session, keyspace: str, replication: str
+) -> ReplicationChange | None:
+    """Make ``keyspace``'s replication the one ``replication`` (a CQL map literal) says;
+    None when it already is. The data is not moved: see :attr:`ReplicationChange.repair`."""
+    ks = check_identifier(keyspace)
+    wanted = replication_map(replication)
+    cql = Cql(session)
+    rows = await cql.rows(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+        (ks,),
+        what="read keyspace replication",
+    )
+    if not rows:
+        raise ValueError(f"keyspace {ks} does not exist")
+    current = _normal(dict(rows[0]["replication"]))
+    if current == wanted:
+        return None
+    short = _too_few_nodes(wanted, await _nodes_by_datacenter(cql))
+    if short:
+        return ReplicationChange(ks, current, wanted, refused=short)
+    log.warning("changing the replication of %s from %s to %s", ks, current, wanted)
+    await cql.run(
+        f"ALTER KEYSPACE {ks} WITH replication = {replication.strip()}",
+        request_timeout_s=DDL_TIMEOUT_S,
+        what="alter keyspace replication",
+    )
+    return ReplicationChange(ks, current, wanted)
+
+
+async def _nodes_by_datacenter(cql: Cql) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for table in ("system.local", "system.peers"):
+        for row in await cql.rows(f"SELECT data_center FROM {table}", what="read the nodes"):
+            dc = str(row["data_center"])
+            counts[dc] = counts.get(dc, 0) + 1
+    return counts
+
+
+def _too_few_nodes(wanted: dict[str, str], nodes: dict[str, int]) -> str | None:
+    """Why ``wanted`` cannot be served by these nodes (None when it can)."""
+    if wanted.get("class") == "SimpleStrategy":
+        asked = {"the cluster": int(wanted.get("replication_factor", "0"))}
+        have = {"the cluster": sum(nodes.values())}
+    else:
+        asked = {k: int(v) for k, v in wanted.items() if k != "class" and v.isdigit()}
+        have = nodes
+    for where, replicas in sorted(asked.items()):
+        count = have.get(where, 0)
+        if replicas > count:
+            return (
+                f"{replicas} replicas asked in {where}, which has {count} node"
+                f"{'s' if count != 1 else ''}: writes would fail"
+            )
+    return None
+
+
+async def wire_keyspace(settings: Settings) -> tuple[list[int], ReplicationChange | None]:
+    """The operator's wiring: :func:`migrate` (which creates a missing keyspace), then
+    :func:`set_replication` to the ``cassandra_replication`` setting."""
+    cluster, session = await connect(settings)
+    try:
+        keyspace, replication = settings.cassandra_keyspace, settings.cassandra_replication
+        versions = await migrate(session, keyspace, replication)
+        return versions, await set_replication(session, keyspace, replication)
+    finally:
+        await asyncio.to_thread(cluster.shutdown)
+
+
 def apply_migrations(settings: Settings) -> list[int]:
     """``tidings migrate``: migrate the keyspace from a plain (non-async) caller.
 
@@ -296,9 +413,13 @@ __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
     "Migration",
+    "ReplicationChange",
     "applied_versions",
     "apply_migrations",
     "migrate",
     "migrate_keyspace",
+    "replication_map",
+    "set_replication",
     "wait_for_indexes",
+    "wire_keyspace",
 ]
