@@ -58,7 +58,7 @@ WAIT = 15.0  # inbox appends go through Kafka; allow for a loaded machine
 
 def _kafka_tools(testenv: Mapping[str, str]) -> str:
     """Kafka's consumer-groups tool from the jars the test broker runs from."""
-    cache = Path(os.environ.get("TESTENV_CACHE", Path.home() / ".cache/tidings-testenv"))
+    cache = Path(os.environ.get("TIDINGS_TESTENV_CACHE", Path.home() / ".cache/tidings-testenv"))
     libs = sorted(cache.glob("kafka/*/libs"))
     assert libs, f"no Kafka jars under {cache}/kafka (e2e/env/kafka.sh install)"
     main = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
