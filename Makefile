@@ -3,7 +3,7 @@
 #   make test   install everything, start the real services, run all tests, stop them
 .PHONY: up test venv lint testenv-up testenv-down clean \
 	bench-tools bench-ref-tree bench-trace bench-trace-before bench-trace-after bench-relay-ref \
-	bench-cluster-fanout bench-cluster-storm
+	bench-cluster-fanout bench-cluster-storm fleet
 
 up: venv
 	.venv/bin/tidings up
@@ -74,3 +74,11 @@ bench-cluster-fanout:
 bench-cluster-storm:
 	.venv/bin/tidings bench storm --targets cluster --chats 2 --connections 10000 --workers 2 \
 		--out $(CLUSTER_OUT) --append
+
+# issue #19: the operator at fleet scale, on the running test environment's kwok nodes: 200
+# chat pods on 50 nodes, scale-up, steady counts, a full paced roll (docs/operator.md, "At
+# fleet scale"; ~30 min). `make fleet FLEET_ARGS="--drain-budget 30"` for another budget.
+FLEET_ARGS ?=
+FLEET_OUT ?= fleet.json
+fleet:
+	.venv/bin/python e2e/fleet/run.py --out $(FLEET_OUT) $(FLEET_ARGS)
