@@ -28,6 +28,7 @@ import json
 from typing import Any, NotRequired, TypedDict
 
 from tidings_operator import names
+from tidings_operator.engine_tls import add_engine_tls
 from tidings_operator.expose import TLS_MOUNT, build_expose, chat_url_template, tls_at_pods
 from tidings_operator.media_spec import media_env
 from tidings_operator.podtemplate import PodTemplate, default_resources, default_spread
@@ -629,7 +630,7 @@ def build_all(
         ordinals=chat_replicas if exposed_ordinals is None else exposed_ordinals,
         max_replicas=max(spec.chat.max_replicas, spec.chat.replicas or 0),
     )
-    return [
+    children = [
         *[m for m in exposed if m["kind"] == "Certificate"],
         config_map,
         build_chat_service(owner, spec),
@@ -641,3 +642,5 @@ def build_all(
         build_push_deployment(owner, spec, digest),
         *[m for m in exposed if m["kind"] != "Certificate"],
     ]
+    add_engine_tls(children, spec)
+    return children

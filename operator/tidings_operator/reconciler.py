@@ -62,6 +62,7 @@ from tidings_operator.controls import (
     restart_requested,
 )
 from tidings_operator.disruption import Disruption, PodSeen, lost_pods, progress, start
+from tidings_operator.engine_tls import kafka_protocol_problem
 from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.media import ensure_bucket
@@ -82,7 +83,7 @@ from tidings_operator.report import (
 )
 from tidings_operator.rollout import InFlight, RolloutStep, next_step
 from tidings_operator.secret_digest import stamp_secrets_hash
-from tidings_operator.spec import ClusterSpec, SpecError, check_name, parse_spec
+from tidings_operator.spec import ClusterSpec, EngineTls, SpecError, check_name, parse_spec
 from tidings_operator.status import (
     Verdict,
     find,
@@ -194,12 +195,23 @@ def wiring_key(spec: ClusterSpec) -> str:
     return json.dumps([kafka, asdict(spec.cassandra), media], sort_keys=True)
 
 
-def _use_kafka_auth(state: ClusterState, spec: ClusterSpec, auth: Mapping[str, str] | None) -> None:
+def _ca(tls: EngineTls | None, secrets: Mapping[str, Mapping[str, str]]) -> str | None:
+    """The PEM a ``tls.caSecretRef`` names (None without one, or when it is missing)."""
+    if tls is None or tls.ca is None:
+        return None
+    return (secrets.get(tls.ca.name) or {}).get(tls.ca.key)
+
+
+def _use_kafka(
+    state: ClusterState, spec: ClusterSpec, secrets: Mapping[str, Mapping[str, str]]
+) -> None:
     """The operator's own Kafka client options (the membership reader restarts when its
-    key changes: a rotated password reaches it too)."""
-    state.kafka_options = kafka_options(spec.kafka, auth)
+    key changes: a rotated password or CA reaches it too)."""
+    auth = secrets.get(spec.kafka.auth_secret or "")
+    ca = _ca(spec.kafka.tls, secrets)
+    state.kafka_options = kafka_options(spec.kafka, auth, ca=ca)
     state.kafka_key = json.dumps(
-        [spec.kafka.bootstrap_servers, spec.kafka.topic_prefix, auth], sort_keys=True
+        [spec.kafka.bootstrap_servers, spec.kafka.topic_prefix, auth, ca], sort_keys=True
     )
 
 
@@ -389,11 +401,14 @@ class Reconciler:
             kafka_auth = secrets.get(spec.kafka.auth_secret or "")
             cassandra_auth = secrets.get(spec.cassandra.auth_secret or "")
             verdicts: list[Verdict] = []
+            problem = kafka_protocol_problem(spec, kafka_auth)
+            if problem is not None:
+                raise _WireFailed("KafkaReady", EngineRejected("kafka", problem), verdicts)
             try:
-                kafka = await ensure_kafka(spec.kafka, kafka_auth)
+                kafka = await ensure_kafka(spec.kafka, kafka_auth, ca=_ca(spec.kafka.tls, secrets))
             except (EngineUnavailable, EngineRejected) as exc:
                 raise _WireFailed("KafkaReady", exc, verdicts) from exc
-            _use_kafka_auth(state, spec, kafka_auth)
+            _use_kafka(state, spec, secrets)
             verdicts.append(Verdict("KafkaReady", "True", "TopicsReady", kafka.message))
             if rewired and kafka.created:
                 state.wire_events.append(
@@ -405,7 +420,9 @@ class Reconciler:
                 )
             state.tell_drift("KafkaDrift", "; ".join(kafka.notes) or None)
             try:
-                cassandra = await ensure_cassandra(spec.cassandra, cassandra_auth)
+                cassandra = await ensure_cassandra(
+                    spec.cassandra, cassandra_auth, ca=_ca(spec.cassandra.tls, secrets)
+                )
             except (EngineUnavailable, EngineRejected) as exc:
                 raise _WireFailed("CassandraReady", exc, verdicts) from exc
             verdicts.append(Verdict("CassandraReady", "True", "SchemaReady", cassandra.message))
@@ -527,9 +544,12 @@ class Reconciler:
             raw = await self.kube.get("Secret", namespace, secret_name)
             if raw is not None:
                 found[secret_name] = _decode(raw)
-        auth = spec.kafka.auth_secret
-        if auth and auth in found and state.kafka_options is not None:
-            _use_kafka_auth(state, spec, found[auth])
+        needed = [
+            spec.kafka.auth_secret,
+            spec.kafka.tls and spec.kafka.tls.ca and spec.kafka.tls.ca.name,
+        ]
+        if state.kafka_options is not None and all(n in found for n in needed if n):
+            _use_kafka(state, spec, found)
         return found
 
     # --- sync: observe, decide, apply, report ---------------------------------------------

@@ -30,6 +30,7 @@ __all__ = [
     "CassandraSpec",
     "ChatSpec",
     "ClusterSpec",
+    "EngineTls",
     "KafkaSpec",
     "PushSpec",
     "SecretKeyRef",
@@ -116,6 +117,17 @@ class PushSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineTls:
+    """TLS to Kafka or Cassandra: the CA that signed the brokers' or nodes' certificates,
+    from a Secret (Strimzi: ``<cluster>-cluster-ca-cert``, key ``ca.crt``); None for
+    Kafka: the system's CAs. ``verify_hostname`` (Cassandra): the nodes' certificates must
+    also name their addresses (Kafka always checks that)."""
+
+    ca: SecretKeyRef | None = None
+    verify_hostname: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class KafkaSpec:
     bootstrap_servers: str
     topic_prefix: str = "tidings"
@@ -123,6 +135,7 @@ class KafkaSpec:
     replication_factor: int = 3
     retention_hours: int = 168
     auth_secret: str | None = None
+    tls: EngineTls | None = None  # None: the auth Secret's protocol decides
     # The chat servers' consumer group; None: the servers' default (not passed).
     session_timeout_s: float | None = None
     heartbeat_interval_s: float | None = None
@@ -137,6 +150,7 @@ class CassandraSpec:
     local_datacenter: str | None = None
     consistency: str = "LOCAL_QUORUM"
     auth_secret: str | None = None
+    tls: EngineTls | None = None
 
     def replication(self) -> str:
         """The CQL replication map for a new keyspace."""
@@ -176,6 +190,9 @@ class ClusterSpec:
             found.add(self.tls.secret_name)
         if self.media is not None:
             found.update(self.media.secret_names())
+        for tls in (self.kafka.tls, self.cassandra.tls):
+            if tls is not None and tls.ca is not None:
+                found.add(tls.ca.name)
         return sorted(found)
 
 
@@ -254,6 +271,26 @@ def _key_ref(raw: Mapping[str, Any], key: str, path: str) -> SecretKeyRef:
     return SecretKeyRef(
         _required_str(ref, "name", f"{path}.{key}"), _required_str(ref, "key", f"{path}.{key}")
     )
+
+
+def _engine_tls(raw: Mapping[str, Any], path: str, *, ca_required: bool) -> EngineTls | None:
+    if raw.get("tls") is None:
+        return None
+    tls, p = _obj(raw, "tls"), f"{path}.tls"
+    ref = _obj(tls, "caSecretRef")
+    ca = None
+    if ref:
+        key = _str(ref, "key", "ca.crt", f"{p}.caSecretRef") or "ca.crt"
+        ca = SecretKeyRef(_required_str(ref, "name", f"{p}.caSecretRef"), key)
+    elif ca_required:
+        raise SpecError(
+            f"{p}.caSecretRef is required: the message store's driver trusts no CA by itself "
+            "(name the Secret with the CA that signed the nodes' certificates)"
+        )
+    verify = tls.get("verifyHostname", False)
+    if not isinstance(verify, bool):
+        raise SpecError(f"{p}.verifyHostname must be true or false")
+    return EngineTls(ca=ca, verify_hostname=verify)
 
 
 def _resources(raw: Mapping[str, Any]) -> Resources:
@@ -345,6 +382,7 @@ def _kafka(raw: Mapping[str, Any]) -> KafkaSpec:
         replication_factor=_int(raw, "replicationFactor", d.replication_factor, p, 1, 10),
         retention_hours=_int(raw, "retentionHours", d.retention_hours, p, 1, 87_600),
         auth_secret=_secret_name(raw, "authSecretRef", p),
+        tls=_engine_tls(raw, p, ca_required=False),
         session_timeout_s=session,
         heartbeat_interval_s=heartbeat,
     )
@@ -391,6 +429,7 @@ def _cassandra(raw: Mapping[str, Any]) -> CassandraSpec:
         local_datacenter=_str(raw, "localDatacenter", None, p) or None,
         consistency=consistency,
         auth_secret=_secret_name(raw, "authSecretRef", p),
+        tls=_engine_tls(raw, p, ca_required=True),
     )
 
 

@@ -29,8 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -41,6 +45,7 @@ from aiokafka.errors import (
     InvalidReplicationAssignmentError,
     InvalidReplicationFactorError,
     InvalidTopicError,
+    KafkaConnectionError,
     KafkaError,
     PolicyViolationError,
     TopicAlreadyExistsError,
@@ -177,16 +182,20 @@ def topic_plan(spec: KafkaSpec) -> list[TopicPlan]:
     ]
 
 
-def kafka_options(spec: KafkaSpec, auth: Mapping[str, str] | None = None) -> dict[str, Any]:
+def kafka_options(
+    spec: KafkaSpec, auth: Mapping[str, str] | None = None, *, ca: str | None = None
+) -> dict[str, Any]:
     """aiokafka client options: the bootstrap servers, and security from the auth Secret.
 
     The Secret's keys are the workloads' environment variables
     (``TIDINGS_KAFKA_SECURITY_PROTOCOL``, ``TIDINGS_KAFKA_SASL_MECHANISM``,
     ``TIDINGS_KAFKA_SASL_USERNAME``, ``TIDINGS_KAFKA_SASL_PASSWORD``), so the same Secret
-    serves the pods (``envFrom``) and the operator.
+    serves the pods (``envFrom``) and the operator. ``spec.tls`` without an auth Secret is
+    ``SSL``; ``ca``: the PEM of ``spec.tls.caSecretRef`` (else the system's CAs).
     """
     auth = auth or {}
-    protocol = auth.get("TIDINGS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    default = "SSL" if spec.tls is not None else "PLAINTEXT"
+    protocol = auth.get("TIDINGS_KAFKA_SECURITY_PROTOCOL", default)
     options: dict[str, Any] = {
         "bootstrap_servers": spec.bootstrap_servers,
         "client_id": names.FIELD_MANAGER,
@@ -194,7 +203,7 @@ def kafka_options(spec: KafkaSpec, auth: Mapping[str, str] | None = None) -> dic
         "security_protocol": protocol,
     }
     if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = create_ssl_context()
+        options["ssl_context"] = create_ssl_context(cadata=ca) if ca else create_ssl_context()
     if protocol.startswith("SASL_"):
         options["sasl_mechanism"] = auth.get("TIDINGS_KAFKA_SASL_MECHANISM", "PLAIN")
         options["sasl_plain_username"] = auth.get("TIDINGS_KAFKA_SASL_USERNAME")
@@ -213,18 +222,37 @@ def _kafka_error(exc: BaseException, spec: KafkaSpec) -> Exception:
     return EngineUnavailable("kafka", f"cannot reach {where}: {exc}")
 
 
-async def ensure_kafka(spec: KafkaSpec, auth: Mapping[str, str] | None = None) -> KafkaOutcome:
+async def ensure_kafka(
+    spec: KafkaSpec, auth: Mapping[str, str] | None = None, *, ca: str | None = None
+) -> KafkaOutcome:
     """Create or bring up to date the cluster's topics; see the module docstring."""
     try:
-        return await asyncio.wait_for(_ensure_kafka(spec, auth), KAFKA_TIMEOUT_S)
+        return await asyncio.wait_for(_ensure_kafka(spec, auth, ca), KAFKA_TIMEOUT_S)
     except (KafkaError, OSError, TimeoutError, EngineRejected, EngineUnavailable) as exc:
         raise _kafka_error(exc, spec) from exc
 
 
-async def _ensure_kafka(spec: KafkaSpec, auth: Mapping[str, str] | None) -> KafkaOutcome:
-    admin = AIOKafkaAdminClient(**kafka_options(spec, auth))
+async def _ensure_kafka(
+    spec: KafkaSpec, auth: Mapping[str, str] | None, ca: str | None
+) -> KafkaOutcome:
     try:
-        await admin.start()
+        options = kafka_options(spec, auth, ca=ca)
+    except ssl.SSLError as exc:
+        raise EngineRejected(
+            "kafka", f"spec.kafka.tls.caSecretRef holds no usable CA: {exc}"
+        ) from exc
+    admin = AIOKafkaAdminClient(**options)
+    try:
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            context = options.get("ssl_context")
+            why = await _tls_refusal(spec.bootstrap_servers, context) if context else None
+            if why is None:
+                raise
+            raise EngineUnavailable(
+                "kafka", f"Kafka at {spec.bootstrap_servers}: TLS refused: {why}"
+            ) from exc
         cluster = await admin.describe_cluster()
         brokers = len(cluster.get("brokers") or [])
         if brokers and spec.replication_factor > brokers:
@@ -262,6 +290,27 @@ async def _ensure_kafka(spec: KafkaSpec, auth: Mapping[str, str] | None) -> Kafk
         return outcome
     finally:
         await admin.close()
+
+
+async def _tls_refusal(bootstrap: str, context: ssl.SSLContext) -> str | None:
+    """Why a TLS handshake with the first bootstrap server fails (aiokafka says only
+    "Unable to bootstrap"); None when it does not, or the server cannot be reached."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=context, server_hostname=host), 10
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"{exc.verify_message} (is spec.kafka.tls.caSecretRef the CA that signed the "
+            "brokers' certificates, and do they name the bootstrap address?)"
+        )
+    except ssl.SSLError as exc:
+        return str(exc)
+    except (OSError, ValueError, TimeoutError):
+        return None
+    writer.close()
+    return None
 
 
 async def _create(admin: Any, plans: list[TopicPlan]) -> set[str]:
@@ -355,12 +404,24 @@ async def _wait_visible(admin: Any, plans: list[TopicPlan], timeout_s: float = 3
 
 
 async def ensure_cassandra(
-    spec: CassandraSpec, auth: Mapping[str, str] | None = None
+    spec: CassandraSpec, auth: Mapping[str, str] | None = None, *, ca: str | None = None
 ) -> CassandraOutcome:
-    """Create the keyspace if missing and apply the workloads' schema migrations."""
+    """Create the keyspace if missing and apply the workloads' schema migrations (over
+    TLS with ``spec.tls``: ``ca`` is the PEM of its caSecretRef)."""
+    with tempfile.TemporaryDirectory(prefix="tidings-cassandra-ca-") as private:
+        cafile = None
+        if spec.tls is not None and ca is not None:
+            cafile = os.path.join(private, "ca.crt")  # the drivers read a file (0700 dir)
+            await asyncio.to_thread(Path(cafile).write_text, ca, encoding="utf-8")
+        return await _ensure_cassandra(spec, auth, cafile)
+
+
+async def _ensure_cassandra(
+    spec: CassandraSpec, auth: Mapping[str, str] | None, cafile: str | None
+) -> CassandraOutcome:
     # The workloads' migrations are the one source of truth for the schema: the operator
     # runs them from the same image instead of keeping a copy.
-    from tidings.settings import Settings
+    from tidings.settings import Settings, SettingsError
     from tidings.storage.cassandra_schema import wire_keyspace
 
     auth = auth or {}
@@ -374,6 +435,9 @@ async def ensure_cassandra(
         "cassandra_consistency": spec.consistency,
         "cassandra_replication": spec.replication(),
         "cassandra_request_timeout_s": 10.0,
+        "cassandra_ssl": spec.tls is not None,
+        "cassandra_ssl_cafile": cafile,
+        "cassandra_ssl_verify_hostname": spec.tls is not None and spec.tls.verify_hostname,
         "server_id": names.FIELD_MANAGER,
     }
     settings = Settings(**values)
@@ -384,7 +448,7 @@ async def ensure_cassandra(
         raise EngineUnavailable(
             "cassandra", f"{where}: migrating {spec.keyspace} took too long"
         ) from exc
-    except ValueError as exc:
+    except (ValueError, SettingsError) as exc:  # SettingsError: a CA that cannot be loaded
         raise EngineRejected("cassandra", f"{where}: {exc}") from exc
     except Exception as exc:
         # tidings.storage.base.StorageError: `retriable` says whether waiting may help

@@ -1641,3 +1641,57 @@ async def test_a_topic_deleted_or_changed_out_of_band_is_put_back_and_told(
     await eventually("Warning Events for the recreated topic and the drift", told, 30)
     obj = await get_cluster(kube, namespace, NAME)
     assert condition(obj, "KafkaReady")["status"] == "True"
+
+
+async def test_tls_to_kafka_and_cassandra_with_a_ca_from_a_secret(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    """spec.kafka.tls and spec.cassandra.tls (issue #19, a private CA as Strimzi's): the
+    operator wires through the engines' TLS ports trusting the CA from the Secret, reads
+    the membership records over TLS, and every server pod gets the CA and the settings."""
+    ca = await asyncio.to_thread(Path(testenv["TIDINGS_TEST_TLS_CA_FILE"]).read_text)
+    await kube.request(
+        "POST",
+        KINDS["Secret"].path(namespace),
+        {
+            "metadata": {"name": "engines-cluster-ca-cert"},
+            "data": {"ca.crt": base64.b64encode(ca.encode()).decode()},
+        },
+    )
+    ca_ref = {"caSecretRef": {"name": "engines-cluster-ca-cert"}}
+    spec = {
+        "chat": {"autoscaling": False, "replicas": 1},
+        "kafka": {"bootstrapServers": testenv["TIDINGS_TEST_KAFKA_SSL_BOOTSTRAP"], "tls": ca_ref},
+        "cassandra": {"tls": ca_ref},
+    }
+    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    obj = await ready(kube, namespace)
+    assert "topics ready" in condition(obj, "KafkaReady")["message"]
+    assert f"keyspace {keyspace}" in condition(obj, "CassandraReady")["message"]
+    await fleet.start()  # publishes on the plaintext listener; the operator reads over TLS
+    fleet.clients = 1_234
+
+    async def counted() -> bool:
+        found = await get_cluster(kube, namespace, NAME)
+        return ((found or {}).get("status") or {}).get("connections") == 1_234
+
+    await eventually("connections read over TLS", counted, 30)
+    for kind, name in (
+        ("StatefulSet", names.chat_name(NAME)),
+        ("StatefulSet", names.api_name(NAME)),
+        ("Deployment", names.push_name(NAME)),
+    ):
+        workload = await kube.get(kind, namespace, name)
+        assert workload is not None
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TIDINGS_KAFKA_SECURITY_PROTOCOL"] == "SSL"
+        assert env["TIDINGS_KAFKA_SSL_CAFILE"] == "/etc/tidings/kafka-ca/ca.crt"
+        assert env["TIDINGS_CASSANDRA_SSL"] == "true"
+        assert env["TIDINGS_CASSANDRA_SSL_CAFILE"] == "/etc/tidings/cassandra-ca/ca.crt"
