@@ -146,6 +146,16 @@ def cluster(
         yield cluster
     finally:
         close_cluster(cluster)
+        # restore.sh gave the push workers' group offsets (the harness runs no push worker).
+        tool = _kafka_tools(testenv).split()
+        bootstrap = cluster.backends.kafka_bootstrap
+        group = f"{cluster.namespace}.push"
+        subprocess.run(
+            [*tool, "--bootstrap-server", bootstrap, "--delete", "--group", group],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
 
 async def _connect(account: Account, cursor: str = "0") -> WsClient:
