@@ -144,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rewire_seconds < 0:
         raise SystemExit("--rewire-seconds must not be negative")
     options = Options(
-        tick_s=args.tick_seconds, resync_s=args.resync_seconds, rewire_s=args.rewire_seconds
+        tick_s=args.tick_seconds,
+        resync_s=args.resync_seconds,
+        rewire_s=args.rewire_seconds,
+        namespaces=tuple(namespaces),
     )
     if args.metrics_port:
         metrics.serve(args.metrics_port)

@@ -54,6 +54,7 @@ from tidings_operator.autoscale import (
     manual_replicas,
 )
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
+from tidings_operator.conflicts import Claimant, conflict
 from tidings_operator.controls import (
     drain_requested,
     newly_paused,
@@ -111,6 +112,7 @@ class Options:
     retry_base_s: float = 5.0  # backoff while an engine or a Secret is missing
     retry_max_s: float = 60.0
     reader_retry_s: float = 10.0  # after the membership reader failed to start
+    namespaces: tuple[str, ...] = ()  # the operator's scope (empty: every namespace)
 
 
 @dataclass
@@ -122,6 +124,8 @@ class ClusterState:
     last_attempt_key: str | None = None  # the spec the last wiring attempt was for
     spec_error: str | None = None
     blocked: str | None = None  # a missing Secret, say
+    conflict: str | None = None  # another ChatCluster owns its topics or keyspace
+    conflict_check_at: float = 0.0
     parts: list[Verdict] = field(default_factory=list)  # api and push, for the summary
     wired_key: str | None = None
     inbox_partitions: int | None = None
@@ -239,6 +243,19 @@ class _Blocked(Exception):
         self.message = message
 
 
+CONFLICT_RECHECK_S = 10.0
+
+
+class _Conflict(Exception):
+    """Another ChatCluster, created earlier, owns this one's topics or keyspace."""
+
+    metrics_reason = "ResourceConflict"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class _WireFailed(Exception):
     """Kafka or Cassandra failed; ``verdicts`` are what succeeded before."""
 
@@ -348,7 +365,11 @@ class Reconciler:
             return
         try:
             check_name(name)
-            spec = parse_spec(obj.get("spec") or {}, default_tls_secret=certificate_name(name))
+            spec = parse_spec(
+                obj.get("spec") or {},
+                default_tls_secret=certificate_name(name),
+                cluster=(namespace, name),
+            )
         except SpecError as exc:
             state.spec_error = str(exc)
             await self._report(namespace, name, state, [])
@@ -359,6 +380,10 @@ class Reconciler:
         except _Blocked as exc:
             await self._report(namespace, name, state, [])
             raise kopf.TemporaryError(exc.message, delay=self._backoff(retry)) from exc
+        except _Conflict as exc:
+            await self._report(namespace, name, state, [])
+            # Looked at again now and then: the owner may be deleted.
+            raise kopf.TemporaryError(exc.message, delay=self.options.retry_max_s) from exc
         except _WireFailed as exc:
             delay = self._backoff(retry)
             await self._report(
@@ -393,6 +418,8 @@ class Reconciler:
                 return []
             rewired = state.wired_key == key
             state.last_attempt_key = key
+            if not rewired:
+                await self._refuse_conflicts(namespace, state, spec)
             secrets = await self._read_secrets(namespace, spec)
             if isinstance(secrets, str):
                 state.blocked = secrets
@@ -441,6 +468,49 @@ class Reconciler:
             state.inbox_partitions = kafka.inbox_partitions
             log.info("%s wired: %s; %s", namespace, kafka.message, cassandra.message)
             return verdicts
+
+    async def _refuse_conflicts(
+        self, namespace: str, state: ClusterState, spec: ClusterSpec
+    ) -> None:
+        """Raise :class:`_Conflict` when a ChatCluster created earlier claims the same
+        topics or keyspace (conflicts.py); one LIST of the ChatClusters in scope."""
+        others: list[Claimant] = []
+        me: Claimant | None = None
+        for obj in await self._list_clusters():
+            meta = obj.get("metadata") or {}
+            try:
+                parsed = parse_spec(
+                    obj.get("spec") or {}, cluster=(str(meta["namespace"]), str(meta["name"]))
+                )
+            except (SpecError, KeyError):
+                continue  # a spec that cannot work claims nothing
+            claimant = Claimant(
+                str(meta["namespace"]),
+                str(meta["name"]),
+                str(meta.get("creationTimestamp") or ""),
+                parsed,
+            )
+            if (claimant.namespace, claimant.name) == (namespace, state.name):
+                me = Claimant(claimant.namespace, claimant.name, claimant.created, spec)
+            elif not meta.get("deletionTimestamp"):
+                others.append(claimant)
+        found = conflict(me, others) if me is not None else None
+        if found != state.conflict and found is not None:
+            state.wire_events.append(("Warning", "ResourceConflict", found))
+        state.conflict = found
+        if found is not None:
+            state.conflict_check_at = time.monotonic() + CONFLICT_RECHECK_S
+            raise _Conflict(found)
+
+    async def _list_clusters(self) -> list[dict[str, Any]]:
+        kind = KINDS[names.KIND]
+        if not self.options.namespaces:
+            listed = await self.kube.request("GET", f"/apis/{kind.api_version}/{kind.plural}")
+            return list(listed.get("items") or [])
+        items: list[dict[str, Any]] = []
+        for ns in self.options.namespaces:
+            items += await self.kube.list(names.KIND, ns)
+        return items
 
     def _rewire_when_due(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> None:
         """Every ``rewire_s``, wire the same spec again in the background: a topic deleted
@@ -590,6 +660,8 @@ class Reconciler:
         out = []
         if state.blocked:
             out.append(Verdict("Secrets", "False", "SecretNotFound", state.blocked))
+        if state.conflict:
+            out.append(Verdict("Claims", "False", "ResourceConflict", state.conflict))
         return out + state.parts
 
     async def _connections(
@@ -710,13 +782,20 @@ class Reconciler:
         if state.wired_key == key:
             state.skipped_while_paused = False
             return []
+        # Refused for a conflict: looked at again every CONFLICT_RECHECK_S (the owner may
+        # have been deleted), not only on kopf's backoff.
+        conflict_due = state.conflict is not None and time.monotonic() >= state.conflict_check_at
         if (
-            state.last_attempt_key in (None, key) and not state.skipped_while_paused
+            state.last_attempt_key in (None, key)
+            and not state.skipped_while_paused
+            and not conflict_due
         ) or state.wire_lock.locked():
             return []
+        if state.conflict is not None:
+            state.conflict_check_at = time.monotonic() + CONFLICT_RECHECK_S
         try:
             verdicts = await self._wire(namespace, state, spec)
-        except _Blocked:
+        except (_Blocked, _Conflict):
             return []
         except _WireFailed as exc:
             retry = "the next tick retries" if state.skipped_while_paused else "kopf retries"
@@ -767,7 +846,11 @@ class Reconciler:
             return
         try:
             check_name(name)
-            spec = parse_spec(obj.get("spec") or {}, default_tls_secret=certificate_name(name))
+            spec = parse_spec(
+                obj.get("spec") or {},
+                default_tls_secret=certificate_name(name),
+                cluster=(namespace, name),
+            )
         except SpecError as exc:
             state.spec_error = str(exc)
             conditions = merge_conditions(

@@ -9,6 +9,7 @@ are pinned to the CRD's by ``tests/unit/operator/test_spec.py``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
     "SecretKeyRef",
     "SpecError",
     "check_name",
+    "default_keyspace",
+    "default_topic_prefix",
     "parse_spec",
     "seconds_text",
 ]
@@ -362,10 +365,10 @@ def _pod_template(raw: Mapping[str, Any], path: str) -> PodTemplate:
     return template
 
 
-def _kafka(raw: Mapping[str, Any]) -> KafkaSpec:
+def _kafka(raw: Mapping[str, Any], default_prefix: str) -> KafkaSpec:
     p = "spec.kafka"
     d = KafkaSpec(bootstrap_servers="")
-    prefix = _str(raw, "topicPrefix", d.topic_prefix, p) or d.topic_prefix
+    prefix = _str(raw, "topicPrefix", default_prefix, p) or default_prefix
     if not _TOPIC_PREFIX.match(prefix):
         raise SpecError(f"{p}.topicPrefix {prefix!r} is not a valid Kafka topic name prefix")
     session = _seconds(
@@ -405,9 +408,9 @@ def _check_group_timing(session: float | None, heartbeat: float | None) -> None:
         )
 
 
-def _cassandra(raw: Mapping[str, Any]) -> CassandraSpec:
+def _cassandra(raw: Mapping[str, Any], default_keyspace: str) -> CassandraSpec:
     p = "spec.cassandra"
-    d = CassandraSpec(contact_points=())
+    d = CassandraSpec(contact_points=(), keyspace=default_keyspace)
     points = raw.get("contactPoints")
     if (
         not isinstance(points, list)
@@ -433,9 +436,33 @@ def _cassandra(raw: Mapping[str, Any]) -> CassandraSpec:
     )
 
 
-def parse_spec(raw: Mapping[str, Any], *, default_tls_secret: str = "tidings-tls") -> ClusterSpec:
+def default_topic_prefix(namespace: str, name: str) -> str:
+    """``<namespace>.<name>``: unique per ChatCluster (both are DNS labels, so valid)."""
+    return f"{namespace}.{name}"
+
+
+def default_keyspace(namespace: str, name: str) -> str:
+    """``<namespace>_<name>`` as a keyspace name: '-' as '_', a letter first, and past 48
+    characters shortened with a hash of both (so still unique)."""
+    base = f"{namespace}_{name}".replace("-", "_")
+    if not base[0].isalpha():
+        base = f"t_{base}"
+    if len(base) > 48:
+        digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
+        base = f"{base[:39]}_{digest}"
+    return base
+
+
+def parse_spec(
+    raw: Mapping[str, Any],
+    *,
+    default_tls_secret: str = "tidings-tls",
+    cluster: tuple[str, str] | None = None,
+) -> ClusterSpec:
     """The typed spec; :class:`SpecError` when it cannot work. ``default_tls_secret`` names
-    the Secret cert-manager writes when ``spec.tls`` gives an issuer and no secretName."""
+    the Secret cert-manager writes when ``spec.tls`` gives an issuer and no secretName;
+    ``cluster`` (namespace, name) gives the defaults of the topic prefix and keyspace
+    (without it: ``tidings``, as before those defaults)."""
     image = _required_str(raw, "image", "spec")
     pull = _str(raw, "imagePullPolicy", "IfNotPresent", "spec") or "IfNotPresent"
     if pull not in ("Always", "IfNotPresent", "Never"):
@@ -478,8 +505,10 @@ def parse_spec(raw: Mapping[str, Any], *, default_tls_secret: str = "tidings-tls
         push=push,
         heartbeat_s=heartbeat,
         offline_after_s=offline,
-        kafka=_kafka(_obj(raw, "kafka")),
-        cassandra=_cassandra(_obj(raw, "cassandra")),
+        kafka=_kafka(_obj(raw, "kafka"), default_topic_prefix(*cluster) if cluster else "tidings"),
+        cassandra=_cassandra(
+            _obj(raw, "cassandra"), default_keyspace(*cluster) if cluster else "tidings"
+        ),
         postgres_url=_key_ref(postgres, "urlSecretRef", "spec.postgres"),
         jwt_secret=_key_ref(raw, "jwtSecretRef", "spec"),
         tls=tls,

@@ -100,6 +100,20 @@ async def kube(testenv: Any) -> AsyncIterator[Kube]:
 
 @pytest.fixture
 async def namespace(kube: Kube, crd: None) -> AsyncIterator[str]:
+    name = await _new_namespace(kube)
+    yield name
+    await _delete_namespace(kube, name)
+
+
+@pytest.fixture
+async def other_namespace(kube: Kube, crd: None) -> AsyncIterator[str]:
+    name = await _new_namespace(kube)
+    yield name
+    await _delete_namespace(kube, name)
+
+
+async def _new_namespace(kube: Kube) -> str:
+    """A namespace of the test's own with the Secrets every test ChatCluster names."""
     name = f"op-{uuid.uuid4().hex[:10]}"
     await kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     for secret, key, value in (
@@ -114,7 +128,10 @@ async def namespace(kube: Kube, crd: None) -> AsyncIterator[str]:
                 "data": {key: base64.b64encode(value.encode()).decode()},
             },
         )
-    yield name
+    return name
+
+
+async def _delete_namespace(kube: Kube, name: str) -> None:
     # kwok pods keep their grace period; the test's pods need none, and the namespace
     # controller waits for every pod to be gone.
     await kube.request(
@@ -1695,3 +1712,52 @@ async def test_tls_to_kafka_and_cassandra_with_a_ca_from_a_secret(
         assert env["TIDINGS_KAFKA_SSL_CAFILE"] == "/etc/tidings/kafka-ca/ca.crt"
         assert env["TIDINGS_CASSANDRA_SSL"] == "true"
         assert env["TIDINGS_CASSANDRA_SSL_CAFILE"] == "/etc/tidings/cassandra-ca/ca.crt"
+
+
+async def test_a_second_cluster_on_the_same_topics_and_keyspace_waits_for_the_first(
+    kube: Kube,
+    namespace: str,
+    other_namespace: str,
+    prefix: str,
+    keyspace: str,
+    testenv: Any,
+    tmp_path: Path,
+) -> None:
+    """ResourceConflict (issue #19, identity): a ChatCluster whose topics and keyspace a
+    ChatCluster created earlier owns is refused before anything is wired or applied, and
+    says whose they are; once the owner is deleted it goes ahead."""
+    proc = OperatorProcess(
+        namespace,
+        testenv["TIDINGS_TEST_KUBECONFIG"],
+        tmp_path / "operator.log",
+        extra_args=("--namespace", other_namespace),
+    )
+    proc.start()
+    try:
+        body = chat_cluster(testenv, prefix, keyspace, chat={"autoscaling": False, "replicas": 1})
+        await create(kube, namespace, body)
+        await ready(kube, namespace)
+        await create(kube, other_namespace, body)
+
+        async def refused() -> dict[str, Any] | None:
+            obj = await get_cluster(kube, other_namespace, NAME)
+            return obj if condition(obj, "Ready").get("reason") == "ResourceConflict" else None
+
+        obj = await eventually("the second ChatCluster refused", refused, 60)
+        message = condition(obj, "Ready")["message"]
+        assert f"topics {prefix}.* on Kafka" in message
+        assert f"keyspace {keyspace} on Cassandra" in message
+        assert f"ChatCluster {namespace}/{NAME} (created earlier)" in message
+        assert await kube.get("StatefulSet", other_namespace, names.chat_name(NAME)) is None
+
+        async def told() -> bool:
+            return "ResourceConflict" in await _event_reasons(kube, other_namespace)
+
+        await eventually("a ResourceConflict Event", told, 15)
+
+        await kube.delete(names.KIND, namespace, NAME)
+        await ready(kube, other_namespace, within=90)  # the topics and keyspace are its now
+    finally:
+        proc.stop()
+        print("---- operator log (tail) ----")
+        print("\n".join(proc.log().splitlines()[-100:]))

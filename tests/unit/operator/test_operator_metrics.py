@@ -38,6 +38,10 @@ class FakeKube:
     async def list(self, kind: str, namespace: str, selector: str | None = None) -> list[Any]:
         return []
 
+    async def request(self, method: str, path: str, *_: Any, **__: Any) -> dict[str, Any]:
+        assert (method, path) == ("GET", "/apis/tidings.dev/v1alpha1/chatclusters")
+        return {"items": [self.obj]}  # every ChatCluster (the conflict check)
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.status_patches.append(status)
 

@@ -63,13 +63,16 @@ def test_defaults_are_the_crds() -> None:
     assert spec.tls is None
     assert spec.offline_after_s == default("presence", "offlineAfterSeconds")
     kafka = spec.kafka
-    assert kafka.topic_prefix == default("kafka", "topicPrefix")
+    # No CRD default: unset, they come from the ChatCluster's namespace and name.
+    assert "default" not in props["kafka"]["properties"]["topicPrefix"]
+    assert "default" not in props["cassandra"]["properties"]["keyspace"]
+    named = parse_spec(minimal(), cluster=("chat", "demo"))
+    assert (named.kafka.topic_prefix, named.cassandra.keyspace) == ("chat.demo", "chat_demo")
     assert kafka.inbox_partitions == default("kafka", "inboxPartitions")
     assert kafka.replication_factor == default("kafka", "replicationFactor")
     assert kafka.retention_hours == default("kafka", "retentionHours")
     cassandra = spec.cassandra
     assert cassandra.port == default("cassandra", "port")
-    assert cassandra.keyspace == default("cassandra", "keyspace")
     assert cassandra.replication_factor == default("cassandra", "replicationFactor")
     assert cassandra.consistency == default("cassandra", "consistency")
 
