@@ -58,10 +58,15 @@ async def send(ws: ServerConnection, **frame: Any) -> None:
     await ws.send(json.dumps(frame))
 
 
-async def welcome(ws: ServerConnection, *, cursor: int = 0, heartbeat_s: float = 5) -> JSON:
-    """Read the hello, answer welcome; return the hello."""
+async def welcome(
+    ws: ServerConnection, *, cursor: int | None = None, heartbeat_s: float = 5
+) -> JSON:
+    """Read the hello, answer welcome; return the hello. ``cursor``: the inbox head the
+    welcome names (default: the hello's cursor, a head the device has seen up to)."""
     hello = await recv(ws)
     assert hello["type"] == "hello"
+    if cursor is None:
+        cursor = int(hello["cursor"])
     await send(
         ws,
         type="welcome",
@@ -134,6 +139,23 @@ async def test_hello_carries_token_and_cursor_and_backlog_arrives_in_order_once(
         assert [m.body for m in messages] == [f"message {n}" for n in (3, 4, 5, 6)]
         assert conn.cursor == 6
     assert hellos == [{"type": "hello", "token": "tok", "cursor": "2"}]
+
+
+async def test_a_welcome_below_our_cursor_rewinds_it_and_new_messages_arrive() -> None:
+    """The server was restored from a backup: its inbox ends at 3, our saved cursor is 9.
+    Messages 4 and 5 are new (the lost ones' seqs, other ids), not repeats."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await welcome(ws, cursor=3)
+        await send(ws, type="synced", cursor="3", more=False)
+        await send(ws, **msg_frame(4, message_id="2004"))
+        await send(ws, **msg_frame(5, message_id="2005"))
+        await serve_until_closed(ws)
+
+    async with fake_server(handler) as url, chat(url, cursor=9) as conn:
+        messages = await take(conn, 2)
+        assert [(m.seq, m.message_id) for m in messages] == [(4, "2004"), (5, "2005")]
+        assert conn.cursor == 5
 
 
 async def test_cursor_counts_only_what_the_application_has_taken() -> None:

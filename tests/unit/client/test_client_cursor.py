@@ -267,3 +267,17 @@ def test_inbox_ends_with_every_existing_message_once_in_order(
     assert delivered == [s for s in existing if s > start]
     assert inbox.cursor == max(start, last)
     assert not inbox.tracker.has_gap
+
+
+def test_rewind_starts_again_below_the_cursor_and_keeps_deduping_by_id() -> None:
+    tracker = InboxTracker(0)
+    tracker.offer(msg(1))
+    tracker.offer(msg(2))
+    tracker.offer(msg(4))  # held behind 3
+    tracker.rewind(1)
+    assert tracker.cursor == 1 and not tracker.has_gap
+    assert seqs(tracker.offer(msg(2, "new-2"))) == [2]  # a new message at a seq seen before
+    (step,) = tracker.offer(msg(3, "m1"))  # an id delivered before: moves, not delivered
+    assert (step.seq, step.msg) == (3, None)
+    tracker.rewind(7)  # never forward
+    assert tracker.cursor == 3

@@ -551,6 +551,16 @@ class ChatConnection:
             welcome.cursor,
             self._inbox.cursor,
         )
+        if welcome.cursor < self._inbox.cursor:
+            # The server's inbox ends before our cursor (restored from a backup): what comes
+            # after its head is new, not seen; keeping ours would drop it as repeats.
+            logger.warning(
+                "chat: the server's inbox ends at %d, before our cursor %d: starting from there",
+                welcome.cursor,
+                self._inbox.cursor,
+            )
+            self._inbox.rewind(welcome.cursor)
+            self._cursor = min(self._cursor, welcome.cursor)
         self._ws = ws
         self._welcome = welcome
         self._queue.put_nowait(welcome)

@@ -65,6 +65,14 @@ class InboxTracker:
             steps.extend(self.skip_gap())
         return steps
 
+    def rewind(self, cursor: int) -> None:
+        """Start again after ``cursor``, lower than ours: the server's inbox ends there (its
+        data was restored from a backup), so the ``seq``s after it are new messages, not
+        repeats. What is held goes; the message ids seen are kept (still deduped)."""
+        if 0 <= cursor < self._cursor:
+            self._cursor = cursor
+            self._held.clear()
+
     def skip_gap(self, upto: int | None = None) -> list[Step]:
         """Give up on missing ``seq`` values (those up to ``upto``, or all): release what is
         held behind them, in order."""
@@ -131,6 +139,11 @@ class Inbox:
     @property
     def sync_in_flight(self) -> bool:
         return self._sync_in_flight
+
+    def rewind(self, cursor: int) -> None:
+        """The ``welcome`` named a cursor below ours (see :meth:`InboxTracker.rewind`)."""
+        self.tracker.rewind(cursor)
+        self._sync_base = min(self._sync_base, cursor)
 
     def on_hello(self) -> None:
         """A ``hello`` carrying :attr:`cursor` went out: the backlog and a ``synced`` follow."""
