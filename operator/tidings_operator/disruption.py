@@ -14,7 +14,7 @@ in seconds since the epoch.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 
 __all__ = [
@@ -120,9 +120,16 @@ def start(
 
 
 def progress(
-    disruption: Disruption, *, total: int | None, now: float, drain_budget_s: float
+    disruption: Disruption,
+    *,
+    total: int | None,
+    now: float,
+    drain_budget_s: float,
+    reached_at: Callable[[float], float | None] | None = None,
 ) -> Disruption:
-    """The disruption with the current total taken into account."""
+    """The disruption with the current total taken into account. ``reached_at(threshold)``:
+    when the servers' own records first showed that many connections (recovered then,
+    not when this look noticed it)."""
     if disruption.recovered_at is not None:
         return disruption
     window = give_up_after(drain_budget_s)
@@ -132,8 +139,11 @@ def progress(
             f"{window:.0f}s; stopped waiting"
         )
         return disruption if disruption.message == message else replace(disruption, message=message)
-    if total is not None and total >= RECOVERED_FRACTION * disruption.connections_before:
-        recovered = replace(disruption, recovered_at=max(now, disruption.at))
+    threshold = RECOVERED_FRACTION * disruption.connections_before
+    if total is not None and total >= threshold:
+        when = reached_at(threshold) if reached_at is not None else None
+        at = min(now, when) if when is not None else now
+        recovered = replace(disruption, recovered_at=max(at, disruption.at))
         return replace(
             recovered,
             message=(

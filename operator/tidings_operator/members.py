@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +27,22 @@ from aiokafka.errors import KafkaError
 
 from tidings_operator.observe import PodView
 
-__all__ = ["MEMBER_TTL_S", "Member", "MembershipReader", "current_members", "decode_member"]
+__all__ = [
+    "HISTORY_RECORDS",
+    "MEMBER_TTL_S",
+    "Member",
+    "MembershipReader",
+    "current_members",
+    "decode_member",
+    "first_reached",
+]
 
 log = logging.getLogger(__name__)
 
 # The workloads' membership_ttl_s default: a record older than this is a dead server's.
 MEMBER_TTL_S = 3.0
+# Records kept per server (one a second): enough to date a recovery within a few minutes.
+HISTORY_RECORDS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +60,10 @@ def current_members(members: Mapping[str, Member], pods: Sequence[PodView]) -> d
     A record published before the creation of the pod its server id names came from a
     pod that was replaced since (deleted, evicted, crashed): its last count is not
     connected any more, even while the record is fresh. A terminating pod's record is
-    left out too. A record naming no pod (a server run outside the StatefulSet) is kept.
+    left out too, and so is the record of a chat pod that is gone (it names its pod's uid,
+    and no pod of that name exists: its clients are not connected to anything the record
+    can stand for, until they come back elsewhere). A record naming no pod and no uid (a
+    server run outside the StatefulSet) is kept.
     A record that names its pod's uid is matched by it; one without (an older server)
     by time (creation times are whole seconds: such a record from within the same second
     as its successor's creation is still counted, until its tombstone or TTL).
@@ -58,6 +72,8 @@ def current_members(members: Mapping[str, Member], pods: Sequence[PodView]) -> d
     out: dict[str, Member] = {}
     for server_id, member in members.items():
         pod = by_name.get(server_id)
+        if pod is None and member.pod_uid is not None:
+            continue  # its pod is gone (deleted, evicted, its node lost)
         if pod is not None:
             if pod.terminating:
                 continue
@@ -67,6 +83,35 @@ def current_members(members: Mapping[str, Member], pods: Sequence[PodView]) -> d
                 continue
         out[server_id] = member
     return out
+
+
+def first_reached(
+    history: Mapping[str, Sequence[Member]],
+    counted: Mapping[str, Member],
+    *,
+    since: float,
+    threshold: float,
+) -> float | None:
+    """When the servers in ``counted`` (their current records) first reported at least
+    ``threshold`` connections together after ``since`` (epoch seconds), replaying their
+    records in time order; None if their history does not show it. Only records of the
+    same pod (uid) as the current one count."""
+    since_ms = int(since * 1000)
+    latest: dict[str, int] = {}
+    later: list[tuple[int, str, int]] = []
+    for sid, current in counted.items():
+        for record in history.get(sid, ()):
+            if current.pod_uid is not None and record.pod_uid != current.pod_uid:
+                continue
+            if record.ts_ms <= since_ms:
+                latest[sid] = record.connections
+            else:
+                later.append((record.ts_ms, sid, record.connections))
+    for ts_ms, sid, connections in sorted(later):
+        latest[sid] = connections
+        if sum(latest.values()) >= threshold:
+            return ts_ms / 1000
+    return None
 
 
 def decode_member(value: bytes) -> Member | None:
@@ -100,6 +145,8 @@ class MembershipReader:
         self._ttl_ms = int(ttl_s * 1000)
         self._clock = clock
         self._records: dict[str, Member] = {}
+        # Each server's recent records, for when a count was reached (first_reached).
+        self._history: dict[str, deque[Member]] = {}
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
@@ -161,6 +208,14 @@ class MembershipReader:
             log.warning("ignoring an unreadable membership record for %s", server_id)
             return
         self._records[server_id] = member
+        kept = self._history.get(server_id)
+        if kept is None:
+            kept = self._history[server_id] = deque(maxlen=HISTORY_RECORDS)
+        kept.append(member)
+
+    def history(self) -> dict[str, deque[Member]]:
+        """The recent records of every server (about HISTORY_RECORDS seconds' worth)."""
+        return self._history
 
     def members(self) -> dict[str, Member]:
         """The live servers (fresh, not tombstoned), by server id."""

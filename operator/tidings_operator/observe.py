@@ -10,7 +10,7 @@ from tidings_operator import names
 from tidings_operator.rollout import FAILING_REASONS, PodState
 from tidings_operator.status import parse_time
 
-__all__ = ["PodView", "failing_reason", "lost_at", "pod_view", "ready_count"]
+__all__ = ["PodView", "epoch", "failing_reason", "lost_at", "pod_view", "ready_count"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class PodView:
         )
 
 
-def _epoch(value: Any) -> float | None:
+def epoch(value: Any) -> float | None:
     when = parse_time(value if isinstance(value, str) else None)
     return when.timestamp() if when is not None else None
 
@@ -71,8 +71,8 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     ready = (
         ready_cond.get("status") == "True" and not terminating and status.get("phase") == "Running"
     )
-    transition = _epoch(ready_cond.get("lastTransitionTime"))
-    deletion = _epoch(meta.get("deletionTimestamp"))
+    transition = epoch(ready_cond.get("lastTransitionTime"))
+    deletion = epoch(meta.get("deletionTimestamp"))
     grace = meta.get("deletionGracePeriodSeconds")
     terminating_since = (
         deletion - float(grace) if deletion is not None and isinstance(grace, int) else deletion
@@ -86,7 +86,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         terminating=terminating,
         ready_since=transition if ready else None,
         failing=failing_reason(pod),
-        created=_epoch(meta.get("creationTimestamp")),
+        created=epoch(meta.get("creationTimestamp")),
         terminating_since=terminating_since,
         not_ready_since=transition if not ready and not terminating else None,
     )
@@ -101,16 +101,18 @@ def ready_count(workload: Mapping[str, Any] | None) -> tuple[int, int]:
     return ready, wanted
 
 
-def lost_at(pod: PodView | None, lost_uid: str, now: float) -> float:
+def lost_at(
+    pod: PodView | None, lost_uid: str, now: float, *, deletion_began: float | None = None
+) -> float:
     """When a pod (uid ``lost_uid``) was lost, as precisely as what is left of it says.
 
     ``pod`` is what has that name now: nothing (gone), a new pod (replaced once the old one
     was gone, so no later than its creation), or the same pod terminating or not ready.
+    ``deletion_began``: when the lost pod's deletion began, if the watch saw it.
     """
-    if pod is None:
-        return now
-    if pod.uid != lost_uid:
-        return min(now, pod.created or now)
+    if pod is None or pod.uid != lost_uid:
+        bound = now if pod is None else min(now, pod.created or now)
+        return min(bound, deletion_began) if deletion_began is not None else bound
     if pod.terminating and pod.terminating_since is not None:
         return min(now, pod.terminating_since)
     if pod.not_ready_since is not None:

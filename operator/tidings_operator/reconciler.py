@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -54,6 +55,7 @@ from tidings_operator.autoscale import (
     manual_replicas,
 )
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
+from tidings_operator.children import Departures, Indexes
 from tidings_operator.conflicts import Claimant, conflict
 from tidings_operator.controls import (
     drain_requested,
@@ -67,7 +69,7 @@ from tidings_operator.engine_tls import kafka_protocol_problem
 from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.media import ensure_bucket
-from tidings_operator.members import Member, MembershipReader, current_members
+from tidings_operator.members import Member, MembershipReader, current_members, first_reached
 from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_RESTART
 from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
 from tidings_operator.report import (
@@ -219,6 +221,21 @@ def _use_kafka(
     )
 
 
+def _reached(
+    reader: MembershipReader | None,
+    members: Mapping[str, Member],
+    threshold: float,
+    *,
+    since: float,
+) -> float | None:
+    """When the chat servers' records first added up to ``threshold`` after ``since``."""
+    if reader is None:
+        return None
+    return first_reached(reader.history(), members, since=since, threshold=threshold)
+
+
+Child = dict[str, Any] | None  # a child workload as the API server has it, or none
+
 # The wiring conditions, by the engine they are about.
 _ENGINES = {"KafkaReady": "Kafka", "CassandraReady": "Cassandra", "MediaReady": "Media"}
 
@@ -293,9 +310,18 @@ class _WireFailed(Exception):
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, options: Options) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        options: Options,
+        *,
+        indexes: Indexes | None = None,
+        departures: Departures | None = None,
+    ) -> None:
         self.kube = kube
         self.options = options
+        self.indexes = indexes  # None: children are read from the API server every tick
+        self.departures = departures or Departures()
         self._states: dict[str, ClusterState] = {}
 
     def state(self, uid: str) -> ClusterState:
@@ -604,6 +630,27 @@ class Reconciler:
             return f"waiting for {', '.join(missing)} in namespace {namespace}"
         return found
 
+    async def _children(
+        self, namespace: str, name: str
+    ) -> tuple[Child, list[dict[str, Any]], Child, Child]:
+        """The chat StatefulSet, the chat pods, the api StatefulSet and the push Deployment:
+        from the watch (children.py), or read now when there is none."""
+        chat, api, push = names.chat_name(name), names.api_name(name), names.push_name(name)
+        idx = self.indexes
+        if idx is not None:
+            return (
+                idx.workload("StatefulSet", namespace, chat),
+                idx.pods(namespace, name),
+                idx.workload("StatefulSet", namespace, api),
+                idx.workload("Deployment", namespace, push),
+            )
+        return (
+            await self.kube.get("StatefulSet", namespace, chat),
+            await self.kube.list("Pod", namespace, names.selector_string(name, names.CHAT)),
+            await self.kube.get("StatefulSet", namespace, api),
+            await self.kube.get("Deployment", namespace, push),
+        )
+
     async def _pod_secrets(
         self, namespace: str, state: ClusterState, spec: ClusterSpec
     ) -> dict[str, dict[str, str]]:
@@ -874,12 +921,9 @@ class Reconciler:
 
         owner: Owner = {"name": name, "namespace": namespace, "uid": uid}
         chat_name = names.chat_name(name)
-        sts = await self.kube.get("StatefulSet", namespace, chat_name)
-        raw_pods = await self.kube.list("Pod", namespace, names.selector_string(name, names.CHAT))
+        sts, raw_pods, api, push = await self._children(namespace, name)
         pods = sorted((pod_view(p) for p in raw_pods), key=lambda p: p.ordinal)
         by_name = {p.name: p for p in pods}
-        api = await self.kube.get("StatefulSet", namespace, names.api_name(name))
-        push = await self.kube.get("Deployment", namespace, names.push_name(name))
         wired = state.wired_key == wiring_key(spec)
         events, state.wire_events = state.wire_events, []
 
@@ -911,7 +955,12 @@ class Reconciler:
             before = state.last_total if state.last_total is not None else (total or 0) + clients
             disruption = start(
                 pod_name,
-                at=lost_at(by_name.get(pod_name), pod_uid, now),
+                at=lost_at(
+                    by_name.get(pod_name),
+                    pod_uid,
+                    now,
+                    deletion_began=self.departures.began(pod_uid),
+                ),
                 clients=clients,
                 connections_before=before,
                 ongoing=disruption,
@@ -937,7 +986,13 @@ class Reconciler:
         )
         if disruption is not None:
             advanced = progress(
-                disruption, total=total, now=now, drain_budget_s=spec.chat.drain_budget_s
+                disruption,
+                total=total,
+                now=now,
+                drain_budget_s=spec.chat.drain_budget_s,
+                reached_at=functools.partial(
+                    _reached, state.reader, members or {}, since=disruption.at
+                ),
             )
             if advanced.recovered_at is not None and disruption.recovered_at is None:
                 events.append(("Normal", "ClientsRecovered", advanced.message))

@@ -558,9 +558,14 @@ def _operator_needs() -> set[tuple[str, str, str]]:
         ("tidings.dev", "chatclusters/status", "patch"),
         ("tidings.dev", "chatclusters/finalizers", "update"),  # blockOwnerDeletion
         ("apps", "statefulsets/scale", "patch"),
-        ("", "pods", "list"),
         ("", "pods/eviction", "create"),
         ("", "events", "create"),
+    }
+    # The children kopf watches into its indexes (children.py): list and watch.
+    needs |= {
+        (group, resource, verb)
+        for group, resource in (("", "pods"), ("apps", "statefulsets"), ("apps", "deployments"))
+        for verb in ("list", "watch")
     }
     return needs
 
@@ -614,8 +619,13 @@ GRANTED = {
         for verb in ("list", "delete")
     },
     ("apps", "statefulsets/scale", "patch"),
+    # The workloads and chat pods are watched (children.py), by label.
+    *{
+        (group, resource, verb)
+        for group, resource in (("", "pods"), ("apps", "statefulsets"), ("apps", "deployments"))
+        for verb in ("list", "watch")
+    },
     ("", "pods", "get"),
-    ("", "pods", "list"),
     ("", "pods/eviction", "create"),
     ("", "secrets", "get"),
     ("", "events", "create"),
@@ -633,8 +643,8 @@ def test_rbac_covers_what_the_operator_does(helm: Run, listed: bool) -> None:
     namespaced_rules = roles["chat"]["rules"] if listed else cluster_rules
     missing = sorted(n for n in _operator_needs() if not _granted(namespaced_rules, *n))
     assert not missing, f"the operator needs {missing}"
-    # Nothing more: no updates, no watch on the children, no /scale; deletes and lists only
-    # of the exposure children.
+    # Nothing more: no updates, no /scale; deletes only of the exposure children; watches
+    # only on the ChatClusters, the workloads and the pods.
     granted = _grants(namespaced_rules) - _grants(kinds["ClusterRole"][0]["rules"][:2])
     assert granted == GRANTED, (sorted(granted - GRANTED), sorted(GRANTED - granted))
     assert _operator_needs() <= GRANTED
@@ -1263,7 +1273,9 @@ def test_helm_install_runs_the_operator_with_the_rbac_it_needs(
             ("patch", "services"),
             ("patch", "configmaps"),
             ("patch", "poddisruptionbudgets.policy"),
-            ("list", "pods"),
+            ("watch", "pods"),
+            ("watch", "statefulsets.apps"),
+            ("watch", "deployments.apps"),
             ("create", "pods/eviction"),
             ("get", "secrets"),
             ("create", "events"),
@@ -1282,8 +1294,7 @@ def test_helm_install_runs_the_operator_with_the_rbac_it_needs(
             ("delete", "chatclusters.tidings.dev"),
             ("update", "chatclusters.tidings.dev/scale"),
             ("delete", "statefulsets.apps"),
-            ("list", "statefulsets.apps"),
-            ("watch", "deployments.apps"),
+            ("watch", "secrets"),
             ("list", "controllerrevisions.apps"),
             ("delete", "configmaps"),
             ("patch", "events"),

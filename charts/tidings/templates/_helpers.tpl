@@ -128,10 +128,12 @@ the release's namespace (operator-lease-role.yaml).
   resources: [chatclusters/finalizers]
   verbs: [update]
 # The children, by server-side apply (a PATCH that creates what is missing), read by name:
-# chat and api StatefulSets, push Deployment, Services, the ConfigMap, the budgets.
+# chat and api StatefulSets, push Deployment, Services, the ConfigMap, the budgets. The
+# workloads are also watched (only the operator's, by label), so a tick reads them from
+# memory.
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]
@@ -163,10 +165,10 @@ the release's namespace (operator-lease-role.yaml).
 - apiGroups: [apps]
   resources: [statefulsets/scale]
   verbs: [patch]
-# Chat pods: readiness, revisions, disruptions (listed by label).
+# Chat pods: readiness, revisions, disruptions (watched by label).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [get, list, watch]
 # Replacing a chat pod through the eviction API, so PodDisruptionBudgets apply.
 - apiGroups: [""]
   resources: [pods/eviction]

@@ -3,6 +3,8 @@
 - ``chatcluster_create`` / ``chatcluster_update`` (spec changes, ``/scale`` included) /
   ``chatcluster_resume`` (operator start): :meth:`Reconciler.reconcile` — check, wire,
   apply, report; ``kopf.TemporaryError`` / ``kopf.PermanentError`` from there.
+- the indexes ``tidings_chat_pods``, ``tidings_statefulsets``, ``tidings_deployments``
+  (children.py): the children, watched, so a tick reads them from memory.
 - ``chatcluster_event`` (every watch event): which ChatClusters exist. The operator's
   ticker (started by ``operator_startup``) runs :meth:`Reconciler.sync` for each of them
   every ``--tick-seconds`` — status, autoscaling, the rollout, disruptions, drift repair.
@@ -24,6 +26,7 @@ from typing import Any
 import kopf
 
 from tidings_operator import names
+from tidings_operator.children import Departures, Indexes, index_chat_pods, index_workloads
 from tidings_operator.kube import Kube
 from tidings_operator.reconciler import Options, Reconciler
 
@@ -39,6 +42,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+MANAGED_SELECTOR = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+WATCH_SERVER_TIMEOUT_S = 300
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:
@@ -59,7 +65,9 @@ def operator_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
-async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Settings, and the Reconciler with its ticker. kopf passes the indexes as keyword
+    arguments named by their ids (live objects: filled as the watches run)."""
     # The status schema is strict (no preserve-unknown-fields): kopf's own bookkeeping
     # goes into annotations, under our group.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
@@ -68,9 +76,23 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     )
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
     settings.posting.level = logging.WARNING
+    # The children's watches: only what the operator made (filtered by the API server),
+    # re-established if silent for long (a dead watch would leave the indexes stale).
+    for resource in (("v1", "pods"), ("apps", "v1", "statefulsets"), ("apps", "v1", "deployments")):
+        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT_S + 30
+    memo["departures"] = departures = Departures()
     options = memo.get("options")
     reconciler = Reconciler(
-        Kube.from_environment(), options if isinstance(options, Options) else Options()
+        Kube.from_environment(),
+        options if isinstance(options, Options) else Options(),
+        indexes=Indexes(
+            kwargs["tidings_chat_pods"],
+            kwargs["tidings_statefulsets"],
+            kwargs["tidings_deployments"],
+        ),
+        departures=departures,
     )
     memo["reconciler"] = reconciler
     memo["ticker"] = asyncio.create_task(reconciler.run_ticks(), name="chatcluster-ticker")
@@ -134,3 +156,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.update(group, version, plural, registry=registry, field="spec")(chatcluster_update)
     kopf.on.resume(group, version, plural, registry=registry)(chatcluster_resume)
     kopf.on.event(group, version, plural, registry=registry)(chatcluster_event)
+    managed = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    kopf.index("v1", "pods", id="tidings_chat_pods", labels=managed, registry=registry)(
+        index_chat_pods
+    )
+    for plural_ in ("statefulsets", "deployments"):
+        kopf.index(
+            "apps", "v1", plural_, id=f"tidings_{plural_}", labels=managed, registry=registry
+        )(index_workloads)

@@ -87,3 +87,27 @@ def test_a_second_loss_while_recovering_keeps_the_first_baseline() -> None:
         drain_budget_s=30,
     )
     assert (second.pod, second.connections_before) == ("c-0", 210)
+
+
+def test_recovery_is_dated_when_the_servers_reported_it_not_when_a_look_saw_it() -> None:
+    """The tick that notices comes up to a tick late: the records say when it happened."""
+    d = start(
+        "c-1", at=100.0, clients=70_000, connections_before=210_000, ongoing=None,
+        now=101.0, drain_budget_s=30,
+    )  # fmt: skip
+    asked: list[float] = []
+
+    def reached(threshold: float) -> float | None:
+        asked.append(threshold)
+        return 102.3
+
+    d = progress(d, total=210_000, now=106.0, drain_budget_s=30, reached_at=reached)
+    assert d.recovered_at == 102.3 and d.recovery_seconds == 2.3
+    assert asked == [0.99 * 210_000]
+    later = start(
+        "c-2", at=100.0, clients=1, connections_before=10, ongoing=None, now=100.0,
+        drain_budget_s=30,
+    )  # fmt: skip
+    # Records that do not show it (too old, another pod): the look's own time.
+    assert progress(later, total=10, now=103.0, drain_budget_s=30, reached_at=lambda _: None
+                    ).recovered_at == 103.0  # fmt: skip
