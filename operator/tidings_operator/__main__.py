@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tick-seconds",
         type=float,
-        default=float(os.environ.get("TIDINGS_OPERATOR_TICK_S", "5")),
-        help="how often each ChatCluster's status, size and rollout are looked at (5)",
+        default=float(os.environ.get("TIDINGS_OPERATOR_TICK_S", "2")),
+        help="how often each ChatCluster's status, size and rollout are looked at (2)",
     )
     parser.add_argument(
         "--resync-seconds",

@@ -108,7 +108,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    tick_s: float = 5.0  # how often each ChatCluster is looked at
+    tick_s: float = 2.0  # how often each ChatCluster is looked at (a GET, from memory else)
     resync_s: float = 60.0  # re-apply every child at least this often (drift repair)
     rewire_s: float = 300.0  # check the topics and keyspace again this often (0: never)
     retry_base_s: float = 5.0  # backoff while an engine or a Secret is missing
