@@ -56,6 +56,11 @@ CONTAINERD_SOCK="$NODE_RUN/containerd.sock"
 DAEMONS=(node-proxy node-kubelet node-containerd node-scheduler node-controller-manager node-apiserver node-etcd)
 
 PAUSE_IMAGE=registry.k8s.io/pause:3.6 # containerd 1.6's default sandbox_image, named in its config
+# Registries whose pulls are sent to a closed local port (containerd 1.6 has no "_default"
+# hosts entry, so each is named): images come only from node.sh import.
+NO_PULL_REGISTRIES=(docker.io registry-1.docker.io ghcr.io quay.io gcr.io registry.k8s.io
+    k8s.gcr.io mcr.microsoft.com public.ecr.aws registry.gitlab.com registry.invalid)
+NO_PULL_ENDPOINT=127.0.0.1:9 # discard's port: nothing listens, a connection is refused
 TIDINGS_IMAGE=docker.io/tidings/tidings
 TIDINGS_IMAGE_TAGS=(e2e-1 e2e-2)
 IMAGES_DIR="$TESTENV_STATE/images"
@@ -116,7 +121,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$KSTATE/cni/net.d"
+  # No pull leaves this machine: every public registry's host is a closed local port, so a
+  # pull of an image that was not imported fails at once ("connection refused", naming the
+  # registry) instead of waiting on the network. Import images with node.sh import.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$KSTATE/containerd/certs.d"
 TOML
+    local registry
+    for registry in "${NO_PULL_REGISTRIES[@]}"; do
+        mkdir -p "$KSTATE/containerd/certs.d/$registry"
+        cat >"$KSTATE/containerd/certs.d/$registry/hosts.toml" <<HOSTS
+# Written by e2e/env/node.sh: pulls from $registry stay on this machine (and fail).
+server = "http://$NO_PULL_ENDPOINT"
+[host."http://$NO_PULL_ENDPOINT"]
+  capabilities = ["pull", "resolve"]
+HOSTS
+    done
     cat >"$KSTATE/cni/net.d/10-tidings.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
