@@ -86,7 +86,14 @@ from tidings_operator.report import (
 )
 from tidings_operator.rollout import InFlight, RolloutStep, next_step
 from tidings_operator.secret_digest import stamp_secrets_hash
-from tidings_operator.spec import ClusterSpec, EngineTls, SpecError, check_name, parse_spec
+from tidings_operator.spec import (
+    ClusterSpec,
+    EngineTls,
+    SecretKeyRef,
+    SpecError,
+    check_name,
+    parse_spec,
+)
 from tidings_operator.status import (
     Verdict,
     find,
@@ -499,26 +506,33 @@ class Reconciler:
         self, namespace: str, state: ClusterState, spec: ClusterSpec
     ) -> None:
         """Raise :class:`_Conflict` when a ChatCluster created earlier claims the same
-        topics or keyspace (conflicts.py); one LIST of the ChatClusters in scope."""
+        topics, keyspace or PostgreSQL database (conflicts.py): one LIST of the ChatClusters
+        in scope, and a GET of each one's PostgreSQL Secret."""
         others: list[Claimant] = []
         me: Claimant | None = None
         for obj in await self._list_clusters():
             meta = obj.get("metadata") or {}
-            try:
-                parsed = parse_spec(
-                    obj.get("spec") or {}, cluster=(str(meta["namespace"]), str(meta["name"]))
-                )
-            except (SpecError, KeyError):
-                continue  # a spec that cannot work claims nothing
+            ns, other_name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+            mine = (ns, other_name) == (namespace, state.name)
+            if meta.get("deletionTimestamp") and not mine:
+                continue
+            if mine:
+                claimed = spec
+            else:
+                try:
+                    claimed = parse_spec(obj.get("spec") or {}, cluster=(ns, other_name))
+                except SpecError:
+                    continue  # a spec that cannot work claims nothing
             claimant = Claimant(
-                str(meta["namespace"]),
-                str(meta["name"]),
+                ns,
+                other_name,
                 str(meta.get("creationTimestamp") or ""),
-                parsed,
+                claimed,
+                await self._secret_value(ns, claimed.postgres_url),
             )
-            if (claimant.namespace, claimant.name) == (namespace, state.name):
-                me = Claimant(claimant.namespace, claimant.name, claimant.created, spec)
-            elif not meta.get("deletionTimestamp"):
+            if mine:
+                me = claimant
+            else:
                 others.append(claimant)
         found = conflict(me, others) if me is not None else None
         if found != state.conflict and found is not None:
@@ -527,6 +541,14 @@ class Reconciler:
         if found is not None:
             state.conflict_check_at = time.monotonic() + CONFLICT_RECHECK_S
             raise _Conflict(found)
+
+    async def _secret_value(self, namespace: str, ref: SecretKeyRef) -> str | None:
+        """One key of a Secret, decoded; None when it cannot be read."""
+        try:
+            raw = await self.kube.get("Secret", namespace, ref.name)
+        except KubeError:
+            return None  # another namespace's Secret the operator may not read
+        return _decode(raw).get(ref.key) if raw is not None else None
 
     async def _list_clusters(self) -> list[dict[str, Any]]:
         kind = KINDS[names.KIND]

@@ -1747,6 +1747,7 @@ async def test_a_second_cluster_on_the_same_topics_and_keyspace_waits_for_the_fi
         message = condition(obj, "Ready")["message"]
         assert f"topics {prefix}.* on Kafka" in message
         assert f"keyspace {keyspace} on Cassandra" in message
+        assert "PostgreSQL database tidings on postgres:5432" in message  # the same Secret URL
         assert f"ChatCluster {namespace}/{NAME} (created earlier)" in message
         assert await kube.get("StatefulSet", other_namespace, names.chat_name(NAME)) is None
 

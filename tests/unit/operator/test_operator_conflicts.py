@@ -60,8 +60,8 @@ def test_the_later_of_two_sharing_topics_is_refused_and_the_first_keeps_them() -
     why = conflict(later, [first, later])
     assert why == (
         "topics tidings.* on Kafka kafka-0:9092,kafka-1:9092 belong to ChatCluster "
-        "team-a/chat (created earlier): give this one its own kafka.topicPrefix and "
-        "cassandra.keyspace, or delete the other"
+        "team-a/chat (created earlier): give this one its own kafka.topicPrefix, "
+        "cassandra.keyspace and PostgreSQL database, or delete the other"
     )
     # Another Kafka with the same prefix is no conflict.
     elsewhere = claimant(
@@ -78,3 +78,29 @@ def test_a_shared_keyspace_is_a_conflict_and_ties_go_by_namespace_and_name() -> 
     why = conflict(b, [b, a])
     assert why is not None and why.startswith("keyspace chat on Cassandra cass-0 belong")
     assert conflict(a, [b, a]) is None
+
+
+def test_a_shared_postgresql_database_is_a_conflict_another_database_is_not() -> None:
+    from tidings_operator.conflicts import postgres_database
+
+    assert postgres_database("postgresql+asyncpg://u:p@PG.example:6432/chat") == (
+        "pg.example:6432",
+        "chat",
+    )
+    assert postgres_database("postgresql://u@pg/tidings") == ("pg:5432", "tidings")
+    assert postgres_database("postgresql://u@pg") is None
+    assert postgres_database("sqlite:///x.db") is None
+
+    def on(db: str, ns: str, created: str) -> Claimant:
+        url = f"postgresql+asyncpg://u:p@pg:5432/{db}"
+        return Claimant(ns, "chat", created, spec(ns, "chat"), url)
+
+    first, same, other = (
+        on("tidings", "a", "2026-12-01T00:00:00Z"),
+        on("tidings", "b", "2026-12-02T00:00:00Z"),
+        on("tidings_b", "c", "2026-12-03T00:00:00Z"),
+    )
+    why = conflict(same, [first, same, other])
+    assert why is not None
+    assert why.startswith("PostgreSQL database tidings on pg:5432 belong to ChatCluster a/chat")
+    assert conflict(other, [first, same, other]) is None
