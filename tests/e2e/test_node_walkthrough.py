@@ -11,6 +11,7 @@ other node tests. When a step fails, the page's clean-up blocks (everything unde
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import re
@@ -19,7 +20,10 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from cassandra.cluster import Cluster
 
 from ._node import REPO, Platform
 
@@ -55,6 +59,40 @@ def run_bash(
     )
 
 
+async def leftovers(testenv: Mapping[str, str], suffix: str) -> list[str]:
+    """What of the run's data is still there: topics, keyspace, database."""
+    found: list[str] = []
+    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
+    await admin.start()
+    try:
+        found += [t for t in await admin.list_topics() if t.startswith(f"tidings-{suffix}.")]
+    finally:
+        await admin.close()
+
+    def keyspaces() -> list[str]:
+        cluster = Cluster(
+            [testenv["TIDINGS_TEST_CASSANDRA_HOSTS"]],
+            port=int(testenv["TIDINGS_TEST_CASSANDRA_PORT"]),
+        )
+        try:
+            rows = cluster.connect().execute("SELECT keyspace_name FROM system_schema.keyspaces")
+            return [r.keyspace_name for r in rows if r.keyspace_name == f"tidings_{suffix}"]
+        finally:
+            cluster.shutdown()
+
+    found += await asyncio.to_thread(keyspaces)
+    url = testenv["TIDINGS_TEST_POSTGRES_URL"].replace("+asyncpg", "")
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname = $1", f"tidings_{suffix}"
+        )
+        found += [f"database {r['datname']}" for r in rows]
+    finally:
+        await conn.close()
+    return found
+
+
 def test_the_page_has_a_walkthrough_and_a_cleanup() -> None:
     text = PAGE.read_text()
     before, _, after = text.partition(CLEANUP_HEADING)
@@ -64,7 +102,9 @@ def test_the_page_has_a_walkthrough_and_a_cleanup() -> None:
     assert "helm uninstall" in after and "DROP DATABASE" in after
 
 
-def test_the_walkthrough_runs_word_for_word(platform: Platform, tmp_path: Path) -> None:
+def test_the_walkthrough_runs_word_for_word(
+    platform: Platform, testenv: Mapping[str, str], tmp_path: Path
+) -> None:
     text = PAGE.read_text()
     before, _, after = text.partition(CLEANUP_HEADING)
     blocks, cleanup = sh_blocks(before), sh_blocks(after)
@@ -96,6 +136,8 @@ def test_the_walkthrough_runs_word_for_word(platform: Platform, tmp_path: Path) 
         assert gone.returncode != 0, f"namespace {namespace} is still there"
         releases = platform.helm("list", "--all-namespaces", "-q")
         assert f"tidings-{suffix}" not in releases.split(), releases
+        left = asyncio.run(leftovers(testenv, suffix))
+        assert not left, f"the clean-up left data behind: {left}"
     finally:
         if result is None or result.returncode != 0:
             again = run_bash(page_script(blocks[:1] + cleanup), env, CLEANUP_TIMEOUT)
