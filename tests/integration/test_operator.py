@@ -154,34 +154,6 @@ async def _delete_namespace(kube: Kube, name: str) -> None:
 
 
 @pytest.fixture
-async def prefix(testenv: Any) -> AsyncIterator[str]:
-    value = f"optest{uuid.uuid4().hex[:10]}"
-    yield value
-    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
-    await admin.start()
-    try:
-        ours = [t for t in await admin.list_topics() if t.startswith(f"{value}.")]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
-
-
-@pytest.fixture
-def keyspace(testenv: Any) -> Iterator[str]:
-    from cassandra.cluster import Cluster
-
-    value = f"optest_{uuid.uuid4().hex[:10]}"
-    yield value
-    cluster = Cluster(_cassandra_hosts(testenv), port=int(testenv["TIDINGS_TEST_CASSANDRA_PORT"]))
-    try:
-        session = cluster.connect()
-        session.execute(f"DROP KEYSPACE IF EXISTS {value}", timeout=60)
-    finally:
-        cluster.shutdown()
-
-
-@pytest.fixture
 def operator(namespace: str, testenv: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(namespace, testenv["TIDINGS_TEST_KUBECONFIG"], tmp_path / "operator.log")
     proc.start()
@@ -298,15 +270,20 @@ async def topics_ready(fleet: Fleet, kube: Kube, namespace: str) -> None:
     await fleet.start()
 
 
+async def running(kube: Kube, namespace: str, body: dict[str, Any], fleet: Fleet) -> None:
+    """Create the ChatCluster, wait for Ready and its topics, start the stand-in fleet."""
+    await create(kube, namespace, body)
+    await ready(kube, namespace)
+    await topics_ready(fleet, kube, namespace)
+
+
 async def three_servers_with_clients(
     kube: Kube, namespace: str, prefix: str, keyspace: str, fleet: Fleet, testenv: Any
 ) -> None:
     """3 chat servers (autoscaling off) whose 210,000 clients the operator has counted
     for a couple of ticks: the baseline of a disruption."""
     spec = {"chat": {"autoscaling": False, "replicas": 3}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
     fleet.clients = 210_000
 
     async def counted() -> bool:
@@ -652,9 +629,7 @@ async def test_rollout_replaces_chat_servers_one_at_a_time(
     testenv: Any,
 ) -> None:
     spec = {"chat": {"autoscaling": False, "replicas": 3, "progressDeadlineSeconds": 10}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
     fleet.clients = 90_000
 
     async def counted() -> bool:
@@ -1390,9 +1365,7 @@ async def test_a_paused_cluster_is_left_alone_until_resumed(
     "true" a spec change is not applied and a deleted child is not put back; the
     condition says so; once removed, both happen."""
     spec = {"chat": {"autoscaling": False, "replicas": 2}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
     assert await sts_replicas(kube, namespace) == 2
 
     await _annotate(kube, namespace, {names.ANNOTATION_PAUSE: "true"})
@@ -1446,9 +1419,7 @@ async def test_a_restart_annotation_rolls_every_chat_server_one_at_a_time(
     """tidings.dev/restart: <timestamp> (issue #19, incident controls): every chat pod is
     replaced through the paced rollout, one at a time; the same value again does nothing."""
     spec = {"chat": {"autoscaling": False, "replicas": 3}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
     before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
     assert len(before) == 3
 
@@ -1578,9 +1549,7 @@ async def test_a_rotated_secret_rolls_the_pods_that_read_it_and_an_unread_key_no
     rollout and the api pods; the push workers, which read no JWT key, stay; a key no pod
     reads changes nothing."""
     spec = {"chat": {"autoscaling": False, "replicas": 2}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
 
     async def stamped() -> dict[str, str | None] | None:
         found = await _secrets_hashes(kube, namespace)
@@ -1601,12 +1570,13 @@ async def test_a_rotated_secret_rolls_the_pods_that_read_it_and_an_unread_key_no
         {"secret": "a-new-signing-key", "jwt-previous-secrets": "not-a-real-secret"},
     )
 
-    async def rehashed() -> dict[str, str | None] | None:
-        found = await _secrets_hashes(kube, namespace)
-        return found if found[names.chat_name(NAME)] != first[names.chat_name(NAME)] else None
+    readers = (names.chat_name(NAME), names.api_name(NAME))  # the JWT key's readers
 
-    second = await eventually("a new secrets hash after the rotation", rehashed, 30)
-    assert second[names.api_name(NAME)] != first[names.api_name(NAME)]
+    async def rehashed() -> dict[str, str | None] | None:
+        found = await _secrets_hashes(kube, namespace)  # (one apply writes them in turn)
+        return found if all(found[w] != first[w] for w in readers) else None
+
+    second = await eventually("a new secrets hash on chat and api", rehashed, 30)
     assert second[names.push_name(NAME)] == first[names.push_name(NAME)]
     replaced = await rolled_one_at_a_time(kube, namespace, before, "the roll after the rotation")
     assert replaced == [f"{NAME}-chat-1", f"{NAME}-chat-0"]
@@ -1625,9 +1595,7 @@ async def test_a_topic_deleted_or_changed_out_of_band_is_put_back_and_told(
     topic config changed by hand is set back, each with a Warning Event; KafkaReady stays
     true to what Kafka has."""
     spec = {"chat": {"autoscaling": False, "replicas": 1}}
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
     push_topic, inbox_topic = f"{prefix}.push", f"{prefix}.inbox"
     admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
     await admin.start()

@@ -5,14 +5,10 @@ is refused with a message that says so."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from cassandra.cluster import Cluster
 
 from behaviour._certs import TestCA
 from tidings_operator.spec import CassandraSpec, EngineTls, KafkaSpec, SecretKeyRef
@@ -38,35 +34,6 @@ def ca_pem(testenv: Any) -> str:
 def other_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = TestCA.new("signed nothing here").write(tmp_path_factory.mktemp("ca") / "ca.crt")
     return path.read_text()
-
-
-@pytest.fixture
-async def prefix(testenv: Any) -> AsyncIterator[str]:
-    value = f"optls{uuid.uuid4().hex[:10]}"
-    yield value
-    admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
-    await admin.start()
-    try:
-        ours = [t for t in await admin.list_topics() if t.startswith(f"{value}.")]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
-
-
-@pytest.fixture
-def keyspace(testenv: Any) -> Iterator[str]:
-    value = f"optls_{uuid.uuid4().hex[:10]}"
-    yield value
-    cluster = Cluster(
-        testenv["TIDINGS_TEST_CASSANDRA_HOSTS"].split(","),
-        port=int(testenv["TIDINGS_TEST_CASSANDRA_PORT"]),
-        protocol_version=5,
-    )
-    try:
-        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {value}", timeout=60)
-    finally:
-        cluster.shutdown()
 
 
 def kafka(testenv: Any, prefix: str) -> KafkaSpec:
