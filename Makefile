@@ -77,7 +77,7 @@ bench-cluster-storm:
 
 # issue #19: the operator at fleet scale, on the running test environment's kwok nodes: 200
 # chat pods on 50 nodes, scale-up, steady counts, a full paced roll (docs/operator.md, "At
-# fleet scale"; ~30 min). `make fleet FLEET_ARGS="--drain-budget 30"` for another budget.
+# fleet scale"; ~35 min). `make fleet FLEET_ARGS="--drain-budget 30"` for another budget.
 FLEET_ARGS ?=
 FLEET_OUT ?= fleet.json
 fleet:
