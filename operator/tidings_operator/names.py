@@ -41,6 +41,9 @@ ANNOTATION_RESTART = f"{GROUP}/restart"
 # On a ChatCluster: a chat pod's name; the operator drains that pod once (an eviction,
 # paced like a rollout step), reports it in status.lastDisruption and removes this.
 ANNOTATION_DRAIN = f"{GROUP}/drain"
+# On a ChatCluster, written by the operator when it first wires it: the PostgreSQL database
+# (host:port/name) it was made on; a Secret naming another later is refused (reconciler).
+ANNOTATION_POSTGRES = f"{GROUP}/postgres-database"
 
 CHAT = "chat"
 API = "api"

@@ -56,7 +56,7 @@ from tidings_operator.autoscale import (
 )
 from tidings_operator.builders import Owner, build_all, termination_grace_seconds
 from tidings_operator.children import Departures, Indexes
-from tidings_operator.conflicts import Claimant, conflict
+from tidings_operator.conflicts import Claimant, conflict, postgres_database
 from tidings_operator.controls import (
     drain_requested,
     newly_paused,
@@ -70,7 +70,7 @@ from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selec
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.media import ensure_bucket
 from tidings_operator.members import Member, MembershipReader, current_members, first_reached
-from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_RESTART
+from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_POSTGRES, ANNOTATION_RESTART
 from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
 from tidings_operator.report import (
     Look,
@@ -134,6 +134,7 @@ class ClusterState:
     spec_error: str | None = None
     blocked: str | None = None  # a missing Secret, say
     conflict: str | None = None  # another ChatCluster owns its topics or keyspace
+    conflict_reason: str = "ResourceConflict"
     conflict_check_at: float = 0.0
     parts: list[Verdict] = field(default_factory=list)  # api and push, for the summary
     wired_key: str | None = None
@@ -241,6 +242,12 @@ def _reached(
     return first_reached(reader.history(), members, since=since, threshold=threshold)
 
 
+def _database_named(url: str | None) -> str | None:
+    """``host:port/database`` of a PostgreSQL URL (None when it names none)."""
+    found = postgres_database(url) if url else None
+    return f"{found[0]}/{found[1]}" if found is not None else None
+
+
 Child = dict[str, Any] | None  # a child workload as the API server has it, or none
 
 # The wiring conditions, by the engine they are about.
@@ -271,13 +278,14 @@ CONFLICT_RECHECK_S = 10.0
 
 
 class _Conflict(Exception):
-    """Another ChatCluster, created earlier, owns this one's topics or keyspace."""
+    """Another ChatCluster, created earlier, owns this one's topics, keyspace or database
+    (``ResourceConflict``); or its PostgreSQL database is not the one it was made with
+    (``DatabaseChanged``)."""
 
-    metrics_reason = "ResourceConflict"
-
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str = "ResourceConflict") -> None:
         super().__init__(message)
         self.message = message
+        self.metrics_reason = reason
 
 
 class _WireFailed(Exception):
@@ -458,6 +466,9 @@ class Reconciler:
                 state.blocked = secrets
                 raise _Blocked(secrets)
             state.blocked = None
+            await self._keep_database(
+                namespace, state, spec, secrets[spec.postgres_url.name].get(spec.postgres_url.key)
+            )
             kafka_auth = secrets.get(spec.kafka.auth_secret or "")
             cassandra_auth = secrets.get(spec.cassandra.auth_secret or "")
             verdicts: list[Verdict] = []
@@ -535,12 +546,54 @@ class Reconciler:
             else:
                 others.append(claimant)
         found = conflict(me, others) if me is not None else None
+        self._refuse(state, found, "ResourceConflict")
+
+    def _refuse(self, state: ClusterState, found: str | None, reason: str) -> None:
+        """Remember (and tell once) why this ChatCluster may not be wired; raise it."""
         if found != state.conflict and found is not None:
-            state.wire_events.append(("Warning", "ResourceConflict", found))
-        state.conflict = found
+            state.wire_events.append(("Warning", reason, found))
+        state.conflict, state.conflict_reason = found, reason
         if found is not None:
             state.conflict_check_at = time.monotonic() + CONFLICT_RECHECK_S
-            raise _Conflict(found)
+            raise _Conflict(found, reason)
+
+    async def _keep_database(
+        self, namespace: str, state: ClusterState, spec: ClusterSpec, url: str | None
+    ) -> None:
+        """The PostgreSQL database is fixed at creation, like the topics and the keyspace:
+        the first one wired is written into the annotation ``tidings.dev/postgres-database``;
+        a Secret that later names another is refused (``DatabaseChanged``) and nothing is
+        wired or applied — the pods would otherwise roll onto an empty directory."""
+        obj = await self._get_cluster(namespace, state.name)
+        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        named = _database_named(url)
+        if named is not None and annotations.get(ANNOTATION_POSTGRES) is None:
+            await self._annotate(namespace, state.name, {ANNOTATION_POSTGRES: named})
+            return
+        self._check_database(state, spec, annotations, url)
+
+    def _check_database(
+        self,
+        state: ClusterState,
+        spec: ClusterSpec,
+        annotations: Mapping[str, str],
+        url: str | None,
+    ) -> None:
+        """Raise :class:`_Conflict` (``DatabaseChanged``) when ``url`` names another
+        database than the one recorded; clear that refusal when it no longer does."""
+        named, recorded = _database_named(url), annotations.get(ANNOTATION_POSTGRES)
+        if named is not None and recorded is not None and named != recorded:
+            state.wired_key = None  # nothing more is applied until it is put back
+            self._refuse(
+                state,
+                f"postgres.urlSecretRef ({spec.postgres_url.name}) now names the database "
+                f"{named}, but this ChatCluster was made on {recorded}: its accounts, devices "
+                "and groups are there. Point the Secret back; or, to start over on the new "
+                f"database, remove the annotation {ANNOTATION_POSTGRES}",
+                "DatabaseChanged",
+            )
+        if state.conflict_reason == "DatabaseChanged":
+            state.conflict = None  # put back (or the annotation removed)
 
     async def _secret_value(self, namespace: str, ref: SecretKeyRef) -> str | None:
         """One key of a Secret, decoded; None when it cannot be read."""
@@ -575,8 +628,8 @@ class Reconciler:
     async def _rewire(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> None:
         try:
             state.rewire_verdicts = await self._wire(namespace, state, spec, again=True)
-        except _Blocked:
-            state.wired_at = time.monotonic()  # reported as SecretNotFound; try again later
+        except (_Blocked, _Conflict):
+            state.wired_at = time.monotonic()  # reported (SecretNotFound, DatabaseChanged)
         except _WireFailed as exc:
             state.wired_at = time.monotonic()
             metrics.RECONCILE_ERRORS.labels("rewire", exc.metrics_reason).inc()
@@ -730,7 +783,7 @@ class Reconciler:
         if state.blocked:
             out.append(Verdict("Secrets", "False", "SecretNotFound", state.blocked))
         if state.conflict:
-            out.append(Verdict("Claims", "False", "ResourceConflict", state.conflict))
+            out.append(Verdict("Claims", "False", state.conflict_reason, state.conflict))
         return out + state.parts
 
     async def _connections(
@@ -830,10 +883,13 @@ class Reconciler:
         return drained
 
     async def _remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        await self._annotate(namespace, name, {key: None})
+
+    async def _annotate(self, namespace: str, name: str, values: dict[str, str | None]) -> None:
         await self.kube.request(
             "PATCH",
             KINDS[names.KIND].path(namespace, name),
-            {"metadata": {"annotations": {key: None}}},
+            {"metadata": {"annotations": values}},
             content_type="application/merge-patch+json",
         )
 
@@ -1148,38 +1204,49 @@ class Reconciler:
                 exposed_ordinals=exposed,
                 restart=restart,
             )
-            kept = stamp_secrets_hash(
-                manifests,
-                await self._pod_secrets(namespace, state, spec),
-                {
-                    ("StatefulSet", chat_name): sts,
-                    ("StatefulSet", names.api_name(name)): api,
-                    ("Deployment", names.push_name(name)): push,
-                },
-            )
-            if tuple(kept) != state.secrets_kept and kept:
-                events.append(
-                    (
-                        "Warning",
-                        "SecretsUnreadable",
-                        f"a Secret or key the pods need is missing, so {', '.join(kept)} "
-                        "keep their current environment (no roll until it is back)",
-                    )
+            pod_secrets = await self._pod_secrets(namespace, state, spec)
+            try:
+                self._check_database(
+                    state,
+                    spec,
+                    meta.get("annotations") or {},
+                    (pod_secrets.get(spec.postgres_url.name) or {}).get(spec.postgres_url.key),
                 )
-            state.secrets_kept = tuple(kept)
-            for manifest in manifests:
-                await self.kube.apply(manifest)
-            await self._prune_exposed(namespace, name, manifests)
-            if restart is not None and state.applied_restart not in ("", restart):
-                events.append(
-                    (
-                        "Normal",
-                        "RestartRequested",
-                        f"{ANNOTATION_RESTART}={restart}: rolling every chat server",
-                    )
+            except _Conflict:
+                pass  # refused (DatabaseChanged): nothing is applied; the status says why
+            else:
+                kept = stamp_secrets_hash(
+                    manifests,
+                    pod_secrets,
+                    {
+                        ("StatefulSet", chat_name): sts,
+                        ("StatefulSet", names.api_name(name)): api,
+                        ("Deployment", names.push_name(name)): push,
+                    },
                 )
-            state.applied_generation, state.last_apply = generation, mono
-            state.applied_restart = restart
+                if tuple(kept) != state.secrets_kept and kept:
+                    events.append(
+                        (
+                            "Warning",
+                            "SecretsUnreadable",
+                            f"a Secret or key the pods need is missing, so {', '.join(kept)} "
+                            "keep their current environment (no roll until it is back)",
+                        )
+                    )
+                state.secrets_kept = tuple(kept)
+                for manifest in manifests:
+                    await self.kube.apply(manifest)
+                await self._prune_exposed(namespace, name, manifests)
+                if restart is not None and state.applied_restart not in ("", restart):
+                    events.append(
+                        (
+                            "Normal",
+                            "RestartRequested",
+                            f"{ANNOTATION_RESTART}={restart}: rolling every chat server",
+                        )
+                    )
+                state.applied_generation, state.last_apply = generation, mono
+                state.applied_restart = restart
         elif sts is not None and current != desired:
             await self.kube.request(
                 "PATCH",

@@ -1730,3 +1730,39 @@ async def test_a_second_cluster_on_the_same_topics_and_keyspace_waits_for_the_fi
         proc.stop()
         print("---- operator log (tail) ----")
         print("\n".join(proc.log().splitlines()[-100:]))
+
+
+async def test_the_postgresql_database_is_fixed_at_creation(
+    kube: Kube,
+    namespace: str,
+    prefix: str,
+    keyspace: str,
+    quick_operator: OperatorProcess,
+    fleet: Fleet,
+    testenv: Any,
+) -> None:
+    """The database the operator first wired is kept in an annotation (issue #19, identity);
+    a Secret naming another database later is refused, and no pod rolls onto it; pointed
+    back, the ChatCluster is Ready again."""
+    spec = {"chat": {"autoscaling": False, "replicas": 1}}
+    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
+    obj = await get_cluster(kube, namespace, NAME)
+    annotations = (obj or {})["metadata"].get("annotations") or {}
+    assert annotations[names.ANNOTATION_POSTGRES] == "postgres:5432/tidings"
+    hashes = await _secrets_hashes(kube, namespace)
+    original = "postgresql+asyncpg://tidings:secret@postgres/tidings"
+    await _patch_secret(kube, namespace, "tidings-db", {"url": original + "_other"})
+
+    async def refused() -> dict[str, Any] | None:
+        found = await get_cluster(kube, namespace, NAME)
+        return found if condition(found, "Ready").get("reason") == "DatabaseChanged" else None
+
+    obj = await eventually("the changed database refused", refused, 30)
+    message = condition(obj, "Ready")["message"]
+    assert "now names the database postgres:5432/tidings_other" in message
+    assert "was made on postgres:5432/tidings" in message
+    await asyncio.sleep(5)  # re-applies would have rolled the pods by now
+    assert await _secrets_hashes(kube, namespace) == hashes
+
+    await _patch_secret(kube, namespace, "tidings-db", {"url": original})
+    await ready(kube, namespace, within=60)
