@@ -21,12 +21,14 @@ __all__ = [
     "ACTIVE",
     "CHAT_REPLICAS_ACTUAL",
     "CHAT_REPLICAS_DESIRED",
+    "CHAT_REPLICAS_READY",
     "CLUSTERS",
     "CONNECTIONS",
     "DISRUPTIONS",
     "RECONCILE_DURATION",
     "RECONCILE_ERRORS",
     "REGISTRY",
+    "ROLLOUT_HALTED",
     "ROLLOUT_REPLACEMENTS",
     "forget_cluster",
     "serve",
@@ -73,6 +75,19 @@ CONNECTIONS = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+CHAT_REPLICAS_READY = Gauge(
+    "tidings_operator_chat_replicas_ready",
+    "Chat server pods that are ready (not terminating)",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+ROLLOUT_HALTED = Gauge(
+    "tidings_operator_rollout_halted",
+    "1 while a ChatCluster's rollout is halted (a replaced chat server did not come back "
+    "ready within progressDeadlineSeconds), else 0",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 ROLLOUT_REPLACEMENTS = Counter(
     "tidings_operator_rollout_replacements_total",
     "Chat servers evicted by the operator to roll them onto a new revision",
@@ -94,6 +109,8 @@ ACTIVE = Gauge(
 _PER_CLUSTER = (
     CHAT_REPLICAS_DESIRED,
     CHAT_REPLICAS_ACTUAL,
+    CHAT_REPLICAS_READY,
+    ROLLOUT_HALTED,
     CONNECTIONS,
     ROLLOUT_REPLACEMENTS,
     DISRUPTIONS,

@@ -1317,6 +1317,9 @@ class Reconciler:
             await self.kube.patch_status(namespace, name, patch)
         metrics.CHAT_REPLICAS_DESIRED.labels(namespace, name).set(desired)
         metrics.CHAT_REPLICAS_ACTUAL.labels(namespace, name).set(new_status["replicas"])
+        metrics.CHAT_REPLICAS_READY.labels(namespace, name).set(look.ready)
+        halted = step is not None and step.action == "halt"
+        metrics.ROLLOUT_HALTED.labels(namespace, name).set(1 if halted else 0)
         if total is None:
             with contextlib.suppress(KeyError):
                 metrics.CONNECTIONS.remove(namespace, name)

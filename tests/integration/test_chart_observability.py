@@ -30,7 +30,17 @@ pytestmark = [pytest.mark.helm, pytest.mark.timeout(300)]
 DASHBOARD = CHART / "dashboards" / "tidings.json"
 METRIC = re.compile(r"\btidings_[a-z_]+\b")
 # The PromQL functions and aggregations the chart's queries may use.
-FUNCTIONS = {"absent", "rate", "increase", "sum", "max", "histogram_quantile", "by", "count"}
+FUNCTIONS = {
+    "absent",
+    "rate",
+    "increase",
+    "sum",
+    "max",
+    "histogram_quantile",
+    "by",
+    "count",
+    "deriv",
+}
 
 
 def _series(registry: CollectorRegistry, prefix: str) -> set[str]:
@@ -146,7 +156,10 @@ def test_prometheus_rule_alerts_on_series_that_exist(helm: Run) -> None:
         "TidingsOperatorNotActive",
         "TidingsOperatorReconcileFailing",
         "TidingsChatServersMissing",
+        "TidingsRolloutHalted",
+        "TidingsChatServersNotReady",
         "TidingsChatConnectionsNearTarget",
+        "TidingsInboxLagGrowing",
     }
     exported = operator_series() | workload_series()
     for name, alert in alerts.items():

@@ -32,6 +32,11 @@ SENDS_MOVED = Counter(
     "tidings_sends_moved_total",
     "sends left unanswered because the sender's partition moved (the device resends them)",
 )
+INBOX_LAG = Gauge(
+    "tidings_inbox_consumer_lag",
+    "Inbox records this chat server has not handled yet, over its partitions (the brokers' "
+    "end minus what it handled, as of its last fetch; 0 when caught up)",
+)
 LOOP_LAG = Gauge("tidings_event_loop_lag_seconds", "How late the event loop runs (smoothed)")
 ADMISSION_REFUSED = Counter(
     "tidings_admission_refused_total", "hellos and discovers told to come back later (saturated)"

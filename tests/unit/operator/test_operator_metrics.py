@@ -71,6 +71,8 @@ def test_a_sync_sets_the_cluster_series_and_forget_removes_them() -> None:
         labels = {"namespace": "ns-m", "name": "metrics-demo"}
         assert _value("tidings_operator_chat_replicas_desired", labels) == 2
         assert _value("tidings_operator_chat_replicas_actual", labels) == 0
+        assert _value("tidings_operator_chat_replicas_ready", labels) == 0
+        assert _value("tidings_operator_rollout_halted", labels) == 0
         # Nothing reads the membership records yet: no connections series.
         assert _value("tidings_operator_connections", labels) is None
         after = _value(
@@ -80,6 +82,7 @@ def test_a_sync_sets_the_cluster_series_and_forget_removes_them() -> None:
         await reconciler.forget("u-1")
         assert _value("tidings_operator_clusters_managed") == 0
         assert _value("tidings_operator_chat_replicas_desired", labels) is None
+        assert _value("tidings_operator_rollout_halted", labels) is None
 
     asyncio.run(run())
     assert kube.status_patches, "the sync wrote a status"

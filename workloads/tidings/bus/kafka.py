@@ -50,6 +50,7 @@ from aiokafka.errors import (
     KafkaError,
 )
 
+from tidings import metrics
 from tidings.bus._producer_batches import ProducerBatches
 from tidings.bus._sticky import StickyAssignor
 from tidings.bus.base import EventHandler, InboxEvent
@@ -155,6 +156,7 @@ class KafkaBus:
         # a revocation waits for the batch in flight and no batch runs during one.
         self._lock = asyncio.Lock()
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._lag: dict[TopicPartition, int] = {}  # per partition, for INBOX_LAG
         self._commit_interval_s = settings.kafka_commit_interval_ms / 1000
         self._committed_at = 0.0
 
@@ -385,6 +387,7 @@ class KafkaBus:
                 log.warning("inbox consumer error, retrying", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
+            self._note_lag(consumer, batches)
             if not batches:
                 if self._uncommitted:  # quiet now: commit what the last batches left
                     async with self._lock:
@@ -408,6 +411,19 @@ class KafkaBus:
                     log.warning("inbox batch failed; it will be retried", exc_info=True)
             if failures:  # back off outside the lock, so a rebalance is not held up
                 await asyncio.sleep(min(0.5 * 2 ** min(failures, 4), 5.0))
+
+    def _note_lag(self, consumer: Any, batches: dict[TopicPartition, list[Any]]) -> None:
+        """``tidings_inbox_consumer_lag``: records behind the brokers' end, over this
+        server's partitions, as the last fetch saw it (a fetch that returned nothing means
+        caught up). A few dict lookups per batch."""
+        lag = self._lag
+        if not batches:
+            lag.clear()
+        for tp, records in batches.items():
+            end = consumer.highwater(tp)
+            if records and end is not None:
+                lag[tp] = max(0, end - records[-1].offset - 1)
+        metrics.INBOX_LAG.set(sum(lag.values()))
 
     async def _handle(
         self, consumer: Any, batches: dict[TopicPartition, list[Any]], handler: EventHandler
