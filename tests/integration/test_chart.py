@@ -466,7 +466,7 @@ def test_operator_args_parse_with_the_operators_own_parser(
     parsed = _parse_operator_args(container)
     assert parsed.namespace == namespaces
     assert parsed.all_namespaces is (not namespaces)
-    assert parsed.tick_seconds == 5 and parsed.resync_seconds == 60
+    assert parsed.tick_seconds == 2 and parsed.resync_seconds == 60
     assert parsed.log_json is True and parsed.verbose is False
     # The liveness probe asks kopf's liveness endpoint where the operator serves it.
     url = re.fullmatch(r"http://0\.0\.0\.0:(\d+)(/\S*)", parsed.liveness)
