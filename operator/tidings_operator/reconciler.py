@@ -680,14 +680,8 @@ class Reconciler:
         self, namespace: str, spec: ClusterSpec
     ) -> dict[str, dict[str, str]] | str:
         """The referenced Secrets, decoded; or a message naming what is missing."""
-        found: dict[str, dict[str, str]] = {}
-        missing: list[str] = []
-        for secret_name in spec.secret_names():
-            raw = await self.kube.get("Secret", namespace, secret_name)
-            if raw is None:
-                missing.append(f"Secret {secret_name}")
-            else:
-                found[secret_name] = _decode(raw)
+        found = await self._existing_secrets(namespace, spec)
+        missing = [f"Secret {n}" for n in spec.secret_names() if n not in found]
         for ref, what in (
             (spec.postgres_url, "postgres.urlSecretRef"),
             (spec.jwt_secret, "jwtSecretRef"),
@@ -730,18 +724,23 @@ class Reconciler:
         self, namespace: str, state: ClusterState, spec: ClusterSpec
     ) -> dict[str, dict[str, str]]:
         """The Secrets the spec names that exist now, decoded (for the pods' secrets hash);
-        a changed Kafka auth Secret also goes to the operator's own Kafka client."""
+        a changed Kafka auth Secret or CA also goes to the operator's own Kafka client."""
+        found = await self._existing_secrets(namespace, spec)
+        ca = spec.kafka.tls.ca if spec.kafka.tls is not None else None
+        needed = [spec.kafka.auth_secret, ca.name if ca is not None else None]
+        if state.kafka_options is not None and all(n in found for n in needed if n):
+            _use_kafka(state, spec, found)
+        return found
+
+    async def _existing_secrets(
+        self, namespace: str, spec: ClusterSpec
+    ) -> dict[str, dict[str, str]]:
+        """The Secrets the spec names that exist, decoded, by name."""
         found: dict[str, dict[str, str]] = {}
         for secret_name in spec.secret_names():
             raw = await self.kube.get("Secret", namespace, secret_name)
             if raw is not None:
                 found[secret_name] = _decode(raw)
-        needed = [
-            spec.kafka.auth_secret,
-            spec.kafka.tls and spec.kafka.tls.ca and spec.kafka.tls.ca.name,
-        ]
-        if state.kafka_options is not None and all(n in found for n in needed if n):
-            _use_kafka(state, spec, found)
         return found
 
     # --- sync: observe, decide, apply, report ---------------------------------------------
