@@ -40,7 +40,8 @@ async def test_group_message_reaches_every_member(
         assert got["channel_id"] == channel
         assert got["sender_id"] == a.user_id
         assert got["body"] == "hi all"
-        assert got["seq"] == "1"
+        # Next in each inbox after what the member held at hello (the group's events).
+        assert int(got["seq"]) == int(conn.welcome["cursor"]) + 1
 
 
 async def test_non_member_cannot_send_and_stays_connected(
@@ -116,6 +117,9 @@ async def test_added_member_receives_later_messages(
     added = await http.put(f"/v1/groups/{channel}/members/{late.user_id}", headers=owner.auth)
     assert added.status_code == 204, added.text
     after = await owner_conn.send_and_ack("welcome aboard", channel_id=channel)
+    joined = await late_conn.recv_until("msg")  # first: the event that says who came
+    assert joined["event"] == {"type": "member_added", "user_ids": [late.user_id]}
+    assert joined["channel_id"] == channel
     got = await late_conn.recv_until("msg")
     assert got["message_id"] == after["message_id"]
     assert got["message_id"] != before["message_id"]
@@ -153,12 +157,15 @@ async def test_member_removal_rules(http: httpx.AsyncClient, clients: Clients) -
     await b_conn.send_msg("still here?", channel_id=channel)
     assert (await b_conn.recv_until("error"))["code"] == "not_a_member"
     owner_conn = await clients.connect(owner)
-    ack = await owner_conn.send_and_ack("just us", channel_id=channel)
     c_conn = await clients.connect(c)
-    assert (await c_conn.take_msgs(1))[0]["message_id"] == ack["message_id"]
-    # b's next msg is one sent to b directly, not the group message.
+    ack = await owner_conn.send_and_ack("just us", channel_id=channel)
+    assert (await c_conn.recv_until("msg", message_id=ack["message_id"]))["body"] == "just us"
+    # b hears that it was removed, and of nothing said in the group after.
     direct = await owner_conn.send_and_ack("dm for b", to=b)
-    assert (await b_conn.recv_until("msg"))["message_id"] == direct["message_id"]
+    await b_conn.recv_until("msg", message_id=direct["message_id"])
+    seen = [f for f in (*b_conn.backlog, *b_conn.buffer) if f.get("type") == "msg"]
+    assert ack["message_id"] not in {f["message_id"] for f in seen}
+    assert {"type": "member_removed", "user_id": b.user_id} in [f.get("event") for f in seen]
 
 
 async def _users(http: httpx.AsyncClient, count: int) -> list[Account]:

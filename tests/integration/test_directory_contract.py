@@ -197,6 +197,28 @@ async def test_groups_members_and_the_cap(directory: AnyDirectory) -> None:
     assert channel is not None and channel.member_ids == [1, 3, 4]
 
 
+async def test_group_roles_settings_and_names(directory: AnyDirectory) -> None:
+    """Issue #20: the creator is the first admin; admins come and go; the last admin's
+    leaving makes the lowest remaining member admin; settings and names are stored."""
+    for uid in range(1, 5):
+        await directory.create_user(uid, f"r{uid}", "h", f"r{uid}", 0)
+    group = await directory.create_group("g:7", "roles", 2, [1, 3, 4], 0)
+    assert (group.admin_ids, group.members_can_add) == ([2], True)
+    await directory.set_admin("g:7", 4, True)
+    await directory.update_group("g:7", name="renamed", members_can_add=False)
+    channel = await directory.get_channel("g:7")
+    assert channel is not None
+    assert (channel.name, channel.admin_ids, channel.members_can_add) == ("renamed", [2, 4], False)
+    assert await directory.remove_member("g:7", 2) is None  # 4 is still an admin
+    assert await directory.remove_member("g:7", 4) == 1  # no admin left: the lowest id
+    assert await directory.remove_member("g:7", 4) is None  # not a member: nothing
+    (listed,) = [c for c in await directory.list_channels(3) if c.channel_id == "g:7"]
+    assert (listed.member_ids, listed.admin_ids) == ([1, 3], [1])
+    await directory.set_display_name(3, "Three")
+    user = await directory.get_user(3)
+    assert user is not None and user.display_name == "Three"
+
+
 async def test_dm_channels_are_made_once_and_listed(directory: AnyDirectory) -> None:
     for uid in (1, 2):
         await directory.create_user(uid, f"u{uid}", "h", f"u{uid}", 0)

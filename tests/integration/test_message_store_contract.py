@@ -187,6 +187,60 @@ async def test_attachments_are_kept_with_the_message(store: MessageStore) -> Non
     assert newest.attachments == () and "attachments" not in newest.to_wire()
 
 
+async def test_edits_deletes_and_reactions_change_their_target(store: MessageStore) -> None:
+    """Issue #20: an event that names a message changes it where it is stored: history
+    and search give its current state; the events stay in the history, unsearched."""
+    ch, alice, bob = channel(), uid(), uid()
+    base = id_at(now_ms())
+    target = replace(msg(base, ch, "meet at noon", sender=alice), reply_to=None)
+    reply = replace(msg(base + 1, ch, "ok", sender=bob), reply_to=base)
+    await save_all(store, [target, reply])
+
+    def event(n: int, sender: int, action: dict[str, Any], body: str = "") -> Message:
+        return replace(msg(base + n, ch, body, sender=sender), event=action)
+
+    edit = event(
+        2,
+        alice,
+        {"type": "edit", "message_id": str(base), "previous": "meet at noon"},
+        "meet at one",
+    )
+    thumbs = event(3, bob, {"type": "reaction", "message_id": str(base), "emoji": "👍"})
+    heart = event(4, alice, {"type": "reaction", "message_id": str(base), "emoji": "❤️"})
+    taken = event(5, bob, {"type": "reaction", "message_id": str(base), "emoji": ""})
+    await save_all(store, [edit, thumbs, heart])
+
+    now = await bounded(store.get_message(ch, base))
+    assert now is not None
+    assert (now.body, now.edited_at, now.reactions) == (
+        "meet at one",
+        edit.ts,
+        {bob: "👍", alice: "❤️"},
+    )
+    assert (await bounded(store.get_message(ch, base + 1))) == reply  # the reply keeps reply_to
+    assert await bounded(store.search([ch], "one", 10)) == [now]
+    assert await bounded(store.search([ch], "noon", 10)) == []  # the old text is gone
+    assert await bounded(store.get_message(channel(), base)) is None  # another channel: none
+    await save_all(store, [taken])
+    assert (await bounded(store.get_message(ch, base))).reactions == {alice: "❤️"}  # type: ignore[union-attr]
+    # Unread: bob has alice's message only (events and his own do not count).
+    assert await bounded(store.count_unread(ch, 0, bob, 100)) == 1
+    assert await bounded(store.count_unread(ch, base, bob, 100)) == 0
+    assert await bounded(store.count_unread(ch, 0, alice, 100)) == 1  # bob's reply
+
+    gone = event(6, alice, {"type": "delete", "message_id": str(base)})
+    await save_all(store, [gone])
+    tomb = await bounded(store.get_message(ch, base))
+    assert tomb is not None
+    assert (tomb.deleted, tomb.body, tomb.reactions, tomb.attachments) == (True, "", {}, ())
+    assert await bounded(store.search([ch], "one", 10)) == []
+    assert await bounded(store.count_unread(ch, 0, bob, 100)) == 0
+    # Everything is in the history, newest first; the events read back as saved.
+    history = await bounded(store.history(ch, None, 10))
+    assert ids(history) == [base + n for n in (6, 5, 4, 3, 2, 1, 0)]
+    assert history[4] == edit
+
+
 async def test_concurrent_resends_all_get_the_same_message(store: MessageStore) -> None:
     ch, sender, base = channel(), uid(), id_at(now_ms())
     candidates = [

@@ -290,6 +290,8 @@ def assemble(
         log=message_log,
         keys=keys,
         media=MediaStore(_engine_of(directory)),
+        edit_window_ms=settings.edit_window_s * 1000,
+        delete_window_ms=settings.delete_window_s * 1000,
     )
     if previous_secrets is None:
         previous_secrets = settings.jwt_previous_secrets

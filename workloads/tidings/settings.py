@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # a 1:1's two inboxes: at the defaults a message to 100 members costs 10.8, so one
     # sender reaches at most ~1,900 inboxes a second (a 1:1 sender ~40). 0: off.
     send_cost_per_recipient: float = Field(0.1, ge=0)
+    # How long after sending a message its sender may edit it, or delete it for everyone
+    # (docs/protocol.md, "Everyday messaging"; WhatsApp's are about the same).
+    edit_window_s: int = Field(900, ge=0)
+    delete_window_s: int = Field(172_800, ge=0)
     # A device's sockets at once; a new hello closes the oldest beyond this (4011).
     max_sockets_per_device: int = Field(2, ge=1)
     max_write_buffer_bytes: int = 4 << 20

@@ -146,3 +146,31 @@ async def test_a_database_of_the_trigger_version_keeps_its_index(tmp_path: Path)
     found = await store.search([f"dm:{ALICE}:{BOB}"], "history", 10)
     assert sorted(m.body for m in found) == ["ancient history", "recent history"]
     await store.close()
+
+
+async def test_a_store_written_before_channel_events_opens_and_reads_on(tmp_path: Path) -> None:
+    """A messages.db of schema version 3 (before issue #20) gains the new columns; its
+    messages read back unchanged and can be edited and searched."""
+    path = tmp_path / "messages.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE messages (message_id INTEGER PRIMARY KEY, channel_id TEXT NOT NULL, "
+        "sender_id INTEGER NOT NULL, sender_device_id INTEGER NOT NULL, "
+        "client_msg_id TEXT NOT NULL, body TEXT NOT NULL, ts INTEGER NOT NULL, "
+        "attachments TEXT);"
+        "INSERT INTO messages VALUES (5, 'dm:1:2', 1, 9, 'c5', 'old words', 1000, NULL);"
+        "PRAGMA user_version=3;"
+    )
+    conn.close()
+    store = await SqliteMessageStore.open(path)
+    try:
+        old = await store.get_message("dm:1:2", 5)
+        assert old == Message(5, "dm:1:2", 1, 9, "c5", "old words", 1000)
+        edit = Message(
+            6, "dm:1:2", 1, 9, "c6", "new words", 2000, event={"type": "edit", "message_id": "5"}
+        )
+        await store.save_message(edit)
+        assert [m.message_id for m in await store.search(["dm:1:2"], "new", 10)] == [5]
+        assert await store.search(["dm:1:2"], "old", 10) == []
+    finally:
+        await store.close()

@@ -10,7 +10,14 @@ from fastapi import APIRouter, Request, Response
 from tidings.api.deps import IdentityDep, RuntimeDep, parse_id, spend_hourly
 from tidings.api.errors import ApiError
 from tidings.api.routes_keys import announce_devices_changed
-from tidings.api.schemas import LoginBody, PushTokenBody, SignupBody, device_out, user_out
+from tidings.api.schemas import (
+    LoginBody,
+    ProfilePatchBody,
+    PushTokenBody,
+    SignupBody,
+    device_out,
+    user_out,
+)
 from tidings.auth import Identity
 from tidings.core import errors
 from tidings.core.ids import parse_decimal_id, random_user_id
@@ -140,6 +147,15 @@ async def profile(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
         for d in devices
     ]
     return out
+
+
+@router.patch("/me")
+async def change_profile(
+    body: ProfilePatchBody, me: IdentityDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """A new display name; others see it on their next look-up."""
+    await runtime.directory.set_display_name(me.user_id, body.display_name)
+    return await profile(me, runtime)
 
 
 async def _unlink(runtime: Runtime, user_id: int, device_id: int) -> None:

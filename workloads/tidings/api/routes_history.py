@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -12,15 +13,53 @@ from tidings.api.schemas import channel_out, messages_out
 from tidings.core import errors
 from tidings.core.errors import ProtocolError
 from tidings.core.ids import MAX_ID
+from tidings.runtime import Runtime
+from tidings.storage.base import Channel
 
 router = APIRouter(prefix="/v1")
 
 
+# Unread counts stop here: a client shows "999+" or the like beyond.
+UNREAD_COUNT_LIMIT = 1000
+
+
 @router.get("/channels")
 async def list_channels(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """The caller's channels with their read marks: the caller's own, an unread count,
+    and every other member's receipt watermarks (the ticks after a reload)."""
     channels = await runtime.directory.list_channels(me.user_id)
     latest = await runtime.messages.latest_message_ids([c.channel_id for c in channels])
-    return {"channels": [channel_out(c, latest.get(c.channel_id)) for c in channels]}
+    entries = await asyncio.gather(
+        *(_with_read_marks(runtime, me.user_id, c, latest.get(c.channel_id)) for c in channels)
+    )
+    return {"channels": list(entries)}
+
+
+async def _with_read_marks(
+    runtime: Runtime, user_id: int, channel: Channel, last_message_id: int | None
+) -> dict[str, Any]:
+    messages = runtime.messages
+    out = channel_out(channel, last_message_id)
+    others = [m for m in channel.member_ids if m != user_id]
+    mine, *theirs = await asyncio.gather(
+        *(messages.get_watermarks(channel.channel_id, m) for m in (user_id, *others))
+    )
+    unread = 0
+    if last_message_id is not None and last_message_id > mine.read_upto:
+        unread = await messages.count_unread(
+            channel.channel_id, mine.read_upto, user_id, UNREAD_COUNT_LIMIT
+        )
+    out["read_upto"] = str(mine.read_upto)
+    out["unread"] = unread
+    out["receipts"] = [
+        {
+            "user_id": str(member),
+            "delivered_upto": str(marks.delivered_upto),
+            "read_upto": str(marks.read_upto),
+        }
+        for member, marks in zip(others, theirs, strict=True)
+    ]
+    return out
 
 
 @router.get("/channels/{channel_id}/messages")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -9,8 +10,20 @@ from fastapi.responses import JSONResponse
 
 from tidings.api.deps import IdentityDep, RuntimeDep, parse_id, spend_hourly
 from tidings.api.errors import ApiError
-from tidings.api.schemas import GroupBody, group_out, invite_out, user_out
+from tidings.api.schemas import GroupBody, GroupPatchBody, group_out, invite_out, user_out
 from tidings.core import errors
+from tidings.core.channel_events import (
+    ADMIN_ADDED,
+    ADMIN_REMOVED,
+    GROUP_CREATED,
+    MEMBER_ADDED,
+    MEMBER_JOINED,
+    MEMBER_LEFT,
+    MEMBER_REMOVED,
+    RENAMED,
+    SETTINGS_CHANGED,
+    membership_event,
+)
 from tidings.core.channels import MAX_GROUP_MEMBERS, group_channel_id, parse_channel_id
 from tidings.core.ids import parse_decimal_id
 from tidings.runtime import Runtime, wall_ms
@@ -96,6 +109,14 @@ async def list_blocked(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
 
 
 # --- groups ------------------------------------------------------------------------
+# Every change reaches the members as a channel event (core/channel_events.py) through
+# their inboxes: gapless, on every device, in history.
+
+
+async def _announce(
+    runtime: Runtime, actor: int, channel_id: str, event: dict[str, Any], members: Iterable[int]
+) -> None:
+    await runtime.service.post_event(actor, channel_id, event, list(members))
 
 
 async def _add_or_invite(runtime: Runtime, channel_id: str, adder: int, user_id: int) -> bool:
@@ -143,6 +164,11 @@ async def create_group(body: GroupBody, me: IdentityDep, runtime: RuntimeDep) ->
     invited = sorted(named - set(friends))
     for uid in invited:
         await directory.invite(channel.channel_id, uid, me.user_id, wall_ms())
+    created = membership_event(GROUP_CREATED, name=channel.name)
+    await _announce(runtime, me.user_id, channel.channel_id, created, channel.member_ids)
+    if friends:
+        added = membership_event(MEMBER_ADDED, user_ids=friends)
+        await _announce(runtime, me.user_id, channel.channel_id, added, channel.member_ids)
     out = group_out(channel)
     out["invited"] = [str(uid) for uid in invited]
     return out
@@ -158,8 +184,37 @@ async def _group_of_member(channel_id: str, user_id: int, runtime: Runtime) -> C
     return channel
 
 
+async def _group_of_admin(channel_id: str, user_id: int, runtime: Runtime) -> Channel:
+    channel = await _group_of_member(channel_id, user_id, runtime)
+    if user_id not in channel.admin_ids:
+        raise ApiError(403, errors.FORBIDDEN, "only the group's admins may do this")
+    return channel
+
+
 @router.get("/groups/{channel_id}")
 async def get_group(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    return group_out(await _group_of_member(channel_id, me.user_id, runtime))
+
+
+@router.patch("/groups/{channel_id}")
+async def change_group(
+    channel_id: str, body: GroupPatchBody, me: IdentityDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Rename, or let members who are not admins add others (or not): admins only."""
+    channel = await _group_of_admin(channel_id, me.user_id, runtime)
+    renamed = body.name is not None and body.name != channel.name
+    switched = body.members_can_add is not None and body.members_can_add != channel.members_can_add
+    await runtime.directory.update_group(
+        channel_id,
+        name=body.name if renamed else None,
+        members_can_add=body.members_can_add if switched else None,
+    )
+    if renamed:
+        event = membership_event(RENAMED, name=body.name)
+        await _announce(runtime, me.user_id, channel_id, event, channel.member_ids)
+    if switched:
+        event = membership_event(SETTINGS_CHANGED, members_can_add=body.members_can_add)
+        await _announce(runtime, me.user_id, channel_id, event, channel.member_ids)
     return group_out(await _group_of_member(channel_id, me.user_id, runtime))
 
 
@@ -167,8 +222,11 @@ async def get_group(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> di
 async def add_member(
     channel_id: str, user_id: str, me: IdentityDep, runtime: RuntimeDep
 ) -> Response | dict[str, Any]:
-    """A friend of the caller is added (204); anyone else is invited (202)."""
+    """A friend of the caller is added (204); anyone else is invited (202). Only admins,
+    unless the group lets every member add."""
     channel = await _group_of_member(channel_id, me.user_id, runtime)
+    if not channel.members_can_add and me.user_id not in channel.admin_ids:
+        raise ApiError(403, errors.FORBIDDEN, "only the group's admins add members here")
     new_member = parse_id(user_id)
     if await runtime.directory.get_user(new_member) is None:
         raise ApiError(404, errors.UNKNOWN_USER, f"no user {user_id}")
@@ -181,6 +239,8 @@ async def add_member(
     except GroupFull as exc:
         raise ApiError(409, errors.GROUP_FULL, "the group has 100 members") from exc
     if added:
+        event = membership_event(MEMBER_ADDED, user_ids=[new_member])
+        await _announce(runtime, me.user_id, channel_id, event, [*channel.member_ids, new_member])
         return Response(status_code=204)
     return JSONResponse({"invited": True}, status_code=202)
 
@@ -189,11 +249,55 @@ async def add_member(
 async def remove_member(
     channel_id: str, user_id: str, me: IdentityDep, runtime: RuntimeDep
 ) -> Response:
+    """An admin removes anyone; any member removes self (leaves). The one who goes hears
+    of it too, and of nothing after."""
     channel = await _group_of_member(channel_id, me.user_id, runtime)
     target = parse_id(user_id)
-    if target != me.user_id and channel.owner_id != me.user_id:
-        raise ApiError(403, errors.FORBIDDEN, "only the owner removes other members")
-    await runtime.directory.remove_member(channel_id, target)
+    if target != me.user_id and me.user_id not in channel.admin_ids:
+        raise ApiError(403, errors.FORBIDDEN, "only the group's admins remove other members")
+    if target not in channel.member_ids:
+        return Response(status_code=204)
+    promoted = await runtime.directory.remove_member(channel_id, target)
+    kind = MEMBER_LEFT if target == me.user_id else MEMBER_REMOVED
+    event = membership_event(kind, user_id=target)
+    await _announce(runtime, me.user_id, channel_id, event, channel.member_ids)
+    if promoted is not None:
+        staying = [m for m in channel.member_ids if m != target]
+        event = membership_event(ADMIN_ADDED, user_id=promoted)
+        await _announce(runtime, me.user_id, channel_id, event, staying)
+    return Response(status_code=204)
+
+
+@router.put("/groups/{channel_id}/admins/{user_id}", status_code=204)
+async def make_admin(
+    channel_id: str, user_id: str, me: IdentityDep, runtime: RuntimeDep
+) -> Response:
+    channel = await _group_of_admin(channel_id, me.user_id, runtime)
+    target = parse_id(user_id)
+    if target not in channel.member_ids:
+        raise ApiError(404, errors.UNKNOWN_USER, "not a member of this group")
+    if target not in channel.admin_ids:
+        await runtime.directory.set_admin(channel_id, target, True)
+        event = membership_event(ADMIN_ADDED, user_id=target)
+        await _announce(runtime, me.user_id, channel_id, event, channel.member_ids)
+    return Response(status_code=204)
+
+
+@router.delete("/groups/{channel_id}/admins/{user_id}", status_code=204)
+async def unmake_admin(
+    channel_id: str, user_id: str, me: IdentityDep, runtime: RuntimeDep
+) -> Response:
+    channel = await _group_of_admin(channel_id, me.user_id, runtime)
+    target = parse_id(user_id)
+    if target not in channel.admin_ids:
+        return Response(status_code=204)
+    if channel.admin_ids == [target]:
+        raise ApiError(
+            409, errors.LAST_ADMIN, "a group needs an admin: make someone else admin first"
+        )
+    await runtime.directory.set_admin(channel_id, target, False)
+    event = membership_event(ADMIN_REMOVED, user_id=target)
+    await _announce(runtime, me.user_id, channel_id, event, channel.member_ids)
     return Response(status_code=204)
 
 
@@ -219,6 +323,8 @@ async def accept_invite(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -
     channel = await directory.get_channel(channel_id) if joined else None
     if channel is None:
         raise ApiError(404, errors.NOT_FOUND, "no invite to that group")
+    event = membership_event(MEMBER_JOINED, user_id=me.user_id)
+    await _announce(runtime, me.user_id, channel_id, event, channel.member_ids)
     return group_out(channel)
 
 

@@ -91,6 +91,31 @@ def invite_out(invite: Invite, inviter: User | None) -> dict[str, Any]:
     }
 
 
+class GroupPatchBody(BaseModel):
+    """``PATCH /v1/groups/{id}``: what an admin changes (issue #20)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=128)
+    members_can_add: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, value: str | None) -> str | None:
+        return None if value is None else clean_display_name(value)
+
+
+class ProfilePatchBody(BaseModel):
+    """``PATCH /v1/me``: a new display name (the sign-up rules)."""
+
+    model_config = ConfigDict(extra="forbid")
+    display_name: str = Field(min_length=1, max_length=128)
+
+    @field_validator("display_name")
+    @classmethod
+    def _clean_display_name(cls, value: str) -> str:
+        return clean_display_name(value)
+
+
 def channel_out(channel: Channel, last_message_id: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "channel_id": channel.channel_id,
@@ -101,6 +126,8 @@ def channel_out(channel: Channel, last_message_id: int | None = None) -> dict[st
     if channel.kind == "group":
         out["name"] = channel.name
         out["owner_id"] = str(channel.owner_id)
+        out["admin_ids"] = [str(m) for m in channel.admin_ids]
+        out["members_can_add"] = channel.members_can_add
     if last_message_id is not None:
         out["last_message_id"] = str(last_message_id)
     return out
@@ -113,6 +140,8 @@ def group_out(channel: Channel) -> dict[str, Any]:
         "owner_id": str(channel.owner_id),
         "member_ids": [str(m) for m in channel.member_ids],
         "e2e": channel.e2e,
+        "admin_ids": [str(m) for m in channel.admin_ids],
+        "members_can_add": channel.members_can_add,
     }
 
 

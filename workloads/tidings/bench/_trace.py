@@ -124,6 +124,8 @@ class Side:
             if str(frame.get("sender_id")) == self.user_id:
                 self.echoes += 1
                 return
+            if "event" in frame:
+                return  # a channel event (a group's creation, a join): not the load
             self.received += 1
             with contextlib.suppress(ValueError):
                 self.latency.record_ns(now - int(str(frame["body"]).split("|", 1)[0]))

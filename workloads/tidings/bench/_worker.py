@@ -128,6 +128,8 @@ class Worker:
                 mine = frame["from"] == peer.account["user_id"]
             if mine:
                 self.counts["echoes"] += 1
+            elif "event" in frame:
+                pass  # a channel event (a group's creation, a join): not the load
             else:
                 self._received(frame["body"])
                 if self.track:

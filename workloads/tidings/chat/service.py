@@ -7,11 +7,20 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tidings.bus.base import InboxBus, InboxEvent
 from tidings.chat.message_log import BusMessageLog
 from tidings.chat.ports import MessageLog
 from tidings.core import errors
+from tidings.core.channel_events import (
+    DELETE,
+    EVENT_CLIENT_MSG_ID,
+    action_target,
+    check_action,
+    check_reply,
+    stored_action,
+)
 from tidings.core.channels import dm_channel_id, parse_channel_id
 from tidings.core.e2ee import check_devices, encode_body
 from tidings.core.errors import ProtocolError
@@ -60,6 +69,11 @@ def _refuse_reuse(
         answer.set_result(stored.result())
 
 
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a deleted message's media stayed shared", exc_info=task.exception())
+
+
 class ChatService:
     def __init__(
         self,
@@ -74,7 +88,11 @@ class ChatService:
         log: MessageLog | None = None,
         keys: KeyDirectory | None = None,
         media: MediaStore | None = None,
+        edit_window_ms: int = 900_000,
+        delete_window_ms: int = 172_800_000,
     ) -> None:
+        self.edit_window_ms = edit_window_ms
+        self.delete_window_ms = delete_window_ms
         self.keys = keys
         self.media = media
         self.partition_of = partition_of
@@ -228,7 +246,15 @@ class ChatService:
         ``duplicate_client_msg_id`` and delivers nothing.
         """
         channel_id, members, e2e = await self._resolve_send_target(user_id, frame)
-        body = await self._stored_body(device_id, frame, channel_id, members, e2e)
+        event, target = None, None
+        if frame.action is not None:  # an edit, delete or reaction: no new text to wrap
+            event, target = await self._checked_action(user_id, frame, channel_id, e2e)
+            body = frame.body
+        else:
+            if frame.reply_to is not None:
+                target = await self.messages.get_message(channel_id, frame.reply_to)
+                check_reply(target, frame.client_msg_id)
+            body = await self._stored_body(device_id, frame, channel_id, members, e2e)
         attachments: Attachments = ()
         if frame.attachments:
             attachments = await self._attach(user_id, frame, channel_id, e2e)
@@ -242,12 +268,62 @@ class ChatService:
             body=body,
             ts=self.clock_ms(),
             attachments=attachments,
+            reply_to=frame.reply_to,
+            event=event,
         )
         answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self.log.append(candidate, members).add_done_callback(
             functools.partial(_refuse_reuse, answer, frame.client_msg_id)
         )
+        if event is not None and event["type"] == DELETE and target and target.attachments:
+            answer.add_done_callback(functools.partial(self._unshare_media, target))
         return answer
+
+    def _unshare_media(self, target: Message, deleted: asyncio.Future[Message]) -> None:
+        """Once a message is deleted for everyone, its media are no longer the channel's."""
+        if deleted.cancelled() or deleted.exception() is not None or self.media is None:
+            return
+        ids = [str(a["media_id"]) for a in target.attachments]
+        task = asyncio.ensure_future(self.media.unreference(ids, target.channel_id))
+        task.add_done_callback(_log_failure)
+
+    async def _checked_action(
+        self, user_id: int, frame: Send, channel_id: str, e2e: bool
+    ) -> tuple[dict[str, Any], Message]:
+        """The event to store for an edit, delete or reaction the sender may make, and
+        the message it names; or the contract's error (core/channel_events.py)."""
+        assert frame.action is not None
+        target = await self.messages.get_message(channel_id, action_target(frame.action))
+        check_action(
+            frame.action,
+            target,
+            user_id,
+            self.clock_ms(),
+            e2e=e2e,
+            edit_window_ms=self.edit_window_ms,
+            delete_window_ms=self.delete_window_ms,
+            ref=frame.client_msg_id,
+        )
+        assert target is not None
+        return stored_action(frame.action, target), target
+
+    async def post_event(
+        self, actor_id: int, channel_id: str, event: dict[str, Any], members: Sequence[int]
+    ) -> Message:
+        """Store a server-made channel event (a membership change) from ``actor_id`` and
+        put it in ``members``' inboxes; returns it once durable."""
+        message_id = self.ids.next_id()
+        message = Message(
+            message_id=message_id,
+            channel_id=channel_id,
+            sender_id=actor_id,
+            sender_device_id=0,
+            client_msg_id=f"{EVENT_CLIENT_MSG_ID}{message_id}",
+            body="",
+            ts=self.clock_ms(),
+            event=event,
+        )
+        return await self.log.append(message, sorted(set(members)))
 
     async def receipt(self, user_id: int, frame: Receipt) -> None:
         members = await self.channel_members(user_id, frame.channel_id, None)

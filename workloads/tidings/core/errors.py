@@ -29,6 +29,11 @@ NOT_E2E = "not_e2e"
 UNKNOWN_MEDIA = "unknown_media"
 MEDIA_NOT_READY = "media_not_ready"
 MEDIA_MISMATCH = "media_mismatch"
+# Issue #20: replies, edits, deletes, reactions and group roles.
+UNKNOWN_MESSAGE = "unknown_message"
+TOO_LATE = "too_late"
+NOT_SUPPORTED = "not_supported"
+LAST_ADMIN = "last_admin"
 # WebSocket errors that close it.
 UNAUTHORIZED = "unauthorized"
 HELLO_TIMEOUT = "hello_timeout"

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
+from tidings.core.channel_events import EDIT, parse_action
 from tidings.core.e2ee import MARK, Envelope, parse_envelopes
 from tidings.core.errors import BODY_TOO_LONG, INVALID_FRAME, ProtocolError
 from tidings.core.ids import MAX_ID, parse_decimal_id
@@ -41,6 +42,10 @@ class Send:
     envelopes: tuple[Envelope, ...] | None = None
     # Media uploads sent with it (core/media.py).
     attachments: tuple[Attachment, ...] = ()
+    # Issue #20 (core/channel_events.py): the message answered; an edit, delete or
+    # reaction of a message instead of a new one.
+    reply_to: int | None = None
+    action: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +140,9 @@ def _parse_send(frame: dict[str, Any]) -> Send:
     if not 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID:
         raise _invalid("client_msg_id must be 1-64 characters", client_msg_id[:64] or None)
     ref = client_msg_id
-    body = _string(frame, "body", ref)
+    action = parse_action(frame["event"], ref) if "event" in frame else None
+    # A delete or a reaction carries no text.
+    body = "" if action is not None and "body" not in frame else _string(frame, "body", ref)
     if len(body) > MAX_BODY_CHARS:
         raise ProtocolError(
             BODY_TOO_LONG, f"body is longer than {MAX_BODY_CHARS} characters", ref=ref
@@ -144,13 +151,21 @@ def _parse_send(frame: dict[str, Any]) -> Send:
         raise _invalid("body may not start with a NUL character", ref)
     envelopes = parse_envelopes(frame["envelopes"], ref) if "envelopes" in frame else None
     attachments = parse_attachments(frame["attachments"], ref) if "attachments" in frame else ()
+    reply_to = _decimal(frame, "reply_to", ref) if "reply_to" in frame else None
+    if action is not None:
+        _check_action_shape(action, body, envelopes, attachments, reply_to, ref)
     has_channel, has_to = "channel_id" in frame, "to" in frame
     if has_channel == has_to:
         raise _invalid("send needs exactly one of 'channel_id' and 'to'", ref)
     if has_channel:
-        channel_id = _string(frame, "channel_id", ref)
         return Send(
-            client_msg_id, body, channel_id=channel_id, envelopes=envelopes, attachments=attachments
+            client_msg_id,
+            body,
+            channel_id=_string(frame, "channel_id", ref),
+            envelopes=envelopes,
+            attachments=attachments,
+            reply_to=reply_to,
+            action=action,
         )
     return Send(
         client_msg_id,
@@ -158,7 +173,28 @@ def _parse_send(frame: dict[str, Any]) -> Send:
         to=_decimal(frame, "to", ref),
         envelopes=envelopes,
         attachments=attachments,
+        reply_to=reply_to,
+        action=action,
     )
+
+
+def _check_action_shape(
+    action: dict[str, Any],
+    body: str,
+    envelopes: tuple[Envelope, ...] | None,
+    attachments: tuple[Attachment, ...],
+    reply_to: int | None,
+    ref: str,
+) -> None:
+    """An edit carries the new text and nothing else; a delete or reaction nothing."""
+    if attachments or reply_to is not None or envelopes is not None:
+        raise _invalid(
+            "an edit, delete or reaction carries no attachments, reply or envelopes", ref
+        )
+    if action["type"] == EDIT and not body.strip():
+        raise _invalid("an edit needs the new text in 'body'", ref)
+    if action["type"] != EDIT and body:
+        raise _invalid(f"a {action['type']} carries no 'body'", ref)
 
 
 def _parse_receipt(frame: dict[str, Any]) -> Receipt:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -21,6 +21,19 @@ def attachments_from_text(text: str | None) -> Attachments:
     return tuple(orjson.loads(text)) if text else ()
 
 
+def json_to_text(value: dict[Any, Any] | None) -> str | None:
+    """How storage keeps an event or the reactions: compact JSON, or NULL for none."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if value else None
+
+
+def json_from_text(text: str | None) -> dict[str, Any] | None:
+    return orjson.loads(text) if text else None
+
+
+def reactions_from_text(text: str | None) -> dict[int, str]:
+    return {int(user): emoji for user, emoji in (json_from_text(text) or {}).items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     message_id: int
@@ -32,6 +45,13 @@ class Message:
     ts: int
     # Media sent with it (core/media.py: as sent, with what the server measured).
     attachments: Attachments = ()
+    # Issue #20 (core/channel_events.py): the message this one answers; a channel event
+    # (membership, edit, delete, reaction) instead of a text; the target's current state.
+    reply_to: int | None = None
+    event: dict[str, Any] | None = None
+    edited_at: int | None = None
+    deleted: bool = False
+    reactions: dict[int, str] = field(default_factory=dict)
 
     def to_wire_for(self, device_id: int) -> dict[str, Any]:
         """As one device may see it: an end-to-end message shows only that device's own
@@ -53,6 +73,16 @@ class Message:
         }
         if self.attachments:
             wire["attachments"] = list(self.attachments)
+        if self.reply_to is not None:
+            wire["reply_to"] = str(self.reply_to)
+        if self.event is not None:
+            wire["event"] = self.event
+        if self.edited_at is not None:
+            wire["edited_at"] = self.edited_at
+        if self.deleted:
+            wire["deleted"] = True
+        if self.reactions:
+            wire["reactions"] = {str(user): emoji for user, emoji in self.reactions.items()}
         return wire
 
     def same_send(self, other: Message) -> bool:
@@ -62,6 +92,8 @@ class Message:
             self.channel_id == other.channel_id
             and self.body == other.body
             and self.attachments == other.attachments
+            and self.reply_to == other.reply_to
+            and _same_action(self.event, other.event)
         )
 
     @classmethod
@@ -75,7 +107,21 @@ class Message:
             body=str(data["body"]),
             ts=int(data["ts"]),
             attachments=tuple(data.get("attachments") or ()),
+            reply_to=int(data["reply_to"]) if "reply_to" in data else None,
+            event=data.get("event"),
+            edited_at=data.get("edited_at"),
+            deleted=bool(data.get("deleted", False)),
+            reactions={int(u): e for u, e in (data.get("reactions") or {}).items()},
         )
+
+
+def _same_action(stored: dict[str, Any] | None, sent: dict[str, Any] | None) -> bool:
+    """An event as sent and as stored (the server adds ``previous`` to an edit)."""
+    if stored is None or sent is None:
+        return stored is sent
+    return {k: v for k, v in stored.items() if k != "previous"} == {
+        k: v for k, v in sent.items() if k != "previous"
+    }
 
 
 @dataclass(frozen=True, slots=True)

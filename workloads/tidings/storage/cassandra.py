@@ -30,12 +30,14 @@ Where Cassandra differs from SQLite, and how this store makes up for it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import unicodedata
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Container, Hashable, Iterable, Sequence
 from typing import Any
 
+from tidings.core.channel_events import ACTIONS, DELETE, EDIT
 from tidings.core.ids import EPOCH_MS, timestamp_ms
 from tidings.core.model import (
     InboxEntry,
@@ -45,6 +47,8 @@ from tidings.core.model import (
     Watermarks,
     attachments_from_text,
     attachments_to_text,
+    json_from_text,
+    json_to_text,
 )
 from tidings.settings import Settings
 from tidings.storage._cassandra_async import AsyncCql, PartitionWrites, Row, connect
@@ -66,8 +70,10 @@ _BATCH_ROWS = 50  # single-partition unlogged batches stay well under the 50 KiB
 _KNOWN_BUCKETS_MAX = 100_000
 
 _COLUMNS = (
-    "channel_id, message_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments"
+    "channel_id, message_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments, "
+    "reply_to, event, edited_at, deleted, reactions"
 )
+_WHERE_MESSAGE = "WHERE channel_id = ? AND bucket = ? AND message_id = ?"
 
 _STATEMENTS: dict[str, str] = {
     # messages and dedupe
@@ -85,8 +91,22 @@ _STATEMENTS: dict[str, str] = {
     ),
     "insert_message": (
         "INSERT INTO {ks}.messages (channel_id, bucket, message_id, sender_id, "
-        "sender_device_id, client_msg_id, body, ts, terms, attachments) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "sender_device_id, client_msg_id, body, ts, terms, attachments, reply_to, event) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    # what an edit, delete or reaction does to the message it names (issue #20)
+    "edit_message": (
+        "UPDATE {ks}.messages SET body = ?, terms = ?, edited_at = ? " + _WHERE_MESSAGE
+    ),
+    "delete_message": (
+        "UPDATE {ks}.messages SET body = '', terms = null, attachments = null, "
+        "reactions = null, edited_at = null, deleted = true " + _WHERE_MESSAGE
+    ),
+    "set_reaction": "UPDATE {ks}.messages SET reactions[?] = ? " + _WHERE_MESSAGE,
+    "unset_reaction": "DELETE reactions[?] FROM {ks}.messages " + _WHERE_MESSAGE,
+    "select_unread": (
+        "SELECT sender_id, event, deleted FROM {ks}.messages "
+        "WHERE channel_id = ? AND bucket = ? AND message_id > ? LIMIT ?"
     ),
     "select_message": (
         f"SELECT {_COLUMNS} FROM {{ks}}.messages "
@@ -193,6 +213,11 @@ def _message(row: Row) -> Message:
         body=row["body"],
         ts=int(row["ts"]),
         attachments=attachments_from_text(row["attachments"]),
+        reply_to=row["reply_to"],
+        event=json_from_text(row["event"]),
+        edited_at=row["edited_at"],
+        deleted=bool(row["deleted"]),
+        reactions={int(u): e for u, e in (row["reactions"] or {}).items()},
     )
 
 
@@ -336,15 +361,12 @@ class CassandraMessageStore:
             self._q["select_sent"], (m.sender_id, m.client_msg_id), what="save message (dedupe)"
         )
         if row is not None:
-            first = Message(
+            first = dataclasses.replace(
+                m,
                 message_id=int(row["message_id"]),
                 channel_id=row["channel_id"],
-                sender_id=m.sender_id,
                 sender_device_id=int(row["sender_device_id"]),
-                client_msg_id=m.client_msg_id,
-                body=m.body,
                 ts=int(row["ts"]),
-                attachments=m.attachments,
             )
             stored = await self._read_message(first.channel_id, first.message_id)
             if stored is not None:
@@ -354,6 +376,7 @@ class CassandraMessageStore:
             if fence is not None:
                 await fence()
             await self._list_bucket(first)
+            await self._apply_action(first)
             await self._insert_message(first)
             return first
         if fence is not None:
@@ -377,8 +400,33 @@ class CassandraMessageStore:
         )
         if fence is not None:
             await fence()
+        # The action first: the message row says "saved", and a resend re-applies it.
+        await self._apply_action(m)
         await self._insert_message(m)
         return m
+
+    async def _apply_action(self, event: Message) -> None:
+        """What an edit, delete or reaction does to the message it names: plain upserts
+        of the target's row, idempotent (a reaction is its user's element of the map)."""
+        action = event.event
+        if action is None or action["type"] not in ACTIONS:
+            return
+        target = int(action["message_id"])
+        where = (event.channel_id, bucket_of(target), target)
+        kind, what = action["type"], "apply " + action["type"]
+        if kind == EDIT:
+            terms = search_terms(event.body)
+            await self._cql.run(
+                self._q["edit_message"], (event.body, terms, event.ts, *where), what=what
+            )
+        elif kind == DELETE:
+            await self._cql.run(self._q["delete_message"], where, what=what)
+        elif action.get("emoji"):
+            await self._cql.run(
+                self._q["set_reaction"], (event.sender_id, action["emoji"], *where), what=what
+            )
+        else:
+            await self._cql.run(self._q["unset_reaction"], (event.sender_id, *where), what=what)
 
     async def _list_bucket(self, m: Message) -> None:
         """List the message's bucket in ``channel_buckets`` (once per process): whoever
@@ -406,8 +454,10 @@ class CassandraMessageStore:
                 m.client_msg_id,
                 m.body,
                 m.ts,
-                search_terms(m.body),
+                search_terms(m.body) if m.event is None else [],  # events are not searched
                 attachments_to_text(m.attachments),
+                m.reply_to,
+                json_to_text(m.event),
             ),
             ("messages", m.channel_id, bucket),
             size=200 + 2 * len(m.body.encode()),  # the body twice: itself and its words
@@ -467,6 +517,28 @@ class CassandraMessageStore:
 
         found = await self._cql.gather(latest(c) for c in dict.fromkeys(channel_ids))
         return {channel_id: mid for channel_id, mid in found if mid is not None}
+
+    async def get_message(self, channel_id: str, message_id: int) -> Message | None:
+        return await self._read_message(channel_id, message_id)
+
+    async def count_unread(self, channel_id: str, after: int, reader_id: int, limit: int) -> int:
+        """Messages from others after ``after`` that count as unread, up to ``limit``:
+        a walk of the channel's buckets newest first down to ``after``'s."""
+        counted, oldest = 0, bucket_of(after)
+        for bucket in await self._buckets(channel_id, bucket_of(_MAX_BIGINT)):
+            if bucket < oldest:
+                break
+            rows = await self._cql.rows(
+                self._q["select_unread"], (channel_id, bucket, after, limit), what="unread"
+            )
+            counted += sum(
+                1
+                for r in rows
+                if int(r["sender_id"]) != reader_id and r["event"] is None and not r["deleted"]
+            )
+            if counted >= limit:
+                return limit
+        return counted
 
     async def search(self, channel_ids: Sequence[str], query: str, limit: int) -> list[Message]:
         """Messages of the given channels with every word of ``query``, newest first.

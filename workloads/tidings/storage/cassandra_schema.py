@@ -165,6 +165,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         "messages.attachments: the media sent with a message (JSON; docs/media.md)",
         ("ALTER TABLE {ks}.messages ADD IF NOT EXISTS attachments text",),
     ),
+    Migration(
+        7,
+        "messages: replies, channel events, edits, deletes and reactions (issue #20)",
+        (
+            "ALTER TABLE {ks}.messages ADD IF NOT EXISTS reply_to bigint",
+            "ALTER TABLE {ks}.messages ADD IF NOT EXISTS event text",
+            "ALTER TABLE {ks}.messages ADD IF NOT EXISTS edited_at bigint",
+            "ALTER TABLE {ks}.messages ADD IF NOT EXISTS deleted boolean",
+            # One element per reacting user: each is written alone, so reactions from
+            # several chat servers never overwrite each other.
+            "ALTER TABLE {ks}.messages ADD IF NOT EXISTS reactions map<bigint, text>",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -101,6 +101,20 @@ def _either_way(first: Any, second: Any, a: int, b: int) -> ColumnElement[bool]:
     return or_(and_(first == a, second == b), and_(first == b, second == a))
 
 
+def _channel(row: Any, members: Sequence[tuple[int, bool]]) -> Channel:
+    """A channel from its row and its (member, admin) rows, members in id order."""
+    return Channel(
+        row.channel_id,
+        row.kind,
+        row.name,
+        row.owner_id,
+        [uid for uid, _ in members],
+        bool(row.e2e),
+        [uid for uid, admin in members if admin],
+        bool(row.members_can_add),
+    )
+
+
 def _user(row: Any) -> User:
     return User(row.user_id, row.username, row.display_name, row.password_hash, row.created_at)
 
@@ -339,6 +353,13 @@ class SqlDirectory:
         async with self.engine.connect() as conn:
             rows = await conn.execute(select(users).where(users.c.user_id.in_(ids)))
         return [_user(row) for row in rows]
+
+    async def set_display_name(self, user_id: int, display_name: str) -> None:
+        async with self._write() as write:
+            await write.conn.execute(
+                update(users).where(users.c.user_id == user_id).values(display_name=display_name)
+            )
+            write.changed("user", user_id)
 
     # --- devices -------------------------------------------------------------------
 
@@ -869,11 +890,14 @@ class SqlDirectory:
             )
             await write.conn.execute(
                 insert(channel_members),
-                [{"channel_id": channel_id, "user_id": uid} for uid in members],
+                [
+                    {"channel_id": channel_id, "user_id": uid, "admin": uid == owner_id}
+                    for uid in members
+                ],
             )
             write.changed("channel", channel_id)
             write.changed("audience", *members)
-        return Channel(channel_id, "group", name, owner_id, members, e2e)
+        return Channel(channel_id, "group", name, owner_id, members, e2e, [owner_id])
 
     async def get_channel(self, channel_id: str) -> Channel | None:
         async with self.engine.connect() as conn:
@@ -883,18 +907,11 @@ class SqlDirectory:
             if row is None:
                 return None
             members = await conn.execute(
-                select(channel_members.c.user_id)
+                select(channel_members.c.user_id, channel_members.c.admin)
                 .where(channel_members.c.channel_id == channel_id)
                 .order_by(channel_members.c.user_id)
             )
-            return Channel(
-                row.channel_id,
-                row.kind,
-                row.name,
-                row.owner_id,
-                [m[0] for m in members],
-                bool(row.e2e),
-            )
+            return _channel(row, list(members))
 
     async def _members(self, conn: AsyncConnection, channel_id: str) -> list[int]:
         rows = await conn.execute(
@@ -926,19 +943,61 @@ class SqlDirectory:
         write.changed("channel", channel_id)
         write.changed("audience", user_id, *members)
 
-    async def remove_member(self, channel_id: str, user_id: int) -> None:
+    async def remove_member(self, channel_id: str, user_id: int) -> int | None:
         async with self._write() as write:
-            members = await self._members(write.conn, channel_id)
+            rows = (
+                await write.conn.execute(
+                    select(channel_members.c.user_id, channel_members.c.admin).where(
+                        channel_members.c.channel_id == channel_id
+                    )
+                )
+            ).all()
+            members = [uid for uid, _ in rows]
             if user_id not in members:
-                return
+                return None
             await write.conn.execute(
                 delete(channel_members).where(
                     channel_members.c.channel_id == channel_id,
                     channel_members.c.user_id == user_id,
                 )
             )
+            staying = sorted(uid for uid, admin in rows if uid != user_id)
+            promoted = None
+            if staying and not any(admin for uid, admin in rows if uid != user_id):
+                promoted = staying[0]
+                await self._set_admin(write, channel_id, promoted, True)
             write.changed("channel", channel_id)
             write.changed("audience", *members)
+            return promoted
+
+    async def update_group(
+        self, channel_id: str, *, name: str | None = None, members_can_add: bool | None = None
+    ) -> None:
+        values: dict[str, Any] = {}
+        if name is not None:
+            values["name"] = name
+        if members_can_add is not None:
+            values["members_can_add"] = members_can_add
+        if not values:
+            return
+        async with self._write() as write:
+            await write.conn.execute(
+                update(channels).where(channels.c.channel_id == channel_id).values(**values)
+            )
+            write.changed("channel", channel_id)
+
+    async def set_admin(self, channel_id: str, user_id: int, admin: bool) -> None:
+        async with self._write() as write:
+            await self._set_admin(write, channel_id, user_id, admin)
+            write.changed("channel", channel_id)
+
+    @staticmethod
+    async def _set_admin(write: _Write, channel_id: str, user_id: int, admin: bool) -> None:
+        await write.conn.execute(
+            update(channel_members)
+            .where(channel_members.c.channel_id == channel_id, channel_members.c.user_id == user_id)
+            .values(admin=admin)
+        )
 
     async def list_channels(self, user_id: int) -> list[Channel]:
         mine = select(channel_members.c.channel_id).where(channel_members.c.user_id == user_id)
@@ -951,21 +1010,13 @@ class SqlDirectory:
                 )
             ).all()
             member_rows = await conn.execute(
-                select(channel_members.c.channel_id, channel_members.c.user_id)
+                select(
+                    channel_members.c.channel_id, channel_members.c.user_id, channel_members.c.admin
+                )
                 .where(channel_members.c.channel_id.in_(mine))
                 .order_by(channel_members.c.user_id)
             )
-            members: dict[str, list[int]] = {}
-            for channel_id, uid in member_rows:
-                members.setdefault(channel_id, []).append(uid)
-        return [
-            Channel(
-                r.channel_id,
-                r.kind,
-                r.name,
-                r.owner_id,
-                members.get(r.channel_id, []),
-                bool(r.e2e),
-            )
-            for r in rows
-        ]
+            members: dict[str, list[tuple[int, bool]]] = {}
+            for channel_id, uid, admin in member_rows:
+                members.setdefault(channel_id, []).append((uid, admin))
+        return [_channel(r, members.get(r.channel_id, [])) for r in rows]

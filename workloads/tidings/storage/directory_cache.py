@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -976,20 +977,28 @@ class CachedDirectory:
         if channel is None:
             return None
         # A copy of the members: the cached one is shared.
-        return Channel(
-            channel.channel_id,
-            channel.kind,
-            channel.name,
-            channel.owner_id,
-            list(channel.member_ids),
-            channel.e2e,
+        return dataclasses.replace(
+            channel, member_ids=list(channel.member_ids), admin_ids=list(channel.admin_ids)
         )
 
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
         await self._confirmed(self.inner.add_member(channel_id, user_id, max_members))
 
-    async def remove_member(self, channel_id: str, user_id: int) -> None:
-        await self._confirmed(self.inner.remove_member(channel_id, user_id))
+    async def remove_member(self, channel_id: str, user_id: int) -> int | None:
+        return await self._confirmed(self.inner.remove_member(channel_id, user_id))
+
+    async def update_group(
+        self, channel_id: str, *, name: str | None = None, members_can_add: bool | None = None
+    ) -> None:
+        await self._confirmed(
+            self.inner.update_group(channel_id, name=name, members_can_add=members_can_add)
+        )
+
+    async def set_admin(self, channel_id: str, user_id: int, admin: bool) -> None:
+        await self._confirmed(self.inner.set_admin(channel_id, user_id, admin))
+
+    async def set_display_name(self, user_id: int, display_name: str) -> None:
+        await self._confirmed(self.inner.set_display_name(user_id, display_name))
 
     async def list_channels(self, user_id: int) -> list[Channel]:
         return await self.inner.list_channels(user_id)  # the API's, not the hot path's

@@ -116,6 +116,28 @@ def _media(conn: Connection) -> None:
     metadata.create_all(conn, tables=V8_TABLES, checkfirst=True)
 
 
+def _group_roles(conn: Connection) -> None:
+    # A database made since has the columns (create_all builds the tables as defined now).
+    have = {column["name"] for column in inspect(conn).get_columns("channels")}
+    if "members_can_add" not in have:
+        conn.execute(
+            text("ALTER TABLE channels ADD COLUMN members_can_add BOOLEAN NOT NULL DEFAULT true")
+        )
+    have = {column["name"] for column in inspect(conn).get_columns("channel_members")}
+    if "admin" not in have:
+        conn.execute(
+            text("ALTER TABLE channel_members ADD COLUMN admin BOOLEAN NOT NULL DEFAULT false")
+        )
+    # Each group's owner (its creator) is its first admin.
+    conn.execute(
+        text(
+            "UPDATE channel_members SET admin = true WHERE EXISTS (SELECT 1 FROM channels c "
+            "WHERE c.channel_id = channel_members.channel_id AND c.kind = 'group' "
+            "AND c.owner_id = channel_members.user_id)"
+        )
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, devices, friends, channels, channel_members", _initial),
     Migration(2, "directory_changes: the change log the directory caches follow", _change_log),
@@ -134,6 +156,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(7, "channels.e2e: a channel is end-to-end or not, from its creation", _channel_modes),
     Migration(8, "media, media_refs: uploads and the channels they were sent to", _media),
+    Migration(9, "group roles: channel_members.admin, channels.members_can_add", _group_roles),
 ]
 
 

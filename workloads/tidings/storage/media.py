@@ -122,6 +122,17 @@ class MediaStore:
                 continue
         return True  # three races in a row: each was the same reference, made elsewhere
 
+    async def unreference(self, media_ids: Sequence[str], channel_id: str) -> None:
+        """The channel's members may no longer fetch these (their message was deleted for
+        everyone); the uploader still may, and the sweeper leaves them to their owner."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(media_refs).where(
+                    media_refs.c.media_id.in_(list(media_ids)),
+                    media_refs.c.channel_id == channel_id,
+                )
+            )
+
     async def channels_of(self, media_id: str) -> list[str]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tidings import metrics
+from tidings.core.channel_events import ACTIONS, applied
 from tidings.core.model import (
     InboxEntry,
     Message,
@@ -34,6 +35,9 @@ from tidings.core.model import (
     Watermarks,
     attachments_from_text,
     attachments_to_text,
+    json_from_text,
+    json_to_text,
+    reactions_from_text,
 )
 from tidings.storage._sqlite_writer import BeforeCommit, GroupCommitWriter
 from tidings.storage.base import ClientMsgIdReused
@@ -49,7 +53,12 @@ CREATE TABLE IF NOT EXISTS messages (
     client_msg_id TEXT NOT NULL,
     body TEXT NOT NULL,
     ts INTEGER NOT NULL,
-    attachments TEXT
+    attachments TEXT,
+    reply_to INTEGER,
+    event TEXT,
+    edited_at INTEGER,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    reactions TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_messages_channel ON messages (channel_id, message_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_dedupe ON messages (sender_id, client_msg_id);
@@ -84,17 +93,26 @@ CREATE TABLE IF NOT EXISTS store_meta (
     value INTEGER NOT NULL
 );
 """
-# 1: FTS kept by a trigger on insert; 2: indexed just behind the sends; 3: attachments
-SCHEMA_VERSION = 3
+# 1: FTS kept by a trigger on insert; 2: indexed just behind the sends; 3: attachments;
+# 4: replies, channel events, edits, deletes and reactions (issue #20)
+SCHEMA_VERSION = 4
+_V4_COLUMNS = {
+    "reply_to": "INTEGER",
+    "event": "TEXT",
+    "edited_at": "INTEGER",
+    "deleted": "INTEGER NOT NULL DEFAULT 0",
+    "reactions": "TEXT",
+}
 FTS_WATERMARK = "fts_indexed_upto"
 FTS_CHUNK = 1000
 WATERMARK_CACHE = 100_000
 
 _MESSAGE_COLUMNS = (
-    "message_id, channel_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments"
+    "message_id, channel_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments, "
+    "reply_to, event, edited_at, deleted, reactions"
 )
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) "
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
 )
 _FIND_SENT = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id=? AND client_msg_id=?"
@@ -115,6 +133,11 @@ def _message(row: Sequence[Any]) -> Message:
         row[5],
         int(row[6]),
         attachments_from_text(row[7]),
+        row[8],
+        json_from_text(row[9]),
+        row[10],
+        bool(row[11]),
+        reactions_from_text(row[12]),
     )
 
 
@@ -128,6 +151,11 @@ def _row(m: Message) -> tuple[Any, ...]:
         m.body,
         m.ts,
         attachments_to_text(m.attachments),
+        m.reply_to,
+        json_to_text(m.event),
+        m.edited_at,
+        int(m.deleted),
+        json_to_text(m.reactions),
     )
 
 
@@ -242,6 +270,9 @@ class SqliteMessageStore:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
         if "attachments" not in columns:  # made before version 3
             conn.execute("ALTER TABLE messages ADD COLUMN attachments TEXT")
+        for name, kind in _V4_COLUMNS.items():  # made before version 4
+            if name not in columns:
+                conn.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
         log.info("messages.db schema moved from version %s to %s", version, SCHEMA_VERSION)
@@ -272,14 +303,53 @@ class SqliteMessageStore:
         if conn.execute(_INSERT_MESSAGE, _row(message)).rowcount:
             if message.message_id > self._written_upto:
                 self._written_upto = message.message_id
-            elif message.message_id <= self._fts_upto:  # out of order: index it now
+            elif message.message_id <= self._fts_upto and message.event is None:
+                # out of order: index it now (events are never searched)
                 conn.execute(
                     "INSERT INTO messages_fts (rowid, body) VALUES (?, ?)",
                     (message.message_id, message.body),
                 )
+            if message.event is not None and message.event["type"] in ACTIONS:
+                self._apply_action(conn, message)
             return None
         return _message(
             conn.execute(_FIND_SENT, (message.sender_id, message.client_msg_id)).fetchone()
+        )
+
+    def _apply_action(self, conn: sqlite3.Connection, event: Message) -> None:
+        """Change the message an edit, delete or reaction names, in the transaction that
+        stores the event (core/channel_events.py); the search index follows."""
+        assert event.event is not None
+        target_id = int(event.event["message_id"])
+        row = conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id=? AND channel_id=?",
+            (target_id, event.channel_id),
+        ).fetchone()
+        if row is None:
+            return
+        target = _message(row)
+        after = applied(target, event)
+        if after.body != target.body and target_id <= self._fts_upto:
+            # An external-content index forgets a row only when told its old text.
+            conn.execute(
+                "INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', ?, ?)",
+                (target_id, target.body),
+            )
+            if after.body:
+                conn.execute(
+                    "INSERT INTO messages_fts (rowid, body) VALUES (?, ?)", (target_id, after.body)
+                )
+        conn.execute(
+            "UPDATE messages SET body=?, attachments=?, edited_at=?, deleted=?, reactions=? "
+            "WHERE message_id=?",
+            (
+                after.body,
+                attachments_to_text(after.attachments),
+                after.edited_at,
+                int(after.deleted),
+                json_to_text(after.reactions),
+                target_id,
+            ),
         )
 
     def _append_op(
@@ -384,6 +454,27 @@ class SqliteMessageStore:
 
         return await self.writer.read(query)
 
+    async def get_message(self, channel_id: str, message_id: int) -> Message | None:
+        def query(conn: sqlite3.Connection) -> Message | None:
+            row = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id=? AND channel_id=?",
+                (message_id, channel_id),
+            ).fetchone()
+            return _message(row) if row else None
+
+        return await self.writer.read(query)
+
+    async def count_unread(self, channel_id: str, after: int, reader_id: int, limit: int) -> int:
+        def query(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE channel_id=? "
+                "AND message_id>? AND sender_id!=? AND event IS NULL AND deleted=0 LIMIT ?)",
+                (channel_id, after, reader_id, limit),
+            ).fetchone()
+            return int(row[0])
+
+        return await self.writer.read(query)
+
     # --- search: indexed just behind the sends --------------------------------------
 
     def _index_op(self, conn: sqlite3.Connection) -> bool:
@@ -403,7 +494,7 @@ class SqliteMessageStore:
         top = int(row[0])
         conn.execute(
             "INSERT INTO messages_fts (rowid, body) SELECT message_id, body FROM messages "
-            "WHERE message_id > ? AND message_id <= ?",
+            "WHERE message_id > ? AND message_id <= ? AND event IS NULL AND body != ''",
             (upto, top),
         )
         conn.execute(

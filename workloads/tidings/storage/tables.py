@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    true,
 )
 
 metadata = MetaData()
@@ -64,6 +65,8 @@ channels = Table(
     Column("created_at", BigInteger, nullable=False),
     # Schema version 7: end-to-end (messages are per-device envelopes; docs/e2ee.md).
     Column("e2e", Boolean, nullable=False, server_default=false()),
+    # Schema version 9: whether members who are not admins may add others (issue #20).
+    Column("members_can_add", Boolean, nullable=False, server_default=true()),
 )
 
 channel_members = Table(
@@ -71,6 +74,8 @@ channel_members = Table(
     metadata,
     Column("channel_id", String(64), ForeignKey("channels.channel_id"), primary_key=True),
     Column("user_id", BigInteger, ForeignKey("users.user_id"), primary_key=True),
+    # Schema version 9: group admins (the creator first; docs/protocol.md, issue #20).
+    Column("admin", Boolean, nullable=False, server_default=false()),
     Index("ix_channel_members_user_id", "user_id"),
 )
 
