@@ -73,6 +73,11 @@ async def act(
     return await conn.recv_send_answer(client_msg_id)
 
 
+def plain(event: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A membership event without the display names it carries."""
+    return None if event is None else {k: v for k, v in event.items() if k != "names"}
+
+
 async def receipt(conn: WsClient, channel_id: str, message_id: str, status: str) -> None:
     await conn.send(
         {"type": "receipt", "channel_id": channel_id, "message_id": message_id, "status": status}
@@ -161,7 +166,7 @@ async def test_membership_changes_reach_every_member_as_events(
     channel = created.json()["channel_id"]
     o1, c1 = await clients.connect(owner), await clients.connect(carol)
     # What the group's creation said, in carol's inbox like any message.
-    events = [m["event"] for m in c1.received_msgs() if m["channel_id"] == channel]
+    events = [plain(m["event"]) for m in c1.received_msgs() if m["channel_id"] == channel]
     assert events == [
         {"type": "group_created", "name": "Book club"},
         {"type": "member_added", "user_ids": [carol.user_id]},
@@ -170,7 +175,11 @@ async def test_membership_changes_reach_every_member_as_events(
     added = await http.put(f"/v1/groups/{channel}/members/{dave.user_id}", headers=owner.auth)
     assert added.status_code == 204, added.text
     got = await c1.recv_until("msg", channel_id=channel)
-    assert got["event"] == {"type": "member_added", "user_ids": [dave.user_id]}
+    assert got["event"] == {
+        "type": "member_added",
+        "user_ids": [dave.user_id],
+        "names": {owner.user_id: owner.username, dave.user_id: dave.username},
+    }
     assert got["sender_id"] == owner.user_id
     assert got["body"] == ""
     assert got["client_msg_id"] == f"event:{got['message_id']}"
@@ -180,7 +189,7 @@ async def test_membership_changes_reach_every_member_as_events(
     )
     assert renamed.status_code == 200, renamed.text
     assert renamed.json()["name"] == "Reading"
-    assert (await c1.recv_until("msg", channel_id=channel))["event"] == {
+    assert plain((await c1.recv_until("msg", channel_id=channel))["event"]) == {
         "type": "renamed",
         "name": "Reading",
     }
@@ -188,19 +197,20 @@ async def test_membership_changes_reach_every_member_as_events(
     removed = await http.delete(f"/v1/groups/{channel}/members/{dave.user_id}", headers=owner.auth)
     assert removed.status_code == 204
     d1 = await clients.connect(dave)  # dave hears of it too (in his backlog)
-    told = [m["event"] for m in d1.received_msgs() if m["channel_id"] == channel]
+    told = [plain(m["event"]) for m in d1.received_msgs() if m["channel_id"] == channel]
     assert told[-1] == {"type": "member_removed", "user_id": dave.user_id}
     assert channel not in await channel_ids(http, dave)
     gone = await http.get(f"/v1/channels/{channel}/messages", headers=dave.auth)
     assert gone.status_code == 403
-    assert (await c1.recv_until("msg", channel_id=channel))["event"] == {
+    assert plain((await c1.recv_until("msg", channel_id=channel))["event"]) == {
         "type": "member_removed",
         "user_id": dave.user_id,
     }
 
     left = await http.delete(f"/v1/groups/{channel}/members/{carol.user_id}", headers=carol.auth)
     assert left.status_code == 204
-    assert (await o1.recv_until("msg", channel_id=channel, sender_id=carol.user_id))["event"] == {
+    got = await o1.recv_until("msg", channel_id=channel, sender_id=carol.user_id)
+    assert plain(got["event"]) == {
         "type": "member_left",
         "user_id": carol.user_id,
     }
@@ -273,7 +283,7 @@ async def test_when_the_last_admin_leaves_the_lowest_member_id_takes_over(
     view = (await http.get(f"/v1/groups/{channel}", headers=a.auth)).json()
     assert view["admin_ids"] == [heir.user_id]
     a1 = await clients.connect(a)
-    events = [m["event"] for m in a1.received_msgs() if "event" in m]
+    events = [plain(m["event"]) for m in a1.received_msgs() if "event" in m]
     assert events[-2:] == [
         {"type": "member_left", "user_id": owner.user_id},
         {"type": "admin_added", "user_id": heir.user_id},

@@ -116,6 +116,15 @@ async def list_blocked(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
 async def _announce(
     runtime: Runtime, actor: int, channel_id: str, event: dict[str, Any], members: Iterable[int]
 ) -> None:
+    """Post a membership event with the display names of the users it names (the actor
+    first), as they are now: a member who leaves stays nameable in the history."""
+    named = [
+        actor,
+        *(int(u) for u in event.get("user_ids", ())),
+        *([int(event["user_id"])] if "user_id" in event else []),
+    ]
+    users = {u.user_id: u for u in await runtime.directory.get_users(named)}
+    event["names"] = {str(uid): users[uid].display_name for uid in named if uid in users}
     await runtime.service.post_event(actor, channel_id, event, list(members))
 
 
