@@ -101,6 +101,11 @@ export class Api {
     return this.request("GET", "/v1/me");
   }
 
+  /** The profile with a new display name (422 invalid_request for a name it refuses). */
+  updateMe(displayName) {
+    return this.request("PATCH", "/v1/me", { display_name: displayName });
+  }
+
   /** A user the caller is related to (404 unknown_user for anyone else). */
   user(userId) {
     return this.request("GET", `/v1/users/${enc(userId)}`);
@@ -172,6 +177,24 @@ export class Api {
       `/v1/groups/${enc(channelId)}/members/${enc(userId)}`,
     );
     return answer?.invited ? "invited" : "added";
+  }
+
+  /** Rename a group or change its settings (`{name?, members_can_add?}`): admins only. */
+  updateGroup(channelId, changes) {
+    return this.request("PATCH", `/v1/groups/${enc(channelId)}`, changes);
+  }
+
+  /** Remove a member (admins), or leave (one's own user id). */
+  removeMember(channelId, userId) {
+    return this.request("DELETE", `/v1/groups/${enc(channelId)}/members/${enc(userId)}`);
+  }
+
+  /** Make (`true`) or unmake an admin; 409 last_admin when none would be left. */
+  setAdmin(channelId, userId, admin) {
+    return this.request(
+      admin ? "PUT" : "DELETE",
+      `/v1/groups/${enc(channelId)}/admins/${enc(userId)}`,
+    );
   }
 
   async channels() {

@@ -5,6 +5,8 @@ import { Api, ApiError } from "./api.js";
 import { h } from "./dom.js";
 import { isDm } from "./ids.js";
 import { MediaCache, uploadAttachments } from "./media.js";
+import * as nav from "./nav.js";
+import { Notifier } from "./notify.js";
 import { ChatSocket } from "./socket.js";
 import * as storage from "./storage.js";
 import { Store } from "./store.js";
@@ -13,12 +15,13 @@ import { Conversation } from "./views/conversation.js";
 import {
   errorText,
   friendsDialog,
-  groupInfoDialog,
   namesList,
   newChatDialog,
   newGroupDialog,
   settingsDialog,
 } from "./views/dialogs.js";
+import { groupDialog } from "./views/group.js";
+import { eventErrorText } from "./views/message_actions.js";
 import { Sidebar } from "./views/sidebar.js";
 
 const PAGE = 30; // history page size
@@ -171,6 +174,7 @@ function startChat() {
     lastTyping: new Map(),
     fetching: new Set(),
     media: new MediaCache(api), // media objects per media_id (download URLs)
+    notifier: new Notifier(session.user_id, (channelId) => chat && openChannel(channelId)),
   };
   chat.socialTimer = setInterval(refreshSocial, SOCIAL_EVERY_MS);
   root.className = "chat-root";
@@ -193,8 +197,9 @@ function startChat() {
   refreshChannels();
   refreshSocial();
   socket.start();
-  const wanted = decodeURIComponent(location.hash.replace(/^#\/c\//, ""));
-  if (location.hash.startsWith("#/c/") && wanted) openChannel(wanted);
+  nav.start(route); // Back and Forward; a reload at #/c/<channel_id> opens that chat
+  const wanted = nav.channelOfUrl();
+  if (wanted) openChannel(wanted);
 }
 
 function chatActions() {
@@ -227,8 +232,24 @@ function chatActions() {
     settings: () => settingsDialog(chat.store, chatActions()),
     groupInfo: (channelId) => {
       refreshGroup(channelId);
-      groupInfoDialog(chat.store, chatActions(), channelId);
+      groupDialog(chat.store, chatActions(), channelId); // members, roles, rename, leave
     },
+    // Issue #20: replies go with `send`; edits, deletes and reactions are events.
+    editMessage: (channelId, messageId, body) =>
+      sendEvent(channelId, { type: "edit", message_id: messageId }, body),
+    deleteMessage: (channelId, messageId) =>
+      sendEvent(channelId, { type: "delete", message_id: messageId }),
+    react: (channelId, messageId, emoji) =>
+      sendEvent(channelId, { type: "reaction", message_id: messageId, emoji }),
+    revealMessage: (channelId, messageId) => reveal(channelId, messageId),
+    renameGroup: (channelId, name) => manageGroup(channelId, api.updateGroup(channelId, { name })),
+    setMembersCanAdd: (channelId, on) =>
+      manageGroup(channelId, api.updateGroup(channelId, { members_can_add: on })),
+    removeMember: (channelId, userId) =>
+      manageGroup(channelId, api.removeMember(channelId, userId)),
+    setAdmin: (channelId, userId, admin) =>
+      manageGroup(channelId, api.setAdmin(channelId, userId, admin)),
+    refreshGroup,
     startChat: startDm,
     startChatWith,
     createGroup,
@@ -244,6 +265,16 @@ function chatActions() {
     loadDevices,
     unlinkDevice,
     notify: showNotice,
+    rename,
+    // Desktop notifications and per-chat mute (notify.js).
+    notificationState: () => chat.notifier.state,
+    enableNotifications: () => chat.notifier.enable(),
+    disableNotifications: () => chat.notifier.disable(),
+    isMuted: (channelId) => Boolean(chat?.notifier.isMuted(channelId)),
+    setMuted(channelId, muted) {
+      chat.notifier.setMuted(channelId, muted);
+      chat.store.changed();
+    },
   };
 }
 
@@ -346,7 +377,9 @@ function onFrame(frame) {
       }
       if (result.status !== "new") break;
       if (result.unknownChannel) refreshChannels();
-      ensureUser(result.message.sender_id);
+      // A notification names the sender: a stranger's profile may be on its way.
+      chat.notifier.onMessage(result.message, store, ensureUser(result.message.sender_id));
+      onChannelEvent(result.message);
       scheduleReceipts();
       break;
     }
@@ -385,6 +418,11 @@ function onFrame(frame) {
 function onError(frame) {
   const { store } = chat;
   const item = frame.ref && store.outbox.find((m) => m.client_msg_id === frame.ref);
+  if (item?.event && frame.code !== "unavailable" && frame.code !== "rate_limited") {
+    store.discardFailed(item.client_msg_id); // an edit, delete or reaction refused: say why
+    showNotice(eventErrorText(frame.code, item.event.type));
+    return;
+  }
   if (item) {
     if (frame.code === "unavailable" || frame.code === "rate_limited") {
       clearTimeout(chat.timers.resend); // not stored: send again with the same client_msg_id
@@ -410,6 +448,8 @@ function sendFrame(item) {
     body: item.body,
   };
   if (item.attachments?.length) frame.attachments = item.attachments;
+  if (item.reply_to) frame.reply_to = item.reply_to;
+  if (item.event) frame.event = item.event;
   return frame;
 }
 
@@ -448,8 +488,9 @@ function sendReceipts() {
 function openChannel(channelId, revealMessageId) {
   const { store } = chat;
   if (!store.channels.has(channelId) && isDm(channelId)) store.openDraft(store.peerOf(channelId));
+  if (store.current !== channelId) chat.conversation.opening(channelId, store.meta[channelId]);
   store.setCurrent(channelId);
-  history.replaceState(null, "", `#/c/${encodeURIComponent(channelId)}`);
+  nav.showChannel(channelId);
   const peer = store.peerOf(channelId);
   if (peer) {
     // A profile look-up of someone we share nothing with yet (a draft found by
@@ -468,21 +509,32 @@ function openChannel(channelId, revealMessageId) {
 async function reveal(channelId, messageId, pages = 10) {
   render();
   for (let i = 0; i < pages && chat?.store.current === channelId; i++) {
-    if (chat.conversation.reveal(messageId)) return;
+    if (chat.conversation.reveal(messageId, chat.store.search?.q)) return;
     if (chat.store.history.get(channelId)?.done) return;
     await loadOlder(channelId);
     render();
   }
 }
 
-function closeChannel() {
+/** Back to the list; `fromHistory`: the browser's Back did it (the entry is gone already). */
+function closeChannel(fromHistory = false) {
   chat.store.setCurrent(null);
-  history.replaceState(null, "", location.pathname);
+  if (!fromHistory) nav.showList();
   requestAnimationFrame(
     () =>
       document.querySelector(".channel[aria-current]")?.focus() ??
       document.getElementById("new-chat")?.focus(),
   );
+}
+
+/** The browser's Back or Forward reached the list (null) or a conversation. */
+function route(channelId) {
+  if (!chat) return;
+  if (!channelId) {
+    if (chat.store.current) closeChannel(true);
+  } else if (chat.store.current !== channelId) {
+    openChannel(channelId);
+  }
 }
 
 async function loadOlder(channelId) {
@@ -499,17 +551,46 @@ async function loadOlder(channelId) {
     for (const id of new Set(messages.map((m) => m.sender_id))) ensureUser(id);
     scheduleReceipts();
   } catch (failure) {
+    if (failure.code === "not_a_member" && store.channels.get(channelId)?.removed) {
+      store.history.set(channelId, { loading: false, done: true }); // removed: no history
+      store.changed();
+      return;
+    }
     store.history.delete(channelId);
     store.changed();
     if (failure.code !== "network") showNotice(`Could not load messages: ${failure.message}`);
   }
 }
 
-function send(channelId, body, attachments) {
+function send(channelId, body, attachments, extra) {
   if (!chat) return;
-  const item = chat.store.queueSend(channelId, body, attachments);
+  const item = chat.store.queueSend(channelId, body, attachments, extra);
   chat.socket.send(sendFrame(item)); // when offline it waits in the outbox for the next hello
   chat.lastTyping.delete(channelId);
+}
+
+/** An edit, delete or reaction: a `send` with `event`, through the outbox like any send. */
+function sendEvent(channelId, event, body = "") {
+  if (!chat) return;
+  const item = chat.store.queueSend(channelId, body, null, { event });
+  chat.socket.send(sendFrame(item));
+}
+
+/** A membership event came: the group as the server has it now, and who is in it. */
+function onChannelEvent(msg) {
+  const event = msg.event;
+  if (!event || ["edit", "delete", "reaction"].includes(event.type)) return;
+  for (const id of [event.user_id, ...(event.user_ids ?? [])]) if (id) ensureUser(id);
+  if (chat.store.channels.get(msg.channel_id)?.removed) return;
+  refreshGroup(msg.channel_id);
+  if (event.type === "member_added" || event.type === "member_joined") refreshChannels();
+}
+
+/** A group management call from the group dialog (which shows a failure), then the group
+ * as the server has it (its event follows, for every member). */
+async function manageGroup(channelId, call) {
+  await call;
+  await refreshGroup(channelId);
 }
 
 function typing(channelId) {
@@ -656,6 +737,18 @@ async function loadDevices() {
   } catch (failure) {
     if (failure.status !== 401) showNotice(`Could not load devices: ${errorText(failure)}`);
   }
+}
+
+/** A new display name (PATCH /v1/me): the name as the server stored it. */
+async function rename(displayName) {
+  const c = chat;
+  const profile = await api.updateMe(displayName);
+  if (chat !== c) return profile.display_name;
+  c.store.me.display_name = profile.display_name;
+  session.display_name = profile.display_name;
+  storage.saveSession(session);
+  c.store.changed();
+  return profile.display_name;
 }
 
 async function unlinkDevice(deviceId) {

@@ -1,6 +1,7 @@
 // The client's state and how each frame or answer changes it. No I/O here: the app feeds
 // it and renders it; `persisted()` is what storage.js keeps per device.
 
+import { applyChannelList, applyEvent, isHiddenEvent } from "./events.js";
 import { cmpId, dmPeer, isDm, maxId, newClientMsgId } from "./ids.js";
 
 const TYPING_SHOWN_MS = 6000;
@@ -14,17 +15,26 @@ const MESSAGE_FIELDS = [
   "ts",
   "e2e",
   "attachments",
+  // Issue #20: replies, channel events, edits, deletes and reactions (events.js).
+  "reply_to",
+  "event",
+  "edited_at",
+  "deleted",
+  "reactions",
 ];
 
 // End-to-end channels are read-only here: this client has no keys (docs/e2ee.md).
 export const ENCRYPTED_TEXT = "🔒 Encrypted message: read it in the Tidings app";
+export const DELETED_TEXT = "This message was deleted";
 
 export function shownBody(msg) {
+  if (msg.deleted) return DELETED_TEXT;
   return msg.e2e ? ENCRYPTED_TEXT : msg.body;
 }
 
 /** A message in one line (the channel list): its body, or what it carries. */
 export function previewText(msg) {
+  if (msg.deleted) return DELETED_TEXT;
   if (msg.e2e) return ENCRYPTED_TEXT;
   if (msg.body) return msg.body;
   const attachments = Array.isArray(msg.attachments) ? msg.attachments : [];
@@ -59,6 +69,9 @@ export class Store {
     this.users = new Map(); // user_id -> {user_id, username, display_name, presence?}
     // Draft 1:1 peers found by username: we may not look them up by id before a message.
     for (const p of Object.values(saved.people ?? {})) this.users.set(p.user_id, { ...p });
+    // Names of people met in chats, for when their profile is out of reach (removed
+    // from the only group we shared): user_id -> name.
+    this.names = { ...(saved.names ?? {}) };
     this.friendIds = [];
     this.requests = { incoming: [], outgoing: [] }; // user ids of pending friend requests
     this.invites = []; // [{channel_id, name, inviter_id, inviter, created_at}]
@@ -104,6 +117,7 @@ export class Store {
       outbox: this.outbox,
       drafts,
       people,
+      names: this.names,
     };
   }
 
@@ -123,9 +137,10 @@ export class Store {
         const meta = this.metaOf(channel.channel_id);
         meta.lastId = maxId(meta.lastId, channel.last_message_id);
       }
+      applyChannelList(this, channel); // read marks, unread, receipts (events.js)
     }
     for (const [id, channel] of this.channels) {
-      if (!seen.has(id) && !channel.draft) this.channels.delete(id);
+      if (!seen.has(id) && !channel.draft && !channel.removed) this.channels.delete(id);
     }
     this.changed();
   }
@@ -157,6 +172,8 @@ export class Store {
   setUser(profile) {
     const old = this.users.get(profile.user_id) ?? {};
     this.users.set(profile.user_id, { ...old, ...profile });
+    const name = profile.display_name || profile.username;
+    if (name && this.names[profile.user_id] !== name) this.names[profile.user_id] = name;
     this.changed();
   }
 
@@ -214,7 +231,7 @@ export class Store {
   displayName(userId) {
     if (userId === this.me.user_id) return "You";
     const user = this.users.get(userId);
-    return user?.display_name || user?.username || `User ${userId}`;
+    return user?.display_name || user?.username || this.names[userId] || `User ${userId}`;
   }
 
   title(channelId) {
@@ -244,6 +261,7 @@ export class Store {
     if (!messages) this.messages.set(msg.channel_id, (messages = new Map()));
     if (messages.has(msg.message_id)) return false;
     messages.set(msg.message_id, msg);
+    if (isHiddenEvent(msg)) return true; // an edit, delete or reaction: not a line of its own
     const meta = this.metaOf(msg.channel_id);
     if (!meta.last || cmpId(msg.message_id, meta.last.message_id) > 0) {
       meta.last = {
@@ -251,6 +269,7 @@ export class Store {
         sender_id: msg.sender_id,
         body: previewText(msg),
         ts: msg.ts,
+        ...(msg.event ? { event: msg.event } : {}),
       };
     }
     meta.lastId = maxId(meta.lastId, msg.message_id);
@@ -276,16 +295,21 @@ export class Store {
     );
     const unknownChannel = !this.channels.has(msg.channel_id);
     const added = this.#addMessage(msg);
+    if (added && msg.event) applyEvent(this, msg); // live: edits, reactions, membership
     const meta = this.metaOf(msg.channel_id);
     if (msg.sender_id === this.me.user_id) {
       this.outbox = this.outbox.filter((m) => m.client_msg_id !== msg.client_msg_id);
       meta.readUpto = maxId(meta.readUpto, msg.message_id); // we wrote it: we have read it
     } else if (added) {
       this.typing.get(msg.channel_id)?.delete(msg.sender_id);
-      const oldNews = this.fresh && this.catchingUp;
-      if (oldNews) meta.readUpto = maxId(meta.readUpto, msg.message_id);
+      // A new device's first backlog is not counted here: the channel list's `unread`
+      // (events.js) says how much of it is unread; so does anything the list counted.
+      const oldNews = (this.fresh && this.catchingUp) || Boolean(msg.event);
+      const counted = meta.listUpto && cmpId(msg.message_id, meta.listUpto) <= 0;
       const alreadyRead = meta.readUpto && cmpId(msg.message_id, meta.readUpto) <= 0;
-      if (!alreadyRead && !this.isReading(msg.channel_id)) meta.unread += 1;
+      if (!oldNews && !counted && !alreadyRead && !this.isReading(msg.channel_id)) {
+        meta.unread += 1;
+      }
       this.deliveredDue.set(
         msg.channel_id,
         maxId(this.deliveredDue.get(msg.channel_id), msg.message_id),
@@ -312,7 +336,7 @@ export class Store {
 
   /** A page of history (newest first, as the API answers). */
   addHistory(channelId, messages, limit) {
-    for (const msg of messages) this.#addMessage(msg);
+    for (const msg of messages) this.#addMessage(msg); // history holds the current state
     this.history.set(channelId, { loading: false, done: messages.length < limit });
     this.changed();
   }
@@ -327,11 +351,11 @@ export class Store {
 
   /** Messages of a channel in order, then our own sends that are not acked yet. */
   messagesOf(channelId) {
-    const stored = [...(this.messages.get(channelId)?.values() ?? [])].sort((a, b) =>
-      cmpId(a.message_id, b.message_id),
-    );
+    const stored = [...(this.messages.get(channelId)?.values() ?? [])]
+      .filter((m) => !isHiddenEvent(m))
+      .sort((a, b) => cmpId(a.message_id, b.message_id));
     const pending = this.outbox
-      .filter((m) => m.channel_id === channelId)
+      .filter((m) => m.channel_id === channelId && !m.event)
       .map((m) => ({ ...m, sender_id: this.me.user_id, pending: true }));
     return [...stored, ...pending];
   }
@@ -339,9 +363,11 @@ export class Store {
   // --- sending ------------------------------------------------------------------------
 
   /** A send waiting for its ack; `attachments` as the `send` frame carries them. */
-  queueSend(channelId, body, attachments) {
+  queueSend(channelId, body, attachments, extra) {
     const item = { client_msg_id: newClientMsgId(), channel_id: channelId, body, ts: Date.now() };
     if (attachments?.length) item.attachments = attachments;
+    if (extra?.reply_to) item.reply_to = extra.reply_to; // a reply (events.js)
+    if (extra?.event) item.event = extra.event; // an edit, delete or reaction
     this.outbox.push(item);
     this.changed();
     return item;
@@ -356,7 +382,7 @@ export class Store {
     const item = this.outbox.find((m) => m.client_msg_id === ack.client_msg_id);
     if (!item) return;
     this.outbox = this.outbox.filter((m) => m !== item);
-    this.#addMessage({
+    const msg = {
       message_id: ack.message_id,
       channel_id: ack.channel_id,
       sender_id: this.me.user_id,
@@ -365,7 +391,10 @@ export class Store {
       body: item.body,
       ts: ack.ts,
       ...(item.attachments ? { attachments: item.attachments } : {}),
-    });
+      ...(item.reply_to ? { reply_to: item.reply_to } : {}),
+      ...(item.event ? { event: item.event } : {}),
+    };
+    if (this.#addMessage(msg) && msg.event) applyEvent(this, msg);
     const meta = this.metaOf(ack.channel_id);
     meta.readUpto = maxId(meta.readUpto, ack.message_id);
     this.changed();
@@ -417,7 +446,10 @@ export class Store {
     }
     const unreadHere = this.messagesOf(channelId).filter(
       (m) =>
-        !m.pending && m.sender_id !== this.me.user_id && cmpId(m.message_id, meta.readUpto) > 0,
+        !m.pending &&
+        !m.event &&
+        m.sender_id !== this.me.user_id &&
+        cmpId(m.message_id, meta.readUpto) > 0,
     ).length;
     meta.unread = Math.min(meta.unread, unreadHere);
   }
@@ -425,6 +457,10 @@ export class Store {
   /** Mark what we hold of a channel read; the message id to send a `read` receipt for. */
   markRead(channelId) {
     const meta = this.metaOf(channelId);
+    if (this.channels.get(channelId)?.removed) {
+      meta.unread = 0; // not a member any more: the server takes no receipt
+      return null;
+    }
     let newest = null;
     for (const m of this.messages.get(channelId)?.values() ?? []) {
       if (m.sender_id !== this.me.user_id) newest = maxId(newest, m.message_id);
@@ -443,7 +479,7 @@ export class Store {
 
   /** The `delivered` receipts owed, one per channel; cleared. */
   takeDelivered() {
-    const due = [...this.deliveredDue];
+    const due = [...this.deliveredDue].filter(([id]) => !this.channels.get(id)?.removed);
     this.deliveredDue.clear();
     return due;
   }

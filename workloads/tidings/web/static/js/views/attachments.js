@@ -4,6 +4,7 @@
 
 import { h } from "../dom.js";
 import { expiresAt, formatBytes, isImage } from "../media.js";
+import { dialogOpened } from "../nav.js";
 
 const THUMB_MAX_W = 280;
 const THUMB_MAX_H = 280;
@@ -171,6 +172,7 @@ export function openLightbox(attachment, media, opener) {
   });
   document.body.append(dialog);
   dialog.showModal();
+  dialogOpened(dialog); // the browser's Back closes it
   close.focus();
   return dialog;
 }

@@ -16,6 +16,10 @@ import {
 import { ApiError } from "../api.js";
 import { messageKey, shownBody } from "../store.js";
 import { attachmentsView } from "./attachments.js";
+import { muteButton } from "../notify.js";
+import { charCount, cleanBody, refuseLongPaste, renderText, tooLongText } from "../text.js";
+import { isSeparator, separatorView, updateSeparator, withSeparators } from "./dates.js";
+import { ComposerContext, decorate, messageVersion, systemLine } from "./message_actions.js";
 
 // Why a send was refused for good, for people ("Not sent (code)" for the rest).
 const FAILED = {
@@ -83,25 +87,34 @@ export class Conversation {
       "aria-relevant": "additions",
       "aria-labelledby": "conversation-title",
     });
+    // Shown once scrolled up from the newest messages (or after a jump to a search hit).
+    this.latest = h(
+      "button",
+      { type: "button", class: "jump-latest", hidden: true, onclick: () => this.jumpToLatest() },
+      "↓ Jump to latest",
+    );
     this.scroller = h(
       "div",
       { class: "scroller", onscroll: () => this.onScroll() },
       this.older,
       this.start,
       this.list,
+      this.latest,
     );
     this.typing = h("p", { class: "typing", "aria-live": "polite" });
     this.input = h("textarea", {
       id: "composer",
       name: "body",
       rows: 1,
-      maxlength: 100000,
+      dir: "auto", // typed Arabic or Hebrew runs right to left
       placeholder: "Type a message",
       autocomplete: "off",
       onkeydown: (e) => this.onKey(e),
       oninput: () => this.onInput(),
     });
     this.input.addEventListener("paste", (e) => this.onPaste(e));
+    this.context = new ComposerContext(this); // replying to or editing a message
+    this.removedNote = h("p", { class: "removed-note", role: "status", hidden: true });
     // Attachments: the button opens the picker; what is picked waits in `this.pending`
     // (per chat, like drafts) until Send uploads it.
     this.pending = new Map(); // channel_id -> {items: [{file, name, preview, ...}], status, ...}
@@ -161,6 +174,7 @@ export class Conversation {
       { class: "drop-hint", "aria-hidden": "true" },
       h("p", {}, "Drop a photo to attach it"),
     );
+    this.mute = muteButton(actions, () => this.channelId); // desktop notifications per chat
     this.pane = h(
       "div",
       { class: "conversation-pane" },
@@ -180,12 +194,15 @@ export class Conversation {
         h("div", { class: "conversation-heading" }, this.title, this.status),
         this.friendButton,
         this.blockButton,
+        this.mute.el,
         this.groupButton,
       ),
       this.blockedNote,
+      this.removedNote,
       this.scroller,
       this.typing,
       this.pendingBox,
+      this.context.el,
       this.form,
       this.dropHint,
     );
@@ -218,30 +235,51 @@ export class Conversation {
       this.el.replaceChildren(id ? this.pane : this.placeholder);
       this.list.replaceChildren();
       this.stickToBottom = true;
+      // "N unread messages" above what was new when this chat was opened (see opening()).
+      this.unread = this.opened?.channelId === id ? this.opened : null;
+      this.latest.hidden = true;
     }
     if (!id) return;
     const channel = store.channels.get(id);
     setText(this.title, store.title(id));
+    this.mute.update(id, store.title(id));
     // End-to-end: read-only with a notice (the web client holds no keys).
     const encrypted = Boolean(channel?.e2e);
     this.encrypted = encrypted;
-    this.input.disabled = encrypted;
+    // Removed from the group, or left it: read-only, with a notice.
+    const removed = channel?.removed;
+    this.removedNote.hidden = !removed;
+    if (removed) setText(this.removedNote, removedText(removed, store));
+    this.form.hidden = Boolean(removed);
+    this.pane.classList.toggle("removed", Boolean(removed)); // no message actions either
+    this.input.disabled = encrypted || Boolean(removed);
     // No attachments in end-to-end chats here (they would have to be encrypted).
     this.attachButton.hidden = encrypted;
     this.fileInput.disabled = encrypted;
     this.renderPending(); // and the placeholder
     const group = channel?.kind === "group";
-    this.groupButton.hidden = !group;
-    if (group) {
+    this.groupButton.hidden = !group || Boolean(removed);
+    if (group && removed) {
+      setText(this.status, "You are not a member");
+      this.status.dataset.presence = "";
+    } else if (group) {
       const n = channel.member_ids?.length ?? 0;
       setText(this.status, `${n} member${n === 1 ? "" : "s"}`);
       this.status.dataset.presence = "";
     } else {
       const user = store.users.get(store.peerOf(id));
-      const online = user?.presence?.status === "online";
+      // While the socket is down nobody's presence is known: not "online".
+      const connected = store.connection.status === "online";
+      const online = connected && user?.presence?.status === "online";
       setText(
         this.status,
-        online ? "online" : user?.presence ? lastSeen(user.presence.last_seen) : "",
+        !connected
+          ? "connecting…"
+          : online
+            ? "online"
+            : user?.presence
+              ? lastSeen(user.presence.last_seen)
+              : "",
       );
       this.status.dataset.presence = online ? "online" : "offline";
     }
@@ -253,6 +291,7 @@ export class Conversation {
     // A page of history is not news: screen readers wait until it is in.
     this.list.setAttribute("aria-busy", history?.loading ? "true" : "false");
     this.renderMessages(store, id, group);
+    this.context.render(store);
     const typing = store.typingIn(id).map((u) => store.displayName(u));
     setText(
       this.typing,
@@ -304,15 +343,18 @@ export class Conversation {
   renderMessages(store, id, group) {
     const scroller = this.scroller;
     const fromBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
-    const firstBefore = this.list.firstElementChild;
+    const firstBefore = this.list.querySelector("li:not(.day-separator, .unread-separator)");
     const firstTop = firstBefore?.offsetTop;
     const messages = store.messagesOf(id);
+    const loaded = store.history.get(id)?.loading === false;
+    const items = withSeparators(messages, store.me.user_id, this.unread, loaded); // days, unread
+    // An edit or delete renders a message anew (a new key).
     reconcile(
       this.list,
-      messages,
-      messageKey,
-      (m) => this.createMessage(m, store, group),
-      (el, m) => this.updateMessage(el, m, store),
+      items,
+      (m) => (isSeparator(m) ? m.key : messageKey(m) + messageVersion(m)),
+      (m) => (isSeparator(m) ? separatorView(m) : this.createMessage(m, store, group)),
+      (el, m) => (isSeparator(m) ? updateSeparator(el, m) : this.updateMessage(el, m, store)),
     );
     if (this.stickToBottom || fromBottom < 80) {
       scroller.scrollTop = scroller.scrollHeight;
@@ -320,9 +362,34 @@ export class Conversation {
       scroller.scrollTop += firstBefore.offsetTop - firstTop; // older page prepended: stay put
     }
     this.stickToBottom = false;
+    // Opened with unread messages: their line in view (at the top when they are many).
+    const marker =
+      this.unread?.anchor && !this.unread.shown && this.list.querySelector(".unread-separator");
+    if (marker) {
+      marker.scrollIntoView({ block: "nearest" });
+      this.unread.shown = true;
+    }
+    this.updateLatest();
+  }
+
+  /** A chat is being opened: how many of its messages are unread (`meta.unread`). */
+  opening(channelId, meta) {
+    this.opened = { channelId, count: meta?.unread ?? 0 };
+  }
+
+  updateLatest() {
+    const s = this.scroller;
+    this.latest.hidden = s.scrollHeight - s.scrollTop - s.clientHeight < 150;
+  }
+
+  jumpToLatest() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.latest.hidden = true;
+    this.input.focus();
   }
 
   createMessage(m, store, group) {
+    if (m.event) return systemLine(m, store); // "Carol added Dave"
     const mine = m.sender_id === store.me.user_id;
     const time = h(
       "time",
@@ -339,15 +406,19 @@ export class Conversation {
       { class: `${mine ? "msg mine" : "msg theirs"}${attachments ? " with-attachments" : ""}` },
       group && !mine ? h("span", { class: "sender" }, store.displayName(m.sender_id)) : null,
       attachments,
-      text || !attachments ? h("p", { class: m.e2e ? "body encrypted" : "body" }, text) : null,
+      text || !attachments
+        ? renderText(h("p", { class: m.e2e ? "body encrypted" : "body" }), text)
+        : null,
       meta,
     );
   }
 
   updateMessage(el, m, store) {
     if (m.message_id) el.dataset.messageId = m.message_id;
+    if (m.event) return; // a system line
     const sender = el.querySelector(".sender");
     if (sender) setText(sender, store.displayName(m.sender_id));
+    decorate(el, m, store, this.actions, this.context); // quote, edited, reactions, menu
     const tick = el.querySelector(".tick");
     if (!tick) return;
     const state = store.tickOf(m);
@@ -391,10 +462,14 @@ export class Conversation {
     } else if (state !== "failed" && retry) retry.remove();
   }
 
-  /** Scroll to a message and flash it (a search result). */
-  reveal(messageId) {
+  /** Scroll to a message and flash it, the words of the search `q` marked (a search hit). */
+  reveal(messageId, q) {
     const el = this.list.querySelector(`[data-message-id="${CSS.escape(messageId)}"]`);
     if (!el) return false;
+    const body = el.querySelector(".body:not(.encrypted)");
+    if (body && q) renderText(body, body.textContent, { highlight: q });
+    for (const old of this.list.querySelectorAll(".msg.hit")) old.classList.remove("hit");
+    el.classList.add("hit");
     el.scrollIntoView({ block: "center" });
     el.classList.add("flash");
     setTimeout(() => el.classList.remove("flash"), 2000);
@@ -410,6 +485,7 @@ export class Conversation {
   }
 
   onScroll() {
+    this.updateLatest();
     if (this.scroller.scrollTop < 40 && !this.older.hidden && !this.older.disabled)
       this.loadOlder();
   }
@@ -439,12 +515,17 @@ export class Conversation {
       this.pending.delete(this.channelId); // only a refusal was shown: it is read
       this.renderPending();
     }
-    const body = this.input.value;
-    if (!body.trim()) return;
+    const body = cleanBody(this.input.value); // no leading or trailing whitespace
+    if (!body) return;
+    const tooLong = tooLongText(charCount(body), false);
+    if (tooLong) {
+      this.actions.notify(tooLong);
+      return;
+    }
     this.input.value = "";
     this.onInput();
     this.stickToBottom = true;
-    this.actions.send(this.channelId, body);
+    this.context.send(this.channelId, body); // a reply or an edit, or a plain send
     this.input.focus();
   }
 
@@ -592,7 +673,7 @@ export class Conversation {
   /** Upload the pending photos, then send them with the caption as one message. */
   async sendWithAttachments(channelId, pending) {
     if (pending.status === "uploading") return;
-    const caption = this.input.value;
+    const caption = cleanBody(this.input.value);
     pending.status = "uploading";
     pending.progress = 0;
     pending.error = "";
@@ -641,9 +722,17 @@ export class Conversation {
   }
 
   onPaste(event) {
+    if (refuseLongPaste(event, this.input, this.actions.notify)) return;
     const files = [...(event.clipboardData?.files ?? [])];
     if (!files.length) return;
     event.preventDefault();
     this.addFiles(files);
   }
+}
+
+/** The notice of a group one was removed from, or left. */
+function removedText(removed, store) {
+  if (removed.how === "member_left") return "You left this group: you can read what was said, no more.";
+  const by = removed.by && removed.by !== store.me.user_id ? store.displayName(removed.by) : null;
+  return `${by ? `${by} removed you` : "You were removed"} from this group: you can no longer send messages here.`;
 }

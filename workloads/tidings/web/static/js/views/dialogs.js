@@ -4,6 +4,9 @@
 
 import { h } from "../dom.js";
 import { lastSeen } from "../format.js";
+import { dialogOpened } from "../nav.js";
+import { notificationSettings } from "../notify.js";
+import { profileSettings } from "./profile.js";
 import { presenceText } from "./sidebar.js";
 
 const ERRORS = {
@@ -34,7 +37,7 @@ export function parseUsername(text) {
 /**
  * Open a modal built by `build(close)`; it is removed from the page when it closes.
  */
-function openDialog(titleText, build) {
+export function openDialog(titleText, build) {
   const titleId = `dialog-title-${Math.random().toString(36).slice(2)}`;
   const dialog = h("dialog", { class: "dialog", "aria-labelledby": titleId });
   const close = () => dialog.close();
@@ -50,11 +53,12 @@ function openDialog(titleText, build) {
   );
   document.body.append(dialog);
   dialog.showModal();
+  dialogOpened(dialog); // the browser's Back closes it
   return dialog;
 }
 
 /** Keep a dialog's lists current while it is open: `render()` after each store change. */
-function whileOpen(dialog, store, render) {
+export function whileOpen(dialog, store, render) {
   let queued = false;
   const unsubscribe = store.subscribe(() => {
     if (queued) return;
@@ -68,7 +72,7 @@ function whileOpen(dialog, store, render) {
   render();
 }
 
-function usernameField(id, label, help, autofocus = false) {
+export function usernameField(id, label, help, autofocus = false) {
   return h(
     "div",
     { class: "field" },
@@ -86,7 +90,7 @@ function usernameField(id, label, help, autofocus = false) {
   );
 }
 
-async function submitting(form, error, work) {
+export async function submitting(form, error, work) {
   const button = form.querySelector("button[type=submit]");
   error.textContent = "";
   button.disabled = true;
@@ -99,12 +103,12 @@ async function submitting(form, error, work) {
   }
 }
 
-function usernameOf(store, id) {
+export function usernameOf(store, id) {
   return id === store.me.user_id ? store.me.username : (store.users.get(id)?.username ?? id);
 }
 
 /** Contacts (friends) as a list of buttons, or a line saying there are none. */
-function contactButtons(store, ids, onPick) {
+export function contactButtons(store, ids, onPick) {
   if (!ids.length) return h("p", { class: "hint" }, "No contacts yet.");
   return h(
     "ul",
@@ -232,70 +236,6 @@ export function newGroupDialog(store, actions) {
       });
     });
     return [form];
-  });
-}
-
-export function groupInfoDialog(store, actions, channelId) {
-  openDialog(`${store.title(channelId)}: members`, () => {
-    const channel = store.channels.get(channelId);
-    const members = h("ul", { class: "member-list", "aria-label": "Members" });
-    const renderMembers = () => {
-      const ids = store.channels.get(channelId)?.member_ids ?? [];
-      members.replaceChildren(
-        ...ids.map((id) => {
-          const user = store.users.get(id);
-          const presence = id === store.me.user_id ? "online" : presenceText(user);
-          return h(
-            "li",
-            {},
-            h("span", { class: "dot", dataset: { presence }, "aria-hidden": "true" }),
-            h("span", {}, store.displayName(id)),
-            h(
-              "span",
-              { class: "muted" },
-              ` @${usernameOf(store, id)}${channel?.owner_id === id ? " · owner" : ""}`,
-            ),
-            h("span", { class: "visually-hidden" }, `, ${presence}`),
-          );
-        }),
-      );
-    };
-    renderMembers();
-    const error = h("p", { class: "form-error", role: "alert" });
-    const result = h("p", { class: "form-result", role: "status" });
-    const candidates = store.friendIds.filter((id) => !(channel?.member_ids ?? []).includes(id));
-    const form = h(
-      "form",
-      { class: "dialog-form" },
-      usernameField(
-        "add-member-username",
-        "Username",
-        "A friend is added at once; anyone else is invited and joins once they accept.",
-        true,
-      ),
-      error,
-      result,
-      h("button", { type: "submit", class: "primary" }, "Add member"),
-    );
-    const add = (who) =>
-      submitting(form, error, async () => {
-        result.textContent = "";
-        result.textContent = await actions.addMember(channelId, who);
-        form.reset();
-        renderMembers();
-      });
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const username = parseUsername(form.elements["add-member-username"].value);
-      if (!username) error.textContent = "A username is 3-32 characters: a-z, 0-9, _ and .";
-      else add({ username });
-    });
-    return [
-      members,
-      h("h3", {}, "Add a member"),
-      candidates.length ? contactButtons(store, candidates, (id) => add({ user_id: id })) : null,
-      form,
-    ].filter(Boolean);
   });
 }
 
@@ -462,9 +402,11 @@ export function settingsDialog(store, actions) {
       "p",
       { class: "hint" },
       "Logged in as ",
-      h("strong", {}, store.me.display_name || store.me.username),
+      h("strong", { class: "settings-name" }, store.me.display_name || store.me.username),
       ` @${store.me.username}`,
     ),
+    ...profileSettings(store, actions),
+    ...notificationSettings(actions),
   ]);
   const list = h("div", { class: "device-lists" });
   const logoutButton = h(

@@ -4,6 +4,7 @@
 
 import { h, reconcile, setText } from "../dom.js";
 import { shortTime } from "../format.js";
+import { systemText } from "../events.js";
 import { previewText } from "../store.js";
 
 export function presenceText(user) {
@@ -14,6 +15,7 @@ export function presenceText(user) {
 function previewOf(last, channel, store) {
   const group = channel.kind === "group";
   if (!last) return group ? "Group created" : "No messages yet";
+  if (last.event) return systemText(last, store).slice(0, 120); // "Carol added Dave"
   let who = "";
   if (last.sender_id === store.me.user_id) who = "You: ";
   else if (group) who = `${store.displayName(last.sender_id)}: `;
@@ -170,7 +172,7 @@ export class Sidebar {
       ),
       h("span", { class: "channel-name" }),
       h("time", { class: "channel-time" }),
-      h("span", { class: "channel-preview" }),
+      h("span", { class: "channel-preview", dir: "auto" }),
       h("span", { class: "badge" }),
     );
     return h("li", {}, button);
@@ -182,7 +184,9 @@ export class Sidebar {
     const meta = store.meta[id] ?? {};
     const title = store.title(id);
     const peer = store.peerOf(id);
-    const presence = peer ? presenceText(store.users.get(peer)) : null;
+    // While the socket is down presence is unknown: no green dot, nothing said.
+    const known = store.connection.status === "online";
+    const presence = peer && known ? presenceText(store.users.get(peer)) : null;
     setText(button.querySelector(".initial"), (title.trim()[0] ?? "?").toUpperCase());
     const dot = button.querySelector(".dot");
     dot.hidden = !peer;
@@ -313,7 +317,7 @@ export class Sidebar {
                 { class: "channel-time", datetime: new Date(m.ts).toISOString() },
                 shortTime(m.ts),
               ),
-              h("span", { class: "result-body" }, previewText(m).slice(0, 200)),
+              h("span", { class: "result-body", dir: "auto" }, previewText(m).slice(0, 200)),
             ),
           ),
         ),
