@@ -260,6 +260,13 @@ function openMenu(menu, button, el, store, actions, composer) {
   ];
   menu.replaceChildren(...entries.filter(Boolean));
   menu.hidden = false;
+  // Near the bottom of the conversation the menu opens upwards, inside the view.
+  menu.classList.remove("up");
+  const view = el.closest(".scroller")?.getBoundingClientRect();
+  const box = menu.getBoundingClientRect();
+  if (view && box.bottom > view.bottom && box.height < el.getBoundingClientRect().top - view.top) {
+    menu.classList.add("up");
+  }
   button.setAttribute("aria-expanded", "true");
   openOne = { menu, button };
   menu.querySelector("button")?.focus();
