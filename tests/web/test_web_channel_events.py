@@ -9,8 +9,9 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from playwright.sync_api import Locator, ViewportSize, expect
+from playwright.sync_api import Browser, Locator, ViewportSize, expect
 
 from ._pages import ChatPage
 from ._server import WebServer
@@ -273,3 +274,96 @@ def test_replies_edits_deletes_and_reactions(
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
     shots(bob, "phone-menu")
     assert alice.errors == bob.errors == []
+
+
+RULES = """
+async () => {
+  const { Store } = await import("/web/js/store.js");
+  const me = { user_id: "10", device_id: "11", username: "me" };
+  const empty = () => ({ cursor: "0", channels: {}, receipts: {}, outbox: [], drafts: [] });
+  let seq = 0;
+  const msg = (id, sender, extra = {}, channel = "g:1") => ({
+    type: "msg", seq: String(++seq), message_id: String(id), channel_id: channel,
+    sender_id: String(sender), sender_device_id: "1", client_msg_id: `c${id}`,
+    body: `b${id}`, ts: 1, ...extra,
+  });
+  const out = {};
+  const s = new Store(me, empty());
+  s.onWelcome({ cursor: "0" });
+  s.onSynced();
+  const group = {
+    channel_id: "g:1", kind: "group", name: "G", member_ids: ["10", "20", "30"],
+    admin_ids: ["10"], members_can_add: true, last_message_id: "105", read_upto: "100",
+    unread: 3, receipts: [
+      { user_id: "20", delivered_upto: "104", read_upto: "102" },
+      { user_id: "30", delivered_upto: "0", read_upto: "0" },
+    ],
+  };
+  // Live messages before the list came: the list's count replaces them, later ones add.
+  s.onInbox(msg(104, 20));
+  s.onInbox(msg(106, 20));
+  s.setChannels([group]);
+  out.unreadFromList = s.meta["g:1"].unread;  // 3 (server) + 1 (106, after the list)
+  s.onInbox(msg(105, 30));  // counted by the list already
+  s.onInbox(msg(107, 20, { event: { type: "renamed", name: "H" } }));  // events never count
+  out.unreadAfter = s.meta["g:1"].unread;
+  out.marks = s.receipts["g:1"];
+  out.renamed = s.channels.get("g:1").name;
+  out.system = s.messagesOf("g:1").filter((m) => m.event).length;
+
+  // Edits, deletes and reactions change their target; they are no lines of their own.
+  s.onInbox(msg(110, 10, { body: "hello" }));
+  s.onInbox(msg(111, 10, { body: "hello!", event: { type: "edit", message_id: "110" } }));
+  const react = (id, sender, emoji) =>
+    s.onInbox(msg(id, sender, { body: "", event: { type: "reaction", message_id: "110", emoji } }));
+  react(112, 20, "👍");
+  react(113, 20, "😂");
+  react(114, 30, "👍");
+  react(115, 30, "");
+  const target = s.messages.get("g:1").get("110");
+  out.edited = [target.body, Boolean(target.edited_at)];
+  out.reactions = target.reactions;
+  s.onInbox(msg(116, 10, { body: "", event: { type: "delete", message_id: "110" } }));
+  s.onInbox(msg(117, 10, { body: "again", event: { type: "edit", message_id: "110" } }));
+  out.deleted = [target.deleted, target.body, target.reactions ?? null];
+  out.lines = s.messagesOf("g:1").map((m) => m.message_id);
+  out.unreadAtEnd = s.meta["g:1"].unread;
+
+  // Membership: Bob (20) made admin, Carol (30) removed, then me.
+  s.onInbox(msg(120, 10, { event: { type: "admin_added", user_id: "20" } }));
+  s.onInbox(msg(121, 20, { event: { type: "member_removed", user_id: "30" } }));
+  out.afterRemoval = [s.channels.get("g:1").member_ids, s.channels.get("g:1").admin_ids];
+  s.onInbox(msg(122, 20, { event: { type: "member_removed", user_id: "10" } }));
+  out.removed = s.channels.get("g:1").removed;
+  s.setChannels([]);  // the server's list no longer names it: the chat stays, read-only
+  out.kept = s.channels.has("g:1");
+  out.readAfterRemoval = s.markRead("g:1");
+  return out;
+}
+"""
+
+
+def test_channel_event_rules(browser: Browser, server: WebServer) -> None:
+    """events.js without a second person: the list's counts, events on messages and groups."""
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        out: dict[str, Any] = page.evaluate(RULES)
+    finally:
+        page.close()
+    assert out["unreadFromList"] == 4
+    assert out["unreadAfter"] == 4
+    assert out["marks"] == {
+        "20": {"delivered": "104", "read": "102"},
+        "30": {"delivered": None, "read": None},
+    }
+    assert (out["renamed"], out["system"]) == ("H", 1)
+    assert out["edited"] == ["hello!", True]
+    assert out["reactions"] == {"20": "😂"}  # one per person; 30 took theirs back
+    assert out["deleted"] == [True, "", None]  # no edit after a delete
+    assert out["lines"] == ["104", "105", "106", "107", "110"]
+    assert out["unreadAtEnd"] == 4
+    assert out["afterRemoval"] == [["10", "20"], ["10", "20"]]
+    assert out["removed"] == {"how": "member_removed", "by": "20"}
+    assert out["kept"] is True
+    assert out["readAfterRemoval"] is None
