@@ -11,9 +11,14 @@
                 if isinstance(event, Msg):
                     print(event.body)
                     save(chat.cursor)
+
+Replies, edits, deletes and reactions (``chat.send(..., reply_to=)``, ``chat.edit``,
+``chat.delete``, ``chat.react``) arrive as messages with an ``event``; a
+:class:`ChannelView` folds them into a channel's lines.
 """
 
 from ._backoff import Backoff
+from ._channel_view import ChannelView, Line, describe_event
 from ._cli import add_chat_commands
 from ._connection import ChatConnection, DiscoverFn, ws_url
 from ._cursor import Inbox, InboxTracker, Step, SyncPlan
@@ -52,6 +57,7 @@ from ._media import CONTENT_TYPES, MediaSource, guess_content_type, sniff_conten
 from ._models import (
     Attachment,
     Channel,
+    ChannelEvent,
     Device,
     FriendRequests,
     Group,
@@ -60,6 +66,7 @@ from ._models import (
     Message,
     PresenceInfo,
     Profile,
+    ReceiptMarks,
     Session,
     User,
 )
@@ -72,6 +79,8 @@ __all__ = [
     "Attachment",
     "Backoff",
     "Channel",
+    "ChannelEvent",
+    "ChannelView",
     "ChatConnection",
     "Device",
     "DeviceCrypto",
@@ -87,6 +96,7 @@ __all__ = [
     "Inbox",
     "InboxTracker",
     "Invite",
+    "Line",
     "LocalIndex",
     "MediaObject",
     "MediaSource",
@@ -97,6 +107,7 @@ __all__ = [
     "PresenceInfo",
     "Profile",
     "Receipt",
+    "ReceiptMarks",
     "Reconnect",
     "Redirect",
     "SecretFile",
@@ -119,6 +130,7 @@ __all__ = [
     "Welcome",
     "add_chat_commands",
     "client_ssl_context",
+    "describe_event",
     "guess_content_type",
     "parse_server_frame",
     "safety_number",

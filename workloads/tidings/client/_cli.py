@@ -1,6 +1,8 @@
 """``tidings client signup|login|send|listen|...``: the client library from a shell.
 
-Beside the chat commands: ``send-file`` and ``fetch-file`` (media: docs/protocol.md),
+Beside the chat commands: ``reply``, ``edit``, ``delete`` and ``react`` (acting on a
+message: issue #20 in docs/protocol.md), ``channels`` (with unread counts and read
+marks), ``send-file`` and ``fetch-file`` (media: docs/protocol.md),
 ``logout``, ``devices``, ``unlink``, ``find``, ``friends``,
 ``befriend``, ``unfriend``, ``block``, ``unblock``, ``blocked``, ``invites``, ``join`` and
 ``decline`` (sessions, devices, friend requests, blocks and group invites: issue #15 in
@@ -26,6 +28,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from ._channel_view import describe_event
 from ._e2ee import DeviceCrypto, safety_number
 from ._errors import (
     TidingsApiError,
@@ -52,6 +55,7 @@ __all__ = [
     "add_chat_commands",
     "event_to_json",
     "run_account",
+    "run_action",
     "run_fetch_file",
     "run_listen",
     "run_login",
@@ -77,19 +81,28 @@ _EVENT_TYPES: dict[type[Any], str] = {
     Ack: "ack",
 }
 _DECIMAL_FIELDS = ("seq", "cursor")  # integers the wire sends as decimal strings
+# A message's fields the wire leaves out when they are empty or unset.
+_ABSENT_WHEN_EMPTY = ("attachments", "reply_to", "event", "edited_at", "deleted", "reactions")
 
 
 def event_to_json(event: Event | Ack) -> dict[str, object]:
-    """An event as the wire spells it: ``type`` first, sequences as decimal strings."""
+    """An event as the wire spells it: ``type`` first, sequences as decimal strings. A
+    membership event's message also gets ``text``: the event as a line ("Carol added
+    Dave")."""
     data: dict[str, object] = {"type": _EVENT_TYPES[type(event)]}
     if isinstance(event, Msg):
         data["seq"] = None  # right after the type, for readers of the output
     for key, value in dataclasses.asdict(event).items():
-        if key == "attachments" and not value:
+        if key in _ABSENT_WHEN_EMPTY and not value:
             continue  # as on the wire: absent when there are none
         data[key] = list(value) if key == "attachments" else value
         if key in _DECIMAL_FIELDS:
             data[key] = str(value)
+    if isinstance(event, Msg) and event.event is not None:
+        data["event"] = event.event.to_json()
+        text = describe_event(event.event, event.sender_id)
+        if text is not None:
+            data["text"] = text
     return data
 
 
@@ -170,6 +183,38 @@ def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     common(send)
     send.set_defaults(handler=_sync(run_send))
 
+    def action(name: str, help_text: str, *arguments: tuple[str, str]) -> None:
+        """A command acting on a message of a channel (a reply, edit, delete, reaction)."""
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        state(parser)
+        parser.add_argument("channel_id", metavar="CHANNEL_ID", help="dm:… or g:…")
+        parser.add_argument("message_id", metavar="MESSAGE_ID", help="the message acted on")
+        for dest, what in arguments:
+            parser.add_argument(dest, metavar=dest.upper(), help=what)
+        parser.add_argument("--client-msg-id", help="for retries: the server applies it once")
+        parser.add_argument(
+            "--timeout", type=float, default=30.0, help="seconds to wait for the ack"
+        )
+        common(parser)
+        parser.set_defaults(handler=_sync(run_action), action_command=name)
+
+    action(
+        "reply",
+        "answer a message of the channel; prints the ack",
+        ("body", "the reply's text"),
+    )
+    action(
+        "edit",
+        "replace the text of one of your messages (within 15 minutes); prints the ack",
+        ("body", "the new text"),
+    )
+    action("delete", "delete one of your messages for everyone (within 48 hours)")
+    action(
+        "react",
+        "react to a message (one reaction per user: a new one replaces yours)",
+        ("emoji", 'the emoji; "" takes your reaction back'),
+    )
+
     send_file = commands.add_parser(
         "send-file",
         help="upload a file and send it (a photo, video, voice note or document)",
@@ -244,6 +289,11 @@ def add_chat_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         parser.set_defaults(handler=_sync(run_account), account_command=name)
 
     user = ("USER", "a user id, or an exact username")
+    account(
+        "channels",
+        "list channels, one JSON line each: unread (messages from others after your read "
+        "mark), read_upto, the others' receipts and, for groups, admin_ids",
+    )
     account("devices", "list this user's devices (current: this one)")
     account("unlink", "unlink one of this user's devices", ("DEVICE_ID", "from `devices`"))
     account("find", "look a user up by exact username", ("USERNAME", "the exact username"))
@@ -391,6 +441,34 @@ async def run_send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_action(args: argparse.Namespace) -> int:
+    """``reply``, ``edit``, ``delete`` or ``react`` (``args.action_command``) on
+    ``args.message_id`` of ``args.channel_id``; prints the ack."""
+    _, state = await asyncio.to_thread(_load, args)
+    channel, target, cmid = args.channel_id, args.message_id, args.client_msg_id
+    async with (
+        asyncio.timeout(args.timeout),
+        _state_client(args, state) as api,
+        # The cursor is not saved here: messages arriving now are for `listen`.
+        api.chat(cursor=state.cursor, max_attempts=3) as conn,
+    ):
+        match args.action_command:
+            case "reply":
+                ack = await conn.send(
+                    args.body, channel_id=channel, reply_to=target, client_msg_id=cmid
+                )
+            case "edit":
+                ack = await conn.edit(channel, target, args.body, client_msg_id=cmid)
+            case "delete":
+                ack = await conn.delete(channel, target, client_msg_id=cmid)
+            case "react":
+                ack = await conn.react(channel, target, args.emoji, client_msg_id=cmid)
+            case other:
+                raise ValueError(f"unknown command {other!r}")
+    _print_json(event_to_json(ack))
+    return 0
+
+
 async def _resolve_user(client: ApiClient, target: str) -> str:
     """A user id, or the id of the user with exactly this username."""
     if target.isascii() and target.isdigit():
@@ -531,6 +609,9 @@ async def run_account(args: argparse.Namespace, api: ApiClient | None = None) ->
             return await _resolve_user(client, target)
 
         match command:
+            case "channels":
+                for channel in await client.channels():
+                    _print_json(dataclasses.asdict(channel))
             case "devices":
                 for device in await client.list_devices():
                     _print_json(dataclasses.asdict(device))

@@ -66,10 +66,13 @@ from ._frames import (
     Synced,
     Typing,
     Welcome,
+    delete_frame,
+    edit_frame,
     encode,
     heartbeat_frame,
     hello_frame,
     parse_server_frame,
+    reaction_frame,
     receipt_frame,
     send_frame,
     sync_frame,
@@ -302,10 +305,12 @@ class ChatConnection:
         client_msg_id: str | None = None,
         envelopes: list[dict[str, Any]] | None = None,
         attachments: Sequence[Attachment | Mapping[str, Any]] | None = None,
+        reply_to: str | None = None,
     ) -> Ack:
         """Send a message to a channel or (``to``) a user; return the server's ``ack``.
         ``attachments``: completed uploads (:meth:`ApiClient.upload`), at most 10; the
-        ``body`` may then be empty.
+        ``body`` may then be empty. ``reply_to``: the id of a message of the same channel
+        that this one answers (``unknown_message`` if there is none, or it is an event).
 
         Unacknowledged sends are sent again, with the same ``client_msg_id``, after every
         reconnect until acked (the server dedupes). Raises :class:`TidingsChatError` for an
@@ -320,7 +325,44 @@ class ChatConnection:
             to=to,
             envelopes=envelopes,
             attachments=attachments,
+            reply_to=reply_to,
         )
+        return await self._submit(cmid, frame)
+
+    async def edit(
+        self, channel_id: str, message_id: str, body: str, *, client_msg_id: str | None = None
+    ) -> Ack:
+        """Replace the text of one's own message ``message_id`` with ``body``, for every
+        member. Allowed to its sender for 15 minutes, not after a delete, not in an
+        end-to-end channel. Acked and resent like :meth:`send` (the ack names the edit
+        event's own message); refusals raise :class:`TidingsChatError`: ``forbidden``
+        (not yours), ``too_late`` (the window passed, or it was deleted),
+        ``unknown_message`` (no such message here, or an event), ``not_supported``
+        (end-to-end), ``invalid_frame`` (an empty text)."""
+        cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
+        return await self._submit(cmid, edit_frame(cmid, channel_id, message_id, body))
+
+    async def delete(
+        self, channel_id: str, message_id: str, *, client_msg_id: str | None = None
+    ) -> Ack:
+        """Delete one's own message ``message_id`` for everyone: it becomes a tombstone
+        (no text, attachments or reactions). Allowed to its sender for 48 hours. Acked,
+        resent and refused like :meth:`edit`."""
+        cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
+        return await self._submit(cmid, delete_frame(cmid, channel_id, message_id))
+
+    async def react(
+        self, channel_id: str, message_id: str, emoji: str, *, client_msg_id: str | None = None
+    ) -> Ack:
+        """React to ``message_id`` with ``emoji`` (1-16 characters; one per user, a new one
+        replaces the old); ``""`` takes the reaction back. Any member, any time, but not
+        on a deleted message (``too_late``). Acked, resent and refused like :meth:`edit`."""
+        cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
+        return await self._submit(cmid, reaction_frame(cmid, channel_id, message_id, emoji))
+
+    async def _submit(self, cmid: str, frame: ClientFrame) -> Ack:
+        """Put a ``send`` in the outbox, send it now if connected, and wait for its answer.
+        The supervisor sends every outbox frame again after each ``welcome``."""
         self._check_open()
         if cmid in self._pending:
             raise ValueError(f"a send with client_msg_id {cmid!r} is already in flight")

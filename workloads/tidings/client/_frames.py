@@ -40,10 +40,13 @@ __all__ = [
     "Synced",
     "Typing",
     "Welcome",
+    "delete_frame",
+    "edit_frame",
     "encode",
     "heartbeat_frame",
     "hello_frame",
     "parse_server_frame",
+    "reaction_frame",
     "receipt_frame",
     "send_frame",
     "sync_frame",
@@ -66,7 +69,9 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Msg(Message):
-    """A message delivered to this device, at inbox position ``seq``."""
+    """A message delivered to this device, at inbox position ``seq``: every field of a
+    :class:`Message` as it was when sent (``reply_to``, an ``event`` for an edit, delete,
+    reaction or membership change, ...)."""
 
     seq: int = 0  # always given (from_json); a default as Message's last fields have one
 
@@ -248,11 +253,15 @@ def send_frame(
     to: str | None = None,
     envelopes: list[dict[str, Any]] | None = None,
     attachments: Sequence[Attachment | Mapping[str, Any]] | None = None,
+    reply_to: str | None = None,
 ) -> ClientFrame:
-    """A ``send``; ``attachments``: :class:`Attachment` descriptors (or their wire form)."""
+    """A ``send``; ``attachments``: :class:`Attachment` descriptors (or their wire form);
+    ``reply_to``: the id of the message (of the same channel) this one answers."""
     if (channel_id is None) == (to is None):
         raise ValueError("give exactly one of channel_id or to")
     frame: ClientFrame = {"type": "send", "client_msg_id": client_msg_id, "body": body}
+    if reply_to is not None:
+        frame["reply_to"] = reply_to
     if envelopes is not None:
         frame["envelopes"] = envelopes
     if attachments:
@@ -265,6 +274,39 @@ def send_frame(
         assert to is not None
         frame["to"] = to
     return frame
+
+
+def _action_frame(
+    client_msg_id: str, channel_id: str, event: dict[str, str], body: str | None = None
+) -> ClientFrame:
+    """A ``send`` that acts on a message of ``channel_id`` instead of saying something."""
+    frame: ClientFrame = {
+        "type": "send",
+        "client_msg_id": client_msg_id,
+        "channel_id": channel_id,
+        "event": event,
+    }
+    if body is not None:
+        frame["body"] = body
+    return frame
+
+
+def edit_frame(client_msg_id: str, channel_id: str, message_id: str, body: str) -> ClientFrame:
+    """Replace the text of one's own message ``message_id`` with ``body``."""
+    event = {"type": "edit", "message_id": message_id}
+    return _action_frame(client_msg_id, channel_id, event, body)
+
+
+def delete_frame(client_msg_id: str, channel_id: str, message_id: str) -> ClientFrame:
+    """Delete one's own message ``message_id`` for everyone (it becomes a tombstone)."""
+    return _action_frame(client_msg_id, channel_id, {"type": "delete", "message_id": message_id})
+
+
+def reaction_frame(client_msg_id: str, channel_id: str, message_id: str, emoji: str) -> ClientFrame:
+    """React to ``message_id`` with ``emoji`` (replacing one's earlier reaction); ``""``
+    takes it back."""
+    event = {"type": "reaction", "message_id": message_id, "emoji": emoji}
+    return _action_frame(client_msg_id, channel_id, event)
 
 
 def receipt_frame(channel_id: str, message_id: str, status: str) -> ClientFrame:

@@ -227,6 +227,13 @@ class ApiClient:
     async def me(self) -> Profile:
         return Profile.from_json(await self._request("GET", "/v1/me"))
 
+    async def set_display_name(self, display_name: str) -> Profile:
+        """``PATCH /v1/me``: a new display name (NFKC, 1-128 characters, no control or
+        format characters; 422 ``invalid_request``); others see it on their next look-up.
+        The caller's profile as it is now."""
+        body = {"display_name": display_name}
+        return Profile.from_json(await self._request("PATCH", "/v1/me", json=body))
+
     async def get_user(self, user_id: str) -> Profile:
         """A user the caller is related to (404 ``unknown_user`` for anyone else)."""
         return Profile.from_json(await self._request("GET", f"/v1/users/{_seg(user_id)}"))
@@ -323,7 +330,53 @@ class ApiClient:
         return "invited" if status == 202 else "added"
 
     async def remove_group_member(self, channel_id: str, user_id: str) -> None:
+        """An admin removes a member (403 ``forbidden`` for others); removing oneself is
+        :meth:`leave_group`. The members hear of it as a ``member_removed`` event."""
         await self._request("DELETE", f"/v1/groups/{_seg(channel_id)}/members/{_seg(user_id)}")
+
+    async def leave_group(self, channel_id: str) -> None:
+        """Leave a group (a ``member_left`` event; the one who leaves hears of it too, and
+        of nothing after). When the last admin leaves, the member with the lowest user id
+        becomes admin."""
+        if self.user_id is None:
+            raise ValueError("log in first")
+        await self.remove_group_member(channel_id, self.user_id)
+
+    async def update_group(
+        self, channel_id: str, *, name: str | None = None, members_can_add: bool | None = None
+    ) -> Group:
+        """``PATCH /v1/groups/{id}`` (admins only: 403 ``forbidden``): what is given
+        changes; each change reaches the members as an event. The group as it is now."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if members_can_add is not None:
+            body["members_can_add"] = members_can_add
+        if not body:
+            raise ValueError("give name or members_can_add")
+        path = f"/v1/groups/{_seg(channel_id)}"
+        return Group.from_json(await self._request("PATCH", path, json=body))
+
+    async def rename_group(self, channel_id: str, name: str) -> Group:
+        """Rename a group (1-128 characters; a ``renamed`` event)."""
+        return await self.update_group(channel_id, name=name)
+
+    async def set_group_settings(self, channel_id: str, *, members_can_add: bool) -> Group:
+        """Whether members who are not admins may add others (a ``settings_changed``
+        event); when not, their :meth:`add_group_member` answers 403 ``forbidden``."""
+        return await self.update_group(channel_id, members_can_add=members_can_add)
+
+    async def make_admin(self, channel_id: str, user_id: str) -> None:
+        """``PUT /v1/groups/{id}/admins/{user_id}`` (idempotent; an ``admin_added``
+        event): 403 ``forbidden`` (the caller is no admin), 404 ``unknown_user`` (not a
+        member)."""
+        await self._request("PUT", f"/v1/groups/{_seg(channel_id)}/admins/{_seg(user_id)}")
+
+    async def unmake_admin(self, channel_id: str, user_id: str) -> None:
+        """``DELETE /v1/groups/{id}/admins/{user_id}``: an admin steps down or unmakes
+        another (an ``admin_removed`` event); 409 ``last_admin`` when the group would
+        have none left."""
+        await self._request("DELETE", f"/v1/groups/{_seg(channel_id)}/admins/{_seg(user_id)}")
 
     # -- group invites ---------------------------------------------------------------------
 
@@ -342,6 +395,8 @@ class ApiClient:
         await self._request("DELETE", f"/v1/invites/{_seg(channel_id)}")
 
     async def channels(self) -> list[Channel]:
+        """The caller's channels, each with the caller's read mark, an unread count and
+        the other members' receipt watermarks (and, for groups, the roles)."""
         body = await self._request("GET", "/v1/channels")
         return [Channel.from_json(item) for item in _list(body, "channels")]
 

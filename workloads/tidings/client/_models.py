@@ -8,14 +8,17 @@ are ignored) and strict where guessing would be wrong (a missing field is an err
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from ._errors import TidingsProtocolError
 
 __all__ = [
+    "ACTION_TYPES",
+    "MEMBERSHIP_TYPES",
     "Attachment",
     "Channel",
+    "ChannelEvent",
     "Device",
     "FriendRequests",
     "Group",
@@ -24,6 +27,7 @@ __all__ = [
     "Message",
     "PresenceInfo",
     "Profile",
+    "ReceiptMarks",
     "Session",
     "User",
     "as_object",
@@ -175,13 +179,17 @@ class Session:
 @dataclass(frozen=True, slots=True)
 class Group:
     """A group. ``invited``: from ``POST /v1/groups``, the members named who are not the
-    caller's friends, invited instead of added (empty elsewhere)."""
+    caller's friends, invited instead of added (empty elsewhere). ``admin_ids``: who may
+    rename it, change its settings, add and remove members and make admins (the creator
+    first); ``members_can_add``: whether members who are not admins may add others."""
 
     channel_id: str
     name: str
     owner_id: str
     member_ids: tuple[str, ...]
     invited: tuple[str, ...] = ()
+    admin_ids: tuple[str, ...] = ()
+    members_can_add: bool = True
 
     @classmethod
     def from_json(cls, value: object) -> Self:
@@ -192,6 +200,8 @@ class Group:
             get_id(obj, "owner_id"),
             get_id_list(obj, "member_ids"),
             get_id_list(obj, "invited") if obj.get("invited") is not None else (),
+            get_id_list(obj, "admin_ids") if obj.get("admin_ids") is not None else (),
+            get_bool(obj, "members_can_add") if obj.get("members_can_add") is not None else True,
         )
 
 
@@ -270,23 +280,72 @@ def _profiles(obj: Mapping[str, object], key: str) -> tuple[Profile, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptMarks:
+    """Another member's stored receipt watermarks in a channel (message ids, ``"0"`` for
+    none): everything up to ``delivered_upto`` reached one of their devices, everything
+    up to ``read_upto`` was read. A client draws its ticks from these after a reconnect or
+    a reload, then moves them with live ``Receipt`` events."""
+
+    user_id: str
+    delivered_upto: str
+    read_upto: str
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "receipt marks")
+        return cls(get_id(obj, "user_id"), get_id(obj, "delivered_upto"), get_id(obj, "read_upto"))
+
+    def has_delivered(self, message_id: str) -> bool:
+        """Whether ``message_id`` (of this channel) reached them."""
+        return int(self.delivered_upto) >= int(message_id)
+
+    def has_read(self, message_id: str) -> bool:
+        return int(self.read_upto) >= int(message_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Channel:
+    """One entry of ``GET /v1/channels``. ``read_upto``: the caller's own read mark (a
+    message id, ``"0"`` for none); ``unread``: messages from others after it (channel
+    events do not count; ``1000`` means 1,000 or more); ``receipts``: every other
+    member's watermarks. Groups also carry ``owner_id``, ``admin_ids`` and
+    ``members_can_add`` (``None`` for a 1:1 channel)."""
+
     channel_id: str
     kind: str
     name: str | None
     member_ids: tuple[str, ...]
     last_message_id: str | None
+    read_upto: str = "0"
+    unread: int = 0
+    receipts: tuple[ReceiptMarks, ...] = ()
+    owner_id: str | None = None
+    admin_ids: tuple[str, ...] = ()
+    members_can_add: bool | None = None
 
     @classmethod
     def from_json(cls, value: object) -> Self:
         obj = as_object(value, "channel")
+        receipts = obj.get("receipts")
+        if receipts is not None and not isinstance(receipts, list):
+            raise _missing(obj, "receipts", "a list of receipt marks")
         return cls(
             get_id(obj, "channel_id"),
             get_str(obj, "kind"),
             get_opt_str(obj, "name"),
             get_id_list(obj, "member_ids"),
             get_opt_id(obj, "last_message_id"),
+            get_id(obj, "read_upto") if obj.get("read_upto") is not None else "0",
+            get_int(obj, "unread") if obj.get("unread") is not None else 0,
+            tuple(ReceiptMarks.from_json(item) for item in receipts or ()),
+            get_opt_id(obj, "owner_id"),
+            get_id_list(obj, "admin_ids") if obj.get("admin_ids") is not None else (),
+            get_bool(obj, "members_can_add") if obj.get("members_can_add") is not None else None,
         )
+
+    def receipts_of(self, user_id: str) -> ReceiptMarks | None:
+        """``user_id``'s watermarks here (None for the caller, or a non-member)."""
+        return next((r for r in self.receipts if r.user_id == user_id), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,9 +445,112 @@ class MediaObject:
         )
 
 
+# Actions a member sends (ChatConnection.edit / delete / react); the server applies each
+# to the message it names.
+ACTION_TYPES = frozenset({"edit", "delete", "reaction"})
+# Made by the server when a group changes; a client cannot send them.
+MEMBERSHIP_TYPES = frozenset(
+    {
+        "group_created",
+        "member_added",
+        "member_joined",
+        "member_removed",
+        "member_left",
+        "renamed",
+        "admin_added",
+        "admin_removed",
+        "settings_changed",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """A message's ``event`` (docs/protocol.md, "Channel events"): what the message *does*
+    instead of saying something. ``type`` says which fields apply:
+
+    - ``edit`` (``message_id``: the target, ``previous``: the text it replaced; the new
+      text is the message's ``body``), ``delete`` (``message_id``), ``reaction``
+      (``message_id``, ``emoji``; ``""`` takes the sender's reaction back);
+    - ``group_created`` / ``renamed`` (``name``), ``member_added`` (``user_ids``),
+      ``member_joined`` / ``member_removed`` / ``member_left`` / ``admin_added`` /
+      ``admin_removed`` (``user_id``), ``settings_changed`` (``members_can_add``).
+
+    The message's ``sender_id`` is who did it. ``names``: display names (user id to name)
+    of the users a membership event names, as they were then, when the server sends them.
+    A type this client does not know keeps its ``type`` and leaves the rest unset.
+    """
+
+    type: str
+    message_id: str | None = None
+    emoji: str | None = None
+    previous: str | None = None
+    name: str | None = None
+    user_id: str | None = None
+    user_ids: tuple[str, ...] = ()
+    members_can_add: bool | None = None
+    names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_action(self) -> bool:
+        """An edit, delete or reaction of another message (no line of its own)."""
+        return self.type in ACTION_TYPES
+
+    @property
+    def is_membership(self) -> bool:
+        return self.type in MEMBERSHIP_TYPES
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """The users a membership event is about (``user_ids``, or ``user_id``)."""
+        if self.user_ids:
+            return self.user_ids
+        return (self.user_id,) if self.user_id is not None else ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the wire spells it (fields that are set only)."""
+        wire: dict[str, Any] = {"type": self.type}
+        for key in ("message_id", "emoji", "previous", "name", "user_id", "members_can_add"):
+            value = getattr(self, key)
+            if value is not None:
+                wire[key] = value
+        if self.user_ids:
+            wire["user_ids"] = list(self.user_ids)
+        if self.names:
+            wire["names"] = dict(self.names)
+        return wire
+
+    @classmethod
+    def from_json(cls, value: object) -> Self:
+        obj = as_object(value, "event")
+        names = obj.get("names")
+        if names is not None and not isinstance(names, dict):
+            raise _missing(obj, "names", "an object of user ids to names")
+        return cls(
+            get_str(obj, "type"),
+            get_opt_id(obj, "message_id"),
+            get_opt_str(obj, "emoji"),
+            get_opt_str(obj, "previous"),
+            get_opt_str(obj, "name"),
+            get_opt_id(obj, "user_id"),
+            get_id_list(obj, "user_ids") if obj.get("user_ids") is not None else (),
+            get_bool(obj, "members_can_add") if obj.get("members_can_add") is not None else None,
+            {str(k): v for k, v in (names or {}).items() if isinstance(v, str)},
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A stored message, as history and search return it."""
+    """A stored message, as history and search return it.
+
+    Everyday messaging (docs/protocol.md, issue #20): ``reply_to`` names the message this
+    one answers; ``event`` makes it a channel event (an edit, delete or reaction of
+    another message, or a membership change) rather than a text; ``edited_at`` (ms),
+    ``deleted`` (a tombstone: empty ``body``, no attachments, no reactions) and
+    ``reactions`` (user id to emoji, one each) are the message's current state as
+    history and search give it. A live ``Msg`` keeps what the message was when sent:
+    :class:`~._channel_view.ChannelView` applies the events that follow.
+    """
 
     message_id: str
     channel_id: str
@@ -404,6 +566,22 @@ class Message:
     sender_key: str | None = None
     # Media (docs/protocol.md): the files it carries, as sent (empty: none).
     attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None
+    event: ChannelEvent | None = None
+    edited_at: int | None = None
+    deleted: bool = False
+    reactions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_event(self) -> bool:
+        return self.event is not None
+
+    def reaction_counts(self) -> dict[str, int]:
+        """How many members reacted with each emoji, most first (then by emoji)."""
+        counts: dict[str, int] = {}
+        for emoji in self.reactions.values():
+            counts[emoji] = counts.get(emoji, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
     @classmethod
     def from_json(cls, value: object) -> Self:
@@ -412,6 +590,10 @@ class Message:
         attachments = obj.get("attachments")
         if attachments is not None and not isinstance(attachments, list):
             raise _missing(obj, "attachments", "a list of attachments")
+        event = obj.get("event")
+        reactions = obj.get("reactions")
+        if reactions is not None and not isinstance(reactions, dict):
+            raise _missing(obj, "reactions", "an object of user ids to emoji")
         return cls(
             get_id(obj, "message_id"),
             get_id(obj, "channel_id"),
@@ -424,4 +606,9 @@ class Message:
             dict(envelope) if isinstance(envelope, dict) else None,
             get_opt_str(obj, "sender_key"),
             tuple(Attachment.from_json(item) for item in attachments or ()),
+            get_opt_id(obj, "reply_to"),
+            None if event is None else ChannelEvent.from_json(event),
+            get_opt_int(obj, "edited_at"),
+            obj.get("deleted") is True,
+            {str(user): get_str(reactions, user) for user in reactions} if reactions else {},
         )
