@@ -219,13 +219,15 @@ async def test_a_restore_brings_back_logins_history_and_inboxes(
         await a.recv_until("receipt", WAIT, status="read")
         for conn in (a, b, c):
             await conn.close()
-        for who, count in ((alice, 5), (bob, 5), (carol, 2)):
+        # The group's events first (created, bob added, carol joined: docs/protocol.md).
+        for who, count in ((alice, 8), (bob, 8), (carol, 3)):
             await _until_inbox_has(who, count)
 
         before = {who.username: await _inbox(who) for who in (alice, bob, carol)}
         histories = {dm: await _history(http, alice, dm), group: await _history(http, carol, group)}
         assert [m for _, m in histories[dm]] == ["lunch tomorrow?", "hi alice", "hello bob"]
-        bob_read_upto = before[bob.username][1][1][0]  # the seq of "hi alice" in bob's inbox
+        # the seq of "hi alice" in bob's inbox
+        (bob_read_upto,) = [seq for seq, _, body in before[bob.username][1] if body == "hi alice"]
 
         # Back up while the cluster runs, then one more message: after the restore point.
         await asyncio.to_thread(_run, [f"{REPO}/scripts/backup.sh", str(backup)], env)

@@ -14,6 +14,7 @@ from tidings.core.channel_events import (
     membership_event,
     parse_action,
     stored_action,
+    wakes,
 )
 from tidings.core.errors import ProtocolError
 from tidings.core.frames import parse_client_frame
@@ -186,3 +187,12 @@ def test_membership_events_send_ids_as_strings() -> None:
         "user_ids": ["1", "2"],
     }
     assert membership_event("member_left", user_id=3) == {"type": "member_left", "user_id": "3"}
+
+
+def test_only_messages_and_being_added_wake_a_phone() -> None:
+    assert wakes(message(), user_id=2)
+    added = message(event=membership_event("member_added", user_ids=[2, 3]))
+    assert wakes(added, user_id=2)
+    assert not wakes(added, user_id=4)  # someone else joined
+    for action in ("edit", "delete", "reaction"):
+        assert not wakes(message(event={"type": action, "message_id": "1"}), user_id=2)

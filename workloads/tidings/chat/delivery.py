@@ -16,6 +16,7 @@ from typing import Any
 from tidings import metrics
 from tidings.bus.base import RESENT, InboxEvent
 from tidings.chat.ports import Delivery, Ownership, PushSink
+from tidings.core.channel_events import wakes
 from tidings.core.ids import timestamp_ms
 from tidings.core.model import InboxEntry, Message
 from tidings.storage.base import Directory, MessageStore
@@ -175,4 +176,6 @@ class InboxProcessor:
         for message in messages:
             if message.sender_id == user_id:
                 continue  # never wake a person's phone for what they sent themselves
+            if not wakes(message, user_id):
+                continue  # edits, deletes, reactions, others' joins: seen on next open
             await self.push.request(user_id, offline, message)

@@ -145,6 +145,15 @@ def counts_as_unread(message: Message, reader_id: int) -> bool:
     return message.event is None and message.sender_id != reader_id and not message.deleted
 
 
+def wakes(message: Message, user_id: int) -> bool:
+    """Whether a push goes to the user's offline devices: for a message, or for being
+    added to a group; not for edits, deletes, reactions or other membership events."""
+    event = message.event
+    if event is None:
+        return True
+    return event["type"] == MEMBER_ADDED and str(user_id) in event.get("user_ids", ())
+
+
 def applied(target: Message, event: Message) -> Message:
     """``target`` as ``event`` (an edit, delete or reaction of it) leaves it."""
     action = event.event or {}
