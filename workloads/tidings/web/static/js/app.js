@@ -377,8 +377,8 @@ function onFrame(frame) {
       }
       if (result.status !== "new") break;
       if (result.unknownChannel) refreshChannels();
-      // A notification names the sender: a stranger's profile may be on its way.
-      chat.notifier.onMessage(result.message, store, ensureUser(result.message.sender_id));
+      ensureUser(result.message.sender_id);
+      chat.notifier.onMessage(result.message, store);
       onChannelEvent(result.message);
       scheduleReceipts();
       break;

@@ -11,6 +11,31 @@ let onRoute = () => {};
 let nextDialog = 1;
 const dialogs = new Map(); // dialog id -> <dialog> element, while it is open
 let ownPops = 0; // history.back() calls of our own whose popstate is not a person's
+const waiting = []; // changes made while one of those is under way: done once it lands
+let backs = 0; // how many of our own Backs were started
+const BACK_LANDS_MS = 1000; // a Back with nothing behind it never lands: stop waiting then
+
+/** Run `change` now, or once our own Back has landed (it would undo a change made now). */
+function settled(change) {
+  if (ownPops > 0) waiting.push(change);
+  else change();
+}
+
+function flush() {
+  while (ownPops === 0 && waiting.length) waiting.shift()();
+}
+
+function goBack(steps = 1) {
+  ownPops += 1;
+  const mine = ++backs;
+  history.go(-steps);
+  setTimeout(() => {
+    if (ownPops > 0 && backs === mine) {
+      ownPops = 0;
+      flush();
+    }
+  }, BACK_LANDS_MS);
+}
 
 /** The channel a URL names (`#/c/<channel_id>`), or null. */
 export function channelOfUrl(hash = location.hash) {
@@ -47,6 +72,10 @@ export function start(route) {
 
 /** A conversation is open now: push its entry over the list, or replace the one shown. */
 export function showChannel(channelId) {
+  settled(() => changeToChannel(channelId));
+}
+
+function changeToChannel(channelId) {
   const url = chatUrl(channelId);
   const state = history.state;
   if (state?.dialog) {
@@ -65,11 +94,14 @@ export function showChannel(channelId) {
 
 /** The list is shown now: back over the conversation's entry (and a dialog's over it). */
 export function showList() {
+  settled(changeToList);
+}
+
+function changeToList() {
   const state = history.state;
   if (state?.dialog) dialogs.delete(state.dialog); // it closes with the conversation
   if (state?.tidings === "conversation") {
-    ownPops += 1;
-    history.go(state.dialog ? -2 : -1);
+    goBack(state.dialog ? 2 : 1);
   } else {
     history.replaceState({ tidings: "list" }, "", listUrl());
   }
@@ -82,20 +114,23 @@ export function showList() {
 export function dialogOpened(dialog) {
   const id = nextDialog++;
   dialogs.set(id, dialog);
-  const under = history.state?.tidings ?? (channelOfUrl() ? "conversation" : "list");
-  history.pushState({ tidings: under, dialog: id }, "", location.href);
+  settled(() => {
+    if (!dialog.open) return; // closed already
+    const under = history.state?.tidings ?? (channelOfUrl() ? "conversation" : "list");
+    history.pushState({ tidings: under, dialog: id }, "", location.href);
+  });
   dialog.addEventListener("close", () => {
     dialogs.delete(id);
-    if (history.state?.dialog === id) {
-      ownPops += 1;
-      history.back();
-    }
+    settled(() => {
+      if (history.state?.dialog === id) goBack();
+    });
   });
 }
 
 window.addEventListener("popstate", (event) => {
   if (ownPops > 0) {
     ownPops -= 1; // the entry we took off ourselves: the page shows it already
+    flush();
     return;
   }
   const state = event.state;

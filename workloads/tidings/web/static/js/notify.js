@@ -78,19 +78,29 @@ export class Notifier {
   }
 
   /**
-   * A new message from the inbox: a notification when it is news and not in view; when
-   * the sender's name is not known yet, once `profile` (their look-up) is done, 3 s at most.
+   * A new message from the inbox: a notification when it is news and not in view. A
+   * stranger's name may still be on its way (their profile is being looked up): then it
+   * waits for it, 3 s at most, and names them by id after that.
    */
-  onMessage(msg, store, profile) {
-    const user = store.users.get(msg.sender_id);
-    if (user?.display_name || user?.username || !profile) {
+  onMessage(msg, store) {
+    const named = () => {
+      const user = store.users.get(msg.sender_id);
+      return Boolean(user?.display_name || user?.username);
+    };
+    if (named()) {
       this.#show(msg, store);
       return;
     }
-    const waited = new Promise((resolve) => setTimeout(resolve, NAME_WAIT_MS));
-    Promise.race([Promise.resolve(profile).catch(() => {}), waited]).then(() =>
-      this.#show(msg, store),
-    );
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      unsubscribe();
+      clearTimeout(timer);
+      this.#show(msg, store);
+    };
+    const unsubscribe = store.subscribe(() => named() && finish());
+    const timer = setTimeout(finish, NAME_WAIT_MS);
   }
 
   #show(msg, store) {
