@@ -179,11 +179,15 @@ def describe_event(
     than as the leaver's doing."""
     if not event.is_membership:
         return None
-    if name_of is None:
-        name_of = lambda user_id: event.names.get(user_id) or user_id  # noqa: E731
-    actor = name_of(actor_id)
-    subject = _and([name_of(user) for user in event.subjects]) or "someone"
-    whom = _and(["you" if n == "You" else n for n in map(name_of, event.subjects)]) or "someone"
+
+    def carried(user_id: str) -> str:
+        return event.names.get(user_id) or user_id
+
+    name = name_of or carried
+    actor = name(actor_id)
+    named = [name(user) for user in event.subjects]
+    subject = _and(named) or "someone"
+    whom = _and(["you" if n == "You" else n for n in named]) or "someone"  # as an object
     match event.type:
         case "group_created":
             return f'{actor} created the group "{event.name}"'
