@@ -405,8 +405,10 @@ def test_desktop_notifications_for_chats_not_in_view_and_mute(people: People, sh
     alice.page.get_by_role("button", name="Mute notifications from Bob").click()
     expect(alice.page.locator("#mute-button")).to_have_attribute("aria-pressed", "true")
     alice.page.keyboard.press("Escape")  # back to the list
+    expect(alice.channel("Bob")).to_have_attribute("data-muted", "true")  # 🔕 in the list
     bob.send("muted one")
     expect(alice.channel("Bob").locator(".badge")).to_have_text("1")
+    expect(alice.channel("Bob")).to_have_attribute("aria-label", re.compile(r", muted$"))
     assert len(notifications(alice)) == 1
     alice.open("Bob")
     alice.expect_message("muted one")

@@ -85,6 +85,8 @@ export function updateSeparator(el, item) {
   const text =
     item.separator === "day"
       ? dayLabel(item.ts)
-      : `${item.count} unread message${item.count === 1 ? "" : "s"}`;
+      : item.count >= 1000 // the server counts up to 1,000
+        ? "1,000 or more unread messages"
+        : `${item.count} unread message${item.count === 1 ? "" : "s"}`;
   setText(el.firstElementChild, text);
 }

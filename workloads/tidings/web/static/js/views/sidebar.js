@@ -208,6 +208,9 @@ export class Sidebar {
     const parts = [title];
     if (presence) parts.push(presence);
     if (unread) parts.push(`${unread} unread message${unread === 1 ? "" : "s"}`);
+    const muted = Boolean(this.actions.isMuted?.(id)); // no desktop notifications (🔕)
+    button.dataset.muted = String(muted);
+    if (muted) parts.push("muted");
     button.setAttribute("aria-label", parts.join(", "));
   }
 
