@@ -335,6 +335,9 @@ async () => {
   out.afterRemoval = [s.channels.get("g:1").member_ids, s.channels.get("g:1").admin_ids];
   s.onInbox(msg(122, 20, { event: { type: "member_removed", user_id: "10" } }));
   out.removed = s.channels.get("g:1").removed;
+  // A membership event names people as they were: a name for someone never looked up.
+  s.onInbox(msg(90, 20, { event: { type: "member_left", user_id: "40", names: { "40": "Dan" } } }));
+  out.named = s.displayName("40");
   s.setChannels([]);  // the server's list no longer names it: the chat stays, read-only
   out.kept = s.channels.has("g:1");
   out.readAfterRemoval = s.markRead("g:1");
@@ -367,3 +370,4 @@ def test_channel_event_rules(browser: Browser, server: WebServer) -> None:
     assert out["removed"] == {"how": "member_removed", "by": "20"}
     assert out["kept"] is True
     assert out["readAfterRemoval"] is None
+    assert out["named"] == "Dan"

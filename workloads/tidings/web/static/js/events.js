@@ -162,6 +162,19 @@ function applyToGroup(store, msg) {
   if (next.name) store.metaOf(channelId).title = next.name;
 }
 
+/**
+ * A membership event's `names` ({user_id: display name}, as they were then): kept as the
+ * fallback names of people whose profile is out of reach (a member who left). A name
+ * already known from a profile is not replaced.
+ */
+export function rememberNames(store, msg) {
+  const names = msg.event?.names;
+  if (!names || typeof names !== "object") return;
+  for (const [userId, name] of Object.entries(names)) {
+    if (typeof name === "string" && name && !store.names[userId]) store.names[userId] = name;
+  }
+}
+
 /** Whether `userId` is an admin of the group (the owner when a server names no admins). */
 export function isAdmin(channel, userId) {
   if (!channel) return false;

@@ -1,7 +1,7 @@
 // The client's state and how each frame or answer changes it. No I/O here: the app feeds
 // it and renders it; `persisted()` is what storage.js keeps per device.
 
-import { applyChannelList, applyEvent, isHiddenEvent } from "./events.js";
+import { applyChannelList, applyEvent, isHiddenEvent, rememberNames } from "./events.js";
 import { cmpId, dmPeer, isDm, maxId, newClientMsgId } from "./ids.js";
 
 const TYPING_SHOWN_MS = 6000;
@@ -262,6 +262,7 @@ export class Store {
     if (messages.has(msg.message_id)) return false;
     messages.set(msg.message_id, msg);
     if (isHiddenEvent(msg)) return true; // an edit, delete or reaction: not a line of its own
+    rememberNames(this, msg); // a membership event names people as they were then
     const meta = this.metaOf(msg.channel_id);
     if (!meta.last || cmpId(msg.message_id, meta.last.message_id) > 0) {
       meta.last = {
