@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Browser, Locator, ViewportSize, expect
 
 from ._pages import ChatPage
@@ -371,3 +372,29 @@ def test_channel_event_rules(browser: Browser, server: WebServer) -> None:
     assert out["kept"] is True
     assert out["readAfterRemoval"] is None
     assert out["named"] == "Dan"
+
+
+@pytest.mark.parametrize("server_env", [{"TIDINGS_EDIT_WINDOW_S": "0"}])
+def test_an_edit_the_server_refuses_is_said_and_changes_nothing(
+    people: People, shots: Shots
+) -> None:
+    alice, bob = people("alice"), people("bob")
+    alice.sign_up(unique("alice"), "Alice")
+    bob.sign_up(unique("bob"), "Bob")
+    alice.start_chat(bob.username)
+    alice.send("Dinner at eight")
+    bob.open("Alice")
+    bob.expect_message("Dinner at eight")
+    # The page offers Edit for 15 minutes; this server's window is 0 s: `too_late`.
+    message_menu(alice, "Dinner at eight").get_by_role("menuitem", name="Edit").click()
+    alice.send("Dinner at nine")
+    expect(alice.page.locator("#notice")).to_have_text(
+        "Too late to edit: a message can be edited for 15 minutes after it was sent."
+    )
+    shots(alice, "edit-refused")
+    for person in (alice, bob):
+        expect(person.message("Dinner at eight")).to_have_count(1)
+        expect(person.message("Dinner at eight").locator(".edited")).to_have_count(0)
+        expect(person.message("Dinner at nine")).to_have_count(0)
+    assert alice.stored_state()["outbox"] == []  # dropped, not sent again
+    assert alice.errors == bob.errors == []
