@@ -159,10 +159,16 @@ def test_group_events_roles_and_a_removed_member(
 
     # Bob, now an admin, removes Carol: she sees it, on a phone, and her chat is read-only.
     carol.page.set_viewport_size(PHONE)
+    bob.page.set_viewport_size(PHONE)  # the dialog on a phone too
     bob_dialog = group_dialog(bob)
+    expect(bob_dialog.locator("li.member").filter(has_text="You")).to_contain_text("admin")
+    box = bob_dialog.get_by_role("button", name="Remove Carol from the group").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    shots(bob, "phone-group-dialog")
     bob_dialog.get_by_role("button", name="Remove Carol from the group").click()
     expect(bob_dialog.locator("li.member")).to_have_count(2)
     bob.close_dialog()
+    bob.page.set_viewport_size({"width": 1100, "height": 720})
     expect(bob.status).to_have_text("2 members")
     expect(system_line(alice, "Bob removed Carol")).to_have_count(1)
     expect(alice.status).to_have_text("2 members")
