@@ -37,7 +37,8 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from ssl import SSLContext
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urljoin
 
 import httpx
@@ -46,9 +47,6 @@ from tidings.core.media import sniff
 
 from ._errors import TidingsApiError, TidingsConnectionError, TidingsError, TidingsProtocolError
 from ._models import Attachment, MediaObject, as_object, get_int, get_str
-
-if TYPE_CHECKING:
-    from ._http import ApiClient
 
 __all__ = [
     "CONTENT_TYPES",
@@ -63,6 +61,27 @@ logger = logging.getLogger(__name__)
 
 MediaSource = str | os.PathLike[str] | bytes | bytearray | memoryview
 """What :meth:`ApiClient.upload` sends: a file's path, or the bytes themselves."""
+
+
+class MediaApi(Protocol):
+    """What uploads and downloads ask of :class:`~tidings.client.ApiClient` (a Protocol,
+    so that this module does not import ``_http``, which imports it)."""
+
+    base_url: str
+    timeout: float
+    transport: httpx.AsyncBaseTransport | None
+
+    @property
+    def blob_verify(self) -> SSLContext | bool: ...
+    async def create_upload(
+        self, content_type: str, size: int, sha256: str, *, e2e: bool = False
+    ) -> MediaObject: ...
+    async def upload_status(self, media_id: str) -> MediaObject: ...
+    async def complete_upload(
+        self, media_id: str, parts: list[dict[str, Any]] | None = None
+    ) -> MediaObject: ...
+    async def get_media(self, media_id: str) -> MediaObject: ...
+
 
 CHUNK = 1 << 20  # read and hashed this much at a time
 ATTEMPTS = 4  # tries of one PUT or GET against the blob store
@@ -263,7 +282,7 @@ class _Slot:
 class _Uploader:
     def __init__(
         self,
-        api: ApiClient,
+        api: MediaApi,
         blob: httpx.AsyncClient,
         source: _Source,
         slot: _Slot,
@@ -341,7 +360,7 @@ class _Uploader:
         return [{"part_number": n, "etag": e} for n, e in sorted(self.etags.items())]
 
 
-def blob_client(api: ApiClient) -> httpx.AsyncClient:
+def blob_client(api: MediaApi) -> httpx.AsyncClient:
     """A client for presigned URLs: none of the API's headers, no proxy from the
     environment, the API client's trust (and transport, for tests)."""
     return httpx.AsyncClient(
@@ -353,7 +372,7 @@ def blob_client(api: ApiClient) -> httpx.AsyncClient:
 
 
 async def upload_media(
-    api: ApiClient,
+    api: MediaApi,
     source: MediaSource,
     *,
     content_type: str | None = None,
@@ -421,7 +440,7 @@ async def upload_media(
 
 
 async def _fetch(
-    api: ApiClient,
+    api: MediaApi,
     blob: httpx.AsyncClient,
     media_id: str,
     url: str,
@@ -468,7 +487,7 @@ async def _fetch(
 
 
 async def download_media(
-    api: ApiClient, media_id: str, dest: str | os.PathLike[str], *, thumbnail: bool = False
+    api: MediaApi, media_id: str, dest: str | os.PathLike[str], *, thumbnail: bool = False
 ) -> tuple[MediaObject, Path]:
     """See :meth:`ApiClient.download`. The file appears at ``dest`` only once complete
     (and, for the media itself, verified); an existing file there is replaced."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, cast
 
 from tidings import metrics
 from tidings.core.frames import ClientFrame, encode, error_frame
@@ -33,9 +34,7 @@ from tidings.gateway.framing import (
     encode_frame,
     parse_close,
 )
-
-if TYPE_CHECKING:
-    from tidings.gateway.gateway import Gateway
+from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,24 @@ MAX_QUEUED_FRAMES = 64
 
 # Connection states.
 AWAIT_HELLO, SYNCING, LIVE, CLOSING = 0, 1, 2, 3
+
+
+class GatewayPort(Protocol):
+    """What a connection asks of the gateway that owns it
+    (:class:`tidings.gateway.gateway.Gateway`; a Protocol, so that this module does not
+    import the gateway, which imports it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def clock_ms(self) -> Callable[[], int]: ...
+    def opened(self, conn: Connection) -> None: ...
+    def closed(self, conn: Connection) -> None: ...
+    def drain_connection(self, conn: Connection) -> None: ...
+    def handle_raw_frame(self, conn: Connection, data: bytes) -> None: ...
+    async def handle_frame(self, conn: Connection, frame: ClientFrame) -> None: ...
+    def want_flush(self, conn: Connection) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
 
 
 class Connection(asyncio.Protocol):
@@ -78,12 +95,12 @@ class Connection(asyncio.Protocol):
         server_state: Any = None,
         app_state: dict[str, Any] | None = None,
         *,
-        gateway: Gateway | None = None,
+        gateway: GatewayPort | None = None,
     ) -> None:
         if gateway is None:
             assert app_state is not None and "gateway" in app_state, "no gateway in app state"
             gateway = app_state["gateway"]
-        self.gateway: Gateway = gateway
+        self.gateway: GatewayPort = gateway
         self.server_state = server_state
         # The request's bytes until its head is complete; then ``reader`` takes over.
         self.handshake: bytes | None = b""

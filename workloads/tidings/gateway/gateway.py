@@ -41,7 +41,14 @@ from tidings.core.model import InboxEntry, OnlineLease
 from tidings.core.presence import PresenceChange, PresenceTracker
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.admission import Admission
-from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
+from tidings.gateway.connection import (
+    AWAIT_HELLO,
+    CLOSING,
+    LIVE,
+    SYNCING,
+    Connection,
+    GatewayPort,
+)
 from tidings.gateway.framing import OP_TEXT, encode_frame
 from tidings.sessions import check_session, session_live
 from tidings.settings import Settings
@@ -651,3 +658,8 @@ def _is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+# What a connection asks of its gateway is a Protocol (connection.py does not import this
+# module): mypy checks here that the Gateway offers it.
+_PORT: type[GatewayPort] = Gateway
