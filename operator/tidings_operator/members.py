@@ -1,20 +1,17 @@
 """Reading the chat servers' membership records: who is up, and their connection counts.
 
-Every chat server publishes a JSON record ``{server_id, url, partitions, connections,
-draining, ts, partition_count}`` keyed by its server id (its pod name) to the compacted
-topic ``<prefix>.members`` every second, and a tombstone when it exits
-cleanly. :class:`MembershipReader` reads the topic from the beginning (no consumer group,
-nothing committed) and keeps the newest record per server; records older than
-``ttl_s`` are stale (the server died without a tombstone). The record format is the
-workloads' (``tidings.cluster.membership.MemberRecord``), copied here on purpose and pinned
-equal by ``tests/unit/operator/test_wire_names.py``.
+Every chat server publishes a record (:class:`tidings.wire.members.MemberRecord`) keyed
+by its server id (its pod name) to the compacted topic ``<prefix>.members`` every second,
+and a tombstone when it exits cleanly. :class:`MembershipReader` reads the topic from the
+beginning (:class:`tidings.wire.compacted.CompactedTopicReader`: no consumer group,
+nothing committed) and keeps the newest record per server, as a :class:`Member` (what the
+operator needs of it); records older than ``ttl_s`` are stale (the server died without a
+tombstone).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -22,9 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-
+from tidings.wire.compacted import CompactedTopicReader
+from tidings.wire.members import MemberRecord
 from tidings_operator.observe import PodView
 
 __all__ = [
@@ -117,16 +113,16 @@ def first_reached(
 def decode_member(value: bytes) -> Member | None:
     """A membership record, or None when it cannot be read."""
     try:
-        data = json.loads(value)
-        return Member(
-            server_id=str(data["server_id"]),
-            connections=max(0, int(data.get("connections", 0))),
-            draining=bool(data.get("draining", False)),
-            pod_uid=str(data["pod_uid"]) if data.get("pod_uid") else None,
-            ts_ms=int(data.get("ts", 0)),
-        )
+        record = MemberRecord.decode(value)
     except (ValueError, KeyError, TypeError):
         return None
+    return Member(
+        server_id=record.server_id,
+        connections=max(0, record.connections),
+        draining=record.draining,
+        ts_ms=record.ts,
+        pod_uid=record.pod_uid or None,
+    )
 
 
 class MembershipReader:
@@ -140,61 +136,23 @@ class MembershipReader:
         ttl_s: float = MEMBER_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._options = options
         self.topic = topic
         self._ttl_ms = int(ttl_s * 1000)
         self._clock = clock
         self._records: dict[str, Member] = {}
         # Each server's recent records, for when a count was reached (first_reached).
         self._history: dict[str, deque[Member]] = {}
-        self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._caught_up = asyncio.Event()
+        self._reader = CompactedTopicReader(
+            options, topic, self.apply, name=f"members:{topic}", poll_ms=500
+        )
 
     async def start(self, *, catch_up_timeout_s: float = 10.0) -> None:
-        consumer = AIOKafkaConsumer(
-            **self._options,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-        except BaseException:
-            await consumer.stop()
-            raise
-        self._consumer = consumer
-        if end == 0:
-            self._caught_up.set()
-        self._task = asyncio.create_task(self._run(tp, end), name=f"members:{self.topic}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._caught_up.wait(), catch_up_timeout_s)
+        """Start reading; wait up to ``catch_up_timeout_s`` for the records there now."""
+        await self._reader.start(catch_up_timeout_s=catch_up_timeout_s)
 
     @property
     def caught_up(self) -> bool:
-        return self._caught_up.is_set()
-
-    async def _run(self, tp: Any, end: int) -> None:
-        consumer = self._consumer
-        while True:
-            try:
-                batches = await consumer.getmany(tp, timeout_ms=500)
-            except KafkaError:
-                log.warning("reading %s failed; retrying", self.topic, exc_info=True)
-                await asyncio.sleep(1.0)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self.apply(record.key, record.value)
-            if not self._caught_up.is_set():
-                # By position, not by the last record's offset: compaction leaves gaps.
-                with contextlib.suppress(KafkaError):
-                    if await consumer.position(tp) >= end:
-                        self._caught_up.set()
+        return self._reader.caught_up
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -225,12 +183,5 @@ class MembershipReader:
         }
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+        with contextlib.suppress(Exception):
+            await self._reader.close()

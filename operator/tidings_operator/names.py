@@ -1,11 +1,14 @@
 """Names and labels of everything the operator makes for a ChatCluster.
 
-Wire-level names shared with the workloads (the Kafka topic names, the membership record's
-fields) are copied here on purpose, not imported: the operator and the workloads never
-import each other. ``tests/unit/operator/test_wire_names.py`` pins the copies equal.
+The Kafka topic names are the workloads' own (:mod:`tidings.wire.topics`, the package
+both sides speak), imported here so the operator's modules find every name in one place.
 """
 
 from __future__ import annotations
+
+from tidings.wire.topics import inbox_topic as inbox_topic
+from tidings.wire.topics import members_topic as members_topic
+from tidings.wire.topics import push_topic as push_topic
 
 GROUP = "tidings.dev"
 VERSION = "v1alpha1"
@@ -65,21 +68,6 @@ MAX_API_REPLICAS = 1024 - API_ORDINAL_START
 # A ChatCluster's name becomes part of every child's name and of pod host names
 # (`<name>-chat-895.<name>-chat`): 40 characters leave room for the suffixes.
 MAX_NAME_LENGTH = 40
-
-
-def inbox_topic(prefix: str) -> str:
-    """Inbox events, keyed by the recipient's user id (same as tidings.kafka_config)."""
-    return f"{prefix}.inbox"
-
-
-def members_topic(prefix: str) -> str:
-    """Chat-server membership records, keyed by server id; compacted, one partition."""
-    return f"{prefix}.members"
-
-
-def push_topic(prefix: str) -> str:
-    """Push requests for offline devices, keyed by user id."""
-    return f"{prefix}.push"
 
 
 def chat_name(cluster: str) -> str:

@@ -1,6 +1,7 @@
 """Wiring a ChatCluster to its engines: the Kafka topics and the Cassandra keyspace.
 
-Kafka (aiokafka's admin client, the operator's own code):
+Kafka (aiokafka's admin client; the topics and how they are brought up to date are the
+workloads' own, :mod:`tidings.wire.topics` and :mod:`tidings.wire.topic_admin`):
 
 - ``<prefix>.inbox`` and ``<prefix>.push`` with ``inboxPartitions`` partitions and
   ``retentionHours`` of retention; ``<prefix>.members`` compacted, one partition; all with
@@ -37,8 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     InvalidConfigurationError,
     InvalidPartitionsError,
@@ -48,11 +48,11 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     PolicyViolationError,
-    TopicAlreadyExistsError,
-    for_code,
 )
 from aiokafka.helpers import create_ssl_context
 
+from tidings.wire import topic_admin
+from tidings.wire.topics import TopicSpec, topic_specs
 from tidings_operator import names
 from tidings_operator.spec import CassandraSpec, KafkaSpec
 
@@ -60,13 +60,10 @@ if TYPE_CHECKING:  # the workloads' storage is imported when wiring, not at star
     from tidings.storage.cassandra_schema import ReplicationChange
 
 __all__ = [
-    "MAX_RECORD_BYTES",
-    "MEMBERS_CONFIG",
     "CassandraOutcome",
     "EngineRejected",
     "EngineUnavailable",
     "KafkaOutcome",
-    "TopicPlan",
     "ensure_cassandra",
     "ensure_kafka",
     "kafka_options",
@@ -74,17 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# The workloads' settings for their topics (tidings.bus.kafka, tidings.cluster.topics),
-# copied: pinned equal by tests/unit/operator/test_wire_names.py.
-MAX_RECORD_BYTES = 8 << 20
-MEMBERS_CONFIG = {
-    "cleanup.policy": "compact",
-    "segment.ms": str(10 * 60 * 1000),
-    "min.cleanable.dirty.ratio": "0.1",
-    "delete.retention.ms": str(60 * 60 * 1000),
-}
-_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source for an override on the topic
 
 KAFKA_REQUEST_TIMEOUT_S = 15.0
 KAFKA_TIMEOUT_S = 90.0
@@ -116,14 +102,6 @@ class EngineRejected(Exception):
         super().__init__(message)
         self.engine = engine
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class TopicPlan:
-    name: str
-    partitions: int
-    replication: int
-    configs: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -168,18 +146,14 @@ def _cql_map(replication: Mapping[str, str]) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(replication.items())) + "}"
 
 
-def topic_plan(spec: KafkaSpec) -> list[TopicPlan]:
+def topic_plan(spec: KafkaSpec) -> list[TopicSpec]:
     """The topics a cluster needs, with their partitions, replication and config overrides."""
-    retained = {
-        "max.message.bytes": str(MAX_RECORD_BYTES),
-        "retention.ms": str(spec.retention_hours * 3600 * 1000),
-    }
-    rf, p = spec.replication_factor, spec.inbox_partitions
-    return [
-        TopicPlan(names.inbox_topic(spec.topic_prefix), p, rf, dict(retained)),
-        TopicPlan(names.members_topic(spec.topic_prefix), 1, rf, dict(MEMBERS_CONFIG)),
-        TopicPlan(names.push_topic(spec.topic_prefix), p, rf, dict(retained)),
-    ]
+    return topic_specs(
+        spec.topic_prefix,
+        partitions=spec.inbox_partitions,
+        replication=spec.replication_factor,
+        retention_ms=spec.retention_hours * 3600 * 1000,
+    )
 
 
 def kafka_options(
@@ -262,34 +236,39 @@ async def _ensure_kafka(
                 f"cluster at {spec.bootstrap_servers} has {brokers} broker"
                 f"{'s' if brokers != 1 else ''}: lower it, or add brokers and change the spec",
             )
-        plans = topic_plan(spec)
+        plans = {plan.name: plan for plan in topic_plan(spec)}
         outcome = KafkaOutcome(inbox_partitions=spec.inbox_partitions)
-        existing = {t["topic"]: t for t in await admin.describe_topics(None)}
-        missing = [plan for plan in plans if plan.name not in existing]
-        if missing:
-            raced = await _create(admin, missing)
-            outcome.created = [p.name for p in missing if p.name not in raced]
-            if raced:
-                existing = {t["topic"]: t for t in await admin.describe_topics(None)}
-        for plan in plans:
-            if plan.name not in existing:
-                continue
-            have = await _reconcile_partitions(admin, plan, existing[plan.name], outcome)
-            if plan.name == names.inbox_topic(spec.topic_prefix):
-                outcome.inbox_partitions = max(have, plan.partitions)
-            replicas = {len(p.get("replicas") or []) for p in existing[plan.name]["partitions"]}
-            if replicas and replicas != {plan.replication}:
-                outcome.notes.append(
-                    f"{plan.name} keeps replication {sorted(replicas)} "
-                    f"(changing it to {plan.replication} needs a partition reassignment)"
-                )
-            restored = await _reconcile_configs(admin, plan)
-            if restored:
-                outcome.notes.append(f"{plan.name}: {', '.join(restored)} set back to the spec")
-        await _wait_visible(admin, plans)
+        states = await topic_admin.ensure_topics(admin, list(plans.values()))
+        outcome.created = [state.name for state in states if state.created]
+        for state in states:
+            if state.name == names.inbox_topic(spec.topic_prefix):
+                outcome.inbox_partitions = state.partitions
+            if not state.created:
+                outcome.notes.extend(_notes(state, plans[state.name]))
         return outcome
     finally:
         await admin.close()
+
+
+def _notes(state: topic_admin.TopicState, plan: TopicSpec) -> list[str]:
+    """What the condition says of an existing topic that differed from the spec."""
+    notes: list[str] = []
+    name, wanted, rf = state.name, plan.partitions, plan.replication
+    if state.had_partitions > wanted:
+        notes.append(
+            f"{name} keeps its {state.had_partitions} partitions (asked for {wanted}; "
+            "partitions never shrink)"
+        )
+    elif state.had_partitions < wanted:
+        notes.append(f"{name} grew from {state.had_partitions} to {wanted} partitions")
+    if state.replicas and state.replicas != {rf}:
+        notes.append(
+            f"{name} keeps replication {sorted(state.replicas)} "
+            f"(changing it to {rf} needs a partition reassignment)"
+        )
+    if state.restored:
+        notes.append(f"{name}: {', '.join(state.restored)} set back to the spec")
+    return notes
 
 
 async def _tls_refusal(bootstrap: str, context: ssl.SSLContext) -> str | None:
@@ -311,96 +290,6 @@ async def _tls_refusal(bootstrap: str, context: ssl.SSLContext) -> str | None:
         return None
     writer.close()
     return None
-
-
-async def _create(admin: Any, plans: list[TopicPlan]) -> set[str]:
-    """Create topics; returns those another process created first."""
-    response = await admin.create_topics(
-        [NewTopic(p.name, p.partitions, p.replication, topic_configs=p.configs) for p in plans]
-    )
-    raced: set[str] = set()
-    for entry in response.topic_errors:
-        topic, code = entry[0], entry[1]
-        message = entry[2] if len(entry) > 2 else None
-        if code == 0:
-            log.info("created topic %s", topic)
-            continue
-        error = for_code(code)
-        if error is TopicAlreadyExistsError:
-            raced.add(topic)
-            continue
-        raise error(f"could not create topic {topic}: {message}")
-    return raced
-
-
-async def _reconcile_partitions(
-    admin: Any, plan: TopicPlan, described: Mapping[str, Any], outcome: KafkaOutcome
-) -> int:
-    have = len(described.get("partitions") or [])
-    if have > plan.partitions:
-        outcome.notes.append(
-            f"{plan.name} keeps its {have} partitions (asked for {plan.partitions}; "
-            "partitions never shrink)"
-        )
-        return have
-    if have < plan.partitions:
-        log.warning("growing %s from %d to %d partitions", plan.name, have, plan.partitions)
-        try:
-            await admin.create_partitions({plan.name: NewPartitions(plan.partitions)})
-        except InvalidPartitionsError:
-            # Raced with another process growing it: fine if it got there.
-            (again,) = await admin.describe_topics([plan.name])
-            if len(again["partitions"]) < plan.partitions:
-                raise
-        outcome.notes.append(f"{plan.name} grew from {have} to {plan.partitions} partitions")
-        return plan.partitions
-    return have
-
-
-async def _reconcile_configs(admin: Any, plan: TopicPlan) -> list[str]:
-    """Set our overrides, keeping overrides set by hand (AlterConfigs replaces them all);
-    returns the keys that differed."""
-    resource = ConfigResource(ConfigResourceType.TOPIC, plan.name, None)
-    (response,) = await admin.describe_configs([resource])
-    (described,) = response.resources
-    if described[0]:
-        raise for_code(described[0])(f"cannot describe configs of {plan.name}: {described[1]}")
-    overrides: dict[str, str] = {}
-    for entry in described[4]:
-        name, value, source = entry[0], entry[1], entry[3]
-        if source == _DYNAMIC_TOPIC_CONFIG and value is not None:
-            overrides[name] = value
-    differ = sorted(key for key, value in plan.configs.items() if overrides.get(key) != value)
-    if not differ:
-        return []
-    log.info("updating the configs of %s: %s", plan.name, plan.configs)
-    (altered,) = await admin.alter_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, plan.name, {**overrides, **plan.configs})]
-    )
-    for code, message, *_ in altered.resources:
-        if code:
-            raise for_code(code)(f"cannot alter configs of {plan.name}: {message}")
-    return differ
-
-
-async def _wait_visible(admin: Any, plans: list[TopicPlan], timeout_s: float = 30.0) -> None:
-    """Until the broker's metadata lists every topic with at least its partitions."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        topics = {t["topic"]: t for t in await admin.describe_topics([p.name for p in plans])}
-        lagging = [
-            p.name
-            for p in plans
-            if p.name not in topics
-            or topics[p.name]["error_code"]
-            or len(topics[p.name]["partitions"]) < p.partitions
-        ]
-        if not lagging:
-            return
-        if loop.time() > deadline:
-            raise TimeoutError(f"topics not visible in the broker's metadata: {lagging}")
-        await asyncio.sleep(0.2)
 
 
 async def ensure_cassandra(

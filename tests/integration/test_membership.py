@@ -300,7 +300,7 @@ async def test_ensure_topics_never_shrinks_and_grows_when_asked(
 ) -> None:
     prefix = settings.kafka_topic_prefix
     fewer = settings.model_copy(update={"kafka_inbox_partitions": 2})
-    with caplog.at_level(logging.WARNING, logger="tidings.cluster.topics"):
+    with caplog.at_level(logging.WARNING, logger="tidings.wire.topic_admin"):
         await asyncio.wait_for(ensure_topics(fewer), WAIT_S)
     assert await admin.partitions(inbox_topic(prefix)) == P
     assert await admin.partitions(push_topic(prefix)) == P

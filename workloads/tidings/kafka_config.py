@@ -1,10 +1,11 @@
 """What every Kafka client of the workloads shares: connection options and topic names.
 
-A leaf module (it imports only the settings) so the bus, the membership records, the
-push requests and the topic admin can all use it without importing each other.
+A leaf module (it imports only the settings and the wire names) so the bus, the
+membership records, the push requests and the topic admin can all use it without
+importing each other.
 
-Topic names are wire-level names: the operator creates the same topics and keeps its own
-copy of these three functions on purpose, pinned equal by a test.
+The topic names are :mod:`tidings.wire.topics`' (the operator creates the same topics
+from there), re-exported here for the workloads' Kafka clients.
 """
 
 from __future__ import annotations
@@ -15,21 +16,15 @@ from typing import Any
 from aiokafka.helpers import create_ssl_context
 
 from tidings.settings import Settings, SettingsError
+from tidings.wire.topics import inbox_topic, members_topic, push_topic
 
-
-def inbox_topic(prefix: str) -> str:
-    """Inbox events, keyed by the recipient's user id; P partitions."""
-    return f"{prefix}.inbox"
-
-
-def members_topic(prefix: str) -> str:
-    """Chat-server membership records, keyed by server id; compacted, one partition."""
-    return f"{prefix}.members"
-
-
-def push_topic(prefix: str) -> str:
-    """Push requests for offline devices, keyed by user id."""
-    return f"{prefix}.push"
+__all__ = [
+    "inbox_topic",
+    "kafka_client_options",
+    "kafka_ssl_context",
+    "members_topic",
+    "push_topic",
+]
 
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Who serves which inbox partition: membership records on a compacted Kafka topic.
 
-Every chat server publishes a :class:`MemberRecord` (server id, WebSocket URL, the inbox
-partitions it owns, its connection count, whether it is draining) every
-``membership_interval_s`` to ``<prefix>.members``, keyed by its server id, and a
+Every chat server publishes a :class:`~tidings.wire.members.MemberRecord` (server id,
+WebSocket URL, the inbox partitions it owns, its connection count, whether it is
+draining) every ``membership_interval_s`` to ``<prefix>.members``, keyed by its server id, and a
 tombstone when it shuts down cleanly. Compaction keeps the newest record per server.
 
 A :class:`MembershipView` reads the topic from the beginning (no consumer group: every
@@ -19,69 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tidings.bus.partitioning import partition_for_user
-from tidings.kafka_config import kafka_client_options, members_topic
+from tidings.kafka_config import kafka_client_options
 from tidings.settings import Settings
+from tidings.wire.compacted import CompactedTopicReader
+from tidings.wire.members import MemberRecord
+from tidings.wire.topics import members_topic
 
 __all__ = ["MemberRecord", "MembershipPublisher", "MembershipView"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
-
-
-@dataclass(frozen=True, slots=True)
-class MemberRecord:
-    server_id: str
-    url: str
-    partitions: tuple[int, ...] = ()
-    connections: int = 0
-    draining: bool = False
-    ts: int = 0  # ms since the epoch; the publisher stamps it
-    # The inbox topic's partition count as this server sees it (0: not known).
-    partition_count: int = 0
-    # The uid of the pod the server runs in ("": not in a pod): a record of a replaced
-    # pod is told from its successor's, which has the same server id.
-    pod_uid: str = ""
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "server_id": self.server_id,
-                "url": self.url,
-                "partitions": sorted(self.partitions),
-                "connections": self.connections,
-                "draining": self.draining,
-                "ts": self.ts,
-                "partition_count": self.partition_count,
-                **({"pod_uid": self.pod_uid} if self.pod_uid else {}),
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def decode(cls, raw: bytes | str) -> MemberRecord:
-        data = json.loads(raw)
-        return cls(
-            server_id=str(data["server_id"]),
-            url=str(data["url"]),
-            partitions=tuple(int(p) for p in data.get("partitions", ())),
-            connections=int(data.get("connections", 0)),
-            draining=bool(data.get("draining", False)),
-            ts=int(data.get("ts", 0)),
-            partition_count=int(data.get("partition_count", 0)),
-            pod_uid=str(data.get("pod_uid", "")),
-        )
 
 
 def _now_ms(clock: Clock) -> int:
@@ -199,58 +157,20 @@ class MembershipView:
         self._ttl_ms = int(settings.membership_ttl_s * 1000)
         self.topic = members_topic(settings.kafka_topic_prefix)
         self._index = _Index()
-        self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._caught_up = asyncio.Event()
+        self._reader: CompactedTopicReader | None = None
 
     async def start(self, *, catch_up_timeout_s: float | None = 10.0) -> None:
         """Start reading; wait (bounded) until the records present at start are read."""
-        consumer = AIOKafkaConsumer(
-            **kafka_client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self._reader = CompactedTopicReader(
+            kafka_client_options(self._settings), self.topic, self._apply, name="membership-view"
         )
-        await consumer.start()
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-        except BaseException:
-            await consumer.stop()
-            raise
-        self._consumer = consumer
-        if end == 0:
-            self._caught_up.set()
-        self._task = asyncio.create_task(self._run(tp, end), name="membership-view")
-        if catch_up_timeout_s is not None:
-            try:
-                await asyncio.wait_for(self._caught_up.wait(), catch_up_timeout_s)
-            except TimeoutError:
-                log.warning("membership view did not catch up in time; answering from less")
+        caught_up = await self._reader.start(catch_up_timeout_s=catch_up_timeout_s)
+        if catch_up_timeout_s is not None and not caught_up:
+            log.warning("membership view did not catch up in time; answering from less")
 
     @property
     def caught_up(self) -> bool:
-        return self._caught_up.is_set()
-
-    async def _run(self, tp: Any, end: int) -> None:
-        consumer = self._consumer
-        while True:
-            try:
-                batches = await consumer.getmany(tp, timeout_ms=1000)
-            except KafkaError:
-                log.warning("reading membership records failed; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self._apply(record.key, record.value)
-            if not self._caught_up.is_set():
-                # By position, not by the last record's offset: compaction leaves gaps.
-                with contextlib.suppress(KafkaError):
-                    if await consumer.position(tp) >= end:
-                        self._caught_up.set()
+        return self._reader is not None and self._reader.caught_up
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -319,11 +239,6 @@ class MembershipView:
         return self.owner_url(partition_for_user(user_id, self.partition_count()))
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
