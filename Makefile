@@ -18,6 +18,7 @@ lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache
 
 testenv-up: venv
 	bash e2e/env/up.sh

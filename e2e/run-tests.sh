@@ -8,10 +8,11 @@ started=$SECONDS
 bash scripts/bootstrap.sh
 PY=.venv/bin
 
-echo "== lint and types"
+echo "== lint, types and the dependency rule"
 $PY/ruff check .
 $PY/ruff format --check .
 $PY/mypy
+$PY/lint-imports --no-cache  # pyproject.toml [tool.importlinter]; docs/architecture.md
 
 echo "== test environment"
 trap 'bash e2e/env/down.sh' EXIT

@@ -35,9 +35,13 @@ from tidings.core.model import (
     advance_watermarks,
 )
 from tidings.core.presence import PresenceChange
-from tidings.storage.base import ClientMsgIdReused, Directory, MessageStore
-from tidings.storage.keys import KeyDirectory
-from tidings.storage.media import MediaStore
+from tidings.storage.base import (
+    AttachmentMedia,
+    ClientMsgIdReused,
+    Directory,
+    KeyLookup,
+    MessageStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +90,8 @@ class ChatService:
         presence_fanout_limit: int = 1000,
         partition_of: Callable[[int], int] = lambda _: 0,
         log: MessageLog | None = None,
-        keys: KeyDirectory | None = None,
-        media: MediaStore | None = None,
+        keys: KeyLookup | None = None,
+        media: AttachmentMedia | None = None,
         edit_window_ms: int = 900_000,
         delete_window_ms: int = 172_800_000,
     ) -> None:

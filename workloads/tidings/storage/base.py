@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, S
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tidings.core.media import MediaRecord
 from tidings.core.model import InboxEntry, Message, OnlineLease, PresenceStatus, Watermarks
 
 
@@ -271,3 +272,36 @@ class MessageStore(Protocol):
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]: ...
 
     async def close(self) -> None: ...
+
+
+class PublishedKeys(Protocol):
+    """A device's published keys, as far as a send checks its envelopes against them."""
+
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def identity_key(self) -> str: ...
+
+
+class KeyLookup(Protocol):
+    """The device key directory, as the message path reads it (``storage/keys.py``)."""
+
+    async def devices_with_keys(self, user_ids: Sequence[int]) -> Mapping[int, PublishedKeys]:
+        """Every device of these users that has keys, by device id."""
+        ...
+
+
+class AttachmentMedia(Protocol):
+    """The uploads a message attaches, as the message path uses them
+    (``storage/media.py``)."""
+
+    async def get_many(self, media_ids: Sequence[str]) -> Mapping[str, MediaRecord]: ...
+    async def reference(self, media_ids: Sequence[str], channel_id: str, now: int) -> bool:
+        """Mark ready uploads as sent to ``channel_id``; False (nothing changed) when one
+        of them is not ready any more."""
+        ...
+
+    async def unreference(self, media_ids: Sequence[str], channel_id: str) -> None:
+        """The channel's members may no longer fetch these (their message was deleted for
+        everyone)."""
+        ...
