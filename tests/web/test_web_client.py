@@ -199,7 +199,7 @@ def test_group_search_history_paging_and_reload(
     expect(carol.requests).to_contain_text("Alice invited you to “Weekend plans”")
     carol.requests.get_by_role("button", name="Join Weekend plans").click()
     expect(carol.channel("Weekend plans")).to_be_visible()
-    alice.open("Weekend plans")  # asks for the group again (there is no membership frame)
+    alice.open("Weekend plans")  # Carol's joining came as a membership event
     expect(alice.status).to_have_text("3 members")
     alice.send("Welcome Carol")
     expect(carol.channel("Weekend plans").locator(".badge")).to_have_text("1")
@@ -229,9 +229,10 @@ def test_group_search_history_paging_and_reload(
     bodies = [f"story part {i:02d}" for i in range(1, 46)]
     _send_many(server, bob.username, dm_id(alice.user_id, bob.user_id), bodies)
     alice.expect_message("story part 45")
-    # Alice's inbox: 3 group messages, her 1:1 opener and the 45 parts (seq 49).
-    cursor = alice.wait_stored_cursor(at_least=49)
-    assert cursor == 49
+    # Alice's inbox: the group's 3 membership events (created, Bob added, Carol joined),
+    # 3 group messages, her 1:1 opener and the 45 parts (seq 52).
+    cursor = alice.wait_stored_cursor(at_least=52)
+    assert cursor == 52
     alice.page.reload()
     expect(alice.page.locator("#conversation-title")).to_have_text("Bob")
     alice.expect_message("story part 45")

@@ -464,6 +464,13 @@ function scheduleReceipts() {
   chat.timers.receipts = setTimeout(sendReceipts, RECEIPT_DELAY_MS);
 }
 
+/** Before the open conversation changes: what it showed is read now, not after the
+ *  delay (a chat opened and left at once would otherwise stay unread on the server). */
+function flushReceipts() {
+  clearTimeout(chat.timers.receipts);
+  sendReceipts();
+}
+
 /** `read` for the open channel when the page is visible, `delivered` for the rest. */
 function sendReceipts() {
   if (!chat || !chat.socket.online) return;
@@ -488,7 +495,10 @@ function sendReceipts() {
 function openChannel(channelId, revealMessageId) {
   const { store } = chat;
   if (!store.channels.has(channelId) && isDm(channelId)) store.openDraft(store.peerOf(channelId));
-  if (store.current !== channelId) chat.conversation.opening(channelId, store.meta[channelId]);
+  if (store.current !== channelId) {
+    if (store.current) flushReceipts();
+    chat.conversation.opening(channelId, store.meta[channelId]);
+  }
   store.setCurrent(channelId);
   nav.showChannel(channelId);
   const peer = store.peerOf(channelId);
@@ -518,6 +528,7 @@ async function reveal(channelId, messageId, pages = 10) {
 
 /** Back to the list; `fromHistory`: the browser's Back did it (the entry is gone already). */
 function closeChannel(fromHistory = false) {
+  flushReceipts();
   chat.store.setCurrent(null);
   if (!fromHistory) nav.showList();
   requestAnimationFrame(
