@@ -17,10 +17,19 @@ from tidings_operator.autoscale import ScaleDecision
 from tidings_operator.disruption import Disruption
 from tidings_operator.observe import PodView, ready_count
 from tidings_operator.rollout import InFlight, RolloutStep
-from tidings_operator.status import Verdict, find, format_time, parse_time, ready_verdict
+from tidings_operator.status import (
+    Condition,
+    Verdict,
+    find,
+    format_time,
+    merge_conditions,
+    parse_time,
+    ready_verdict,
+)
 
 __all__ = [
     "Look",
+    "conditions_after",
     "disruption_from_status",
     "disruption_status",
     "epoch",
@@ -150,6 +159,24 @@ def summary(
         parts.append(part("MediaReady"))
     parts.append(part("ChatServersReady"))
     return [degraded, ready_verdict(parts, degraded)]
+
+
+def conditions_after(
+    conditions: Sequence[Mapping[str, Any]],
+    verdicts: Sequence[Verdict],
+    *,
+    generation: int,
+    now: datetime,
+    parts: Sequence[Verdict] | None = None,
+    spec_error: str | None = None,
+) -> list[Condition]:
+    """The conditions with ``verdicts`` merged in, then (unless ``parts`` is None) the
+    ``Degraded`` and ``Ready`` summary of them and ``parts`` (:func:`summary`): the one
+    way every status write of the reconciler puts its conditions together."""
+    out = merge_conditions(conditions, verdicts, generation=generation, now=now)
+    if parts is None:
+        return out
+    return merge_conditions(out, summary(out, parts, spec_error), generation=generation, now=now)
 
 
 @dataclass(frozen=True, slots=True)
