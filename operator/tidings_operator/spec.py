@@ -4,7 +4,7 @@ The API server applies the CRD's defaults and bounds before the operator sees an
 :func:`parse_spec` applies the same defaults again (an object stored under an older CRD
 may lack a field) and checks what a schema cannot say. A spec that cannot work raises
 :class:`SpecError` (the handlers turn it into ``kopf.PermanentError``). The defaults here
-are pinned to the CRD's by ``tests/unit/operator/test_spec.py``.
+are pinned to the CRD's by ``tests/unit/operator/test_operator_spec.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ and the operator from a ChatCluster's spec, through the one layout in tidings.wi
 
 from __future__ import annotations
 
-from tidings.bus.kafka import MAX_RECORD_BYTES as BUS_MAX_RECORD_BYTES
 from tidings.cluster.topics import topic_specs
 from tidings.settings import Settings
 from tidings.wire.topics import MAX_RECORD_BYTES, MEMBERS_CONFIG
@@ -47,9 +46,3 @@ def test_the_operator_creates_the_same_topics_with_the_spec_s_retention() -> Non
         extra = {k: v for k, v in plan.configs.items() if k not in spec_theirs.configs}
         assert spec_theirs.configs.items() <= plan.configs.items()
         assert extra == ({} if plan.name == "pin.members" else {"retention.ms": retention})
-
-
-def test_the_bus_sends_no_record_the_topics_refuse() -> None:
-    # The producers' max_request_size (tidings.bus.kafka) and the topics'
-    # max.message.bytes are one bound.
-    assert BUS_MAX_RECORD_BYTES == MAX_RECORD_BYTES

@@ -56,6 +56,7 @@ from tidings.bus._sticky import StickyAssignor
 from tidings.bus.base import EventHandler, InboxEvent
 from tidings.kafka_config import inbox_topic, kafka_client_options
 from tidings.settings import Settings
+from tidings.wire.topics import MAX_RECORD_BYTES
 
 __all__ = ["BusUnavailable", "KafkaBus", "PartitionCallback", "kafka_client_options"]
 
@@ -63,9 +64,8 @@ log = logging.getLogger(__name__)
 
 PartitionCallback = Callable[[set[int]], Awaitable[None]]
 
-# A 100,000-character body is up to ~1.2 MB of JSON once non-ASCII characters are escaped;
-# ensure_topics sets the inbox topic's max.message.bytes to the same bound.
-MAX_RECORD_BYTES = 8 << 20
+# MAX_RECORD_BYTES (tidings.wire.topics): a 100,000-character body is up to ~1.2 MB of
+# JSON once non-ASCII characters are escaped; the topics' max.message.bytes is the same.
 _METADATA_TRIES = 10
 
 

@@ -24,11 +24,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 
-from tidings.bus.kafka import MAX_RECORD_BYTES
 from tidings.bus.partitioning import user_key
 from tidings.core.model import Message
 from tidings.kafka_config import kafka_client_options, push_topic
 from tidings.settings import Settings
+from tidings.wire.topics import MAX_RECORD_BYTES
 
 __all__ = ["KafkaPushSink", "PushRequest", "PushUnavailable", "consume_push_requests"]
 
