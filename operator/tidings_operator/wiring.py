@@ -11,7 +11,7 @@ workloads' own, :mod:`tidings.wire.topics` and :mod:`tidings.wire.topic_admin`):
   overrides are merged (other overrides an operator set by hand stay), a replication
   factor is never changed (that needs a partition reassignment: reported, not done).
 
-Cassandra: the workloads' own migrations (``tidings.storage.cassandra_schema``, the one
+Cassandra: the workloads' own migrations (``tidings.storage.cassandra.schema``, the one
 source of truth for the schema; the operator runs in the same image), which create the
 keyspace if it is missing and apply every schema version not yet applied; then the
 keyspace's replication is made the spec's (``ALTER KEYSPACE``; the repair or cleanup it
@@ -57,7 +57,7 @@ from tidings_operator import names
 from tidings_operator.spec import CassandraSpec, KafkaSpec
 
 if TYPE_CHECKING:  # the workloads' storage is imported when wiring, not at start-up
-    from tidings.storage.cassandra_schema import ReplicationChange
+    from tidings.storage.cassandra.schema import ReplicationChange
 
 __all__ = [
     "CassandraOutcome",
@@ -311,7 +311,7 @@ async def _ensure_cassandra(
     # The workloads' migrations are the one source of truth for the schema: the operator
     # runs them from the same image instead of keeping a copy.
     from tidings.settings import Settings, SettingsError
-    from tidings.storage.cassandra_schema import wire_keyspace
+    from tidings.storage.cassandra.schema import wire_keyspace
 
     auth = auth or {}
     values: dict[str, Any] = {

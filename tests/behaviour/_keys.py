@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tidings.storage.keys import signed_prekey_message
+from tidings.storage.sql.keys import signed_prekey_message
 
 from ._harness import Account
 

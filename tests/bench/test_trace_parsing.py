@@ -103,9 +103,9 @@ def test_samples_go_to_stages() -> None:
         "Thread.run@/py/threading.py:982",
         "_worker@/py/concurrent/futures/thread.py:83",
         "run@/w/tidings/storage/_sqlite_worker.py:50",
-        "save@/w/tidings/storage/sqlite.py:91",
+        "save@/w/tidings/storage/sqlite/store.py:91",
     )
-    directory = (*loop, "SqlDirectory.get_user@/w/tidings/storage/directory.py:82")
+    directory = (*loop, "SqlDirectory.get_user@/w/tidings/storage/sql/directory.py:82")
     assert classify(frames(*sqlite_thread, "sqlite3VdbeExec@/lib/libsqlite3.so", "0x7f00@")) == (
         "cpu",
         "store_sql",

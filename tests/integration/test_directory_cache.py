@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, insert, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tidings.storage.directory import SqlDirectory
-from tidings.storage.directory_cache import MISSING, CachedDirectory
-from tidings.storage.directory_schema import MIGRATIONS, applied_versions, migrate
-from tidings.storage.tables import devices, directory_changes, friends
+from tidings.storage.sql.directory import SqlDirectory
+from tidings.storage.sql.directory_cache import MISSING, CachedDirectory
+from tidings.storage.sql.directory_schema import MIGRATIONS, applied_versions, migrate
+from tidings.storage.sql.tables import devices, directory_changes, friends
 
 ALL = [m.version for m in MIGRATIONS]  # every schema version, in order
 

@@ -12,10 +12,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tidings.storage.base import FriendOutcome, GroupFull, Invite, UsernameTaken
-from tidings.storage.directory import SqlDirectory, make_engine
-from tidings.storage.directory_cache import CachedDirectory
-from tidings.storage.directory_schema import MIGRATIONS, migrate
-from tidings.storage.tables import directory_changes
+from tidings.storage.sql.directory import SqlDirectory, make_engine
+from tidings.storage.sql.directory_cache import CachedDirectory
+from tidings.storage.sql.directory_schema import MIGRATIONS, migrate
+from tidings.storage.sql.tables import directory_changes
 
 AnyDirectory = SqlDirectory | CachedDirectory
 

@@ -29,10 +29,11 @@ from tidings.core.ids import min_id_at, timestamp_ms
 from tidings.core.model import Message
 from tidings.kafka_config import inbox_topic, members_topic, push_topic
 from tidings.settings import Settings
-from tidings.storage import _cassandra_async, _cassandra_io
 from tidings.storage.base import StorageError
-from tidings.storage.cassandra import CassandraMessageStore
-from tidings.storage.cassandra_schema import MIGRATIONS, migrate_keyspace
+from tidings.storage.cassandra import io as cassandra_io
+from tidings.storage.cassandra import io_async as cassandra_io_async
+from tidings.storage.cassandra.schema import MIGRATIONS, migrate_keyspace
+from tidings.storage.cassandra.store import CassandraMessageStore
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -186,17 +187,17 @@ def cassandra_settings(
 
 async def connects_with_both_drivers(settings: Settings) -> None:
     """A query through cassandra-driver (migrations) and through acsylla (the store)."""
-    cluster, session = await _cassandra_io.connect(settings)
+    cluster, session = await cassandra_io.connect(settings)
     try:
         rows = await bounded(
-            _cassandra_io.Cql(session).rows("SELECT cluster_name FROM system.local")
+            cassandra_io.Cql(session).rows("SELECT cluster_name FROM system.local")
         )
         assert rows == [{"cluster_name": "tidings-test"}]
     finally:
         await asyncio.to_thread(cluster.shutdown)
-    acsylla_session = await bounded(_cassandra_async.connect(settings))
+    acsylla_session = await bounded(cassandra_io_async.connect(settings))
     try:
-        cql = _cassandra_async.AsyncCql(acsylla_session)
+        cql = cassandra_io_async.AsyncCql(acsylla_session)
         prepared = await cql.prepare({"q": "SELECT cluster_name FROM system.local"})
         assert await bounded(cql.rows(prepared["q"])) == [{"cluster_name": "tidings-test"}]
     finally:
@@ -230,7 +231,7 @@ async def test_migrate_and_the_message_store_over_tls(testenv: Any, test_ca: Pat
             cassandra_contact_points=testenv["TIDINGS_TEST_CASSANDRA_HOSTS"].split(","),
             cassandra_port=int(testenv["TIDINGS_TEST_CASSANDRA_PORT"]),
         )
-        cluster, session = await _cassandra_io.connect(plain)
+        cluster, session = await cassandra_io.connect(plain)
         try:
             await asyncio.to_thread(
                 session.execute, f"DROP KEYSPACE IF EXISTS {settings.cassandra_keyspace}", None, 120
@@ -260,9 +261,9 @@ async def test_a_node_the_ca_did_not_sign_is_refused_by_both_drivers(
 ) -> None:
     settings = cassandra_settings(testenv, other_ca)
     with pytest.raises(StorageError, match=r"(?i)certificate verify failed"):
-        await bounded(_cassandra_io.connect(settings))
+        await bounded(cassandra_io.connect(settings))
     with pytest.raises(StorageError, match=r"(?i)invalid peer certificate"):
-        await bounded(_cassandra_async.connect(settings))
+        await bounded(cassandra_io_async.connect(settings))
 
 
 @pytest.mark.cassandra
@@ -277,8 +278,8 @@ async def test_hostname_verification_checks_the_address_in_both_drivers(
     )
     elsewhere = cassandra_settings(testenv, test_ca, host="127.0.0.2", verify_hostname=True)
     with pytest.raises(StorageError, match=r"(?i)mismatch"):
-        await bounded(_cassandra_io.connect(elsewhere))
+        await bounded(cassandra_io.connect(elsewhere))
     with pytest.raises(StorageError, match=r"(?i)identity|peer"):
-        await bounded(_cassandra_async.connect(elsewhere))
+        await bounded(cassandra_io_async.connect(elsewhere))
     # Without hostname verification the chain alone is checked: 127.0.0.2 is fine.
     await connects_with_both_drivers(cassandra_settings(testenv, test_ca, host="127.0.0.2"))

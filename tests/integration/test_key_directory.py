@@ -1,4 +1,4 @@
-"""The key directory (storage/keys.py), the same on SQLite (embedded) and PostgreSQL
+"""The key directory (storage/sql/keys.py), the same on SQLite (embedded) and PostgreSQL
 (cluster): uploads are checked, a one-time prekey is handed out once — however many
 claim at once — and a device's keys go with the device."""
 
@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tidings.storage.directory import SqlDirectory, make_engine
-from tidings.storage.directory_schema import migrate
-from tidings.storage.keys import (
+from tidings.storage.sql.directory import SqlDirectory, make_engine
+from tidings.storage.sql.directory_schema import migrate
+from tidings.storage.sql.keys import (
     DeviceKeys,
     KeyDirectory,
     KeyUploadError,

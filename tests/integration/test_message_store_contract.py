@@ -24,18 +24,18 @@ from cassandra.cluster import Session
 from tidings.core.ids import min_id_at, timestamp_ms
 from tidings.core.model import Message, OnlineLease, PresenceStatus, Watermarks
 from tidings.settings import Settings
-from tidings.storage import cassandra as cassandra_store
-from tidings.storage._cassandra_io import build_cluster
 from tidings.storage.base import MessageStore, StorageError, StorageUnavailable
-from tidings.storage.cassandra import CassandraMessageStore, bucket_of
-from tidings.storage.cassandra_schema import (
+from tidings.storage.cassandra import store as cassandra_store
+from tidings.storage.cassandra.io import build_cluster
+from tidings.storage.cassandra.schema import (
     LATEST_VERSION,
     MIGRATIONS,
     applied_versions,
     apply_migrations,
     migrate,
 )
-from tidings.storage.sqlite import SqliteMessageStore
+from tidings.storage.cassandra.store import CassandraMessageStore, bucket_of
+from tidings.storage.sqlite.store import SqliteMessageStore
 
 pytestmark = pytest.mark.timeout(300)
 

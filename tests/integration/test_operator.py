@@ -378,7 +378,7 @@ async def test_children_topics_keyspace_and_status(
         await admin.close()
 
     # The keyspace, migrated by the workloads' own migrations.
-    from tidings.storage.cassandra_schema import LATEST_VERSION
+    from tidings.storage.cassandra.schema import LATEST_VERSION
 
     assert await asyncio.to_thread(_applied_versions, testenv, keyspace) == list(
         range(1, LATEST_VERSION + 1)
@@ -964,7 +964,7 @@ async def test_deleting_the_chat_cluster_collects_the_children_and_keeps_the_dat
     finally:
         await admin.close()
     assert {f"{prefix}.inbox", f"{prefix}.push", f"{prefix}.members"} <= topics, topics
-    from tidings.storage.cassandra_schema import LATEST_VERSION
+    from tidings.storage.cassandra.schema import LATEST_VERSION
 
     assert await asyncio.to_thread(_applied_versions, testenv, keyspace) == list(
         range(1, LATEST_VERSION + 1)

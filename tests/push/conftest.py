@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tidings.core.model import Message
-from tidings.storage.directory import SqlDirectory
+from tidings.storage.sql.directory import SqlDirectory
 
 USER = 42
 SENDER = 7

@@ -19,7 +19,7 @@ from tidings.push.base import Verdict
 from tidings.push.dispatcher import PushDispatcher
 from tidings.push.fcm import FcmProvider, ServiceAccount
 from tidings.push.webhook import WebhookProvider
-from tidings.storage.directory import SqlDirectory
+from tidings.storage.sql.directory import SqlDirectory
 
 from ._standins import (
     ApnsStandin,

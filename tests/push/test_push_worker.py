@@ -31,7 +31,7 @@ from tidings.core.model import Message
 from tidings.kafka_config import inbox_topic, members_topic, push_topic
 from tidings.push.kafka import KafkaPushSink
 from tidings.settings import Settings
-from tidings.storage.directory import SqlDirectory
+from tidings.storage.sql.directory import SqlDirectory
 
 from ._process import free_port, tidings_command
 from ._standins import ApnsStandin, apns_error, p256_key_pem, wait_until

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from behaviour._certs import TestCA
 from tidings.kafka_config import kafka_client_options, kafka_ssl_context
 from tidings.settings import Settings, SettingsError
-from tidings.storage import _cassandra_async, _cassandra_io
+from tidings.storage.cassandra import io as cassandra_io
+from tidings.storage.cassandra import io_async as cassandra_io_async
 
 
 @pytest.fixture
@@ -64,8 +65,8 @@ def test_the_variables_the_operator_sets(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_tls_is_off_by_default() -> None:
     settings = Settings()
     assert settings.cassandra_ssl is False
-    assert _cassandra_io.ssl_context(settings) is None
-    assert _cassandra_async.ssl_options(settings) == {}
+    assert cassandra_io.ssl_context(settings) is None
+    assert cassandra_io_async.ssl_options(settings) == {}
     assert "ssl_context" not in kafka_client_options(settings)
 
 
@@ -174,16 +175,16 @@ def test_cassandra_trusts_every_certificate_of_the_bundle(tmp_path: Path) -> Non
     bundle.write_bytes(b"# first\n" + first.cert_pem + b"# second \xc3\xa9\n" + second.cert_pem)
     settings = cassandra(bundle)
 
-    pem = _cassandra_io.trusted_ca_pem(settings)
+    pem = cassandra_io.trusted_ca_pem(settings)
     assert pem == (first.cert_pem + second.cert_pem).decode()
 
-    context = _cassandra_io.ssl_context(settings)
+    context = cassandra_io.ssl_context(settings)
     assert context is not None
     assert len(context.get_ca_certs()) == 2
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname is False  # the chain only, by default
 
-    options = _cassandra_async.ssl_options(settings)
+    options = cassandra_io_async.ssl_options(settings)
     assert options["ssl_enabled"] is True
     assert options["ssl_trusted_cert"] == pem
     assert options["ssl_verify_flags"].value == 0x01  # CASS_SSL_VERIFY_PEER_CERT
@@ -191,10 +192,10 @@ def test_cassandra_trusts_every_certificate_of_the_bundle(tmp_path: Path) -> Non
 
 def test_cassandra_hostname_verification_in_both_drivers(ca_file: Path) -> None:
     settings = cassandra(ca_file, verify_hostname=True)
-    context = _cassandra_io.ssl_context(settings)
+    context = cassandra_io.ssl_context(settings)
     assert context is not None and context.check_hostname is True
     # PEER_CERT | PEER_IDENTITY: the chain and the node's address.
-    assert _cassandra_async.ssl_options(settings)["ssl_verify_flags"].value == 0x03
+    assert cassandra_io_async.ssl_options(settings)["ssl_verify_flags"].value == 0x03
 
 
 @pytest.mark.parametrize("bad", BAD)
@@ -202,6 +203,6 @@ def test_a_bad_cassandra_ca_file_names_the_setting_and_the_file(tmp_path: Path, 
     settings = cassandra(bad_files(tmp_path)[bad])
     expected = f"TIDINGS_CASSANDRA_SSL_CAFILE={tmp_path / bad}"
     with pytest.raises(SettingsError, match=expected):
-        _cassandra_io.build_cluster(settings)  # migrations' driver
+        cassandra_io.build_cluster(settings)  # migrations' driver
     with pytest.raises(SettingsError, match=expected):
-        _cassandra_async.ssl_options(settings)  # the message store's
+        cassandra_io_async.ssl_options(settings)  # the message store's

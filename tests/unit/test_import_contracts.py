@@ -58,7 +58,7 @@ def copy(tmp_path: Path) -> Path:
         ("tidings/core/ids.py", "import tidings.settings", "tidings.core imports nothing"),
         (
             "tidings/chat/delivery.py",
-            "from tidings.storage.keys import KeyDirectory",
+            "from tidings.storage.sql.keys import KeyDirectory",
             "tidings.chat imports only",
         ),
         ("tidings/cluster/topics.py", "import tidings_operator.names", "never the reverse"),

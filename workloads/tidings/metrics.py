@@ -79,7 +79,7 @@ PUSH_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
-# The directory cache (storage/directory_cache.py): one count per lookup.
+# The directory cache (storage/sql/directory_cache.py): one count per lookup.
 DIRECTORY_CACHE = Counter(
     "tidings_directory_cache_total", "Directory cache lookups", ["cache", "result"]
 )

@@ -9,9 +9,9 @@ import logging
 
 from tidings.cluster.topics import ensure_topics
 from tidings.settings import Settings
-from tidings.storage import directory_schema
-from tidings.storage.cassandra_schema import migrate_keyspace
-from tidings.storage.directory import make_engine
+from tidings.storage.cassandra.schema import migrate_keyspace
+from tidings.storage.sql import directory_schema
+from tidings.storage.sql.directory import make_engine
 
 log = logging.getLogger(__name__)
 

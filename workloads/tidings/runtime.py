@@ -33,13 +33,13 @@ from tidings.media.service import MediaService
 from tidings.push.dispatcher import PushDispatcher
 from tidings.push.grace import GracefulPushSink
 from tidings.settings import Settings
-from tidings.storage._sqlite_writer import kill_before_commit_after
 from tidings.storage.base import Directory, MessageStore
-from tidings.storage.directory import SqlDirectory
-from tidings.storage.directory_cache import CachedDirectory
-from tidings.storage.keys import KeyDirectory
-from tidings.storage.media import MediaStore
-from tidings.storage.sqlite import SqliteMessageStore, StoreMessageLog
+from tidings.storage.sql.directory import SqlDirectory
+from tidings.storage.sql.directory_cache import CachedDirectory
+from tidings.storage.sql.keys import KeyDirectory
+from tidings.storage.sql.media import MediaStore
+from tidings.storage.sqlite.store import SqliteMessageStore, StoreMessageLog
+from tidings.storage.sqlite.writer import kill_before_commit_after
 
 log = logging.getLogger(__name__)
 

@@ -204,7 +204,7 @@ class Settings(BaseSettings):
     cassandra_request_timeout_s: float = Field(10.0, gt=0)
     # v4: the highest the message store's C++ driver speaks (v5 is beta there).
     cassandra_protocol_version: int = Field(4, ge=3, le=4)
-    # Speculative execution (storage/_cassandra_io.py): when a request has had no answer
+    # Speculative execution (storage/cassandra/io.py): when a request has had no answer
     # after this many ms, the driver asks the next replica too (at most once more). Every
     # statement of the store is idempotent, so a duplicate is harmless; 0 (the default)
     # is off: on a saturated cluster it doubles the load of exactly the slow requests.
@@ -273,7 +273,7 @@ class Settings(BaseSettings):
     # its death.
     membership_interval_s: float = Field(1.0, gt=0)
     membership_ttl_s: float = Field(3.0, gt=0)
-    # The directory cache in front of the Directory (storage/directory_cache.py): entries
+    # The directory cache in front of the Directory (storage/sql/directory_cache.py): entries
     # kept per cache (users, devices, device lists and presence audiences by user;
     # channels and known DMs by channel), how often each process reads the change log of
     # the others' writes (a write is seen everywhere within this plus one query), and how

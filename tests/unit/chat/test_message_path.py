@@ -18,8 +18,8 @@ from tidings.core.frames import Receipt, Send
 from tidings.core.ids import SnowflakeGenerator
 from tidings.core.model import InboxEntry, Message
 from tidings.runtime import OwnsEveryone, wall_ms
-from tidings.storage.directory import SqlDirectory
-from tidings.storage.sqlite import SqliteMessageStore
+from tidings.storage.sql.directory import SqlDirectory
+from tidings.storage.sqlite.store import SqliteMessageStore
 
 
 class RecordingDelivery:

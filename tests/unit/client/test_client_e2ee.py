@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tidings.client._e2ee import DeviceCrypto, E2eeError, safety_number
-from tidings.storage.keys import DeviceKeys, PreKey, check_keys, check_prekeys
+from tidings.storage.sql.keys import DeviceKeys, PreKey, check_keys, check_prekeys
 
 
 def bundle(device: DeviceCrypto, body: dict[str, object], one_time: int = 0) -> dict[str, object]:

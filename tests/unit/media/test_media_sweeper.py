@@ -18,8 +18,8 @@ from PIL import Image
 from tidings.core.errors import PAYLOAD_TOO_LARGE
 from tidings.media.local import ROUTE, LocalBlobStore
 from tidings.media.service import MediaConfig, MediaError, MediaService
-from tidings.storage.directory import SqlDirectory
-from tidings.storage.media import MediaStore
+from tidings.storage.sql.directory import SqlDirectory
+from tidings.storage.sql.media import MediaStore
 
 HOUR_MS = 3_600_000
 BASE = "http://tidings.test/"

@@ -14,7 +14,7 @@ from tidings.push.config import build_providers
 from tidings.push.dispatcher import PushDispatcher, collapse
 from tidings.push.payload import Notification
 from tidings.settings import Settings
-from tidings.storage.directory import SqlDirectory
+from tidings.storage.sql.directory import SqlDirectory
 
 USER = 2
 

@@ -10,8 +10,8 @@ import pytest
 from acsylla import errors as cass
 
 from tidings.settings import Settings
-from tidings.storage._cassandra_async import PartitionWrites, build_cluster, wrap_error
 from tidings.storage.base import StorageError, StorageUnavailable
+from tidings.storage.cassandra.io_async import PartitionWrites, build_cluster, wrap_error
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from cassandra.policies import (
 from cassandra.query import SimpleStatement
 
 from tidings.settings import Settings
-from tidings.storage._cassandra_io import (
+from tidings.storage.cassandra.io import (
     IdempotentWriteRetryPolicy,
     build_cluster,
     speculative_policy,
@@ -63,7 +63,7 @@ def test_the_cluster_profile_states_its_policies() -> None:
 def test_no_statement_takes_a_lightweight_transaction_or_filters() -> None:
     from pathlib import Path
 
-    from tidings.storage import cassandra
+    from tidings.storage.cassandra import store as cassandra
 
     for name, cql in cassandra._STATEMENTS.items():
         assert " IF " not in f" {cql.upper()} ", name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.storage.cassandra_schema import ReplicationChange, _too_few_nodes, replication_map
+from tidings.storage.cassandra.schema import ReplicationChange, _too_few_nodes, replication_map
 
 SIMPLE_1 = {"class": "SimpleStrategy", "replication_factor": "1"}
 

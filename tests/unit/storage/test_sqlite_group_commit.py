@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tidings.core.model import InboxEntry, Message
-from tidings.storage._sqlite_writer import GroupCommitWriter
 from tidings.storage.base import ClientMsgIdReused
-from tidings.storage.sqlite import SqliteMessageStore
+from tidings.storage.sqlite.store import SqliteMessageStore
+from tidings.storage.sqlite.writer import GroupCommitWriter
 
 ALICE, BOB, CAROL = 11, 22, 33
 

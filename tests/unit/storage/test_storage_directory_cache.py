@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, insert, select
 
-from tidings.storage import directory_cache
 from tidings.storage.base import GroupFull, User
-from tidings.storage.directory import SqlDirectory
-from tidings.storage.directory_cache import MISSING, CachedDirectory
-from tidings.storage.directory_schema import MIGRATIONS, migrate
-from tidings.storage.tables import directory_changes, directory_readers
+from tidings.storage.sql import directory_cache
+from tidings.storage.sql.directory import SqlDirectory
+from tidings.storage.sql.directory_cache import MISSING, CachedDirectory
+from tidings.storage.sql.directory_schema import MIGRATIONS, migrate
+from tidings.storage.sql.tables import directory_changes, directory_readers
 
 
 class Statements:

@@ -22,7 +22,7 @@ from tidings.api.errors import ApiError
 from tidings.bus.base import InboxEvent
 from tidings.core import errors
 from tidings.runtime import Runtime, wall_ms
-from tidings.storage.keys import (
+from tidings.storage.sql.keys import (
     MAX_ONE_TIME_PREKEYS,
     Bundle,
     DeviceKeys,

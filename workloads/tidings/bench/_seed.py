@@ -186,8 +186,8 @@ async def _seed(
     url: str, migrate: bool, settings: Settings, count: int, first: int, prefix: str, chunk: int
 ) -> list[Account]:
     from tidings.runtime import wall_ms
-    from tidings.storage.directory import SqlDirectory
-    from tidings.storage.tables import devices, users
+    from tidings.storage.sql.directory import SqlDirectory
+    from tidings.storage.sql.tables import devices, users
 
     passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, workers=1)
     try:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from tidings.core.model import Message
-from tidings.storage.sqlite import SqliteMessageStore
+from tidings.storage.sqlite.store import SqliteMessageStore
 
 log = logging.getLogger(__name__)
 CONSUMER = "inbox"

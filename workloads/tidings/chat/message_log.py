@@ -1,7 +1,7 @@
 """The cluster's :class:`~tidings.chat.ports.MessageLog`: store, then publish on the bus.
 
 The owners of the members' partitions append the events to the inboxes and deliver. (The
-embedded default's log is :class:`tidings.storage.sqlite.StoreMessageLog`: one
+embedded default's log is :class:`tidings.storage.sqlite.store.StoreMessageLog`: one
 transaction for the message and every inbox row, no bus.)
 
 Dedupe on (sender, client_msg_id) takes no lightweight transaction: a sender's devices

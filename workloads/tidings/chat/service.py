@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from tidings.core.model import (
     Attachments,
     InboxEntry,
     Message,
+    OnlineLease,
     PresenceStatus,
     advance_watermarks,
 )
@@ -348,8 +349,42 @@ class ChatService:
             [InboxEvent(m, "typing", out) for m in members if m != user_id]
         )
 
+    async def device_session(self, device_id: int) -> tuple[int, int] | None:
+        """The session a device's tokens must carry to be good: (its user, its token
+        version), or None when the device is gone (logged out or unlinked)."""
+        device = await self.directory.get_device(device_id)
+        return None if device is None else (device.user_id, device.token_version)
+
+    async def authenticate(self, user_id: int, device_id: int, token_version: int) -> None:
+        """Check that a token's session is still on (its signature was checked already):
+        the device exists, is the user's and was not logged in again since. Else
+        :class:`ProtocolError` ``unauthorized``, closing the socket (4001)."""
+        if await self.device_session(device_id) != (user_id, token_version):
+            raise ProtocolError(
+                errors.UNAUTHORIZED,
+                "this session has ended (logged out, device unlinked or logged in again)",
+                close_code=errors.CLOSE_UNAUTHORIZED,
+            )
+
+    async def open_inbox(self, user_id: int) -> int:
+        """A device of ``user_id`` comes online: the head of the user's inbox (the seq
+        its sync runs up to)."""
+        return await self.messages.inbox_head(user_id)
+
     async def inbox_head(self, user_id: int) -> int:
         return await self.messages.inbox_head(user_id)
+
+    async def devices_seen(self, seen: Mapping[int, int]) -> None:
+        """Record when devices were last seen (device id → ms), in one batch."""
+        await self.directory.touch_devices(seen)
+
+    async def refresh_presence(self, leases: Sequence[OnlineLease]) -> None:
+        """Renew the stored online leases of the users connected to this server."""
+        await self.messages.refresh_presence(leases)
+
+    async def online_in_partition(self, partition: int) -> dict[int, int | None]:
+        """The users stored online in an inbox partition, with when they were last seen."""
+        return await self.messages.online_in_partition(partition)
 
     async def sync(self, user_id: int, cursor: int, limit: int) -> SyncPage:
         """The entries after ``cursor``; a cursor beyond the head is taken as the head."""

@@ -33,7 +33,7 @@ class E2eeError(Exception):
 
 
 def signed_prekey_message(device_id: str, key_id: str, public_key: str) -> bytes:
-    """What the signing key signs (the server checks it: storage/keys.py)."""
+    """What the signing key signs (the server checks it: storage/sql/keys.py)."""
     return f"tidings-signed-prekey:{device_id}:{key_id}:{public_key}".encode()
 
 

@@ -21,8 +21,8 @@ from tidings.public_url import with_public_chat_url
 from tidings.push.kafka import KafkaPushSink
 from tidings.runtime import Runtime, add_media, assemble
 from tidings.settings import Settings, SettingsError
-from tidings.storage.cassandra import CassandraMessageStore
-from tidings.storage.directory_cache import CachedDirectory
+from tidings.storage.cassandra.store import CassandraMessageStore
+from tidings.storage.sql.directory_cache import CachedDirectory
 
 log = logging.getLogger(__name__)
 

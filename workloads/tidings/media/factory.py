@@ -16,7 +16,7 @@ from tidings.media.local import LocalBlobStore
 from tidings.media.service import IsMember, MediaConfig, MediaService
 from tidings.settings import Settings, SettingsError
 from tidings.storage.base import Directory
-from tidings.storage.media import MediaStore
+from tidings.storage.sql.media import MediaStore
 
 log = logging.getLogger(__name__)
 

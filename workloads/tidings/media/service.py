@@ -25,7 +25,7 @@ from tidings.core.media import (
 from tidings.media.blobs import BlobStore, MediaError, UploadIncomplete
 from tidings.media.thumbnails import THUMBNAIL_TYPE, NotAnImage, make_thumbnail
 from tidings.settings import Settings
-from tidings.storage.media import DELETING, PENDING, READY, MediaStore
+from tidings.storage.sql.media import DELETING, PENDING, READY, MediaStore
 
 log = logging.getLogger(__name__)
 

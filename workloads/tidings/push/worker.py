@@ -11,7 +11,7 @@ from tidings import metrics
 from tidings.push.dispatcher import PushDispatcher
 from tidings.push.kafka import PushRequest, consume_push_requests
 from tidings.settings import Settings
-from tidings.storage.directory import SqlDirectory
+from tidings.storage.sql.directory import SqlDirectory
 
 log = logging.getLogger(__name__)
 

@@ -284,7 +284,7 @@ class PublishedKeys(Protocol):
 
 
 class KeyLookup(Protocol):
-    """The device key directory, as the message path reads it (``storage/keys.py``)."""
+    """The device key directory, as the message path reads it (``storage/sql/keys.py``)."""
 
     async def devices_with_keys(self, user_ids: Sequence[int]) -> Mapping[int, PublishedKeys]:
         """Every device of these users that has keys, by device id."""
@@ -293,7 +293,7 @@ class KeyLookup(Protocol):
 
 class AttachmentMedia(Protocol):
     """The uploads a message attaches, as the message path uses them
-    (``storage/media.py``)."""
+    (``storage/sql/media.py``)."""
 
     async def get_many(self, media_ids: Sequence[str]) -> Mapping[str, MediaRecord]: ...
     async def reference(self, media_ids: Sequence[str], channel_id: str, now: int) -> bool:

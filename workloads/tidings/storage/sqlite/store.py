@@ -3,7 +3,7 @@
 The embedded default has one process, so it needs no bus between storing a message and
 appending it to the members' inboxes: :meth:`SqliteMessageStore.append` stores the
 message *and* its inbox rows in the same transaction, one transaction (one fsync) per
-batch of sends (:class:`~tidings.storage._sqlite_writer.GroupCommitWriter`). The
+batch of sends (:class:`~tidings.storage.sqlite.writer.GroupCommitWriter`). The
 ``messages`` and ``inbox`` tables are the durable log; there is nothing to replay after a
 crash, because a message and its inbox rows commit together or not at all.
 
@@ -39,8 +39,8 @@ from tidings.core.model import (
     json_to_text,
     reactions_from_text,
 )
-from tidings.storage._sqlite_writer import BeforeCommit, GroupCommitWriter
 from tidings.storage.base import ClientMsgIdReused
+from tidings.storage.sqlite.writer import BeforeCommit, GroupCommitWriter
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """cassandra-driver on asyncio: the cluster from settings, statements as awaitables.
 
-Used by ``tidings migrate`` (:mod:`tidings.storage.cassandra_schema`: DDL waits for
+Used by ``tidings migrate`` (:mod:`tidings.storage.cassandra.schema`: DDL waits for
 schema agreement), tools and tests. The message store itself runs on the C++ driver
-(:mod:`tidings.storage._cassandra_async`), about a quarter of this one's CPU per request.
+(:mod:`tidings.storage.cassandra.io_async`), about a quarter of this one's CPU per request.
 
 The driver does its I/O on its own threads and reports through callbacks; :class:`Cql`
 turns ``Session.execute_async`` into an awaitable (``ResponseFuture.add_callbacks`` ->

@@ -135,7 +135,7 @@ throttle_buckets = Table(
 
 # Every Directory write appends what it changed here, in its own transaction (schema
 # version 2), so caches in other processes can drop exactly those entries
-# (storage/directory_cache.py). kind: user | device | user_devices | channel | audience;
+# (storage/sql/directory_cache.py). kind: user | device | user_devices | channel | audience;
 # key: the id (as text). Rows older than the retention are trimmed.
 directory_changes = Table(
     "directory_changes",
@@ -167,7 +167,7 @@ directory_readers = Table(
     Column("seen_at", BigInteger, nullable=False),
 )
 
-# Schema version 6, end-to-end encryption's key directory (storage/keys.py): a device's
+# Schema version 6, end-to-end encryption's key directory (storage/sql/keys.py): a device's
 # public keys — its identity (Curve25519) and signing (Ed25519) keys and a signed prekey
 # (its signature checked on upload) — and its one-time prekeys, each handed out once.
 device_keys = Table(

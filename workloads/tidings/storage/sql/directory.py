@@ -2,7 +2,7 @@
 
 Every write also appends what it changed to ``directory_changes`` in the same transaction
 (kinds in :data:`CHANGE_KINDS`), and after it tells this process's listeners, so a
-:class:`~tidings.storage.directory_cache.CachedDirectory` drops exactly those entries at once
+:class:`~tidings.storage.sql.directory_cache.CachedDirectory` drops exactly those entries at once
 here and, by following the table, in every other process.
 """
 
@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tidings.core.login_throttle import BucketRule
-from tidings.storage import directory_schema
 from tidings.storage.base import (
     Channel,
     Device,
@@ -30,7 +29,8 @@ from tidings.storage.base import (
     User,
     UsernameTaken,
 )
-from tidings.storage.tables import (
+from tidings.storage.sql import directory_schema
+from tidings.storage.sql.tables import (
     blocks,
     channel_members,
     channels,

@@ -31,7 +31,7 @@ What this connection does, from the ``cassandra_*`` settings:
 - ``cassandra_request_timeout_s`` per request; requests in flight bounded
   (:class:`AsyncCql`).
 - TLS with ``cassandra_ssl``: the same checks as cassandra-driver's
-  (:func:`~tidings.storage._cassandra_io.ssl_context`), TLS 1.2 at most (the C++
+  (:func:`~tidings.storage.cassandra.io.ssl_context`), TLS 1.2 at most (the C++
   driver's limit).
 """
 
@@ -46,9 +46,9 @@ import acsylla
 from acsylla import errors as cass
 
 from tidings.settings import Settings
-from tidings.storage._cassandra_io import trusted_ca_pem
-from tidings.storage._cassandra_io import wrap_error as wrap_driver_error
 from tidings.storage.base import StorageError
+from tidings.storage.cassandra.io import trusted_ca_pem
+from tidings.storage.cassandra.io import wrap_error as wrap_driver_error
 
 log = logging.getLogger(__name__)
 

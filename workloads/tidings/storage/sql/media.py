@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidings.core.media import MediaRecord
-from tidings.storage.tables import media, media_refs
+from tidings.storage.sql.tables import media, media_refs
 
 PENDING, READY, DELETING = "pending", "ready", "deleting"
 

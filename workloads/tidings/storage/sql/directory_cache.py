@@ -1,7 +1,7 @@
 """An in-memory cache in front of the Directory, so the message path does no SELECT.
 
 :class:`CachedDirectory` implements the whole :class:`~tidings.storage.base.Directory`
-protocol around a :class:`~tidings.storage.directory.SqlDirectory`. Reads look in bounded
+protocol around a :class:`~tidings.storage.sql.directory.SqlDirectory`. Reads look in bounded
 LRU caches first — users, devices and device lists and presence audiences by user,
 channels with their members, the DMs known to exist — and a miss reads through and fills.
 Unknown users, devices and channels are cached too (in smaller LRUs of their own), so
@@ -85,9 +85,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidings import metrics
 from tidings.settings import Settings
-from tidings.storage import directory_schema
 from tidings.storage.base import Channel, Device, Invite, User
-from tidings.storage.directory import (
+from tidings.storage.sql import directory_schema
+from tidings.storage.sql.directory import (
     CHANGE_LOG_VERSION,
     Change,
     SqlDirectory,

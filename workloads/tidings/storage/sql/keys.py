@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tidings.storage.tables import device_keys, devices, one_time_prekeys
+from tidings.storage.sql.tables import device_keys, devices, one_time_prekeys
 
 __all__ = [
     "MAX_ONE_TIME_PREKEYS",

@@ -1,12 +1,12 @@
 """The MessageStore on Cassandra 5.0 (the cluster backend).
 
-Behaves like :class:`tidings.storage.sqlite.SqliteMessageStore`; the same contract tests
+Behaves like :class:`tidings.storage.sqlite.store.SqliteMessageStore`; the same contract tests
 run against both (``tests/integration/test_message_store_contract.py``). The schema lives
-in :mod:`tidings.storage.cassandra_schema` and is applied by ``tidings migrate``; opening
+in :mod:`tidings.storage.cassandra.schema` and is applied by ``tidings migrate``; opening
 a store checks that the keyspace is at the version this code needs.
 
 Every statement is prepared once when the store opens and runs on ScyllaDB's C++ driver
-through acsylla (:mod:`tidings.storage._cassandra_async`: why, and the routing,
+through acsylla (:mod:`tidings.storage.cassandra.io_async`: why, and the routing,
 consistency and retry rules); driver errors come out as
 :class:`~tidings.storage.base.StorageUnavailable` (retriable) or
 :class:`~tidings.storage.base.StorageError`.
@@ -51,10 +51,10 @@ from tidings.core.model import (
     json_to_text,
 )
 from tidings.settings import Settings
-from tidings.storage._cassandra_async import AsyncCql, PartitionWrites, Row, connect
-from tidings.storage._cassandra_io import check_identifier
 from tidings.storage.base import StorageError
-from tidings.storage.cassandra_schema import LATEST_VERSION
+from tidings.storage.cassandra.io import check_identifier
+from tidings.storage.cassandra.io_async import AsyncCql, PartitionWrites, Row, connect
+from tidings.storage.cassandra.schema import LATEST_VERSION
 
 log = logging.getLogger(__name__)
 HEAD_CACHE_SIZE = 1_000_000

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tidings.storage.tables import (
+from tidings.storage.sql.tables import (
     V1_TABLES,
     V4_TABLES,
     V6_TABLES,

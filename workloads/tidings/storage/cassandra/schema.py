@@ -12,7 +12,7 @@ has no transactional schema changes, and two clients creating the same table at 
 moment can leave the nodes disagreeing about it.
 
 The table layout (``bucket`` is a 30-day time bucket of the Snowflake id, see
-:func:`tidings.storage.cassandra.bucket_of`):
+:func:`tidings.storage.cassandra.store.bucket_of`):
 
 - ``messages ((channel_id, bucket), message_id DESC)``: the messages, plus ``terms``, the
   normalized words of the body, indexed by SAI for search;
@@ -42,8 +42,8 @@ from datetime import UTC, datetime
 from cassandra.cluster import Session
 
 from tidings.settings import Settings
-from tidings.storage._cassandra_io import Cql, check_identifier, connect
 from tidings.storage.base import StorageUnavailable
+from tidings.storage.cassandra.io import Cql, check_identifier, connect
 
 log = logging.getLogger(__name__)
 
