@@ -68,7 +68,7 @@ def _rotate_jwt_key(args: argparse.Namespace) -> int:
 
 
 def _cluster_process(args: argparse.Namespace) -> int:
-    from tidings.cluster.runtime import open_api, open_chat, require_cluster_settings
+    from tidings.runtime_cluster import open_api, open_chat, require_cluster_settings
     from tidings.server import serve
 
     settings = _settings(args)

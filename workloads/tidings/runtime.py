@@ -1,7 +1,7 @@
 """The parts of a running Tidings process, opened and closed together.
 
 `tidings up` opens all of them on SQLite with the embedded bus; the cluster processes
-(issue: cluster backends) open the same parts on PostgreSQL, Cassandra and Kafka.
+(:mod:`tidings.runtime_cluster`) open the same parts on PostgreSQL, Cassandra and Kafka.
 """
 
 from __future__ import annotations

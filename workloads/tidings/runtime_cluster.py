@@ -4,6 +4,10 @@
   view (the owner of the user's inbox partition).
 - ``tidings chat``: the HTTP API too, plus the WebSocket gateway, the inbox consumer of
   the partitions the consumer group gives it, and its membership record.
+
+A composition root beside :mod:`tidings.runtime` (the embedded one, whose ``assemble``
+both share): the package :mod:`tidings.cluster` holds the parts a cluster runs on
+(membership, ownership, topics), this module wires them to everything else.
 """
 
 from __future__ import annotations
