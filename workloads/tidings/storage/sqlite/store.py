@@ -9,8 +9,10 @@ crash, because a message and its inbox rows commit together or not at all.
 
 Inbox heads live in memory (loaded at open): a batch assigns sequence numbers as it runs,
 the event loop sees a head only once it committed (``hello`` answers from that).
-Full-text indexing (FTS5) runs just behind the sends, in its own small transactions; a
-search first brings the index up to date, so it never misses an acked message.
+Full-text indexing (FTS5, :mod:`tidings.storage.sqlite.search`) runs just behind the
+sends, in its own small transactions; a search first brings the index up to date, so it
+never misses an acked message. The tables and their migrations are in
+:mod:`tidings.storage.sqlite.schema`.
 """
 
 from __future__ import annotations
@@ -33,140 +35,28 @@ from tidings.core.model import (
     OnlineLease,
     PresenceStatus,
     Watermarks,
-    attachments_from_text,
     attachments_to_text,
-    json_from_text,
     json_to_text,
-    reactions_from_text,
 )
 from tidings.storage.base import ClientMsgIdReused
+from tidings.storage.sqlite import schema, search
+from tidings.storage.sqlite.schema import MESSAGE_COLUMNS, message_of, placeholders, row_of
 from tidings.storage.sqlite.writer import BeforeCommit, GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    message_id INTEGER PRIMARY KEY,
-    channel_id TEXT NOT NULL,
-    sender_id INTEGER NOT NULL,
-    sender_device_id INTEGER NOT NULL,
-    client_msg_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    attachments TEXT,
-    reply_to INTEGER,
-    event TEXT,
-    edited_at INTEGER,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    reactions TEXT
-);
-CREATE INDEX IF NOT EXISTS ix_messages_channel ON messages (channel_id, message_id);
-CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_dedupe ON messages (sender_id, client_msg_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (
-    body, content='messages', content_rowid='message_id', tokenize='unicode61'
-);
-CREATE TABLE IF NOT EXISTS inbox (
-    user_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    message_id INTEGER NOT NULL,
-    PRIMARY KEY (user_id, seq)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS ux_inbox_message ON inbox (user_id, message_id);
-CREATE TABLE IF NOT EXISTS inbox_heads (
-    user_id INTEGER PRIMARY KEY,
-    seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS watermarks (
-    channel_id TEXT NOT NULL,
-    user_id INTEGER NOT NULL,
-    delivered_upto INTEGER NOT NULL,
-    read_upto INTEGER NOT NULL,
-    PRIMARY KEY (channel_id, user_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS presence (
-    user_id INTEGER PRIMARY KEY,
-    status TEXT NOT NULL,
-    last_seen INTEGER
-);
-CREATE TABLE IF NOT EXISTS store_meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-# 1: FTS kept by a trigger on insert; 2: indexed just behind the sends; 3: attachments;
-# 4: replies, channel events, edits, deletes and reactions (issue #20)
-SCHEMA_VERSION = 4
-_V4_COLUMNS = {
-    "reply_to": "INTEGER",
-    "event": "TEXT",
-    "edited_at": "INTEGER",
-    "deleted": "INTEGER NOT NULL DEFAULT 0",
-    "reactions": "TEXT",
-}
-FTS_WATERMARK = "fts_indexed_upto"
-FTS_CHUNK = 1000
 WATERMARK_CACHE = 100_000
 
-_MESSAGE_COLUMNS = (
-    "message_id, channel_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments, "
-    "reply_to, event, edited_at, deleted, reactions"
-)
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
 )
-_FIND_SENT = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id=? AND client_msg_id=?"
+_FIND_SENT = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id=? AND client_msg_id=?"
 _INSERT_INBOX = "INSERT INTO inbox (user_id, seq, message_id) VALUES (?,?,?)"
 _UPSERT_HEAD = (
     "INSERT INTO inbox_heads (user_id, seq) VALUES (?, ?) "
     "ON CONFLICT (user_id) DO UPDATE SET seq=excluded.seq"
 )
-
-
-def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        int(row[0]),
-        row[1],
-        int(row[2]),
-        int(row[3]),
-        row[4],
-        row[5],
-        int(row[6]),
-        attachments_from_text(row[7]),
-        row[8],
-        json_from_text(row[9]),
-        row[10],
-        bool(row[11]),
-        reactions_from_text(row[12]),
-    )
-
-
-def _row(m: Message) -> tuple[Any, ...]:
-    return (
-        m.message_id,
-        m.channel_id,
-        m.sender_id,
-        m.sender_device_id,
-        m.client_msg_id,
-        m.body,
-        m.ts,
-        attachments_to_text(m.attachments),
-        m.reply_to,
-        json_to_text(m.event),
-        m.edited_at,
-        int(m.deleted),
-        json_to_text(m.reactions),
-    )
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
-
-
-def fts_query(text: str) -> str:
-    """Turn what a person typed into an FTS5 query: every word must match (as a prefix)."""
-    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
-    return " AND ".join(f'"{w}"*' for w in words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +78,9 @@ AppendedListener = Callable[[dict[int, list[InboxEntry]]], None]
 
 
 class SqliteMessageStore:
+    """The :class:`~tidings.storage.base.MessageStore` on one SQLite file; open it with
+    :meth:`open` (its group-commit writer starts there) and :meth:`close` it."""
+
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
         self._path = path
         self._synchronous = synchronous
@@ -240,42 +133,14 @@ class SqliteMessageStore:
     # --- the writer: schema, batches -----------------------------------------------
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.executescript(SCHEMA)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            self._migrate(conn, version)
+        schema.prepare(conn)
         self._heads = {
             int(u): int(s) for u, s in conn.execute("SELECT user_id, seq FROM inbox_heads")
         }
-        row = conn.execute("SELECT value FROM store_meta WHERE key=?", (FTS_WATERMARK,)).fetchone()
-        self._fts_upto = int(row[0]) if row else 0
+        self._fts_upto = search.indexed_upto(conn)
         top = conn.execute("SELECT MAX(message_id) FROM messages").fetchone()[0]
         self._written_upto = int(top or 0)
         self._unindexed = self._written_upto > self._fts_upto
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection, version: int) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        trigger = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='trigger' AND name='messages_fts_insert'"
-        ).fetchone()
-        if trigger is not None:
-            # Written by a version that indexed on insert: everything so far is indexed.
-            conn.execute("DROP TRIGGER messages_fts_insert")
-            conn.execute(
-                "INSERT OR REPLACE INTO store_meta (key, value) "
-                "SELECT ?, COALESCE(MAX(message_id), 0) FROM messages",
-                (FTS_WATERMARK,),
-            )
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
-        if "attachments" not in columns:  # made before version 3
-            conn.execute("ALTER TABLE messages ADD COLUMN attachments TEXT")
-        for name, kind in _V4_COLUMNS.items():  # made before version 4
-            if name not in columns:
-                conn.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-        log.info("messages.db schema moved from version %s to %s", version, SCHEMA_VERSION)
 
     def _assign(self, user_id: int) -> int:
         head = self._heads.get(user_id, 0)
@@ -300,19 +165,16 @@ class SqliteMessageStore:
 
     def _insert_message(self, conn: sqlite3.Connection, message: Message) -> Message | None:
         """Insert; None when new, else the message that holds (sender, client_msg_id)."""
-        if conn.execute(_INSERT_MESSAGE, _row(message)).rowcount:
+        if conn.execute(_INSERT_MESSAGE, row_of(message)).rowcount:
             if message.message_id > self._written_upto:
                 self._written_upto = message.message_id
             elif message.message_id <= self._fts_upto and message.event is None:
                 # out of order: index it now (events are never searched)
-                conn.execute(
-                    "INSERT INTO messages_fts (rowid, body) VALUES (?, ?)",
-                    (message.message_id, message.body),
-                )
+                search.index_one(conn, message.message_id, message.body)
             if message.event is not None and message.event["type"] in ACTIONS:
                 self._apply_action(conn, message)
             return None
-        return _message(
+        return message_of(
             conn.execute(_FIND_SENT, (message.sender_id, message.client_msg_id)).fetchone()
         )
 
@@ -322,23 +184,15 @@ class SqliteMessageStore:
         assert event.event is not None
         target_id = int(event.event["message_id"])
         row = conn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id=? AND channel_id=?",
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id=? AND channel_id=?",
             (target_id, event.channel_id),
         ).fetchone()
         if row is None:
             return
-        target = _message(row)
+        target = message_of(row)
         after = applied(target, event)
         if after.body != target.body and target_id <= self._fts_upto:
-            # An external-content index forgets a row only when told its old text.
-            conn.execute(
-                "INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', ?, ?)",
-                (target_id, target.body),
-            )
-            if after.body:
-                conn.execute(
-                    "INSERT INTO messages_fts (rowid, body) VALUES (?, ?)", (target_id, after.body)
-                )
+            search.replace_body(conn, target_id, target.body, after.body)
         conn.execute(
             "UPDATE messages SET body=?, attachments=?, edited_at=?, deleted=?, reactions=? "
             "WHERE message_id=?",
@@ -424,18 +278,18 @@ class SqliteMessageStore:
     async def find_sent(self, sender_id: int, client_msg_id: str) -> Message | None:
         def find(conn: sqlite3.Connection) -> Message | None:
             row = conn.execute(_FIND_SENT, (sender_id, client_msg_id)).fetchone()
-            return _message(row) if row else None
+            return message_of(row) if row else None
 
         return await self.writer.read(find)
 
     async def history(self, channel_id: str, before: int | None, limit: int) -> list[Message]:
         def query(conn: sqlite3.Connection) -> list[Message]:
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel_id=? AND message_id<? "
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id=? AND message_id<? "
                 "ORDER BY message_id DESC LIMIT ?",
                 (channel_id, before if before is not None else 2**63 - 1, limit),
             ).fetchall()
-            return [_message(r) for r in rows]
+            return [message_of(r) for r in rows]
 
         return await self.writer.read(query)
 
@@ -447,7 +301,7 @@ class SqliteMessageStore:
         def query(conn: sqlite3.Connection) -> dict[str, int]:
             rows = conn.execute(
                 "SELECT channel_id, MAX(message_id) FROM messages "
-                f"WHERE channel_id IN ({_placeholders(len(ids))}) GROUP BY channel_id",
+                f"WHERE channel_id IN ({placeholders(len(ids))}) GROUP BY channel_id",
                 ids,
             ).fetchall()
             return {r[0]: int(r[1]) for r in rows}
@@ -457,10 +311,10 @@ class SqliteMessageStore:
     async def get_message(self, channel_id: str, message_id: int) -> Message | None:
         def query(conn: sqlite3.Connection) -> Message | None:
             row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id=? AND channel_id=?",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id=? AND channel_id=?",
                 (message_id, channel_id),
             ).fetchone()
-            return _message(row) if row else None
+            return message_of(row) if row else None
 
         return await self.writer.read(query)
 
@@ -481,27 +335,11 @@ class SqliteMessageStore:
         """Index the next chunk of messages; True when the index has caught up."""
         if self._written_upto <= self._fts_upto:
             return True
-        # From the table, not memory: a rolled-back batch must not move the watermark.
-        row = conn.execute("SELECT value FROM store_meta WHERE key=?", (FTS_WATERMARK,)).fetchone()
-        upto = int(row[0]) if row else 0
-        row = conn.execute(
-            "SELECT MAX(message_id), COUNT(*) FROM (SELECT message_id FROM messages "
-            "WHERE message_id > ? ORDER BY message_id LIMIT ?)",
-            (upto, FTS_CHUNK),
-        ).fetchone()
-        if not row[1]:
+        indexed = search.index_next_chunk(conn)
+        if indexed is None:
             return True
-        top = int(row[0])
-        conn.execute(
-            "INSERT INTO messages_fts (rowid, body) SELECT message_id, body FROM messages "
-            "WHERE message_id > ? AND message_id <= ? AND event IS NULL AND body != ''",
-            (upto, top),
-        )
-        conn.execute(
-            "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)", (FTS_WATERMARK, top)
-        )
-        self._fts_upto = top
-        return int(row[1]) < FTS_CHUNK
+        self._fts_upto, caught_up = indexed
+        return caught_up
 
     async def catch_up_index(self) -> None:
         """Bring the full-text index up to every committed message."""
@@ -521,22 +359,13 @@ class SqliteMessageStore:
                     self._unindexed = True
 
     async def search(self, channel_ids: Sequence[str], query: str, limit: int) -> list[Message]:
-        ids, match = list(channel_ids), fts_query(query)
+        """The newest ``limit`` messages of these channels with every word of ``query``
+        (as a prefix); the index first catches up, so an acked message is never missed."""
+        ids, match = list(channel_ids), search.fts_query(query)
         if not ids or not match:
             return []
         await self.catch_up_index()
-
-        def run(conn: sqlite3.Connection) -> list[Message]:
-            cols = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
-            rows = conn.execute(
-                f"SELECT {cols} FROM messages_fts f JOIN messages m ON m.message_id = f.rowid "
-                f"WHERE messages_fts MATCH ? AND m.channel_id IN ({_placeholders(len(ids))}) "
-                "ORDER BY m.message_id DESC LIMIT ?",
-                [match, *ids, limit],
-            ).fetchall()
-            return [_message(r) for r in rows]
-
-        return await self.writer.read(run)
+        return await self.writer.read(lambda conn: search.search(conn, ids, match, limit))
 
     # --- inboxes -------------------------------------------------------------------
 
@@ -565,14 +394,14 @@ class SqliteMessageStore:
 
     async def inbox_after(self, user_id: int, cursor: int, limit: int) -> list[InboxEntry]:
         def query(conn: sqlite3.Connection) -> list[InboxEntry]:
-            cols = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
+            cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
             rows = conn.execute(
                 f"SELECT i.seq, {cols} FROM inbox i JOIN messages m "
                 "ON m.message_id = i.message_id WHERE i.user_id=? AND i.seq>? "
                 "ORDER BY i.seq LIMIT ?",
                 (user_id, cursor, limit),
             ).fetchall()
-            return [InboxEntry(int(r[0]), _message(r[1:])) for r in rows]
+            return [InboxEntry(int(r[0]), message_of(r[1:])) for r in rows]
 
         return await self.writer.read(query)
 
@@ -668,7 +497,7 @@ class SqliteMessageStore:
         def query(conn: sqlite3.Connection) -> dict[int, PresenceStatus]:
             rows = conn.execute(
                 "SELECT user_id, status, last_seen FROM presence "
-                f"WHERE user_id IN ({_placeholders(len(ids))})",
+                f"WHERE user_id IN ({placeholders(len(ids))})",
                 ids,
             ).fetchall()
             return {int(r[0]): PresenceStatus(r[1], r[2]) for r in rows}
