@@ -8,17 +8,20 @@ from typing import Any, cast
 from tidings.chat.ports import Ownership
 from tidings.chat.service import ChatService
 from tidings.core import errors
-from tidings.gateway.connection import AWAIT_HELLO, CLOSING, LIVE, SYNCING, Connection
+from tidings.core.ratelimit import TokenBucket
+from tidings.gateway.connection import Connection
 from tidings.gateway.gateway import Gateway
+from tidings.gateway.session import CLOSING, HELLO, LIVE, SYNCING, Session, State
 from tidings.runtime import OwnsEveryone
 from tidings.settings import Settings
 
 
 class FakeConnection:
-    """What the drain touches of a Connection: its state, frames out, close."""
+    """What the drain touches of a Connection: its session's state, frames out, close."""
 
-    def __init__(self, state: int) -> None:
-        self.state = state
+    def __init__(self, state: State) -> None:
+        self.session = Session(0)
+        self.session.state = state
         self.frames: list[dict[str, Any]] = []
         self.closed_with: int | None = None
 
@@ -26,7 +29,7 @@ class FakeConnection:
         self.frames.append(frame)
 
     def close(self, code: int, reason: str = "") -> None:
-        self.state = CLOSING
+        self.session.close()
         self.closed_with = code
 
 
@@ -38,7 +41,7 @@ def gateway(**settings: Any) -> tuple[Gateway, list[FakeConnection]]:
         cast(Ownership, OwnsEveryone()),
         lambda: time.time_ns() // 1_000_000,
     )
-    conns = [FakeConnection(s) for s in (LIVE, LIVE, SYNCING, AWAIT_HELLO, LIVE, CLOSING) * 20]
+    conns = [FakeConnection(s) for s in (LIVE, LIVE, SYNCING, HELLO, LIVE, CLOSING) * 20]
     gw.connections = set(cast(list[Connection], conns))
     return gw, conns
 
@@ -98,9 +101,9 @@ async def test_a_send_whose_sender_moved_is_not_answered_and_the_device_is_sent_
     from tidings.core.model import Message
 
     gw, _ = gateway()
-    conn = FakeConnection(LIVE)
-    conn_any = cast(Any, conn)
-    conn_any.user_id, conn_any.device_id, conn_any.hello_pending = 7, 70, False
+    conn = FakeConnection(SYNCING)
+    conn.session.authenticated(7, 70, 0, TokenBucket(1, 1, 0))
+    conn.session.go_live(0)
     gw.connections = {cast(Connection, conn)}
     gw.by_user = {7: [cast(Connection, conn)]}
     loop = asyncio.get_running_loop()
@@ -108,7 +111,7 @@ async def test_a_send_whose_sender_moved_is_not_answered_and_the_device_is_sent_
     moved.set_exception(SenderMoved("m1"))
     later: asyncio.Future[Message] = loop.create_future()
     later.set_result(Message(1, "dm:7:8", 7, 70, "m2", "hi", 1))
-    conn_any.answers = deque([("m1", moved), ("m2", later)])
+    conn.session.answers = deque([("m1", moved), ("m2", later)])
     gw._answer_sends(cast(Connection, conn))
     assert [f["type"] for f in conn.frames] == ["reconnect"]
     assert conn.closed_with == errors.CLOSE_DRAINED

@@ -43,7 +43,7 @@ def connection() -> tuple[Connection, Transport, list[bytes]]:
         clock_ms=lambda: 0,
         opened=lambda conn: None,
         want_flush=lambda conn: None,
-        handle_raw_frame=lambda conn, data: frames.append(data),
+        handle_raw_frame=lambda conn, data, text: frames.append(data),
     )
     conn = Connection(gateway=gateway)  # type: ignore[arg-type]
     transport = Transport()

@@ -1,5 +1,9 @@
 """One WebSocket connection: bytes in, frames out, no coroutine of its own.
 
+bytes ↔ WebSocket framing ↔ :class:`~tidings.gateway.session.Session`: this class reads
+and writes the socket, and hands each data frame to its gateway (which decides, asking the
+session); what state the chat session is in lives in the session, never here.
+
 uvicorn builds this class on an upgrade (``ws=`` in its config) with ``config``,
 ``server_state`` and ``app_state``, calls ``connection_made``, replays the request bytes
 into ``data_received`` and hands the transport over. The class registers itself in
@@ -12,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from tidings import metrics
-from tidings.core.frames import ClientFrame, encode, error_frame
-from tidings.core.model import InboxEntry, Message
-from tidings.core.ratelimit import TokenBucket
+from tidings.core.frames import encode, error_frame
+from tidings.core.model import InboxEntry
 from tidings.gateway import handshake
 from tidings.gateway.framing import (
     CLOSE_TOO_BIG,
@@ -34,15 +36,12 @@ from tidings.gateway.framing import (
     encode_frame,
     parse_close,
 )
+from tidings.gateway.session import Session
 from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WS_PATH = "/v1/ws"
-MAX_QUEUED_FRAMES = 64
-
-# Connection states.
-AWAIT_HELLO, SYNCING, LIVE, CLOSING = 0, 1, 2, 3
 
 
 class GatewayPort(Protocol):
@@ -57,36 +56,25 @@ class GatewayPort(Protocol):
     def opened(self, conn: Connection) -> None: ...
     def closed(self, conn: Connection) -> None: ...
     def drain_connection(self, conn: Connection) -> None: ...
-    def handle_raw_frame(self, conn: Connection, data: bytes) -> None: ...
-    async def handle_frame(self, conn: Connection, frame: ClientFrame) -> None: ...
+    def handle_raw_frame(self, conn: Connection, data: bytes, text: bool) -> None: ...
     def want_flush(self, conn: Connection) -> None: ...
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
 
 
 class Connection(asyncio.Protocol):
+    """One socket: the handshake, then frames in (to the gateway) and out (batched per
+    loop tick). ``session`` is its chat session; ``gateway`` is given in tests, else
+    taken from uvicorn's ``app_state``."""
+
     __slots__ = (
-        "answers",
-        "bucket",
-        "busy",
-        "device_id",
         "dirty",
         "gateway",
         "handshake",
-        "hello_pending",
-        "last_heard",
         "open",
-        "opened_at",
         "out",
-        "pending",
         "reader",
-        "sent_seq",
         "server_state",
-        "state",
-        "sync_buffer",
-        "text_frame",
-        "token_version",
+        "session",
         "transport",
-        "user_id",
     )
 
     def __init__(
@@ -108,27 +96,13 @@ class Connection(asyncio.Protocol):
         self.open = False  # handshake done and no close said: frames may be written
         self.out: list[bytes] | None = None  # frames waiting for this tick's write
         self.transport: asyncio.Transport | None = None
-        self.user_id = 0
-        self.device_id = 0
-        self.token_version = 0
-        self.state = AWAIT_HELLO
-        now = gateway.clock_ms()
-        self.opened_at = now
-        self.last_heard = now
-        self.bucket: TokenBucket | None = None
-        self.pending: deque[ClientFrame] | None = None
-        self.busy = False
-        self.dirty = False
-        self.hello_pending = False
-        self.text_frame = True  # the frame being handled came as text (not binary)
-        # Sends stored or being stored, answered in this order (None while there are none).
-        self.answers: deque[tuple[str, asyncio.Future[Message]]] | None = None
-        self.sent_seq = 0
-        self.sync_buffer: list[InboxEntry] | None = None
+        self.dirty = False  # the gateway will flush ``out`` at the end of this tick
+        self.session = Session(gateway.clock_ms())
 
     # --- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The socket is open (asyncio): count it in, wait for the request's bytes."""
         # uvloop's transports are not subclasses of asyncio.Transport, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
         if self.server_state is not None:
@@ -136,6 +110,7 @@ class Connection(asyncio.Protocol):
         self.gateway.opened(self)
 
     def data_received(self, data: bytes) -> None:
+        """Bytes from the socket: the handshake's, then frames (asyncio)."""
         reader = self.reader
         if reader is None:  # still in the handshake
             self._handshake_bytes(data)
@@ -147,8 +122,8 @@ class Connection(asyncio.Protocol):
             return
         for opcode, payload in messages:
             if opcode in DATA_OPCODES:
-                self.text_frame = opcode == OP_TEXT
-                self._frame(payload)
+                if self.session.heard(self.gateway.clock_ms()):
+                    self.gateway.handle_raw_frame(self, payload, opcode == OP_TEXT)
             elif opcode == OP_PING:
                 self._write_frame(OP_PONG, payload)
             elif opcode == OP_CLOSE:
@@ -156,17 +131,19 @@ class Connection(asyncio.Protocol):
                 return
 
     def eof_received(self) -> bool | None:
+        """The client closed its side (asyncio)."""
         return None  # the transport closes itself; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The socket is gone (asyncio): the session ends, the gateway forgets it."""
         if self.server_state is not None:
             self.server_state.connections.discard(self)
-        self.state = CLOSING
+        self.session.close()
         self.out = None
         self.gateway.closed(self)
 
-    # uvicorn calls this on graceful shutdown (SIGTERM).
     def shutdown(self) -> None:
+        """uvicorn's graceful shutdown (SIGTERM): tell the client to reconnect, close."""
         self.gateway.drain_connection(self)
 
     # --- the handshake (websockets' ServerProtocol), then our own framing -----------
@@ -199,20 +176,14 @@ class Connection(asyncio.Protocol):
 
     def _refuse(self, outcome: handshake.Outcome) -> None:
         self.handshake = None
-        self.state = CLOSING
+        self.session.close()
         if self.transport is not None:
             self.transport.write(outcome.response)
             self.transport.close()
 
-    def _frame(self, data: bytes) -> None:
-        if self.state == CLOSING:
-            return
-        self.last_heard = self.gateway.clock_ms()
-        self.gateway.handle_raw_frame(self, data)
-
     def _close_received(self, payload: bytes) -> None:
         """The client closes: answer with its code (unless we already said close)."""
-        self.state = CLOSING
+        self.session.close()
         if self.open:
             code = parse_close(payload)
             self._write_frame(OP_CLOSE, close_payload(code) if code is not None else b"")
@@ -228,32 +199,10 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()  # no more reading from a client that broke the rules
 
-    # --- queued handling: one frame at a time per connection, no task while idle ---
-
-    def enqueue(self, frame: ClientFrame) -> bool:
-        if self.pending is None:
-            self.pending = deque()
-        if len(self.pending) >= MAX_QUEUED_FRAMES:
-            return False
-        self.pending.append(frame)
-        if not self.busy:
-            self.busy = True
-            self.gateway.spawn(self._drain())
-        return True
-
-    async def _drain(self) -> None:
-        try:
-            while self.pending and self.state != CLOSING:
-                frame = self.pending.popleft()
-                await self.gateway.handle_frame(self, frame)
-        finally:
-            self.busy = False
-            if not self.pending:
-                self.pending = None
-
     # --- frames out ----------------------------------------------------------------
 
     def send_frame(self, frame: dict[str, Any]) -> None:
+        """Queue one JSON frame (see :meth:`send_text`)."""
         self.send_text(encode(frame))
 
     def send_text(self, text: bytes) -> None:
@@ -273,7 +222,9 @@ class Connection(asyncio.Protocol):
                 return
             out = self.out = []
         out.append(frame)
-        self.gateway.want_flush(self)
+        if not self.dirty:
+            self.dirty = True
+            self.gateway.want_flush(self)
 
     def send_error(
         self,
@@ -282,25 +233,30 @@ class Connection(asyncio.Protocol):
         ref: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
+        """Queue an ``error`` frame (and count it by code)."""
         metrics.ERRORS_SENT.labels(code).inc()
         self.send_frame(error_frame(code, message, ref, details))
 
     def close(self, code: int, reason: str = "") -> None:
         """Say close; the client answers with its close and the socket ends (the sweep
         aborts it after a grace if the client never does)."""
-        self.state = CLOSING
+        self.session.close()
         if self.open:
             self._write_frame(OP_CLOSE, close_payload(code, reason))
             self.open = False
         self.flush()
 
     def abort(self) -> None:
-        self.state = CLOSING
+        """Drop the socket now, without a close handshake."""
+        self.session.close()
         self.open = False
         if self.transport is not None:
             self.transport.abort()
 
     def flush(self) -> None:
+        """Write the frames queued in this tick in one ``write``; a client that does not
+        read (its write buffer past ``max_write_buffer_bytes``) is dropped."""
+        self.dirty = False
         out, transport = self.out, self.transport
         if not out or transport is None:
             return
@@ -310,21 +266,15 @@ class Connection(asyncio.Protocol):
         transport.write(out[0] if len(out) == 1 else b"".join(out))
         if transport.get_write_buffer_size() > self.gateway.settings.max_write_buffer_bytes:
             metrics.SLOW_CONSUMERS.inc()
-            log.warning("dropping a slow consumer", extra={"user_id": self.user_id})
+            log.warning("dropping a slow consumer", extra={"user_id": self.session.user_id})
             self.abort()
 
     # --- delivery ------------------------------------------------------------------
 
-    def deliver(self, entries: list[InboxEntry]) -> None:
-        """Live inbox entries: buffered while the connection is still catching up."""
-        if self.state == SYNCING:
-            assert self.sync_buffer is not None
-            self.sync_buffer.extend(entries)
-            return
-        if self.state != LIVE:
-            return
-        for entry in entries:
-            if entry.seq > self.sent_seq:
-                self.sent_seq = entry.seq
-                self.send_frame(entry.to_wire_for(self.device_id))
-                metrics.DELIVERIES.inc()
+    def deliver(self, entries: Sequence[InboxEntry]) -> None:
+        """Live inbox entries: sent if the session is live and has not sent them yet,
+        buffered while it is still catching up (:meth:`Session.deliverable`)."""
+        session = self.session
+        for entry in session.deliverable(entries):
+            self.send_frame(entry.to_wire_for(session.device_id))
+            metrics.DELIVERIES.inc()

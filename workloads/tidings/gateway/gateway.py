@@ -1,6 +1,10 @@
 """The gateway: the registry of connections, frame dispatch, sweeps and drain.
 
-It implements the chat logic's :class:`~tidings.chat.ports.Delivery` port.
+A connection hands it each data frame (:meth:`Gateway.handle_raw_frame`); it asks the
+connection's :class:`~tidings.gateway.session.Session` what the frame may do, asks the
+:class:`~tidings.chat.service.ChatService` to do it (never the storage behind it) and
+answers through the connection. It implements the chat logic's
+:class:`~tidings.chat.ports.Delivery` port.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from tidings import metrics
-from tidings.auth import Identity, Tokens
+from tidings.auth import Tokens
 from tidings.chat.message_log import SenderMoved
 from tidings.chat.ports import Ownership
 from tidings.chat.service import ChatService
@@ -41,16 +45,9 @@ from tidings.core.model import InboxEntry, OnlineLease
 from tidings.core.presence import PresenceChange, PresenceTracker
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.admission import Admission
-from tidings.gateway.connection import (
-    AWAIT_HELLO,
-    CLOSING,
-    LIVE,
-    SYNCING,
-    Connection,
-    GatewayPort,
-)
+from tidings.gateway.connection import Connection, GatewayPort
 from tidings.gateway.framing import OP_TEXT, encode_frame
-from tidings.sessions import check_session, session_live
+from tidings.gateway.session import CLOSING, HELLO, LIVE, SYNCING
 from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +69,9 @@ RECONNECT_UNOWNED_MS = (200, 1000)
 
 
 class Gateway:
+    """This process's WebSocket side: the connections, by user and by device, and what
+    their frames do. ``clock_ms`` is wall-clock milliseconds."""
+
     def __init__(
         self,
         settings: Settings,
@@ -113,10 +113,7 @@ class Gateway:
 
     def want_flush(self, conn: Connection) -> None:
         """``conn`` has frames to write: write them (with whatever else it gets in this
-        tick) once, at the end of the tick."""
-        if conn.dirty:
-            return
-        conn.dirty = True
+        tick) once, at the end of the tick (the connection asks once per tick)."""
         if not self._dirty:
             self._running_loop().call_soon(self._flush_dirty)
         self._dirty.append(conn)
@@ -129,12 +126,13 @@ class Gateway:
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn.dirty = False
             conn.flush()
 
     # --- bookkeeping ---------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the gateway keeps (cancelled by :meth:`close`; a
+        failure is logged)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -145,61 +143,68 @@ class Gateway:
             log.error("gateway task failed", exc_info=task.exception())
 
     def opened(self, conn: Connection) -> None:
+        """A socket opened: count it (it serves nobody until its hello)."""
         self.connections.add(conn)
         metrics.CONNECTIONS.inc()
 
     def _hello_done(self, conn: Connection) -> None:
-        if conn.hello_pending:
-            conn.hello_pending = False
+        if conn.session.hello_finished():
             self.admission.hellos_in_flight -= 1
 
     def closed(self, conn: Connection, last_heard: int | None = None) -> None:
+        """Forget ``conn`` (its socket is gone or it is no longer served here); the user
+        goes offline when it was their last socket, as of ``last_heard`` (default now)."""
         self._hello_done(conn)  # a hello still queued when the socket went away
         if conn not in self.connections:
             return
         self.connections.discard(conn)
         metrics.CONNECTIONS.dec()
-        devices = self.by_user.get(conn.user_id)
+        session = conn.session
+        devices = self.by_user.get(session.user_id)
         if devices is not None and conn in devices:
             devices.remove(conn)
-            same_device = self.by_device.get(conn.device_id)
+            same_device = self.by_device.get(session.device_id)
             if same_device is not None and conn in same_device:
                 same_device.remove(conn)
                 if not same_device:
-                    del self.by_device[conn.device_id]
-            self._seen[conn.device_id] = self.clock_ms()
+                    del self.by_device[session.device_id]
+            self._seen[session.device_id] = self.clock_ms()
             metrics.AUTHENTICATED.dec()
             if not devices:
-                del self.by_user[conn.user_id]
-                self.user_buckets.pop(conn.user_id, None)
+                del self.by_user[session.user_id]
+                self.user_buckets.pop(session.user_id, None)
             heard = last_heard if last_heard is not None else self.clock_ms()
-            self.presence.disconnect(conn.user_id, heard)
+            self.presence.disconnect(session.user_id, heard)
 
     @property
     def connection_count(self) -> int:
+        """How many sockets are open here, hello or not."""
         return len(self.connections)
 
     # --- the Delivery port ---------------------------------------------------------
 
     def deliver_entries(self, user_id: int, entries: Sequence[InboxEntry]) -> None:
+        """Live inbox entries for ``user_id``: to each of its sockets here."""
         now = self.clock_ms()
         for conn in self.by_user.get(user_id, ()):
-            conn.deliver(list(entries))
+            conn.deliver(entries)
         if user_id in self.by_user:
             for entry in entries:
                 metrics.SEND_TO_DELIVER.observe(max(0, now - entry.message.ts) / 1000)
 
     def deliver_frame(self, user_id: int, frame: dict[str, Any]) -> None:
+        """An ephemeral frame (typing, receipt, presence) to ``user_id``'s live sockets."""
         conns = self.by_user.get(user_id)
         if not conns:
             return
         text = encode(frame)
         for conn in conns:
-            if conn.state == LIVE:
+            if conn.session.state is LIVE:
                 conn.send_text(text)
 
     def connected_devices(self, user_id: int) -> set[int]:
-        return {conn.device_id for conn in self.by_user.get(user_id, ())}
+        """The devices of ``user_id`` with a socket here."""
+        return {conn.session.device_id for conn in self.by_user.get(user_id, ())}
 
     # --- frames --------------------------------------------------------------------
 
@@ -220,8 +225,13 @@ class Gateway:
             _FRAMES_IN[Heartbeat].inc(self._heartbeats)
             self._heartbeats = 0
 
-    def handle_raw_frame(self, conn: Connection, data: bytes) -> None:
-        if data == HEARTBEAT and conn.state == LIVE:
+    def handle_raw_frame(self, conn: Connection, data: bytes, text: bool = True) -> None:
+        """One data frame from ``conn`` (``text``: it came as a text frame): answered at
+        once (heartbeats, errors, the hello's admission) or queued for
+        :meth:`handle_frame`, one frame at a time per connection."""
+        session = conn.session
+        state = session.state
+        if data == HEARTBEAT and state is LIVE:
             # The frame an idle connection sends every few seconds, as every client
             # library writes it: answered without parsing or building anything.
             self._heartbeats += 1
@@ -231,27 +241,25 @@ class Gateway:
             frame = parse_client_frame(data)
         except ProtocolError as exc:
             metrics.FRAMES_IN.labels("invalid").inc()
-            if conn.text_frame and not _is_utf8(data):
+            if text and not _is_utf8(data):
                 # RFC 6455 5.6/8.1: a text frame must be UTF-8; the endpoint closes 1007.
                 conn.close(errors.CLOSE_INVALID_PAYLOAD, "text frame is not valid UTF-8")
                 return
             conn.send_error(exc.code, exc.message, exc.ref, exc.details)
             return
         _FRAMES_IN[type(frame)].inc()
-        if conn.state == AWAIT_HELLO:
+        if state is HELLO:
             if not isinstance(frame, Hello):
                 conn.send_error(errors.UNAUTHORIZED, "the first frame must be hello")
                 conn.close(errors.CLOSE_UNAUTHORIZED, "unauthorized")
                 return
             if self.admission.saturated and not self.draining:
-                conn.state = CLOSING
                 conn.send_frame(reconnect_frame(self.admission.turn_away()))
                 conn.close(errors.CLOSE_TRY_AGAIN_LATER, "server busy")
                 return
-            conn.state = SYNCING  # no second hello while this one is checked
-            conn.hello_pending = True
+            session.hello_received()  # no second hello while this one is checked
             self.admission.hellos_in_flight += 1
-            conn.enqueue(frame)
+            self._enqueue(conn, frame)
             return
         if isinstance(frame, Heartbeat):
             conn.send_frame(heartbeat_ack_frame(self.clock_ms()))
@@ -261,11 +269,29 @@ class Gateway:
             return
         # A frame right behind the hello (a client need not wait for welcome) waits in the
         # connection's queue until the hello is done: no bucket yet, the queue's bound.
-        bucket = conn.bucket
+        bucket = session.bucket
         allowed = bucket is None or bucket.take(self.clock_ms() / 1000)
-        if not allowed or not conn.enqueue(frame):
+        if not allowed or not self._enqueue(conn, frame):
             ref = frame.client_msg_id if isinstance(frame, Send) else None
             conn.send_error(errors.RATE_LIMITED, "too many frames; slow down", ref)
+
+    def _enqueue(self, conn: Connection, frame: ClientFrame) -> bool:
+        """Queue ``frame`` on its session; a task handles the queue while it is not empty
+        (none while the connection is idle). False when the queue is full."""
+        session = conn.session
+        if not session.enqueue(frame):
+            return False
+        if session.start_handling():
+            self.spawn(self._handle_queue(conn))
+        return True
+
+    async def _handle_queue(self, conn: Connection) -> None:
+        session = conn.session
+        try:
+            while (frame := session.next_frame()) is not None:
+                await self.handle_frame(conn, frame)
+        finally:
+            session.handling_stopped()
 
     # --- sends: checked in order, stored concurrently, answered in order ------------
 
@@ -273,23 +299,24 @@ class Gateway:
         """Check ``frame`` and start storing it (the connection's queue runs this for one
         send after another, which fixes their order). Its answer goes out once durable,
         after the answers to the sends before it; no task waits for it."""
-        if conn.answers is not None and len(conn.answers) >= MAX_SENDS_IN_FLIGHT:
+        session = conn.session
+        if session.answers is not None and len(session.answers) >= MAX_SENDS_IN_FLIGHT:
             raise ProtocolError(
                 errors.RATE_LIMITED, "too many sends in flight", ref=frame.client_msg_id
             )
         try:
             if frame.channel_id is not None and self.settings.send_cost_per_recipient:
                 await self._charge_fanout(conn, frame)
-            durable = await self.service.begin_send(conn.user_id, conn.device_id, frame)
+            durable = await self.service.begin_send(session.user_id, session.device_id, frame)
         except ProtocolError as exc:
-            if not conn.answers:
+            if not session.answers:
                 raise  # nothing before it: answered at once
             durable = self._running_loop().create_future()
             durable.set_exception(exc)
         # Looked up after the await: the answers before it may have gone out meanwhile.
-        answers = conn.answers
+        answers = session.answers
         if answers is None:
-            answers = conn.answers = deque()
+            answers = session.answers = deque()
         answers.append((frame.client_msg_id, durable))
         durable.add_done_callback(lambda _: self._answer_sends(conn))
 
@@ -297,10 +324,11 @@ class Gateway:
         """A group message also costs its fan-out from the sender's bucket: one sender
         cannot fill the message path (and everyone's deliveries behind it) by writing to
         big groups; ``rate_limited`` when the bucket cannot pay."""
-        recipients = await self.service.recipients(conn.user_id, frame)
+        session = conn.session
+        recipients = await self.service.recipients(session.user_id, frame)
         extra = max(0, recipients - 2) * self.settings.send_cost_per_recipient
-        assert conn.bucket is not None
-        if extra and not conn.bucket.take(self.clock_ms() / 1000, extra):
+        assert session.bucket is not None
+        if extra and not session.bucket.take(self.clock_ms() / 1000, extra):
             raise ProtocolError(
                 errors.RATE_LIMITED,
                 "too many messages to large groups; slow down",
@@ -309,7 +337,8 @@ class Gateway:
 
     def _answer_sends(self, conn: Connection) -> None:
         """Answer the connection's sends that are done, in the order they came."""
-        answers = conn.answers
+        session = conn.session
+        answers = session.answers
         while answers and answers[0][1].done():
             ref, durable = answers.popleft()
             exc = durable.exception()
@@ -329,12 +358,15 @@ class Gateway:
                     exc.code, exc.message, exc.ref if exc.ref is not None else ref, exc.details
                 )
             else:
-                log.error("send failed", exc_info=exc, extra={"user_id": conn.user_id})
+                log.error("send failed", exc_info=exc, extra={"user_id": session.user_id})
                 conn.send_error(errors.UNAVAILABLE, "the server could not do this now; retry", ref)
         if answers is not None and not answers:
-            conn.answers = None  # idle connections keep no deque
+            session.answers = None  # idle connections keep no deque
 
     async def handle_frame(self, conn: Connection, frame: ClientFrame) -> None:
+        """Do what a parsed frame asks (its turn in the connection's queue has come);
+        a refusal is an ``error`` frame, closing the socket when the error says so."""
+        user_id = conn.session.user_id
         ref = frame.client_msg_id if isinstance(frame, Send) else None
         try:
             if isinstance(frame, Hello):
@@ -347,9 +379,9 @@ class Gateway:
             elif isinstance(frame, Send):
                 await self._begin_send(conn, frame)
             elif isinstance(frame, Receipt):
-                await self.service.receipt(conn.user_id, frame)
+                await self.service.receipt(user_id, frame)
             elif isinstance(frame, Typing):
-                await self.service.typing(conn.user_id, frame.channel_id)
+                await self.service.typing(user_id, frame.channel_id)
             elif isinstance(frame, Sync):
                 await self._sync(conn, frame.cursor, frame.limit)
         except ProtocolError as exc:
@@ -359,67 +391,59 @@ class Gateway:
             if exc.close_code is not None:
                 conn.close(exc.close_code, exc.code)
         except Exception:
-            log.exception("frame handling failed", extra={"user_id": conn.user_id})
+            log.exception("frame handling failed", extra={"user_id": conn.session.user_id})
             conn.send_error(errors.UNAVAILABLE, "the server could not do this now; retry", ref)
             if isinstance(frame, Hello):
                 conn.close(1011, "internal error")
 
     async def _hello(self, conn: Connection, hello: Hello) -> None:
         identity = self.tokens.verify(hello.token)
-        await check_session(self.service.directory, identity)
-        if conn.state == CLOSING:
+        user_id, device_id = identity.user_id, identity.device_id
+        await self.service.authenticate(user_id, device_id, identity.token_version)
+        session = conn.session
+        if session.state is not SYNCING:  # closed meanwhile
             return
-        if self.draining or not self.ownership.owns(identity.user_id):
-            self._send_elsewhere(conn, identity.user_id)
+        if self.draining or not self.ownership.owns(user_id):
+            self._send_elsewhere(conn, user_id)
             return
         now = self.clock_ms()
-        self._supersede_old_sockets(identity.user_id, identity.device_id)
-        conn.user_id, conn.device_id = identity.user_id, identity.device_id
-        conn.token_version = identity.token_version
-        bucket = self.user_buckets.get(conn.user_id)
+        self._supersede_old_sockets(user_id, device_id)
+        bucket = self.user_buckets.get(user_id)
         if bucket is None:
-            bucket = self.user_buckets[conn.user_id] = TokenBucket(
+            bucket = self.user_buckets[user_id] = TokenBucket(
                 self.settings.rate_limit_per_s, self.settings.rate_limit_burst, now / 1000
             )
-        conn.bucket = bucket
-        conn.sync_buffer = []
-        self.by_user.setdefault(conn.user_id, []).append(conn)
-        self.by_device.setdefault(conn.device_id, []).append(conn)
-        self._seen[conn.device_id] = now
+        session.authenticated(user_id, device_id, identity.token_version, bucket)
+        self.by_user.setdefault(user_id, []).append(conn)
+        self.by_device.setdefault(device_id, []).append(conn)
+        self._seen[device_id] = now
         metrics.AUTHENTICATED.inc()
-        change = self.presence.connect(conn.user_id, now)
+        change = self.presence.connect(user_id, now)
         if change is not None:
             self._publish_presence([change])
 
-        head = await self.service.inbox_head(conn.user_id)
+        head = await self.service.open_inbox(user_id)
         conn.send_frame(
             welcome_frame(
-                conn.user_id,
-                conn.device_id,
-                self.settings.server_id,
-                self.settings.heartbeat_s,
-                head,
+                user_id, device_id, self.settings.server_id, self.settings.heartbeat_s, head
             )
         )
         # A cursor beyond the head (a device that kept a cursor of another account or
         # of a wiped server) is taken as the head: synced says so, live traffic flows.
         cursor = min(hello.cursor, head)
-        while conn.state == SYNCING and cursor < head:
-            page = await self.service.sync(conn.user_id, cursor, SYNC_PAGE)
+        while session.state is SYNCING and cursor < head:
+            page = await self.service.sync(user_id, cursor, SYNC_PAGE)
             for entry in page.entries:
-                conn.send_frame(entry.to_wire_for(conn.device_id))
+                conn.send_frame(entry.to_wire_for(device_id))
             if page.cursor == cursor:
                 break
             cursor = page.cursor
             if not page.more:
                 break
-        if conn.state != SYNCING:
+        if session.state is not SYNCING:
             return
         conn.send_frame(synced_frame(cursor, False))
-        conn.sent_seq = cursor
-        buffered, conn.sync_buffer = conn.sync_buffer, None
-        conn.state = LIVE
-        conn.deliver(buffered)
+        conn.deliver(session.go_live(cursor))
 
     # --- sessions that end ---------------------------------------------------------
 
@@ -441,10 +465,10 @@ class Gateway:
             await asyncio.gather(*(self._end_sessions(d) for d in batch))
 
     async def _end_sessions(self, device_id: int) -> None:
-        device = await self.service.directory.get_device(device_id)
+        live = await self.service.device_session(device_id)
         for conn in list(self.by_device.get(device_id, ())):
-            identity = Identity(conn.user_id, conn.device_id, token_version=conn.token_version)
-            if not session_live(device, identity):
+            session = conn.session
+            if live != (session.user_id, session.token_version):
                 conn.send_error(errors.UNAUTHORIZED, "this session has ended")
                 conn.close(errors.CLOSE_UNAUTHORIZED, "session ended")
                 self.closed(conn)
@@ -453,12 +477,13 @@ class Gateway:
         """Write when devices were last seen (batched: once a minute, not per hello)."""
         seen, self._seen = self._seen, {}
         if seen:
-            await self.service.directory.touch_devices(seen)
+            await self.service.devices_seen(seen)
 
     async def _sync(self, conn: Connection, cursor: int, limit: int) -> None:
-        page = await self.service.sync(conn.user_id, cursor, limit)
+        session = conn.session
+        page = await self.service.sync(session.user_id, cursor, limit)
         for entry in page.entries:
-            conn.send_frame(entry.to_wire_for(conn.device_id))
+            conn.send_frame(entry.to_wire_for(session.device_id))
         conn.send_frame(synced_frame(page.cursor, page.more))
 
     # --- presence and timers -------------------------------------------------------
@@ -474,20 +499,24 @@ class Gateway:
         now = self.clock_ms()
         hello_deadline = now - int(self.settings.hello_timeout_s * 1000)
         silent_deadline = now - self.offline_after_ms
+        grace_deadline = now - CLOSE_GRACE_MS
         for conn in list(self.connections):
-            if conn.state == AWAIT_HELLO and conn.opened_at <= hello_deadline:
+            session = conn.session
+            if session.hello_overdue(hello_deadline):
                 conn.send_error(errors.HELLO_TIMEOUT, "no hello within the time allowed")
                 conn.close(errors.CLOSE_HELLO_TIMEOUT, "hello timeout")
-            elif conn.state == LIVE and conn.last_heard <= silent_deadline:
+            elif session.silent(silent_deadline):
                 conn.close(errors.CLOSE_SILENT, "no frame within the presence window")
-                self.closed(conn, last_heard=conn.last_heard)
-            elif conn.state == CLOSING and conn.last_heard <= now - CLOSE_GRACE_MS:
+                self.closed(conn, last_heard=session.last_heard)
+            elif session.closing_since(grace_deadline):
                 conn.abort()
         changes = self.presence.sweep(now)
         if changes:
             self._publish_presence(changes)
 
     async def run_sweeper(self) -> None:
+        """Every sweep interval: :meth:`sweep`, then now and then write when devices were
+        last seen and refresh the online users' presence leases. Runs until cancelled."""
         self.admission.start()
         lease_every_ms = self.settings.presence_lease_s * 1000 // 3
         next_lease = self.clock_ms() + lease_every_ms
@@ -501,7 +530,7 @@ class Gateway:
                     await self.flush_last_seen()
                 if self.clock_ms() >= next_lease:
                     next_lease = self.clock_ms() + lease_every_ms
-                    await self.service.messages.refresh_presence(
+                    await self.service.refresh_presence(
                         [
                             OnlineLease(user_id, self.ownership.partition_of(user_id), seen)
                             for user_id, seen in self.presence.online_users().items()
@@ -524,8 +553,8 @@ class Gateway:
     def _supersede_old_sockets(self, user_id: int, device_id: int) -> None:
         """A device keeps at most ``max_sockets_per_device`` sockets: a new ``hello``
         closes its oldest ones (4011) — a phone that changed networks left them behind."""
-        same = [c for c in self.by_user.get(user_id, ()) if c.device_id == device_id]
-        for old in sorted(same, key=lambda c: c.opened_at)[
+        same = [c for c in self.by_user.get(user_id, ()) if c.session.device_id == device_id]
+        for old in sorted(same, key=lambda c: c.session.opened_at)[
             : max(0, len(same) - self.settings.max_sockets_per_device + 1)
         ]:
             old.close(errors.CLOSE_SUPERSEDED, "a newer connection of this device")
@@ -561,7 +590,7 @@ class Gateway:
 
     def _send_away(self, conn: Connection) -> None:
         """Send a served device to its user's server now and stop serving it here."""
-        self._send_elsewhere(conn, conn.user_id)
+        self._send_elsewhere(conn, conn.session.user_id)
         self.closed(conn)
 
     def release_unowned(self) -> int:
@@ -582,7 +611,7 @@ class Gateway:
         now = self.clock_ms()
         changes = []
         for partition in partitions:
-            stored = await self.service.messages.online_in_partition(partition)
+            stored = await self.service.online_in_partition(partition)
             changes += [
                 PresenceChange(user_id, "offline", seen if seen is not None else now)
                 for user_id, seen in stored.items()
@@ -603,7 +632,7 @@ class Gateway:
         then close 1012; a socket still waiting for its ``hello`` is told too, so it does
         not retry at once."""
         self.draining = True
-        if conn.state != CLOSING:
+        if conn.session.state is not CLOSING:
             frame = reconnect_frame(self._reconnect_delay_ms(reconnect_window_ms))
             if same_url:
                 frame["same_url"] = True
@@ -639,13 +668,15 @@ class Gateway:
         return told
 
     async def close(self) -> None:
+        """Stop: cancel the gateway's tasks, write when the connected devices were last
+        seen. The sockets themselves are the server's to close."""
         self.admission.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for conn in self.connections:
-            if conn.device_id:
-                self._seen[conn.device_id] = self.clock_ms()
+            if conn.session.device_id:
+                self._seen[conn.session.device_id] = self.clock_ms()
         try:
             await self.flush_last_seen()
         except Exception:
