@@ -22,6 +22,10 @@ MAX_DELAY_MS = 10_000
 
 
 class Admission:
+    """Whether a new ``hello`` is let in now (see the module docstring). The gateway
+    counts ``hellos_in_flight``; the loop's lag is sampled between :meth:`start` and
+    :meth:`stop`."""
+
     def __init__(self, max_lag_ms: float, max_hellos: int, clock_ms: Callable[[], int]) -> None:
         self.max_lag_ms = max_lag_ms
         self.max_hellos = max_hellos
@@ -32,11 +36,13 @@ class Admission:
         self._due = 0.0
 
     def start(self) -> None:
+        """Start sampling the event loop's lag (call it on the running loop)."""
         loop = asyncio.get_running_loop()
         self._due = loop.time() + SAMPLE_S
         self._handle = loop.call_at(self._due, self._sample)
 
     def stop(self) -> None:
+        """Stop sampling."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -55,6 +61,7 @@ class Admission:
 
     @property
     def saturated(self) -> bool:
+        """The loop runs late or too many hellos are being answered: turn newcomers away."""
         return self.lag_ms > self.max_lag_ms or self.hellos_in_flight >= self.max_hellos
 
     def retry_after_ms(self) -> int:
@@ -68,5 +75,6 @@ class Admission:
         return BASE_DELAY_MS + random.randint(0, spread)
 
     def turn_away(self) -> int:
+        """Count a turned-away client; the ``after_ms`` to tell it (:meth:`retry_after_ms`)."""
         metrics.ADMISSION_REFUSED.inc()
         return self.retry_after_ms()

@@ -47,7 +47,8 @@ WS_PATH = "/v1/ws"
 class GatewayPort(Protocol):
     """What a connection asks of the gateway that owns it
     (:class:`tidings.gateway.gateway.Gateway`; a Protocol, so that this module does not
-    import the gateway, which imports it)."""
+    import the gateway, which imports it). Each member does what the same name on
+    ``Gateway`` says."""
 
     @property
     def settings(self) -> Settings: ...

@@ -52,6 +52,8 @@ class FrameReader:
         self._fragments_opcode = 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """The messages ``data`` completes (an incomplete frame waits for more bytes);
+        :class:`FramingError` when the client broke the protocol."""
         buffer = self._buffer + data if self._buffer else data
         out: list[tuple[int, bytes]] = []
         pos, end = 0, len(buffer)
@@ -123,6 +125,7 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
+    """A close frame's payload: the code, then the reason cut to fit a control frame."""
     return _U16.pack(code) + reason.encode()[:123]
 
 

@@ -30,10 +30,12 @@ class Outcome:
 
 
 def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a request's ``Sec-WebSocket-Key`` (RFC 6455 4.2.2)."""
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
 def refusal(status: int, message: str, extra_headers: str = "") -> Outcome:
+    """A plain-text HTTP error answer to a request that is not a good upgrade."""
     body = (message + "\n").encode()
     head = (
         f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
