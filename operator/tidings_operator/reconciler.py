@@ -10,16 +10,18 @@ Two entry points per ChatCluster:
   ``kopf.PermanentError`` when the spec cannot work, after writing a condition that says
   so.
 - :meth:`Reconciler.sync` every tick (:meth:`Reconciler.run_ticks`) and after each
-  reconcile: read the
-  ChatCluster, its children and the chat servers' membership records; decide the size
-  (:mod:`~tidings_operator.autoscale`), the next rollout step
-  (:mod:`~tidings_operator.rollout`) and what was lost (:mod:`~tidings_operator.disruption`);
-  apply the children with server-side apply; write the status.
+  reconcile, in three steps: ``_observe`` reads the ChatCluster (once), its children
+  (from the watches), the chat servers' membership records and what the last tick kept
+  into one :class:`~tidings_operator.plan.Observation`; the pure
+  :func:`~tidings_operator.plan.plan` decides the size, the next rollout step, what was
+  lost, a drain asked for, whether to apply, the status and the Events; ``_act`` carries
+  the plan out (an eviction or an apply it asks about first, then the status, the Events).
 
 Everything a decision needs between two looks that must survive an operator restart is
 in the status (the replacement in flight, the last disruption); the rest (the scale
-history, the pods seen last time, the membership reader) lives in a :class:`ClusterState`
-per ChatCluster. One lock per ChatCluster orders the status writes.
+history, the pods seen last time: a :class:`~tidings_operator.plan.Memory`; the
+membership reader) lives in a :class:`ClusterState` per ChatCluster. One lock per
+ChatCluster orders the status writes.
 
 The ticks are the operator's own loop, not a kopf timer: kopf puts a finalizer on every
 object that has a timer or daemon, so a ChatCluster (and its namespace) could not be
@@ -34,57 +36,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import json
 import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from tidings_operator import metrics, names
-from tidings_operator.autoscale import (
-    Recommendation,
-    ScaleDecision,
-    clients_back,
-    decide,
-    manual_replicas,
-)
-from tidings_operator.builders import Owner, build_all, termination_grace_seconds
 from tidings_operator.children import Departures, Indexes
 from tidings_operator.conflicts import Claimant, conflict, postgres_database
-from tidings_operator.controls import (
-    drain_requested,
-    newly_paused,
-    pause_verdicts,
-    paused,
-    restart_requested,
-)
-from tidings_operator.disruption import Disruption, PodSeen, lost_pods, progress, start
+from tidings_operator.controls import paused
 from tidings_operator.engine_tls import kafka_protocol_problem
 from tidings_operator.expose import PRUNED_KINDS, certificate_name, expose_selector
 from tidings_operator.kube import KINDS, Kube, KubeError
 from tidings_operator.media import ensure_bucket
-from tidings_operator.members import Member, MembershipReader, current_members, first_reached
-from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_POSTGRES, ANNOTATION_RESTART
-from tidings_operator.observe import PodView, failing_reason, lost_at, pod_view
-from tidings_operator.report import (
-    Look,
-    disruption_from_status,
-    disruption_status,
-    in_flight_from_status,
-    iso,
-    look_verdicts,
-    rollout_status,
-    scale_ignored_message,
-    summary,
-    workload_part,
+from tidings_operator.members import Member, MembershipReader, current_members
+from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_POSTGRES
+from tidings_operator.observe import PodView, pod_view
+from tidings_operator.plan import (
+    Applied,
+    Apply,
+    Evict,
+    Memory,
+    Observation,
+    Readings,
+    plan,
+    rewire_due,
+    wiring_due,
 )
-from tidings_operator.rollout import InFlight, RolloutStep, next_step
+from tidings_operator.report import conditions_after
 from tidings_operator.secret_digest import stamp_secrets_hash
 from tidings_operator.spec import (
     ClusterSpec,
@@ -94,12 +79,7 @@ from tidings_operator.spec import (
     check_name,
     parse_spec,
 )
-from tidings_operator.status import (
-    Verdict,
-    find,
-    merge_conditions,
-    merge_patch,
-)
+from tidings_operator.status import Verdict, merge_patch
 from tidings_operator.wiring import (
     EngineRejected,
     EngineUnavailable,
@@ -136,7 +116,6 @@ class ClusterState:
     conflict: str | None = None  # another ChatCluster owns its topics or keyspace
     conflict_reason: str = "ResourceConflict"
     conflict_check_at: float = 0.0
-    parts: list[Verdict] = field(default_factory=list)  # api and push, for the summary
     wired_key: str | None = None
     inbox_partitions: int | None = None
     kafka_key: str | None = None
@@ -147,22 +126,10 @@ class ClusterState:
     name: str = ""
     namespace: str = ""
     ticking: asyncio.Task[None] | None = None
-    history: tuple[Recommendation, ...] | None = None
-    pods_seen: dict[str, PodSeen] = field(default_factory=dict)
-    reported_uids: set[str] = field(default_factory=set)
-    last_connections: dict[str, int] = field(default_factory=dict)
-    last_total: int | None = None
-    # The last scale-down step: (reported connections before it, monotonic time).
-    shrink: tuple[int, float] | None = None
-    applied_generation: int | None = None
-    secrets_kept: tuple[str, ...] = ()  # workloads whose Secrets could not be read
-    last_apply: float = -math.inf
+    memory: Memory = field(default_factory=Memory)  # what the last tick decided to keep
     # A reconcile kopf ran while paused did nothing: the ticks wire once resumed (kopf
     # counts that reconcile as done and will not run it again).
     skipped_while_paused: bool = False
-    # The tidings.dev/restart value the children were last applied with ("" before any
-    # apply: a first apply with a value set is no new restart).
-    applied_restart: str | None = ""
     # The periodic re-wire (drift): when the last wiring ended, the one under way, what
     # it found for the next tick to write, and the drift last told (said once).
     wired_at: float = -math.inf
@@ -229,19 +196,6 @@ def _use_kafka(
     )
 
 
-def _reached(
-    reader: MembershipReader | None,
-    members: Mapping[str, Member],
-    threshold: float,
-    *,
-    since: float,
-) -> float | None:
-    """When the chat servers' records first added up to ``threshold`` after ``since``."""
-    if reader is None:
-        return None
-    return first_reached(reader.history(), members, since=since, threshold=threshold)
-
-
 def _database_named(url: str | None) -> str | None:
     """``host:port/database`` of a PostgreSQL URL (None when it names none)."""
     found = postgres_database(url) if url else None
@@ -249,6 +203,7 @@ def _database_named(url: str | None) -> str | None:
 
 
 Child = dict[str, Any] | None  # a child workload as the API server has it, or none
+Annotations = Mapping[str, str]  # a ChatCluster's metadata.annotations
 
 # The wiring conditions, by the engine they are about.
 _ENGINES = {"KafkaReady": "Kafka", "CassandraReady": "Cassandra", "MediaReady": "Media"}
@@ -417,7 +372,8 @@ class Reconciler:
             raise kopf.PermanentError(str(exc)) from exc
         state.spec_error = None
         try:
-            verdicts = await self._wire(namespace, state, spec)
+            annotations = obj["metadata"].get("annotations") or {}
+            verdicts = await self._wire(namespace, state, spec, annotations)
         except _Blocked as exc:
             await self._report(namespace, name, state, [])
             raise kopf.TemporaryError(exc.message, delay=self._backoff(retry)) from exc
@@ -443,7 +399,13 @@ class Reconciler:
             raise kopf.TemporaryError(str(exc), delay=self._backoff(retry)) from exc
 
     async def _wire(
-        self, namespace: str, state: ClusterState, spec: ClusterSpec, *, again: bool = False
+        self,
+        namespace: str,
+        state: ClusterState,
+        spec: ClusterSpec,
+        annotations: Annotations,
+        *,
+        again: bool = False,
     ) -> list[Verdict]:
         """Wire Kafka, Cassandra and the media bucket for this spec unless done already
         (``again``: check it all again, the periodic re-wire); the conditions to write.
@@ -467,7 +429,11 @@ class Reconciler:
                 raise _Blocked(secrets)
             state.blocked = None
             await self._keep_database(
-                namespace, state, spec, secrets[spec.postgres_url.name].get(spec.postgres_url.key)
+                namespace,
+                state,
+                spec,
+                annotations,
+                secrets[spec.postgres_url.name].get(spec.postgres_url.key),
             )
             kafka_auth = secrets.get(spec.kafka.auth_secret or "")
             cassandra_auth = secrets.get(spec.cassandra.auth_secret or "")
@@ -558,14 +524,18 @@ class Reconciler:
             raise _Conflict(found, reason)
 
     async def _keep_database(
-        self, namespace: str, state: ClusterState, spec: ClusterSpec, url: str | None
+        self,
+        namespace: str,
+        state: ClusterState,
+        spec: ClusterSpec,
+        annotations: Annotations,
+        url: str | None,
     ) -> None:
         """The PostgreSQL database is fixed at creation, like the topics and the keyspace:
         the first one wired is written into the annotation ``tidings.dev/postgres-database``;
         a Secret that later names another is refused (``DatabaseChanged``) and nothing is
-        wired or applied — the pods would otherwise roll onto an empty directory."""
-        obj = await self._get_cluster(namespace, state.name)
-        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        wired or applied — the pods would otherwise roll onto an empty directory.
+        ``annotations``: the ChatCluster's, as read by the reconcile or tick wiring."""
         named = _database_named(url)
         if named is not None and annotations.get(ANNOTATION_POSTGRES) is None:
             await self._annotate(namespace, state.name, {ANNOTATION_POSTGRES: named})
@@ -613,21 +583,27 @@ class Reconciler:
             items += await self.kube.list(names.KIND, ns)
         return items
 
-    def _rewire_when_due(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> None:
+    def _rewire_when_due(
+        self, namespace: str, state: ClusterState, spec: ClusterSpec, annotations: Annotations
+    ) -> None:
         """Every ``rewire_s``, wire the same spec again in the background: a topic deleted
         out of band is made again, drifted configs are set back, and ``KafkaReady`` and
         ``CassandraReady`` say what the engines say now (the next tick writes them)."""
-        if self.options.rewire_s <= 0 or state.wired_key != wiring_key(spec):
-            return
-        if time.monotonic() - state.wired_at < self.options.rewire_s:
-            return
-        if state.rewiring is not None and not state.rewiring.done():
-            return
-        state.rewiring = asyncio.create_task(self._rewire(namespace, state, spec))
+        if rewire_due(
+            rewire_s=self.options.rewire_s,
+            wired=state.wired_key == wiring_key(spec),
+            since_wired=time.monotonic() - state.wired_at,
+            rewiring=state.rewiring is not None and not state.rewiring.done(),
+        ):
+            state.rewiring = asyncio.create_task(self._rewire(namespace, state, spec, annotations))
 
-    async def _rewire(self, namespace: str, state: ClusterState, spec: ClusterSpec) -> None:
+    async def _rewire(
+        self, namespace: str, state: ClusterState, spec: ClusterSpec, annotations: Annotations
+    ) -> None:
         try:
-            state.rewire_verdicts = await self._wire(namespace, state, spec, again=True)
+            state.rewire_verdicts = await self._wire(
+                namespace, state, spec, annotations, again=True
+            )
         except (_Blocked, _Conflict):
             state.wired_at = time.monotonic()  # reported (SecretNotFound, DatabaseChanged)
         except _WireFailed as exc:
@@ -760,30 +736,28 @@ class Reconciler:
             if obj is None:
                 return
             status = obj.get("status") or {}
-            generation = int(obj["metadata"].get("generation") or 0)
-            now = datetime.now(UTC)
-            conditions = merge_conditions(
-                status.get("conditions") or [], verdicts, generation=generation, now=now
-            )
-            conditions = merge_conditions(
-                conditions,
-                summary(conditions, self._state_verdicts(state), state.spec_error),
-                generation=generation,
-                now=now,
+            conditions = conditions_after(
+                status.get("conditions") or [],
+                verdicts,
+                parts=[*self._claims(state), *state.memory.parts],
+                spec_error=state.spec_error,
+                generation=int(obj["metadata"].get("generation") or 0),
+                now=datetime.now(UTC),
             )
             patch = merge_patch(status, {"conditions": conditions})
             if patch:
                 await self.kube.patch_status(namespace, name, patch)
 
     @staticmethod
-    def _state_verdicts(state: ClusterState) -> list[Verdict]:
-        """Parts of the Ready summary that are not conditions: a missing Secret, api, push."""
+    def _claims(state: ClusterState) -> list[Verdict]:
+        """Parts of the Ready summary that are no conditions: a missing Secret, a claim
+        another ChatCluster holds (or a changed database)."""
         out = []
         if state.blocked:
             out.append(Verdict("Secrets", "False", "SecretNotFound", state.blocked))
         if state.conflict:
             out.append(Verdict("Claims", "False", state.conflict_reason, state.conflict))
-        return out + state.parts
+        return out
 
     async def _connections(
         self, state: ClusterState, spec: ClusterSpec, pods: list[PodView]
@@ -815,72 +789,6 @@ class Reconciler:
             return members, None
         return members, sum(m.connections for m in members.values())
 
-    async def _hold(
-        self, obj: dict[str, Any], status: dict[str, Any], generation: int, stamp: datetime
-    ) -> None:
-        """Paused: write the condition (an event when the pause begins), nothing else."""
-        meta = obj["metadata"]
-        namespace, name = str(meta["namespace"]), str(meta["name"])
-        conditions = merge_conditions(
-            status.get("conditions") or [], pause_verdicts(obj), generation=generation, now=stamp
-        )
-        patch = merge_patch(status, {"conditions": conditions})
-        if patch:
-            await self.kube.patch_status(namespace, name, patch)
-        if newly_paused(obj):
-            (verdict,) = pause_verdicts(obj)
-            await self.kube.post_event(
-                obj, type_="Normal", reason="ReconciliationPaused", message=verdict.message
-            )
-
-    async def _drain_on_request(
-        self,
-        obj: dict[str, Any],
-        state: ClusterState,
-        spec: ClusterSpec,
-        pods: list[PodView],
-        disruption: Disruption | None,
-        total: int | None,
-        *,
-        busy: bool,
-        now: float,
-        events: list[tuple[str, str, str]],
-    ) -> Disruption | None:
-        """``tidings.dev/drain: <pod>`` (controls.py): evict that chat pod once, report it
-        as a disruption, remove the annotation. The disruption to track from here."""
-        wanted = drain_requested(obj)
-        if wanted is None:
-            return disruption
-        meta = obj["metadata"]
-        namespace, name = str(meta["namespace"]), str(meta["name"])
-        target = next((p for p in pods if p.name == wanted), None)
-        if target is None:
-            events.append(
-                ("Warning", "DrainRefused", f"{ANNOTATION_DRAIN}={wanted}: no such chat pod")
-            )
-            await self._remove_annotation(namespace, name, ANNOTATION_DRAIN)
-            return disruption
-        if busy or any(p.terminating for p in pods) or not target.ready:
-            return disruption  # one chat server out at a time: the next tick looks again
-        if not await self.kube.evict(namespace, target.name, target.uid):
-            return disruption  # the disruption budget says not now
-        state.reported_uids.add(target.uid)  # not a loss: a drain asked for
-        clients = state.last_connections.get(target.name, 0)
-        before = state.last_total if state.last_total is not None else (total or 0)
-        drained = start(
-            target.name,
-            at=now,
-            clients=clients,
-            connections_before=before,
-            ongoing=disruption,
-            now=now,
-            drain_budget_s=spec.chat.drain_budget_s,
-            cause="DrainRequested",
-        )
-        events.append(("Normal", "DrainRequested", drained.message))
-        await self._remove_annotation(namespace, name, ANNOTATION_DRAIN)
-        return drained
-
     async def _remove_annotation(self, namespace: str, name: str, key: str) -> None:
         await self._annotate(namespace, name, {key: None})
 
@@ -893,32 +801,31 @@ class Reconciler:
         )
 
     async def _wire_changed_spec(
-        self, namespace: str, state: ClusterState, spec: ClusterSpec
+        self, namespace: str, state: ClusterState, spec: ClusterSpec, annotations: Annotations
     ) -> list[Verdict]:
-        """Wire now if the last attempt failed for an older spec (say, a fixed address).
-
-        kopf retries a failed handler after its backoff even when the spec changed
-        meanwhile; a fix should not wait for that. A spec that failed as it is keeps kopf's
-        backoff (a down engine is not hammered every tick). After a pause kopf's reconcile
-        was skipped and will not run again: the ticks wire (each tick, until it works).
-        """
+        """Wire now when :func:`~tidings_operator.plan.wiring_due` says the tick should
+        (a spec changed since the last failed attempt, a pause, a conflict to look at
+        again); the conditions wiring produced."""
         key = wiring_key(spec)
         if state.wired_key == key:
             state.skipped_while_paused = False
             return []
-        # Refused for a conflict: looked at again every CONFLICT_RECHECK_S (the owner may
-        # have been deleted), not only on kopf's backoff.
-        conflict_due = state.conflict is not None and time.monotonic() >= state.conflict_check_at
-        if (
-            state.last_attempt_key in (None, key)
-            and not state.skipped_while_paused
-            and not conflict_due
-        ) or state.wire_lock.locked():
+        due = wiring_due(
+            wired_key=state.wired_key,
+            key=key,
+            last_attempt_key=state.last_attempt_key,
+            skipped_while_paused=state.skipped_while_paused,
+            conflict=state.conflict,
+            conflict_check_at=state.conflict_check_at,
+            mono=time.monotonic(),
+            wiring=state.wire_lock.locked(),
+        )
+        if not due:
             return []
         if state.conflict is not None:
             state.conflict_check_at = time.monotonic() + CONFLICT_RECHECK_S
         try:
-            verdicts = await self._wire(namespace, state, spec)
+            verdicts = await self._wire(namespace, state, spec, annotations)
         except (_Blocked, _Conflict):
             return []
         except _WireFailed as exc:
@@ -949,6 +856,7 @@ class Reconciler:
                     await self.kube.delete(kind, namespace, meta["name"], uid=meta.get("uid"))
 
     async def sync(self, *, name: str, namespace: str, uid: str, force_apply: bool = False) -> None:
+        """One tick for a ChatCluster: observe, plan, act."""
         state = self._states.get(uid)
         if state is None:  # forgotten: deleted meanwhile
             return
@@ -957,17 +865,42 @@ class Reconciler:
                 obj = await self._get_cluster(namespace, name)
                 if obj is None:
                     return
-                await self._sync(obj, state, force_apply=force_apply)
+                observation = await self._observe(obj, state, force_apply=force_apply)
+                await self._act(observation, state)
 
-    async def _sync(self, obj: dict[str, Any], state: ClusterState, *, force_apply: bool) -> None:
+    async def _observe(
+        self, obj: dict[str, Any], state: ClusterState, *, force_apply: bool
+    ) -> Observation:
+        """Every read of the tick, in one value: the ChatCluster (read once, by the caller),
+        the spec, wiring as it stands (wiring a changed spec first, and starting the
+        periodic re-wire when due), the children (from the watches), the membership
+        records, and what the operator remembers."""
         meta = obj["metadata"]
-        name, namespace, uid = str(meta["name"]), str(meta["namespace"]), str(meta["uid"])
-        generation = int(meta.get("generation") or 0)
-        status: dict[str, Any] = obj.get("status") or {}
+        name, namespace = str(meta["name"]), str(meta["namespace"])
         now, mono, stamp = time.time(), time.monotonic(), datetime.now(UTC)
-        if paused(obj):
-            await self._hold(obj, status, generation, stamp)
-            return
+        blank = Observation(
+            cluster=obj,
+            spec=None,
+            spec_error=None,
+            wired=False,
+            inbox_partitions=None,
+            wired_now=(),
+            claims=(),
+            wire_events=(),
+            chat=None,
+            api=None,
+            push=None,
+            raw_pods=(),
+            pods=(),
+            readings=Readings(),
+            memory=state.memory,
+            deletion_began={},
+            now=now,
+            mono=mono,
+            stamp_now=stamp,
+        )
+        if paused(obj):  # hands off: nothing more is read
+            return blank
         try:
             check_name(name)
             spec = parse_spec(
@@ -976,356 +909,140 @@ class Reconciler:
                 cluster=(namespace, name),
             )
         except SpecError as exc:
-            state.spec_error = str(exc)
-            conditions = merge_conditions(
-                status.get("conditions") or [],
-                summary(status.get("conditions") or [], [], state.spec_error),
-                generation=generation,
-                now=stamp,
-            )
-            patch = merge_patch(status, {"conditions": conditions})
-            if patch:
-                await self.kube.patch_status(namespace, name, patch)
-            return
+            return replace(blank, spec_error=str(exc))
 
+        annotations = meta.get("annotations") or {}
         wired_now = [
-            *await self._wire_changed_spec(namespace, state, spec),
-            *pause_verdicts(obj),
+            *await self._wire_changed_spec(namespace, state, spec, annotations),
             *state.rewire_verdicts,
         ]
         state.rewire_verdicts = []
-        self._rewire_when_due(namespace, state, spec)
-
-        owner: Owner = {"name": name, "namespace": namespace, "uid": uid}
-        chat_name = names.chat_name(name)
-        sts, raw_pods, api, push = await self._children(namespace, name)
-        pods = sorted((pod_view(p) for p in raw_pods), key=lambda p: p.ordinal)
-        by_name = {p.name: p for p in pods}
-        wired = state.wired_key == wiring_key(spec)
+        self._rewire_when_due(namespace, state, spec, annotations)
         events, state.wire_events = state.wire_events, []
 
+        sts, raw_pods, api, push = await self._children(namespace, name)
+        pods = sorted((pod_view(p) for p in raw_pods), key=lambda p: p.ordinal)
         members, total = await self._connections(state, spec, pods)
-        for sid, member in (members or {}).items():
-            if not member.draining:
-                state.last_connections[sid] = member.connections
-
-        previous_rollout: dict[str, Any] = status.get("rollout") or {}
-        in_flight = in_flight_from_status(previous_rollout)
-        current = int(sts["spec"].get("replicas", 1)) if sts else None
-
-        # --- disruptions: ready pods lost without the operator asking for it ---------------
-        planned: set[str] = set()
-        if in_flight is not None:
-            planned.add(in_flight.pod)
-        if current is not None:
-            planned |= {
-                pod_name
-                for pod_name in [*state.pods_seen, *by_name]
-                if (names.pod_ordinal(pod_name) or 0) >= current
-            }
-        seen_now = {p.name: PodSeen(p.uid, p.ready, p.terminating) for p in pods}
-        disruption = disruption_from_status(status.get("lastDisruption"))
-        lost = lost_pods(state.pods_seen, seen_now, planned=planned, reported=state.reported_uids)
-        for pod_name, pod_uid in lost:
-            state.reported_uids.add(pod_uid)
-            clients = state.last_connections.get(pod_name, 0)
-            before = state.last_total if state.last_total is not None else (total or 0) + clients
-            disruption = start(
-                pod_name,
-                at=lost_at(
-                    by_name.get(pod_name),
-                    pod_uid,
-                    now,
-                    deletion_began=self.departures.began(pod_uid),
-                ),
-                clients=clients,
-                connections_before=before,
-                ongoing=disruption,
-                now=now,
-                drain_budget_s=spec.chat.drain_budget_s,
-            )
-            events.append(("Warning", "ChatServerLost", disruption.message))
-            metrics.DISRUPTIONS.labels(namespace, name).inc()
-        for pod_name in planned:
-            seen = state.pods_seen.get(pod_name)
-            if seen is not None:
-                state.reported_uids.add(seen.uid)
-        disruption = await self._drain_on_request(
-            obj,
-            state,
-            spec,
-            pods,
-            disruption,
-            total,
-            busy=in_flight is not None,
-            now=now,
-            events=events,
+        history = None
+        if state.reader is not None and members is not None:
+            recent = state.reader.history()
+            history = {sid: tuple(recent.get(sid, ())) for sid in members}
+        began = {
+            seen.uid: at
+            for seen in state.memory.pods_seen.values()
+            if (at := self.departures.began(seen.uid)) is not None
+        }
+        return replace(
+            blank,
+            spec=spec,
+            spec_error=state.spec_error,
+            wired=state.wired_key == wiring_key(spec),
+            inbox_partitions=state.inbox_partitions,
+            wired_now=tuple(wired_now),
+            claims=tuple(self._claims(state)),
+            wire_events=tuple(events),
+            chat=sts,
+            api=api,
+            push=push,
+            raw_pods=tuple(raw_pods),
+            pods=tuple(pods),
+            readings=Readings(members, total, history),
+            deletion_began=began,
+            force_apply=force_apply,
+            resync_s=self.options.resync_s,
         )
-        if disruption is not None:
-            advanced = progress(
-                disruption,
-                total=total,
-                now=now,
-                drain_budget_s=spec.chat.drain_budget_s,
-                reached_at=functools.partial(
-                    _reached, state.reader, members or {}, since=disruption.at
-                ),
-            )
-            if advanced.recovered_at is not None and disruption.recovered_at is None:
-                events.append(("Normal", "ClientsRecovered", advanced.message))
-            disruption = advanced
-        state.pods_seen = seen_now
 
-        # --- size -------------------------------------------------------------------------
-        terminating = any(p.terminating for p in pods)
-        # The last resize carried out: no pod beyond the size left (the StatefulSet
-        # controller deletes it a moment after the size changes).
-        settled = current is None or sum(1 for p in pods if not p.terminating) <= current
-        # Back means on the servers that remain: a gone pod's last record (until its
-        # tombstone) must not count its clients as back.
-        on_pods = (
-            sum(m.connections for sid, m in members.items() if sid in by_name)
-            if members is not None and total is not None
-            else None
-        )
-        if settled and clients_back(state.shrink, on_pods, mono, 2 * spec.chat.drain_budget_s):
-            state.shrink = None
-        # No two chat servers drain together, and the next goes only when the clients of
-        # the last one are back (or it waited two drain budgets).
-        can_scale_down = settled and not terminating and in_flight is None and state.shrink is None
-        decision: ScaleDecision | None = None
-        if spec.chat.autoscaling:
-            base = current if current is not None else spec.chat.min_replicas
-            if state.history is None:
-                state.history = (Recommendation(mono, base),)
-            decision = decide(
-                current=base,
-                total=total,
-                target=spec.chat.target_connections_per_pod,
-                min_replicas=spec.chat.min_replicas,
-                max_replicas=spec.chat.max_replicas,
-                window_s=spec.chat.scale_down_stabilization_s,
-                history=state.history,
-                now=mono,
-                can_scale_down=can_scale_down,
-            )
-            state.history = decision.history
-            desired = decision.replicas
-        else:
-            state.history = None
-            desired = manual_replicas(
-                spec.chat.replicas,
-                spec.chat.min_replicas,
-                current=current,
-                can_scale_down=can_scale_down,
-            )
-        ignored = spec.chat.replicas if spec.chat.autoscaling else None
-        was_ignored = find(status.get("conditions") or [], "ScaleIgnored")
-        if ignored is not None and (was_ignored is None or was_ignored["status"] != "True"):
-            events.append(("Warning", "ScaleIgnored", scale_ignored_message(ignored)))
-
-        # --- rollout ----------------------------------------------------------------------
-        step: RolloutStep | None = None
-        sts_status = (sts or {}).get("status") or {}
-        update_revision = str(sts_status.get("updateRevision") or "")
-        fresh = sts is not None and int(sts_status.get("observedGeneration") or 0) >= int(
-            sts["metadata"].get("generation") or 0
-        )
-        if sts is not None and fresh and update_revision and current is not None:
-            step = next_step(
-                pods=[p.state() for p in pods],
-                replicas=current,
-                update_revision=update_revision,
-                in_flight=in_flight,
-                members=(
-                    {sid: m.connections for sid, m in members.items() if not m.draining}
-                    if members is not None
-                    else None
-                ),
-                total=total,
-                now=now,
-                drain_budget_s=spec.chat.drain_budget_s,
-                grace_s=termination_grace_seconds(spec),
-                progress_deadline_s=spec.chat.progress_deadline_s,
-            )
-            in_flight = step.in_flight
-            if step.action == "replace" and step.pod:
-                target = by_name[step.pod]
-                if await self.kube.evict(namespace, target.name, target.uid):
-                    in_flight = InFlight(target.name, now, total)
-                    state.reported_uids.add(target.uid)
-                    events.append(("Normal", "ReplacingChatServer", step.message))
-                    metrics.ROLLOUT_REPLACEMENTS.labels(namespace, name).inc()
-                    step = RolloutStep(
-                        "wait",
-                        "Draining",
-                        f"{step.message}: draining",
-                        step.pod,
-                        in_flight,
-                        step.updated,
-                    )
-                else:
-                    step = RolloutStep(
-                        "wait",
-                        "EvictionRefused",
-                        f"the disruption budget does not allow evicting {step.pod} yet",
-                        step.pod,
-                        None,
-                        step.updated,
-                    )
-            elif step.action == "halt" and previous_rollout.get("reason") != step.reason:
-                events.append(("Warning", "RolloutHalted", step.message))
-
-        # --- apply ------------------------------------------------------------------------
-        last_scale = status.get("lastScale")
-        restart = restart_requested(obj)
-        due = mono - state.last_apply > self.options.resync_s
-        missing = sts is None or api is None or push is None
-        if (
-            wired
-            and state.inbox_partitions is not None
-            and (
-                force_apply
-                or due
-                or missing
-                or state.applied_generation != generation
-                or state.applied_restart != restart
-                or current != desired
-            )
-        ):
-            # A shrinking server keeps its own address until its pod is gone.
-            exposed = max(desired, current or 0, *(p.ordinal + 1 for p in pods))
-            manifests = build_all(
-                owner,
-                spec,
-                chat_replicas=desired,
-                inbox_partitions=state.inbox_partitions,
-                exposed_ordinals=exposed,
-                restart=restart,
-            )
-            pod_secrets = await self._pod_secrets(namespace, state, spec)
-            try:
-                self._check_database(
-                    state,
-                    spec,
-                    meta.get("annotations") or {},
-                    (pod_secrets.get(spec.postgres_url.name) or {}).get(spec.postgres_url.key),
-                )
-            except _Conflict:
-                pass  # refused (DatabaseChanged): nothing is applied; the status says why
+    async def _act(self, observation: Observation, state: ClusterState) -> None:
+        """Carry out the plan: answer its questions (an eviction, an apply) and plan again,
+        then scale, remove a refused drain annotation, write the status, post the Events."""
+        meta = observation.meta
+        name, namespace = str(meta["name"]), str(meta["namespace"])
+        if observation.spec is None and observation.spec_error is not None:
+            state.spec_error = observation.spec_error
+        counted = False
+        while True:
+            step = plan(observation)
+            if step.memory is not None:
+                state.memory = step.memory
+            if step.lost and not counted:
+                metrics.DISRUPTIONS.labels(namespace, name).inc(step.lost)
+                counted = True
+            answers = observation.answers
+            if isinstance(step.ask, Evict):
+                went = await self._evict(namespace, name, step.ask)
+                evicted = {**answers.evicted, (step.ask.why, step.ask.uid): went}
+                answers = replace(answers, evicted=evicted)
+            elif isinstance(step.ask, Apply):
+                assert observation.spec is not None  # an apply is planned for a spec
+                applied = await self._apply(observation, observation.spec, state, step.ask)
+                answers = replace(answers, applied=applied)
             else:
-                kept = stamp_secrets_hash(
-                    manifests,
-                    pod_secrets,
-                    {
-                        ("StatefulSet", chat_name): sts,
-                        ("StatefulSet", names.api_name(name)): api,
-                        ("Deployment", names.push_name(name)): push,
-                    },
-                )
-                if tuple(kept) != state.secrets_kept and kept:
-                    events.append(
-                        (
-                            "Warning",
-                            "SecretsUnreadable",
-                            f"a Secret or key the pods need is missing, so {', '.join(kept)} "
-                            "keep their current environment (no roll until it is back)",
-                        )
-                    )
-                state.secrets_kept = tuple(kept)
-                for manifest in manifests:
-                    await self.kube.apply(manifest)
-                await self._prune_exposed(namespace, name, manifests)
-                if restart is not None and state.applied_restart not in ("", restart):
-                    events.append(
-                        (
-                            "Normal",
-                            "RestartRequested",
-                            f"{ANNOTATION_RESTART}={restart}: rolling every chat server",
-                        )
-                    )
-                state.applied_generation, state.last_apply = generation, mono
-                state.applied_restart = restart
-        elif sts is not None and current != desired:
+                break
+            observation = replace(observation, answers=answers)
+
+        if step.scale_to is not None:
             await self.kube.request(
                 "PATCH",
-                KINDS["StatefulSet"].path(namespace, chat_name, "scale"),
-                {"spec": {"replicas": desired}},
+                KINDS["StatefulSet"].path(namespace, names.chat_name(name), "scale"),
+                {"spec": {"replicas": step.scale_to}},
                 content_type="application/merge-patch+json",
             )
-        if current is not None and desired < current:
-            state.shrink = (total if total is not None else state.last_total or 0, mono)
-        if current is not None and current != desired:
-            why = decision.reason if decision is not None else "ScaleSubresource"
-            last_scale = {"from": current, "to": desired, "at": iso(now), "reason": why}
-            message = decision.message if decision is not None else "spec.chat.replicas changed"
-            events.append(("Normal", "Scaled", f"chat servers {current} -> {desired}: {message}"))
-
-        # --- status -----------------------------------------------------------------------
-        look = Look(
-            wired=wired,
-            spec_error=state.spec_error,
-            chat_exists=sts is not None,
-            pods=pods,
-            current=current,
-            desired=desired,
-            step=step,
-            decision=decision,
-            ignored_replicas=ignored,
-            failing=sorted(
-                f"{p['metadata']['name']} ({reason})"
-                for p in raw_pods
-                if (reason := failing_reason(p)) is not None
-            ),
-        )
-        verdicts = look_verdicts(look)
-        conditions = merge_conditions(
-            status.get("conditions") or [],
-            [*wired_now, *verdicts],
-            generation=generation,
-            now=stamp,
-        )
-        state.parts = [
-            workload_part("api", api, wired),
-            workload_part("push", push, wired),
-        ]
-        conditions = merge_conditions(
-            conditions,
-            summary(conditions, self._state_verdicts(state), state.spec_error),
-            generation=generation,
-            now=stamp,
-        )
-        new_status: dict[str, Any] = {
-            "observedGeneration": (
-                generation if wired and state.applied_generation == generation else None
+        if step.remove_drain:
+            await self._remove_annotation(namespace, name, ANNOTATION_DRAIN)
+        if step.status_patch:
+            await self.kube.patch_status(namespace, name, dict(step.status_patch))
+        if step.gauges is not None:
+            self._set_gauges(namespace, name, step.gauges)
+        for kind, reason, message in step.events:
+            log.info("%s/%s %s: %s", namespace, name, reason, message)
+            await self.kube.post_event(
+                dict(observation.cluster), type_=kind, reason=reason, message=message
             )
-            or status.get("observedGeneration"),
-            "replicas": sum(1 for p in pods if not p.terminating),
-            "readyReplicas": look.ready,
-            "desiredReplicas": desired,
-            "connections": total,
-            "selector": names.selector_string(name, names.CHAT),
-            "inboxPartitions": state.inbox_partitions or status.get("inboxPartitions"),
-            "conditions": conditions,
-            "rollout": rollout_status(step, in_flight, pods, update_revision, previous_rollout),
-            "lastScale": last_scale,
-            "lastDisruption": disruption_status(disruption) if disruption else None,
-        }
-        patch = merge_patch(status, new_status)
-        if patch:
-            await self.kube.patch_status(namespace, name, patch)
-        metrics.CHAT_REPLICAS_DESIRED.labels(namespace, name).set(desired)
-        metrics.CHAT_REPLICAS_ACTUAL.labels(namespace, name).set(new_status["replicas"])
-        metrics.CHAT_REPLICAS_READY.labels(namespace, name).set(look.ready)
-        halted = step is not None and step.action == "halt"
-        metrics.ROLLOUT_HALTED.labels(namespace, name).set(1 if halted else 0)
+
+    async def _evict(self, namespace: str, name: str, ask: Evict) -> bool:
+        """Evict a chat pod; False when the disruption budget says not now. A drain asked
+        for is done once: its annotation goes when the eviction went through."""
+        went = await self.kube.evict(namespace, ask.pod, ask.uid)
+        if went and ask.why == "drain":
+            await self._remove_annotation(namespace, name, ANNOTATION_DRAIN)
+        if went and ask.why == "rollout":
+            metrics.ROLLOUT_REPLACEMENTS.labels(namespace, name).inc()
+        return went
+
+    async def _apply(
+        self, observation: Observation, spec: ClusterSpec, state: ClusterState, ask: Apply
+    ) -> Applied:
+        """Apply the children unless the PostgreSQL database the pods would be given is not
+        the cluster's (``DatabaseChanged``: nothing applied); stamp the Secrets' hash on
+        the pod templates; prune the exposure children the spec no longer asks for."""
+        meta = observation.meta
+        name, namespace = str(meta["name"]), str(meta["namespace"])
+        pod_secrets = await self._pod_secrets(namespace, state, spec)
+        try:
+            self._check_database(
+                state,
+                spec,
+                meta.get("annotations") or {},
+                (pod_secrets.get(spec.postgres_url.name) or {}).get(spec.postgres_url.key),
+            )
+        except _Conflict:
+            return Applied(False, claims=tuple(self._claims(state)))
+        manifests = list(ask.manifests)
+        kept = stamp_secrets_hash(manifests, pod_secrets, ask.current)  # in place
+        for manifest in manifests:
+            await self.kube.apply(manifest)
+        await self._prune_exposed(namespace, name, manifests)
+        return Applied(True, tuple(kept), tuple(self._claims(state)))
+
+    @staticmethod
+    def _set_gauges(namespace: str, name: str, gauges: Mapping[str, int | None]) -> None:
+        metrics.CHAT_REPLICAS_DESIRED.labels(namespace, name).set(gauges["desired"] or 0)
+        metrics.CHAT_REPLICAS_ACTUAL.labels(namespace, name).set(gauges["replicas"] or 0)
+        metrics.CHAT_REPLICAS_READY.labels(namespace, name).set(gauges["ready"] or 0)
+        metrics.ROLLOUT_HALTED.labels(namespace, name).set(gauges["halted"] or 0)
+        total = gauges["total"]
         if total is None:
             with contextlib.suppress(KeyError):
                 metrics.CONNECTIONS.remove(namespace, name)
         else:
             metrics.CONNECTIONS.labels(namespace, name).set(total)
-        if total is not None:
-            state.last_total = total
-        for kind, reason, message in events:
-            log.info("%s/%s %s: %s", namespace, name, reason, message)
-            await self.kube.post_event(obj, type_=kind, reason=reason, message=message)

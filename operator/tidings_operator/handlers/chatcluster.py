@@ -1,7 +1,7 @@
 """kopf handlers for ChatCluster (``tidings.dev/v1alpha1``): thin, the work is elsewhere.
 
-- ``chatcluster_create`` / ``chatcluster_update`` (spec changes, ``/scale`` included) /
-  ``chatcluster_resume`` (operator start): :meth:`Reconciler.reconcile` — check, wire,
+- ``chatcluster_reconcile``, registered for create, update (spec changes, ``/scale``
+  included) and resume (operator start): :meth:`Reconciler.reconcile` — check, wire,
   apply, report; ``kopf.TemporaryError`` / ``kopf.PermanentError`` from there.
 - the indexes ``tidings_chat_pods``, ``tidings_statefulsets``, ``tidings_deployments``
   (children.py): the children, watched, so a tick reads them from memory.
@@ -31,10 +31,8 @@ from tidings_operator.kube import Kube
 from tidings_operator.reconciler import Options, Reconciler
 
 __all__ = [
-    "chatcluster_create",
     "chatcluster_event",
-    "chatcluster_resume",
-    "chatcluster_update",
+    "chatcluster_reconcile",
     "operator_cleanup",
     "operator_login",
     "operator_startup",
@@ -110,25 +108,10 @@ async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
         reconciler.kube.close()
 
 
-async def chatcluster_create(
+async def chatcluster_reconcile(
     name: str, namespace: str | None, uid: str, retry: int, memo: kopf.Memo, **_: Any
 ) -> None:
-    await _reconciler(memo).reconcile(
-        name=name, namespace=_namespace(namespace), uid=uid, retry=retry
-    )
-
-
-async def chatcluster_update(
-    name: str, namespace: str | None, uid: str, retry: int, memo: kopf.Memo, **_: Any
-) -> None:
-    await _reconciler(memo).reconcile(
-        name=name, namespace=_namespace(namespace), uid=uid, retry=retry
-    )
-
-
-async def chatcluster_resume(
-    name: str, namespace: str | None, uid: str, retry: int, memo: kopf.Memo, **_: Any
-) -> None:
+    """A ChatCluster created, its spec changed, or seen when the operator starts."""
     await _reconciler(memo).reconcile(
         name=name, namespace=_namespace(namespace), uid=uid, retry=retry
     )
@@ -152,9 +135,17 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.login(registry=registry)(operator_login)
     kopf.on.startup(registry=registry)(operator_startup)
     kopf.on.cleanup(registry=registry)(operator_cleanup)
-    kopf.on.create(group, version, plural, registry=registry)(chatcluster_create)
-    kopf.on.update(group, version, plural, registry=registry, field="spec")(chatcluster_update)
-    kopf.on.resume(group, version, plural, registry=registry)(chatcluster_resume)
+    # One body for the three causes, each under the id it has always had (kopf keeps a
+    # handler's progress in annotations named by its id).
+    kopf.on.create(group, version, plural, registry=registry, id="chatcluster_create")(
+        chatcluster_reconcile
+    )
+    kopf.on.update(
+        group, version, plural, registry=registry, field="spec", id="chatcluster_update"
+    )(chatcluster_reconcile)
+    kopf.on.resume(group, version, plural, registry=registry, id="chatcluster_resume")(
+        chatcluster_reconcile
+    )
     kopf.on.event(group, version, plural, registry=registry)(chatcluster_event)
     managed = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
     kopf.index("v1", "pods", id="tidings_chat_pods", labels=managed, registry=registry)(
