@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tidings.runtime_cluster import require_cluster_settings
 from tidings.public_url import fill_public_chat_url, with_public_chat_url
+from tidings.runtime_cluster import require_cluster_settings
 from tidings.settings import Settings, SettingsError
 
 

@@ -1,7 +1,7 @@
 """The MessageStore on Cassandra 5.0 (the cluster backend).
 
-Behaves like :class:`tidings.storage.sqlite.store.SqliteMessageStore`; the same contract tests
-run against both (``tests/integration/test_message_store_contract.py``). The schema lives
+Behaves like :class:`tidings.storage.sqlite.store.SqliteMessageStore`; the same contract
+tests run against both (``tests/integration/test_message_store_contract.py``). The schema lives
 in :mod:`tidings.storage.cassandra.schema` and is applied by ``tidings migrate``; opening
 a store checks that the keyspace is at the version this code needs.
 
@@ -11,14 +11,19 @@ consistency and retry rules); driver errors come out as
 :class:`~tidings.storage.base.StorageUnavailable` (retriable) or
 :class:`~tidings.storage.base.StorageError`.
 
+The inbox methods are in :mod:`tidings.storage.cassandra.inbox`, search in
+:mod:`tidings.storage.cassandra.search` (mixins of :class:`CassandraMessageStore`).
+
 Where Cassandra differs from SQLite, and how this store makes up for it:
 
 - No multi-row transactions. Each method writes in an order that leaves nothing visible
   half-done after a crash (see :meth:`CassandraMessageStore.save_message` and
-  :meth:`CassandraMessageStore.append_inbox`); the callers' retries complete the work.
+  :meth:`~tidings.storage.cassandra.inbox.InboxPart.append_inbox`); the callers' retries
+  complete the work.
 - Messages live in ``(channel_id, bucket)`` partitions (30-day buckets of the Snowflake
-  timestamp, :func:`bucket_of`) so no partition grows forever; ``channel_buckets`` lists
-  the buckets a channel has, newest first, for history to walk back through.
+  timestamp, :func:`~tidings.storage.cassandra.layout.bucket_of`) so no partition grows
+  forever; ``channel_buckets`` lists the buckets a channel has, newest first, for history
+  to walk back through.
 - Search: Cassandra 5.0's SAI has no tokenizing analyzer (``index_analyzer`` and the
   ``:`` operator arrive after 5.0), so the store tokenizes bodies itself into the
   ``terms`` set (the rules of SQLite's ``unicode61``: letters and digits, lower case,
@@ -32,47 +37,39 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import unicodedata
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Container, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from tidings.core.channel_events import ACTIONS, DELETE, EDIT
-from tidings.core.ids import EPOCH_MS, timestamp_ms
 from tidings.core.model import (
-    InboxEntry,
     Message,
     OnlineLease,
     PresenceStatus,
     Watermarks,
-    attachments_from_text,
     attachments_to_text,
-    json_from_text,
     json_to_text,
 )
 from tidings.settings import Settings
 from tidings.storage.base import StorageError
+from tidings.storage.cassandra.inbox import InboxPart
 from tidings.storage.cassandra.io import check_identifier
-from tidings.storage.cassandra.io_async import AsyncCql, PartitionWrites, Row, connect
+from tidings.storage.cassandra.io_async import AsyncCql, PartitionWrites, connect
+from tidings.storage.cassandra.layout import (
+    BATCH_ROWS,
+    COLUMNS,
+    MAX_BIGINT,
+    bucket_of,
+    grouped,
+    message_of,
+)
 from tidings.storage.cassandra.schema import LATEST_VERSION
+from tidings.storage.cassandra.search import SearchPart, search_terms
 
 log = logging.getLogger(__name__)
-HEAD_CACHE_SIZE = 1_000_000
 
-# Both are part of the on-disk layout: changing them for an existing keyspace loses data.
-BUCKET_MS = 30 * 24 * 3600 * 1000  # messages partition: 30 days of one channel
-INBOX_PART_SEQS = 1 << 16  # inbox partition: 65,536 consecutive seqs of one user
 
-MAX_TERM_CHARS = 64  # longer words are indexed (and searched) by their first 64 chars
-MAX_QUERY_TERMS = 8  # words beyond these are checked here instead of by the index
-_MAX_BIGINT = 2**63 - 1
-_BATCH_ROWS = 50  # single-partition unlogged batches stay well under the 50 KiB limit
 _KNOWN_BUCKETS_MAX = 100_000
 
-_COLUMNS = (
-    "channel_id, message_id, sender_id, sender_device_id, client_msg_id, body, ts, attachments, "
-    "reply_to, event, edited_at, deleted, reactions"
-)
 _WHERE_MESSAGE = "WHERE channel_id = ? AND bucket = ? AND message_id = ?"
 
 _STATEMENTS: dict[str, str] = {
@@ -109,15 +106,15 @@ _STATEMENTS: dict[str, str] = {
         "WHERE channel_id = ? AND bucket = ? AND message_id > ? LIMIT ?"
     ),
     "select_message": (
-        f"SELECT {_COLUMNS} FROM {{ks}}.messages "
+        f"SELECT {COLUMNS} FROM {{ks}}.messages "
         "WHERE channel_id = ? AND bucket = ? AND message_id = ?"
     ),
     "select_messages_in": (
-        f"SELECT {_COLUMNS} FROM {{ks}}.messages "
+        f"SELECT {COLUMNS} FROM {{ks}}.messages "
         "WHERE channel_id = ? AND bucket = ? AND message_id IN ?"
     ),
     "select_history": (
-        f"SELECT {_COLUMNS} FROM {{ks}}.messages "
+        f"SELECT {COLUMNS} FROM {{ks}}.messages "
         "WHERE channel_id = ? AND bucket = ? AND message_id < ? LIMIT ?"
     ),
     "select_latest": (
@@ -180,60 +177,12 @@ _STATEMENTS: dict[str, str] = {
 # values, safe to retry (IdempotentWriteRetryPolicy) or to run speculatively.
 
 
-def bucket_of(message_id: int) -> int:
-    """The 30-day time bucket of a Snowflake id (0 is the id epoch's first 30 days)."""
-    return max(timestamp_ms(message_id) - EPOCH_MS, 0) // BUCKET_MS
-
-
-def _part_of(seq: int) -> int:
-    return seq // INBOX_PART_SEQS
-
-
-def _last_seq_of(part: int) -> int:
-    return (part + 1) * INBOX_PART_SEQS - 1
-
-
-def search_terms(text: str) -> list[str]:
-    """The distinct words of a text as stored and searched: runs of letters and digits,
-    lower-cased, diacritics removed (SQLite's ``unicode61`` rules), in order of first use."""
-    stripped = "".join(
-        c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c)
-    ).lower()
-    spaced = "".join(c if c.isalnum() else " " for c in stripped)
-    return list(dict.fromkeys(w[:MAX_TERM_CHARS] for w in spaced.split()))
-
-
-def _message(row: Row) -> Message:
-    return Message(
-        message_id=int(row["message_id"]),
-        channel_id=row["channel_id"],
-        sender_id=int(row["sender_id"]),
-        sender_device_id=int(row["sender_device_id"]),
-        client_msg_id=row["client_msg_id"],
-        body=row["body"],
-        ts=int(row["ts"]),
-        attachments=attachments_from_text(row["attachments"]),
-        reply_to=row["reply_to"],
-        event=json_from_text(row["event"]),
-        edited_at=row["edited_at"],
-        deleted=bool(row["deleted"]),
-        reactions={int(u): e for u, e in (row["reactions"] or {}).items()},
-    )
-
-
-def _grouped(items: Iterable[tuple[Hashable, Any]]) -> dict[Any, list[Any]]:
-    groups: dict[Any, list[Any]] = defaultdict(list)
-    for key, value in items:
-        groups[key].append(value)
-    return groups
-
-
 # How much longer than the lease a user stays findable in presence_online after their
 # server stopped renewing: covers the consumer group's failover and the new owner's wait.
 ORPHAN_WINDOW_S = 120
 
 
-class CassandraMessageStore:
+class CassandraMessageStore(InboxPart, SearchPart):
     """Messages, inboxes, receipts, presence and search in one Cassandra keyspace.
 
     Open with :meth:`open` (own cluster connection from settings) or :meth:`attach`
@@ -251,7 +200,7 @@ class CassandraMessageStore:
         self._presence_lease_s = presence_lease_s
         self._session: Any = session
         self._cql = AsyncCql(session)
-        self._writes = PartitionWrites(self._cql, max_rows=_BATCH_ROWS)
+        self._writes = PartitionWrites(self._cql, max_rows=BATCH_ROWS)
         # Saves under way in this process by (sender, client_msg_id): a second save of
         # the same key waits for the first instead of racing it (see save_message).
         self._saving: dict[tuple[int, str], asyncio.Future[Message]] = {}
@@ -470,7 +419,7 @@ class CassandraMessageStore:
             (channel_id, bucket_of(message_id), message_id),
             what="read message",
         )
-        return _message(row) if row else None
+        return message_of(row) if row else None
 
     async def find_sent(self, sender_id: int, client_msg_id: str) -> Message | None:
         """The message a sender sent with this client_msg_id, once it is fully saved."""
@@ -490,7 +439,7 @@ class CassandraMessageStore:
 
     async def history(self, channel_id: str, before: int | None, limit: int) -> list[Message]:
         """Messages with ids below ``before``, newest first, walking buckets backwards."""
-        upper = _MAX_BIGINT if before is None else min(before, _MAX_BIGINT)
+        upper = MAX_BIGINT if before is None else min(before, MAX_BIGINT)
         if limit <= 0 or upper <= 0:
             return []
         found: list[Message] = []
@@ -500,14 +449,14 @@ class CassandraMessageStore:
                 (channel_id, bucket, upper, limit - len(found)),
                 what="history",
             )
-            found.extend(_message(r) for r in rows)
+            found.extend(message_of(r) for r in rows)
             if len(found) >= limit:
                 break
         return found
 
     async def latest_message_ids(self, channel_ids: Sequence[str]) -> dict[str, int]:
         async def latest(channel_id: str) -> tuple[str, int | None]:
-            for bucket in await self._buckets(channel_id, bucket_of(_MAX_BIGINT)):
+            for bucket in await self._buckets(channel_id, bucket_of(MAX_BIGINT)):
                 row = await self._cql.first(
                     self._q["select_latest"], (channel_id, bucket), what="latest message"
                 )
@@ -525,7 +474,7 @@ class CassandraMessageStore:
         """Messages from others after ``after`` that count as unread, up to ``limit``:
         a walk of the channel's buckets newest first down to ``after``'s."""
         counted, oldest = 0, bucket_of(after)
-        for bucket in await self._buckets(channel_id, bucket_of(_MAX_BIGINT)):
+        for bucket in await self._buckets(channel_id, bucket_of(MAX_BIGINT)):
             if bucket < oldest:
                 break
             rows = await self._cql.rows(
@@ -540,288 +489,20 @@ class CassandraMessageStore:
                 return limit
         return counted
 
-    async def search(self, channel_ids: Sequence[str], query: str, limit: int) -> list[Message]:
-        """Messages of the given channels with every word of ``query``, newest first.
-
-        Buckets are searched newest first, all the channels' copies of a bucket at once;
-        an id in an older bucket is always smaller, so the walk stops at the first bucket
-        that fills ``limit``. Within one partition SAI returns rows in clustering order
-        (newest first), so a per-partition LIMIT keeps the newest matches. A search that
-        matches little walks every bucket of every channel: one indexed single-partition
-        query each.
-        """
-        channels, words = list(dict.fromkeys(channel_ids)), search_terms(query)
-        if not channels or not words or limit <= 0:
-            return []
-        listed = await self._cql.gather(self._buckets(c, bucket_of(_MAX_BIGINT)) for c in channels)
-        by_bucket = _grouped(
-            (bucket, channel)
-            for channel, buckets in zip(channels, listed, strict=True)
-            for bucket in buckets
-        )
-        found: list[Message] = []
-        for bucket in sorted(by_bucket, reverse=True):
-            pages = await self._cql.gather(
-                self._search_partition(channel, bucket, words, limit)
-                for channel in by_bucket[bucket]
-            )
-            found.extend(m for page in pages for m in page)
-            if len(found) >= limit:
-                break
-        found.sort(key=lambda m: m.message_id, reverse=True)
-        return found[:limit]
-
-    async def _search_partition(
-        self, channel_id: str, bucket: int, words: list[str], limit: int
-    ) -> list[Message]:
-        indexed, rest = words[:MAX_QUERY_TERMS], set(words[MAX_QUERY_TERMS:])
-        statement = await self._search_statement(len(indexed), limited=not rest)
-        params: list[Any] = [channel_id, bucket, *indexed]
-        if not rest:
-            params.append(limit)
-        rows = await self._cql.rows(statement, params, what="search")
-        found = [_message(r) for r in rows]
-        if rest:
-            found = [m for m in found if rest <= set(search_terms(m.body))][:limit]
-        return found
-
-    async def _search_statement(self, terms: int, *, limited: bool) -> Any:
-        key = (terms, limited)
-        if key not in self._search_statements:
-            contains = " AND ".join(["terms CONTAINS ?"] * terms)
-            cql = (
-                f"SELECT {_COLUMNS} FROM {self._ks}.messages "
-                f"WHERE channel_id = ? AND bucket = ? AND {contains}"
-                + (" LIMIT ?" if limited else "")
-            )
-            prepared = (await self._cql.prepare({"search": cql}))["search"]
-            self._search_statements[key] = prepared
-        return self._search_statements[key]
-
     # --- inboxes -------------------------------------------------------------------
-
-    async def append_inbox(
-        self, user_id: int, messages: Sequence[Message], *, new: Container[int] = ()
-    ) -> list[InboxEntry]:
-        """Append to a user's inbox with the next gapless seqs; present ids are skipped.
-
-        Only the owner of the user's partition calls this (single writer), so the head
-        needs no lightweight transaction. The head (a static column) and the id index
-        (``inbox_ids``) share the partition key ``(user_id, part)`` of the entries, so
-        an append is **one** unlogged batch of one partition key: one request, applied
-        atomically, and readers (who read only up to the head, :meth:`inbox_after`) see
-        all of it or none of it.
-
-        1. read the head ``h``; find which ids are already in the inbox at a seq ``<= h``
-           (ids in ``new`` are known not to be: no lookup for them);
-        2. write the new entries ``h+1 .. h+n``, their index rows and the head in one
-           batch (:meth:`_write_entries`).
-
-        An append of more entries than one batch takes, or one that crosses into the
-        next inbox partition, writes the extra batches first, without the head: a crash
-        leaves them beyond the head, invisible to readers and overwritten by the next
-        append; their index rows then point at seqs holding other messages, so step 1
-        trusts an index row only when the entry at that seq holds the same id.
-        """
-        first_of: dict[int, Message] = {}
-        for m in messages:
-            first_of.setdefault(m.message_id, m)  # a repeated id is appended once
-        unique = list(first_of.values())
-        if not unique:
-            return []
-        head = await self.inbox_head(user_id)
-        unknown = [m for m in unique if m.message_id not in new]
-        present = await self._present_in_inbox(user_id, unknown, head) if unknown else set()
-        entries = [
-            InboxEntry(head + 1 + i, m)
-            for i, m in enumerate(m for m in unique if m.message_id not in present)
-        ]
-        if not entries:
-            return []
-        await self._write_entries(user_id, entries)
-        last = entries[-1].seq
-        if _part_of(last) != _part_of(head):
-            # Readers look for the head from this part on (see inbox_head).
-            await self._cql.run(self._q["upsert_head"], (user_id, last), what="move inbox head")
-        if self._heads is not None:
-            self._heads[user_id] = last
-        return entries
-
-    async def _write_entries(self, user_id: int, entries: Sequence[InboxEntry]) -> None:
-        """Each inbox partition's entries and index rows, with its head: a partition's
-        last batch carries its head (the last seq written there) and goes only after
-        the partition's other batches succeeded; partitions in order. So the head never
-        names a missing entry, and a head in a full partition sends readers on to the
-        next one."""
-        per_batch = _BATCH_ROWS // 2  # an entry and its index row each
-        for part, in_part in _grouped((_part_of(e.seq), e) for e in entries).items():
-            chunks = [in_part[i : i + per_batch] for i in range(0, len(in_part), per_batch)]
-            await self._cql.gather(
-                self._cql.run(
-                    self._cql.batch(self._entry_rows(user_id, part, chunk)), what="append inbox"
-                )
-                for chunk in chunks[:-1]
-            )
-            head = (self._q["set_part_head"], (chunks[-1][-1].seq, user_id, part))
-            final = self._cql.batch([*self._entry_rows(user_id, part, chunks[-1]), head])
-            await self._cql.run(final, what="append inbox")
-
-    def _entry_rows(
-        self, user_id: int, part: int, entries: Sequence[InboxEntry]
-    ) -> list[tuple[Any, tuple[Any, ...]]]:
-        """The ``inbox`` and ``inbox_ids`` rows of entries of one inbox partition."""
-        entry, index = self._q["insert_inbox"], self._q["insert_inbox_id"]
-        rows: list[tuple[Any, tuple[Any, ...]]] = []
-        for e in entries:
-            mid = e.message.message_id
-            rows.append((entry, (user_id, part, e.seq, mid, e.message.channel_id)))
-            rows.append((index, (user_id, part, mid, e.seq)))
-        return rows
 
     def _batches(self, name: str, partitions: Iterable[list[tuple[Any, ...]]]) -> list[Any]:
         """Each partition's rows as unlogged single-partition batches of at most
-        ``_BATCH_ROWS`` (one round trip each, applied atomically), to run at once."""
+        ``BATCH_ROWS`` (one round trip each, applied atomically), to run at once."""
         statement = self._q[name]
         return [
             self._cql.run(
-                self._cql.batch((statement, row) for row in rows[start : start + _BATCH_ROWS]),
+                self._cql.batch((statement, row) for row in rows[start : start + BATCH_ROWS]),
                 what=name,
             )
             for rows in partitions
-            for start in range(0, len(rows), _BATCH_ROWS)
+            for start in range(0, len(rows), BATCH_ROWS)
         ]
-
-    async def _present_in_inbox(
-        self, user_id: int, messages: Sequence[Message], head: int
-    ) -> set[int]:
-        """The ids among ``messages`` already in the inbox at a seq up to ``head``: the
-        index of every part up to the head's (nearly always just one), and the index
-        written before schema version 5 (``inbox_by_message``, by time bucket)."""
-        if head <= 0:
-            return set()
-        ids = [m.message_id for m in messages]
-        by_bucket = _grouped((bucket_of(m.message_id), m.message_id) for m in messages)
-        pages = await self._cql.gather(
-            [
-                *(
-                    self._cql.rows(
-                        self._q["select_inbox_ids"], (user_id, part, ids), what="inbox lookup"
-                    )
-                    for part in range(_part_of(head) + 1)
-                ),
-                *(
-                    self._cql.rows(
-                        self._q["select_inbox_by_message"],
-                        (user_id, bucket, bucket_ids),
-                        what="inbox lookup",
-                    )
-                    for bucket, bucket_ids in by_bucket.items()
-                ),
-            ]
-        )
-        claimed = {
-            int(r["message_id"]): int(r["seq"])
-            for page in pages
-            for r in page
-            if int(r["seq"]) <= head
-        }
-        if not claimed:
-            return set()
-        by_part = _grouped((_part_of(seq), seq) for seq in claimed.values())
-        pages = await self._cql.gather(
-            self._cql.rows(self._q["select_inbox_seqs"], (user_id, part, seqs), what="inbox lookup")
-            for part, seqs in by_part.items()
-        )
-        return {
-            int(r["message_id"])
-            for page in pages
-            for r in page
-            if claimed.get(int(r["message_id"])) == int(r["seq"])
-        }
-
-    async def inbox_after(self, user_id: int, cursor: int, limit: int) -> list[InboxEntry]:
-        """Entries with seq above ``cursor``, in order, never past the head.
-
-        The head moves only after the entries below it were written (at the same
-        consistency level), so everything up to the head is there: no gaps. Entries a
-        crashed append left beyond the head are never returned.
-        """
-        if limit <= 0:
-            return []
-        low = max(cursor, 0)  # seqs start at 1
-        upto = min(await self.inbox_head(user_id), low + limit)
-        if upto <= low:
-            return []
-        pages = await self._cql.gather(
-            self._cql.rows(
-                self._q["select_inbox_range"], (user_id, part, low, upto), what="read inbox"
-            )
-            for part in range(_part_of(low + 1), _part_of(upto) + 1)
-        )
-        slots = sorted((r for page in pages for r in page), key=lambda r: int(r["seq"]))
-        wanted = _grouped(
-            ((r["channel_id"], bucket_of(int(r["message_id"]))), int(r["message_id"]))
-            for r in slots
-        )
-        found = await self._cql.gather(
-            self._cql.rows(
-                self._q["select_messages_in"], (channel, bucket, ids), what="read inbox messages"
-            )
-            for (channel, bucket), ids in wanted.items()
-        )
-        by_id = {int(r["message_id"]): _message(r) for page in found for r in page}
-        entries: list[InboxEntry] = []
-        for r in slots:
-            message = by_id.get(int(r["message_id"]))
-            if message is None:  # never saved: cannot happen for an acked message
-                log.warning(
-                    "inbox of user %d: message %s at seq %s is missing",
-                    user_id,
-                    r["message_id"],
-                    r["seq"],
-                )
-                continue
-            entries.append(InboxEntry(int(r["seq"]), message))
-        return entries
-
-    async def inbox_head(self, user_id: int) -> int:
-        """The highest seq whose entry (and every one below it) is written.
-
-        Each inbox partition holds its own static ``head``. Nearly every user's inbox is
-        in its first partition (65,536 entries), so that head is read first and, when the
-        partition is not full, is the answer: one read. Otherwise ``inbox_heads`` names a
-        seq at or below the head (it moves when an append enters a new partition; before
-        schema version 4 it was the head itself), and from that partition on each
-        partition's head is read; a full partition's head is its last seq, and then the
-        next partition may hold more.
-        """
-        heads = self._heads
-        if heads is not None and (cached := heads.get(user_id)) is not None:
-            return cached
-        first = await self._part_head(user_id, 0)
-        if first is not None and first < _last_seq_of(0):
-            head = first
-        else:
-            row = await self._cql.first(self._q["select_head"], (user_id,), what="inbox head")
-            head = max(int(row["seq"]) if row and row["seq"] is not None else 0, first or 0)
-            part = _part_of(head)
-            while True:
-                part_head = first if part == 0 else await self._part_head(user_id, part)
-                if part_head is None:
-                    break
-                head = max(head, part_head)
-                if head < _last_seq_of(part):
-                    break
-                part += 1
-        if heads is not None:
-            if len(heads) >= HEAD_CACHE_SIZE:
-                heads.clear()  # crude but bounded; refilled one read per user
-            heads[user_id] = head
-        return head
-
-    async def _part_head(self, user_id: int, part: int) -> int | None:
-        row = await self._cql.first(self._q["select_part_head"], (user_id, part), what="inbox head")
-        return int(row["head"]) if row is not None and row["head"] is not None else None
 
     # --- receipts and presence -----------------------------------------------------
 
@@ -891,7 +572,7 @@ class CassandraMessageStore:
             else:
                 seen = (self._q["update_last_seen"], (lease.last_seen, lease.user_id))
                 calls.append(self._cql.run(self._cql.batch([status, seen]), what="lease presence"))
-        index_rows = _grouped(
+        index_rows = grouped(
             (
                 lease.partition,
                 (lease.partition, lease.user_id, lease.last_seen, ttl + ORPHAN_WINDOW_S),
