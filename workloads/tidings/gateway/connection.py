@@ -275,7 +275,12 @@ class Connection(asyncio.Protocol):
     def deliver(self, entries: Sequence[InboxEntry]) -> None:
         """Live inbox entries: sent if the session is live and has not sent them yet,
         buffered while it is still catching up (:meth:`Session.deliverable`)."""
-        session = self.session
-        for entry in session.deliverable(entries):
-            self.send_frame(entry.to_wire_for(session.device_id))
+        self.send_entries(self.session.deliverable(entries))
+
+    def send_entries(self, entries: Sequence[InboxEntry]) -> None:
+        """Send inbox entries the session let out (:meth:`Session.deliverable`,
+        :meth:`Session.go_live`), as this device sees them."""
+        device_id = self.session.device_id
+        for entry in entries:
+            self.send_frame(entry.to_wire_for(device_id))
             metrics.DELIVERIES.inc()

@@ -443,7 +443,7 @@ class Gateway:
         if session.state is not SYNCING:
             return
         conn.send_frame(synced_frame(cursor, False))
-        conn.deliver(session.go_live(cursor))
+        conn.send_entries(session.go_live(cursor))
 
     # --- sessions that end ---------------------------------------------------------
 

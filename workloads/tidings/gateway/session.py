@@ -154,7 +154,8 @@ class Session:
 
     def go_live(self, cursor: int) -> Sequence[InboxEntry]:
         """The inbox was sent up to ``cursor``: LIVE. Returns the entries buffered while
-        syncing that are newer than ``cursor``, in order, to be sent now."""
+        syncing that are newer than ``cursor``, in order, to be sent now (they count as
+        sent already: not to be passed through :meth:`deliverable` again)."""
         assert self.state is SYNCING, self.state
         buffered, self.sync_buffer = self.sync_buffer or [], None
         self.state = LIVE
