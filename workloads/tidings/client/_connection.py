@@ -1,7 +1,8 @@
 """``ChatConnection``: one device's WebSocket to the chat servers, kept alive.
 
 The decisions live in plain classes (:class:`~._cursor.Inbox` for ordering, dedupe and
-sync; :class:`~._backoff.Backoff` for reconnect delays); this module is the asyncio
+sync; :class:`~._supervisor.Supervisor` for where and when to reconnect, with
+:class:`~._backoff.Backoff` for the delays); this module is the asyncio
 adapter around ``websockets``: it connects, says ``hello``, routes frames, and reconnects.
 
 One supervisor task runs attempts in a loop. An attempt ends in one of four ways:
@@ -79,6 +80,7 @@ from ._frames import (
     typing_frame,
 )
 from ._models import Attachment
+from ._supervisor import SAME_URL_RETRIES, Ended, GiveUp, Supervisor
 
 __all__ = ["ChatConnection", "DiscoverFn", "ws_url"]
 
@@ -89,10 +91,8 @@ DiscoverFn = Callable[[], Awaitable[str]]
 
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_SUPERSEDED = 4011  # a newer socket of the same device took over
-SAME_URL_RETRIES = 5  # failed attempts at the same url after reconnect{same_url}, then discover
 _SILENCE_HEARTBEATS = 3  # a server silent this many heartbeat periods is gone
 _MIN_HEARTBEAT_S = 0.05
-_MAX_REDIRECTS = 10
 _MAX_DISCOVER_WAITS = 5  # discover answers "come back in after_ms" this often, then we try
 
 
@@ -425,64 +425,36 @@ class ChatConnection:
             self._finish(failure)
 
     async def _supervise(self) -> None:
+        """Run attempts until one ends the connection; the :class:`~._supervisor.Supervisor`
+        decides where and when each next one goes, this only carries it out."""
         loop = asyncio.get_running_loop()
-        url = self._chat_url
-        failed = 0  # attempts in a row that got no welcome (redirects aside)
-        redirects = 0  # redirects in a row without a welcome
-        restart_until: float | None = None  # after a reconnect{after_ms}: retry briskly
-        same_url = False  # ... and, if it said so, at the same url (no discover)
-        same_url_failed = 0  # attempts at that url that failed since
+        supervisor = Supervisor(
+            self._chat_url,
+            backoff=self._backoff,
+            restart=self._restart,
+            restart_window=self._restart_window,
+            same_url_retries=self._same_url_retries,
+            max_attempts=self._max_attempts,
+            stable_after=self._stable_after,
+        )
         while True:
-            attempt = await self._attempt(url)
-            if attempt.welcomed_at is not None:
-                failed = redirects = same_url_failed = 0
-                restart_until, same_url = None, False
-                if loop.time() - attempt.welcomed_at >= self._stable_after:
-                    self._backoff.reset()
-            if attempt.redirect_to is not None:
-                redirects += 1
-                if redirects > _MAX_REDIRECTS:
-                    raise TidingsConnectionError(f"{redirects} redirects in a row, last to {url}")
-                logger.info("chat: redirected from %s to %s", url, attempt.redirect_to)
-                url = attempt.redirect_to
-                if redirects > 1:
-                    await asyncio.sleep(self._backoff.next_delay())
-            elif attempt.reconnect_at is not None:
-                delay = max(0.0, attempt.reconnect_at - loop.time())
-                logger.info("chat: server draining; reconnecting in %.3fs", delay)
-                # The server is expected back (or elsewhere) right away: if the next
-                # attempts fail, it is restarting, so they retry briskly for a while.
-                restart_until = loop.time() + delay + self._restart_window
-                same_url, same_url_failed = attempt.same_url, 0
-                self._restart.reset()
-                await asyncio.sleep(delay)
-                if not same_url:
-                    url = await self._rediscover(url)
-            else:
-                if attempt.welcomed_at is None:
-                    failed += 1
-                    if self._max_attempts is not None and failed >= self._max_attempts:
-                        raise TidingsConnectionError(
-                            f"could not connect to {url} ({failed} attempts): {attempt.error!r}"
-                        ) from attempt.error
-                restarting = restart_until is not None and loop.time() < restart_until
-                if restarting:
-                    delay = self._restart.next_delay()
-                else:
-                    delay = self._backoff.next_delay()
-                    same_url = False
-                if same_url:
-                    same_url_failed += 1
-                    if same_url_failed > self._same_url_retries:
-                        # The restart in place did not come back here: ask where to go.
-                        logger.info("chat: %s not back after a restart; discovering", url)
-                        same_url = False
-                logger.info(
-                    "chat: connection to %s lost (%r); retry in %.3fs", url, attempt.error, delay
+            attempt = await self._attempt(supervisor.url)
+            decision = supervisor.after(
+                Ended(
+                    now=loop.time(),
+                    welcomed_at=attempt.welcomed_at,
+                    redirect_to=attempt.redirect_to,
+                    reconnect_at=attempt.reconnect_at,
+                    same_url=attempt.same_url,
+                    error=attempt.error,
                 )
-                await asyncio.sleep(delay)
-                if not same_url:
-                    url = await self._rediscover(url)
+            )
+            if isinstance(decision, GiveUp):
+                raise TidingsConnectionError(decision.reason) from decision.error
+            logger.info("chat: %s", decision.note)
+            await asyncio.sleep(decision.delay)
+            if decision.discover:
+                supervisor.discovered(await self._rediscover(decision.url))
 
     async def _rediscover(self, url: str) -> str:
         """Ask ``discover`` where to connect; a saturated server's 503 with ``after_ms``
