@@ -196,3 +196,9 @@ def test_only_messages_and_being_added_wake_a_phone() -> None:
     assert not wakes(added, user_id=4)  # someone else joined
     for action in ("edit", "delete", "reaction"):
         assert not wakes(message(event={"type": action, "message_id": "1"}), user_id=2)
+
+
+def test_messages_with_events_and_reactions_stay_hashable() -> None:
+    reacted = message(reactions={2: "👍"}, event=None)
+    edit = message(message_id=20, event={"type": "edit", "message_id": "10"}, body="new")
+    assert len({reacted, edit, dataclasses.replace(edit)}) == 2

@@ -47,11 +47,12 @@ class Message:
     attachments: Attachments = ()
     # Issue #20 (core/channel_events.py): the message this one answers; a channel event
     # (membership, edit, delete, reaction) instead of a text; the target's current state.
+    # (The two dicts stay out of the hash, so a Message is still hashable.)
     reply_to: int | None = None
-    event: dict[str, Any] | None = None
+    event: dict[str, Any] | None = field(default=None, hash=False)
     edited_at: int | None = None
     deleted: bool = False
-    reactions: dict[int, str] = field(default_factory=dict)
+    reactions: dict[int, str] = field(default_factory=dict, hash=False)
 
     def to_wire_for(self, device_id: int) -> dict[str, Any]:
         """As one device may see it: an end-to-end message shows only that device's own
