@@ -48,6 +48,8 @@ async def warm_directory(directory: CachedDirectory, settings: Settings) -> None
 
 
 def require_cluster_settings(settings: Settings, *, chat: bool) -> tuple[str, str]:
+    """The JWT secret and the PostgreSQL url a cluster process needs (and, for a chat server, a
+    public chat url that can be filled in); :class:`SettingsError` naming what is missing."""
     if not settings.jwt_secret:
         raise SettingsError(
             "TIDINGS_JWT_SECRET is not set: cluster processes share one signing secret "
@@ -66,6 +68,8 @@ def require_cluster_settings(settings: Settings, *, chat: bool) -> tuple[str, st
 
 
 async def open_api(settings: Settings) -> Runtime:
+    """Open the parts of ``tidings api``: the cached directory, the Cassandra store, a publish-
+    only Kafka bus, the membership view (to answer discover) and media."""
     secret, postgres_url = require_cluster_settings(settings, chat=False)
     directory = await CachedDirectory.from_settings(postgres_url, settings, migrate=False)
     await warm_directory(directory, settings)
@@ -92,6 +96,8 @@ async def open_api(settings: Settings) -> Runtime:
 
 
 async def open_chat(settings: Settings) -> Runtime:
+    """Open the parts of ``tidings chat``: those of the API plus the WebSocket gateway, the inbox
+    consumer of the partitions it is given, its membership record and the push sink."""
     secret, postgres_url = require_cluster_settings(settings, chat=True)
     # Filled in once: the membership record, login, discover and redirects all say this.
     settings = with_public_chat_url(settings)

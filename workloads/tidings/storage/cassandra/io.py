@@ -85,6 +85,8 @@ def check_identifier(name: str) -> str:
 
 
 def consistency_level(name: str) -> int:
+    """cassandra-driver's consistency level for a settings name such as ``LOCAL_QUORUM``;
+    ValueError for an unknown one."""
     try:
         level: int = ConsistencyLevel.name_to_value[name.upper()]
     except KeyError:
@@ -133,6 +135,8 @@ class IdempotentWriteRetryPolicy(RetryPolicy):  # type: ignore[misc]
         received_responses: int,
         retry_num: int,
     ) -> tuple[int, int | None]:
+        """Retry an idempotent simple or batch write once at the same consistency; anything else
+        as the default policy decides."""
         if (
             retry_num == 0
             and write_type in self._RETRIED_WRITES
@@ -338,6 +342,7 @@ class Cql:
     async def first(
         self, statement: Any, params: Sequence[Any] | None = None, *, what: str = "query"
     ) -> Row | None:
+        """The first row a statement returns, or None."""
         found = await self.rows(statement, params, what=what)
         return found[0] if found else None
 
@@ -349,6 +354,7 @@ class Cql:
         request_timeout_s: float | None = None,
         what: str = "write",
     ) -> None:
+        """Run a statement for its effect (a write, or DDL); errors wrapped like :meth:`rows`."""
         await self.rows(statement, params, request_timeout_s=request_timeout_s, what=what)
 
     @staticmethod

@@ -95,6 +95,8 @@ def wrap_error(exc: BaseException, what: str) -> StorageError:
 
 
 def consistency(name: str) -> Any:
+    """acsylla's consistency for a settings name such as ``LOCAL_QUORUM``; ValueError for an
+    unknown one."""
     try:
         return acsylla.Consistency[name.upper()]
     except KeyError:
@@ -185,6 +187,8 @@ class AsyncCql:
         self._in_flight = asyncio.Semaphore(concurrency)
 
     async def prepare(self, queries: Mapping[str, str]) -> dict[str, Prepared]:
+        """Prepare these statements at once, by name; driver errors wrapped in the storage
+        hierarchy."""
         try:
             prepared = await asyncio.gather(
                 *(self.session.create_prepared(cql) for cql in queries.values())
@@ -234,12 +238,14 @@ class AsyncCql:
     async def first(
         self, statement: Any, params: Sequence[Any] | None = None, *, what: str = "query"
     ) -> Row | None:
+        """The first row a statement returns, or None."""
         found = await self.rows(statement, params, what=what)
         return found[0] if found else None
 
     async def run(
         self, statement: Any, params: Sequence[Any] | None = None, *, what: str = "write"
     ) -> None:
+        """Run a statement for its effect (a write); errors wrapped like :meth:`rows`."""
         await self.rows(statement, params, what=what)
 
     @staticmethod

@@ -53,6 +53,8 @@ DDL_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One schema version: its statements run in order, then the version is recorded."""
+
     version: int
     description: str
     statements: tuple[str, ...]  # CQL with ``{ks}`` for the keyspace (``{{``/``}}`` for braces)

@@ -249,6 +249,7 @@ class CassandraMessageStore(InboxPart, SearchPart):
         return cls(session, ks, prepared, presence_lease_s=settings.presence_lease_s)
 
     async def close(self) -> None:
+        """Close the session this store opened (a no-op the second time)."""
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -455,6 +456,9 @@ class CassandraMessageStore(InboxPart, SearchPart):
         return found
 
     async def latest_message_ids(self, channel_ids: Sequence[str]) -> dict[str, int]:
+        """The newest message id of each of these channels that has any (each channel's buckets
+        walked back from the newest)."""
+
         async def latest(channel_id: str) -> tuple[str, int | None]:
             for bucket in await self._buckets(channel_id, bucket_of(MAX_BIGINT)):
                 row = await self._cql.first(
@@ -468,6 +472,7 @@ class CassandraMessageStore(InboxPart, SearchPart):
         return {channel_id: mid for channel_id, mid in found if mid is not None}
 
     async def get_message(self, channel_id: str, message_id: int) -> Message | None:
+        """One message of a channel as it is now (edited, deleted, reactions)."""
         return await self._read_message(channel_id, message_id)
 
     async def count_unread(self, channel_id: str, after: int, reader_id: int, limit: int) -> int:
@@ -507,6 +512,7 @@ class CassandraMessageStore(InboxPart, SearchPart):
     # --- receipts and presence -----------------------------------------------------
 
     async def get_watermarks(self, channel_id: str, user_id: int) -> Watermarks:
+        """How far this user has received and read in this channel."""
         row = await self._cql.first(
             self._q["select_watermarks"], (channel_id, user_id), what="read watermarks"
         )
@@ -538,6 +544,8 @@ class CassandraMessageStore(InboxPart, SearchPart):
     async def set_presence(
         self, user_id: int, presence: PresenceStatus, partition: int = 0
     ) -> None:
+        """Record a user's presence: "online" is a lease in this inbox partition's index
+        (:meth:`refresh_presence`), anything else a plain row, out of the index."""
         if presence.status == "online":
             await self.refresh_presence([OnlineLease(user_id, partition, presence.last_seen)])
             return
@@ -583,12 +591,16 @@ class CassandraMessageStore(InboxPart, SearchPart):
         await self._cql.gather(calls)
 
     async def online_in_partition(self, partition: int) -> dict[int, int | None]:
+        """The users whose online lease in this inbox partition has not lapsed, with their
+        last_seen."""
         rows = await self._cql.rows(
             self._q["select_online_index"], (partition,), what="read presence"
         )
         return {int(row["user_id"]): row["last_seen"] for row in rows}
 
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]:
+        """The presence of those of these users who have any (never seen: left out); a lapsed
+        online lease reads as offline."""
         ids = list(dict.fromkeys(user_ids))
         rows = await self._cql.gather(
             self._cql.first(self._q["select_presence"], (uid,), what="read presence") for uid in ids

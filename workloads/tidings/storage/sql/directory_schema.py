@@ -49,6 +49,8 @@ schema_migrations = Table(
 
 @dataclass(frozen=True)
 class Migration:
+    """One version of the relational schema, applied in a transaction and recorded."""
+
     version: int
     description: str
     apply: Callable[[Connection], None]

@@ -74,12 +74,17 @@ def _key_id(value: str, what: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PreKey:
+    """A prekey: its id (chosen by the device) and its Curve25519 public key, base64."""
+
     key_id: str
     public_key: str
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceKeys:
+    """A device's published keys: identity (Curve25519) and signing (Ed25519) keys and the signed
+    prekey with its signature, base64."""
+
     device_id: int
     user_id: int
     identity_key: str
@@ -126,6 +131,8 @@ def check_keys(keys: DeviceKeys) -> None:
 
 
 def check_prekeys(prekeys: Sequence[PreKey]) -> None:
+    """Refuse one-time prekeys with a bad id or key, or an id given twice
+    (:class:`KeyUploadError`)."""
     seen = set()
     for prekey in prekeys:
         _key_id(prekey.key_id, "one_time_prekeys[].key_id")
@@ -224,6 +231,7 @@ class KeyDirectory:
         )
 
     async def has_keys(self, device_id: int) -> bool:
+        """Whether this device has published its keys."""
         async with self.engine.connect() as conn:
             found = await conn.execute(
                 select(device_keys.c.device_id).where(device_keys.c.device_id == device_id)

@@ -44,10 +44,13 @@ def _record(row: Any) -> MediaRecord:
 
 
 class MediaStore:
+    """The media rows (``media``, ``media_refs``) on the directory's engine."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
     async def create(self, record: MediaRecord) -> None:
+        """Record a new upload slot (``pending``)."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 insert(media).values(
@@ -65,11 +68,13 @@ class MediaStore:
             )
 
     async def get(self, media_id: str) -> MediaRecord | None:
+        """One upload's record, or None."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(media).where(media.c.media_id == media_id))).first()
         return _record(row) if row is not None else None
 
     async def get_many(self, media_ids: Sequence[str]) -> dict[str, MediaRecord]:
+        """The records of these uploads that exist, by id."""
         if not media_ids:
             return {}
         async with self.engine.connect() as conn:
@@ -79,6 +84,8 @@ class MediaStore:
     async def mark_ready(
         self, media_id: str, width: int | None, height: int | None, thumbnail: bool
     ) -> None:
+        """A completed and checked pending upload becomes ``ready``, with the image's size
+        and whether it has a thumbnail."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(media)
@@ -134,6 +141,7 @@ class MediaStore:
             )
 
     async def channels_of(self, media_id: str) -> list[str]:
+        """The channels this upload was sent to."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(media_refs.c.channel_id).where(media_refs.c.media_id == media_id)
@@ -141,6 +149,7 @@ class MediaStore:
             return [str(c) for c in rows.scalars()]
 
     async def stored_bytes(self, owner_id: int) -> int:
+        """The bytes of all this user's uploads, whatever their state."""
         async with self.engine.connect() as conn:
             total = (
                 await conn.execute(
@@ -185,6 +194,7 @@ class MediaStore:
         return bool(moved.rowcount)
 
     async def delete(self, media_id: str) -> None:
+        """Delete an upload's row and its channel references (the sweeper, after the blobs)."""
         async with self.engine.begin() as conn:
             await conn.execute(delete(media_refs).where(media_refs.c.media_id == media_id))
             await conn.execute(delete(media).where(media.c.media_id == media_id))

@@ -124,10 +124,12 @@ class SqliteMessageStore:
 
     @property
     def writer(self) -> GroupCommitWriter:
+        """The group-commit writer every statement goes through (opened by :meth:`open`)."""
         assert self._writer is not None, "use SqliteMessageStore.open()"
         return self._writer
 
     async def close(self) -> None:
+        """Stop the writer once what is queued has committed, and close the file."""
         await self.writer.close()
 
     # --- the writer: schema, batches -----------------------------------------------
@@ -257,6 +259,8 @@ class SqliteMessageStore:
         return future
 
     async def append(self, message: Message, members: Sequence[int]) -> Appended:
+        """Store a message and append it to its members' inboxes in one batch (the embedded
+        message log); a resend gets the first message and no new entries."""
         return await self.submit_append(message, members)
 
     # --- messages ------------------------------------------------------------------
@@ -264,6 +268,8 @@ class SqliteMessageStore:
     async def save_message(
         self, message: Message, *, fence: Callable[[], Awaitable[None]] | None = None
     ) -> Message:
+        """Store a message once per (sender, client_msg_id); a resend returns the first.
+        ``fence`` is awaited before the write and may raise to stop it."""
         if fence is not None:
             await fence()
 
@@ -276,6 +282,8 @@ class SqliteMessageStore:
         return saved
 
     async def find_sent(self, sender_id: int, client_msg_id: str) -> Message | None:
+        """The message this sender stored under ``client_msg_id``, if any."""
+
         def find(conn: sqlite3.Connection) -> Message | None:
             row = conn.execute(_FIND_SENT, (sender_id, client_msg_id)).fetchone()
             return message_of(row) if row else None
@@ -283,6 +291,9 @@ class SqliteMessageStore:
         return await self.writer.read(find)
 
     async def history(self, channel_id: str, before: int | None, limit: int) -> list[Message]:
+        """A channel's messages before ``before`` (all, if None), newest first, at most
+        ``limit``."""
+
         def query(conn: sqlite3.Connection) -> list[Message]:
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id=? AND message_id<? "
@@ -294,6 +305,7 @@ class SqliteMessageStore:
         return await self.writer.read(query)
 
     async def latest_message_ids(self, channel_ids: Sequence[str]) -> dict[str, int]:
+        """The newest message id of each of these channels that has any."""
         ids = list(channel_ids)
         if not ids:
             return {}
@@ -309,6 +321,8 @@ class SqliteMessageStore:
         return await self.writer.read(query)
 
     async def get_message(self, channel_id: str, message_id: int) -> Message | None:
+        """One message of a channel as it is now (edited, deleted, reactions)."""
+
         def query(conn: sqlite3.Connection) -> Message | None:
             row = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id=? AND channel_id=?",
@@ -319,6 +333,9 @@ class SqliteMessageStore:
         return await self.writer.read(query)
 
     async def count_unread(self, channel_id: str, after: int, reader_id: int, limit: int) -> int:
+        """How many messages of others (not events, not deleted) come after ``after``,
+        counted up to ``limit``."""
+
         def query(conn: sqlite3.Connection) -> int:
             row = conn.execute(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE channel_id=? "
@@ -393,6 +410,8 @@ class SqliteMessageStore:
         return result.entries
 
     async def inbox_after(self, user_id: int, cursor: int, limit: int) -> list[InboxEntry]:
+        """A user's inbox entries with seq above ``cursor``, in order, at most ``limit``."""
+
         def query(conn: sqlite3.Connection) -> list[InboxEntry]:
             cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
             rows = conn.execute(
@@ -406,6 +425,7 @@ class SqliteMessageStore:
         return await self.writer.read(query)
 
     async def inbox_head(self, user_id: int) -> int:
+        """The highest seq of a user's inbox that has committed (0 for an empty inbox)."""
         return self.visible_head(user_id)
 
     def visible_head(self, user_id: int) -> int:
@@ -415,6 +435,7 @@ class SqliteMessageStore:
     # --- receipts and presence -----------------------------------------------------
 
     async def get_watermarks(self, channel_id: str, user_id: int) -> Watermarks:
+        """How far this user has received and read in this channel."""
         key = (channel_id, user_id)
         cached = self._watermarks.get(key)
         if cached is not None:
@@ -444,6 +465,8 @@ class SqliteMessageStore:
         return seen
 
     async def set_watermarks(self, channel_id: str, user_id: int, watermarks: Watermarks) -> None:
+        """Move this user's receipt watermarks in this channel (they only go forward)."""
+
         def save(conn: sqlite3.Connection) -> None:
             # MAX() keeps the watermarks forward-only even if two writers race.
             conn.execute(
@@ -470,6 +493,9 @@ class SqliteMessageStore:
         """Nothing to renew: one process owns everyone, and start-up resets presence."""
 
     async def online_in_partition(self, partition: int) -> dict[int, int | None]:
+        """The users online in an inbox partition, with their last_seen (one process: every
+        online user)."""
+
         def query(conn: sqlite3.Connection) -> dict[int, int | None]:
             rows = conn.execute("SELECT user_id, last_seen FROM presence WHERE status='online'")
             return {int(r[0]): r[1] for r in rows}
@@ -479,6 +505,8 @@ class SqliteMessageStore:
     async def set_presence(
         self, user_id: int, presence: PresenceStatus, partition: int = 0
     ) -> None:
+        """Record a user's presence (status and last_seen); one process: no partition index."""
+
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO presence (user_id, status, last_seen) VALUES (?,?,?) "
@@ -490,6 +518,7 @@ class SqliteMessageStore:
         await self.writer.submit(save)
 
     async def get_presence(self, user_ids: Sequence[int]) -> dict[int, PresenceStatus]:
+        """The presence of those of these users who have any (never seen: left out)."""
         ids = list(user_ids)
         if not ids:
             return {}

@@ -50,6 +50,8 @@ Batch = list[tuple[Operation, "asyncio.Future[Any]"]]
 
 
 def connect(path: Path | str, synchronous: str) -> sqlite3.Connection:
+    """Open the database for the writer: autocommit (the writer says BEGIN), WAL, the given
+    ``synchronous`` level and a 30 s busy timeout."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -62,6 +64,9 @@ class WriterClosed(Exception):
 
 
 class GroupCommitWriter:
+    """Runs queued operations in batches, one transaction and one fsync each (see the module's
+    docstring); :meth:`start` it with the schema's preparation, :meth:`close` it to finish."""
+
     def __init__(
         self,
         path: Path | str,
@@ -131,6 +136,7 @@ class GroupCommitWriter:
 
     @property
     def pending(self) -> int:
+        """Operations queued and not yet taken into a batch."""
         return len(self._queue)
 
     # --- one batch: statements here, COMMIT on the commit thread --------------------
