@@ -18,7 +18,8 @@ import websockets
 
 from tidings.bench._accounts import PASSWORD, create_accounts
 from tidings.bench._seed import embedded_accounts, seed_accounts, seed_mode
-from tidings.bench._targets import JWT_SECRET, Baseline, Cluster, Embedded, _child_env
+from tidings.bench.targets import JWT_SECRET, Baseline, Cluster, Embedded
+from tidings.bench.targets.base import _child_env
 
 
 def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

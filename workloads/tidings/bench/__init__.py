@@ -2,12 +2,15 @@
 
 Open-loop load generators in their own processes, HdrHistogram latencies on one
 monotonic clock, CPU and memory of both sides, and a baseline relay measured in the same
-run. Heavy imports happen only when a benchmark runs.
+run. Heavy imports happen only when a benchmark runs: this module only defines the
+arguments (the CLI lists them), and the servers never import the bench (the "bench-apart"
+contract in pyproject.toml); its third-party needs are the ``bench`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["add_bench_arguments", "run_bench"]
 
@@ -15,6 +18,7 @@ SCENARIOS = ("idle", "relay", "fanout", "cluster", "storm", "trace")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``tidings bench`` (argparse only: nothing of the benchmark loads)."""
     from pathlib import Path
 
     parser.add_argument("scenario", choices=SCENARIOS)
@@ -112,6 +116,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from tidings.bench._run import run
+    """Run the benchmark ``args`` name (``tidings bench <scenario> ...``); the exit code.
 
+    Its third-party needs are the ``bench`` extra (``pip install 'tidings[bench]'``): the
+    servers do without them."""
+    try:
+        from tidings.bench._run import run
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "hdrh":
+            raise
+        print("tidings bench needs the bench extra: pip install 'tidings[bench]'", file=sys.stderr)
+        return 2
     return run(args)

@@ -12,7 +12,7 @@ from typing import Any
 
 from tidings.bench import _scenarios as scenarios
 from tidings.bench._procstat import raise_nofile
-from tidings.bench._targets import Embedded, read_testenv, rmtree, tempdir
+from tidings.bench.targets import Embedded, read_testenv, rmtree, tempdir
 
 log = logging.getLogger("tidings.bench")
 

@@ -28,7 +28,8 @@ from tidings.bench._seed import (
     seed_mode,
     warn_if_fds_short,
 )
-from tidings.bench._targets import (
+from tidings.bench._worker import Plan
+from tidings.bench.targets import (
     CENTRIFUGO_API_KEY,
     CENTRIFUGO_CHANNEL,
     CENTRIFUGO_SECRET,
@@ -40,7 +41,6 @@ from tidings.bench._targets import (
     Floor,
     Target,
 )
-from tidings.bench._worker import Plan
 
 log = logging.getLogger(__name__)
 

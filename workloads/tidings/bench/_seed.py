@@ -45,7 +45,7 @@ from sqlalchemy import insert
 
 from tidings.auth import Identity, Passwords, Tokens
 from tidings.bench._accounts import PASSWORD, Account
-from tidings.bench._targets import Cluster, Embedded, EmbeddedRef, Target
+from tidings.bench.targets import Cluster, Embedded, EmbeddedRef, Target
 from tidings.core.ids import SnowflakeGenerator
 from tidings.settings import Settings
 

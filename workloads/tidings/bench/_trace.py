@@ -50,8 +50,8 @@ from tidings.bench import _procstat as procstat
 from tidings.bench import _sqlcount
 from tidings.bench._accounts import Account, create_accounts
 from tidings.bench._histogram import Latency
-from tidings.bench._targets import Embedded
 from tidings.bench._wsclient import WsConn, connect
+from tidings.bench.targets import Embedded
 
 if TYPE_CHECKING:
     from tidings.bench._scenarios import Options

@@ -24,7 +24,7 @@ from tidings.bench._openloop import run_open_loop
 from tidings.bench._procstat import raise_nofile
 from tidings.bench._wsclient import WsConn, connect, http_get
 from tidings.client._backoff import RESTART_WINDOW_S, Backoff, restart_backoff
-from tidings.client._connection import SAME_URL_RETRIES
+from tidings.client._supervisor import SAME_URL_RETRIES
 
 Account = dict[str, str]
 
