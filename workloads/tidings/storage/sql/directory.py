@@ -71,6 +71,7 @@ def written_seq() -> int:
 
 
 def reset_written_seq() -> None:
+    """Start counting the current task's logged writes afresh (see :func:`written_seq`)."""
     _written_seq.set(0)
 
 
@@ -79,6 +80,8 @@ ChangeListener = Callable[[Sequence[Change]], None]
 
 
 def make_engine(url: str) -> AsyncEngine:
+    """An async engine for a SQLite or PostgreSQL url (SQLite: WAL and a 30 s busy timeout on
+    every connection)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -147,6 +150,9 @@ class _Write:
 
 
 class SqlDirectory:
+    """The :class:`~tidings.storage.base.Directory` on SQLAlchemy; every write logs what it
+    changed (see the module's docstring)."""
+
     def __init__(
         self, engine: AsyncEngine, *, log_changes: bool = True, has_readers: bool = True
     ) -> None:
@@ -185,6 +191,7 @@ class SqlDirectory:
         self.has_readers = READERS_VERSION in versions
 
     async def close(self) -> None:
+        """Dispose of the engine's connections."""
         await self.engine.dispose()
 
     # --- change log ----------------------------------------------------------------
@@ -196,6 +203,7 @@ class SqlDirectory:
         self._listeners.append(listener)
 
     def remove_listener(self, listener: ChangeListener) -> None:
+        """Stop calling a listener added with :meth:`add_listener`."""
         self._listeners.remove(listener)
 
     @asynccontextmanager
@@ -280,6 +288,7 @@ class SqlDirectory:
                 await conn.execute(insert(directory_readers).values(reader=reader, **values))
 
     async def remove_reader(self, reader: str) -> None:
+        """Forget a reader of the change log (a process that follows it, gone)."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 delete(directory_readers).where(directory_readers.c.reader == reader)
@@ -318,6 +327,7 @@ class SqlDirectory:
     async def create_user(
         self, user_id: int, username: str, password_hash: str, display_name: str, now: int
     ) -> User:
+        """Create a user; :class:`~tidings.storage.base.UsernameTaken` if the name is."""
         try:
             async with self._write() as write:
                 await write.conn.execute(
@@ -337,16 +347,19 @@ class SqlDirectory:
         return User(user_id, username, display_name, password_hash, now)
 
     async def get_user(self, user_id: int) -> User | None:
+        """The user with this id, or None."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.user_id == user_id))).first()
         return _user(row) if row else None
 
     async def get_user_by_name(self, username: str) -> User | None:
+        """The user with this username, or None."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.username == username))).first()
         return _user(row) if row else None
 
     async def get_users(self, user_ids: Iterable[int]) -> list[User]:
+        """The users among these ids that exist, in no particular order."""
         ids = list(set(user_ids))
         if not ids:
             return []
@@ -355,6 +368,7 @@ class SqlDirectory:
         return [_user(row) for row in rows]
 
     async def set_display_name(self, user_id: int, display_name: str) -> None:
+        """Change a user's display name."""
         async with self._write() as write:
             await write.conn.execute(
                 update(users).where(users.c.user_id == user_id).values(display_name=display_name)
@@ -366,6 +380,7 @@ class SqlDirectory:
     async def create_device(
         self, device_id: int, user_id: int, name: str, platform: str | None, now: int
     ) -> Device:
+        """Register a new device of a user."""
         async with self._write() as write:
             await write.conn.execute(
                 insert(devices).values(
@@ -389,6 +404,7 @@ class SqlDirectory:
         return [_device(row) for row in rows]
 
     async def get_device(self, device_id: int) -> Device | None:
+        """The device with this id, or None."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(select(devices).where(devices.c.device_id == device_id))
@@ -396,6 +412,7 @@ class SqlDirectory:
         return _device(row) if row else None
 
     async def list_devices(self, user_id: int) -> list[Device]:
+        """A user's devices, by id."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(devices).where(devices.c.user_id == user_id).order_by(devices.c.device_id)
@@ -403,9 +420,12 @@ class SqlDirectory:
         return [_device(row) for row in rows]
 
     async def list_devices_now(self, user_id: int) -> list[Device]:
+        """A user's devices as stored now (the same as :meth:`list_devices` here: nothing is
+        cached)."""
         return await self.list_devices(user_id)
 
     async def set_push_token(self, device_id: int, provider: str, token: str) -> None:
+        """Set the push provider and token a device is reached through."""
         async with self._write() as write:
             owner = (
                 await write.conn.execute(
@@ -420,6 +440,7 @@ class SqlDirectory:
                 write.changed("user_devices", owner)
 
     async def clear_push_token(self, device_id: int, token: str) -> None:
+        """Forget a device's push token, if it still is ``token`` (a provider said it is dead)."""
         async with self._write() as write:
             owner = (
                 await write.conn.execute(
@@ -434,6 +455,8 @@ class SqlDirectory:
                 write.changed("user_devices", owner)
 
     async def bump_token_version(self, device_id: int) -> int | None:
+        """Make the device's tokens so far invalid; its new token version, or None for no such
+        device."""
         async with self._write() as write:
             row = (
                 await write.conn.execute(
@@ -450,6 +473,7 @@ class SqlDirectory:
             return int(row.token_version)
 
     async def delete_device(self, device_id: int) -> bool:
+        """Remove a device (unlinked); whether it existed."""
         async with self._write() as write:
             owner = (
                 await write.conn.execute(
@@ -465,6 +489,7 @@ class SqlDirectory:
             return True
 
     async def touch_devices(self, seen: Mapping[int, int]) -> None:
+        """Record when devices were last seen (device id -> ms)."""
         if not seen:
             return
         # Not logged: nothing cached depends on last_seen (the device list reads it here).
@@ -509,6 +534,7 @@ class SqlDirectory:
         write.changed("audience", a, b)
 
     async def add_friend(self, user_id: int, friend_id: int) -> None:
+        """Make two users friends, whatever requests there were."""
         async with self._write() as write:
             if not await self._friends(write.conn, user_id, friend_id):
                 await self._befriend(write, user_id, friend_id)
@@ -521,6 +547,8 @@ class SqlDirectory:
         return row.first() is not None
 
     async def request_friend(self, user_id: int, friend_id: int, now: int) -> str:
+        """Ask to be friends: friends at once if the other asked already (FRIENDS), a pending
+        request (REQUESTED), or nothing at all if either blocks the other (IGNORED)."""
         async with self._write() as write:
             conn = write.conn
             if await self._blocked_between(conn, user_id, friend_id):
@@ -547,10 +575,12 @@ class SqlDirectory:
             return FriendOutcome.REQUESTED
 
     async def remove_friend(self, user_id: int, friend_id: int) -> None:
+        """End a friendship (and any requests between the two)."""
         async with self._write() as write:
             await self._unfriend(write, user_id, friend_id)
 
     async def list_friends(self, user_id: int) -> list[User]:
+        """A user's friends, by username."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(users)
@@ -561,6 +591,7 @@ class SqlDirectory:
         return [_user(row) for row in rows]
 
     async def friend_requests(self, user_id: int) -> tuple[list[User], list[User]]:
+        """The friend requests a user has received and sent, oldest first."""
         async with self.engine.connect() as conn:
             incoming = await conn.execute(
                 select(users)
@@ -578,10 +609,13 @@ class SqlDirectory:
             return ins, [_user(row) for row in outgoing]
 
     async def is_friend(self, user_id: int, other_id: int) -> bool:
+        """Whether the two users are friends."""
         async with self.engine.connect() as conn:
             return await self._friends(conn, user_id, other_id)
 
     async def related(self, user_id: int, other_id: int) -> bool:
+        """Whether ``other_id`` is the user, a friend, asked or was asked to be one, shares a
+        channel with the user, or invited or was invited by the user."""
         if user_id == other_id:
             return True
         mine = select(channel_members.c.channel_id).where(channel_members.c.user_id == user_id)
@@ -608,6 +642,8 @@ class SqlDirectory:
     # --- blocks --------------------------------------------------------------------
 
     async def block(self, user_id: int, blocked_id: int, now: int) -> None:
+        """Block a user: the friendship and requests between them end, and the blocked user's
+        invites to this one go."""
         async with self._write() as write:
             conn = write.conn
             exists = await conn.execute(
@@ -630,6 +666,7 @@ class SqlDirectory:
             write.changed("audience", user_id, blocked_id)
 
     async def unblock(self, user_id: int, blocked_id: int) -> None:
+        """Unblock a user (no friendship comes back)."""
         async with self._write() as write:
             gone = await write.conn.execute(
                 delete(blocks).where(blocks.c.user_id == user_id, blocks.c.blocked_id == blocked_id)
@@ -639,6 +676,7 @@ class SqlDirectory:
                 write.changed("audience", user_id, blocked_id)
 
     async def list_blocked(self, user_id: int) -> list[User]:
+        """The users this user blocks, by username."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(users)
@@ -649,6 +687,7 @@ class SqlDirectory:
         return [_user(row) for row in rows]
 
     async def block_set(self, user_id: int) -> frozenset[int]:
+        """The ids this user blocks or is blocked by."""
         async with self.engine.connect() as conn:
             return await self._block_set(conn, user_id)
 
@@ -672,6 +711,8 @@ class SqlDirectory:
     # --- group invites -------------------------------------------------------------
 
     async def invite(self, channel_id: str, user_id: int, inviter_id: int, now: int) -> None:
+        """Invite a user to a group, unless either blocks the other, they are a member, or an
+        invite is pending."""
         async with self._write() as write:
             conn = write.conn
             if await self._blocked_between(conn, user_id, inviter_id):
@@ -694,6 +735,7 @@ class SqlDirectory:
                 )
 
     async def list_invites(self, user_id: int) -> list[Invite]:
+        """A user's pending group invites, oldest first."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(group_invites, channels.c.name)
@@ -706,6 +748,8 @@ class SqlDirectory:
             ]
 
     async def accept_invite(self, channel_id: str, user_id: int, max_members: int) -> bool:
+        """Join the group an invite is for; False if there was no such invite;
+        :class:`~tidings.storage.base.GroupFull` at ``max_members``."""
         async with self._write() as write:
             gone = await write.conn.execute(
                 delete(group_invites).where(
@@ -718,6 +762,7 @@ class SqlDirectory:
             return True
 
     async def decline_invite(self, channel_id: str, user_id: int) -> None:
+        """Drop an invite."""
         async with self.engine.begin() as conn:  # nothing cached depends on invites
             await conn.execute(
                 delete(group_invites).where(
@@ -728,6 +773,8 @@ class SqlDirectory:
     # --- throttles -------------------------------------------------------------------
 
     async def bucket_levels(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """The stored (tokens, at) of these login-throttle buckets (a key without a row is a full
+        bucket)."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(throttle_buckets).where(throttle_buckets.c.key.in_(list(keys)))
@@ -735,6 +782,8 @@ class SqlDirectory:
             return {row.key: (row.tokens, row.at) for row in rows}
 
     async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None:
+        """Take a failure's token from a login-throttle bucket, refilled at ``per_s`` up to
+        ``burst`` since it was last spent."""
         rule = BucketRule(burst, per_s)
         where = throttle_buckets.c.key == key
         async with self.engine.begin() as conn:
@@ -761,6 +810,8 @@ class SqlDirectory:
     async def use_allowance(
         self, user_id: int, kind: str, now: int, window_ms: int, limit: int, cost: int = 1
     ) -> int:
+        """Spend ``cost`` of a user's ``limit`` per ``window_ms`` of ``kind``: 0 when spent, else
+        the ms until enough is free again."""
         since = now - window_ms
         mine = and_(usage_events.c.user_id == user_id, usage_events.c.kind == kind)
         async with self.engine.begin() as conn:
@@ -834,6 +885,8 @@ class SqlDirectory:
     async def ensure_dm(
         self, channel_id: str, user_a: int, user_b: int, now: int, e2e: bool = False
     ) -> bool:
+        """Make the DM between two users if it does not exist; the DM's e2e mode (an existing DM
+        keeps its own)."""
         async with self._write() as write:
             conn = write.conn
             exists = (
@@ -876,6 +929,7 @@ class SqlDirectory:
         now: int,
         e2e: bool = False,
     ) -> Channel:
+        """Create a group of its owner (an admin) and these members."""
         members = sorted(set(member_ids) | {owner_id})
         async with self._write() as write:
             await write.conn.execute(
@@ -900,6 +954,7 @@ class SqlDirectory:
         return Channel(channel_id, "group", name, owner_id, members, e2e, [owner_id])
 
     async def get_channel(self, channel_id: str) -> Channel | None:
+        """The channel with its members and admins, or None."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(select(channels).where(channels.c.channel_id == channel_id))
@@ -920,6 +975,8 @@ class SqlDirectory:
         return [row[0] for row in rows]
 
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
+        """Add a member (and drop their invite); :class:`~tidings.storage.base.GroupFull` at
+        ``max_members``."""
         async with self._write() as write:
             await self._add_member(write, channel_id, user_id, max_members)
 
@@ -944,6 +1001,8 @@ class SqlDirectory:
         write.changed("audience", user_id, *members)
 
     async def remove_member(self, channel_id: str, user_id: int) -> int | None:
+        """Remove a member; if no admin is left, the member with the lowest id becomes one: that
+        id, or None (None too when the user was not a member)."""
         async with self._write() as write:
             rows = (
                 await write.conn.execute(
@@ -973,6 +1032,7 @@ class SqlDirectory:
     async def update_group(
         self, channel_id: str, *, name: str | None = None, members_can_add: bool | None = None
     ) -> None:
+        """Rename a group or change whether members may add others (what is given)."""
         values: dict[str, Any] = {}
         if name is not None:
             values["name"] = name
@@ -987,6 +1047,7 @@ class SqlDirectory:
             write.changed("channel", channel_id)
 
     async def set_admin(self, channel_id: str, user_id: int, admin: bool) -> None:
+        """Make a member an admin of the group, or not."""
         async with self._write() as write:
             await self._set_admin(write, channel_id, user_id, admin)
             write.changed("channel", channel_id)
@@ -1000,6 +1061,7 @@ class SqlDirectory:
         )
 
     async def list_channels(self, user_id: int) -> list[Channel]:
+        """The channels a user is a member of, with their members, by id."""
         mine = select(channel_members.c.channel_id).where(channel_members.c.user_id == user_id)
         async with self.engine.connect() as conn:
             rows = (
