@@ -370,6 +370,7 @@ class CachedDirectory:
 
     @property
     def engine(self) -> AsyncEngine:
+        """The directory database's engine (the key directory and the media rows share it)."""
         return self.inner.engine
 
     @classmethod
@@ -416,6 +417,8 @@ class CachedDirectory:
         return self._users.peek(user_id)
 
     def peek_device(self, device_id: int) -> Device | Missing | None:
+        """What the cache holds for a device, without loading: the device, None (known not to
+        exist) or MISSING."""
         return self._devices.peek(device_id)
 
     def peek_channel(self, channel_id: str) -> Channel | Missing | None:
@@ -423,6 +426,7 @@ class CachedDirectory:
         return self._channels.peek(channel_id)
 
     def dm_known(self, channel_id: str) -> bool:
+        """Whether this DM is known to exist (``ensure_dm`` of it then does nothing)."""
         return channel_id in self._dms
 
     def flush(self) -> None:
@@ -440,6 +444,7 @@ class CachedDirectory:
         self._dms.clear()
 
     def sizes(self) -> dict[str, int]:
+        """How many entries each cache holds (for the metrics)."""
         return {
             "users": len(self._users),
             "devices": len(self._devices),
@@ -692,18 +697,21 @@ class CachedDirectory:
     async def create_user(
         self, user_id: int, username: str, password_hash: str, display_name: str, now: int
     ) -> User:
+        """As :meth:`SqlDirectory.create_user`."""
         try:
             return await self.inner.create_user(user_id, username, password_hash, display_name, now)
         finally:
             await self._after_write()
 
     async def get_user(self, user_id: int) -> User | None:
+        """The user, from the cache, else read through (an unknown id is cached too)."""
         user = self._users.lookup(user_id)
         if not isinstance(user, Missing):
             return user
         return await self._users.load(user_id, lambda: self.inner.get_user(user_id))
 
     async def get_user_by_name(self, username: str) -> User | None:
+        """The user with this name, read from the database (and cached by id)."""
         version = self._users.version
         user = await self.inner.get_user_by_name(username)
         if user is not None:
@@ -711,6 +719,7 @@ class CachedDirectory:
         return user
 
     async def get_users(self, user_ids: Iterable[int]) -> list[User]:
+        """These users, from the cache, reading the missing ones in one query."""
         found: list[User] = []
         missing: list[int] = []
         for user_id in set(user_ids):
@@ -733,6 +742,7 @@ class CachedDirectory:
     async def create_device(
         self, device_id: int, user_id: int, name: str, platform: str | None, now: int
     ) -> Device:
+        """As :meth:`SqlDirectory.create_device`."""
         try:
             return await self.inner.create_device(device_id, user_id, name, platform, now)
         finally:
@@ -757,12 +767,14 @@ class CachedDirectory:
         return len(found)
 
     async def get_device(self, device_id: int) -> Device | None:
+        """The device, from the cache, else read through (an unknown id is cached too)."""
         device = self._devices.lookup(device_id)
         if not isinstance(device, Missing):
             return device
         return await self._devices.load(device_id, lambda: self.inner.get_device(device_id))
 
     async def list_devices(self, user_id: int) -> list[Device]:
+        """A user's devices, from the cache, else read through."""
         devices = self._user_devices.lookup(user_id)
         if isinstance(devices, Missing):
             devices = await self._user_devices.load(user_id, lambda: self._load_devices(user_id))
@@ -772,18 +784,27 @@ class CachedDirectory:
         return tuple(await self.inner.list_devices(user_id))
 
     async def set_push_token(self, device_id: int, provider: str, token: str) -> None:
+        """As :meth:`SqlDirectory.set_push_token`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         await self._confirmed(self.inner.set_push_token(device_id, provider, token))
 
     async def clear_push_token(self, device_id: int, token: str) -> None:
+        """As :meth:`SqlDirectory.clear_push_token`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         await self._confirmed(self.inner.clear_push_token(device_id, token))
 
     async def bump_token_version(self, device_id: int) -> int | None:
+        """As :meth:`SqlDirectory.bump_token_version`; with ``confirm_s``, returns once every
+        live reader has applied it."""
         return await self._confirmed(self.inner.bump_token_version(device_id))
 
     async def delete_device(self, device_id: int) -> bool:
+        """As :meth:`SqlDirectory.delete_device`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         return await self._confirmed(self.inner.delete_device(device_id))
 
     async def touch_devices(self, seen: Mapping[int, int]) -> None:
+        """As :meth:`SqlDirectory.touch_devices` (not cached: not on the message path)."""
         await self.inner.touch_devices(seen)
 
     async def list_devices_now(self, user_id: int) -> list[Device]:
@@ -793,37 +814,52 @@ class CachedDirectory:
     # --- friends ---------------------------------------------------------------------
 
     async def add_friend(self, user_id: int, friend_id: int) -> None:
+        """As :meth:`SqlDirectory.add_friend`; with ``confirm_s``, returns once every live reader
+        has applied it."""
         await self._confirmed(self.inner.add_friend(user_id, friend_id))
 
     async def request_friend(self, user_id: int, friend_id: int, now: int) -> str:
+        """As :meth:`SqlDirectory.request_friend`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         return await self._confirmed(self.inner.request_friend(user_id, friend_id, now))
 
     async def remove_friend(self, user_id: int, friend_id: int) -> None:
+        """As :meth:`SqlDirectory.remove_friend`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         await self._confirmed(self.inner.remove_friend(user_id, friend_id))
 
     # The API's reads, not the hot path's: straight to the database.
 
     async def list_friends(self, user_id: int) -> list[User]:
+        """As :meth:`SqlDirectory.list_friends` (not cached: not on the message path)."""
         return await self.inner.list_friends(user_id)
 
     async def friend_requests(self, user_id: int) -> tuple[list[User], list[User]]:
+        """As :meth:`SqlDirectory.friend_requests` (not cached: not on the message path)."""
         return await self.inner.friend_requests(user_id)
 
     async def is_friend(self, user_id: int, other_id: int) -> bool:
+        """As :meth:`SqlDirectory.is_friend` (not cached: not on the message path)."""
         return await self.inner.is_friend(user_id, other_id)
 
     async def related(self, user_id: int, other_id: int) -> bool:
+        """As :meth:`SqlDirectory.related` (not cached: not on the message path)."""
         return await self.inner.related(user_id, other_id)
 
     # --- blocks ----------------------------------------------------------------------
 
     async def block(self, user_id: int, blocked_id: int, now: int) -> None:
+        """As :meth:`SqlDirectory.block`; with ``confirm_s``, returns once every live reader has
+        applied it."""
         await self._confirmed(self.inner.block(user_id, blocked_id, now))
 
     async def unblock(self, user_id: int, blocked_id: int) -> None:
+        """As :meth:`SqlDirectory.unblock`; with ``confirm_s``, returns once every live reader
+        has applied it."""
         await self._confirmed(self.inner.unblock(user_id, blocked_id))
 
     async def list_blocked(self, user_id: int) -> list[User]:
+        """As :meth:`SqlDirectory.list_blocked` (not cached: not on the message path)."""
         return await self.inner.list_blocked(user_id)
 
     async def block_set(self, user_id: int) -> frozenset[int]:
@@ -885,29 +921,39 @@ class CachedDirectory:
     # --- invites and allowances ------------------------------------------------------
 
     async def invite(self, channel_id: str, user_id: int, inviter_id: int, now: int) -> None:
+        """As :meth:`SqlDirectory.invite` (not cached: not on the message path)."""
         await self.inner.invite(channel_id, user_id, inviter_id, now)
 
     async def list_invites(self, user_id: int) -> list[Invite]:
+        """As :meth:`SqlDirectory.list_invites` (not cached: not on the message path)."""
         return await self.inner.list_invites(user_id)
 
     async def accept_invite(self, channel_id: str, user_id: int, max_members: int) -> bool:
+        """As :meth:`SqlDirectory.accept_invite`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         return await self._confirmed(self.inner.accept_invite(channel_id, user_id, max_members))
 
     async def decline_invite(self, channel_id: str, user_id: int) -> None:
+        """As :meth:`SqlDirectory.decline_invite` (not cached: not on the message path)."""
         await self.inner.decline_invite(channel_id, user_id)
 
     async def bucket_levels(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """As :meth:`SqlDirectory.bucket_levels` (not cached: not on the message path)."""
         return await self.inner.bucket_levels(keys)
 
     async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None:
+        """As :meth:`SqlDirectory.spend_bucket` (not cached: not on the message path)."""
         await self.inner.spend_bucket(key, burst, per_s, now)
 
     async def use_allowance(
         self, user_id: int, kind: str, now: int, window_ms: int, limit: int, cost: int = 1
     ) -> int:
+        """As :meth:`SqlDirectory.use_allowance` (not cached: not on the message path)."""
         return await self.inner.use_allowance(user_id, kind, now, window_ms, limit, cost)
 
     async def presence_audience(self, user_id: int, limit: int) -> set[int]:
+        """Who sees this user's presence (friends and group peers, at most ``limit``), from the
+        cache, else read through."""
         entry = self._audiences.lookup(user_id)
         if not isinstance(entry, Missing):
             audience = _audience_within(entry, limit)
@@ -943,6 +989,8 @@ class CachedDirectory:
     async def ensure_dm(
         self, channel_id: str, user_a: int, user_b: int, now: int, e2e: bool = False
     ) -> bool:
+        """As :meth:`SqlDirectory.ensure_dm`; nothing at all for a DM known to exist (a DM is
+        never removed, its mode never changes)."""
         known = self._dms.get(channel_id)
         if not isinstance(known, Missing):
             self._dm_hit.inc()
@@ -964,11 +1012,14 @@ class CachedDirectory:
         now: int,
         e2e: bool = False,
     ) -> Channel:
+        """As :meth:`SqlDirectory.create_group`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         return await self._confirmed(
             self.inner.create_group(channel_id, name, owner_id, member_ids, now, e2e)
         )
 
     async def get_channel(self, channel_id: str) -> Channel | None:
+        """The channel, from the cache, else read through; a copy of its member lists."""
         channel = self._channels.lookup(channel_id)
         if isinstance(channel, Missing):
             channel = await self._channels.load(
@@ -982,25 +1033,36 @@ class CachedDirectory:
         )
 
     async def add_member(self, channel_id: str, user_id: int, max_members: int) -> None:
+        """As :meth:`SqlDirectory.add_member`; with ``confirm_s``, returns once every live reader
+        has applied it."""
         await self._confirmed(self.inner.add_member(channel_id, user_id, max_members))
 
     async def remove_member(self, channel_id: str, user_id: int) -> int | None:
+        """As :meth:`SqlDirectory.remove_member`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         return await self._confirmed(self.inner.remove_member(channel_id, user_id))
 
     async def update_group(
         self, channel_id: str, *, name: str | None = None, members_can_add: bool | None = None
     ) -> None:
+        """As :meth:`SqlDirectory.update_group`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         await self._confirmed(
             self.inner.update_group(channel_id, name=name, members_can_add=members_can_add)
         )
 
     async def set_admin(self, channel_id: str, user_id: int, admin: bool) -> None:
+        """As :meth:`SqlDirectory.set_admin`; with ``confirm_s``, returns once every live reader
+        has applied it."""
         await self._confirmed(self.inner.set_admin(channel_id, user_id, admin))
 
     async def set_display_name(self, user_id: int, display_name: str) -> None:
+        """As :meth:`SqlDirectory.set_display_name`; with ``confirm_s``, returns once every live
+        reader has applied it."""
         await self._confirmed(self.inner.set_display_name(user_id, display_name))
 
     async def list_channels(self, user_id: int) -> list[Channel]:
+        """As :meth:`SqlDirectory.list_channels` (not cached: not on the message path)."""
         return await self.inner.list_channels(user_id)  # the API's, not the hot path's
 
 
