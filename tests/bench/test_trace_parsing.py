@@ -116,6 +116,10 @@ def test_samples_go_to_stages() -> None:
         "cpu",
         "directory",
     )
+    # The directory's own code, in this tree and in a --ref-tree from before storage/sql/.
+    assert classify(frames(*directory)) == ("cpu", "directory")
+    before = (*loop, "SqlDirectory.get_user@/ref/tidings/storage/directory.py:82")
+    assert classify(frames(*before)) == ("cpu", "directory")
     assert classify(frames(*loop, "dumps@/v/orjson.so")) == ("cpu", "json")
     assert classify(frames(*loop, "Frame.parse@/v/websockets/frames.py:299")) == (
         "cpu",

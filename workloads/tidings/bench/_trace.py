@@ -427,7 +427,17 @@ _HANDOFF_NAMES = (
 _DECISIVE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sqlcount", ("sitecustomize.py",)),
     ("handoff", ("concurrent/futures/", "/threading.py", "/queue.py", "_queuemodule", "ceval_gil")),
-    ("directory", ("sqlalchemy/", "aiosqlite/", "greenlet", "tidings/storage/directory")),
+    # storage/sql/directory*.py; storage/directory*.py in trees before #21 (--ref-tree)
+    (
+        "directory",
+        (
+            "sqlalchemy/",
+            "aiosqlite/",
+            "greenlet",
+            "tidings/storage/sql/directory",
+            "tidings/storage/directory",
+        ),
+    ),
     ("store_sql", ("tidings/storage/", "tidings/bus/sqlite")),
     ("json", ("orjson", "/json/", "_json.c", "tidings/core/frames.py")),
     (
