@@ -1,4 +1,10 @@
-"""Fixtures for the push tests: a Directory with devices, metrics readings."""
+"""Fixtures and stand-ins shared by every push test: a Directory with devices, messages,
+metrics readings.
+
+The push tests live here by feature: unit/ drives the pieces with no network (the retry
+policy, payloads, the dispatcher with fake providers, the chat server's grace, signatures);
+the files beside it run the providers against stand-in APNs/FCM/webhook servers
+(_standins.py), the worker against Kafka, and the whole path from a send to a push."""
 
 from __future__ import annotations
 
@@ -49,6 +55,11 @@ def message(
         body=body or f"secret words {message_id}",
         ts=1_732_830_000_000,
     )
+
+
+def msg(message_id: int, channel_id: str = "dm:1:2") -> Message:
+    """A short message ("hi") from user 1's device 10, for the tests that only route it."""
+    return Message(message_id, channel_id, 1, 10, f"c{message_id}", "hi", 0)
 
 
 def sample(name: str, **labels: str) -> float:

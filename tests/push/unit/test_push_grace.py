@@ -10,12 +10,10 @@ import pytest
 from tidings.core.model import Message
 from tidings.push.grace import GracefulPushSink
 
+from ..conftest import msg
+
 GRACE = 0.2
 WAIT = 5.0
-
-
-def msg(message_id: int, channel_id: str = "dm:1:2") -> Message:
-    return Message(message_id, channel_id, 1, 10, f"c{message_id}", "hi", 0)
 
 
 class Sink:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from tidings.core.model import Message
@@ -16,11 +13,7 @@ from tidings.push.payload import Notification
 from tidings.settings import Settings
 from tidings.storage.sql.directory import SqlDirectory
 
-USER = 2
-
-
-def msg(message_id: int, channel_id: str = "dm:1:2") -> Message:
-    return Message(message_id, channel_id, 1, 10, f"c{message_id}", "hi", 0)
+from ..conftest import USER, add_device, msg
 
 
 class FakeProvider:
@@ -51,17 +44,12 @@ class Ask:
 
 
 @pytest.fixture
-async def directory(tmp_path: Path) -> AsyncIterator[SqlDirectory]:
-    d = await SqlDirectory.open(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
-    await d.create_user(USER, "bea", "x", "Bea", 0)
+async def directory(directory: SqlDirectory) -> SqlDirectory:
+    """The shared directory with one device per provider (20 to 22) and one without a token."""
     for device_id, provider in ((20, "apns"), (21, "fcm"), (22, "webhook")):
-        await d.create_device(device_id, USER, "d", None, 0)
-        await d.set_push_token(device_id, provider, f"tok{device_id}")
-    await d.create_device(23, USER, "no token", None, 0)
-    try:
-        yield d
-    finally:
-        await d.close()
+        await add_device(directory, device_id, provider, f"tok{device_id}")
+    await directory.create_device(23, USER, "no token", None, 0)
+    return directory
 
 
 async def no_sleep(_: float) -> None:
