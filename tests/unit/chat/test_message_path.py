@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tidings.bus.base import InboxEvent
 from tidings.bus.memory import MemoryBus
 from tidings.chat.delivery import InboxProcessor
 from tidings.chat.service import ChatService
@@ -46,11 +47,26 @@ class RecordingPush:
         self.requests.append((user_id, tuple(device_ids), message.message_id))
 
 
+SETTLE_WITHIN_S = 10.0
+
+
+class CountingBus(MemoryBus):
+    """The in-memory bus, counting the events published so a test can wait for them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published = 0
+
+    async def publish(self, events: Sequence[InboxEvent]) -> None:
+        self.published += len(events)
+        await super().publish(events)
+
+
 class World:
     def __init__(self, directory: SqlDirectory, messages: SqliteMessageStore) -> None:
         self.directory = directory
         self.messages = messages
-        self.bus = MemoryBus()
+        self.bus = CountingBus()
         self.delivery = RecordingDelivery()
         self.push = RecordingPush()
         self.service = ChatService(directory, messages, self.bus, SnowflakeGenerator(1), wall_ms)
@@ -58,6 +74,7 @@ class World:
             messages, directory, self.delivery, self.push, OwnsEveryone()
         )
         self._ids = SnowflakeGenerator(2)
+        self.handled = 0  # events the processor has handled, over every settle()
 
     async def user(self, name: str) -> int:
         user_id = self._ids.next_id()
@@ -72,12 +89,28 @@ class World:
         return device_id
 
     async def settle(self) -> None:
-        """Run the consumer until the bus is empty."""
-        consumer = asyncio.create_task(self.bus.consume(self.processor.handle))
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
+        """Run the consumer until the processor has handled every event published so far
+        (and any the handling published in turn); fail if that takes SETTLE_WITHIN_S."""
+
+        async def handle(batch: list[InboxEvent]) -> None:
+            await self.processor.handle(batch)
+            self.handled += len(batch)
+
+        consumer = asyncio.create_task(self.bus.consume(handle))
+        try:
+            async with asyncio.timeout(SETTLE_WITHIN_S):
+                while self.handled < self.bus.published:
+                    if consumer.done():
+                        consumer.result()  # the handler raised: show why
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            raise AssertionError(
+                f"the inbox processor handled {self.handled} of {self.bus.published} events "
+                f"within {SETTLE_WITHIN_S}s"
+            ) from None
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
 
 
 @pytest.fixture
