@@ -42,7 +42,7 @@ from tidings_operator.controls import (
     paused,
     restart_requested,
 )
-from tidings_operator.disruption import PodSeen, lost_pods, progress, start
+from tidings_operator.disruption import Disruption, PodSeen, lost_pods, progress, start
 from tidings_operator.members import Member, first_reached
 from tidings_operator.names import ANNOTATION_DRAIN, ANNOTATION_RESTART
 from tidings_operator.observe import PodView, failing_reason, lost_at
@@ -266,113 +266,316 @@ def plan(obs: Observation) -> Plan:
     return _look(obs, obs.spec)
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What every part of a look reads: the observation, and what it says once read."""
+
+    obs: Observation
+    spec: ClusterSpec
+    pods: Sequence[PodView]
+    by_name: Mapping[str, PodView]
+    current: int | None  # the chat StatefulSet's replicas (None: not there)
+    in_flight: InFlight | None  # the replacement under way, as the status keeps it
+    last_connections: Mapping[str, int]  # each chat server's last count (not draining)
+
+    @property
+    def total(self) -> int | None:
+        return self.obs.readings.total
+
+    def before(self, clients: int) -> int:
+        """The connections before a loss: the last total seen, else now plus its clients."""
+        last = self.obs.memory.last_total
+        return last if last is not None else (self.total or 0) + clients
+
+
+@dataclass(frozen=True, slots=True)
+class _Steps:
+    """What a part of the look decided: the disruption tracked, the pods whose loss is
+    no surprise (told, planned or asked for), the Events to post."""
+
+    disruption: Disruption | None
+    reported: frozenset[str] = frozenset()
+    events: tuple[Event, ...] = ()
+
+
 def _look(obs: Observation, spec: ClusterSpec) -> Plan:
-    memory, answers, readings = obs.memory, obs.answers, obs.readings
-    meta, status = obs.meta, obs.status
-    name, namespace = str(meta["name"]), str(meta["namespace"])
-    now, mono = obs.now, obs.mono
-    members, total = readings.members, readings.total
-    pods = list(obs.pods)
-    by_name = {p.name: p for p in pods}
-    sts = obs.chat
-    events: list[Event] = list(obs.wire_events)
-    reported = set(memory.reported_uids)
+    """The full look: disruptions, a drain, the size, the rollout, the apply, the status."""
+    memory, status = obs.memory, obs.status
     last_connections = dict(memory.last_connections)
-    for sid, member in (members or {}).items():
+    for sid, member in (obs.readings.members or {}).items():
         if not member.draining:
             last_connections[sid] = member.connections
+    sts = obs.chat
+    seen = _Seen(
+        obs=obs,
+        spec=spec,
+        pods=obs.pods,
+        by_name={p.name: p for p in obs.pods},
+        current=int(sts["spec"].get("replicas", 1)) if sts else None,
+        in_flight=in_flight_from_status(status.get("rollout") or {}),
+        last_connections=last_connections,
+    )
+    lost, lost_steps = _lost(seen)
+    drain = _drain(seen, lost_steps.disruption)
+    if isinstance(drain, Evict):
+        so_far = replace(
+            memory,
+            reported_uids=memory.reported_uids | lost_steps.reported,
+            last_connections=last_connections,
+        )
+        return Plan(ask=drain, memory=so_far, lost=len(lost))
+    disruption = _progress(seen, drain.disruption)
+    size = _size(seen)
+    rollout = _rollout(seen)
+    seen_now = {p.name: PodSeen(p.uid, p.ready, p.terminating) for p in seen.pods}
+    reported = memory.reported_uids | lost_steps.reported | drain.reported
+    decided = replace(
+        memory,
+        history=size.history,
+        pods_seen=seen_now,
+        reported_uids=reported,
+        last_connections=last_connections,
+        shrink=size.shrink,
+    )
+    if isinstance(rollout, Evict):
+        return Plan(ask=rollout, memory=decided, lost=len(lost))
+    decided = replace(decided, reported_uids=reported | rollout.reported)
+    apply = _apply(seen, size.desired, decided)
+    if isinstance(apply, Apply):
+        return Plan(ask=apply, memory=decided, lost=len(lost))
+    events = [
+        *obs.wire_events,
+        *lost_steps.events,
+        *drain.events,
+        *disruption.events,
+        *size.events,
+        *rollout.events,
+        *apply.events,
+    ]
+    desired = size.desired
+    last_scale = status.get("lastScale")
+    current = seen.current
+    if current is not None and current != desired:
+        decision = size.decision
+        why = decision.reason if decision is not None else "ScaleSubresource"
+        last_scale = {"from": current, "to": desired, "at": iso(obs.now), "reason": why}
+        message = decision.message if decision is not None else "spec.chat.replicas changed"
+        events.append(("Normal", "Scaled", f"chat servers {current} -> {desired}: {message}"))
+    memory = apply.memory
+    if current is not None and desired < current:
+        last = obs.readings.total
+        memory = replace(
+            memory, shrink=(last if last is not None else memory.last_total or 0, obs.mono)
+        )
+    if obs.readings.total is not None:
+        memory = replace(memory, last_total=obs.readings.total)
+    parts = (workload_part("api", obs.api, obs.wired), workload_part("push", obs.push, obs.wired))
+    memory = replace(memory, parts=parts)
+    look = Look(
+        wired=obs.wired,
+        spec_error=obs.spec_error,
+        chat_exists=sts is not None,
+        pods=seen.pods,
+        current=current,
+        desired=desired,
+        step=rollout.step,
+        decision=size.decision,
+        ignored_replicas=size.ignored,
+        failing=sorted(
+            f"{p['metadata']['name']} ({reason})"
+            for p in obs.raw_pods
+            if (reason := failing_reason(p)) is not None
+        ),
+    )
+    new_status = _status(
+        seen,
+        look,
+        rollout,
+        claims=[*apply.claims, *parts],
+        applied_generation=memory.applied_generation,
+        last_scale=last_scale,
+        disruption=disruption.disruption,
+    )
+    halted = rollout.step is not None and rollout.step.action == "halt"
+    return Plan(
+        scale_to=apply.scale_to,
+        remove_drain=drain.remove_drain,
+        status_patch=merge_patch(status, new_status),
+        events=tuple(events),
+        memory=memory,
+        lost=len(lost),
+        gauges={
+            "desired": desired,
+            "replicas": new_status["replicas"],
+            "ready": look.ready,
+            "halted": 1 if halted else 0,
+            "total": obs.readings.total,
+        },
+    )
 
-    previous_rollout: Mapping[str, Any] = status.get("rollout") or {}
-    in_flight = in_flight_from_status(previous_rollout)
-    current = int(sts["spec"].get("replicas", 1)) if sts else None
 
-    # --- disruptions: ready pods lost without the operator asking for it ---------------
+def _status(
+    seen: _Seen,
+    look: Look,
+    rollout: _Rollout,
+    *,
+    claims: Sequence[Verdict],
+    applied_generation: int | None,
+    last_scale: Any,
+    disruption: Disruption | None,
+) -> dict[str, Any]:
+    """The status the look leads to (before the merge patch against the one read)."""
+    obs, status = seen.obs, seen.obs.status
+    conditions = conditions_after(
+        status.get("conditions") or [],
+        [*obs.wired_now, *pause_verdicts(obs.cluster), *look_verdicts(look)],
+        parts=claims,
+        spec_error=obs.spec_error,
+        generation=obs.generation,
+        now=obs.stamp_now,
+    )
+    applied = obs.wired and applied_generation == obs.generation
+    return {
+        "observedGeneration": (obs.generation if applied else None)
+        or status.get("observedGeneration"),
+        "replicas": sum(1 for p in seen.pods if not p.terminating),
+        "readyReplicas": look.ready,
+        "desiredReplicas": look.desired,
+        "connections": obs.readings.total,
+        "selector": names.selector_string(str(obs.meta["name"]), names.CHAT),
+        "inboxPartitions": obs.inbox_partitions or status.get("inboxPartitions"),
+        "conditions": conditions,
+        "rollout": rollout_status(
+            rollout.step,
+            rollout.in_flight,
+            seen.pods,
+            rollout.update_revision,
+            status.get("rollout") or {},
+        ),
+        "lastScale": last_scale,
+        "lastDisruption": disruption_status(disruption) if disruption else None,
+    }
+
+
+def _lost(seen: _Seen) -> tuple[list[tuple[str, str]], _Steps]:
+    """Ready pods lost without the operator asking for it (each a disruption), and the
+    pods whose going was planned (the replacement in flight, those beyond the size)."""
+    obs, memory = seen.obs, seen.obs.memory
     planned: set[str] = set()
-    if in_flight is not None:
-        planned.add(in_flight.pod)
-    if current is not None:
+    if seen.in_flight is not None:
+        planned.add(seen.in_flight.pod)
+    if seen.current is not None:
         planned |= {
             pod_name
-            for pod_name in [*memory.pods_seen, *by_name]
-            if (names.pod_ordinal(pod_name) or 0) >= current
+            for pod_name in [*memory.pods_seen, *seen.by_name]
+            if (names.pod_ordinal(pod_name) or 0) >= seen.current
         }
-    seen_now = {p.name: PodSeen(p.uid, p.ready, p.terminating) for p in pods}
-    disruption = disruption_from_status(status.get("lastDisruption"))
-    lost = lost_pods(memory.pods_seen, seen_now, planned=planned, reported=frozenset(reported))
+    seen_now = {p.name: PodSeen(p.uid, p.ready, p.terminating) for p in seen.pods}
+    disruption = disruption_from_status(obs.status.get("lastDisruption"))
+    lost = lost_pods(memory.pods_seen, seen_now, planned=planned, reported=memory.reported_uids)
+    reported: set[str] = set()
+    events: list[Event] = []
     for pod_name, pod_uid in lost:
         reported.add(pod_uid)
-        clients = last_connections.get(pod_name, 0)
-        before = memory.last_total if memory.last_total is not None else (total or 0) + clients
+        clients = seen.last_connections.get(pod_name, 0)
         disruption = start(
             pod_name,
             at=lost_at(
-                by_name.get(pod_name),
+                seen.by_name.get(pod_name),
                 pod_uid,
-                now,
+                obs.now,
                 deletion_began=obs.deletion_began.get(pod_uid),
             ),
             clients=clients,
-            connections_before=before,
+            connections_before=seen.before(clients),
             ongoing=disruption,
-            now=now,
-            drain_budget_s=spec.chat.drain_budget_s,
+            now=obs.now,
+            drain_budget_s=seen.spec.chat.drain_budget_s,
         )
         events.append(("Warning", "ChatServerLost", disruption.message))
     for pod_name in planned:
-        seen = memory.pods_seen.get(pod_name)
-        if seen is not None:
-            reported.add(seen.uid)
+        was = memory.pods_seen.get(pod_name)
+        if was is not None:
+            reported.add(was.uid)
+    return lost, _Steps(disruption, frozenset(reported), tuple(events))
 
-    # --- a drain asked for (tidings.dev/drain) -------------------------------------------
-    remove_drain = False
+
+@dataclass(frozen=True, slots=True)
+class _Drained(_Steps):
+    remove_drain: bool = False  # refused: no such pod
+
+
+def _drain(seen: _Seen, disruption: Disruption | None) -> Evict | _Drained:
+    """``tidings.dev/drain: <pod>`` (controls.py): evict that chat pod once (asked first),
+    tracked as a disruption; one chat server out at a time, so it waits while a rollout
+    step or another pod is on its way out."""
+    obs = seen.obs
     wanted = drain_requested(obs.cluster)
-    if wanted is not None:
-        target = by_name.get(wanted)
-        if target is None:
-            events.append(
-                ("Warning", "DrainRefused", f"{ANNOTATION_DRAIN}={wanted}: no such chat pod")
-            )
-            remove_drain = True
-        elif (
-            in_flight is None
-            and not any(p.terminating for p in pods)  # one chat server out at a time
-            and target.ready
-        ):
-            went = answers.evicted.get(("drain", target.uid))
-            if went is None:
-                so_far = replace(
-                    memory, reported_uids=frozenset(reported), last_connections=last_connections
-                )
-                return Plan(
-                    ask=Evict("drain", target.name, target.uid), memory=so_far, lost=len(lost)
-                )
-            if went:  # else the disruption budget says not now: the next tick looks again
-                reported.add(target.uid)  # not a loss: a drain asked for
-                before = memory.last_total if memory.last_total is not None else (total or 0)
-                disruption = start(
-                    target.name,
-                    at=now,
-                    clients=last_connections.get(target.name, 0),
-                    connections_before=before,
-                    ongoing=disruption,
-                    now=now,
-                    drain_budget_s=spec.chat.drain_budget_s,
-                    cause="DrainRequested",
-                )
-                events.append(("Normal", "DrainRequested", disruption.message))
-    if disruption is not None:
-        advanced = progress(
-            disruption,
-            total=total,
-            now=now,
-            drain_budget_s=spec.chat.drain_budget_s,
-            reached_at=functools.partial(_reached, readings, since=disruption.at),
+    if wanted is None:
+        return _Drained(disruption)
+    target = seen.by_name.get(wanted)
+    if target is None:
+        message = f"{ANNOTATION_DRAIN}={wanted}: no such chat pod"
+        return _Drained(
+            disruption, events=(("Warning", "DrainRefused", message),), remove_drain=True
         )
-        if advanced.recovered_at is not None and disruption.recovered_at is None:
-            events.append(("Normal", "ClientsRecovered", advanced.message))
-        disruption = advanced
+    if seen.in_flight is not None or any(p.terminating for p in seen.pods) or not target.ready:
+        return _Drained(disruption)  # the next tick looks again
+    went = obs.answers.evicted.get(("drain", target.uid))
+    if went is None:
+        return Evict("drain", target.name, target.uid)
+    if not went:
+        return _Drained(disruption)  # the disruption budget says not now
+    last = obs.memory.last_total
+    drained = start(
+        target.name,
+        at=obs.now,
+        clients=seen.last_connections.get(target.name, 0),
+        connections_before=last if last is not None else (seen.total or 0),
+        ongoing=disruption,
+        now=obs.now,
+        drain_budget_s=seen.spec.chat.drain_budget_s,
+        cause="DrainRequested",
+    )
+    return _Drained(
+        drained,
+        reported=frozenset({target.uid}),  # not a loss: a drain asked for
+        events=(("Normal", "DrainRequested", drained.message),),
+    )
 
-    # --- size -------------------------------------------------------------------------
+
+def _progress(seen: _Seen, disruption: Disruption | None) -> _Steps:
+    """The disruption tracked, with the clients that are back counted."""
+    if disruption is None:
+        return _Steps(None)
+    readings = seen.obs.readings
+    advanced = progress(
+        disruption,
+        total=readings.total,
+        now=seen.obs.now,
+        drain_budget_s=seen.spec.chat.drain_budget_s,
+        reached_at=functools.partial(_reached, readings, since=disruption.at),
+    )
+    if advanced.recovered_at is not None and disruption.recovered_at is None:
+        return _Steps(advanced, events=(("Normal", "ClientsRecovered", advanced.message),))
+    return _Steps(advanced)
+
+
+@dataclass(frozen=True, slots=True)
+class _Size:
+    desired: int
+    decision: ScaleDecision | None  # None: sized by hand (spec.chat.replicas)
+    history: tuple[Recommendation, ...] | None
+    shrink: tuple[int, float] | None
+    ignored: int | None  # spec.chat.replicas, set while autoscaling
+    events: tuple[Event, ...]
+
+
+def _size(seen: _Seen) -> _Size:
+    """How many chat servers: the autoscaler's or spec.chat.replicas, never two draining
+    together."""
+    obs, spec, pods, current = seen.obs, seen.spec, seen.pods, seen.current
+    members, total, mono = obs.readings.members, obs.readings.total, obs.mono
     terminating = any(p.terminating for p in pods)
     # The last resize carried out: no pod beyond the size left (the StatefulSet
     # controller deletes it a moment after the size changes).
@@ -380,18 +583,18 @@ def _look(obs: Observation, spec: ClusterSpec) -> Plan:
     # Back means on the servers that remain: a gone pod's last record (until its
     # tombstone) must not count its clients as back.
     on_pods = (
-        sum(m.connections for sid, m in members.items() if sid in by_name)
+        sum(m.connections for sid, m in members.items() if sid in seen.by_name)
         if members is not None and total is not None
         else None
     )
-    shrink = memory.shrink
+    shrink = obs.memory.shrink
     if settled and clients_back(shrink, on_pods, mono, 2 * spec.chat.drain_budget_s):
         shrink = None
     # No two chat servers drain together, and the next goes only when the clients of
     # the last one are back (or it waited two drain budgets).
-    can_scale_down = settled and not terminating and in_flight is None and shrink is None
+    can_scale_down = settled and not terminating and seen.in_flight is None and shrink is None
     decision: ScaleDecision | None = None
-    history: tuple[Recommendation, ...] | None
+    history: tuple[Recommendation, ...] | None = None
     if spec.chat.autoscaling:
         base = current if current is not None else spec.chat.min_replicas
         decision = decide(
@@ -401,13 +604,16 @@ def _look(obs: Observation, spec: ClusterSpec) -> Plan:
             min_replicas=spec.chat.min_replicas,
             max_replicas=spec.chat.max_replicas,
             window_s=spec.chat.scale_down_stabilization_s,
-            history=memory.history if memory.history is not None else (Recommendation(mono, base),),
+            history=(
+                obs.memory.history
+                if obs.memory.history is not None
+                else (Recommendation(mono, base),)
+            ),
             now=mono,
             can_scale_down=can_scale_down,
         )
         history, desired = decision.history, decision.replicas
     else:
-        history = None
         desired = manual_replicas(
             spec.chat.replicas,
             spec.chat.min_replicas,
@@ -415,222 +621,148 @@ def _look(obs: Observation, spec: ClusterSpec) -> Plan:
             can_scale_down=can_scale_down,
         )
     ignored = spec.chat.replicas if spec.chat.autoscaling else None
-    was_ignored = find(status.get("conditions") or [], "ScaleIgnored")
+    was_ignored = find(obs.status.get("conditions") or [], "ScaleIgnored")
+    events: tuple[Event, ...] = ()
     if ignored is not None and (was_ignored is None or was_ignored["status"] != "True"):
-        events.append(("Warning", "ScaleIgnored", scale_ignored_message(ignored)))
+        events = (("Warning", "ScaleIgnored", scale_ignored_message(ignored)),)
+    return _Size(desired, decision, history, shrink, ignored, events)
 
-    def decided() -> Memory:
-        """What the tick has decided to remember before it applies anything."""
-        return replace(
-            memory,
-            history=history,
-            pods_seen=seen_now,
-            reported_uids=frozenset(reported),
-            last_connections=last_connections,
-            shrink=shrink,
-        )
 
-    # --- rollout ----------------------------------------------------------------------
-    step: RolloutStep | None = None
+@dataclass(frozen=True, slots=True)
+class _Rollout:
+    step: RolloutStep | None  # None: the StatefulSet is catching up (status unchanged)
+    in_flight: InFlight | None
+    update_revision: str
+    reported: frozenset[str] = frozenset()
+    events: tuple[Event, ...] = ()
+
+
+def _rollout(seen: _Seen) -> Evict | _Rollout:
+    """The next rollout step (rollout.py); a replacement evicts its pod (asked first)."""
+    obs, sts, current = seen.obs, seen.obs.chat, seen.current
     sts_status = (sts or {}).get("status") or {}
     update_revision = str(sts_status.get("updateRevision") or "")
     fresh = sts is not None and int(sts_status.get("observedGeneration") or 0) >= int(
         sts["metadata"].get("generation") or 0
     )
-    if sts is not None and fresh and update_revision and current is not None:
-        step = next_step(
-            pods=[p.state() for p in pods],
-            replicas=current,
-            update_revision=update_revision,
-            in_flight=in_flight,
-            members=(
-                {sid: m.connections for sid, m in members.items() if not m.draining}
-                if members is not None
-                else None
-            ),
-            total=total,
-            now=now,
-            drain_budget_s=spec.chat.drain_budget_s,
-            grace_s=termination_grace_seconds(spec),
-            progress_deadline_s=spec.chat.progress_deadline_s,
-        )
-        in_flight = step.in_flight
-        if step.action == "replace" and step.pod:
-            target = by_name[step.pod]
-            went = answers.evicted.get(("rollout", target.uid))
-            if went is None:
-                return Plan(
-                    ask=Evict("rollout", target.name, target.uid),
-                    memory=decided(),
-                    lost=len(lost),
-                )
-            if went:
-                in_flight = InFlight(target.name, now, total)
-                reported.add(target.uid)
-                events.append(("Normal", "ReplacingChatServer", step.message))
-                step = RolloutStep(
-                    "wait",
-                    "Draining",
-                    f"{step.message}: draining",
-                    step.pod,
-                    in_flight,
-                    step.updated,
-                )
-            else:
-                step = RolloutStep(
-                    "wait",
-                    "EvictionRefused",
-                    f"the disruption budget does not allow evicting {step.pod} yet",
-                    step.pod,
-                    None,
-                    step.updated,
-                )
-        elif step.action == "halt" and previous_rollout.get("reason") != step.reason:
-            events.append(("Warning", "RolloutHalted", step.message))
+    if not (sts is not None and fresh and update_revision and current is not None):
+        return _Rollout(None, seen.in_flight, update_revision)
+    members, total = obs.readings.members, obs.readings.total
+    step = next_step(
+        pods=[p.state() for p in seen.pods],
+        replicas=current,
+        update_revision=update_revision,
+        in_flight=seen.in_flight,
+        members=(
+            {sid: m.connections for sid, m in members.items() if not m.draining}
+            if members is not None
+            else None
+        ),
+        total=total,
+        now=obs.now,
+        drain_budget_s=seen.spec.chat.drain_budget_s,
+        grace_s=termination_grace_seconds(seen.spec),
+        progress_deadline_s=seen.spec.chat.progress_deadline_s,
+    )
+    if step.action == "halt":
+        previous = obs.status.get("rollout") or {}
+        if previous.get("reason") != step.reason:
+            events = (("Warning", "RolloutHalted", step.message),)
+            return _Rollout(step, step.in_flight, update_revision, events=events)
+    if step.action != "replace" or not step.pod:
+        return _Rollout(step, step.in_flight, update_revision)
+    target = seen.by_name[step.pod]
+    went = obs.answers.evicted.get(("rollout", target.uid))
+    if went is None:
+        return Evict("rollout", target.name, target.uid)
+    if not went:
+        message = f"the disruption budget does not allow evicting {step.pod} yet"
+        refused = RolloutStep("wait", "EvictionRefused", message, step.pod, None, step.updated)
+        return _Rollout(refused, step.in_flight, update_revision)
+    in_flight = InFlight(target.name, obs.now, total)
+    draining = RolloutStep(
+        "wait", "Draining", f"{step.message}: draining", step.pod, in_flight, step.updated
+    )
+    return _Rollout(
+        draining,
+        in_flight,
+        update_revision,
+        reported=frozenset({target.uid}),
+        events=(("Normal", "ReplacingChatServer", step.message),),
+    )
 
-    # --- apply ------------------------------------------------------------------------
-    applied_generation, applied_restart = memory.applied_generation, memory.applied_restart
-    last_apply, secrets_kept = memory.last_apply, memory.secrets_kept
-    claims = obs.claims
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    memory: Memory  # applied_* and last_apply moved on when applied
+    claims: tuple[Verdict, ...]
     scale_to: int | None = None
-    last_scale = status.get("lastScale")
-    restart = restart_requested(obs.cluster)
-    due = mono - memory.last_apply > obs.resync_s
-    missing = sts is None or obs.api is None or obs.push is None
-    if (
-        obs.wired
-        and obs.inbox_partitions is not None
-        and (
-            obs.force_apply
-            or due
-            or missing
-            or memory.applied_generation != obs.generation
-            or memory.applied_restart != restart
-            or current != desired
-        )
-    ):
-        outcome = answers.applied
-        if outcome is None:
-            owner: Owner = {"name": name, "namespace": namespace, "uid": str(meta["uid"])}
-            # A shrinking server keeps its own address until its pod is gone.
-            exposed = max(desired, current or 0, *(p.ordinal + 1 for p in pods))
-            manifests = build_all(
-                owner,
-                spec,
-                chat_replicas=desired,
-                inbox_partitions=obs.inbox_partitions,
-                exposed_ordinals=exposed,
-                restart=restart,
-            )
-            children = {
-                ("StatefulSet", names.chat_name(name)): sts,
-                ("StatefulSet", names.api_name(name)): obs.api,
-                ("Deployment", names.push_name(name)): obs.push,
-            }
-            return Plan(ask=Apply(tuple(manifests), children), memory=decided(), lost=len(lost))
-        claims = outcome.claims
-        if outcome.applied:  # else refused (DatabaseChanged): the status says why
-            kept = outcome.secrets_kept
-            if kept != memory.secrets_kept and kept:
-                events.append(
-                    (
-                        "Warning",
-                        "SecretsUnreadable",
-                        f"a Secret or key the pods need is missing, so {', '.join(kept)} "
-                        "keep their current environment (no roll until it is back)",
-                    )
-                )
-            secrets_kept = kept
-            if restart is not None and memory.applied_restart not in ("", restart):
-                events.append(
-                    (
-                        "Normal",
-                        "RestartRequested",
-                        f"{ANNOTATION_RESTART}={restart}: rolling every chat server",
-                    )
-                )
-            applied_generation, last_apply, applied_restart = obs.generation, mono, restart
-    elif sts is not None and current != desired:
-        scale_to = desired
-    if current is not None and desired < current:
-        shrink = (total if total is not None else memory.last_total or 0, mono)
-    if current is not None and current != desired:
-        why = decision.reason if decision is not None else "ScaleSubresource"
-        last_scale = {"from": current, "to": desired, "at": iso(now), "reason": why}
-        message = decision.message if decision is not None else "spec.chat.replicas changed"
-        events.append(("Normal", "Scaled", f"chat servers {current} -> {desired}: {message}"))
+    events: tuple[Event, ...] = ()
 
-    # --- status -----------------------------------------------------------------------
-    look = Look(
-        wired=obs.wired,
-        spec_error=obs.spec_error,
-        chat_exists=sts is not None,
-        pods=pods,
-        current=current,
-        desired=desired,
-        step=step,
-        decision=decision,
-        ignored_replicas=ignored,
-        failing=sorted(
-            f"{p['metadata']['name']} ({reason})"
-            for p in obs.raw_pods
-            if (reason := failing_reason(p)) is not None
-        ),
+
+def _apply(seen: _Seen, desired: int, memory: Memory) -> Apply | _Applied:
+    """Apply the children when wired and something asks for it (the spec, a restart, the
+    size, a child missing, the resync; asked first), else resize through ``/scale``."""
+    obs, sts, current = seen.obs, seen.obs.chat, seen.current
+    restart = restart_requested(obs.cluster)
+    due = obs.mono - memory.last_apply > obs.resync_s
+    missing = sts is None or obs.api is None or obs.push is None
+    wanted = (
+        obs.force_apply
+        or due
+        or missing
+        or memory.applied_generation != obs.generation
+        or memory.applied_restart != restart
+        or current != desired
     )
-    parts = (workload_part("api", obs.api, obs.wired), workload_part("push", obs.push, obs.wired))
-    conditions = conditions_after(
-        status.get("conditions") or [],
-        [*obs.wired_now, *pause_verdicts(obs.cluster), *look_verdicts(look)],
-        parts=[*claims, *parts],
-        spec_error=obs.spec_error,
-        generation=obs.generation,
-        now=obs.stamp_now,
-    )
-    replicas = sum(1 for p in pods if not p.terminating)
-    new_status: dict[str, Any] = {
-        "observedGeneration": (
-            obs.generation if obs.wired and applied_generation == obs.generation else None
+    if not (obs.wired and obs.inbox_partitions is not None and wanted):
+        scale_to = desired if sts is not None and current != desired else None
+        return _Applied(memory, obs.claims, scale_to=scale_to)
+    outcome = obs.answers.applied
+    if outcome is None:
+        meta = obs.meta
+        name = str(meta["name"])
+        owner: Owner = {"name": name, "namespace": str(meta["namespace"]), "uid": str(meta["uid"])}
+        # A shrinking server keeps its own address until its pod is gone.
+        exposed = max(desired, current or 0, *(p.ordinal + 1 for p in seen.pods))
+        manifests = build_all(
+            owner,
+            seen.spec,
+            chat_replicas=desired,
+            inbox_partitions=obs.inbox_partitions,
+            exposed_ordinals=exposed,
+            restart=restart,
         )
-        or status.get("observedGeneration"),
-        "replicas": replicas,
-        "readyReplicas": look.ready,
-        "desiredReplicas": desired,
-        "connections": total,
-        "selector": names.selector_string(name, names.CHAT),
-        "inboxPartitions": obs.inbox_partitions or status.get("inboxPartitions"),
-        "conditions": conditions,
-        "rollout": rollout_status(step, in_flight, pods, update_revision, previous_rollout),
-        "lastScale": last_scale,
-        "lastDisruption": disruption_status(disruption) if disruption else None,
-    }
-    halted = step is not None and step.action == "halt"
-    return Plan(
-        scale_to=scale_to,
-        remove_drain=remove_drain,
-        status_patch=merge_patch(status, new_status),
-        events=tuple(events),
-        memory=Memory(
-            history=history,
-            pods_seen=seen_now,
-            reported_uids=frozenset(reported),
-            last_connections=last_connections,
-            last_total=total if total is not None else memory.last_total,
-            shrink=shrink,
-            applied_generation=applied_generation,
-            applied_restart=applied_restart,
-            last_apply=last_apply,
-            secrets_kept=secrets_kept,
-            parts=parts,
-        ),
-        lost=len(lost),
-        gauges={
-            "desired": desired,
-            "replicas": replicas,
-            "ready": look.ready,
-            "halted": 1 if halted else 0,
-            "total": total,
-        },
+        children = {
+            ("StatefulSet", names.chat_name(name)): sts,
+            ("StatefulSet", names.api_name(name)): obs.api,
+            ("Deployment", names.push_name(name)): obs.push,
+        }
+        return Apply(tuple(manifests), children)
+    if not outcome.applied:  # refused (DatabaseChanged): the status says why
+        return _Applied(memory, outcome.claims)
+    events: list[Event] = []
+    kept = outcome.secrets_kept
+    if kept != memory.secrets_kept and kept:
+        events.append(
+            (
+                "Warning",
+                "SecretsUnreadable",
+                f"a Secret or key the pods need is missing, so {', '.join(kept)} "
+                "keep their current environment (no roll until it is back)",
+            )
+        )
+    if restart is not None and memory.applied_restart not in ("", restart):
+        message = f"{ANNOTATION_RESTART}={restart}: rolling every chat server"
+        events.append(("Normal", "RestartRequested", message))
+    applied = replace(
+        memory,
+        secrets_kept=kept,
+        applied_generation=obs.generation,
+        last_apply=obs.mono,
+        applied_restart=restart,
     )
+    return _Applied(applied, outcome.claims, events=tuple(events))
 
 
 def _reached(readings: Readings, threshold: float, *, since: float) -> float | None:
