@@ -25,7 +25,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from test_chart import _DURATION, CHART, FIELD_MANAGER, Run, _runner, render
 
-pytestmark = [pytest.mark.helm, pytest.mark.timeout(300)]
+# The dashboard tests read its JSON and need no helm; the PrometheusRule's are marked helm.
+pytestmark = [pytest.mark.timeout(300)]
 
 DASHBOARD = CHART / "dashboards" / "tidings.json"
 METRIC = re.compile(r"\btidings_[a-z_]+\b")
@@ -132,10 +133,12 @@ def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for group in rule["spec"]["groups"] for r in group["rules"]]
 
 
+@pytest.mark.helm
 def test_prometheus_rule_is_off_by_default(helm: Run) -> None:
     assert not [d for d in render(helm) if d["kind"] == "PrometheusRule"]
 
 
+@pytest.mark.helm
 def test_prometheus_rule_alerts_on_series_that_exist(helm: Run) -> None:
     docs = render(
         helm,
@@ -175,6 +178,7 @@ def test_prometheus_rule_alerts_on_series_that_exist(helm: Run) -> None:
     assert str(alerts["TidingsChatConnectionsNearTarget"]["expr"]).rstrip().endswith("> 1000000")
 
 
+@pytest.mark.helm
 def test_prometheus_rule_refuses_a_bad_threshold(helm: Run) -> None:
     proc = helm(
         "template",
@@ -284,6 +288,7 @@ def namespace(kubectl: Run) -> Iterator[str]:
         kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false")
 
 
+@pytest.mark.helm
 @pytest.mark.kube
 def test_prometheus_rule_is_accepted_by_the_api_server(
     helm: Run, kubectl: Run, namespace: str
