@@ -781,3 +781,16 @@ def assert_msg_frame(frame: dict[str, Any]) -> None:
     for key in ("seq", "message_id", "sender_id", "sender_device_id"):
         assert isinstance(frame[key], str) and frame[key].isdigit(), (key, frame)
     assert isinstance(frame["ts"], int), frame
+
+
+async def assert_nothing_more_before_a_marker(
+    sender: WsClient, receiver: WsClient, to: Account
+) -> None:
+    """No msg is on its way to ``receiver`` (a duplicate, a stray): ``sender`` sends it a
+    marker now, and the marker must be the next msg it gets, with nothing buffered behind.
+    An inbox is delivered in order, so anything sent before would come first; this waits
+    for that instead of for a fixed quiet period."""
+    marker = await sender.send_and_ack("marker", to=to)
+    nxt = await receiver.recv_until("msg")
+    assert nxt["message_id"] == marker["message_id"], f"a msg came before the marker: {nxt}"
+    assert receiver.pending("msg") == [], f"msgs after the marker: {receiver.pending('msg')}"
