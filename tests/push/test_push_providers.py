@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import secrets
@@ -61,9 +62,17 @@ def apns_provider(
     return ApnsProvider(signer, topic, endpoint=standin.url, push_type=push_type, timeout_s=5)
 
 
-def dispatcher(directory: SqlDirectory, name: str, provider: Any, **kwargs: Any) -> PushDispatcher:
+@contextlib.asynccontextmanager
+async def dispatching(
+    directory: SqlDirectory, name: str, provider: Any, **kwargs: Any
+) -> AsyncIterator[PushDispatcher]:
+    """A dispatcher over one provider (fast retries unless told), closed afterwards."""
     kwargs.setdefault("backoff", FAST)
-    return PushDispatcher(directory, {name: provider}, **kwargs)
+    push = PushDispatcher(directory, {name: provider}, **kwargs)
+    try:
+        yield push
+    finally:
+        await push.close()
 
 
 async def test_apns_push_carries_ids_not_the_body(
@@ -72,13 +81,10 @@ async def test_apns_push_carries_ids_not_the_body(
     standin, pem = apns
     token = hex_token()
     await add_device(directory, 1, "apns", token)
-    push = dispatcher(directory, "apns", apns_provider(standin, pem))
     sent_before = sample("tidings_push_sent_total", provider="apns")
-    try:
+    async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         await push.request(USER, [1], message(1001))
         await push.request(USER, [1], message(1002, channel_id="g:99"))
-    finally:
-        await push.close()
     assert standin.violations == []
     first, second = standin.accepted_for(token)
     assert first.http_version == "2"
@@ -103,11 +109,10 @@ async def test_apns_preview_is_opt_in(
     standin, pem = apns
     token = hex_token()
     await add_device(directory, 1, "apns", token)
-    push = dispatcher(directory, "apns", apns_provider(standin, pem), preview=True, preview_chars=9)
-    try:
+    async with dispatching(
+        directory, "apns", apns_provider(standin, pem), preview=True, preview_chars=9
+    ) as push:
         await push.request(USER, [1], message(1001, body="secret words here"))
-    finally:
-        await push.close()
     assert standin.violations == []
     (seen,) = standin.accepted_for(token)
     assert seen.json()["aps"]["alert"]["body"] == "secret wo…"
@@ -119,11 +124,10 @@ async def test_apns_background_push_type(
     standin, pem = apns
     token = hex_token()
     await add_device(directory, 1, "apns", token)
-    push = dispatcher(directory, "apns", apns_provider(standin, pem, push_type="background"))
-    try:
+    async with dispatching(
+        directory, "apns", apns_provider(standin, pem, push_type="background")
+    ) as push:
         await push.request(USER, [1], message())
-    finally:
-        await push.close()
     assert standin.violations == []
     (seen,) = standin.accepted_for(token)
     assert seen.headers["apns-push-type"] == "background"
@@ -144,12 +148,9 @@ async def test_apns_dead_token_is_removed(
     await add_device(directory, 1, "apns", dead)
     await add_device(directory, 2, "apns", alive)
     standin.scripts.add(dead, reply)
-    push = dispatcher(directory, "apns", apns_provider(standin, pem))
     pruned_before = sample("tidings_push_pruned_total", provider="apns")
-    try:
+    async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         results = await push.dispatch([_ask([1, 2])])
-    finally:
-        await push.close()
     by_device = {r.device_id: r for r in results}
     assert by_device[1].outcome.verdict is Verdict.DEAD_TOKEN
     assert by_device[1].attempts == 1  # no retry of a dead token
@@ -166,11 +167,8 @@ async def test_apns_429_waits_for_retry_after(
     token = hex_token()
     await add_device(directory, 1, "apns", token)
     standin.scripts.add(token, apns_error(429, "TooManyRequests", **{"retry-after": "1"}))
-    push = dispatcher(directory, "apns", apns_provider(standin, pem))
-    try:
+    async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         (result,) = await push.dispatch([_ask([1])])
-    finally:
-        await push.close()
     assert result.outcome.verdict is Verdict.SENT
     assert result.attempts == 2
     first, second = [s for s in standin.requests if s.path.endswith(token)]
@@ -185,12 +183,9 @@ async def test_apns_503_is_retried_with_backoff_then_given_up(
     token = hex_token()
     await add_device(directory, 1, "apns", token)
     standin.scripts.add(token, *[apns_error(503, "ServiceUnavailable")] * 4)
-    push = dispatcher(directory, "apns", apns_provider(standin, pem))
     failed_before = sample("tidings_push_failed_total", provider="apns", reason="gave_up")
-    try:
+    async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         (result,) = await push.dispatch([_ask([1])])
-    finally:
-        await push.close()
     assert result.outcome.verdict is Verdict.RETRY
     assert result.outcome.reason == "ServiceUnavailable"
     assert result.attempts == FAST.attempts
@@ -211,11 +206,10 @@ async def test_apns_bad_request_is_not_retried(
     standin, pem = apns
     token = hex_token()
     await add_device(directory, 1, "apns", token)
-    push = dispatcher(directory, "apns", apns_provider(standin, pem, topic="com.example.other"))
-    try:
+    async with dispatching(
+        directory, "apns", apns_provider(standin, pem, topic="com.example.other")
+    ) as push:
         (result,) = await push.dispatch([_ask([1])])
-    finally:
-        await push.close()
     assert result.outcome.verdict is Verdict.REJECTED
     assert result.outcome.reason == "TopicDisallowed"
     assert result.attempts == 1
@@ -230,11 +224,8 @@ async def test_apns_expired_provider_token_is_renewed(
     token = hex_token()
     await add_device(directory, 1, "apns", token)
     standin.scripts.add(token, apns_error(403, "ExpiredProviderToken"))
-    push = dispatcher(directory, "apns", apns_provider(standin, pem))
-    try:
+    async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         (result,) = await push.dispatch([_ask([1])])
-    finally:
-        await push.close()
     assert result.outcome.verdict is Verdict.SENT
     first, second = standin.requests
     assert first.headers["authorization"] != second.headers["authorization"]
@@ -247,12 +238,11 @@ async def test_apns_concurrency_is_limited_per_provider(directory: SqlDirectory)
     tokens = [hex_token() for _ in range(8)]
     for device_id, token in enumerate(tokens, start=1):
         await add_device(directory, device_id, "apns", token)
-    async with standin:
-        push = dispatcher(directory, "apns", apns_provider(standin, pem), concurrency=3)
-        try:
-            results = await push.dispatch([_ask(list(range(1, 9)))])
-        finally:
-            await push.close()
+    async with (
+        standin,
+        dispatching(directory, "apns", apns_provider(standin, pem), concurrency=3) as push,
+    ):
+        results = await push.dispatch([_ask(list(range(1, 9)))])
     assert [r.outcome.verdict for r in results] == [Verdict.SENT] * 8
     assert standin.server.max_in_flight == 3
 
@@ -263,11 +253,8 @@ async def test_a_burst_in_one_channel_is_one_push_per_device(
     standin, pem = apns
     token = hex_token()
     await add_device(directory, 1, "apns", token)
-    push = dispatcher(directory, "apns", apns_provider(standin, pem))
-    try:
+    async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         await push.dispatch([_ask([1], message(1000 + i)) for i in (3, 1, 2)])
-    finally:
-        await push.close()
     (seen,) = standin.accepted_for(token)
     assert seen.json()["tidings"]["message_id"] == "1003"  # the latest
 
@@ -292,12 +279,9 @@ async def test_fcm_push_with_a_service_account_token(directory: SqlDirectory) ->
     await add_device(directory, 1, "fcm", token)
     async with FcmStandin(PROJECT) as standin:
         provider, _ = await _fcm(standin)
-        push = dispatcher(directory, "fcm", provider)
-        try:
+        async with dispatching(directory, "fcm", provider) as push:
             await push.request(USER, [1], message(1001))
             await push.request(USER, [1], message(1002, channel_id="g:5"))
-        finally:
-            await push.close()
     assert standin.violations == []
     assert standin.exchanges() == 1, "the access token is cached"
     first, second = standin.accepted_for(token)
@@ -317,13 +301,10 @@ async def test_fcm_access_token_is_refreshed_before_it_expires(directory: SqlDir
     await add_device(directory, 1, "fcm", token)
     async with FcmStandin(PROJECT, expires_in=2) as standin:
         provider, _ = await _fcm(standin)
-        push = dispatcher(directory, "fcm", provider)
-        try:
+        async with dispatching(directory, "fcm", provider) as push:
             await push.request(USER, [1], message(1001))
             await asyncio.sleep(1.2)  # past the refresh point (half of 2 s), before expiry
             await push.request(USER, [1], message(1002))
-        finally:
-            await push.close()
     assert standin.violations == []
     assert standin.exchanges() == 2
     assert standin.unauthorized == 0, "refreshed before expiry, not after a 401"
@@ -335,13 +316,10 @@ async def test_fcm_revoked_access_token_is_fetched_again(directory: SqlDirectory
     await add_device(directory, 1, "fcm", token)
     async with FcmStandin(PROJECT) as standin:
         provider, _ = await _fcm(standin)
-        push = dispatcher(directory, "fcm", provider)
-        try:
+        async with dispatching(directory, "fcm", provider) as push:
             await push.request(USER, [1], message(1001))
             standin.issued.clear()  # Google forgot every token it gave out
             (result,) = await push.dispatch([_ask([1], message(1002))])
-        finally:
-            await push.close()
     assert result.outcome.verdict is Verdict.SENT
     assert standin.unauthorized == 1
     assert standin.exchanges() == 2
@@ -353,12 +331,9 @@ async def test_fcm_unregistered_token_is_removed(directory: SqlDirectory) -> Non
     async with FcmStandin(PROJECT) as standin:
         standin.scripts.add(dead, fcm_error(404, "UNREGISTERED", "Requested entity was not found."))
         provider, _ = await _fcm(standin)
-        push = dispatcher(directory, "fcm", provider)
         pruned_before = sample("tidings_push_pruned_total", provider="fcm")
-        try:
+        async with dispatching(directory, "fcm", provider) as push:
             (result,) = await push.dispatch([_ask([1])])
-        finally:
-            await push.close()
     assert result.outcome.verdict is Verdict.DEAD_TOKEN
     assert result.outcome.reason == "UNREGISTERED"
     assert result.attempts == 1
@@ -376,11 +351,8 @@ async def test_fcm_429_and_503_are_retried(directory: SqlDirectory) -> None:
             fcm_error(503, "UNAVAILABLE", "The service is currently unavailable."),
         )
         provider, _ = await _fcm(standin)
-        push = dispatcher(directory, "fcm", provider)
-        try:
+        async with dispatching(directory, "fcm", provider) as push:
             (result,) = await push.dispatch([_ask([1])])
-        finally:
-            await push.close()
     assert result.outcome.verdict is Verdict.SENT
     assert result.attempts == 3
     first, second, _ = standin.sends()
@@ -394,11 +366,8 @@ async def test_fcm_invalid_argument_is_not_retried(directory: SqlDirectory) -> N
     async with FcmStandin(PROJECT) as standin:
         standin.scripts.add(token, fcm_error(400, "INVALID_ARGUMENT", "Invalid JSON payload"))
         provider, _ = await _fcm(standin)
-        push = dispatcher(directory, "fcm", provider)
-        try:
+        async with dispatching(directory, "fcm", provider) as push:
             (result,) = await push.dispatch([_ask([1])])
-        finally:
-            await push.close()
     assert result.outcome.verdict is Verdict.REJECTED
     assert result.attempts == 1
     assert await token_of(directory, 1) == token
@@ -411,11 +380,8 @@ async def test_fcm_refused_service_account_fails_without_sending(directory: SqlD
         provider, account = await _fcm(standin)
         _, other_key = service_account(standin.token_uri, PROJECT)
         standin.accounts[account["client_email"]] = other_key  # the key was rotated
-        push = dispatcher(directory, "fcm", provider)
-        try:
+        async with dispatching(directory, "fcm", provider) as push:
             (result,) = await push.dispatch([_ask([1])])
-        finally:
-            await push.close()
     assert result.outcome.verdict is Verdict.REJECTED
     assert "invalid_grant" in result.outcome.reason
     assert standin.sends() == []
@@ -429,12 +395,11 @@ SECRET = "webhook-secret-" + "x" * 20
 
 async def test_webhook_is_signed_and_timestamped(directory: SqlDirectory) -> None:
     await add_device(directory, 1, "webhook", "https://up.example/ep/abc")
-    async with WebhookStandin(SECRET) as standin:
-        push = dispatcher(directory, "webhook", WebhookProvider(standin.url, SECRET))
-        try:
-            (result,) = await push.dispatch([_ask([1])])
-        finally:
-            await push.close()
+    async with (
+        WebhookStandin(SECRET) as standin,
+        dispatching(directory, "webhook", WebhookProvider(standin.url, SECRET)) as push,
+    ):
+        (result,) = await push.dispatch([_ask([1])])
     assert standin.violations == []
     assert result.outcome.verdict is Verdict.SENT
     (seen,) = standin.accepted
@@ -452,18 +417,14 @@ async def test_webhook_is_signed_and_timestamped(directory: SqlDirectory) -> Non
 async def test_webhook_relay_refuses_a_wrong_secret_and_a_replay(directory: SqlDirectory) -> None:
     await add_device(directory, 1, "webhook", "tok")
     async with WebhookStandin(SECRET) as standin:
-        wrong = dispatcher(directory, "webhook", WebhookProvider(standin.url, "not the secret"))
-        stale = dispatcher(
-            directory,
-            "webhook",
-            WebhookProvider(standin.url, SECRET, clock=lambda: time.time() - 3600),
-        )
-        try:
+        wrong_secret = WebhookProvider(standin.url, "not the secret")
+        an_hour_ago = WebhookProvider(standin.url, SECRET, clock=lambda: time.time() - 3600)
+        async with (
+            dispatching(directory, "webhook", wrong_secret) as wrong,
+            dispatching(directory, "webhook", an_hour_ago) as stale,
+        ):
             (refused,) = await wrong.dispatch([_ask([1])])
             (replayed,) = await stale.dispatch([_ask([1])])
-        finally:
-            await wrong.close()
-            await stale.close()
     assert standin.violations == ["bad signature", "timestamp outside the window (replay?)"]
     assert refused.outcome.verdict is Verdict.REJECTED
     assert replayed.outcome.verdict is Verdict.REJECTED
@@ -476,11 +437,8 @@ async def test_webhook_gone_prunes_and_503_retries(directory: SqlDirectory) -> N
     async with WebhookStandin(SECRET) as standin:
         standin.scripts.add("gone", Reply(410, {"error": "endpoint gone"}))
         standin.scripts.add("flaky", Reply(503, None), Reply(503, None))
-        push = dispatcher(directory, "webhook", WebhookProvider(standin.url, SECRET))
-        try:
+        async with dispatching(directory, "webhook", WebhookProvider(standin.url, SECRET)) as push:
             results = {r.device_id: r for r in await push.dispatch([_ask([1, 2])])}
-        finally:
-            await push.close()
     assert results[1].outcome.verdict is Verdict.DEAD_TOKEN
     assert await token_of(directory, 1) is None
     assert results[2].outcome.verdict is Verdict.SENT
