@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 import httpx
+import pytest
 
 from ._harness import (
     MESSAGE_FIELDS,
+    Account,
     Clients,
     WsClient,
     another_device,
@@ -15,6 +18,21 @@ from ._harness import (
     dm_id,
     new_account,
 )
+
+
+class Pair(NamedTuple):
+    alice: Account
+    bob: Account
+    a1: WsClient
+    b1: WsClient
+
+
+@pytest.fixture
+async def online_pair(http: httpx.AsyncClient, clients: Clients) -> Pair:
+    """Alice and Bob, new accounts, each with one device connected (a1 and b1)."""
+    alice = await new_account(http, "alice")
+    bob = await new_account(http, "bob")
+    return Pair(alice, bob, await clients.connect(alice), await clients.connect(bob))
 
 
 async def test_message_to_online_recipient_is_acked_and_delivered(
@@ -54,13 +72,8 @@ async def test_message_to_online_recipient_is_acked_and_delivered(
     assert {k: other[k] for k in MESSAGE_FIELDS} == {k: got[k] for k in MESSAGE_FIELDS}
 
 
-async def test_reply_in_the_dm_channel_by_channel_id(
-    http: httpx.AsyncClient, clients: Clients
-) -> None:
-    alice = await new_account(http, "alice")
-    bob = await new_account(http, "bob")
-    a1 = await clients.connect(alice)
-    b1 = await clients.connect(bob)
+async def test_reply_in_the_dm_channel_by_channel_id(online_pair: Pair) -> None:
+    _, bob, a1, b1 = online_pair
     first = await a1.send_and_ack("ping", to=bob)
     await b1.recv_until("msg", message_id=first["message_id"])
     reply = await b1.send_and_ack("pong", channel_id=first["channel_id"])
@@ -123,11 +136,8 @@ async def test_reconnect_with_latest_cursor_gets_nothing_old(
     assert live["seq"] == "4"
 
 
-async def test_sync_frame_pages_the_inbox(http: httpx.AsyncClient, clients: Clients) -> None:
-    alice = await new_account(http, "alice")
-    bob = await new_account(http, "bob")
-    a1 = await clients.connect(alice)
-    b1 = await clients.connect(bob)
+async def test_sync_frame_pages_the_inbox(online_pair: Pair) -> None:
+    _, bob, a1, b1 = online_pair
     for i in range(5):
         await a1.send_and_ack(f"page {i}", to=bob)
     assert [(await b1.recv_until("msg"))["seq"] for _ in range(5)] == ["1", "2", "3", "4", "5"]
@@ -181,12 +191,9 @@ async def test_two_devices_see_identical_history_and_seq(
 
 
 async def test_resend_with_same_client_msg_id_is_deduplicated(
-    http: httpx.AsyncClient, clients: Clients
+    clients: Clients, online_pair: Pair
 ) -> None:
-    alice = await new_account(http, "alice")
-    bob = await new_account(http, "bob")
-    a1 = await clients.connect(alice)
-    b1 = await clients.connect(bob)
+    alice, bob, a1, b1 = online_pair
 
     first = await a1.send_and_ack("only once", to=bob, client_msg_id="retry-1")
     second = await a1.send_and_ack("only once", to=bob, client_msg_id="retry-1")
@@ -212,22 +219,16 @@ async def test_resend_with_same_client_msg_id_is_deduplicated(
 
 
 async def test_same_client_msg_id_from_different_senders_are_different_messages(
-    http: httpx.AsyncClient, clients: Clients
+    online_pair: Pair,
 ) -> None:
-    alice = await new_account(http, "alice")
-    bob = await new_account(http, "bob")
-    a1 = await clients.connect(alice)
-    b1 = await clients.connect(bob)
+    alice, bob, a1, b1 = online_pair
     from_alice = await a1.send_and_ack("a", to=bob, client_msg_id="shared-id")
     from_bob = await b1.send_and_ack("b", to=alice, client_msg_id="shared-id")
     assert from_alice["message_id"] != from_bob["message_id"]
 
 
-async def test_largest_body_is_accepted_intact(http: httpx.AsyncClient, clients: Clients) -> None:
-    alice = await new_account(http, "alice")
-    bob = await new_account(http, "bob")
-    a1 = await clients.connect(alice)
-    b1 = await clients.connect(bob)
+async def test_largest_body_is_accepted_intact(online_pair: Pair) -> None:
+    _, bob, a1, b1 = online_pair
     body = "é" * 50_000 + "x" * 49_999 + "🙂"  # 100,000 characters, not bytes
     assert len(body) == 100_000
     ack = await a1.send_and_ack(body, to=bob)
@@ -235,11 +236,8 @@ async def test_largest_body_is_accepted_intact(http: httpx.AsyncClient, clients:
     assert got["body"] == body
 
 
-async def test_typing_reaches_the_peer_only(http: httpx.AsyncClient, clients: Clients) -> None:
-    alice = await new_account(http, "alice")
-    bob = await new_account(http, "bob")
-    a1 = await clients.connect(alice)
-    b1 = await clients.connect(bob)
+async def test_typing_reaches_the_peer_only(online_pair: Pair) -> None:
+    alice, bob, a1, b1 = online_pair
     channel = dm_id(alice, bob)
     await a1.send({"type": "typing", "channel_id": channel})
     got = await b1.recv_until("typing")
