@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -233,3 +234,18 @@ class ChatPage:
             if cursor >= at_least or time.monotonic() > deadline:
                 return cursor
             time.sleep(0.1)
+
+
+def unique(prefix: str) -> str:
+    """A username no other test uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def begin_chat(alice: ChatPage, bob: ChatPage, first: str) -> None:
+    """Alice and Bob sign up; Alice starts a 1:1 chat with ``first``, and Bob opens it."""
+    alice.sign_up(unique("alice"), "Alice")
+    bob.sign_up(unique("bob"), "Bob")
+    alice.start_chat(bob.username)
+    alice.send(first)
+    bob.open("Alice")
+    bob.expect_message(first)

@@ -16,7 +16,6 @@ import io
 import os
 import random
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,13 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Route, expect
 
-from ._pages import WAIT_MS, ChatPage
+from ._pages import WAIT_MS, ChatPage, begin_chat
 from ._server import WebServer
 
 People = Callable[[str], ChatPage]
 Shots = Callable[[ChatPage, str], Path]
 
 PHOTO_W, PHOTO_H = 480, 360  # over the thumbnail's 320 px: the thumbnail is smaller
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def png(width: int, height: int, seed: int = 1) -> bytes:
@@ -74,20 +69,11 @@ def wait_loaded(page: ChatPage, img: Locator) -> dict[str, Any]:
     return sizes
 
 
-def begin_chat(alice: ChatPage, bob: ChatPage) -> None:
-    alice.sign_up(unique("alice"), "Alice")
-    bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.username)
-    alice.send("Look at this")
-    bob.open("Alice")
-    bob.expect_message("Look at this")
-
-
 def test_photo_attached_sent_shown_as_thumbnail_and_opened(
     people: People, shots: Shots, tmp_path: Path
 ) -> None:
     alice, bob = people("alice"), people("bob")
-    begin_chat(alice, bob)
+    begin_chat(alice, bob, "Look at this")
     photo = tmp_path / "beach <b>.png"  # a name that would be markup if used as HTML
     data = png(PHOTO_W, PHOTO_H)
     assert 200_000 < len(data) < 1_000_000
@@ -206,7 +192,7 @@ def test_a_large_photo_goes_up_in_parts(people: People, shots: Shots, tmp_path: 
     """Over the multipart threshold: the page PUTs each part, reads each answer's ETag and
     completes with them; Bob opens the full image."""
     alice, bob = people("alice"), people("bob")
-    begin_chat(alice, bob)
+    begin_chat(alice, bob, "Look at this")
     width, height = 1400, 1300  # random pixels: ~5.5 MB, two parts of 5 MiB and the rest
     image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
     photo = tmp_path / "large.png"
@@ -268,7 +254,7 @@ def drop(page: ChatPage, files: list[tuple[str, str, bytes]]) -> dict[str, bool]
 @pytest.mark.parametrize("server_env", [{"TIDINGS_MEDIA_MAX_IMAGE_BYTES": "300000"}])
 def test_photo_dropped_refusals_and_the_server_cap(people: People, shots: Shots) -> None:
     alice, bob = people("alice"), people("bob")
-    begin_chat(alice, bob)
+    begin_chat(alice, bob, "Look at this")
     small = png(200, 150, seed=2)
     assert len(small) < 300_000
 

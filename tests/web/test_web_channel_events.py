@@ -6,7 +6,6 @@ reactions. Screenshots land in test-artifacts/screenshots/<test>/."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, ViewportSize, expect
 
-from ._pages import ChatPage
+from ._pages import ChatPage, begin_chat, unique
 from ._server import WebServer
 
 People = Callable[[str], ChatPage]
 Shots = Callable[[ChatPage, str], Path]
 PHONE: ViewportSize = {"width": 390, "height": 760}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def reopen(person: ChatPage, server: WebServer) -> ChatPage:
@@ -385,12 +380,7 @@ def test_an_edit_the_server_refuses_is_said_and_changes_nothing(
     people: People, shots: Shots
 ) -> None:
     alice, bob = people("alice"), people("bob")
-    alice.sign_up(unique("alice"), "Alice")
-    bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.username)
-    alice.send("Dinner at eight")
-    bob.open("Alice")
-    bob.expect_message("Dinner at eight")
+    begin_chat(alice, bob, "Dinner at eight")
     # The page offers Edit for 15 minutes; this server's window is 0 s: `too_late`.
     message_menu(alice, "Dinner at eight").get_by_role("menuitem", name="Edit").click()
     alice.send("Dinner at nine")

@@ -16,15 +16,11 @@ import httpx
 from playwright.sync_api import expect
 from websockets.sync.client import connect
 
-from ._pages import PASSWORD, ChatPage
+from ._pages import PASSWORD, ChatPage, begin_chat, unique
 from ._server import WebServer
 
 People = Callable[[str], ChatPage]
 Shots = Callable[[ChatPage, str], Path]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def test_page_is_served_at_root_without_shadowing_the_api(server: WebServer) -> None:
@@ -114,12 +110,7 @@ def test_log_out_ends_the_session_and_a_new_login_is_a_new_device(
     people: People, shots: Shots, server: WebServer
 ) -> None:
     alice, bob = people("alice"), people("bob")
-    alice.sign_up(unique("alice"), "Alice")
-    bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.username)
-    alice.send("see you later")
-    bob.open("Alice")
-    bob.expect_message("see you later")
+    begin_chat(alice, bob, "see you later")
     before = alice.stored_session()
 
     alice.log_out()
@@ -259,12 +250,7 @@ def test_conversation_resumes_after_a_server_restart(
     people: People, shots: Shots, server: WebServer
 ) -> None:
     alice, bob = people("alice"), people("bob")
-    alice.sign_up(unique("alice"), "Alice")
-    bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.username)
-    alice.send("before the crash")
-    bob.open("Alice")
-    bob.expect_message("before the crash")
+    begin_chat(alice, bob, "before the crash")
     bob.send("me too")
     alice.expect_message("me too")
 
@@ -303,12 +289,7 @@ def test_a_restart_in_place_brings_the_page_back_to_the_same_url(
     """A SIGTERM of `tidings up` says reconnect{same_url}: the page comes back to the
     server it was on without asking /v1/discover, and the conversation goes on."""
     alice, bob = people("alice"), people("bob")
-    alice.sign_up(unique("alice"), "Alice")
-    bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.username)
-    alice.send("before the restart")
-    bob.open("Alice")
-    bob.expect_message("before the restart")
+    begin_chat(alice, bob, "before the restart")
 
     discovers: list[str] = []
     for person in (alice, bob):

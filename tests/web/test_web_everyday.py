@@ -18,7 +18,7 @@ import httpx
 from playwright.sync_api import ViewportSize, expect
 from websockets.sync.client import connect
 
-from ._pages import PASSWORD, ChatPage
+from ._pages import PASSWORD, ChatPage, begin_chat, unique
 from ._server import WebServer
 
 People = Callable[[str], ChatPage]
@@ -42,10 +42,6 @@ RECORD_NOTIFICATIONS = """
   window.Notification = Recorded;
 })();
 """
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def dm_channel(a: ChatPage, b: ChatPage) -> str:
@@ -154,12 +150,7 @@ def test_days_unread_line_jump_to_latest_and_the_search_hit(
     people: People, shots: Shots, server: WebServer
 ) -> None:
     alice, bob = people("alice"), people("bob")
-    alice.sign_up(unique("alice"), "Alice")
-    bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.username)
-    alice.send("before the news")
-    bob.open("Alice")
-    bob.expect_message("before the news")
+    begin_chat(alice, bob, "before the news")
     expect(alice.tick("before the news")).to_have_attribute("data-state", "read")
     bob.page.keyboard.press("Escape")  # he is in the list now
 

@@ -5,22 +5,17 @@ a newer tab of the same device taking over (close 4011)."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from ._pages import ChatPage
+from ._pages import ChatPage, begin_chat, unique
 from ._server import WebServer
 
 People = Callable[[str], ChatPage]
 Shots = Callable[[ChatPage, str], Path]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def test_new_chat_by_username(people: People, shots: Shots) -> None:
@@ -123,12 +118,7 @@ def test_friend_request_sent_and_accepted_in_two_browsers(people: People, shots:
 
 def test_block_from_a_one_to_one_chat(people: People, shots: Shots) -> None:
     alice, bob = people("alice"), people("bob")
-    alice.sign_up(unique("alice"), "Alice")
-    bob.sign_up(unique("bob"), "Bob")
-    alice.start_chat(bob.username)
-    alice.send("hello there")
-    bob.open("Alice")
-    bob.expect_message("hello there")
+    begin_chat(alice, bob, "hello there")
 
     bob.page.get_by_role("button", name="Block Alice").click()
     expect(bob.page.locator(".blocked-note")).to_contain_text("You blocked Alice")
