@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tidings.storage.sql.directory import SqlDirectory
 from tidings.storage.sql.directory_cache import MISSING, CachedDirectory
 from tidings.storage.sql.directory_schema import MIGRATIONS, applied_versions, migrate
-from tidings.storage.sql.tables import devices, directory_changes, friends
+from tidings.storage.sql.tables import devices, directory_changes, directory_readers, friends
 
 ALL = [m.version for m in MIGRATIONS]  # every schema version, in order
 
@@ -283,6 +283,18 @@ async def test_blocks_and_sessions_made_in_one_process_reach_the_other(
     assert await chat.block_set(4) == frozenset({3})
 
 
+async def reported(d: CachedDirectory, reader_id: str, within: float = 10.0) -> None:
+    """Wait until ``reader_id`` is in the readers table, as ``d`` reads it."""
+    deadline = time.monotonic() + within
+    while True:
+        async with d.engine.connect() as conn:
+            readers = (await conn.execute(select(directory_readers.c.reader))).scalars().all()
+        if reader_id in readers:
+            return
+        assert time.monotonic() < deadline, f"{reader_id} did not report within {within}s"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_confirmed_write_is_applied_by_every_reader_when_it_returns(
     pair: tuple[CachedDirectory, CachedDirectory], engines: Engines
 ) -> None:
@@ -294,7 +306,7 @@ async def test_a_confirmed_write_is_applied_by_every_reader_when_it_returns(
     try:
         group = await chat.get_channel("g:1")
         assert group is not None and group.member_ids == [1, 2]
-        await asyncio.sleep(0.1)  # the reader has reported where it stands
+        await reported(api, chat.reader_id)  # the reader has reported where it stands
         for member in (3, 4):
             started = time.monotonic()
             await api.add_member("g:1", member, 10)

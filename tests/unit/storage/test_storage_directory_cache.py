@@ -64,6 +64,29 @@ async def cached(tmp_path: Path) -> AsyncIterator[CachedDirectory]:
     await directory.close()
 
 
+async def reader_reports(d: CachedDirectory) -> dict[str, int]:
+    """What every reader has reported to the shared table: reader id, safe seq."""
+    async with d.engine.connect() as conn:
+        rows = (await conn.execute(select(directory_readers))).all()
+    return {r.reader: r.safe_seq for r in rows}
+
+
+async def reported(
+    d: CachedDirectory, reader_id: str, safe_seq: int | None = None, within: float = 5.0
+) -> None:
+    """Wait until ``reader_id`` has reported where it stands (``safe_seq``, if given)."""
+    deadline = time.monotonic() + within
+    while True:
+        reports = await reader_reports(d)
+        if reader_id in reports and safe_seq in (None, reports[reader_id]):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{reader_id} did not report {safe_seq or 'at all'} within {within}s: {reports}"
+            )
+        await asyncio.sleep(0.01)
+
+
 async def seed(d: CachedDirectory) -> None:
     """Users 1-5; devices 10, 11 of user 1 and 20 of user 2; group g:1 of 1, 2, 3; a DM
     of 1 and 2; 1 and 5 are friends."""
@@ -597,7 +620,7 @@ async def test_a_confirmed_write_waits_for_the_other_readers(tmp_path: Path) -> 
     refresher = asyncio.create_task(b.run_refresher())
     try:
         assert (await b.get_channel("g:1")).member_ids == [1, 2, 3]  # type: ignore[union-attr]
-        await asyncio.sleep(0.05)  # b has reported where it stands
+        await reported(a, b.reader_id)  # b has reported where it stands
         await a.add_member("g:1", 4, 10)
         assert b.peek_channel("g:1") is MISSING  # b applied it before add_member returned
         assert 4 in (await b.get_channel("g:1")).member_ids  # type: ignore[union-attr]
@@ -650,10 +673,8 @@ async def test_a_reader_reports_only_what_it_has_applied(tmp_path: Path) -> None
     assert d.safe_seq() == last - 4
     d._holes = {}
     refresher = asyncio.create_task(d.run_refresher())
-    await asyncio.sleep(0.2)
-    async with d.engine.connect() as conn:
-        rows = (await conn.execute(select(directory_readers))).all()
-    assert [(r.reader, r.safe_seq) for r in rows] == [(d.reader_id, last)]
+    await reported(d, d.reader_id, last)
+    assert await reader_reports(d) == {d.reader_id: last}
     await d.close()
     await asyncio.wait_for(refresher, 2)
     plain = await SqlDirectory.open(url(tmp_path / "d.db"))
