@@ -9,7 +9,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 import pytest
@@ -55,6 +55,22 @@ async def apns() -> AsyncIterator[tuple[ApnsStandin, str]]:
         yield standin, pem
 
 
+class ApnsDevice(NamedTuple):
+    standin: ApnsStandin
+    pem: str
+    token: str
+
+
+@pytest.fixture
+async def apns_device(apns: tuple[ApnsStandin, str], directory: SqlDirectory) -> ApnsDevice:
+    """The APNs stand-in, the key that signs for it, and device 1 of USER registered in
+    the directory with a fresh token."""
+    standin, pem = apns
+    token = hex_token()
+    await add_device(directory, 1, "apns", token)
+    return ApnsDevice(standin, pem, token)
+
+
 def apns_provider(
     standin: ApnsStandin, pem: str, *, topic: str = TOPIC, push_type: str = "alert"
 ) -> ApnsProvider:
@@ -76,11 +92,9 @@ async def dispatching(
 
 
 async def test_apns_push_carries_ids_not_the_body(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
+    apns_device: ApnsDevice, directory: SqlDirectory
 ) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+    standin, pem, token = apns_device
     sent_before = sample("tidings_push_sent_total", provider="apns")
     async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         await push.request(USER, [1], message(1001))
@@ -103,12 +117,8 @@ async def test_apns_push_carries_ids_not_the_body(
     assert sample("tidings_push_sent_total", provider="apns") == sent_before + 2
 
 
-async def test_apns_preview_is_opt_in(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
-) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+async def test_apns_preview_is_opt_in(apns_device: ApnsDevice, directory: SqlDirectory) -> None:
+    standin, pem, token = apns_device
     async with dispatching(
         directory, "apns", apns_provider(standin, pem), preview=True, preview_chars=9
     ) as push:
@@ -118,12 +128,8 @@ async def test_apns_preview_is_opt_in(
     assert seen.json()["aps"]["alert"]["body"] == "secret wo…"
 
 
-async def test_apns_background_push_type(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
-) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+async def test_apns_background_push_type(apns_device: ApnsDevice, directory: SqlDirectory) -> None:
+    standin, pem, token = apns_device
     async with dispatching(
         directory, "apns", apns_provider(standin, pem, push_type="background")
     ) as push:
@@ -161,11 +167,9 @@ async def test_apns_dead_token_is_removed(
 
 
 async def test_apns_429_waits_for_retry_after(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
+    apns_device: ApnsDevice, directory: SqlDirectory
 ) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+    standin, pem, token = apns_device
     standin.scripts.add(token, apns_error(429, "TooManyRequests", **{"retry-after": "1"}))
     async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         (result,) = await push.dispatch([_ask([1])])
@@ -177,11 +181,9 @@ async def test_apns_429_waits_for_retry_after(
 
 
 async def test_apns_503_is_retried_with_backoff_then_given_up(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
+    apns_device: ApnsDevice, directory: SqlDirectory
 ) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+    standin, pem, token = apns_device
     standin.scripts.add(token, *[apns_error(503, "ServiceUnavailable")] * 4)
     failed_before = sample("tidings_push_failed_total", provider="apns", reason="gave_up")
     async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
@@ -201,11 +203,9 @@ async def test_apns_503_is_retried_with_backoff_then_given_up(
 
 
 async def test_apns_bad_request_is_not_retried(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
+    apns_device: ApnsDevice, directory: SqlDirectory
 ) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+    standin, pem, token = apns_device
     async with dispatching(
         directory, "apns", apns_provider(standin, pem, topic="com.example.other")
     ) as push:
@@ -218,11 +218,9 @@ async def test_apns_bad_request_is_not_retried(
 
 
 async def test_apns_expired_provider_token_is_renewed(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
+    apns_device: ApnsDevice, directory: SqlDirectory
 ) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+    standin, pem, token = apns_device
     standin.scripts.add(token, apns_error(403, "ExpiredProviderToken"))
     async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         (result,) = await push.dispatch([_ask([1])])
@@ -248,11 +246,9 @@ async def test_apns_concurrency_is_limited_per_provider(directory: SqlDirectory)
 
 
 async def test_a_burst_in_one_channel_is_one_push_per_device(
-    apns: tuple[ApnsStandin, str], directory: SqlDirectory
+    apns_device: ApnsDevice, directory: SqlDirectory
 ) -> None:
-    standin, pem = apns
-    token = hex_token()
-    await add_device(directory, 1, "apns", token)
+    standin, pem, token = apns_device
     async with dispatching(directory, "apns", apns_provider(standin, pem)) as push:
         await push.dispatch([_ask([1], message(1000 + i)) for i in (3, 1, 2)])
     (seen,) = standin.accepted_for(token)
