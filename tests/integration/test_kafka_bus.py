@@ -1,4 +1,5 @@
-"""KafkaBus and the push topic against the test environment's real Kafka broker.
+"""KafkaBus against the test environment's real Kafka broker (the push topic's requests:
+tests/push/test_push_requests_kafka.py).
 
 Each test owns a topic prefix (uuid), four inbox partitions, and deletes its topics.
 Every wait is bounded.
@@ -21,9 +22,7 @@ from tidings.bus.base import InboxEvent
 from tidings.bus.kafka import BusUnavailable, KafkaBus
 from tidings.bus.partitioning import partition_for_user
 from tidings.cluster.topics import ensure_topics
-from tidings.core.model import Message
 from tidings.kafka_config import inbox_topic, members_topic, push_topic
-from tidings.push.kafka import KafkaPushSink, PushRequest, consume_push_requests
 from tidings.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
@@ -437,65 +436,3 @@ async def test_revocation_waits_for_the_batch_in_flight_and_commits_it(buses: Bu
     await asyncio.sleep(1.0)
     handled_by_a = {repr(e) for e in a_seen}
     assert not handled_by_a & {repr(e) for e in got_b.events}
-
-
-# --- push requests ---------------------------------------------------------------------
-
-
-async def test_push_requests_round_trip(settings: Settings) -> None:
-    sink = KafkaPushSink(settings)
-    await asyncio.wait_for(sink.start(), WAIT_S)
-    message = Message(
-        message_id=123456789012345678,
-        channel_id="dm:1:2",
-        sender_id=1,
-        sender_device_id=11,
-        client_msg_id="c-1",
-        body="wake up",
-        ts=1_732_830_000_000,
-    )
-    got: list[PushRequest] = []
-
-    async def handler(batch: list[PushRequest]) -> None:
-        got.extend(batch)
-
-    worker = asyncio.create_task(consume_push_requests(settings, handler, heartbeat_interval_s=0.3))
-    try:
-        await asyncio.wait_for(sink.request(2, [21, 22], message), WAIT_S)
-        await asyncio.wait_for(sink.request(3, [31], message), WAIT_S)
-        await wait_until(lambda: len(got) >= 2, "both push requests")
-    finally:
-        await cancel(worker)
-        await sink.close()
-    by_user_id = {request.user_id: request for request in got}
-    assert by_user_id[2].device_ids == (21, 22)
-    assert by_user_id[3].device_ids == (31,)
-    assert by_user_id[2].message == message
-    assert by_user_id[2].ts > 0
-
-
-async def test_push_requests_are_committed_after_the_handler(settings: Settings) -> None:
-    sink = KafkaPushSink(settings)
-    await asyncio.wait_for(sink.start(), WAIT_S)
-    message = Message(1, "dm:1:2", 1, 11, "c-1", "x", 1)
-    try:
-        await asyncio.wait_for(sink.request(2, [21], message), WAIT_S)
-
-        async def boom(batch: list[PushRequest]) -> None:
-            raise RuntimeError("push provider down")
-
-        with pytest.raises(RuntimeError):
-            await asyncio.wait_for(consume_push_requests(settings, boom), WAIT_S)
-        got: list[PushRequest] = []
-
-        async def handler(batch: list[PushRequest]) -> None:
-            got.extend(batch)
-
-        worker = asyncio.create_task(consume_push_requests(settings, handler))
-        try:
-            await wait_until(lambda: len(got) >= 1, "the push request again")
-        finally:
-            await cancel(worker)
-    finally:
-        await sink.close()
-    assert got[0].user_id == 2

@@ -8,16 +8,24 @@ the files beside it run the providers against stand-in APNs/FCM/webhook servers
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
+from tidings.cluster.topics import ensure_topics
 from tidings.core.model import Message
+from tidings.kafka_config import inbox_topic, members_topic, push_topic
+from tidings.settings import Settings
 from tidings.storage.sql.directory import SqlDirectory
 
 USER = 42
+KAFKA_WAIT_S = 30.0  # joining a consumer group takes a few seconds
 SENDER = 7
 
 
@@ -64,3 +72,29 @@ def msg(message_id: int, channel_id: str = "dm:1:2") -> Message:
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def kafka_settings(testenv: Any) -> AsyncIterator[Settings]:
+    """Settings for the test environment's Kafka with topics of this test's own (created,
+    and deleted afterwards)."""
+    settings = Settings(
+        kafka_bootstrap=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"],
+        kafka_topic_prefix=f"push-{uuid.uuid4().hex[:12]}",
+        kafka_inbox_partitions=2,
+        kafka_request_timeout_s=15.0,
+    )
+    await asyncio.wait_for(ensure_topics(settings), KAFKA_WAIT_S)
+    try:
+        yield settings
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await asyncio.wait_for(admin.start(), KAFKA_WAIT_S)
+        try:
+            prefix = settings.kafka_topic_prefix
+            mine = {inbox_topic(prefix), members_topic(prefix), push_topic(prefix)}
+            doomed = sorted(mine & set(await admin.list_topics()))
+            if doomed:
+                await asyncio.wait_for(admin.delete_topics(doomed), KAFKA_WAIT_S)
+        finally:
+            await admin.close()

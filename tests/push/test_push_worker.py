@@ -21,14 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tidings.cluster.topics import ensure_topics
 from tidings.core.model import Message
-from tidings.kafka_config import inbox_topic, members_topic, push_topic
 from tidings.push.kafka import KafkaPushSink
 from tidings.settings import Settings
 from tidings.storage.sql.directory import SqlDirectory
@@ -60,30 +57,6 @@ async def database(testenv: Any) -> AsyncIterator[str]:
         async with admin.connect() as conn:
             await conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         await admin.dispose()
-
-
-@pytest.fixture
-async def kafka_settings(testenv: Any) -> AsyncIterator[Settings]:
-    settings = Settings(
-        kafka_bootstrap=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"],
-        kafka_topic_prefix=f"push-{uuid.uuid4().hex[:12]}",
-        kafka_inbox_partitions=2,
-        kafka_request_timeout_s=15.0,
-    )
-    await asyncio.wait_for(ensure_topics(settings), WAIT)
-    try:
-        yield settings
-    finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await asyncio.wait_for(admin.start(), WAIT)
-        try:
-            prefix = settings.kafka_topic_prefix
-            mine = {inbox_topic(prefix), members_topic(prefix), push_topic(prefix)}
-            doomed = sorted(mine & set(await admin.list_topics()))
-            if doomed:
-                await asyncio.wait_for(admin.delete_topics(doomed), WAIT)
-        finally:
-            await admin.close()
 
 
 def message(message_id: int) -> Message:
