@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
 import socket
 import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,16 @@ def chat_cluster(testenv: Any, prefix: str, keyspace: str, **spec: Any) -> dict[
     }
 
 
+BodyOf = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def body_of(testenv: Any, prefix: str, keyspace: str) -> BodyOf:
+    """The ChatCluster of this test's topic prefix and keyspace, its spec merged with the
+    keyword arguments (``body_of(chat={"replicas": 3})``)."""
+    return functools.partial(chat_cluster, testenv, prefix, keyspace)
+
+
 async def create(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     created: dict[str, Any] = await kube.request("POST", KINDS[names.KIND].path(namespace), body)
     return created
@@ -254,6 +265,26 @@ async def ready(kube: Kube, namespace: str, within: float = 120) -> dict[str, An
 
 async def chat_pods(kube: Kube, namespace: str) -> list[dict[str, Any]]:
     return await kube.list("Pod", namespace, names.selector_string(NAME, names.CHAT))
+
+
+async def pod_uids(kube: Kube, namespace: str) -> dict[str, str]:
+    """The chat pods now, name: uid (a replaced pod keeps its name, not its uid)."""
+    return {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+
+
+def event_reasons(testenv: Any, namespace: str) -> list[str]:
+    """The reasons of the Events posted about the ChatCluster, oldest first."""
+    return _kubectl(
+        testenv,
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={NAME}",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ).stdout.split()
 
 
 async def sts_replicas(kube: Kube, namespace: str) -> int | None:
@@ -278,12 +309,12 @@ async def running(kube: Kube, namespace: str, body: dict[str, Any], fleet: Fleet
 
 
 async def three_servers_with_clients(
-    kube: Kube, namespace: str, prefix: str, keyspace: str, fleet: Fleet, testenv: Any
+    kube: Kube, namespace: str, fleet: Fleet, body_of: BodyOf
 ) -> None:
     """3 chat servers (autoscaling off) whose 210,000 clients the operator has counted
     for a couple of ticks: the baseline of a disruption."""
     spec = {"chat": {"autoscaling": False, "replicas": 3}}
-    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
+    await running(kube, namespace, body_of(**spec), fleet)
     fleet.clients = 210_000
 
     async def counted() -> bool:
@@ -300,12 +331,13 @@ async def three_servers_with_clients(
 async def test_children_topics_keyspace_and_status(
     kube: Kube,
     namespace: str,
+    body_of: BodyOf,
     prefix: str,
     keyspace: str,
     operator: OperatorProcess,
     testenv: Any,
 ) -> None:
-    body = chat_cluster(testenv, prefix, keyspace)
+    body = body_of()
     created = await create(kube, namespace, body)
     uid = created["metadata"]["uid"]
     obj = await ready(kube, namespace)
@@ -459,13 +491,12 @@ def _applied_versions(testenv: Any, keyspace: str) -> list[int]:
 async def test_autoscales_on_reported_connections(
     kube: Kube,
     namespace: str,
-    prefix: str,
-    keyspace: str,
+    body_of: BodyOf,
     operator: OperatorProcess,
     fleet: Fleet,
     testenv: Any,
 ) -> None:
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+    await create(kube, namespace, body_of())
     await ready(kube, namespace)
     await topics_ready(fleet, kube, namespace)
     assert await sts_replicas(kube, namespace) == 2
@@ -540,13 +571,12 @@ async def test_autoscales_on_reported_connections(
 async def test_kubectl_scale_is_said_ignored_while_autoscaling_and_shrinks_one_at_a_time(
     kube: Kube,
     namespace: str,
-    prefix: str,
-    keyspace: str,
+    body_of: BodyOf,
     operator: OperatorProcess,
     fleet: Fleet,
     testenv: Any,
 ) -> None:
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+    await create(kube, namespace, body_of())
     await ready(kube, namespace)
     await topics_ready(fleet, kube, namespace)
     assert await sts_replicas(kube, namespace) == 2
@@ -620,16 +650,10 @@ async def test_kubectl_scale_is_said_ignored_while_autoscaling_and_shrinks_one_a
 
 
 async def test_rollout_replaces_chat_servers_one_at_a_time(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    operator: OperatorProcess,
-    fleet: Fleet,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, operator: OperatorProcess, fleet: Fleet
 ) -> None:
     spec = {"chat": {"autoscaling": False, "replicas": 3, "progressDeadlineSeconds": 10}}
-    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
+    await running(kube, namespace, body_of(**spec), fleet)
     fleet.clients = 90_000
 
     async def counted() -> bool:
@@ -739,15 +763,9 @@ async def test_rollout_replaces_chat_servers_one_at_a_time(
 
 
 async def test_a_deleted_chat_pod_is_reported_as_a_disruption(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    operator: OperatorProcess,
-    fleet: Fleet,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, operator: OperatorProcess, fleet: Fleet
 ) -> None:
-    await three_servers_with_clients(kube, namespace, prefix, keyspace, fleet, testenv)
+    await three_servers_with_clients(kube, namespace, fleet, body_of)
     victim = f"{NAME}-chat-1"
     deleted_at = time.time()
     assert await kube.delete("Pod", namespace, victim)
@@ -798,14 +816,9 @@ def _epoch(value: str) -> float:
 
 
 async def test_engine_down_is_a_temporary_error_with_a_condition(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    operator: OperatorProcess,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, operator: OperatorProcess, testenv: Any
 ) -> None:
-    body = chat_cluster(testenv, prefix, keyspace, kafka={"bootstrapServers": "127.0.0.1:1"})
+    body = body_of(kafka={"bootstrapServers": "127.0.0.1:1"})
     await create(kube, namespace, body)
 
     async def kafka_down() -> dict[str, Any] | None:
@@ -857,22 +870,17 @@ async def test_engine_down_is_a_temporary_error_with_a_condition(
 
 
 async def test_a_spec_that_cannot_work_is_a_permanent_error_with_a_condition(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    operator: OperatorProcess,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, operator: OperatorProcess
 ) -> None:
     # The schema refuses what it can see (CEL): the API server answers 422.
-    bad = chat_cluster(testenv, prefix, keyspace, chat={"minReplicas": 5, "maxReplicas": 3})
+    bad = body_of(chat={"minReplicas": 5, "maxReplicas": 3})
     with pytest.raises(KubeError) as refused:
         await create(kube, namespace, bad)
     assert refused.value.status == 422
     assert "minReplicas must not be more than maxReplicas" in refused.value.message
 
     # Kafka refuses what only it can see: 3 replicas on a 1-broker cluster.
-    body = chat_cluster(testenv, prefix, keyspace, kafka={"replicationFactor": 3})
+    body = body_of(kafka={"replicationFactor": 3})
     await create(kube, namespace, body)
 
     async def refused_by_kafka() -> dict[str, Any] | None:
@@ -907,6 +915,7 @@ async def test_a_spec_that_cannot_work_is_a_permanent_error_with_a_condition(
 async def test_deleting_the_chat_cluster_collects_the_children_and_keeps_the_data(
     kube: Kube,
     namespace: str,
+    body_of: BodyOf,
     prefix: str,
     keyspace: str,
     operator: OperatorProcess,
@@ -914,7 +923,7 @@ async def test_deleting_the_chat_cluster_collects_the_children_and_keeps_the_dat
 ) -> None:
     """The children go with their owner references (the controller-manager's garbage
     collector, not the operator); the topics and the keyspace stay."""
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+    await create(kube, namespace, body_of())
     obj = await ready(kube, namespace)
     assert not obj["metadata"].get("finalizers"), "a ChatCluster needs no finalizer"
     children = [
@@ -1001,12 +1010,7 @@ def _reconciles(sample: dict[str, float]) -> float:
 
 
 async def test_of_two_operators_one_is_active_and_the_other_takes_over(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    testenv: Any,
-    tmp_path: Path,
+    kube: Kube, namespace: str, body_of: BodyOf, testenv: Any, tmp_path: Path
 ) -> None:
     lease_s = 6.0
     ports = [_free_port(), _free_port()]
@@ -1029,7 +1033,7 @@ async def test_of_two_operators_one_is_active_and_the_other_takes_over(
             return [s for s in samples if s is not None] if all(samples) else None
 
         await eventually("both operators to serve metrics", both_up, 30)
-        await create(kube, namespace, chat_cluster(testenv, prefix, keyspace))
+        await create(kube, namespace, body_of())
         await ready(kube, namespace)
         await asyncio.sleep(3)  # a few ticks
 
@@ -1115,12 +1119,7 @@ async def _wait_exposed(kube: Kube, namespace: str, want: set[tuple[str, str]]) 
 
 
 async def test_every_exposure_mode_is_accepted_and_what_is_dropped_is_pruned(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    operator: OperatorProcess,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, operator: OperatorProcess
 ) -> None:
     """Each mode's objects as the real API server stored them (Gateway API and
     cert-manager CRDs installed from their modules, e2e/env/certmanager.sh), field by
@@ -1135,7 +1134,7 @@ async def test_every_exposure_mode_is_accepted_and_what_is_dropped_is_pruned(
         "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"},
         "api": {"host": "api.example.test"},
     }
-    body = chat_cluster(testenv, prefix, keyspace, chat={"expose": ingress}, tls=tls)
+    body = body_of(chat={"expose": ingress}, tls=tls)
     await create(kube, namespace, body)
     await ready(kube, namespace)
     pods = {("Service", f"{NAME}-chat-{i}") for i in range(2)}
@@ -1355,8 +1354,7 @@ async def _annotate(kube: Kube, namespace: str, annotations: dict[str, str | Non
 async def test_a_paused_cluster_is_left_alone_until_resumed(
     kube: Kube,
     namespace: str,
-    prefix: str,
-    keyspace: str,
+    body_of: BodyOf,
     operator: OperatorProcess,
     fleet: Fleet,
     testenv: Any,
@@ -1365,7 +1363,7 @@ async def test_a_paused_cluster_is_left_alone_until_resumed(
     "true" a spec change is not applied and a deleted child is not put back; the
     condition says so; once removed, both happen."""
     spec = {"chat": {"autoscaling": False, "replicas": 2}}
-    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
+    await running(kube, namespace, body_of(**spec), fleet)
     assert await sts_replicas(kube, namespace) == 2
 
     await _annotate(kube, namespace, {names.ANNOTATION_PAUSE: "true"})
@@ -1381,17 +1379,7 @@ async def test_a_paused_cluster_is_left_alone_until_resumed(
     await asyncio.sleep(5)  # five ticks, and kopf's handler for the spec change
     assert await sts_replicas(kube, namespace) == 2
     assert await kube.get("Deployment", namespace, names.push_name(NAME)) is None
-    reasons = _kubectl(
-        testenv,
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={NAME}",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ).stdout.split()
+    reasons = event_reasons(testenv, namespace)
     assert "ReconciliationPaused" in reasons
 
     await _annotate(kube, namespace, {names.ANNOTATION_PAUSE: None})
@@ -1410,8 +1398,7 @@ async def test_a_paused_cluster_is_left_alone_until_resumed(
 async def test_a_restart_annotation_rolls_every_chat_server_one_at_a_time(
     kube: Kube,
     namespace: str,
-    prefix: str,
-    keyspace: str,
+    body_of: BodyOf,
     operator: OperatorProcess,
     fleet: Fleet,
     testenv: Any,
@@ -1419,8 +1406,8 @@ async def test_a_restart_annotation_rolls_every_chat_server_one_at_a_time(
     """tidings.dev/restart: <timestamp> (issue #19, incident controls): every chat pod is
     replaced through the paced rollout, one at a time; the same value again does nothing."""
     spec = {"chat": {"autoscaling": False, "replicas": 3}}
-    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
-    before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    await running(kube, namespace, body_of(**spec), fleet)
+    before = await pod_uids(kube, namespace)
     assert len(before) == 3
 
     stamp = "2026-12-07T21:00:00Z"
@@ -1430,41 +1417,25 @@ async def test_a_restart_annotation_rolls_every_chat_server_one_at_a_time(
     sts = await kube.get("StatefulSet", namespace, names.chat_name(NAME))
     assert sts is not None
     assert sts["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_RESTART] == stamp
-    reasons = _kubectl(
-        testenv,
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={NAME}",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ).stdout.split()
+    reasons = event_reasons(testenv, namespace)
     assert "RestartRequested" in reasons
 
     # The same value again (a re-applied manifest) restarts nothing.
-    after = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    after = await pod_uids(kube, namespace)
     await _annotate(kube, namespace, {names.ANNOTATION_RESTART: stamp, "unrelated": "x"})
     await asyncio.sleep(4)
-    again = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    again = await pod_uids(kube, namespace)
     assert again == after
 
 
 async def test_a_drain_annotation_drains_one_chat_server_and_reports_it(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    operator: OperatorProcess,
-    fleet: Fleet,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, operator: OperatorProcess, fleet: Fleet
 ) -> None:
     """tidings.dev/drain: <pod> (issue #19, incident controls): that pod alone is drained
     once, status.lastDisruption says so (cause DrainRequested, its clients, when they
     were back), and the annotation is removed; a name that is no chat pod is refused."""
-    await three_servers_with_clients(kube, namespace, prefix, keyspace, fleet, testenv)
-    before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    await three_servers_with_clients(kube, namespace, fleet, body_of)
+    before = await pod_uids(kube, namespace)
     victim = f"{NAME}-chat-1"
     asked_at = time.time()
     await _annotate(kube, namespace, {names.ANNOTATION_DRAIN: victim})
@@ -1502,7 +1473,7 @@ async def test_a_drain_annotation_drains_one_chat_server_and_reports_it(
         return names.ANNOTATION_DRAIN not in annotations and "DrainRefused" in reasons
 
     await eventually("a drain of no chat pod refused", refused, 30)
-    again = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    again = await pod_uids(kube, namespace)
     assert again == after
 
 
@@ -1536,31 +1507,25 @@ async def _event_reasons(kube: Kube, namespace: str) -> list[str]:
 
 
 async def test_a_rotated_secret_rolls_the_pods_that_read_it_and_an_unread_key_nothing(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    quick_operator: OperatorProcess,
-    fleet: Fleet,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, quick_operator: OperatorProcess, fleet: Fleet
 ) -> None:
     """Secrets are hashed into the pod templates (issue #19, rotation): a new JWT signing
     key (with the old one kept as previous) rolls the chat servers through the paced
     rollout and the api pods; the push workers, which read no JWT key, stay; a key no pod
     reads changes nothing."""
     spec = {"chat": {"autoscaling": False, "replicas": 2}}
-    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
+    await running(kube, namespace, body_of(**spec), fleet)
 
     async def stamped() -> dict[str, str | None] | None:
         found = await _secrets_hashes(kube, namespace)
         return found if all(found.values()) else None
 
     first = await eventually("the secrets hash on every pod template", stamped, 30)
-    before = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    before = await pod_uids(kube, namespace)
     await _patch_secret(kube, namespace, "tidings-jwt", {"note": "read by no pod"})
     await asyncio.sleep(6)  # three re-applies
     assert await _secrets_hashes(kube, namespace) == first
-    still = {(v := pod_view(p)).name: v.uid for p in await chat_pods(kube, namespace)}
+    still = await pod_uids(kube, namespace)
     assert still == before
 
     await _patch_secret(
@@ -1585,8 +1550,8 @@ async def test_a_rotated_secret_rolls_the_pods_that_read_it_and_an_unread_key_no
 async def test_a_topic_deleted_or_changed_out_of_band_is_put_back_and_told(
     kube: Kube,
     namespace: str,
+    body_of: BodyOf,
     prefix: str,
-    keyspace: str,
     quick_operator: OperatorProcess,
     fleet: Fleet,
     testenv: Any,
@@ -1595,7 +1560,7 @@ async def test_a_topic_deleted_or_changed_out_of_band_is_put_back_and_told(
     topic config changed by hand is set back, each with a Warning Event; KafkaReady stays
     true to what Kafka has."""
     spec = {"chat": {"autoscaling": False, "replicas": 1}}
-    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
+    await running(kube, namespace, body_of(**spec), fleet)
     push_topic, inbox_topic = f"{prefix}.push", f"{prefix}.inbox"
     admin = AIOKafkaAdminClient(bootstrap_servers=testenv["TIDINGS_TEST_KAFKA_BOOTSTRAP"])
     await admin.start()
@@ -1631,7 +1596,7 @@ async def test_a_topic_deleted_or_changed_out_of_band_is_put_back_and_told(
 async def test_tls_to_kafka_and_cassandra_with_a_ca_from_a_secret(
     kube: Kube,
     namespace: str,
-    prefix: str,
+    body_of: BodyOf,
     keyspace: str,
     operator: OperatorProcess,
     fleet: Fleet,
@@ -1655,7 +1620,7 @@ async def test_tls_to_kafka_and_cassandra_with_a_ca_from_a_secret(
         "kafka": {"bootstrapServers": testenv["TIDINGS_TEST_KAFKA_SSL_BOOTSTRAP"], "tls": ca_ref},
         "cassandra": {"tls": ca_ref},
     }
-    await create(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec))
+    await create(kube, namespace, body_of(**spec))
     obj = await ready(kube, namespace)
     assert "topics ready" in condition(obj, "KafkaReady")["message"]
     assert f"keyspace {keyspace}" in condition(obj, "CassandraReady")["message"]
@@ -1685,6 +1650,7 @@ async def test_tls_to_kafka_and_cassandra_with_a_ca_from_a_secret(
 async def test_a_second_cluster_on_the_same_topics_and_keyspace_waits_for_the_first(
     kube: Kube,
     namespace: str,
+    body_of: BodyOf,
     other_namespace: str,
     prefix: str,
     keyspace: str,
@@ -1702,7 +1668,7 @@ async def test_a_second_cluster_on_the_same_topics_and_keyspace_waits_for_the_fi
     )
     proc.start()
     try:
-        body = chat_cluster(testenv, prefix, keyspace, chat={"autoscaling": False, "replicas": 1})
+        body = body_of(chat={"autoscaling": False, "replicas": 1})
         await create(kube, namespace, body)
         await ready(kube, namespace)
         await create(kube, other_namespace, body)
@@ -1733,19 +1699,13 @@ async def test_a_second_cluster_on_the_same_topics_and_keyspace_waits_for_the_fi
 
 
 async def test_the_postgresql_database_is_fixed_at_creation(
-    kube: Kube,
-    namespace: str,
-    prefix: str,
-    keyspace: str,
-    quick_operator: OperatorProcess,
-    fleet: Fleet,
-    testenv: Any,
+    kube: Kube, namespace: str, body_of: BodyOf, quick_operator: OperatorProcess, fleet: Fleet
 ) -> None:
     """The database the operator first wired is kept in an annotation (issue #19, identity);
     a Secret naming another database later is refused, and no pod rolls onto it; pointed
     back, the ChatCluster is Ready again."""
     spec = {"chat": {"autoscaling": False, "replicas": 1}}
-    await running(kube, namespace, chat_cluster(testenv, prefix, keyspace, **spec), fleet)
+    await running(kube, namespace, body_of(**spec), fleet)
     obj = await get_cluster(kube, namespace, NAME)
     annotations = (obj or {})["metadata"].get("annotations") or {}
     assert annotations[names.ANNOTATION_POSTGRES] == "postgres:5432/tidings"
