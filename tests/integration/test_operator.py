@@ -496,9 +496,7 @@ async def test_autoscales_on_reported_connections(
     fleet: Fleet,
     testenv: Any,
 ) -> None:
-    await create(kube, namespace, body_of())
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, body_of(), fleet)
     assert await sts_replicas(kube, namespace) == 2
 
     # 3 x 70,000 clients at 50,000 per pod ask for 5 chat servers; maxReplicas is 4.
@@ -576,9 +574,7 @@ async def test_kubectl_scale_is_said_ignored_while_autoscaling_and_shrinks_one_a
     fleet: Fleet,
     testenv: Any,
 ) -> None:
-    await create(kube, namespace, body_of())
-    await ready(kube, namespace)
-    await topics_ready(fleet, kube, namespace)
+    await running(kube, namespace, body_of(), fleet)
     assert await sts_replicas(kube, namespace) == 2
 
     # Autoscaling on (the default): `kubectl scale` is accepted by the API but changes
