@@ -136,10 +136,13 @@ class StickyAssignor:
         }
 
     def metadata(self, topics: Iterable[str]) -> Any:
+        """This member's join metadata: its subscription and :meth:`claims` as user data."""
         user_data = json.dumps({"owned": self.claims()}, separators=(",", ":")).encode()
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
 
     def on_assignment(self, assignment: Any) -> None:
+        """Remember the partitions assigned to this member, and since which assignment each
+        is held."""
         self._assignments += 1
         owned: dict[str, list[int]] = defaultdict(list)
         for topic, partitions in assignment.assignment:
@@ -149,6 +152,8 @@ class StickyAssignor:
         self._since = {key: self._since.get(key, self._assignments) for key in held}
 
     def assign(self, cluster: Any, members: Mapping[str, Any]) -> dict[str, Any]:
+        """As the group leader: each member's assignment from the claims in ``members``'
+        metadata (:func:`sticky_assign` per topic)."""
         claims: dict[str, dict[str, list[int]]] = {}
         subscribers: dict[str, list[str]] = defaultdict(list)
         for member_id, metadata in members.items():

@@ -38,6 +38,7 @@ class InboxEvent:
 
     @classmethod
     def decode(cls, raw: bytes | str) -> InboxEvent:
+        """The event that :meth:`encode` made of it."""
         data = orjson.loads(raw)
         return cls(int(data["user_id"]), data["kind"], data["payload"])
 
@@ -46,11 +47,22 @@ EventHandler = Callable[[list[InboxEvent]], Awaitable[None]]
 
 
 class InboxBus(Protocol):
-    async def start(self) -> None: ...
-    async def publish(self, events: Sequence[InboxEvent]) -> None: ...
-    async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None: ...
+    async def start(self) -> None:
+        """Connect; the bus can publish (and consume) once this returns."""
+        ...
+
+    async def publish(self, events: Sequence[InboxEvent]) -> None:
+        """Publish ``events`` durably: acknowledged by the bus when this returns, else raises."""
+        ...
+
+    async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None:
+        """Publish ``events`` best effort: may return before they are sent, and may lose them."""
+        ...
+
     async def consume(self, handler: EventHandler) -> None:
         """Hand batches to ``handler`` until cancelled; commit after each batch."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop consuming and publishing."""
+        ...

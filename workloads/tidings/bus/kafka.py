@@ -163,6 +163,10 @@ class KafkaBus:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the producer and, with a ``group_id``, the consumer (see the class docstring).
+
+        Raises :class:`BusUnavailable` when Kafka cannot be reached or the inbox topic does not
+        exist. The topic's own partition count is used when it differs from the settings'."""
         options = kafka_client_options(self._settings)
         producer = self._new_producer()
         try:
@@ -305,14 +309,20 @@ class KafkaBus:
         return self._partition_count
 
     def owned_partitions(self) -> set[int]:
+        """The inbox partitions this consumer is assigned now (a copy)."""
         return set(self._owned)
 
     def owns_partition(self, partition: int) -> bool:
+        """Whether ``partition`` is in this consumer's current assignment."""
         return partition in self._owned
 
     # --- producing ---------------------------------------------------------------------
 
     async def publish(self, events: Sequence[InboxEvent]) -> None:
+        """Send ``events`` and wait until every one is acknowledged.
+
+        Raises :class:`BusUnavailable` when an event is too large for a record (then nothing is
+        sent) or when a partition batch is not acknowledged (then some events may have been)."""
         if not events:
             return
         producer = self._require(self._producer, "publish")
@@ -357,6 +367,8 @@ class KafkaBus:
             log.debug("stopping the failed producer", exc_info=True)
 
     async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None:
+        """Send ``events`` without waiting; failures are logged, and events too large for a
+        record are dropped with a warning."""
         self._require(self._producer, "publish")
         records = _records(events)
         if len(records) < len(events):

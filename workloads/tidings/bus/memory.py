@@ -14,16 +14,20 @@ class MemoryBus:
         self._wakeup = asyncio.Event()
 
     async def start(self) -> None:
+        """Nothing to connect."""
         return None
 
     async def publish(self, events: Sequence[InboxEvent]) -> None:
+        """Queue ``events`` for the consumer and wake it."""
         self._pending.extend(events)
         self._wakeup.set()
 
     async def publish_ephemeral(self, events: Sequence[InboxEvent]) -> None:
+        """The same as :meth:`publish`."""
         await self.publish(events)
 
     async def consume(self, handler: EventHandler) -> None:
+        """Hand everything published since the last batch to ``handler``, until cancelled."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -32,4 +36,5 @@ class MemoryBus:
                 await handler(batch)
 
     async def close(self) -> None:
+        """Nothing to close."""
         return None

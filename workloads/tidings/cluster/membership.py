@@ -73,6 +73,9 @@ class MembershipPublisher:
         self._keys: set[bytes] = set()
 
     async def start(self) -> None:
+        """Connect, publish the first record and start publishing every interval.
+
+        Raises what the producer or the first publish raised (the producer is stopped then)."""
         producer = AIOKafkaProducer(**kafka_client_options(self._settings), acks="all", linger_ms=0)
         await producer.start()
         self._producer = producer
@@ -89,6 +92,9 @@ class MembershipPublisher:
         self._wake.set()
 
     async def publish_now(self) -> MemberRecord:
+        """Publish ``snapshot()`` stamped with the clock's time now; returns what was published.
+
+        Raises ``RuntimeError`` before :meth:`start`."""
         if self._producer is None:
             raise RuntimeError("MembershipPublisher is not started")
         record = replace(self._snapshot(), ts=_now_ms(self._clock))
@@ -108,6 +114,8 @@ class MembershipPublisher:
                 log.warning("publishing the membership record failed", exc_info=True)
 
     async def close(self) -> None:
+        """Stop publishing and publish a tombstone for each server id published (a failure to is
+        logged, not raised)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -170,6 +178,7 @@ class MembershipView:
 
     @property
     def caught_up(self) -> bool:
+        """Whether the records present at start have been read."""
         return self._reader is not None and self._reader.caught_up
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
@@ -198,6 +207,7 @@ class MembershipView:
         )
 
     def total_connections(self) -> int:
+        """The connection count summed over the live servers."""
         return sum(record.connections for record in self.members())
 
     def owner(self, partition: int) -> MemberRecord | None:
@@ -218,6 +228,7 @@ class MembershipView:
         return best
 
     def owner_url(self, partition: int) -> str | None:
+        """The URL of :meth:`owner`, or None when no live server owns ``partition``."""
         record = self.owner(partition)
         return record.url if record is not None else None
 
@@ -236,9 +247,11 @@ class MembershipView:
         return max(counts) if counts else self._settings.kafka_inbox_partitions
 
     def owner_url_for_user(self, user_id: int) -> str | None:
+        """The URL of the live server owning ``user_id``'s inbox partition, or None."""
         return self.owner_url(partition_for_user(user_id, self.partition_count()))
 
     async def close(self) -> None:
+        """Stop reading the topic."""
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()

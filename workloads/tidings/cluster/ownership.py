@@ -29,13 +29,18 @@ class PartitionOwnership:
         self._view = view
 
     def partition_of(self, user_id: int) -> int:
+        """The inbox partition of ``user_id``."""
         return partition_for_user(user_id, self._partition_count())
 
     def owns(self, user_id: int) -> bool:
+        """Whether this server owns ``user_id``'s inbox partition now."""
         return self._owns_partition(self.partition_of(user_id))
 
     def owner_url(self, user_id: int) -> str | None:
+        """The URL of the live server owning ``user_id``'s partition, or None if none is known."""
         return self._view.owner_url(self.partition_of(user_id))
 
     def fallback_url(self) -> str | None:
+        """Where to send a client whose partition has no known owner
+        (:meth:`MembershipView.any_url`)."""
         return self._view.any_url()
