@@ -76,6 +76,7 @@ def _is_emoji_text(text: str) -> bool:
 
 
 def action_target(action: dict[str, Any]) -> int:
+    """The id of the message an edit, delete or reaction acts on."""
     return int(action["message_id"])
 
 
@@ -142,6 +143,8 @@ def membership_event(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 def counts_as_unread(message: Message, reader_id: int) -> bool:
+    """Whether the message counts as unread for ``reader_id``: not an event, not their own,
+    not deleted."""
     return message.event is None and message.sender_id != reader_id and not message.deleted
 
 

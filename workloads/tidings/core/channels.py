@@ -20,11 +20,13 @@ class ChannelRef:
 
 
 def dm_channel_id(user_a: int, user_b: int) -> str:
+    """The id of the direct channel between two users (``dm:<low>:<high>``, either order)."""
     low, high = sorted((user_a, user_b))
     return f"dm:{low}:{high}"
 
 
 def group_channel_id(snowflake: int) -> str:
+    """The id of the group channel with this snowflake (``g:<snowflake>``)."""
     return f"g:{snowflake}"
 
 

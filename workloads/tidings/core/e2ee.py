@@ -88,6 +88,9 @@ class Mismatch:
     stale: list[tuple[int, int]]  # (user, device) whose identity key is not the one used
 
     def error(self, ref: str | None) -> ProtocolError:
+        """The ``devices_mismatch`` error for the sender, listing the missing, extra and stale
+        devices."""
+
         def pairs(items: list[tuple[int, int]]) -> list[dict[str, str]]:
             return [{"user_id": str(u), "device_id": str(d)} for u, d in items]
 
@@ -133,6 +136,7 @@ def encode_body(body: str, envelopes: Sequence[Envelope], sender_key: str = "") 
 
 
 def is_envelopes(body: str) -> bool:
+    """Whether a stored body holds end-to-end envelopes (see :func:`view_for`)."""
     return body.startswith(MARK)
 
 

@@ -113,6 +113,10 @@ def _decimal(frame: dict[str, Any], key: str, ref: str | None = None) -> int:
 
 
 def parse_client_frame(text: str | bytes) -> ClientFrame:
+    """Parse one frame from a client into its typed form.
+
+    Raises :class:`ProtocolError` ``invalid_frame`` when it is not JSON, not an object, has
+    no known ``type``, or a field is missing or malformed."""
     try:
         # orjson (C): rejects invalid UTF-8, lone surrogates, NaN and nesting deeper than
         # 1024 levels, all as JSONDecodeError (a ValueError).
@@ -246,6 +250,7 @@ def encode(frame: dict[str, Any]) -> bytes:
 def error_frame(
     code: str, message: str, ref: str | None = None, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """An ``error`` frame; ``details`` are merged into the frame itself."""
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if ref is not None:
         frame["ref"] = ref
@@ -257,6 +262,7 @@ def error_frame(
 def welcome_frame(
     user_id: int, device_id: int, server_id: str, heartbeat_s: int, cursor: int
 ) -> dict[str, Any]:
+    """The ``welcome`` frame that answers an accepted ``hello``."""
     return {
         "type": "welcome",
         "user_id": str(user_id),
@@ -268,10 +274,12 @@ def welcome_frame(
 
 
 def synced_frame(cursor: int, more: bool) -> dict[str, Any]:
+    """The ``synced`` frame: the sync reached ``cursor``; ``more`` when there is more to fetch."""
     return {"type": "synced", "cursor": str(cursor), "more": more}
 
 
 def ack_frame(client_msg_id: str, message_id: int, channel_id: str, ts: int) -> dict[str, Any]:
+    """The ``ack`` frame: the message sent as ``client_msg_id`` is stored under ``message_id``."""
     return {
         "type": "ack",
         "client_msg_id": client_msg_id,
@@ -282,6 +290,7 @@ def ack_frame(client_msg_id: str, message_id: int, channel_id: str, ts: int) -> 
 
 
 def receipt_frame(channel_id: str, user_id: int, message_id: int, status: str) -> dict[str, Any]:
+    """The ``receipt`` frame: ``user_id`` has ``status`` (delivered, read) up to ``message_id``."""
     return {
         "type": "receipt",
         "channel_id": channel_id,
@@ -292,20 +301,25 @@ def receipt_frame(channel_id: str, user_id: int, message_id: int, status: str) -
 
 
 def presence_frame(user_id: int, status: str, last_seen: int | None) -> dict[str, Any]:
+    """The ``presence`` frame for one user."""
     return {"type": "presence", "user_id": str(user_id), "status": status, "last_seen": last_seen}
 
 
 def typing_frame(channel_id: str, user_id: int) -> dict[str, Any]:
+    """The ``typing`` frame: ``user_id`` is typing in the channel."""
     return {"type": "typing", "channel_id": channel_id, "user_id": str(user_id)}
 
 
 def redirect_frame(chat_url: str) -> dict[str, Any]:
+    """The ``redirect`` frame: this user is served at ``chat_url``."""
     return {"type": "redirect", "chat_url": chat_url}
 
 
 def reconnect_frame(after_ms: int) -> dict[str, Any]:
+    """The ``reconnect`` frame: connect again after ``after_ms`` milliseconds."""
     return {"type": "reconnect", "after_ms": after_ms}
 
 
 def heartbeat_ack_frame(ts: int) -> dict[str, Any]:
+    """The ``heartbeat_ack`` frame, with the server's time ``ts``."""
     return {"type": "heartbeat_ack", "ts": ts}

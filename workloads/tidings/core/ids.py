@@ -35,6 +35,7 @@ _USER_ID_SPAN = (1 << 62) - _USER_ID_LOW
 
 
 def random_user_id() -> int:
+    """A new random user id, in [2^32, 2^62) (see above)."""
     return _USER_ID_LOW + secrets.randbelow(_USER_ID_SPAN)
 
 
@@ -72,6 +73,10 @@ class SnowflakeGenerator:
         self._sequence = 0
 
     def next_id(self) -> int:
+        """The next id: larger than any this generator returned before.
+
+        Waits out a clock that went back, up to ``max_backwards_ms``; raises
+        :class:`ClockWentBackwards` beyond that."""
         now = self._clock_ms()
         if now < self._last_ms:
             behind = self._last_ms - now

@@ -34,6 +34,7 @@ class BucketRule:
     per_s: float
 
     def tokens(self, level: Level | None, now: float) -> float:
+        """The tokens the bucket holds at ``now`` (full when it has no level yet)."""
         if level is None:
             return self.burst
         tokens, at = level
@@ -45,11 +46,15 @@ class BucketRule:
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.per_s
 
     def after_failure(self, level: Level | None, now: float) -> Level:
+        """The level after a failed login at ``now``: one token less (never below 0)."""
         return max(0.0, self.tokens(level, now) - 1.0), now
 
 
 class BucketStore(Protocol):
-    async def bucket_levels(self, keys: Sequence[str]) -> Mapping[str, Level]: ...
+    async def bucket_levels(self, keys: Sequence[str]) -> Mapping[str, Level]:
+        """The stored (tokens, at) of these buckets; one with no level yet is left out (full)."""
+        ...
+
     async def spend_bucket(self, key: str, burst: float, per_s: float, now: float) -> None:
         """Take one token from the bucket, in one transaction (see :class:`BucketRule`)."""
         ...
@@ -86,6 +91,7 @@ class LoginThrottle:
         return math.ceil(wait * 1000)
 
     async def failed(self, username: str, address: str, now: float) -> None:
+        """A login failed: take a token from the account's bucket and from the address's."""
         account_key, address_key = self._keys(username, address)
         await self.store.spend_bucket(account_key, self.account.burst, self.account.per_s, now)
         await self.store.spend_bucket(address_key, self.address.burst, self.address.per_s, now)

@@ -60,10 +60,12 @@ def new_media_id(random_bytes: bytes) -> str:
 
 
 def is_media_id(value: str) -> bool:
+    """Whether ``value`` has the form of a media id (32 lowercase hex characters)."""
     return bool(_MEDIA_ID.match(value))
 
 
 def is_sha256(value: str) -> bool:
+    """Whether ``value`` has the form of a SHA-256 digest (64 lowercase hex characters)."""
     return bool(_SHA256.match(value))
 
 
@@ -87,6 +89,7 @@ class Limits:
 
 
 def kind_of(content_type: str) -> str | None:
+    """The kind (image, video, audio or file) of an accepted content type; None if refused."""
     return KINDS.get(content_type)
 
 
@@ -153,6 +156,7 @@ class MediaRecord:
     upload_id: str | None = None  # the store's multipart upload, while pending
 
     def to_wire(self) -> dict[str, Any]:
+        """The upload as the API shows it (width and height only when both are known)."""
         out: dict[str, Any] = {
             "media_id": self.media_id,
             "state": self.state,

@@ -18,6 +18,7 @@ def attachments_to_text(attachments: Attachments) -> str | None:
 
 
 def attachments_from_text(text: str | None) -> Attachments:
+    """A message's attachments back from storage (see :func:`attachments_to_text`)."""
     return tuple(orjson.loads(text)) if text else ()
 
 
@@ -27,10 +28,12 @@ def json_to_text(value: dict[Any, Any] | None) -> str | None:
 
 
 def json_from_text(text: str | None) -> dict[str, Any] | None:
+    """An event or the reactions back from storage (see :func:`json_to_text`)."""
     return orjson.loads(text) if text else None
 
 
 def reactions_from_text(text: str | None) -> dict[int, str]:
+    """The reactions back from storage: emoji by user id."""
     return {int(user): emoji for user, emoji in (json_from_text(text) or {}).items()}
 
 
@@ -63,6 +66,8 @@ class Message:
         return wire
 
     def to_wire(self) -> dict[str, Any]:
+        """The message as the wire carries it (ids as decimal strings; optional fields only when
+        set); an end-to-end body as stored, see :meth:`to_wire_for`."""
         wire = {
             "message_id": str(self.message_id),
             "channel_id": self.channel_id,
@@ -99,6 +104,7 @@ class Message:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Message:
+        """A message from its wire form (the inverse of :meth:`to_wire`)."""
         return cls(
             message_id=int(data["message_id"]),
             channel_id=str(data["channel_id"]),
@@ -133,6 +139,7 @@ class InboxEntry:
     message: Message
 
     def to_wire(self) -> dict[str, Any]:
+        """The ``msg`` frame for this entry, the body as stored (see :meth:`to_wire_for`)."""
         return {"type": "msg", "seq": str(self.seq), **self.message.to_wire()}
 
     def to_wire_for(self, device_id: int) -> dict[str, Any]:
@@ -177,4 +184,5 @@ class PresenceStatus:
     last_seen: int | None  # ms since the epoch; None when never seen
 
     def to_wire(self) -> dict[str, Any]:
+        """The status as the API shows it."""
         return {"status": self.status, "last_seen": self.last_seen}

@@ -35,6 +35,7 @@ class PresenceTracker:
         self._users: dict[int, _UserState] = {}
 
     def is_online(self, user_id: int) -> bool:
+        """Whether the user is online here (a device connected, or inside the grace window)."""
         return user_id in self._users
 
     def online_users(self) -> dict[int, int]:
@@ -42,6 +43,8 @@ class PresenceTracker:
         return {user_id: state.last_seen for user_id, state in self._users.items()}
 
     def connect(self, user_id: int, now: int) -> PresenceChange | None:
+        """A device of the user connected at ``now``: the change to announce (online), or None
+        when the user was online already."""
         state = self._users.get(user_id)
         if state is None:
             state = self._users[user_id] = _UserState(now)
