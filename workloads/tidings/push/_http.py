@@ -33,6 +33,7 @@ def http_client(timeout_s: float, max_connections: int) -> httpx.AsyncClient:
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object, or ``{}`` when the body is not one."""
     try:
         body = json.loads(response.content)
     except ValueError:
@@ -41,6 +42,7 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
 
 
 def retry_after(response: httpx.Response) -> float | None:
+    """The response's Retry-After, in seconds from now, or None."""
     return parse_retry_after(response.headers.get("retry-after"), time.time())
 
 

@@ -35,6 +35,9 @@ DEAD_REASONS = frozenset({"BadDeviceToken", "Unregistered", "ExpiredToken"})
 
 
 def load_signing_key(pem: str) -> ec.EllipticCurvePrivateKey:
+    """The P-256 private key in ``pem`` (Apple's ``.p8`` key).
+
+    Raises :class:`CredentialsError` when it is not a PEM private key or not on P-256."""
     try:
         key = load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError) as exc:
@@ -65,6 +68,8 @@ class ApnsTokenSigner:
         self._issued_at = 0.0
 
     def token(self) -> str:
+        """The provider token: the cached one, or a newly signed one once ``refresh_after_s``
+        have passed since it was issued (or after :meth:`invalidate`)."""
         now = self._clock()
         if self._token is None or now - self._issued_at >= self._refresh_after_s:
             self._issued_at = now
@@ -84,6 +89,8 @@ class ApnsTokenSigner:
 
 
 def classify(response: httpx.Response) -> Outcome:
+    """The outcome of an APNs response: 410 and the dead-token 400 reasons are
+    ``DEAD_TOKEN``, ExpiredProviderToken is ``RETRY`` at once, others by status."""
     status = response.status_code
     if status == 200:
         return SENT
@@ -115,6 +122,8 @@ class ApnsProvider:
         self._client = http2_client(timeout_s, max_connections)
 
     async def send(self, token: str, notification: Notification) -> Outcome:
+        """Post ``notification`` to the device ``token``; a token that is not hex is ``DEAD_TOKEN``
+        without a request. After ExpiredProviderToken the signer signs a new token next time."""
         if not _TOKEN_SHAPE.fullmatch(token):
             return Outcome(Verdict.DEAD_TOKEN, "BadDeviceToken (not a hex token)")
         provider_token = self._signer.token()
@@ -139,4 +148,5 @@ class ApnsProvider:
         return outcome
 
     async def close(self) -> None:
+        """Close the HTTP/2 client."""
         await self._client.aclose()

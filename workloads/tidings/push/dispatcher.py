@@ -44,11 +44,19 @@ class Ask(Protocol):
     """A push request (e.g. :class:`tidings.push.kafka.PushRequest`)."""
 
     @property
-    def user_id(self) -> int: ...
+    def user_id(self) -> int:
+        """Whose devices to push to."""
+        ...
+
     @property
-    def device_ids(self) -> Sequence[int]: ...
+    def device_ids(self) -> Sequence[int]:
+        """Which of the user's devices to push to."""
+        ...
+
     @property
-    def message(self) -> Message: ...
+    def message(self) -> Message:
+        """The message the push is about."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,7 @@ class PushDispatcher:
 
     @classmethod
     def from_settings(cls, settings: Settings, directory: Directory) -> PushDispatcher:
+        """A dispatcher with the providers, retry, concurrency and preview of ``settings``."""
         providers, unavailable = build_providers(settings)
         return cls(
             directory,
@@ -125,6 +134,8 @@ class PushDispatcher:
         )
 
     async def request(self, user_id: int, device_ids: Sequence[int], message: Message) -> None:
+        """Push ``message`` to ``device_ids`` of ``user_id`` now (a batch of one); never raises
+        for a failed push."""
         await self.dispatch([_Ask(user_id, tuple(device_ids), message)])
 
     async def dispatch(self, asks: Iterable[Ask]) -> list[Result]:
@@ -217,6 +228,7 @@ class PushDispatcher:
             log.warning("push failed (%s)", reason, extra=extra)
 
     async def close(self) -> None:
+        """Close every provider (a failure to is logged)."""
         for provider in self._providers.values():
             try:
                 await provider.close()

@@ -54,6 +54,10 @@ class ServiceAccount:
 
     @classmethod
     def from_json(cls, text: str) -> ServiceAccount:
+        """The service account in a Google service-account JSON key file's ``text``.
+
+        Raises :class:`CredentialsError` when it is not JSON, lacks ``client_email`` or
+        ``private_key``, or the key is not a usable RSA private key."""
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -100,6 +104,12 @@ class OAuthTokenSource:
         self.exchanges = 0  # how many times a token was fetched (for tests and logs)
 
     async def token(self) -> str:
+        """An access token: the cached one while valid, else a new one from the token endpoint
+        (one exchange at a time).
+
+        Raises :class:`ProviderUnavailable` when the endpoint cannot be reached or answers 429
+        or 5xx, and :class:`CredentialsError` when it refused the account (for
+        ``REFUSED_COOLDOWN_S`` after a refusal, without asking again)."""
         token = self._valid()
         if token is not None:
             return token
@@ -110,6 +120,7 @@ class OAuthTokenSource:
             return await self._exchange()
 
     def invalidate(self, token: str) -> None:
+        """FCM refused ``token``: the next call fetches a new one (unless another already did)."""
         if self._token == token:
             self._token = None
 
@@ -119,6 +130,8 @@ class OAuthTokenSource:
         return None
 
     def assertion(self, now: float) -> str:
+        """The JWT (RS256) signed at ``now`` that the token endpoint exchanges for an
+        access token."""
         headers: dict[str, Any] = (
             {"kid": self._account.private_key_id} if self._account.private_key_id else {}
         )
@@ -180,6 +193,8 @@ def error_code(body: dict[str, Any]) -> str | None:
 
 
 def classify(response: httpx.Response) -> Outcome:
+    """The outcome of an FCM response: UNREGISTERED is ``DEAD_TOKEN``, 401 is ``RETRY`` at
+    once (with a new access token), others by status."""
     status = response.status_code
     if status == 200:
         return SENT
@@ -220,6 +235,8 @@ class FcmProvider:
         self.tokens = OAuthTokenSource(account, self._token_client, token_uri=token_uri)
 
     async def send(self, token: str, notification: Notification) -> Outcome:
+        """Send ``notification`` to the registration ``token`` (``REJECTED`` when the credentials
+        are refused, ``RETRY`` when no access token can be had now)."""
         try:
             access_token = await self.tokens.token()
         except CredentialsError as exc:
@@ -240,5 +257,6 @@ class FcmProvider:
         return outcome
 
     async def close(self) -> None:
+        """Close the HTTP/2 clients (FCM's and the token endpoint's)."""
         await self._client.aclose()
         await self._token_client.aclose()

@@ -62,9 +62,12 @@ class GracefulPushSink:
 
     @property
     def pending(self) -> int:
+        """How many (user, channel) groups wait for their grace to pass."""
         return len(self._pending)
 
     async def request(self, user_id: int, device_ids: Sequence[int], message: Message) -> None:
+        """Hold the request for ``grace_s``, folded into the one held for the same user and
+        channel (its devices added, the latest message kept); :meth:`run` forwards it."""
         metrics.PUSH_REQUESTS.inc(len(device_ids))
         key = (user_id, message.channel_id)
         held = self._pending.get(key)

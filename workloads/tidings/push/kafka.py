@@ -49,6 +49,7 @@ class PushRequest:
     ts: int = 0  # ms since the epoch when it was requested
 
     def encode(self) -> bytes:
+        """The request as compact JSON (ids as strings, the message in its wire form)."""
         return json.dumps(
             {
                 "user_id": str(self.user_id),
@@ -61,6 +62,7 @@ class PushRequest:
 
     @classmethod
     def decode(cls, raw: bytes | str) -> PushRequest:
+        """The request that :meth:`encode` made of it (``ts`` 0 when absent)."""
         data = json.loads(raw)
         return cls(
             user_id=int(data["user_id"]),
@@ -86,6 +88,7 @@ class KafkaPushSink:
         self._producer: Any = None
 
     async def start(self) -> None:
+        """Start the idempotent producer (acks=all)."""
         producer = AIOKafkaProducer(
             **kafka_client_options(self._settings),
             acks="all",
@@ -97,6 +100,11 @@ class KafkaPushSink:
         self._producer = producer
 
     async def request(self, user_id: int, device_ids: Sequence[int], message: Message) -> None:
+        """Produce a push request for ``user_id``'s ``device_ids``, keyed by the user, and wait
+        for Kafka's acknowledgement.
+
+        Raises :class:`PushUnavailable` when Kafka did not take it, ``RuntimeError`` before
+        :meth:`start`."""
         if self._producer is None:
             raise RuntimeError("KafkaPushSink is not started")
         push = PushRequest(user_id, tuple(device_ids), message, time.time_ns() // 1_000_000)
@@ -106,6 +114,7 @@ class KafkaPushSink:
             raise PushUnavailable(f"push request for user {user_id} not taken") from exc
 
     async def close(self) -> None:
+        """Stop the producer."""
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()

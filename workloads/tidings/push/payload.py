@@ -38,6 +38,8 @@ class Notification:
 def build_notification(
     user_id: int, device_id: int, message: Message, *, preview: bool, preview_chars: int
 ) -> Notification:
+    """The notification to ``device_id`` about ``message``: ids only, plus a preview of at
+    most ``preview_chars`` when ``preview`` is on and the message is not end-to-end encrypted."""
     return Notification(
         user_id=user_id,
         device_id=device_id,
@@ -69,6 +71,8 @@ def cut_preview(body: str, chars: int, max_bytes: int = MAX_PREVIEW_BYTES) -> st
 
 
 def collapse_id(channel_id: str) -> str:
+    """The APNs collapse id of a channel: its id, or the SHA-256 hex of it when longer than
+    64 bytes."""
     if len(channel_id.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES:
         return channel_id
     return hashlib.sha256(channel_id.encode()).hexdigest()
@@ -91,6 +95,7 @@ def aps(n: Notification, push_type: str = "alert") -> dict[str, Any]:
 
 
 def apns_payload(n: Notification, push_type: str = "alert") -> dict[str, Any]:
+    """The APNs JSON payload: :func:`aps` and the ids under ``tidings``."""
     return {"aps": aps(n, push_type), "tidings": _ids(n)}
 
 
@@ -120,6 +125,7 @@ def fcm_message(token: str, n: Notification) -> dict[str, Any]:
 
 
 def webhook_body(token: str, n: Notification) -> dict[str, Any]:
+    """The webhook's JSON body (see :mod:`tidings.push.webhook`)."""
     body: dict[str, Any] = {
         "token": token,
         "user_id": str(n.user_id),

@@ -33,6 +33,7 @@ DEFAULT_TOLERANCE_S = 300
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``Tidings-Signature`` value for ``body`` signed at ``timestamp`` (unix seconds)."""
     mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256)
     return f"v1={mac.hexdigest()}"
 
@@ -59,6 +60,8 @@ def verify(
 
 
 def classify(response: httpx.Response) -> Outcome:
+    """The outcome of the relay's answer: 2xx ``SENT``, 404 and 410 ``DEAD_TOKEN``, others by
+    status."""
     if 200 <= response.status_code < 300:
         return SENT
     if response.status_code in (404, 410):
@@ -84,6 +87,7 @@ class WebhookProvider:
         self._client = http_client(timeout_s, max_connections)
 
     async def send(self, token: str, notification: Notification) -> Outcome:
+        """Post the signed ``notification`` for ``token`` to the relay."""
         body = json.dumps(webhook_body(token, notification), separators=(",", ":")).encode()
         timestamp = int(self._clock())
         headers = {
@@ -98,4 +102,5 @@ class WebhookProvider:
         return classify(response)
 
     async def close(self) -> None:
+        """Close the HTTP client."""
         await self._client.aclose()
