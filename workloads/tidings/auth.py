@@ -76,9 +76,16 @@ class Passwords:
             self.in_use -= 1
 
     async def hash(self, password: str) -> str:
+        """An argon2 hash of ``password``, made on the worker threads.
+
+        Raises :class:`PasswordsBusy` when too many password checks are running or waiting."""
         return await self._run(lambda: self._hasher.hash(password))
 
     async def verify(self, password_hash: str, password: str) -> bool:
+        """Whether ``password`` matches ``password_hash`` (False for a malformed hash too).
+
+        Raises :class:`PasswordsBusy` as :meth:`hash` does."""
+
         def check() -> bool:
             try:
                 return self._hasher.verify(password_hash, password)
@@ -96,6 +103,7 @@ class Passwords:
         return False
 
     def close(self) -> None:
+        """Stop the worker threads, cancelling checks still waiting."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

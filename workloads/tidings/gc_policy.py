@@ -24,6 +24,8 @@ GEN0_THRESHOLD = 20_000
 
 
 def tune_for_serving() -> None:
+    """Collect once, freeze what is alive, and raise the youngest generation's threshold
+    (see the module docstring); call once the process is serving."""
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()

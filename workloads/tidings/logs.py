@@ -12,6 +12,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line, with its extra fields (and the traceback as ``exc``)."""
         out: dict[str, Any] = {
             "ts": int(record.created * 1000),
             "level": record.levelname.lower(),
@@ -26,6 +27,7 @@ class JsonFormatter(logging.Formatter):
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        """The usual line, then the record's extra fields as ``key=value``."""
         line = super().format(record)
         extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
         if extra:
@@ -34,6 +36,7 @@ class KeyValueFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", json_lines: bool = False) -> None:
+    """Send every log to stderr, as JSON lines or as key=value lines, at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter()

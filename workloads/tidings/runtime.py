@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
+    """The wall clock, in milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
 
 
@@ -52,15 +53,19 @@ class OwnsEveryone:
     """The embedded default serves every user itself."""
 
     def partition_of(self, user_id: int) -> int:
+        """Always partition 0."""
         return 0
 
     def owns(self, user_id: int) -> bool:
+        """Always true."""
         return True
 
     def owner_url(self, user_id: int) -> str | None:
+        """None: there is no other server."""
         return None
 
     def fallback_url(self) -> str | None:
+        """None: there is no other server."""
         return None
 
 
@@ -101,12 +106,14 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
+        """Start the ``background`` loops as tasks; one that dies is logged as critical."""
         for loop_fn in self.background:
             task = asyncio.create_task(loop_fn(), name=getattr(loop_fn, "__name__", "loop"))
             task.add_done_callback(_crash_loudly)
             self._tasks.append(task)
 
     async def drain(self) -> None:
+        """Run the ``drainers`` in order; one that fails is logged and the rest still run."""
         steps = Steps()
         for drainer in self.drainers:
             try:
@@ -117,6 +124,8 @@ class Runtime:
         log.info("drained", extra=steps.timings())
 
     async def close(self) -> None:
+        """Cancel the background tasks, then run the ``closers`` in order; one that fails is
+        logged and the rest still run."""
         steps = Steps()
         for task in self._tasks:
             task.cancel()
@@ -140,6 +149,7 @@ class Steps:
         self._ms: dict[str, float] = {}
 
     def done(self, name: str) -> None:
+        """The step ``name`` ended now (its time is added to any it had before)."""
         now = time.perf_counter()
         self._ms[name] = self._ms.get(name, 0.0) + (now - self._last) * 1000
         self._last = now

@@ -50,12 +50,15 @@ class DrainingServer(uvicorn.Server):
         self._tls_task: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup, then the TLS certificate reloader and :func:`tune_for_serving`."""
         await super().startup(sockets)  # the runtime is open: caches warmed
         if self.tls is not None and not self.should_exit:  # (a failed start is not shut down)
             self._tls_task = asyncio.create_task(self.tls.run(self.tls_every_s))
         tune_for_serving()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Note the time of the first signal; a SIGTERM is then not re-raised after the
+        shutdown, so a drained stop exits with status 0."""
         if not self.should_exit:
             self.signalled_at = time.perf_counter()
         super().handle_exit(sig, frame)
@@ -65,6 +68,8 @@ class DrainingServer(uvicorn.Server):
             self._captured_signals.remove(sig)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Drain the runtime (see the class docstring), stop the TLS reloader, then uvicorn's
+        own shutdown."""
         runtime = self.lifespan.state.get("runtime") if hasattr(self, "lifespan") else None
         if isinstance(runtime, Runtime):
             log.info("draining")

@@ -19,10 +19,14 @@ from tidings.storage.base import Device
 
 
 class Devices(Protocol):
-    async def get_device(self, device_id: int) -> Device | None: ...
+    async def get_device(self, device_id: int) -> Device | None:
+        """The device, or None when there is none (logged out or unlinked)."""
+        ...
 
 
 def session_live(device: Device | None, identity: Identity) -> bool:
+    """Whether the token's session is still on: ``device`` exists, is the user's, and has the
+    token's version."""
     return (
         device is not None
         and device.user_id == identity.user_id

@@ -54,9 +54,13 @@ class NewIds:
         self._after_ms: int | None = None
 
     def restart(self) -> None:
+        """A new tenure begins now (a rebalance, or a failed poll): messages made more than
+        ``NEW_AFTER_MS`` from now on are new."""
         self._after_ms = self._clock_ms() + NEW_AFTER_MS
 
     def among(self, messages: Sequence[Message], resent: Container[int] = ()) -> set[int]:
+        """The ids of ``messages`` known to be new here (none before the first tenure), less
+        those in ``resent``."""
         after = self._after_ms
         if after is None:
             return set()

@@ -64,10 +64,13 @@ class SentCache:
         return sum(len(p) for p in self._parts.values())
 
     def get(self, partition: int, key: SentKey) -> Message | None:
+        """The message stored under ``key``, if this cache still holds it."""
         part = self._parts.get(partition)
         return part.get(key) if part is not None else None
 
     def put(self, partition: int, key: SentKey, message: Message) -> None:
+        """Remember that ``message`` is stored under ``key`` (dropping the partition's oldest
+        entry beyond its share)."""
         if self._per_partition <= 0:
             return
         part = self._parts.setdefault(partition, OrderedDict())
@@ -77,6 +80,7 @@ class SentCache:
             part.popitem(last=False)
 
     def forget(self, partitions: Iterable[int]) -> None:
+        """Drop every entry of these partitions (this server lost them)."""
         for partition in partitions:
             self._parts.pop(partition, None)
 
@@ -98,6 +102,8 @@ class Tenure:
         self._settled = asyncio.Event()
 
     def revoked(self) -> None:
+        """A rebalance began: until the next :meth:`assigned`, :meth:`settled_term` waits and
+        :meth:`ended` says no."""
         self._settled.clear()
 
     def assigned(self, partitions: set[int]) -> set[int]:
@@ -151,6 +157,8 @@ class BusMessageLog:
         self._tails: dict[int, asyncio.Future[Message]] = {}
 
     def append(self, message: Message, members: Sequence[int]) -> asyncio.Future[Message]:
+        """As :meth:`MessageLog.append <tidings.chat.ports.MessageLog.append>`: the sender's
+        messages are published in the order this is called."""
         sender = message.sender_id
         task = asyncio.ensure_future(self._append(message, members, self._tails.get(sender)))
         self._tails[sender] = task

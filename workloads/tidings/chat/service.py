@@ -331,6 +331,10 @@ class ChatService:
         return await self.log.append(message, sorted(set(members)))
 
     async def receipt(self, user_id: int, frame: Receipt) -> None:
+        """Move the user's receipt watermark in the channel and, if it moved, send the
+        ``receipt`` frame to every member (the user's own other devices too).
+
+        Raises the contract's error when the user is not a member of the channel."""
         members = await self.channel_members(user_id, frame.channel_id, None)
         current = await self.messages.get_watermarks(frame.channel_id, user_id)
         moved = advance_watermarks(current, frame.message_id, frame.status)
@@ -341,6 +345,9 @@ class ChatService:
         await self.bus.publish_ephemeral([InboxEvent(m, "receipt", out) for m in members])
 
     async def typing(self, user_id: int, channel_id: str) -> None:
+        """Send a ``typing`` frame to the channel's other members.
+
+        Raises the contract's error when the user is not a member, or ``blocked`` in a 1:1."""
         members = await self.channel_members(user_id, channel_id, None)
         if channel_id.startswith("dm:"):
             await self._refuse_if_blocked(user_id, members, None)
@@ -372,6 +379,7 @@ class ChatService:
         return await self.messages.inbox_head(user_id)
 
     async def inbox_head(self, user_id: int) -> int:
+        """The head of the user's inbox: its last written seq (0 when empty)."""
         return await self.messages.inbox_head(user_id)
 
     async def devices_seen(self, seen: Mapping[int, int]) -> None:
