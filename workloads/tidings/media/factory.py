@@ -38,6 +38,9 @@ def local_secret(settings: Settings, jwt_secret: str) -> bytes:
 
 
 def membership(directory: Directory) -> IsMember:
+    """The service's membership check: a user is in a DM by its id, in a group by the
+    directory's member list; never in a channel id that does not parse."""
+
     async def is_member(user_id: int, channel_id: str) -> bool:
         ref = parse_channel_id(channel_id)
         if ref is None:
@@ -59,6 +62,10 @@ async def open_media(
     embedded: bool,
     jwt_secret: str,
 ) -> MediaService | None:
+    """The media service over the blob store :func:`store_kind` picks, or None when media is
+    off.
+
+    Raises :class:`SettingsError` when the store is S3 and no bucket is set."""
     kind = store_kind(settings, embedded)
     store: BlobStore
     if kind == "none":

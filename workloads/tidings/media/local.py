@@ -35,6 +35,7 @@ class Signer:
     secret: bytes
 
     def sign(self, fields: Mapping[str, str]) -> str:
+        """The URL-safe base64 HMAC-SHA256 (unpadded) of ``fields``, in key order."""
         text = "\n".join(f"{k}={fields[k]}" for k in sorted(fields))
         digest = hmac.new(self.secret, text.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
@@ -80,12 +81,15 @@ class LocalBlobStore:
     async def upload_url(
         self, key: str, content_type: str, size: int, expires_s: float, base_url: str
     ) -> SignedRequest:
+        """A signed PUT URL on this API's blob route for exactly ``size`` bytes of
+        ``content_type``."""
         fields = {"op": "put", "size": str(size), "ct": content_type}
         return SignedRequest(
             self._url(base_url, key, fields, expires_s), {"Content-Type": content_type}
         )
 
     async def start_multipart(self, key: str, content_type: str) -> str:
+        """A new upload id (a directory for its parts)."""
         upload_id = secrets.token_hex(16)
         (self.uploads / upload_id).mkdir(mode=0o700)
         return upload_id
@@ -93,6 +97,7 @@ class LocalBlobStore:
     async def part_urls(
         self, key: str, upload_id: str, sizes: Sequence[int], expires_s: float, base_url: str
     ) -> list[SignedRequest]:
+        """A signed PUT URL per part (numbered from 1), each for exactly its size."""
         return [
             SignedRequest(
                 self._url(
@@ -108,6 +113,7 @@ class LocalBlobStore:
     async def download_url(
         self, key: str, content_type: str, expires_s: float, base_url: str
     ) -> str:
+        """A signed GET URL on this API's blob route, valid for ``expires_s``."""
         return self._url(base_url, key, {"op": "get", "ct": content_type}, expires_s)
 
     # --- the signed routes -------------------------------------------------------------
@@ -188,12 +194,14 @@ class LocalBlobStore:
         return final
 
     def path_of(self, key: str) -> Path | None:
+        """The blob's file, or None when there is none."""
         path = self.blobs / key
         return path if path.is_file() else None
 
     # --- the service's side ------------------------------------------------------------
 
     async def done_parts(self, key: str, upload_id: str) -> dict[int, str]:
+        """The parts received, part number -> ETag (quoted MD5); ``{}`` for an unknown upload."""
         upload = self.uploads / upload_id
         if not upload.is_dir():
             return {}
@@ -211,6 +219,10 @@ class LocalBlobStore:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> None:
+        """Join the parts, in number order, into the blob and drop the upload.
+
+        Raises :class:`UploadIncomplete` when a part is missing, its ETag differs, or the
+        numbers are not 1..n."""
         upload = self.uploads / upload_id
         have = await self.done_parts(key, upload_id)
         wanted = sorted(parts)
@@ -237,13 +249,16 @@ class LocalBlobStore:
         await asyncio.to_thread(join)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Remove the upload's directory and its parts (a missing one is fine)."""
         await asyncio.to_thread(shutil.rmtree, self.uploads / upload_id, True)
 
     async def size_of(self, key: str) -> int | None:
+        """The blob's size in bytes; None when there is none."""
         path = self.path_of(key)
         return path.stat().st_size if path is not None else None
 
     async def head(self, key: str, length: int) -> bytes:
+        """The first ``length`` bytes; empty when there is no blob."""
         path = self.path_of(key)
         if path is None:
             return b""
@@ -255,6 +270,7 @@ class LocalBlobStore:
         return await asyncio.to_thread(read_head)
 
     async def sha256(self, key: str) -> str:
+        """The lowercase hex SHA-256 of the blob (read on a thread)."""
         path = self.blobs / key
 
         def digest() -> str:
@@ -264,9 +280,11 @@ class LocalBlobStore:
         return await asyncio.to_thread(digest)
 
     async def read(self, key: str) -> bytes:
+        """The whole blob."""
         return await asyncio.to_thread((self.blobs / key).read_bytes)
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write ``data`` as the blob ``key`` (through a temporary file, replaced at once)."""
         temp = self.uploads / f"{key}.{secrets.token_hex(8)}.tmp"
 
         def write() -> None:
@@ -276,9 +294,11 @@ class LocalBlobStore:
         await asyncio.to_thread(write)
 
     async def delete(self, keys: Sequence[str]) -> None:
+        """Delete the blobs (missing ones, and keys that are not blob keys, are skipped)."""
         for key in keys:
             if _key_ok(key):
                 (self.blobs / key).unlink(missing_ok=True)
 
     async def close(self) -> None:
+        """Nothing to close."""
         return None

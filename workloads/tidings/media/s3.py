@@ -40,6 +40,10 @@ class S3BlobStore:
 
     @classmethod
     async def open(cls, settings: Settings) -> S3BlobStore:
+        """A store on ``media_s3_bucket``, with a second client for presigning when
+        ``media_s3_public_endpoint`` differs from the endpoint.
+
+        Raises ``ValueError`` when no bucket is set."""
         if not settings.media_s3_bucket:
             raise ValueError("TIDINGS_MEDIA_S3_BUCKET is not set")
         config = Config(
@@ -92,6 +96,7 @@ class S3BlobStore:
     async def upload_url(
         self, key: str, content_type: str, size: int, expires_s: float, base_url: str
     ) -> SignedRequest:
+        """A presigned ``put_object`` for exactly ``size`` bytes of ``content_type``."""
         url = await self._presign(
             "put_object",
             {"Key": key, "ContentType": content_type, "ContentLength": size},
@@ -100,6 +105,7 @@ class S3BlobStore:
         return SignedRequest(url, {"Content-Type": content_type})
 
     async def start_multipart(self, key: str, content_type: str) -> str:
+        """Create a multipart upload; its S3 upload id."""
         answer = await self.client.create_multipart_upload(
             Bucket=self.bucket, Key=key, ContentType=content_type
         )
@@ -108,6 +114,7 @@ class S3BlobStore:
     async def part_urls(
         self, key: str, upload_id: str, sizes: Sequence[int], expires_s: float, base_url: str
     ) -> list[SignedRequest]:
+        """A presigned ``upload_part`` per part (numbered from 1), each for exactly its size."""
         return [
             SignedRequest(
                 await self._presign(
@@ -120,6 +127,7 @@ class S3BlobStore:
         ]
 
     async def done_parts(self, key: str, upload_id: str) -> dict[int, str]:
+        """The parts S3 lists, part number -> ETag (all pages); ``{}`` for an unknown upload."""
         parts: dict[int, str] = {}
         marker = 0
         while True:
@@ -140,6 +148,10 @@ class S3BlobStore:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> None:
+        """Complete the upload with ``parts`` in number order.
+
+        Raises :class:`UploadIncomplete` when S3 refuses the parts (invalid, out of order, too
+        small, or the upload gone)."""
         try:
             await self.client.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -155,6 +167,7 @@ class S3BlobStore:
             raise
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort the upload (one S3 no longer knows is fine)."""
         try:
             await self.client.abort_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id
@@ -164,6 +177,7 @@ class S3BlobStore:
                 raise
 
     async def size_of(self, key: str) -> int | None:
+        """The object's size in bytes; None when there is none."""
         try:
             answer = await self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -173,6 +187,7 @@ class S3BlobStore:
         return int(answer["ContentLength"])
 
     async def head(self, key: str, length: int) -> bytes:
+        """The first ``length`` bytes (a ranged GET); empty when there is no object."""
         try:
             answer = await self.client.get_object(
                 Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
@@ -186,6 +201,7 @@ class S3BlobStore:
         return data[:length]
 
     async def sha256(self, key: str) -> str:
+        """The lowercase hex SHA-256 of the object, read as a stream."""
         digest = hashlib.sha256()
         answer = await self.client.get_object(Bucket=self.bucket, Key=key)
         async with answer["Body"] as body:
@@ -195,12 +211,14 @@ class S3BlobStore:
         return digest.hexdigest()
 
     async def read(self, key: str) -> bytes:
+        """The whole object."""
         answer = await self.client.get_object(Bucket=self.bucket, Key=key)
         async with answer["Body"] as body:
             data: bytes = await body.read()
         return data
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Put ``data`` as the object ``key`` with ``content_type``."""
         await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
         )
@@ -208,11 +226,13 @@ class S3BlobStore:
     async def download_url(
         self, key: str, content_type: str, expires_s: float, base_url: str
     ) -> str:
+        """A presigned ``get_object`` that answers with ``content_type``."""
         return await self._presign(
             "get_object", {"Key": key, "ResponseContentType": content_type}, expires_s
         )
 
     async def delete(self, keys: Sequence[str]) -> None:
+        """Delete the objects in one ``delete_objects`` request (quiet: missing ones are fine)."""
         if keys:
             await self.client.delete_objects(
                 Bucket=self.bucket,
@@ -220,4 +240,5 @@ class S3BlobStore:
             )
 
     async def close(self) -> None:
+        """Close the S3 clients."""
         await self._stack.aclose()

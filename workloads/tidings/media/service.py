@@ -48,6 +48,7 @@ class MediaConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaConfig:
+        """The limits, sizes and times of ``settings``' ``media_*`` fields."""
         return cls(
             limits=Limits(
                 image=settings.media_max_image_bytes,
@@ -66,10 +67,13 @@ class MediaConfig:
 
 
 def thumbnail_key(media_id: str) -> str:
+    """The blob key of a media item's thumbnail."""
     return f"{media_id}.thumb"
 
 
 def part_sizes(size: int, part_size: int) -> list[int]:
+    """The sizes of the parts of a ``size``-byte upload: ``part_size`` each but the last
+    (at least one part)."""
     count = max(1, math.ceil(size / part_size))
     return [part_size] * (count - 1) + [size - part_size * (count - 1)]
 
@@ -338,6 +342,8 @@ class MediaService:
         return deleted
 
     async def run_sweeper(self) -> None:
+        """Run :meth:`sweep` every ``sweep_every_s`` (again at once while a sweep filled its
+        batch), until cancelled; a failed sweep is logged."""
         while True:
             try:
                 while await self.sweep() >= SWEEP_BATCH:
@@ -347,4 +353,5 @@ class MediaService:
             await asyncio.sleep(self.config.sweep_every_s)
 
     async def close(self) -> None:
+        """Close the blob store."""
         await self.store.close()

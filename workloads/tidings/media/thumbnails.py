@@ -32,6 +32,11 @@ class Thumbnail:
 
 
 def make_thumbnail(data: bytes, max_side: int = MAX_SIDE) -> Thumbnail:
+    """A WebP preview of the image in ``data``, at most ``max_side`` pixels a side, upright
+    and without metadata; with the original's upright size.
+
+    Raises :class:`NotAnImage` for bytes that are not a JPEG, PNG, GIF or WebP we can
+    read, or an image of more than ``MAX_PIXELS``. CPU-bound: run it on a thread."""
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
             if image.format not in _FORMATS:
