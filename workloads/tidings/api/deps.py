@@ -17,6 +17,7 @@ from tidings.sessions import check_session
 # Dependencies are ``async def``: FastAPI runs a plain ``def`` one on a worker thread,
 # a thread hand-off per request for a few attribute reads (and a ~5 µs token check).
 async def get_runtime(request: Request) -> Runtime:
+    """The runtime the app's lifespan put on the request."""
     runtime: Runtime = request.state.runtime
     return runtime
 
@@ -25,6 +26,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_identity(request: Request, runtime: RuntimeDep) -> Identity:
+    """The caller, from the ``Authorization: Bearer`` token; 401 ``unauthorized`` when it is
+    missing, not valid, or its session has ended."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

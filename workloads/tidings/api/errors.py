@@ -32,6 +32,8 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, retry_after_ms: int | None = None
 ) -> JSONResponse:
+    """An error answer in the contract's shape; ``retry_after_ms`` adds ``after_ms`` to the
+    body and ``Retry-After`` (seconds, rounded up)."""
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     headers = None
     if retry_after_ms is not None:
@@ -105,6 +107,9 @@ class _TooLarge(Exception):
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Make every error the app raises answer in the contract's shape: :class:`ApiError`,
+    :class:`PasswordsBusy` (503), validation (422 ``invalid_request``) and Starlette's own."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.retry_after_ms)

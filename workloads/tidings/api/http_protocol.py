@@ -25,18 +25,22 @@ class HeadTimedHttpProtocol(HttpToolsProtocol):
         self._head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """A connection opened: its first request head is timed from now."""
         super().connection_made(transport)
         self._start_head_deadline()
 
     def on_message_begin(self) -> None:
+        """A request's first byte: its head is timed from now (unless already timed)."""
         super().on_message_begin()
         self._start_head_deadline()
 
     def on_headers_complete(self) -> None:
+        """The head is complete: no deadline until the next request begins."""
         self._stop_head_deadline()
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: its deadline goes with it."""
         self._stop_head_deadline()
         super().connection_lost(exc)
 

@@ -30,6 +30,8 @@ OFFLINE = PresenceStatus("offline", None)
 
 
 def chat_url(runtime: Runtime, request: Request, user_id: int) -> str:
+    """Where the user's client is to connect for chat: the owning server, any live one, or
+    this process's own WebSocket URL; 503 ``unavailable`` when no chat server runs."""
     owner = runtime.ownership.owner_url(user_id) or runtime.ownership.fallback_url()
     if owner:
         return owner
@@ -44,6 +46,7 @@ def chat_url(runtime: Runtime, request: Request, user_id: int) -> str:
 
 @router.post("/users", status_code=201)
 async def signup(body: SignupBody, runtime: RuntimeDep) -> dict[str, Any]:
+    """Create an account; 409 ``username_taken`` when the username is in use."""
     password_hash = await runtime.passwords.hash(body.password)
     try:
         user = await runtime.directory.create_user(
@@ -60,6 +63,12 @@ async def signup(body: SignupBody, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post("/sessions", status_code=201)
 async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+    """Log in: a token for a new device, or for ``device_id`` (one of yours) whose earlier
+    tokens then end.
+
+    401 ``bad_credentials`` for a wrong username or password; 429 ``rate_limited`` after
+    too many failures for the account or from the address; 409 ``too_many_devices`` at
+    ``max_devices_per_user``; 403 ``forbidden`` for a device that is not yours."""
     throttle = runtime.login_throttle
     address = request.client.host if request.client is not None else "unknown"
     wait_ms = await throttle.retry_after_ms(body.username, address, time.time())
@@ -118,6 +127,8 @@ async def login(body: LoginBody, runtime: RuntimeDep, request: Request) -> dict[
 
 @router.get("/discover")
 async def discover(me: IdentityDep, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+    """Where to connect for chat now; 503 ``unavailable`` (with ``Retry-After``) while this
+    chat server is saturated."""
     gateway = runtime.gateway
     if gateway is not None and gateway.admission.saturated and not gateway.draining:
         raise ApiError(
@@ -131,6 +142,7 @@ async def discover(me: IdentityDep, runtime: RuntimeDep, request: Request) -> di
 
 @router.get("/me")
 async def profile(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Your account, with this session's device and all your devices."""
     user = await runtime.directory.get_user(me.user_id)
     if user is None:
         raise ApiError(401, errors.UNAUTHORIZED, "account no longer exists")
@@ -168,18 +180,21 @@ async def _unlink(runtime: Runtime, user_id: int, device_id: int) -> None:
 
 @router.delete("/sessions/current", status_code=204)
 async def logout(me: IdentityDep, runtime: RuntimeDep) -> Response:
+    """Log out: this device is unlinked, its tokens and keys end."""
     await _unlink(runtime, me.user_id, me.device_id)
     return Response(status_code=204)
 
 
 @router.get("/devices")
 async def list_devices(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Your devices; ``current`` marks the caller's."""
     devices = await runtime.directory.list_devices_now(me.user_id)
     return {"devices": [device_out(d, me.device_id) for d in devices]}
 
 
 @router.delete("/devices/{device_id}", status_code=204)
 async def unlink_device(device_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    """Unlink one of your devices (its tokens and keys end); 404 ``not_found`` if not yours."""
     wanted = parse_decimal_id(device_id)
     device = await runtime.directory.get_device(wanted) if wanted is not None else None
     if device is None or device.user_id != me.user_id:
@@ -206,6 +221,10 @@ async def find_user(username: str, me: IdentityDep, runtime: RuntimeDep) -> dict
 
 @router.get("/users/{user_id}")
 async def get_user(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Yourself or a user related to you (friends, a request either way, a shared channel,
+    an invite), with their presence if you are in its audience (else null).
+
+    404 ``unknown_user`` for anyone else, counted against your hourly look-ups."""
     wanted = parse_decimal_id(user_id)
     directory = runtime.directory
     user = await directory.get_user(wanted) if wanted is not None else None
@@ -228,6 +247,7 @@ async def get_user(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> dict[s
 async def set_push_token(
     device_id: str, body: PushTokenBody, me: IdentityDep, runtime: RuntimeDep
 ) -> Response:
+    """Set the push provider and token of one of your devices; 403 ``forbidden`` if not yours."""
     device = await runtime.directory.get_device(parse_id(device_id, errors.FORBIDDEN, 403))
     if device is None or device.user_id != me.user_id:
         raise ApiError(403, errors.FORBIDDEN, "not your device")

@@ -59,6 +59,7 @@ class PushTokenBody(BaseModel):
 
 
 def user_out(user: User, presence: PresenceStatus | None = None) -> dict[str, Any]:
+    """A user as the API shows it (with ``presence`` when given)."""
     out: dict[str, Any] = {
         "user_id": str(user.user_id),
         "username": user.username,
@@ -70,6 +71,7 @@ def user_out(user: User, presence: PresenceStatus | None = None) -> dict[str, An
 
 
 def device_out(device: Device, current_device_id: int) -> dict[str, Any]:
+    """A device as the API shows it; ``current`` when it is ``current_device_id``."""
     return {
         "device_id": str(device.device_id),
         "name": device.name,
@@ -82,6 +84,7 @@ def device_out(device: Device, current_device_id: int) -> dict[str, Any]:
 
 
 def invite_out(invite: Invite, inviter: User | None) -> dict[str, Any]:
+    """A group invite as the API shows it, with the inviter (null when gone)."""
     return {
         "channel_id": invite.channel_id,
         "name": invite.name,
@@ -117,6 +120,8 @@ class ProfilePatchBody(BaseModel):
 
 
 def channel_out(channel: Channel, last_message_id: int | None = None) -> dict[str, Any]:
+    """A channel as the API shows it; a group's name, owner, admins and ``members_can_add``
+    only for a group; ``last_message_id`` when given."""
     out: dict[str, Any] = {
         "channel_id": channel.channel_id,
         "kind": channel.kind,
@@ -134,6 +139,7 @@ def channel_out(channel: Channel, last_message_id: int | None = None) -> dict[st
 
 
 def group_out(channel: Channel) -> dict[str, Any]:
+    """A group as the API shows it."""
     return {
         "channel_id": channel.channel_id,
         "name": channel.name,
