@@ -70,6 +70,8 @@ async def history(
     before: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
+    """A channel's messages, newest first: up to ``limit`` before the message id ``before``
+    (or the newest); 403 ``not_a_member``, 404 for a channel that does not exist."""
     try:
         await runtime.service.channel_members(me.user_id, channel_id, None)
     except ProtocolError as exc:
@@ -88,6 +90,8 @@ async def search(
     channel_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
+    """The newest ``limit`` messages with every word of ``q`` in your channels (or only
+    ``channel_id``); end-to-end channels are left out: the server cannot read them."""
     # End-to-end channels are never searched: the server has nothing it could search
     # (docs/e2ee.md); the client keeps its own index of what it decrypted.
     channels = await runtime.directory.list_channels(me.user_id)

@@ -61,6 +61,7 @@ def _prekey(prekey: PreKey) -> dict[str, str]:
 
 
 def bundle_out(bundle: Bundle) -> dict[str, Any]:
+    """A device's key bundle as the API shows it (``one_time_prekey`` null when none was left)."""
     keys = bundle.keys
     return {
         "device_id": str(keys.device_id),
@@ -120,6 +121,7 @@ async def upload_keys(body: KeysBody, me: IdentityDep, runtime: RuntimeDep) -> d
 
 @router.get("/keys/count")
 async def count_keys(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """How many one-time prekeys this device has left on the server."""
     return {"one_time_prekeys": await runtime.keys.count(me.device_id)}
 
 

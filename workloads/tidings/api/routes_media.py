@@ -94,6 +94,10 @@ def _base_url(request: Request) -> str:
 async def create_media(
     body: CreateMediaBody, request: Request, me: IdentityDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
+    """A new upload: its record and where to PUT the bytes.
+
+    Refused by the media service's rules (type, size, quota) in the contract's terms,
+    429 ``rate_limited`` over the hourly uploads or MiB, 503 when the blob store is down."""
     service = _service(runtime)
     settings = runtime.settings
     async with _answering():
@@ -116,6 +120,7 @@ async def create_media(
 async def upload_info(
     media_id: str, request: Request, me: IdentityDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
+    """The pending upload again, with fresh URLs and the parts already stored (to resume)."""
     async with _answering():
         return await _service(runtime).upload_info(
             me.user_id, _media_id(media_id), _base_url(request)
@@ -126,6 +131,8 @@ async def upload_info(
 async def complete_media(
     media_id: str, me: IdentityDep, runtime: RuntimeDep, body: CompleteBody | None = None
 ) -> dict[str, Any]:
+    """Finish an upload (``parts`` for a multipart one): checked and then ready to be sent.
+    Completing a ready upload returns it."""
     parts = None
     if body is not None and body.parts:
         parts = [(p.part_number, p.etag) for p in body.parts]
@@ -165,6 +172,8 @@ def _query(request: Request) -> dict[str, str]:
 
 @router.put("/media/blob/{key}")
 async def put_blob(key: str, request: Request, runtime: RuntimeDep) -> Any:
+    """The embedded store's signed upload (a whole blob, or a part): the signed URL is the
+    credential. Answers with the bytes' ``ETag``."""
     store = _local(runtime)
     try:
         op = "part" if "upload" in request.query_params else "put"
@@ -191,6 +200,8 @@ _DOWNLOAD_HEADERS = {
 
 @router.get("/media/blob/{key}")
 async def get_blob(key: str, request: Request, runtime: RuntimeDep) -> Any:
+    """The embedded store's signed download: the signed URL is the credential. The bytes
+    are served so that they never run as a page of this origin."""
     store = _local(runtime)
     try:
         fields = store.check(key, _query(request), "get", store.clock())

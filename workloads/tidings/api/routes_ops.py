@@ -14,11 +14,14 @@ router = APIRouter()
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=None)
 async def readyz(runtime: RuntimeDep) -> dict[str, object] | Response:
+    """Readiness: ready (with the connection count on a chat server), or 503 ``unavailable``
+    while draining."""
     gateway = runtime.gateway
     if gateway is None:
         return {"status": "ready"}

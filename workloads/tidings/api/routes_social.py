@@ -65,6 +65,7 @@ async def request_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> 
 
 @router.delete("/friends/{user_id}", status_code=204)
 async def remove_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    """End a friendship (or cancel a request either way); nothing to do is no error."""
     friend_id = parse_decimal_id(user_id)
     if friend_id is not None:  # an id that names nobody is no friend: nothing to do
         await runtime.directory.remove_friend(me.user_id, friend_id)
@@ -73,11 +74,13 @@ async def remove_friend(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> R
 
 @router.get("/friends")
 async def list_friends(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Your friends."""
     return {"friends": [user_out(u) for u in await runtime.directory.list_friends(me.user_id)]}
 
 
 @router.get("/friends/requests")
 async def list_friend_requests(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Friend requests to you (``incoming``) and from you (``outgoing``)."""
     incoming, outgoing = await runtime.directory.friend_requests(me.user_id)
     return {
         "incoming": [user_out(u) for u in incoming],
@@ -90,6 +93,8 @@ async def list_friend_requests(me: IdentityDep, runtime: RuntimeDep) -> dict[str
 
 @router.put("/blocks/{user_id}", status_code=204)
 async def block(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    """Block a user: your friendship and requests between you end; 404 ``unknown_user``
+    for nobody or yourself."""
     blocked = await _other_user(runtime, me.user_id, user_id)
     await runtime.directory.block(me.user_id, blocked.user_id, wall_ms())
     return Response(status_code=204)
@@ -97,6 +102,7 @@ async def block(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
 
 @router.delete("/blocks/{user_id}", status_code=204)
 async def unblock(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    """Unblock a user; one not blocked is no error."""
     blocked_id = parse_decimal_id(user_id)
     if blocked_id is not None:
         await runtime.directory.unblock(me.user_id, blocked_id)
@@ -105,6 +111,7 @@ async def unblock(user_id: str, me: IdentityDep, runtime: RuntimeDep) -> Respons
 
 @router.get("/blocks")
 async def list_blocked(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """The users you block."""
     return {"blocked": [user_out(u) for u in await runtime.directory.list_blocked(me.user_id)]}
 
 
@@ -146,6 +153,11 @@ async def _spend_invites(runtime: Runtime, user_id: int, count: int) -> None:
 
 @router.post("/groups", status_code=201)
 async def create_group(body: GroupBody, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Create a group: your friends among ``member_ids`` join at once, anyone else is
+    invited (listed as ``invited``).
+
+    404 ``unknown_user`` for an id that names nobody; 422 ``group_too_large`` over the
+    member cap; 429 ``rate_limited`` over the hourly groups or invites."""
     named = {parse_id(m, errors.UNKNOWN_USER, 404) for m in body.member_ids} - {me.user_id}
     if len(named) + 1 > MAX_GROUP_MEMBERS:
         raise ApiError(
@@ -202,6 +214,7 @@ async def _group_of_admin(channel_id: str, user_id: int, runtime: Runtime) -> Ch
 
 @router.get("/groups/{channel_id}")
 async def get_group(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """A group you are a member of; 404 ``unknown_channel``, 403 ``not_a_member``."""
     return group_out(await _group_of_member(channel_id, me.user_id, runtime))
 
 
@@ -281,6 +294,7 @@ async def remove_member(
 async def make_admin(
     channel_id: str, user_id: str, me: IdentityDep, runtime: RuntimeDep
 ) -> Response:
+    """Make a member an admin (admins only); 404 ``unknown_user`` for a non-member."""
     channel = await _group_of_admin(channel_id, me.user_id, runtime)
     target = parse_id(user_id)
     if target not in channel.member_ids:
@@ -296,6 +310,7 @@ async def make_admin(
 async def unmake_admin(
     channel_id: str, user_id: str, me: IdentityDep, runtime: RuntimeDep
 ) -> Response:
+    """Make an admin a plain member (admins only); 409 ``last_admin`` for the only admin."""
     channel = await _group_of_admin(channel_id, me.user_id, runtime)
     target = parse_id(user_id)
     if target not in channel.admin_ids:
@@ -315,6 +330,7 @@ async def unmake_admin(
 
 @router.get("/invites")
 async def list_invites(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Your pending group invites, with who invited you."""
     invites = await runtime.directory.list_invites(me.user_id)
     inviters = {
         u.user_id: u for u in await runtime.directory.get_users(i.inviter_id for i in invites)
@@ -324,6 +340,8 @@ async def list_invites(me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post("/invites/{channel_id}/accept")
 async def accept_invite(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Join the group you were invited to; 404 ``not_found`` with no invite, 409
+    ``group_full``."""
     directory = runtime.directory
     try:
         joined = await directory.accept_invite(channel_id, me.user_id, MAX_GROUP_MEMBERS)
@@ -339,5 +357,6 @@ async def accept_invite(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -
 
 @router.delete("/invites/{channel_id}", status_code=204)
 async def decline_invite(channel_id: str, me: IdentityDep, runtime: RuntimeDep) -> Response:
+    """Decline a group invite; none to decline is no error."""
     await runtime.directory.decline_invite(channel_id, me.user_id)
     return Response(status_code=204)
