@@ -142,6 +142,7 @@ def _add_metrics_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tidings`` argument parser: one subcommand each, its handler in ``handler``."""
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tidings`` with these arguments (default: the process's); returns the exit
+    status, 2 for settings that cannot work. ``operator`` hands the process over to
+    ``python -m tidings_operator``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["operator"]:
         _exec_operator(argv[1:])
