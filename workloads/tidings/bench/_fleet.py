@@ -32,16 +32,20 @@ class Fleet:
 
     @property
     def pids(self) -> list[int]:
+        """The generator processes' pids."""
         return [p.pid for p in self.procs if p.pid is not None]
 
     def meter(self) -> CpuMeter:
+        """A :class:`CpuMeter` over the generator processes."""
         return CpuMeter(self.pids)
 
     @property
     def connected(self) -> int:
+        """How many connections the generators opened, in all."""
         return sum(int(r.get("connected", 0)) for r in self.connect_reports)
 
     def connect_summary(self) -> dict[str, Any]:
+        """Connections opened, the slowest generator's connect time (s) and failures by kind."""
         failures: dict[str, int] = {}
         for report in self.connect_reports:
             for k, v in report.get("failures", {}).items():
@@ -53,6 +57,9 @@ class Fleet:
         }
 
     def command(self, *command: Any, timeout: float = 600.0) -> list[dict[str, Any]]:
+        """Send ``command`` to every generator; their answers, in order.
+
+        Raises ``RuntimeError`` when one dies, fails or does not answer within ``timeout`` s."""
         for pipe in self.pipes:
             pipe.send(command)
         return self._gather(timeout)
@@ -60,6 +67,8 @@ class Fleet:
     def send_each(
         self, commands: list[tuple[Any, ...]], timeout: float = 600.0
     ) -> list[dict[str, Any]]:
+        """Send each generator its own command; their answers, in order (raises as
+        :meth:`command`)."""
         for pipe, command in zip(self.pipes, commands, strict=True):
             pipe.send(command)
         return self._gather(timeout)
@@ -80,6 +89,7 @@ class Fleet:
         return out
 
     def close(self) -> None:
+        """Tell the generators to stop; kill those still alive 20 s later."""
         for pipe in self.pipes:
             with contextlib.suppress(OSError):
                 pipe.send(("stop",))

@@ -21,24 +21,29 @@ class Latency:
         self.hist = HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
     def record_ns(self, ns: int) -> None:
+        """Record one latency given in nanoseconds (clamped to the histogram's range)."""
         self.hist.record_value(min(max(ns // 1000, LOWEST_US), HIGHEST_US))
 
     @property
     def count(self) -> int:
+        """How many latencies were recorded."""
         return int(self.hist.get_total_count())
 
     def encode(self) -> str:
+        """The histogram in HdrHistogram's compressed text form (to pass between processes)."""
         encoded: bytes = self.hist.encode()
         return encoded.decode()
 
     @classmethod
     def decode(cls, text: str) -> Latency:
+        """The histogram :meth:`encode` made (empty for an empty string)."""
         latency = cls()
         if text:
             latency.hist.add(HdrHistogram.decode(text.encode()))
         return latency
 
     def merge(self, other: Latency) -> None:
+        """Add ``other``'s recorded latencies to this one."""
         self.hist.add(other.hist)
 
     def summary(self) -> dict[str, Any]:

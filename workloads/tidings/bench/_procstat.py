@@ -23,6 +23,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (0 when it is gone)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -69,6 +70,7 @@ def family(pid: int) -> list[int]:
 
 
 def tree_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes, summed."""
     return sum(cpu_seconds(p) for p in pids)
 
 
@@ -81,10 +83,12 @@ class CpuMeter:
     start_wall: float = 0.0
 
     def start(self) -> None:
+        """Start the window now."""
         self.start_cpu = tree_cpu_seconds(self.pids)
         self.start_wall = _now()
 
     def stop(self) -> dict[str, float]:
+        """CPU seconds, wall seconds and cores (CPU over wall) since :meth:`start`."""
         cpu = tree_cpu_seconds(self.pids) - self.start_cpu
         wall = max(_now() - self.start_wall, 1e-9)
         return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cores": round(cpu / wall, 3)}

@@ -35,12 +35,15 @@ class WsConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the opening handshake."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.proto.send_request(self.proto.connect())
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        """Feed the bytes to the protocol: settle :attr:`opened` on the handshake's answer and
+        pass each text frame to ``on_text``."""
         self.proto.receive_data(data)
         for event in self.proto.events_received():
             if isinstance(event, Response):
@@ -54,11 +57,14 @@ class WsConn(asyncio.Protocol):
         self._flush()
 
     def eof_received(self) -> bool | None:
+        """The server closed its side: let the protocol answer (the transport is not kept open)."""
         self.proto.receive_eof()
         self._flush()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Settle :attr:`opened` (with an error, if the handshake never finished) and
+        :attr:`closed`."""
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionError("closed before the handshake"))
         if not self.closed.done():
@@ -66,14 +72,17 @@ class WsConn(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
+        """Whether the WebSocket is open (handshake done, no close yet)."""
         return self.proto.state is State.OPEN
 
     def send(self, text: str) -> None:
+        """Send ``text`` as a text frame; nothing when the WebSocket is not open."""
         if self.proto.state is State.OPEN:
             self.proto.send_text(text.encode())
             self._flush()
 
     def close(self) -> None:
+        """Start the closing handshake (code 1000), or close the transport when not open."""
         if self.proto.state is State.OPEN:
             self.proto.send_close(1000)
             self._flush()
@@ -81,6 +90,7 @@ class WsConn(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
         if self.transport is not None:
             self.transport.abort()
 

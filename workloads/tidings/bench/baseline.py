@@ -23,6 +23,7 @@ users: dict[str, set[ServerConnection]] = {}
 
 
 async def handler(ws: ServerConnection) -> None:
+    """Serve one connection: the frames of the module docstring, until it closes."""
     user: str | None = None
     try:
         async for raw in ws:
@@ -50,6 +51,7 @@ async def handler(ws: ServerConnection) -> None:
 
 
 async def main(host: str, port: int, compression: bool) -> None:
+    """Serve on ``host``:``port`` until SIGTERM or SIGINT."""
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
@@ -60,6 +62,7 @@ async def main(host: str, port: int, compression: bool) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="tidings.bench.baseline", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)

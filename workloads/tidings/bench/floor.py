@@ -26,11 +26,14 @@ class Floor(asyncio.Protocol):
     __slots__ = ("head", "said_hello", "transport")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Wait for the opening handshake."""
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.head: bytes | None = b""
         self.said_hello = False
 
     def data_received(self, data: bytes) -> None:
+        """Gather the opening handshake and answer it (closing if it is refused); after
+        that, answer each chunk with ``welcome`` (the first) or ``heartbeat_ack``, unread."""
         if self.head is None:
             self.transport.write(HEARTBEAT_ACK if self.said_hello else WELCOME)
             self.said_hello = True
@@ -47,12 +50,14 @@ class Floor(asyncio.Protocol):
 
 
 async def main(host: str, port: int) -> None:
+    """Serve on ``host``:``port`` forever."""
     server = await asyncio.get_running_loop().create_server(Floor, host, port, backlog=4096)
     async with server:
         await server.serve_forever()
 
 
 def run(argv: list[str] | None = None) -> None:
+    """The command line (see the module docstring), on uvloop."""
     parser = argparse.ArgumentParser(prog="tidings.bench.floor", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
