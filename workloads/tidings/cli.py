@@ -142,7 +142,7 @@ def _add_metrics_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``tidings`` argument parser: one subcommand each, its handler in ``handler``."""
+    """The ``tidings`` argument parser: a subcommand per command, its function as ``handler``."""
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
