@@ -18,6 +18,8 @@ log = logging.getLogger("tidings.bench")
 
 
 def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
+    """The scenario options from the command line's ``args``; for the cluster, with the
+    test environment's state read."""
     testenv: dict[str, str] = {}
     if args.scenario == "cluster" or "cluster" in str(args.targets or "").split(","):
         state = args.testenv_state or Path(
@@ -55,6 +57,7 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
 
 
 def one(scenario: str, target: str, opts: scenarios.Options) -> dict[str, Any]:
+    """Run ``scenario`` on ``target``; its result."""
     if scenario == "cluster":
         return scenarios.cluster(opts)
     if scenario == "storm":
@@ -70,6 +73,8 @@ def one(scenario: str, target: str, opts: scenarios.Options) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the scenario on each target, print a summary line each, and write the report
+    to ``--out``; the exit status (1 when a target failed)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     raise_nofile()
@@ -183,6 +188,7 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
 
 
 def write(path: Path, report: dict[str, Any], *, append: bool) -> None:
+    """Write ``report`` to ``path`` as JSON; with ``append``, add it to the file's ``runs``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if append and path.exists():
         old = json.loads(path.read_text())

@@ -77,6 +77,8 @@ class Options:
 
 
 def make_target(name: str, opts: Options) -> Target:
+    """The target called ``name``, not started yet; ``ValueError`` for an unknown name (or
+    ``tidings-ref`` without ``--ref-tree``)."""
     workdir = opts.workdir / name
     if name == "tidings":
         return Embedded(workdir, opts.data_dir)
@@ -178,6 +180,7 @@ def _plan(target: Target, accounts: list[Account], w: int, opts: Options, **kw: 
 
 
 def environment() -> dict[str, Any]:
+    """The machine the run is on: date, CPUs, load, memory, kernel and versions."""
     import platform
     import sys
 
@@ -210,6 +213,9 @@ def environment() -> dict[str, Any]:
 
 
 def idle(target: Target, opts: Options) -> dict[str, Any]:
+    """Scenario 1: hold ``connections`` idle connections (heartbeats only) for ``hold_s``;
+    memory per connection (the server's RSS, the kernel's buffers and socket objects),
+    setup and idle CPU."""
     n = opts.connections
     target.start()
     fleet: Fleet | None = None
@@ -395,6 +401,7 @@ def _run_steps(
 
 
 def relay(target: Target, opts: Options) -> dict[str, Any]:
+    """Scenario 2: ``pairs`` 1:1 pairs, each sender to its receiver, at each of the rates."""
     target.start()
     try:
         accounts = _accounts(target, 2 * opts.pairs, opts)
@@ -409,6 +416,8 @@ def relay(target: Target, opts: Options) -> dict[str, Any]:
 
 
 def fanout(target: Target, opts: Options) -> dict[str, Any]:
+    """Scenario 3: ``groups`` groups of ``group_size``, the first member of each sending to
+    the group, at each of the rates."""
     size, groups = opts.group_size, opts.groups
     target.start()
     try:
@@ -462,6 +471,7 @@ def fanout(target: Target, opts: Options) -> dict[str, Any]:
 
 
 def cluster(opts: Options) -> dict[str, Any]:
+    """Scenario 4: the 1:1 relay on the test environment's cluster (``chats`` chat servers)."""
     target = make_target("cluster", opts)
     target.start()
     try:

@@ -143,6 +143,7 @@ def snapshot() -> dict[str, Any]:
 
 
 def dump(path: str) -> None:
+    """Write :func:`snapshot` to ``path`` (through a temporary file, replaced at once)."""
     global _seq
     _seq += 1
     tmp = f"{path}.tmp"
