@@ -112,6 +112,8 @@ class Worker:
     # --- frames in ---------------------------------------------------------------
 
     def on_text(self, conn: WsConn, text: str) -> None:
+        """Handle a frame from the server on ``conn``: count and time deliveries and acks, mark
+        the connection ready, note errors, reconnects and redirects."""
         peer: Peer = conn.state
         if self.plan.dialect == "centrifugo":
             for line in text.split("\n"):
@@ -194,6 +196,11 @@ class Worker:
         return json.dumps({"id": 1, "connect": {"token": account["token"], "name": "bench"}})
 
     async def open(self, peer: Peer, url: str | None = None) -> None:
+        """Connect ``peer`` (to ``url``, its chat URL or the plan's), say hello and wait until
+        the server says it is ready.
+
+        Raises ``ConnectionError`` when the connection closes first or 20 s pass (it is
+        aborted then)."""
         url = url or peer.account.get("chat_url") or self.plan.url
         host = self.plan.local_hosts[peer.index % len(self.plan.local_hosts)]
         peer.url = url
@@ -217,6 +224,8 @@ class Worker:
             self._watch(peer)
 
     async def connect_all(self) -> dict[str, Any]:
+        """Open every connection (up to 5 attempts each, ``connect_concurrency`` at a time);
+        how many are live, the failures by exception name and the seconds it took."""
         gate = asyncio.Semaphore(self.plan.connect_concurrency)
         failures: Counter[str] = Counter()
 
@@ -254,6 +263,8 @@ class Worker:
     # --- sending -----------------------------------------------------------------
 
     def fire(self, i: int, intended_ns: int) -> None:
+        """Send the ``i``-th message of the open loop, due at ``intended_ns``, from the next
+        sender in turn (counted ``not_sent`` when its connection is not live)."""
         index, target = self.plan.senders[i % len(self.plan.senders)]
         if self.plan.dialect == "centrifugo":
             self._spawn(self._publish(str(target), f"{intended_ns}|" + "x" * self.plan.body_bytes))
@@ -290,11 +301,13 @@ class Worker:
         return {"sent": self.counts["sent"]}
 
     def reset(self) -> None:
+        """Fresh histograms and counts (the connections stay)."""
         self.latency, self.ack_latency, self.send_lag = Latency(), Latency(), Latency()
         self.counts.clear()
         self.errors.clear()
 
     def results(self) -> dict[str, Any]:
+        """The counts, errors and histograms (encoded) so far, and how many connections are live."""
         return {
             "counts": dict(self.counts),
             "errors": dict(self.errors),
@@ -420,6 +433,7 @@ class Worker:
         return url
 
     def start_storm(self, drained_url: str) -> None:
+        """Mark the clients on ``drained_url`` as drained and watch every connection for drops."""
         self.storming = True
         for peer in self.peers:
             peer.drained = peer.live and peer.url == drained_url
@@ -427,6 +441,8 @@ class Worker:
                 self._watch(peer)
 
     def storm_count(self) -> dict[str, Any]:
+        """The live connections (in all and by URL), the drained ones, those back, and the
+        reconnects so far."""
         by_url: Counter[str] = Counter(p.url for p in self.peers if p.live)
         return {
             "live": sum(by_url.values()),
@@ -466,6 +482,7 @@ class Worker:
             )
 
     async def stop_sending(self) -> None:
+        """Stop the background probe messages of :meth:`send_in_background`."""
         task, self.sending = self.sending, None
         if task is not None:
             task.cancel()
@@ -473,6 +490,7 @@ class Worker:
                 await task
 
     async def close(self) -> None:
+        """Stop sending and abort every connection."""
         self.storming = False
         await self.stop_sending()
         for peer in self.peers:
