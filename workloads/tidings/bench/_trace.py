@@ -111,12 +111,16 @@ class Side:
         self.reset()
 
     def reset(self) -> None:
+        """Forget what was received since the last reset (counts, latencies, errors) and the
+        sends still awaiting an answer."""
         self.received = self.echoes = self.acks = self.refused = 0
         self.latency, self.ack_latency = Latency(), Latency()
         self.errors: Counter[str] = Counter()
         self.sent_at.clear()
 
     def on_text(self, _conn: WsConn, text: str) -> None:
+        """Handle a frame: count deliveries (not the client's own echoes, nor channel events)
+        and their latency, acks and refusals of its sends, ``synced`` and errors."""
         frame = json.loads(text)
         kind = frame.get("type")
         now = time.monotonic_ns()
@@ -145,6 +149,8 @@ class Side:
                 self.answered.set()
 
     async def open(self, url: str) -> None:
+        """Connect to ``url`` and say hello from cursor 0; returns once the server said
+        ``synced`` (``TimeoutError`` after 30 s)."""
         self.ready = asyncio.get_running_loop().create_future()
         self.conn = await connect(url, self.on_text)
         hello = {"type": "hello", "token": self.account["token"], "cursor": "0"}
@@ -152,6 +158,7 @@ class Side:
         await asyncio.wait_for(self.ready, 30)
 
     def send(self, frame: dict[str, Any]) -> None:
+        """Send ``frame`` as JSON text."""
         assert self.conn is not None
         self.conn.send(json.dumps(frame))
 
@@ -173,6 +180,7 @@ def context_switches(pid: int) -> int:
 
 
 def threads(pid: int) -> int:
+    """How many threads the process has now (0 when it is gone)."""
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
@@ -187,6 +195,9 @@ class SqlCounter:
         self.seq = 0
 
     async def snapshot(self, within: float = 15.0) -> dict[str, Any]:
+        """Signal the server (SIGUSR1) and return its next dump of the SQL counts.
+
+        Raises ``RuntimeError`` when no newer dump appears within ``within`` s."""
         os.kill(self.pid, signal.SIGUSR1)
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
@@ -269,6 +280,8 @@ def socket_inodes(pid: int) -> dict[str, str]:
 
 
 def fd_kind(annotation: str, sockets: dict[str, str]) -> str:
+    """What a file descriptor is, from strace's ``-y`` annotation: ``tcp`` or ``unix`` for a
+    known socket, the anon inode's kind, ``pipe``, or ``file:<name>``."""
     m = _SOCKET.match(annotation)
     if m:
         return sockets.get(m.group(1), "socket")
@@ -323,6 +336,8 @@ def parse_strace(text: str, sockets: dict[str, str]) -> dict[str, Any]:
 
 
 def syscalls_per_message(parsed: dict[str, Any], n: int) -> dict[str, Any]:
+    """The calls of :func:`parse_strace`'s result per message (``n`` messages): fsyncs,
+    loopback sends and receives, self-pipe wakeups, futexes, epoll waits, pwrites, preads."""
     per = max(n, 1)
     calls: dict[str, int] = parsed["calls"]
     by_fd: dict[str, int] = parsed["by_fd"]
@@ -521,6 +536,8 @@ def thread_of(frames: list[tuple[str, str]]) -> str:
 
 
 def parse_pyspy(text: str) -> dict[str, Any]:
+    """py-spy's collapsed stacks, as sample counts: on CPU by stage and by thread, off CPU
+    by what was waited on, and the 25 most frequent leaf functions."""
     stages: Counter[str] = Counter()
     waits: Counter[str] = Counter()
     threads_cpu: Counter[str] = Counter()
@@ -660,20 +677,25 @@ class Trace:
         }
 
     async def snapshot(self) -> dict[str, Any]:
+        """The server's SQL counts now (:meth:`SqlCounter.snapshot`)."""
         assert self.sql is not None
         return await self.sql.snapshot()
 
     async def idle(self) -> dict[str, Any]:
+        """The server's CPU (µs per second) over ``IDLE_S`` s in which nothing is sent."""
         cpu0, t0 = procstat.cpu_seconds(self.pid), time.monotonic()
         await asyncio.sleep(IDLE_S)
         cpu, wall = procstat.cpu_seconds(self.pid) - cpu0, time.monotonic() - t0
         return {"wall_s": round(wall, 3), "server_cpu_us_per_s": round(cpu * 1e6 / wall, 1)}
 
     async def connected(self) -> None:
+        """Open the sender's and the receiver's connections."""
         await self.sender.open(self.target.ws_url)
         await self.receiver.open(self.target.ws_url)
 
     async def warm_up(self) -> dict[str, Any]:
+        """Send up to ``WARM_MESSAGES`` messages first (and learn whether the sender gets echoes);
+        their counts."""
         warm = await self.send(min(WARM_MESSAGES, self.n), "warm", self.opts.rate)
         self.expect_echo = warm["echoes"] > 0
         await asyncio.sleep(1.0)
@@ -693,6 +715,7 @@ class Trace:
         return result
 
     def close(self) -> None:
+        """Close both clients' connections."""
         for side in (self.sender, self.receiver):
             if side.conn is not None:
                 side.conn.close()
@@ -734,6 +757,8 @@ class Trace:
         return stats
 
     async def strace_window(self, binary: str) -> dict[str, Any]:
+        """The window under ``strace -f -C -y`` at the traced rate: the syscalls per message,
+        by what they worked on, and strace's summary."""
         out, err = self.dir / "strace.txt", self.dir / "strace.err"
         argv = [binary, "-f", "-C", "-y", "-o", str(out), "-e", "trace=" + ",".join(SYSCALLS)]
         argv += ["-p", str(self.pid)]
@@ -908,6 +933,8 @@ def assemble(
     seen: dict[str, Any],
     overhead_ns: float,
 ) -> dict[str, Any]:
+    """The trace scenario's result: the per-message figures gathered from the windows,
+    with warnings for windows where the server did not keep up."""
     counts = windows["counts"]
     sql = counts["sql"]
     kinds = sql["by_kind"]
