@@ -75,7 +75,8 @@ class MembershipPublisher:
     async def start(self) -> None:
         """Connect, publish the first record and start publishing every interval.
 
-        Raises what the producer or the first publish raised (the producer is stopped then)."""
+        Raises what starting the producer or the first publish raised (a failed publish
+        stops the producer first)."""
         producer = AIOKafkaProducer(**kafka_client_options(self._settings), acks="all", linger_ms=0)
         await producer.start()
         self._producer = producer

@@ -38,8 +38,8 @@ def local_secret(settings: Settings, jwt_secret: str) -> bytes:
 
 
 def membership(directory: Directory) -> IsMember:
-    """The service's membership check: a user is in a DM by its id, in a group by the
-    directory's member list; never in a channel id that does not parse."""
+    """The service's membership check: a user is in a DM whose id names them, in a group
+    on the directory's member list, and never in a channel id that does not parse."""
 
     async def is_member(user_id: int, channel_id: str) -> bool:
         ref = parse_channel_id(channel_id)
