@@ -21,15 +21,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from ssl import SSLContext
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+if TYPE_CHECKING:
+    from tidings.client import ApiClient, User
 
 # Every wait in the behaviour suite is bounded by this (seconds) unless a test says otherwise.
 WAIT = 5.0
@@ -57,6 +60,11 @@ BASE_ENV = {
     "TIDINGS_RATE_LIMIT_PER_S": "1000",
     "TIDINGS_RATE_LIMIT_BURST": "1000",
 }
+
+
+# The client library's tests: ``person()`` (a fixture in conftest.py) signs a new user up
+# and logs a device in with tidings.client.ApiClient.
+Opener = Callable[[], Coroutine[Any, Any, "tuple[ApiClient, User]"]]
 
 
 def free_port() -> int:

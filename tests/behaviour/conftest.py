@@ -15,8 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tidings.client import ApiClient, User
+
 from ._cluster import Backends, close_cluster, open_cluster
-from ._harness import Clients, Deployment, http_client, start_server, stop_server
+from ._harness import (
+    PASSWORD,
+    Clients,
+    Deployment,
+    Opener,
+    http_client,
+    start_server,
+    stop_server,
+    unique_name,
+)
 
 CLUSTER_MARKS = [pytest.mark.kafka, pytest.mark.cassandra, pytest.mark.postgres, pytest.mark.s3]
 
@@ -96,3 +107,21 @@ def pytest_runtest_makereport(
                 for title, text in sections():
                     report.sections.append((title, text))
     return report
+
+
+@pytest.fixture
+async def person(server: Deployment) -> AsyncIterator[Opener]:
+    """person() signs a new user up and logs a device in with the client library:
+    (client, user). (test_client_media.py has its own, returning the client only.)"""
+    opened: list[ApiClient] = []
+
+    async def open_person() -> tuple[ApiClient, User]:
+        api = ApiClient(server.api_urls[len(opened) % len(server.api_urls)])
+        opened.append(api)
+        user = await api.signup(unique_name("person"), PASSWORD)
+        await api.login(user.username, PASSWORD)
+        return api, user
+
+    yield open_person
+    for api in opened:
+        await api.aclose()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -21,31 +21,11 @@ from tidings.client import (
     Receipt,
     TidingsApiError,
     TidingsChatError,
-    User,
 )
 
-from ._harness import PASSWORD, Deployment, unique_name
+from ._harness import Opener
 
 WAIT_S = 15.0
-
-Opener = Callable[[], Coroutine[Any, Any, tuple[ApiClient, User]]]
-
-
-@pytest.fixture
-async def person(server: Deployment) -> AsyncIterator[Opener]:
-    """person() signs a new user up and logs a device in: (client, user)."""
-    opened: list[ApiClient] = []
-
-    async def open_person() -> tuple[ApiClient, User]:
-        api = ApiClient(server.api_urls[len(opened) % len(server.api_urls)])
-        opened.append(api)
-        user = await api.signup(unique_name("day"), PASSWORD)
-        await api.login(user.username, PASSWORD)
-        return api, user
-
-    yield open_person
-    for api in opened:
-        await api.aclose()
 
 
 async def befriend(a: ApiClient, b: ApiClient) -> None:

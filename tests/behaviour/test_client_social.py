@@ -5,33 +5,13 @@ like any other refused send) and group invites."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from tidings.client import ApiClient, TidingsApiError, TidingsChatError, User
+from tidings.client import TidingsApiError, TidingsChatError
 
-from ._harness import PASSWORD, Deployment, unique_name
-
-Opener = Callable[[], Coroutine[Any, Any, tuple[ApiClient, User]]]
-
-
-@pytest.fixture
-async def person(server: Deployment) -> AsyncIterator[Opener]:
-    """person() signs a new user up and logs a device in: (client, user)."""
-    opened: list[ApiClient] = []
-
-    async def open_person() -> tuple[ApiClient, User]:
-        api = ApiClient(server.api_urls[len(opened) % len(server.api_urls)])
-        opened.append(api)
-        user = await api.signup(unique_name("soc"), PASSWORD)
-        await api.login(user.username, PASSWORD)
-        return api, user
-
-    yield open_person
-    for api in opened:
-        await api.aclose()
+from ._harness import Opener, unique_name
 
 
 def ids(profiles: Any) -> list[str]:

@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from playwright.sync_api import Locator, Page, WebSocket, expect
+from websockets.sync.client import connect
 
 PASSWORD = "correct horse battery"
 WAIT_MS = 15_000
@@ -249,3 +251,23 @@ def begin_chat(alice: ChatPage, bob: ChatPage, first: str) -> None:
     alice.send(first)
     bob.open("Alice")
     bob.expect_message(first)
+
+
+def send_many(base_url: str, username: str, channel_id: str, bodies: list[str]) -> None:
+    """Another device of ``username`` sends ``bodies`` over the WebSocket, each acked."""
+    with httpx.Client(base_url=base_url, trust_env=False) as http:
+        login = http.post("/v1/sessions", json={"username": username, "password": PASSWORD})
+        assert login.status_code == 201, login.text
+        session = login.json()
+    with connect(session["chat_url"], open_timeout=5, proxy=None) as ws:
+        ws.send(json.dumps({"type": "hello", "token": session["access_token"], "cursor": "0"}))
+        while json.loads(ws.recv(timeout=5))["type"] != "synced":
+            pass
+        for i, body in enumerate(bodies):
+            frame = {"client_msg_id": f"many-{uuid.uuid4().hex}-{i}", "channel_id": channel_id}
+            ws.send(json.dumps({"type": "send", **frame, "body": body}))
+        acked = 0
+        while acked < len(bodies):
+            answer = json.loads(ws.recv(timeout=10))
+            assert answer["type"] != "error", answer
+            acked += answer["type"] == "ack"

@@ -16,7 +16,7 @@ import httpx
 from playwright.sync_api import expect
 from websockets.sync.client import connect
 
-from ._pages import PASSWORD, ChatPage, begin_chat, unique
+from ._pages import PASSWORD, ChatPage, begin_chat, send_many, unique
 from ._server import WebServer
 
 People = Callable[[str], ChatPage]
@@ -141,26 +141,6 @@ def test_log_out_ends_the_session_and_a_new_login_is_a_new_device(
     assert alice.errors == bob.errors == []
 
 
-def _send_many(server: WebServer, username: str, channel_id: str, bodies: list[str]) -> None:
-    """Another device of `username` sends `bodies` over the WebSocket (for history paging)."""
-    with httpx.Client(base_url=server.url, trust_env=False) as http:
-        login = http.post("/v1/sessions", json={"username": username, "password": PASSWORD})
-        assert login.status_code == 201, login.text
-        session = login.json()
-    with connect(session["chat_url"], open_timeout=5, proxy=None) as ws:
-        ws.send(json.dumps({"type": "hello", "token": session["access_token"], "cursor": "0"}))
-        while json.loads(ws.recv(timeout=5))["type"] != "synced":
-            pass
-        for i, body in enumerate(bodies):
-            frame = {"client_msg_id": f"bulk-{i}", "channel_id": channel_id, "body": body}
-            ws.send(json.dumps({"type": "send", **frame}))
-        acked = 0
-        while acked < len(bodies):
-            frame = json.loads(ws.recv(timeout=10))
-            assert frame["type"] != "error", frame
-            acked += frame["type"] == "ack"
-
-
 def test_group_search_history_paging_and_reload(
     people: People, shots: Shots, server: WebServer
 ) -> None:
@@ -218,7 +198,7 @@ def test_group_search_history_paging_and_reload(
     bob.open("Alice")
     bob.expect_message("ready for a long story")
     bodies = [f"story part {i:02d}" for i in range(1, 46)]
-    _send_many(server, bob.username, dm_id(alice.user_id, bob.user_id), bodies)
+    send_many(server.url, bob.username, dm_id(alice.user_id, bob.user_id), bodies)
     alice.expect_message("story part 45")
     # Alice's inbox: the group's 3 membership events (created, Bob added, Carol joined),
     # 3 group messages, her 1:1 opener and the 45 parts (seq 52).

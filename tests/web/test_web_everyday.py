@@ -7,18 +7,14 @@ notifications and a muted chat. Screenshots land in test-artifacts/screenshots/<
 
 from __future__ import annotations
 
-import json
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 from playwright.sync_api import ViewportSize, expect
-from websockets.sync.client import connect
 
-from ._pages import PASSWORD, ChatPage, begin_chat, unique
+from ._pages import ChatPage, begin_chat, send_many, unique
 from ._server import WebServer
 
 People = Callable[[str], ChatPage]
@@ -47,26 +43,6 @@ RECORD_NOTIFICATIONS = """
 def dm_channel(a: ChatPage, b: ChatPage) -> str:
     low, high = sorted((int(a.user_id), int(b.user_id)))
     return f"dm:{low}:{high}"
-
-
-def send_many(server: WebServer, username: str, channel_id: str, bodies: list[str]) -> None:
-    """Another device of `username` sends `bodies` over the WebSocket, each acked."""
-    with httpx.Client(base_url=server.url, trust_env=False) as http:
-        login = http.post("/v1/sessions", json={"username": username, "password": PASSWORD})
-        assert login.status_code == 201, login.text
-        session = login.json()
-    with connect(session["chat_url"], open_timeout=5, proxy=None) as ws:
-        ws.send(json.dumps({"type": "hello", "token": session["access_token"], "cursor": "0"}))
-        while json.loads(ws.recv(timeout=5))["type"] != "synced":
-            pass
-        for i, body in enumerate(bodies):
-            frame = {"client_msg_id": f"many-{uuid.uuid4().hex}-{i}", "channel_id": channel_id}
-            ws.send(json.dumps({"type": "send", **frame, "body": body}))
-        acked = 0
-        while acked < len(bodies):
-            answer = json.loads(ws.recv(timeout=10))
-            assert answer["type"] != "error", answer
-            acked += answer["type"] == "ack"
 
 
 def dialog_closed(person: ChatPage) -> None:
@@ -156,7 +132,7 @@ def test_days_unread_line_jump_to_latest_and_the_search_hit(
 
     # Alice's other device sends a long stretch while Bob is not in the chat.
     many = [f"pineapple number {i}\nsecond line\nthird line" for i in range(14)]
-    send_many(server, alice.username, dm_channel(alice, bob), many)
+    send_many(server.url, alice.username, dm_channel(alice, bob), many)
     expect(bob.channel("Alice").locator(".badge")).to_have_text("14")
     bob.page.set_viewport_size(PHONE)
     bob.open("Alice")
